@@ -1,0 +1,1 @@
+"""metatrade.market"""
