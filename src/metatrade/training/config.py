@@ -1,0 +1,377 @@
+"""The whole run's configuration: typed sections loaded from YAML and validated up front.
+
+One ``RunConfig`` holds everything a run needs (data, environment, policy, meta-learning,
+PPO, evaluation, run bookkeeping). Loading validates every key before any work starts: an
+unknown key or a bad value raises ``ConfigError`` naming the file and the key path, e.g.
+``configs/tiny.yaml: meta.inner_lr: expected a positive number, got 'abc'``. The resolved
+config (defaults filled in, CLI overrides applied) is written into the run directory so that
+a run can be reproduced and resumed from it alone.
+
+Every field below carries a one-line description; ``docs/configuration.md`` is the reference.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names key and fix."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PositiveInt = Field(gt=0)
+
+
+class SplitsSection(_Section):
+    """Chronological fractions of every task's bars (train / validation / test)."""
+
+    train: float = Field(0.6, gt=0, lt=1, description="fraction of bars for (meta-)training")
+    validation: float = Field(0.2, ge=0, lt=1, description="fraction for model selection")
+    test: float = Field(0.2, gt=0, lt=1, description="out-of-sample fraction for evaluation")
+
+
+class HeldOutSection(_Section):
+    """Tasks never seen in (meta-)training: the test of the method."""
+
+    instruments: list[str] = Field(
+        default_factory=list, description="every task of these instruments is held out"
+    )
+    timeframes: list[str] = Field(
+        default_factory=list, description="every task of these timeframes (minutes) is held out"
+    )
+    tasks: list[str] = Field(
+        default_factory=list, description="individual held-out tasks, 'Instrument:TF'"
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, v: list[str]) -> list[str]:
+        return [_check_task(t) for t in v]
+
+    @field_validator("timeframes", mode="before")
+    @classmethod
+    def _timeframes_as_str(cls, v: Any) -> Any:
+        return [str(t) for t in v] if isinstance(v, list) else v
+
+
+class DataSection(_Section):
+    """Where the bars come from and which tasks make up the distribution."""
+
+    family: Literal["trading", "synthetic", "nav2d"] = Field(
+        "trading",
+        description="task family: real OHLCV tasks, synthetic regime tasks, or 2D navigation",
+    )
+    data_dir: str | None = Field(
+        None, description="directory of OHLCV files; null = the embedded sample data"
+    )
+    tasks: list[str] | None = Field(
+        None, description="tasks to use, 'Instrument:TF'; null = every task found"
+    )
+    heldout: HeldOutSection = Field(default_factory=HeldOutSection)
+    splits: SplitsSection = Field(default_factory=SplitsSection)
+    num_synthetic_tasks: int = Field(
+        24, gt=0, description="synthetic family only: how many tasks to generate"
+    )
+    synthetic_bars: int = Field(4000, gt=100, description="synthetic family only: bars per task")
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_check_task(t) for t in v]
+
+
+class EnvSection(_Section):
+    """The simulated market (trading families) or the navigation task."""
+
+    lookback: int = Field(32, gt=0, description="bars in the observation window")
+    episode_length: int = Field(256, gt=0, description="bars per training episode")
+    initial_capital: float = Field(1_000_000.0, gt=0, description="starting equity, INR")
+    brokerage_entry: float = Field(25.0, ge=0, description="INR per entry order")
+    brokerage_exit: float = Field(35.0, ge=0, description="INR per exit order")
+    slippage_bps: float = Field(0.0, ge=0, description="extra cost per side, basis points")
+    reward_scale: float = Field(1.0, gt=0, description="reward multiplier (P&L / capital * scale)")
+    drawdown_penalty: float = Field(
+        0.0, ge=0, description="shaping: penalty per unit of new drawdown"
+    )
+    trade_penalty: float = Field(0.0, ge=0, description="shaping: penalty per order")
+
+
+class PolicySection(_Section):
+    """The policy network (metatrade.agents.policies.make_policy)."""
+
+    kind: Literal["mlp", "gru", "moe"] = Field("mlp", description="network trunk")
+    hidden_sizes: list[int] = Field(
+        default_factory=lambda: [64, 64], min_length=1, description="hidden layer widths"
+    )
+    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
+    num_experts: int = Field(4, gt=0, description="moe only: number of experts")
+    init_log_std: float = Field(0.0, description="continuous actions only: initial log-std")
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if any(h <= 0 for h in v):
+            raise ValueError(f"expected positive layer widths, got {v}")
+        return v
+
+
+class MetaSection(_Section):
+    """MAML for RL (metatrade.meta.learner.MetaConfig)."""
+
+    num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
+    meta_batch_size: int = Field(8, gt=0, description="tasks per meta-iteration")
+    episodes_per_task: int = Field(
+        10, gt=0, description="pre-adaptation episodes per task (inner-loop data)"
+    )
+    num_evaluation_steps: int = Field(
+        10, gt=0, description="post-adaptation episodes per task behind the meta-loss"
+    )
+    num_inner_loop_steps: int = Field(1, gt=0, description="inner policy-gradient steps")
+    inner_lr: float = Field(0.1, gt=0, description="inner-loop step size alpha")
+    outer_lr: float = Field(1e-3, gt=0, description="meta-optimizer step size (adam)")
+    meta_optimizer: Literal["adam", "trpo", "promp"] = Field(
+        "adam", description="outer-loop optimizer"
+    )
+    inner_surrogate: Literal["vpg", "dice", "lvc"] = Field(
+        "dice", description="inner-loop surrogate loss"
+    )
+    first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
+    learn_inner_lr: bool = Field(False, description="Meta-SGD: per-parameter inner step sizes")
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda")
+    max_kl: float = Field(0.01, gt=0, description="trpo: KL trust region")
+    max_grad_norm: float = Field(1.0, gt=0, description="meta-gradient norm clip")
+
+
+class PPOSection(_Section):
+    """PPO (metatrade.agents.PPOAgent): the standard-RL trainer and the multi-task baseline."""
+
+    total_timesteps: int = Field(100_000, gt=0, description="environment steps to train for")
+    num_envs: int = Field(8, gt=0, description="parallel episodes per task")
+    num_steps: int = Field(128, gt=0, description="rollout length per update")
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip_coef: float = Field(0.2, gt=0, description="PPO ratio clip")
+    ent_coef: float = Field(0.01, ge=0, description="entropy bonus")
+    vf_coef: float = Field(0.5, ge=0, description="value loss weight")
+    update_epochs: int = Field(4, gt=0, description="epochs per batch")
+    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
+    max_grad_norm: float = Field(0.5, gt=0, description="gradient norm clip")
+    match_meta_budget: bool = Field(
+        True,
+        description="baseline pretraining uses the same env-step budget as meta-training",
+    )
+
+
+class EvaluationSection(_Section):
+    """The meta-test protocol (metatrade.evaluation.protocol)."""
+
+    adaptation_steps: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3], description="k inner steps to report"
+    )
+    adaptation_episodes: int = Field(
+        10, gt=0, description="episodes per inner step on a task's adaptation window"
+    )
+    test_episodes: int = Field(10, gt=0, description="evaluation episodes per task and k")
+    bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
+    baselines: list[Literal["maml", "ppo", "random", "buy_and_hold", "flat"]] = Field(
+        default_factory=lambda: ["maml", "ppo", "random", "buy_and_hold", "flat"],
+        description="rows of the results table",
+    )
+    stress_cost_bps: float = Field(
+        2.0, ge=0, description="stressed cost: extra basis points per side in reports"
+    )
+
+    @field_validator("adaptation_steps")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 0 for k in v):
+            raise ValueError(f"expected a non-empty list of steps >= 0, got {v}")
+        return sorted(set(v))
+
+
+class RunSection(_Section):
+    """Bookkeeping: seed, where outputs go, how often to log and checkpoint."""
+
+    seed: int = Field(0, ge=0, description="the one seed every RNG stream derives from")
+    out_dir: str = Field("runs", description="parent directory of run directories")
+    name: str | None = Field(None, description="run directory name; null = <family>-<seed>")
+    log_interval: int = Field(1, gt=0, description="iterations between log lines")
+    checkpoint_interval: int = Field(5, gt=0, description="iterations between checkpoints")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = leave as is")
+
+
+class RunConfig(_Section):
+    """Everything a run needs. ``RunConfig()`` is a valid default configuration."""
+
+    data: DataSection = Field(default_factory=DataSection)
+    env: EnvSection = Field(default_factory=EnvSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
+    meta: MetaSection = Field(default_factory=MetaSection)
+    ppo: PPOSection = Field(default_factory=PPOSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON-safe) of every resolved value."""
+        return self.model_dump(mode="json")
+
+    def run_dir(self) -> Path:
+        """The run directory: ``<run.out_dir>/<run.name or family-seed>``."""
+        name = self.run.name or f"{self.data.family}-seed{self.run.seed}"
+        return Path(self.run.out_dir) / name
+
+
+def _check_task(name: str) -> str:
+    name = str(name).strip()
+    if not TASK_PATTERN.match(name):
+        raise ValueError(f"expected a task as 'Instrument:TF' (e.g. 'Nifty:5'), got {name!r}")
+    return name
+
+
+def parse_tasks(text: str) -> list[str]:
+    """Parse ``--tasks Nifty:5,Bank_Nifty:15`` into task names; ConfigError if malformed."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("--tasks: expected 'Instrument:TF,...' (e.g. Nifty:5,Finnifty:15)")
+    for t in names:
+        if not TASK_PATTERN.match(t):
+            raise ConfigError(
+                f"--tasks: expected 'Instrument:TF' (e.g. 'Nifty:5'), got {t!r} in {text!r}"
+            )
+    return names
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "<root>"
+    kind = err["type"]
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{path}: unknown key (check the spelling; see docs/configuration.md)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind in ("float_parsing", "float_type"):
+        msg = "expected a number"
+    elif kind in ("int_parsing", "int_type", "int_from_float"):
+        msg = "expected an integer"
+    elif kind in ("bool_parsing", "bool_type"):
+        msg = "expected true or false"
+    elif kind == "greater_than":
+        gt = err["ctx"]["gt"]
+        msg = "expected a positive number" if gt == 0 else f"expected a value > {gt}"
+    elif kind == "greater_than_equal":
+        msg = f"expected a value >= {err['ctx']['ge']}"
+    if "input" in err and kind not in ("missing",) and "got" not in msg:
+        msg += f", got {err['input']!r}"
+    return f"{path}: {msg}"
+
+
+def validate_config(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
+    """Validate a nested dict into a RunConfig; ConfigError names ``source`` and the key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; ConfigError for a missing file or bad YAML, naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return raw if raw is not None else {}
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped inside the package (``metatrade/configs/<name>.yaml``)."""
+    ref = resources.files("metatrade") / "configs" / f"{name}.yaml"
+    return Path(str(ref))
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    tasks: str | list[str] | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load a YAML config (or the defaults), apply CLI overrides, validate everything.
+
+    Args:
+        path: YAML file; None = defaults. A bare name like ``"demo"`` that is not a file
+            resolves to the packaged ``metatrade/configs/demo.yaml``.
+        seed, tasks, data_dir, out_dir: the CLI's ``--seed``, ``--tasks``, ``--data``, ``--out``.
+        overrides: extra dotted-key overrides, e.g. ``{"meta.num_meta_iterations": 2}``.
+    """
+    source = "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file() and not p.suffix and packaged_config(str(path)).is_file():
+            p = packaged_config(str(path))
+        source = str(p)
+        raw = read_yaml(p)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    cfg = validate_config(raw, source)
+    flat: dict[str, Any] = dict(overrides or {})
+    if seed is not None:
+        flat["run.seed"] = seed
+    if tasks is not None:
+        flat["data.tasks"] = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    if data_dir is not None:
+        flat["data.data_dir"] = str(data_dir)
+    if out_dir is not None:
+        flat["run.out_dir"] = str(out_dir)
+    return apply_overrides(cfg, flat)
+
+
+def apply_overrides(cfg: RunConfig, flat: dict[str, Any]) -> RunConfig:
+    """Return a new validated config with dotted keys replaced (``"meta.inner_lr": 0.05``)."""
+    if not flat:
+        return cfg
+    raw = cfg.to_dict()
+    for key, value in flat.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {key}: unknown section {part!r}")
+            node = node[part]
+        node[parts[-1]] = value
+    return validate_config(raw, "overrides")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (what ``--resume`` and ``evaluate`` read back)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
+    return path
