@@ -1,1 +1,26 @@
-"""metatrade.data"""
+"""metatrade.data: OHLCV files -> validated bars -> causal features, task sampling, splits.
+
+Public entry points: ``DataLoader`` (tasks, bars, ``TaskArrays``), ``SplitConfig``/``HeldOut``,
+``validate_folder``/``DataValidationError``, ``build_task_arrays``/``raw_features`` (the
+feature pipeline), and the synthetic AR(1) task family.
+"""
+
+from metatrade.data.features import FEATURE_NAMES, build_task_arrays, raw_features
+from metatrade.data.loader import DataLoader
+from metatrade.data.splits import HeldOut, SplitConfig
+from metatrade.data.task_arrays import TaskArrays, TaskId
+from metatrade.data.validation import DataValidationError, Problem, validate_folder
+
+__all__ = [
+    "FEATURE_NAMES",
+    "DataLoader",
+    "DataValidationError",
+    "HeldOut",
+    "Problem",
+    "SplitConfig",
+    "TaskArrays",
+    "TaskId",
+    "build_task_arrays",
+    "raw_features",
+    "validate_folder",
+]

@@ -1,0 +1,76 @@
+"""On-disk cache of parsed bars and feature arrays, as uncompressed ``.npz`` files.
+
+Key: the data file's resolved path + size + mtime (ns) + whatever else the cached value
+depends on (feature version, time zone, split config). A changed file gets a new key, and the
+stale entry of the same file is deleted when the new one is written. Writes go to a temporary
+file in the same folder and are moved into place with ``os.replace`` (atomic on POSIX), so a
+crash or a concurrent reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "METATRADE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$METATRADE_CACHE`` if set, else ``~/.cache/metatrade``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "metatrade"
+
+
+def _digest(*parts: object, size: int = 16) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=size // 2).hexdigest()
+
+
+class DiskCache:
+    """``load``/``save`` dicts of numpy arrays per (kind, data file, extra key)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+
+    def _prefix(self, kind: str, path: Path) -> str:
+        return f"{kind}-{path.stem}-{_digest(str(path.resolve()), size=8)}"
+
+    def _file(self, kind: str, path: Path, extra: tuple) -> Path:
+        st = path.stat()
+        state = _digest(st.st_size, st.st_mtime_ns, extra)
+        return self.root / f"{self._prefix(kind, path)}-{state}.npz"
+
+    def load(self, kind: str, path: Path, extra: tuple = ()) -> dict[str, np.ndarray] | None:
+        """The cached arrays, or None on a miss (or an unreadable entry)."""
+        f = self._file(kind, path, extra)
+        if not f.exists():
+            return None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring unreadable cache file {f}: {err}", stacklevel=2)
+            return None
+
+    def save(self, kind: str, path: Path, extra: tuple, arrays: dict[str, np.ndarray]) -> None:
+        """Write atomically; drop older entries of the same file. Cache trouble only warns."""
+        f = self._file(kind, path, extra)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".npz")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **arrays)
+                os.replace(tmp, f)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            for old in self.root.glob(f"{self._prefix(kind, path)}-*.npz"):
+                if old != f:
+                    old.unlink(missing_ok=True)
+        except OSError as err:
+            warnings.warn(f"could not write cache file {f}: {err}", stacklevel=2)

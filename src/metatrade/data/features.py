@@ -1,0 +1,187 @@
+"""Causal, instrument-agnostic features of one task, vectorised over the whole series.
+
+Every feature is a ratio, a log-return or a bounded oscillator, so Nifty at 22,000 and Bank
+Nifty at 48,000 look alike; raw price levels and volume (always 0 for an index) never enter.
+Indicators come from TA-Lib, whose functions are causal: the value at row t uses bars 0..t.
+
+Pipeline (``build_features``): raw features -> drop warm-up rows (the first rows where any
+indicator is still undefined; dropped, never zero-filled) -> z-score with the *train split's*
+mean and std -> clip to +-``CLIP``. The z-score is one affine map per task and feature, so
+``features[t]`` for t in validation/test depends on bars 0..t only; inside the train split
+the scale itself comes from the whole train split (the usual convention; documented in
+docs/data.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import talib
+
+from metatrade.data.splits import SplitConfig
+from metatrade.data.task_arrays import TaskArrays, TaskId
+
+# Bump whenever a feature's definition changes: it is part of the on-disk cache key.
+FEATURE_VERSION = 1
+CLIP = 10.0
+
+RETURN_HORIZONS = (1, 3, 6, 12, 24)
+VOL_WINDOWS = (12, 48)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"logret_{k}" for k in RETURN_HORIZONS),  # log(close_t / close_{t-k})
+    *(f"rvol_{w}" for w in VOL_WINDOWS),  # std of 1-bar log returns over w bars
+    "range_rel",  # log(high / low) of the bar
+    "natr_14",  # ATR(14) / close
+    "rsi_14",  # (RSI(14) - 50) / 50, in [-1, 1]
+    "macd_rel",  # MACD(12, 26) line / close
+    "macd_signal_rel",  # MACD signal(9) / close
+    "macd_hist_rel",  # MACD histogram / close
+    "bb_pos",  # (close - middle) / (upper - lower) of Bollinger(20, 2)
+    "close_loc",  # (close - low) / (high - low) - 0.5: where the bar closed in its range
+    "body",  # log(close / open)
+    "gap",  # log(open_t / close_{t-1}): overnight and intraday gaps
+    "sma_dist_50",  # log(close / SMA(50))
+    "adx_14",  # ADX(14) / 100: trend strength
+    "minutes_since_open",  # (bar start - session open) / session length
+    "minutes_to_close",  # (session close - bar end) / session length
+    "day_of_week",  # (weekday - 2) / 2, Monday -1 .. Friday +1
+)
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (a flat bar or a flat window carries no position signal)."""
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den != 0)
+    out[np.isnan(num) | np.isnan(den)] = np.nan
+    return out
+
+
+def raw_features(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    timestamps: np.ndarray,
+    *,
+    bar_minutes: int,
+    tz: str = "Asia/Kolkata",
+    session_open: str = "09:15",
+    session_close: str = "15:30",
+) -> np.ndarray:
+    """Unnormalised features, float64 [N, F] in ``FEATURE_NAMES`` order; NaN in warm-up rows.
+
+    Inputs are float64 [N] bars sorted in time and ``timestamps`` int64 ns UTC [N].
+    """
+    o, h, lo, c = (np.ascontiguousarray(x, dtype=np.float64) for x in (open_, high, low, close))
+    n = len(c)
+    log_c = np.log(c)
+    cols: list[np.ndarray] = []
+    for k in RETURN_HORIZONS:
+        r = np.full(n, np.nan)
+        r[k:] = log_c[k:] - log_c[:-k]
+        cols.append(r)
+    r1 = cols[0]
+    for w in VOL_WINDOWS:
+        cols.append(talib.STDDEV(r1, timeperiod=w, nbdev=1.0))
+    cols.append(np.log(h / lo))
+    cols.append(talib.NATR(h, lo, c, timeperiod=14) / 100.0)
+    cols.append((talib.RSI(c, timeperiod=14) - 50.0) / 50.0)
+    macd, signal, hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
+    cols += [macd / c, signal / c, hist / c]
+    upper, middle, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+    cols.append(_safe_div(c - middle, upper - lower))
+    cols.append(_safe_div(c - lo, h - lo) - 0.5)
+    cols.append(np.log(c / o))
+    gap = np.full(n, np.nan)
+    gap[1:] = np.log(o[1:] / c[:-1])
+    cols.append(gap)
+    cols.append(np.log(c / talib.SMA(c, timeperiod=50)))
+    cols.append(talib.ADX(h, lo, c, timeperiod=14) / 100.0)
+
+    local = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).tz_convert(tz)
+    minute = np.asarray(local.hour * 60 + local.minute, dtype=np.float64)
+    start, stop = _minutes(session_open), _minutes(session_close)
+    length = float(stop - start)
+    cols.append((minute - start) / length)
+    cols.append((stop - (minute + bar_minutes)) / length)
+    cols.append((np.asarray(local.day_of_week, dtype=np.float64) - 2.0) / 2.0)
+    return np.stack(cols, axis=1)
+
+
+def warmup_rows(raw: np.ndarray) -> int:
+    """Number of leading rows to drop: after them every feature is defined."""
+    bad = ~np.isfinite(raw).all(axis=1)
+    if not bad.any():
+        return 0
+    last_bad = int(np.flatnonzero(bad)[-1])
+    return last_bad + 1
+
+
+def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-score ``raw`` [N, F] with rows ``train`` = [start, stop) and clip to +-CLIP.
+
+    Returns ``(features float32 [N, F], mean [F], std [F])``; a constant feature gets std 1.
+    """
+    a, b = train
+    if b - a < 2:
+        raise ValueError(
+            f"the train split has {b - a} rows after warm-up; need at least 2 to normalise "
+            "features (use a longer file or a larger train fraction)"
+        )
+    mean = raw[a:b].mean(axis=0)
+    std = raw[a:b].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    z = np.clip((raw - mean) / std, -CLIP, CLIP)
+    return z.astype(np.float32), mean, std
+
+
+def session_ends(timestamps: np.ndarray, tz: str = "Asia/Kolkata") -> np.ndarray:
+    """bool [N]: True on the last bar of each local trading day (and on the last bar)."""
+    local = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).tz_convert(tz)
+    day = np.asarray(local.normalize().asi8)
+    end = np.ones(len(day), dtype=bool)
+    end[:-1] = day[1:] != day[:-1]
+    return end
+
+
+def build_task_arrays(
+    task: TaskId,
+    bars: pd.DataFrame,
+    *,
+    splits: SplitConfig,
+    bar_minutes: int,
+    tz: str = "Asia/Kolkata",
+) -> TaskArrays:
+    """The features entry point: clean bars of one task -> ``TaskArrays`` (warm-up dropped,
+    splits computed on the remaining rows, features z-scored with the train split's stats)."""
+    ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
+    o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
+    raw = raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, tz=tz)
+    w = warmup_rows(raw)
+    if len(ts) - w < 2:
+        raise ValueError(
+            f"task {task}: {len(ts)} bars, but features need {w} warm-up bars plus data; "
+            "provide a longer history"
+        )
+    ts, o, h, lo, c, raw = ts[w:], o[w:], h[w:], lo[w:], c[w:], raw[w:]
+    ranges = splits.ranges(ts, tz)
+    features, _, _ = normalise(raw, ranges["train"])
+    return TaskArrays(
+        task=task,
+        timestamps=ts,
+        open=o,
+        high=h,
+        low=lo,
+        close=c,
+        features=features,
+        feature_names=FEATURE_NAMES,
+        session_end=session_ends(ts, tz),
+        bar_minutes=bar_minutes,
+        splits=ranges,
+    )

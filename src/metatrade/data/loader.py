@@ -1,0 +1,217 @@
+"""``DataLoader``: a folder of OHLCV files as a set of meta-learning tasks.
+
+>>> from metatrade.data import DataLoader, HeldOut
+>>> loader = DataLoader(heldout=HeldOut(instruments=("Finnifty",)))  # embedded sample data
+>>> batch = loader.sample_tasks(4, rng=0)                           # train tasks only
+>>> arrays = loader.get_task_arrays(*batch[0])                      # bars + features + splits
+
+Parsed bars and feature arrays are cached in memory (per loader) and on disk (see
+``metatrade.data.cache``), so a second run over unchanged files skips parsing and TA-Lib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metatrade.data.cache import DiskCache
+from metatrade.data.features import FEATURE_NAMES, FEATURE_VERSION, build_task_arrays
+from metatrade.data.naming import data_files, parse_task_name
+from metatrade.data.sampling import balanced_sample
+from metatrade.data.splits import HeldOut, SplitConfig
+from metatrade.data.task_arrays import TaskArrays, TaskId
+from metatrade.data.validation import OHLCV_COLUMNS, DataValidationError, Problem, load_bars
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+_BARS_VERSION = 1  # bump when parsing/cleaning rules change
+
+
+class DataLoader:
+    """Tasks, bars and features of a data folder.
+
+    Args:
+        data_dir: folder of ``<INSTRUMENT>_<MINUTES>.csv|.parquet``; None = the embedded
+            sample data set (``metatrade/data/sample``, all 36 real tasks).
+        tz: time zone of the returned index and of session logic.
+        splits: how each task's time axis is cut into train/validation/test.
+        heldout: tasks meta-training never sees (``sample_tasks(split="test")`` returns them).
+        cache_dir: on-disk cache folder; None = ``$METATRADE_CACHE`` or ``~/.cache/metatrade``;
+            False disables the disk cache.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        tz: str = "Asia/Kolkata",
+        splits: SplitConfig = SplitConfig(),
+        heldout: HeldOut = HeldOut(),
+        cache_dir: str | Path | None | bool = None,
+    ):
+        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else SAMPLE_DIR
+        self.tz = tz
+        self.splits = splits
+        self.heldout = heldout
+        self.cache = (
+            None
+            if cache_dir is False
+            else DiskCache(None if cache_dir in (None, True) else cache_dir)
+        )  # type: ignore[arg-type]
+        self._files = self._discover()
+        self._bars: dict[TaskId, pd.DataFrame] = {}
+        self._arrays: dict[TaskId, TaskArrays] = {}
+
+    def _discover(self) -> dict[TaskId, Path]:
+        if not self.data_dir.is_dir():
+            raise DataValidationError(
+                Problem(
+                    str(self.data_dir),
+                    "no such folder; pass a folder of <INSTRUMENT>_<MINUTES>.csv files",
+                )
+            )
+        files: dict[TaskId, Path] = {}
+        problems: list[Problem] = []
+        for f in data_files(self.data_dir):
+            try:
+                task = parse_task_name(f)
+            except ValueError as err:
+                problems.append(Problem(f.name, str(err).split(": ", 1)[1]))
+                continue
+            if task in files:
+                problems.append(
+                    Problem(
+                        f.name, f"same task as {files[task].name}; keep only one of the two files"
+                    )
+                )
+            files[task] = f
+        if problems:
+            raise DataValidationError(problems)
+        if not files:
+            raise DataValidationError(
+                Problem(
+                    str(self.data_dir),
+                    "no .csv or .parquet files; add <INSTRUMENT>_<MINUTES>.csv files",
+                )
+            )
+        return files
+
+    # ---- tasks -----------------------------------------------------------------------------
+    def get_available_tasks(self) -> list[TaskId]:
+        """Every task in the folder (held-out ones included), sorted by instrument then minutes."""
+        return sorted(self._files, key=lambda t: (t.instrument, int(t.timeframe)))
+
+    def tasks(self, split: str = "train") -> list[TaskId]:
+        """Task pool of a meta-split: "train" (not held out), "test" (held out) or "all"."""
+        every = self.get_available_tasks()
+        if split == "all":
+            return every
+        if split == "train":
+            return [t for t in every if t not in self.heldout]
+        if split == "test":
+            return [t for t in every if t in self.heldout]
+        raise ValueError(
+            f"split={split!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
+        )
+
+    def sample_tasks(
+        self, n: int, rng: np.random.Generator | int | None = None, split: str = "train"
+    ) -> list[TaskId]:
+        """``n`` tasks of a meta-split, balanced over instruments and timeframes, no repeats when
+        n <= pool size; reproducible for a seed (scheme: ``metatrade.data.sampling``)."""
+        pool = self.tasks(split)
+        if not pool:
+            raise ValueError(
+                f"no tasks in meta-split {split!r} (held out: {self.heldout}); "
+                "configure HeldOut(...) to hold some tasks out, or sample split='train'"
+            )
+        return balanced_sample(pool, n, rng)
+
+    def task_path(self, instrument: str, timeframe: str) -> Path:
+        task = TaskId(instrument, str(timeframe))
+        if task not in self._files:
+            raise KeyError(
+                f"no task {task} in {self.data_dir}; available: "
+                f"{', '.join(map(str, self.get_available_tasks()))}"
+            )
+        return self._files[task]
+
+    # ---- bars ------------------------------------------------------------------------------
+    def get_task_data(self, instrument: str, timeframe: str) -> pd.DataFrame:
+        """Clean bars: tz-aware sorted index, columns open/high/low/close/volume (float64)."""
+        return self._load_bars(TaskId(instrument, str(timeframe))).copy()
+
+    def _load_bars(self, task: TaskId) -> pd.DataFrame:
+        if task in self._bars:
+            return self._bars[task]
+        path = self.task_path(*task)
+        key = ("bars", _BARS_VERSION, self.tz)
+        hit = self.cache.load("bars", path, key) if self.cache else None
+        if hit is not None:
+            index = pd.DatetimeIndex(pd.to_datetime(hit["timestamps"], utc=True)).tz_convert(
+                self.tz
+            )
+            index.name = "datetime"
+            bars = pd.DataFrame(hit["ohlcv"], index=index, columns=list(OHLCV_COLUMNS))
+        else:
+            bars = load_bars(path, self.tz)
+            if self.cache:
+                ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
+                self.cache.save("bars", path, key, {"timestamps": ts, "ohlcv": bars.to_numpy()})
+        self._bars[task] = bars
+        return bars
+
+    # ---- features --------------------------------------------------------------------------
+    def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
+        """Bars + causal features + split ranges + session ends of one task (cached)."""
+        task = TaskId(instrument, str(timeframe))
+        if task in self._arrays:
+            return self._arrays[task]
+        path = self.task_path(*task)
+        key = ("arrays", FEATURE_VERSION, _BARS_VERSION, self.tz, repr(self.splits))
+        hit = self.cache.load("arrays", path, key) if self.cache else None
+        if hit is not None:
+            arrays = _arrays_from_npz(task, hit)
+        else:
+            bars = self._load_bars(task)
+            arrays = build_task_arrays(
+                task, bars, splits=self.splits, bar_minutes=int(task.timeframe), tz=self.tz
+            )
+            if self.cache:
+                self.cache.save("arrays", path, key, _arrays_to_npz(arrays))
+        self._arrays[task] = arrays
+        return arrays
+
+
+_SPLIT_ORDER = ("train", "validation", "test")
+
+
+def _arrays_to_npz(a: TaskArrays) -> dict[str, np.ndarray]:
+    return {
+        "timestamps": a.timestamps,
+        "ohlc": np.stack([a.open, a.high, a.low, a.close]),
+        "features": a.features,
+        "feature_names": np.array(a.feature_names),
+        "session_end": a.session_end,
+        "bar_minutes": np.array(a.bar_minutes),
+        "splits": np.array([a.splits[k] for k in _SPLIT_ORDER], dtype=np.int64),
+    }
+
+
+def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray]) -> TaskArrays:
+    ohlc = z["ohlc"]
+    names = tuple(str(x) for x in z["feature_names"])
+    return TaskArrays(
+        task=task,
+        timestamps=z["timestamps"],
+        open=ohlc[0],
+        high=ohlc[1],
+        low=ohlc[2],
+        close=ohlc[3],
+        features=z["features"],
+        feature_names=names if names != FEATURE_NAMES else FEATURE_NAMES,
+        session_end=z["session_end"],
+        bar_minutes=int(z["bar_minutes"]),
+        splits={k: (int(a), int(b)) for k, (a, b) in zip(_SPLIT_ORDER, z["splits"], strict=True)},
+    )

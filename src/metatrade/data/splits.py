@@ -1,0 +1,105 @@
+"""Chronological train/validation/test splits of one task, and which tasks are held out.
+
+Two different hold-outs live here, on purpose side by side:
+
+- ``SplitConfig`` cuts *each task's time axis* into train < validation < test (no overlap,
+  optional embargo gap of ``embargo_bars`` rows before validation and before test);
+- ``HeldOut`` removes *whole tasks* (instruments and/or timeframes) from meta-training; they
+  are only used for meta-testing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from metatrade.data.task_arrays import TaskId
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How each task's bars are cut in time.
+
+    Either fractions (``train`` + ``validation`` + ``test`` == 1) or dates: when ``train_end``
+    is set, train is every bar before it, validation every bar before ``validation_end`` (or
+    nothing when None) and test the rest. Dates are read in the loader's time zone when naive.
+    ``embargo_bars`` rows are skipped at the start of validation and of test, so that windows
+    near a boundary do not straddle two splits.
+    """
+
+    train: float = 0.7
+    validation: float = 0.15
+    test: float = 0.15
+    embargo_bars: int = 0
+    train_end: str | None = None
+    validation_end: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_end is None:
+            fr = (self.train, self.validation, self.test)
+            if min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-9 or self.train <= 0:
+                raise ValueError(
+                    f"SplitConfig fractions train={self.train}, validation={self.validation}, "
+                    f"test={self.test} must be >= 0 (train > 0) and sum to 1"
+                )
+        elif self.validation_end is not None and pd.Timestamp(self.validation_end) < pd.Timestamp(
+            self.train_end
+        ):
+            raise ValueError(
+                f"SplitConfig validation_end={self.validation_end} is before "
+                f"train_end={self.train_end}; dates must increase"
+            )
+        if self.embargo_bars < 0:
+            raise ValueError(f"SplitConfig embargo_bars={self.embargo_bars} must be >= 0")
+
+    def ranges(
+        self, timestamps: np.ndarray, tz: str = "Asia/Kolkata"
+    ) -> dict[str, tuple[int, int]]:
+        """Half-open row ranges ``{"train", "validation", "test"}`` for sorted ``timestamps``
+        (int64 ns UTC, [N]). Ranges are disjoint, in time order, and may be empty."""
+        n = len(timestamps)
+        e = self.embargo_bars
+        if self.train_end is None:
+            usable = max(n - 2 * e, 0)
+            t_stop = int(np.floor(usable * self.train))
+            n_val = int(np.floor(usable * self.validation))
+            v_stop = t_stop + e + n_val
+        else:
+            t_stop = int(np.searchsorted(timestamps, _to_ns(self.train_end, tz), side="left"))
+            v_stop = t_stop + e
+            if self.validation_end is not None:
+                cut = int(np.searchsorted(timestamps, _to_ns(self.validation_end, tz), "left"))
+                v_stop = max(v_stop, cut)
+        v_start = min(t_stop + e, n)
+        v_stop = min(v_stop, n)
+        # An empty validation split needs no second embargo.
+        s_start = min(v_stop + e, n) if v_stop > v_start else v_start
+        return {"train": (0, t_stop), "validation": (v_start, v_stop), "test": (s_start, n)}
+
+
+def _to_ns(date: str, tz: str) -> int:
+    ts = pd.Timestamp(date)
+    ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
+    return int(ts.tz_convert("UTC").value)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Tasks kept out of meta-training: any task whose instrument is in ``instruments``, whose
+    timeframe is in ``timeframes``, or that is listed in ``tasks`` (``("Nifty", "45")`` pairs)."""
+
+    instruments: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    tasks: tuple[tuple[str, str], ...] = ()
+
+    def __contains__(self, task: object) -> bool:
+        t = TaskId(*task)  # type: ignore[misc]
+        return (
+            t.instrument in self.instruments
+            or t.timeframe in {str(x) for x in self.timeframes}
+            or t in {TaskId(*x) for x in self.tasks}
+        )
