@@ -1,0 +1,247 @@
+"""TradingEnv: one episode of one task, a Gymnasium environment over a BacktestingEngine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from metatrade.data.task_arrays import TaskArrays
+from metatrade.market.actions import NUM_ACTIONS, Action
+from metatrade.market.config import (
+    ACCOUNT_DIM,
+    TradingEnvConfig,
+    episode_bounds,
+    episode_end,
+    validate_arrays,
+)
+from metatrade.market.engine import BacktestingEngine
+
+_CLOSE_LONG = int(Action.CLOSE_LONG)
+_CLOSE_SHORT = int(Action.CLOSE_SHORT)
+_HOLD = int(Action.HOLD)
+
+
+class TradingEnv(gym.Env):
+    """Trade one instrument at one timeframe, one position at a time, with Indian brokerage.
+
+    ## Description
+    Each step the agent sees a window of causal features (computed by the data layer) and
+    its account, and chooses an order. An order decided on bar ``t`` fills at
+    ``open[t + 1]`` (the agent never trades at a price it has already seen); the account is
+    then marked to ``close[t + 1]`` and the episode moves to bar ``t + 1``. The ledger is a
+    :class:`~metatrade.market.engine.BacktestingEngine` (see its accounting convention).
+
+    ## Action Space
+    ``Discrete(5)``: 0 BUY_LONG, 1 SELL_SHORT, 2 CLOSE_LONG, 3 CLOSE_SHORT, 4 HOLD.
+    Entries are sized by ``config.sizer`` (default: all equity, whole lots). Invalid orders
+    (close with nothing or the other side open, open while any position is open, an
+    entry that cannot afford one lot) are not executed: the step acts as HOLD,
+    ``info["invalid_action"]`` is True and the optional invalid-action penalty applies.
+    To reverse, close, then open on the next step.
+
+    ## Observation Space
+    ``Box(-inf, inf, (L*F + 4,), float32)``: the feature rows of bars ``t-L+1 .. t``
+    (oldest first, row-major ``[L, F]``; ``window_shape == (L, F)``) followed by the
+    ``account_dim == 4`` account values:
+
+    | index      | name                 | meaning                                   |
+    | ---------- | -------------------- | ----------------------------------------- |
+    | 0..L*F-1   | window               | ``features[t-L+1 : t+1].ravel()``         |
+    | L*F        | position             | -1 short, 0 flat, +1 long                 |
+    | L*F + 1    | unrealised_pnl_frac  | unrealised P&L (net of entry cost) / C0   |
+    | L*F + 2    | equity_return        | equity / C0 - 1                           |
+    | L*F + 3    | bars_held_scaled     | bars held / ``bars_held_scale``           |
+
+    ## Rewards
+    With C0 the initial capital and equity marked at each bar's close,
+    ``pnl_reward = (equity[t+1] - equity[t]) / C0``, where equity already includes every
+    cost paid on the step: entry ``entry_fee + bps * notional``, exit
+    ``exit_fee + bps * notional`` (defaults 25 and 35 INR) and slippage in the fill price.
+    ``reward = pnl_reward`` plus the optional shaping of
+    :class:`~metatrade.market.config.RewardShaping` (all off by default).
+    ``info["pnl_reward"]`` is always the pure P&L term. Rewards are float32.
+
+    ## Starting State
+    Flat, equity C0, at a bar drawn uniformly from the starts that fit ``episode_length``
+    steps inside ``config.split`` (lookback rows may precede the split), or at
+    ``options["start"]`` when given. Backtest mode (``episode_length=None``) starts at the
+    split's first usable bar and runs to its last.
+
+    ## Episode End
+    Terminated: ruin, equity <= ``ruin_fraction * C0``. Truncated: the window's last bar
+    was reached (an open position stays open and marked; ``square_off=True`` closes
+    positions at the close of each session's last bar, ``session_end``, paying the exit fee).
+
+    ## Arguments
+    ``TradingEnv(task_arrays, config=None, render_mode=None, **overrides)`` where
+    ``overrides`` are :class:`~metatrade.market.config.TradingEnvConfig` fields, e.g.
+    ``gymnasium.make("metatrade/Trading-v0", task_arrays=ta, lookback=16, split="test")``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        task_arrays: TaskArrays,
+        config: TradingEnvConfig | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        validate_arrays(task_arrays)
+        self.config = (config or TradingEnvConfig()).with_overrides(**overrides)
+        self.task_arrays = task_arrays
+        self.render_mode = render_mode
+        cfg = self.config
+        self._first, self._last, self._stop = episode_bounds(task_arrays, cfg)
+        self.max_episode_steps = (
+            cfg.episode_length if cfg.episode_length is not None else self._stop - 1 - self._first
+        )
+        costs, spec = cfg.market_for(task_arrays.task.instrument)
+        self.engine = BacktestingEngine(cfg.initial_capital, costs, spec, cfg.sizer)
+
+        n_feat = task_arrays.num_features
+        self.window_shape = (cfg.lookback, n_feat)
+        self.account_dim = ACCOUNT_DIM
+        self._window_size = cfg.lookback * n_feat
+        self._width = n_feat
+        self._held_scale = float(cfg.bars_held_scale)
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (self._window_size + ACCOUNT_DIM,), np.float32
+        )
+        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+
+        # Plain Python lists and a flat float32 array: scalar indexing stays cheap in step().
+        self._flat = np.ascontiguousarray(task_arrays.features, dtype=np.float32).ravel()
+        self._open = task_arrays.open.astype(np.float64).tolist()
+        self._close = task_arrays.close.astype(np.float64).tolist()
+        self._session_end = task_arrays.session_end.astype(bool).tolist()
+        self._ts = task_arrays.timestamps.tolist()
+        self._capital = float(cfg.initial_capital)
+        self._ruin_equity = cfg.ruin_fraction * self._capital
+        self._shaping = cfg.reward
+        self._t = self._start = self._end = -1
+
+    # ---------------------------------------------------------------- gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        start = None if options is None else options.get("start")
+        if start is None:
+            if self.config.episode_length is None:
+                start = self._first
+            else:
+                start = int(self.np_random.integers(self._first, self._last + 1))
+        elif not self._first <= int(start) <= self._last:
+            raise ValueError(
+                f"task {self.task_arrays.task}: start {start} outside [{self._first}, {self._last}] "
+                f"for split {self.config.split!r}, lookback {self.config.lookback}, "
+                f"episode_length {self.config.episode_length}"
+            )
+        self._start = self._t = int(start)
+        self._end = episode_end(self._start, self._stop, self.config)
+        self.engine.reset()
+        self._equity = self.engine.mark(self._close[self._t], self._ts[self._t])
+        self._peak = self._equity
+        return self._observation(), {"equity": self._equity, "position": 0, "bar": self._t}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._t < 0:
+            raise RuntimeError("TradingEnv.step called before reset()")
+        a = int(action)
+        t = self._t + 1
+        eng = self.engine
+        ts = self._ts[t]
+        invalid = False
+        order_cost = 0.0
+        agent_trade = trade = None
+        pos = eng.position
+        if a == _HOLD:
+            pass
+        elif (a < 2 and pos != 0) or (a == 2 and pos != 1) or (a == 3 and pos != -1):
+            invalid = True  # rejected as the engine would, without building a TradeResult
+        else:
+            res = eng.execute_trade(a, self._open[t], None, ts)
+            if res.accepted:
+                order_cost = res.cost
+                agent_trade = trade = res.trade
+            else:
+                invalid = True
+        squared_off = False
+        if self.config.square_off and eng.position != 0 and self._session_end[t]:
+            res = eng.execute_trade(
+                _CLOSE_LONG if eng.position > 0 else _CLOSE_SHORT, self._close[t], None, ts
+            )
+            order_cost = order_cost + res.cost
+            trade = res.trade
+            squared_off = True
+        equity = eng.mark(self._close[t], ts)
+        self._t = t
+
+        pnl_reward = (equity - self._equity) / self._capital
+        reward = pnl_reward
+        sh = self._shaping
+        if sh.invalid_action_penalty and invalid:
+            reward = reward - sh.invalid_action_penalty
+        if sh.losing_hold_penalty and eng.position != 0 and eng.unrealised_pnl < 0.0:
+            reward = reward - sh.losing_hold_penalty
+        if sh.winning_close_bonus and agent_trade is not None and agent_trade.net_pnl > 0.0:
+            reward = reward + sh.winning_close_bonus
+        if equity > self._peak:
+            self._peak = equity
+        if sh.drawdown_penalty:
+            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        self._equity = equity
+
+        terminated = equity <= self._ruin_equity
+        truncated = (not terminated) and t >= self._end
+        info = {
+            "pnl_reward": float(np.float32(pnl_reward)),
+            "equity": equity,
+            "cash": eng.cash,
+            "position": eng.position,
+            "bar": t,
+            "invalid_action": invalid,
+            "order_cost": order_cost,
+            "squared_off": squared_off,
+            "trade_closed": trade is not None,
+        }
+        if trade is not None:
+            info.update(
+                trade_pnl=trade.net_pnl,
+                trade_side=trade.side,
+                trade_quantity=trade.quantity,
+                trade_entry_price=trade.entry_price,
+                trade_exit_price=trade.exit_price,
+                trade_costs=trade.entry_cost + trade.exit_cost,
+            )
+        return self._observation(), float(np.float32(reward)), terminated, truncated, info
+
+    # ---------------------------------------------------------------- helpers
+    def _observation(self) -> np.ndarray:
+        eng, cap, n = self.engine, self._capital, self._window_size
+        stop = (self._t + 1) * self._width
+        obs = np.empty(n + ACCOUNT_DIM, dtype=np.float32)
+        obs[:n] = self._flat[stop - n : stop]
+        obs[n:] = (
+            eng.position,
+            eng.unrealised_pnl / cap,
+            self._equity / cap - 1.0,
+            eng.bars_held / self._held_scale,
+        )
+        return obs
+
+    @property
+    def bar(self) -> int:
+        """Index (row of the task arrays) of the bar the agent currently observes."""
+        return self._t
+
+    @property
+    def start(self) -> int:
+        """Start bar of the current episode."""
+        return self._start
