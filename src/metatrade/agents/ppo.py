@@ -1,0 +1,484 @@
+"""Proximal Policy Optimization (Schulman et al., 2017) on any ``BatchEnv``.
+
+Reads top to bottom like CleanRL's ``ppo.py``: config, networks, then per iteration
+rollout -> GAE -> clipped-surrogate update -> logging. The ``BatchEnv``'s T tasks x E
+episodes are flattened into N = T*E parallel environments, so one agent trains on one task
+or many (multi-task pretraining, the main baseline of the meta-test).
+
+Terminated and truncated are kept apart (Gymnasium semantics): the env autoresets in the
+same step and hands the last observation in ``info["final_obs"]``; a truncated step
+bootstraps from V(final_obs), a terminated one does not (``metatrade.meta.advantages.gae``).
+
+Example:
+    >>> agent = PPOAgent.from_env(batch_env, PPOConfig(n_steps=64))      # doctest: +SKIP
+    >>> agent.learn(batch_env, total_timesteps=50_000)                    # doctest: +SKIP
+    >>> agent.select_action(obs, deterministic=True)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metatrade.agents.base import BaseAgent
+from metatrade.agents.checkpoint import CheckpointError, load_module_state
+from metatrade.agents.policies import (
+    POLICY_KINDS,
+    make_policy,
+    make_value_net,
+    space_from_spec,
+    space_to_spec,
+)
+from metatrade.meta.advantages import gae, normalize
+from metatrade.meta.distributions import DiagGaussian
+from metatrade.meta.protocols import BatchEnv
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults follow CleanRL's ``ppo.py``)."""
+
+    learning_rate: float = 3e-4  # Adam step size for policy and value net
+    n_steps: int = 128  # steps per environment per rollout (batch = n_steps * T * E)
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
+    num_minibatches: int = 4  # minibatches per epoch
+    update_epochs: int = 4  # passes over each rollout batch
+    norm_adv: bool = True  # normalise advantages per minibatch
+    clip_coef: float = 0.2  # surrogate clipping epsilon
+    clip_vloss: bool = True  # clip the value loss as in the PPO2 implementation
+    ent_coef: float = 0.01  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value-loss coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clip
+    target_kl: float | None = None  # stop the epochs early when approx KL exceeds it
+    anneal_lr: bool = False  # linearly decay the learning rate to 0 over learn()
+    policy_kind: str = "mlp"  # "mlp", "gru" or "moe" (metatrade.agents.policies)
+    hidden_sizes: tuple[int, ...] = (64, 64)  # hidden layers of policy and value net
+    activation: str = "tanh"  # "tanh", "relu" or "elu"
+    num_experts: int = 4  # experts of the "moe" policy
+    init_log_std: float = 0.0  # initial Gaussian log-std (continuous actions)
+    seed: int = 0  # seeds the networks, action sampling, minibatches and env resets
+
+    def __post_init__(self) -> None:
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "n_steps": self.n_steps >= 1,
+            "gamma": 0.0 <= self.gamma <= 1.0,
+            "gae_lambda": 0.0 <= self.gae_lambda <= 1.0,
+            "num_minibatches": self.num_minibatches >= 1,
+            "update_epochs": self.update_epochs >= 1,
+            "clip_coef": self.clip_coef > 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "policy_kind": self.policy_kind in POLICY_KINDS,
+            "hidden_sizes": len(self.hidden_sizes) >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"PPOConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
+                "(see the field comments in metatrade/agents/ppo.py for valid ranges)"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
+        """Build from a plain dict; an unknown key is an error naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"PPOConfig: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class Rollout:
+    """One PPO rollout, tensors shaped [n_steps, N=T*E, ...]; ``next_obs`` is the true next
+    observation (``info["final_obs"]`` where the episode ended)."""
+
+    obs: Tensor
+    next_obs: Tensor
+    actions: Tensor
+    logprobs: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    dones: Tensor  # terminated | truncated
+    episode_returns: list[float] = dataclasses.field(default_factory=list)
+    episode_lengths: list[int] = dataclasses.field(default_factory=list)
+
+
+LogFn = Callable[[dict[str, float], int], None]
+Callback = Callable[["PPOAgent", dict[str, float]], bool | None]
+
+
+class PPOAgent(BaseAgent):
+    """Clipped PPO with GAE, an entropy bonus and minibatch updates (CleanRL-style).
+
+    Args:
+        observation_space: ``Box(obs_dim,)`` of one environment.
+        action_space: ``Discrete(n)`` or ``Box(d,)``.
+        config: hyperparameters; ``PPOConfig()`` if omitted.
+        window_shape, account_dim: trading observation layout (needed by the "gru" policy).
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        config: PPOConfig | None = None,
+        window_shape: tuple[int, int] | None = None,
+        account_dim: int = 0,
+    ) -> None:
+        self.config = cfg = config or PPOConfig()
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.window_shape = None if window_shape is None else tuple(int(x) for x in window_shape)
+        self.account_dim = int(account_dim)
+        net_kw = {
+            "hidden_sizes": cfg.hidden_sizes,
+            "activation": cfg.activation,
+            "window_shape": self.window_shape,
+            "account_dim": self.account_dim,
+        }
+        self.policy = make_policy(
+            cfg.policy_kind,
+            observation_space,
+            action_space,
+            num_experts=cfg.num_experts,
+            init_log_std=cfg.init_log_std,
+            seed=cfg.seed,
+            **net_kw,
+        )
+        self.value = make_value_net(
+            observation_space, kind=cfg.policy_kind, seed=cfg.seed + 1, **net_kw
+        )
+        self.optimizer = self._make_optimizer(cfg.learning_rate)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.num_timesteps = 0
+        self.num_resets = 0
+        self.logs: list[dict[str, float]] = []
+
+    @classmethod
+    def from_env(cls, env: BatchEnv, config: PPOConfig | None = None) -> PPOAgent:
+        """An agent for ``env``'s spaces (and trading window layout, if the env has one)."""
+        return cls(
+            env.observation_space,
+            env.action_space,
+            config,
+            window_shape=getattr(env, "window_shape", None),
+            account_dim=getattr(env, "account_dim", 0),
+        )
+
+    def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = [*self.policy.parameters(), *self.value.parameters()]
+        return torch.optim.Adam(params, lr=lr, eps=1e-5)  # eps as in CleanRL / openai baselines
+
+    # ---- learning ---------------------------------------------------------------------
+    def learn(
+        self,
+        batch_env: BatchEnv,
+        total_timesteps: int,
+        callback: Callback | None = None,
+        log_fn: LogFn | None = None,
+    ) -> PPOAgent:
+        """Train for ``total_timesteps`` environment steps (rounded up to whole rollouts).
+
+        Each iteration collects ``n_steps`` steps from every one of the T*E environments,
+        then runs ``update_epochs`` x ``num_minibatches`` clipped-surrogate updates. After
+        each iteration the log dict (``rollout/``, ``train/``, ``time/`` keys) is appended to
+        ``self.logs``, passed to ``log_fn(logs, num_timesteps)`` and to
+        ``callback(agent, logs)``; a callback returning False stops training.
+        """
+        self._check_env(batch_env)
+        num_envs = batch_env.num_tasks * batch_env.episodes_per_task
+        batch_size = self.config.n_steps * num_envs
+        num_iterations = max(1, -(-int(total_timesteps) // batch_size))
+        obs = self._reset(batch_env)
+        for iteration in range(num_iterations):
+            if self.config.anneal_lr:
+                frac = 1.0 - iteration / num_iterations
+                for group in self.optimizer.param_groups:
+                    group["lr"] = frac * self.config.learning_rate
+            obs, logs = self._iteration(batch_env, obs)
+            self.logs.append(logs)
+            if log_fn is not None:
+                log_fn(logs, self.num_timesteps)
+            if callback is not None and callback(self, logs) is False:
+                break
+        return self
+
+    def adapt(
+        self,
+        batch_env: BatchEnv,
+        num_steps: int = 1,
+        learning_rate: float | None = None,
+    ) -> PPOAgent:
+        """Fine-tune a copy on a new task: ``num_steps`` PPO iterations (each one rollout of
+        ``n_steps`` per environment and one update) with a fresh Adam at ``learning_rate``
+        (default: the config's). ``self`` is left unchanged; returns the adapted copy."""
+        self._check_env(batch_env)
+        adapted = self.clone()
+        adapted.optimizer = adapted._make_optimizer(learning_rate or self.config.learning_rate)
+        obs = adapted._reset(batch_env)
+        for _ in range(int(num_steps)):
+            obs, logs = adapted._iteration(batch_env, obs)
+            adapted.logs.append(logs)
+        return adapted
+
+    def clone(self) -> PPOAgent:
+        """An independent copy (networks, optimizer and RNG state)."""
+        twin = PPOAgent._from_config(self._config())
+        twin._set_state(copy.deepcopy(self._state()), "<in-memory copy>")
+        return twin
+
+    # ---- one PPO iteration ------------------------------------------------------------
+    def _reset(self, batch_env: BatchEnv) -> np.ndarray:
+        obs = batch_env.reset(seed=self.config.seed + self.num_resets)
+        self.num_resets += 1
+        self._ep_return = np.zeros(obs.shape[:2], dtype=np.float64)
+        self._ep_length = np.zeros(obs.shape[:2], dtype=np.int64)
+        return obs
+
+    def _iteration(self, env: BatchEnv, obs: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """One rollout, GAE and update; returns the env's current obs and the logs."""
+        start = time.perf_counter()
+        obs, rollout = self.collect_rollout(env, obs)
+        advantages, returns, values = self.compute_advantages(rollout)
+        obs_dim = self.observation_space.shape[0]
+        act_shape = self.policy.distribution.action_shape
+        train_logs = self._update(
+            rollout.obs.reshape(-1, obs_dim),
+            rollout.actions.reshape(-1, *act_shape),
+            rollout.logprobs.reshape(-1),
+            advantages.reshape(-1),
+            returns.reshape(-1),
+            values.reshape(-1),
+        )
+        elapsed = time.perf_counter() - start
+        ep_returns, ep_lengths = rollout.episode_returns, rollout.episode_lengths
+        logs: dict[str, float] = {
+            "rollout/ep_rew_mean": float(np.mean(ep_returns)) if ep_returns else float("nan"),
+            "rollout/ep_len_mean": float(np.mean(ep_lengths)) if ep_lengths else float("nan"),
+            "rollout/episodes": float(len(ep_returns)),
+            "rollout/reward_mean": float(rollout.rewards.mean()),
+            **train_logs,
+            "time/fps": rollout.rewards.numel() / max(elapsed, 1e-9),
+            "time/total_timesteps": float(self.num_timesteps),
+        }
+        return obs, logs
+
+    def collect_rollout(self, env: BatchEnv, obs: np.ndarray) -> tuple[np.ndarray, Rollout]:
+        """Step all T*E environments ``n_steps`` times with the current policy.
+
+        ``obs`` is the env's current observation [T, E, obs_dim]; returns the observation
+        after the last step and a ``Rollout`` of tensors [n_steps, N=T*E, ...].
+        """
+        dist = self.policy.distribution
+        dtype = next(self.policy.parameters()).dtype
+        num_tasks, num_eps = env.num_tasks, env.episodes_per_task
+        n, steps = num_tasks * num_eps, self.config.n_steps
+        obs_dim = self.observation_space.shape[0]
+        act_shape = dist.action_shape
+
+        # Storage [steps, N, ...] (CleanRL layout). next_obs holds the TRUE next observation
+        # (info["final_obs"] where an episode ended) for the truncation bootstrap.
+        r = Rollout(
+            obs=torch.zeros(steps, n, obs_dim, dtype=dtype),
+            next_obs=torch.zeros(steps, n, obs_dim, dtype=dtype),
+            actions=torch.zeros(steps, n, *act_shape, dtype=dtype if act_shape else torch.long),
+            logprobs=torch.zeros(steps, n, dtype=dtype),
+            rewards=torch.zeros(steps, n, dtype=dtype),
+            terminated=torch.zeros(steps, n, dtype=torch.bool),
+            dones=torch.zeros(steps, n, dtype=torch.bool),
+        )
+        for step in range(steps):
+            obs_t = torch.as_tensor(obs.reshape(n, obs_dim), dtype=dtype)
+            with torch.no_grad():
+                dist_params = self.policy(obs_t)
+                action = dist.sample(dist_params, self.generator)
+                logprob = dist.log_prob(dist_params, action)
+            env_action = action.numpy().reshape(num_tasks, num_eps, *act_shape)
+            if isinstance(dist, DiagGaussian):  # the env sees clipped actions (as SB3 does)
+                env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
+            next_obs, reward, terminated, truncated, info = env.step(env_action)
+            done = np.logical_or(terminated, truncated)
+            true_next = next_obs
+            if done.any():
+                true_next = next_obs.copy()
+                true_next[done] = info["final_obs"][done]
+
+            r.obs[step] = obs_t
+            r.next_obs[step] = torch.as_tensor(true_next.reshape(n, obs_dim), dtype=dtype)
+            r.actions[step] = action
+            r.logprobs[step] = logprob
+            r.rewards[step] = torch.as_tensor(np.asarray(reward).reshape(n), dtype=dtype)
+            r.terminated[step] = torch.as_tensor(np.asarray(terminated).reshape(n))
+            r.dones[step] = torch.as_tensor(done.reshape(n))
+
+            self._ep_return += reward
+            self._ep_length += 1
+            if done.any():
+                r.episode_returns.extend(self._ep_return[done].tolist())
+                r.episode_lengths.extend(self._ep_length[done].tolist())
+                self._ep_return[done] = 0.0
+                self._ep_length[done] = 0
+            obs = next_obs
+        self.num_timesteps += steps * n
+        return obs, r
+
+    def compute_advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor]:
+        """GAE advantages, lambda-returns and values, each [n_steps, N].
+
+        Uses ``metatrade.meta.advantages.gae`` (time on the last axis, hence the transposes):
+        V(next_obs) is the bootstrap at truncation and ignored at termination.
+        """
+        with torch.no_grad():
+            values = self.value(rollout.obs)
+            next_values = self.value(rollout.next_obs)
+            advantages, returns = gae(
+                rollout.rewards.T,
+                values.T,
+                next_values.T,
+                rollout.terminated.T,
+                rollout.dones.T,
+                self.config.gamma,
+                self.config.gae_lambda,
+            )
+        return advantages.T, returns.T, values
+
+    def _update(
+        self,
+        b_obs: Tensor,
+        b_actions: Tensor,
+        b_logprobs: Tensor,
+        b_advantages: Tensor,
+        b_returns: Tensor,
+        b_values: Tensor,
+    ) -> dict[str, float]:
+        """Clipped-surrogate updates over minibatches (PPO paper eq. 7 and 9; CleanRL)."""
+        cfg = self.config
+        dist = self.policy.distribution
+        batch_size = b_obs.shape[0]
+        minibatch_size = max(1, batch_size // cfg.num_minibatches)
+        params = [*self.policy.parameters(), *self.value.parameters()]
+        clipfracs: list[float] = []
+        approx_kl = old_approx_kl = pg_loss = v_loss = entropy_loss = torch.zeros(())
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(batch_size, generator=self.generator)
+            for start in range(0, batch_size, minibatch_size):
+                mb = perm[start : start + minibatch_size]
+                dist_params = self.policy(b_obs[mb])
+                newlogprob = dist.log_prob(dist_params, b_actions[mb])
+                entropy = dist.entropy(dist_params)
+                newvalue = self.value(b_obs[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    # http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(float(((ratio - 1.0).abs() > cfg.clip_coef).float().mean()))
+
+                mb_adv = b_advantages[mb]
+                if cfg.norm_adv:
+                    mb_adv = normalize(mb_adv)  # safe for a minibatch of one (no NaN)
+                pg_loss1 = -mb_adv * ratio
+                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                if cfg.clip_vloss:
+                    v_unclipped = (newvalue - b_returns[mb]).pow(2)
+                    v_clipped = b_values[mb] + torch.clamp(
+                        newvalue - b_values[mb], -cfg.clip_coef, cfg.clip_coef
+                    )
+                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]).pow(2)).mean()
+                else:
+                    v_loss = 0.5 * (newvalue - b_returns[mb]).pow(2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+            if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                break
+
+        var_y = b_returns.var()
+        explained_var = (
+            float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
+        )
+        return {
+            "train/policy_loss": float(pg_loss.detach()),
+            "train/value_loss": float(v_loss.detach()),
+            "train/entropy": float(entropy_loss.detach()),
+            "train/approx_kl": float(approx_kl.detach()),
+            "train/old_approx_kl": float(old_approx_kl.detach()),
+            "train/clipfrac": float(np.mean(clipfracs)),
+            "train/explained_variance": explained_var,
+            "train/learning_rate": float(self.optimizer.param_groups[0]["lr"]),
+        }
+
+    def _check_env(self, env: BatchEnv) -> None:
+        if tuple(env.observation_space.shape) != tuple(self.observation_space.shape):
+            raise ValueError(
+                f"env observation shape {env.observation_space.shape} differs from the agent's "
+                f"{self.observation_space.shape}: build the agent with PPOAgent.from_env(env)"
+            )
+        if space_to_spec(env.action_space) != space_to_spec(self.action_space):
+            raise ValueError(
+                f"env action space {env.action_space} differs from the agent's {self.action_space}"
+            )
+
+    # ---- checkpoint hooks -------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "observation_space": space_to_spec(self.observation_space),
+            "action_space": space_to_spec(self.action_space),
+            "window_shape": None if self.window_shape is None else list(self.window_shape),
+            "account_dim": self.account_dim,
+        }
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "num_timesteps": self.num_timesteps,
+            "num_resets": self.num_resets,
+        }
+
+    def _set_state(self, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+        load_module_state(path, self.policy, state.get("policy"), "policy")
+        load_module_state(path, self.value, state.get("value"), "value net")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            self.num_timesteps = int(state["num_timesteps"])
+            self.num_resets = int(state.get("num_resets", 0))
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer or RNG state is missing or does not match ({exc})"
+            ) from exc
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any]) -> PPOAgent:
+        window = config.get("window_shape")
+        return cls(
+            space_from_spec(config["observation_space"]),
+            space_from_spec(config["action_space"]),
+            PPOConfig.from_dict(config["config"]),
+            window_shape=None if window is None else tuple(window),
+            account_dim=config.get("account_dim", 0),
+        )
