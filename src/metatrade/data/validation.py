@@ -108,10 +108,11 @@ def _parse_datetime(col: pd.Series, tz: str) -> pd.Series:
     """UTC nanoseconds as float (NaN where unparsable)."""
     if pd.api.types.is_datetime64_any_dtype(col):
         ts = col if col.dt.tz is not None else col.dt.tz_localize(tz)
-        out = ts.dt.tz_convert("UTC").astype("int64").astype("float64")
+        out = ts.dt.tz_convert("UTC").dt.as_unit("ns").astype("int64").astype("float64")
         return out.where(col.notna())
     num = pd.to_numeric(col, errors="coerce")
-    if num.notna().sum() == col.notna().sum() and num.notna().any():
+    # Mostly numbers: epoch times (the odd non-number is then reported as unparsable).
+    if num.notna().any() and num.notna().sum() * 2 >= col.notna().sum():
         num = num.astype("float64")
         mag = float(np.nanmedian(np.abs(num.to_numpy())))
         # epoch seconds ~1.7e9; ms ~1.7e12; us ~1.7e15; ns ~1.7e18
@@ -128,7 +129,7 @@ def _parse_datetime(col: pd.Series, tz: str) -> pd.Series:
         parsed = parsed.where(has_offset, naive_utc)
     out = pd.Series(np.nan, index=col.index)
     ok = parsed.notna()
-    out[ok] = parsed[ok].astype("int64").astype("float64")
+    out[ok] = parsed[ok].dt.as_unit("ns").astype("int64").astype("float64")
     return out
 
 
@@ -160,11 +161,12 @@ def check_file(
     missing = [c for c in PRICE_COLUMNS if c not in raw.columns]
     if dt_name is None:
         missing.insert(0, "datetime")
-    for col in missing:
+    if missing:
+        names = ", ".join(f"'{c}'" for c in missing)
         out.whole(
-            f"missing column '{col}' (found {list(raw.columns)}); the header must contain "
+            f"missing column(s) {names} (found {list(raw.columns)}); the header must contain "
             "datetime,open,high,low,close and optionally volume",
-            field=col,
+            field=",".join(missing),
         )
     if missing:
         return None, out.problems
