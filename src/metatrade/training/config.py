@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
 
@@ -36,11 +43,24 @@ PositiveInt = Field(gt=0)
 
 
 class SplitsSection(_Section):
-    """Chronological fractions of every task's bars (train / validation / test)."""
+    """Chronological cut of every task's bars (metatrade.data.splits.SplitConfig)."""
 
-    train: float = Field(0.6, gt=0, lt=1, description="fraction of bars for (meta-)training")
-    validation: float = Field(0.2, ge=0, lt=1, description="fraction for model selection")
-    test: float = Field(0.2, gt=0, lt=1, description="out-of-sample fraction for evaluation")
+    train: float = Field(0.7, gt=0, le=1, description="fraction of bars for (meta-)training")
+    validation: float = Field(0.15, ge=0, lt=1, description="fraction for model selection")
+    test: float = Field(0.15, ge=0, lt=1, description="out-of-sample fraction for evaluation")
+    embargo_bars: int = Field(0, ge=0, description="rows skipped before validation and test")
+    train_end: str | None = Field(None, description="date ending train (overrides fractions)")
+    validation_end: str | None = Field(None, description="date ending validation")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitsSection:
+        total = self.train + self.validation + self.test
+        if self.train_end is None and abs(total - 1.0) > 1e-9:
+            raise ValueError(
+                f"train + validation + test must sum to 1, got {self.train} + "
+                f"{self.validation} + {self.test} = {total:g}"
+            )
+        return self
 
 
 class HeldOutSection(_Section):
@@ -93,20 +113,37 @@ class DataSection(_Section):
         return None if v is None else [_check_task(t) for t in v]
 
 
+class CostsSection(_Section):
+    """What one order costs (metatrade.market.costs.CostModel)."""
+
+    entry_fee: float = Field(25.0, ge=0, description="INR per entry order")
+    exit_fee: float = Field(35.0, ge=0, description="INR per exit order")
+    proportional_bps: float = Field(0.0, ge=0, description="basis points of notional per order")
+    slippage_bps: float = Field(0.0, ge=0, description="fill price moved against the trader, bps")
+
+
+class ShapingSection(_Section):
+    """Reward shaping added to the P&L reward (metatrade.market.config.RewardShaping)."""
+
+    invalid_action_penalty: float = Field(0.0, ge=0, description="per rejected action")
+    losing_hold_penalty: float = Field(0.0, ge=0, description="per bar holding a losing position")
+    winning_close_bonus: float = Field(0.0, ge=0, description="per close with net P&L > 0")
+    drawdown_penalty: float = Field(0.0, ge=0, description="times the drawdown from peak equity")
+
+
 class EnvSection(_Section):
-    """The simulated market (trading families) or the navigation task."""
+    """The simulated market (metatrade.market.config.TradingEnvConfig)."""
 
     lookback: int = Field(32, gt=0, description="bars in the observation window")
     episode_length: int = Field(256, gt=0, description="bars per training episode")
     initial_capital: float = Field(1_000_000.0, gt=0, description="starting equity, INR")
-    brokerage_entry: float = Field(25.0, ge=0, description="INR per entry order")
-    brokerage_exit: float = Field(35.0, ge=0, description="INR per exit order")
-    slippage_bps: float = Field(0.0, ge=0, description="extra cost per side, basis points")
-    reward_scale: float = Field(1.0, gt=0, description="reward multiplier (P&L / capital * scale)")
-    drawdown_penalty: float = Field(
-        0.0, ge=0, description="shaping: penalty per unit of new drawdown"
+    square_off: bool = Field(False, description="close open positions at each session's end")
+    ruin_fraction: float = Field(
+        0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
     )
-    trade_penalty: float = Field(0.0, ge=0, description="shaping: penalty per order")
+    position_fraction: float = Field(1.0, gt=0, description="fraction of equity per entry")
+    costs: CostsSection = Field(default_factory=CostsSection)
+    shaping: ShapingSection = Field(default_factory=ShapingSection)
 
 
 class PolicySection(_Section):
@@ -157,24 +194,34 @@ class MetaSection(_Section):
 
 
 class PPOSection(_Section):
-    """PPO (metatrade.agents.PPOAgent): the standard-RL trainer and the multi-task baseline."""
+    """PPO (metatrade.agents.ppo.PPOConfig): the standard-RL trainer and the multi-task baseline.
 
-    total_timesteps: int = Field(100_000, gt=0, description="environment steps to train for")
-    num_envs: int = Field(8, gt=0, description="parallel episodes per task")
-    num_steps: int = Field(128, gt=0, description="rollout length per update")
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
-    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    clip_coef: float = Field(0.2, gt=0, description="PPO ratio clip")
-    ent_coef: float = Field(0.01, ge=0, description="entropy bonus")
-    vf_coef: float = Field(0.5, ge=0, description="value loss weight")
-    update_epochs: int = Field(4, gt=0, description="epochs per batch")
-    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
-    max_grad_norm: float = Field(0.5, gt=0, description="gradient norm clip")
+    The network comes from the ``policy`` section and the seed from ``run.seed``.
+    """
+
+    total_timesteps: int = Field(
+        100_000, gt=0, description="environment steps of `train` (and of the baseline)"
+    )
     match_meta_budget: bool = Field(
         True,
-        description="baseline pretraining uses the same env-step budget as meta-training",
+        description="the multi-task PPO baseline gets as many env steps as meta-training used",
     )
+    tasks_per_batch: int = Field(8, gt=0, description="tasks stepped together (the BatchEnv's T)")
+    episodes_per_task: int = Field(4, gt=0, description="parallel episodes per task (E)")
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
+    n_steps: int = Field(128, gt=0, description="steps per environment per rollout")
+    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
+    update_epochs: int = Field(4, gt=0, description="passes over each rollout batch")
+    norm_adv: bool = Field(True, description="normalise advantages per minibatch")
+    clip_coef: float = Field(0.2, gt=0, description="surrogate clipping epsilon")
+    clip_vloss: bool = Field(True, description="clip the value loss (PPO2)")
+    ent_coef: float = Field(0.01, ge=0, description="entropy bonus coefficient")
+    vf_coef: float = Field(0.5, ge=0, description="value-loss coefficient")
+    max_grad_norm: float = Field(0.5, gt=0, description="global gradient-norm clip")
+    target_kl: float | None = Field(None, gt=0, description="early-stop epochs above this KL")
+    anneal_lr: bool = Field(False, description="linearly decay the learning rate to 0")
 
 
 class EvaluationSection(_Section):
