@@ -11,8 +11,13 @@ the end of the episode (``dones = terminated | truncated``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from metatrade.meta.episodes import Episodes
 
 
 def gae(
@@ -155,3 +160,39 @@ class LinearFeatureBaseline:
             )
         feats = self.features(obs, mask, t0)
         return torch.einsum("t...f,tf->t...", feats, self.weights.to(feats.dtype))
+
+
+def compute_advantages(
+    episodes: Episodes,
+    gamma: float,
+    gae_lambda: float,
+    baseline: LinearFeatureBaseline | None = None,
+    normalize_advantages: bool = True,
+) -> Episodes:
+    """Fit the baseline on ``episodes`` (per task), then GAE; returns a copy with
+    ``values``, ``advantages`` (normalised per task if asked) and ``returns`` set.
+
+    ``next_values`` is V(s_{t+1}) inside an episode and V(last_obs) at its last step, so a
+    truncated episode is bootstrapped and a terminated one is not (``terminated`` zeroes it).
+    """
+    baseline = baseline if baseline is not None else LinearFeatureBaseline()
+    with torch.no_grad():
+        mask = episodes.mask
+        dones = episodes.dones
+        mc_returns = discounted_returns(episodes.rewards, dones, gamma)
+        baseline.fit(episodes.obs, mc_returns, mask)
+        values = baseline.predict(episodes.obs, mask)
+        last_values = baseline.predict(
+            episodes.last_obs.unsqueeze(-2), torch.ones_like(mask[..., :1]), t0=episodes.lengths
+        ).squeeze(-1)
+        steps = torch.arange(episodes.horizon, device=mask.device)
+        is_last = steps == (episodes.lengths - 1).unsqueeze(-1)
+        shifted = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+        next_values = torch.where(is_last, last_values.unsqueeze(-1), shifted)
+        adv, returns = gae(
+            episodes.rewards, values, next_values, episodes.terminated, dones, gamma, gae_lambda
+        )
+        adv = adv * mask
+        if normalize_advantages:
+            adv = normalize(adv, mask, dim=(-2, -1))
+    return episodes.replace(values=values, advantages=adv, returns=returns * mask)

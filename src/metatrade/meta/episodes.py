@@ -1,0 +1,95 @@
+"""`Episodes`: a padded batch of trajectories for T tasks x E episodes x H steps.
+
+One slot (t, e) holds exactly one episode: the sampler masks everything after its first end.
+Everything the losses need is stored, so that log-probabilities can be recomputed
+differentiably from (obs, actions) for any parameters, and likelihood ratios / KLs taken
+against the behaviour policy that sampled them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Episodes:
+    """Trajectories shaped [T, E, H, ...] (tasks, episodes, time).
+
+    Attributes:
+        obs: observations s_t [T, E, H, D].
+        actions: a_t [T, E, H] (discrete, int64) or [T, E, H, d] (continuous).
+        rewards: r_t [T, E, H] (0 at padding).
+        mask: 1.0 for valid steps, up to and including the step at which the episode ends [T, E, H].
+        terminated: the step reached a terminal state (no bootstrap) [T, E, H] bool.
+        truncated: the step was cut by a time limit or by the sampler (bootstrap) [T, E, H] bool.
+        log_probs: behaviour log pi(a_t|s_t), detached [T, E, H].
+        dist_params: behaviour distribution parameters, detached [T, E, H, P].
+        last_obs: the observation after each episode's last valid step [T, E, D] (V of it
+            bootstraps a truncated episode).
+        lengths: number of valid steps per episode [T, E] int64.
+        pnl_rewards: optional pure-P&L rewards (trading) [T, E, H].
+        weights: optional episode weights [T, E] (quadrature / exact enumeration; None = uniform).
+        values: baseline V(s_t) [T, E, H], once advantages are computed.
+        advantages: A_t [T, E, H], once computed (detached).
+        returns: value targets [T, E, H], once computed.
+    """
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    mask: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    log_probs: Tensor
+    dist_params: Tensor
+    last_obs: Tensor
+    lengths: Tensor
+    pnl_rewards: Tensor | None = None
+    weights: Tensor | None = None
+    values: Tensor | None = None
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+
+    @property
+    def dones(self) -> Tensor:
+        """terminated | truncated [T, E, H]."""
+        return self.terminated | self.truncated
+
+    @property
+    def num_tasks(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self.obs.shape[1]
+
+    @property
+    def horizon(self) -> int:
+        return self.obs.shape[2]
+
+    def episode_returns(self) -> Tensor:
+        """Undiscounted return of every episode [T, E]."""
+        return (self.rewards * self.mask).sum(-1)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The non-None fields as a dict: a pytree that ``torch.func.vmap`` can map over."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> Episodes:
+        return cls(**tensors)
+
+    def replace(self, **changes: Tensor | None) -> Episodes:
+        return replace(self, **changes)
+
+    def to(self, dtype: torch.dtype) -> Episodes:
+        """Floating-point fields cast to ``dtype`` (actions only if continuous)."""
+        out = {}
+        for name, value in self.tensors().items():
+            out[name] = value.to(dtype) if value.is_floating_point() else value
+        return Episodes(**out)

@@ -1,0 +1,70 @@
+"""The MAML meta-objective: adapted policies' loss on fresh post-adaptation episodes.
+
+L_meta(theta) = (1/T) sum_i L_outer(theta'_i(theta); D'_i), with theta'_i = adapt(theta; D_i)
+(Finn et al., 2017, eq. 1-2). D'_i was sampled with theta'_i; its dependence on theta is
+carried by the likelihood ratio pi_theta'/pi_behaviour, whose gradient at theta' is the
+policy gradient (the "post-update sampling" term). The gradient wrt theta flows through
+the inner loop (``adapt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from metatrade.meta.episodes import Episodes
+from metatrade.meta.surrogates import ratio_loss, weighted_mean
+
+Params = dict[str, Tensor]
+OuterLoss = Callable[[nn.Module, Params, Episodes], Tensor]
+
+
+def per_task_losses(
+    policy: nn.Module, params: Params, episodes: Episodes, loss_fn: OuterLoss = ratio_loss
+) -> Tensor:
+    """loss_fn for every task: params [T, ...], episodes [T, E, H, ...] -> [T]."""
+
+    def one(p: Params, batch: dict[str, Tensor]) -> Tensor:
+        return loss_fn(policy, p, Episodes.from_tensors(batch))
+
+    return vmap(one)(params, episodes.tensors())
+
+
+def outer_loss(
+    policy: nn.Module, adapted: Params, post: Episodes, loss_fn: OuterLoss = ratio_loss
+) -> Tensor:
+    """The meta-loss: mean over tasks of the adapted policies' surrogate loss."""
+    return per_task_losses(policy, adapted, post, loss_fn).mean()
+
+
+def mean_kl(policy: nn.Module, params: Params, episodes: Episodes, per_task: bool = True) -> Tensor:
+    """Mean over tasks and valid steps of KL(behaviour || pi_params) on ``episodes``."""
+
+    def one(p: Params, batch: dict[str, Tensor]) -> Tensor:
+        ep = Episodes.from_tensors(batch)
+        new = functional_call(policy, p, (ep.obs,))
+        kl = policy.distribution.kl(ep.dist_params.detach(), new)
+        return weighted_mean(kl, ep)
+
+    return vmap(one, in_dims=(0 if per_task else None, 0))(params, episodes.tensors()).mean()
+
+
+def clipped_loss(clip_eps: float) -> OuterLoss:
+    """PPO's clipped surrogate (ProMP's J^CLIP, Rothfuss et al., 2019, eq. 11)."""
+
+    def loss(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
+        dist_params = functional_call(policy, params, (episodes.obs,))
+        logp = policy.distribution.log_prob(dist_params, episodes.actions)
+        ratio = torch.exp(logp - episodes.log_probs.detach())
+        adv = episodes.advantages
+        if adv is None:
+            raise ValueError(
+                "clipped_loss needs episodes.advantages; run compute_advantages first."
+            )
+        obj = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
+        return -weighted_mean(obj, episodes)
+
+    return loss
