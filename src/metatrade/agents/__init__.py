@@ -2,6 +2,7 @@
 
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.agents.moe_agent import MoEAgent, flat_observations, regime_labels, regime_report
 from metatrade.agents.policies import (
     POLICY_KINDS,
     GRUPolicy,
@@ -18,10 +19,14 @@ from metatrade.agents.ppo import PPOAgent, PPOConfig, Rollout
 __all__ = [
     "BaseAgent",
     "CheckpointError",
+    "MoEAgent",
     "PPOAgent",
     "PPOConfig",
     "Rollout",
+    "flat_observations",
     "load_checkpoint",
+    "regime_labels",
+    "regime_report",
     "save_checkpoint",
     "POLICY_KINDS",
     "GRUPolicy",

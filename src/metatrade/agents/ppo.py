@@ -236,7 +236,7 @@ class PPOAgent(BaseAgent):
 
     def clone(self) -> PPOAgent:
         """An independent copy (networks, optimizer and RNG state)."""
-        twin = PPOAgent._from_config(self._config())
+        twin = type(self)._from_config(self._config())
         twin._set_state(copy.deepcopy(self._state()), "<in-memory copy>")
         return twin
 
