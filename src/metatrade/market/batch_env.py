@@ -1,0 +1,331 @@
+"""BatchTradingEnv: the TradingEnv MDP for T tasks x E episodes in one numpy step.
+
+Same rules, same float operations in the same order as ``TradingEnv`` + ``BacktestingEngine``
+(the equivalence test checks bit-identical trajectories). Tasks may differ in instrument,
+timeframe, length and costs; they must share the feature width F. All bars of all tasks
+are concatenated once; a slot's state is an index into them, and its observation window
+is gathered from a strided view of the feature matrix (no per-step rebuilding).
+
+Autoreset is same-step: when a slot's episode ends, the returned obs is the first
+observation of its next episode and ``info["final_obs"]`` holds the last one; every other
+``info`` array describes the transition just taken (before any reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from metatrade.data.task_arrays import TaskArrays
+from metatrade.market.actions import NUM_ACTIONS
+from metatrade.market.config import (
+    ACCOUNT_DIM,
+    TradingEnvConfig,
+    episode_bounds,
+    validate_arrays,
+)
+
+
+class BatchTradingEnv:
+    """T tasks x E episodes of :class:`~metatrade.market.env.TradingEnv`, vectorised.
+
+    Shapes: ``reset() -> obs [T, E, L*F + 4]``; ``step(actions [T, E] int) -> (obs,
+    reward [T, E] float32, terminated [T, E] bool, truncated [T, E] bool, info)`` with
+    info arrays [T, E]: ``pnl_reward``, ``equity``, ``cash``, ``position``, ``bar``,
+    ``invalid_action``, ``order_cost``, ``squared_off``, ``trade_closed`` and, meaningful
+    where ``trade_closed``, ``trade_pnl``, ``trade_side``, ``trade_quantity``,
+    ``trade_entry_price``, ``trade_exit_price``, ``trade_costs``; plus ``final_obs``.
+    ``bar`` and ``starts`` are row indices into each task's own arrays.
+
+    Args:
+        task_arrays_list: one TaskArrays per task row (same feature width F).
+        episodes_per_task: E, parallel episodes per task.
+        config: the shared :class:`~metatrade.market.config.TradingEnvConfig`.
+        seed: seeds the generator of episode starts (``reset(seed=...)`` reseeds).
+        **overrides: TradingEnvConfig fields.
+    """
+
+    def __init__(
+        self,
+        task_arrays_list: Sequence[TaskArrays],
+        episodes_per_task: int,
+        config: TradingEnvConfig | None = None,
+        seed: int | None = None,
+        **overrides: Any,
+    ) -> None:
+        if not task_arrays_list:
+            raise ValueError("BatchTradingEnv needs at least one TaskArrays")
+        if episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
+        cfg = (config or TradingEnvConfig()).with_overrides(**overrides)
+        self.config = cfg
+        self.task_arrays = list(task_arrays_list)
+        widths = {ta.num_features for ta in self.task_arrays}
+        if len(widths) != 1:
+            detail = {str(ta.task): ta.num_features for ta in self.task_arrays}
+            raise ValueError(f"all tasks need the same feature width F; got {detail}")
+        for ta in self.task_arrays:
+            validate_arrays(ta)
+        n_feat = widths.pop()
+        self.num_tasks = len(self.task_arrays)
+        self.episodes_per_task = int(episodes_per_task)
+        self.tasks = [ta.task for ta in self.task_arrays]
+        self._shape = (self.num_tasks, self.episodes_per_task)
+        n_slots = self.num_tasks * self.episodes_per_task
+        lookback = cfg.lookback
+
+        # Concatenate every task's bars once; offsets map a task's row to a global row.
+        lengths = np.array([len(ta) for ta in self.task_arrays])
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self._open = np.concatenate([ta.open for ta in self.task_arrays]).astype(np.float64)
+        self._close = np.concatenate([ta.close for ta in self.task_arrays]).astype(np.float64)
+        self._session_end = np.concatenate([ta.session_end for ta in self.task_arrays]).astype(bool)
+        flat = np.concatenate(
+            [np.ascontiguousarray(ta.features, dtype=np.float32).ravel() for ta in self.task_arrays]
+        )
+        self._window_size = lookback * n_feat
+        # Row g of this view is features[g : g + L] of the concatenation, flattened.
+        self._windows = sliding_window_view(flat, self._window_size)[::n_feat]
+
+        bounds = np.array([episode_bounds(ta, cfg) for ta in self.task_arrays])  # first,last,stop
+        slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
+        self._offset = offsets[slot]
+        self._first = (bounds[:, 0] + offsets)[slot]
+        self._last = (bounds[:, 1] + offsets)[slot]
+        self._stop = (bounds[:, 2] + offsets)[slot]
+        if cfg.episode_length is None:
+            self.max_episode_steps = int((bounds[:, 2] - 1 - bounds[:, 0]).max())
+        else:
+            self.max_episode_steps = int(cfg.episode_length)
+
+        markets = [cfg.market_for(ta.task.instrument) for ta in self.task_arrays]
+        self._entry_fee = np.array([float(c.entry_fee) for c, _ in markets])[slot]
+        self._exit_fee = np.array([float(c.exit_fee) for c, _ in markets])[slot]
+        self._prop = np.array([c.proportional_rate for c, _ in markets])[slot]
+        self._slip = np.array([c.slippage_rate for c, _ in markets])[slot]
+        self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
+        self._capital = float(cfg.initial_capital)
+        self._ruin_equity = cfg.ruin_fraction * self._capital
+        self._held_scale = float(cfg.bars_held_scale)
+
+        self.window_shape = (lookback, n_feat)
+        self.account_dim = ACCOUNT_DIM
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (self._window_size + ACCOUNT_DIM,), np.float32
+        )
+        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+
+        self._rng = np.random.default_rng(seed)
+        z = np.zeros(n_slots)
+        self._t = np.full(n_slots, -1, dtype=np.int64)
+        self._start, self._end = self._t.copy(), self._t.copy()
+        self._pos, self._qty, self._entry, self._entry_cost = z.copy(), z.copy(), z.copy(), z.copy()
+        self._held = np.zeros(n_slots, dtype=np.int64)
+        self._cash, self._equity, self._peak = (
+            z + self._capital,
+            z + self._capital,
+            z + self._capital,
+        )
+
+    # ---------------------------------------------------------------- API
+    def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+        """Start every slot afresh; ``starts`` [T, E] (task rows) fixes the start bars."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        every = np.ones(self._t.shape, dtype=bool)
+        if starts is None:
+            self._restart(every, None)
+        else:
+            local = np.broadcast_to(np.asarray(starts, dtype=np.int64), self._shape).ravel()
+            glob = local + self._offset
+            bad = (glob < self._first) | (glob > self._last)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(
+                    f"starts[{np.unravel_index(i, self._shape)}]={local[i]} outside "
+                    f"[{self._first[i] - self._offset[i]}, {self._last[i] - self._offset[i]}] "
+                    f"for task {self.tasks[i // self.episodes_per_task]}"
+                )
+            self._restart(every, glob)
+        return self._observe(np.arange(self._t.size)).reshape(*self._shape, -1)
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._t[0] < 0:
+            raise RuntimeError("BatchTradingEnv.step called before reset()")
+        a = np.asarray(actions).reshape(-1)
+        if a.shape != self._t.shape:
+            raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
+        t = self._t + 1
+        o = self._open[t]
+        pos = self._pos
+
+        want_open = (a < 2) & (pos == 0.0)
+        want_close = ((a == 2) & (pos == 1.0)) | ((a == 3) & (pos == -1.0))
+        invalid = (a != 4) & ~want_open & ~want_close
+
+        # Entries (engine._open): fill at the next open, size on cash (= equity when flat).
+        side = np.where(a == 0, 1.0, -1.0)
+        fill_in = o * (1.0 + side * self._slip)
+        units = self.config.sizer.units_array(
+            self._cash, fill_in, self._entry_fee, self._prop, self._lot
+        )
+        opened = want_open & (units >= self._lot)
+        invalid |= want_open & ~opened
+        cost_in = self._entry_fee + fill_in * units * self._prop
+        order_cost = np.where(opened, cost_in, 0.0)
+        self._cash = np.where(opened, self._cash - cost_in, self._cash)
+        self._pos = np.where(opened, side, pos)
+        self._qty = np.where(opened, units, self._qty)
+        self._entry = np.where(opened, fill_in, self._entry)
+        self._entry_cost = np.where(opened, cost_in, self._entry_cost)
+        self._held = np.where(opened, 0, self._held)
+
+        # Agent closes (engine._close) at the next open.
+        closed = want_close
+        trade = self._close_positions(closed, o)
+        order_cost = np.where(closed, trade["cost"], order_cost)
+        agent_win = closed & (trade["trade_pnl"] > 0.0)
+
+        # Optional square-off at the close of a session's last bar.
+        squared = np.zeros_like(closed)
+        if self.config.square_off:
+            squared = (self._pos != 0.0) & self._session_end[t]
+            if squared.any():
+                so = self._close_positions(squared, self._close[t])
+                order_cost = np.where(squared, order_cost + so["cost"], order_cost)
+                for key, value in so.items():
+                    trade[key] = np.where(squared, value, trade[key])
+                closed = closed | squared
+
+        # Mark to the close (engine.mark).
+        c = self._close[t]
+        self._t = t
+        self._held = self._held + (self._pos != 0.0)
+        mtm = self._pos * self._qty * (c - self._entry)
+        equity = self._cash + mtm
+        unreal = mtm - self._entry_cost
+        pnl_reward = (equity - self._equity) / self._capital
+        reward = pnl_reward
+        sh = self.config.reward
+        if sh.invalid_action_penalty:
+            reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
+        if sh.losing_hold_penalty:
+            losing = (self._pos != 0.0) & (unreal < 0.0)
+            reward = np.where(losing, reward - sh.losing_hold_penalty, reward)
+        if sh.winning_close_bonus:
+            reward = np.where(agent_win, reward + sh.winning_close_bonus, reward)
+        self._peak = np.maximum(self._peak, equity)
+        if sh.drawdown_penalty:
+            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        self._equity = equity
+
+        terminated = equity <= self._ruin_equity
+        truncated = ~terminated & (t >= self._end)
+        obs = self._observe(None, unreal)
+        info: dict[str, Any] = {
+            "pnl_reward": pnl_reward.astype(np.float32),
+            "equity": equity.copy(),
+            "cash": self._cash.copy(),
+            "position": self._pos.astype(np.int8),
+            "bar": t - self._offset,
+            "invalid_action": invalid,
+            "order_cost": order_cost,
+            "squared_off": squared,
+            "trade_closed": closed,
+            **{k: v for k, v in trade.items() if k != "cost"},
+        }
+        done = terminated | truncated
+        final_obs = obs
+        if done.any():
+            final_obs = obs.copy()
+            idx = np.flatnonzero(done)
+            self._restart(done, None)
+            obs[idx] = self._observe(idx)
+        info["final_obs"] = final_obs.reshape(*self._shape, -1)
+        info = {k: (v.reshape(self._shape) if k != "final_obs" else v) for k, v in info.items()}
+        return (
+            obs.reshape(*self._shape, -1),
+            reward.astype(np.float32).reshape(self._shape),
+            terminated.reshape(self._shape),
+            truncated.reshape(self._shape),
+            info,
+        )
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Start bar (task row) of each slot's current episode, [T, E]."""
+        return (self._start - self._offset).reshape(self._shape)
+
+    @property
+    def bars(self) -> np.ndarray:
+        """Bar (task row) each slot currently observes, [T, E]."""
+        return (self._t - self._offset).reshape(self._shape)
+
+    # ---------------------------------------------------------------- helpers
+    def _close_positions(self, mask: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray]:
+        """Close the positions under ``mask`` at quoted ``price`` (engine._close, vectorised)."""
+        pos, qty = self._pos, self._qty
+        fill = price * (1.0 - pos * self._slip)
+        gross = pos * qty * (fill - self._entry)
+        cost = self._exit_fee + fill * qty * self._prop
+        net = gross - self._entry_cost - cost
+        trade = {
+            "cost": cost,
+            "trade_pnl": np.where(mask, net, 0.0),
+            "trade_side": np.where(mask, pos, 0.0).astype(np.int8),
+            "trade_quantity": np.where(mask, qty, 0.0),
+            "trade_entry_price": np.where(mask, self._entry, 0.0),
+            "trade_exit_price": np.where(mask, fill, 0.0),
+            "trade_costs": np.where(mask, self._entry_cost + cost, 0.0),
+        }
+        self._cash = np.where(mask, self._cash + gross - cost, self._cash)
+        self._pos = np.where(mask, 0.0, pos)
+        self._qty = np.where(mask, 0.0, qty)
+        self._entry = np.where(mask, 0.0, self._entry)
+        self._entry_cost = np.where(mask, 0.0, self._entry_cost)
+        self._held = np.where(mask, 0, self._held)
+        return trade
+
+    def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
+        """New episodes in the slots under ``mask`` (flat), flat account at C0."""
+        idx = np.flatnonzero(mask)
+        if glob_starts is not None:
+            starts = glob_starts[idx]
+        elif self.config.episode_length is None:
+            starts = self._first[idx]
+        else:
+            starts = self._rng.integers(self._first[idx], self._last[idx] + 1)
+        self._start[idx] = starts
+        self._t[idx] = starts
+        if self.config.episode_length is None:
+            self._end[idx] = self._stop[idx] - 1
+        else:
+            self._end[idx] = starts + self.config.episode_length
+        for arr in (self._pos, self._qty, self._entry, self._entry_cost):
+            arr[idx] = 0.0
+        self._held[idx] = 0
+        for arr in (self._cash, self._equity, self._peak):
+            arr[idx] = self._capital
+
+    def _observe(self, idx: np.ndarray | None, unreal: np.ndarray | None = None) -> np.ndarray:
+        """Flat float32 observations of slots ``idx`` (None = all, with ``unreal`` given)."""
+        sel = slice(None) if idx is None else idx
+        t = self._t[sel]
+        n = self._window_size
+        obs = np.empty((t.size, n + ACCOUNT_DIM), dtype=np.float32)
+        obs[:, :n] = self._windows[t - (self.window_shape[0] - 1)]
+        pos, cap = self._pos[sel], self._capital
+        if unreal is None:
+            c = self._close[t]
+            unreal = pos * self._qty[sel] * (c - self._entry[sel]) - self._entry_cost[sel]
+        obs[:, n] = pos
+        obs[:, n + 1] = unreal / cap
+        obs[:, n + 2] = self._equity[sel] / cap - 1.0
+        obs[:, n + 3] = self._held[sel] / self._held_scale
+        return obs
