@@ -8,6 +8,7 @@ feature pipeline), and the synthetic AR(1) task family.
 from metatrade.data.features import FEATURE_NAMES, build_task_arrays, raw_features
 from metatrade.data.loader import DataLoader
 from metatrade.data.splits import HeldOut, SplitConfig
+from metatrade.data.synthetic import RegimeParams, oracle_positions, write_synthetic_tasks
 from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.data.validation import DataValidationError, Problem, validate_folder
 
@@ -17,10 +18,13 @@ __all__ = [
     "DataValidationError",
     "HeldOut",
     "Problem",
+    "RegimeParams",
     "SplitConfig",
     "TaskArrays",
     "TaskId",
     "build_task_arrays",
     "raw_features",
+    "oracle_positions",
     "validate_folder",
+    "write_synthetic_tasks",
 ]

@@ -1,17 +1,23 @@
 """Balanced sampling of a meta-batch of tasks.
 
-Scheme (greedy, one task at a time): among the pool, pick a task that minimises, in order,
-(1) how often this task is already in the batch, (2) how often its instrument is, (3) how
-often its timeframe is; ties are broken by a random key drawn once per call from ``rng``.
-Consequences: no task repeats while n <= pool size (and for n > pool every task appears
-floor(n/pool) or ceil(n/pool) times); instrument counts differ by at most one when every
-instrument has enough tasks; timeframes are spread as evenly as the instruments allow.
-Same ``rng`` seed and pool -> same batch.
+Scheme ("shifted diagonals" over the instrument x timeframe grid): randomly permute the
+pool's I instruments and T timeframes, then walk the grid cells in the order
+
+    cell k -> (instrument k mod I, timeframe (k + b) mod T),   b = block index of k, k < I*T,
+
+where blocks have length L = lcm(I, T) and are taken in a random order. Each block visits
+L distinct cells (one diagonal family), and every run of consecutive cells uses instruments
+and timeframes evenly, so on a complete grid *every prefix* of the walk has instrument counts
+within 1 of each other and timeframe counts within 1 of each other, with no task repeated.
+Cells not in the pool (held-out or missing tasks) are skipped. A batch is the first n tasks of
+the walk; when n exceeds the pool, a fresh walk (new permutations) is appended, so each task
+appears floor(n/pool) or ceil(n/pool) times. Everything random comes from ``rng``: the same
+seed and pool give the same batch.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 
 import numpy as np
 
@@ -23,30 +29,34 @@ def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+def _walk(pool: list[TaskId], gen: np.random.Generator) -> list[TaskId]:
+    """One pass over the pool in shifted-diagonal order (every task exactly once)."""
+    instruments = sorted({t.instrument for t in pool})
+    timeframes = sorted({t.timeframe for t in pool}, key=lambda s: (len(s), s))
+    inst = [instruments[i] for i in gen.permutation(len(instruments))]
+    tfs = [timeframes[i] for i in gen.permutation(len(timeframes))]
+    n_i, n_t = len(inst), len(tfs)
+    block = math.lcm(n_i, n_t)
+    members = set(pool)
+    order: list[TaskId] = []
+    for b in gen.permutation(n_i * n_t // block):
+        for k in range(b * block, (b + 1) * block):
+            task = TaskId(inst[k % n_i], tfs[(k + b) % n_t])
+            if task in members:
+                order.append(task)
+    return order
+
+
 def balanced_sample(
     pool: list[TaskId], n: int, rng: np.random.Generator | int | None = None
 ) -> list[TaskId]:
-    """``n`` tasks from ``pool`` by the scheme above, in the order picked."""
+    """``n`` tasks from ``pool`` by the scheme above, in walk order."""
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
     if not pool:
         raise ValueError("no tasks to sample from; check the data folder and the held-out config")
     gen = as_generator(rng)
-    tie = gen.permutation(len(pool))
-    uses: Counter = Counter()
-    inst: Counter = Counter()
-    tf: Counter = Counter()
     out: list[TaskId] = []
-    for _ in range(n):
-        best = min(
-            range(len(pool)),
-            key=lambda i: (uses[pool[i]], inst[pool[i].instrument], tf[pool[i].timeframe], tie[i]),
-        )
-        t = pool[best]
-        out.append(t)
-        uses[t] += 1
-        inst[t.instrument] += 1
-        tf[t.timeframe] += 1
-        if len(out) % len(pool) == 0:
-            tie = gen.permutation(len(pool))  # a fresh order for the next pass over the pool
-    return out
+    while len(out) < n:
+        out.extend(_walk(list(dict.fromkeys(pool)), gen))
+    return out[:n]
