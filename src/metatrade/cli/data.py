@@ -24,7 +24,7 @@ DataOpt = typer.Option(
 
 def _fail(err: Exception) -> None:
     """Bad input ends with its message and exit code 1, never a traceback."""
-    err_console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

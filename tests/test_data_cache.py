@@ -1,0 +1,81 @@
+"""On-disk cache: a warm hit skips parsing, a changed file invalidates, writes are atomic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metatrade.data import DataLoader, SplitConfig, write_synthetic_tasks
+from metatrade.data.cache import CACHE_ENV, DiskCache, default_cache_dir
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_synthetic_tasks(tmp_path / "data", 2, seed=0, n_bars=600, fmt="csv")
+    return tmp_path / "data"
+
+
+def _entries(cache: Path) -> list[str]:
+    return sorted(p.name.split("-")[0] for p in cache.glob("*.npz"))
+
+
+def test_warm_hit_returns_identical_arrays(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    task = DataLoader(folder, cache_dir=cache).get_available_tasks()[0]
+    cold = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
+    assert _entries(cache) == ["arrays", "bars"]
+    assert not list(cache.glob(".tmp-*"))  # temp files moved into place
+    warm = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
+    for name in ("timestamps", "open", "high", "low", "close", "features", "session_end"):
+        np.testing.assert_array_equal(getattr(cold, name), getattr(warm, name))
+    assert warm.splits == cold.splits and warm.feature_names == cold.feature_names
+    assert warm.bar_minutes == cold.bar_minutes
+    bars = DataLoader(folder, cache_dir=cache).get_task_data(*task)
+    assert bars.equals(DataLoader(folder, cache_dir=False).get_task_data(*task))
+
+
+def test_hit_does_not_read_the_file(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    loader = DataLoader(folder, cache_dir=cache)
+    task = loader.get_available_tasks()[0]
+    loader.get_task_arrays(*task)
+    path = loader.task_path(*task)
+    st = path.stat()
+    # same size and mtime but unreadable content: a cache hit never looks inside
+    path.write_bytes(b"x" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert len(DataLoader(folder, cache_dir=cache).get_task_arrays(*task)) > 0
+
+
+def test_changed_file_invalidates(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    loader = DataLoader(folder, cache_dir=cache)
+    task = loader.get_available_tasks()[0]
+    before = loader.get_task_data(*task)
+    path = loader.task_path(*task)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-100]) + "\n")  # drop the last 100 bars
+    after = DataLoader(folder, cache_dir=cache).get_task_data(*task)
+    assert len(after) == len(before) - 100
+    assert len([p for p in cache.glob("bars-*.npz")]) == 1  # stale entry removed
+
+
+def test_split_config_is_part_of_the_key(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    task = DataLoader(folder, cache_dir=cache).get_available_tasks()[0]
+    a = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
+    b = DataLoader(folder, cache_dir=cache, splits=SplitConfig(0.5, 0.25, 0.25)).get_task_arrays(
+        *task
+    )
+    assert a.splits != b.splits
+
+
+def test_default_dir_from_env(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    assert DiskCache().root == tmp_path / "c"
+    monkeypatch.delenv(CACHE_ENV)
+    assert default_cache_dir() == Path.home() / ".cache" / "metatrade"

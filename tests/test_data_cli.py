@@ -1,0 +1,40 @@
+"""`metatrade data list|validate` smoke tests (tiny folders, no traceback on bad data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from metatrade.cli import app
+from metatrade.data import write_synthetic_tasks
+
+runner = CliRunner()
+
+
+def test_data_list_synthetic(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("METATRADE_CACHE", str(tmp_path / "cache"))
+    write_synthetic_tasks(tmp_path / "d", 2, seed=0, n_bars=400)
+    result = runner.invoke(app, ["data", "list", "--data", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "Syn000" in result.output and "2 tasks" in result.output
+
+
+def test_data_validate_ok_and_bad(tmp_path: Path, monkeypatch) -> None:
+    write_synthetic_tasks(tmp_path / "d", 1, seed=0, n_bars=100, fmt="csv")
+    ok = runner.invoke(app, ["data", "validate", str(tmp_path / "d")])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    (tmp_path / "d" / "Bad_5.csv").write_text(
+        "datetime,open,high,low,close\n1710733500,100,99,98,100.5\n"
+    )
+    (tmp_path / "d" / "noname.csv").write_text("")
+    bad = runner.invoke(app, ["data", "validate", str(tmp_path / "d")])
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
+    assert "Bad_5.csv" in bad.output and "noname.csv" in bad.output and "high" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_data_list_bad_folder_exits_cleanly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "list", "--data", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "no such folder" in result.output
