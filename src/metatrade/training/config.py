@@ -166,31 +166,46 @@ class PolicySection(_Section):
 
 
 class MetaSection(_Section):
-    """MAML for RL (metatrade.meta.learner.MetaConfig)."""
+    """MAML for RL (metatrade.meta.learner.MetaConfig; same names and defaults: the MAML
+    paper's 2D-navigation settings) plus the number of meta-iterations."""
 
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
-    meta_batch_size: int = Field(8, gt=0, description="tasks per meta-iteration")
+    meta_batch_size: int = Field(20, gt=0, description="tasks per meta-iteration")
     episodes_per_task: int = Field(
-        10, gt=0, description="pre-adaptation episodes per task (inner-loop data)"
+        20, gt=0, description="pre-update episodes per task (inner-loop data)"
     )
-    num_evaluation_steps: int = Field(
-        10, gt=0, description="post-adaptation episodes per task behind the meta-loss"
+    num_evaluation_episodes: int = Field(
+        20, gt=0, description="post-update episodes per task behind the meta-loss"
     )
-    num_inner_loop_steps: int = Field(1, gt=0, description="inner policy-gradient steps")
+    num_inner_steps: int = Field(1, ge=0, description="inner policy-gradient steps")
     inner_lr: float = Field(0.1, gt=0, description="inner-loop step size alpha")
-    outer_lr: float = Field(1e-3, gt=0, description="meta-optimizer step size (adam)")
-    meta_optimizer: Literal["adam", "trpo", "promp"] = Field(
-        "adam", description="outer-loop optimizer"
-    )
-    inner_surrogate: Literal["vpg", "dice", "lvc"] = Field(
-        "dice", description="inner-loop surrogate loss"
-    )
     first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
+    surrogate: Literal["vpg", "dice", "lvc"] = Field(
+        "vpg", description="inner surrogate: vpg (MAML), dice (unbiased), lvc (ProMP)"
+    )
+    reuse_inner_batch: bool = Field(
+        False, description="with several inner steps, reuse the first batch"
+    )
     learn_inner_lr: bool = Field(False, description="Meta-SGD: per-parameter inner step sizes")
-    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    optimizer: Literal["trpo", "adam", "promp"] = Field("trpo", description="meta-optimizer")
+    lr: float = Field(1e-3, gt=0, description="Adam / ProMP learning rate")
+    max_grad_norm: float | None = Field(
+        10.0, gt=0, description="gradient-norm clip for Adam / ProMP; null = off"
+    )
+    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda")
-    max_kl: float = Field(0.01, gt=0, description="trpo: KL trust region")
-    max_grad_norm: float = Field(1.0, gt=0, description="meta-gradient norm clip")
+    normalize_advantages: bool = Field(True, description="normalise advantages per task")
+    num_steps: int | None = Field(
+        None, gt=0, description="rollout length; null = the env's episode length"
+    )
+    max_kl: float = Field(0.01, gt=0, description="TRPO trust region")
+    cg_iters: int = Field(10, gt=0, description="TRPO conjugate-gradient iterations")
+    cg_damping: float = Field(1e-5, ge=0, description="TRPO Fisher damping")
+    ls_backtrack_ratio: float = Field(0.8, gt=0, lt=1, description="TRPO line-search shrink")
+    ls_max_steps: int = Field(15, gt=0, description="TRPO line-search backtracks")
+    promp_steps: int = Field(5, gt=0, description="ProMP outer steps per batch")
+    promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip")
+    promp_kl_coef: float = Field(5e-4, ge=0, description="ProMP KL penalty coefficient")
 
 
 class PPOSection(_Section):
@@ -255,8 +270,12 @@ class RunSection(_Section):
     """Bookkeeping: seed, where outputs go, how often to log and checkpoint."""
 
     seed: int = Field(0, ge=0, description="the one seed every RNG stream derives from")
-    out_dir: str = Field("runs", description="parent directory of run directories")
-    name: str | None = Field(None, description="run directory name; null = <family>-<seed>")
+    out_dir: str | None = Field(
+        None, description="the run directory; null = runs/<name>-seed<seed>"
+    )
+    name: str | None = Field(
+        None, description="run name used for the default run directory; null = data.family"
+    )
     log_interval: int = Field(1, gt=0, description="iterations between log lines")
     checkpoint_interval: int = Field(5, gt=0, description="iterations between checkpoints")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = leave as is")
@@ -278,9 +297,10 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
     def run_dir(self) -> Path:
-        """The run directory: ``<run.out_dir>/<run.name or family-seed>``."""
-        name = self.run.name or f"{self.data.family}-seed{self.run.seed}"
-        return Path(self.run.out_dir) / name
+        """The run directory: ``run.out_dir``, else ``runs/<run.name or family>-seed<seed>``."""
+        if self.run.out_dir is not None:
+            return Path(self.run.out_dir)
+        return Path("runs") / f"{self.run.name or self.data.family}-seed{self.run.seed}"
 
 
 def _check_task(name: str) -> str:

@@ -33,7 +33,7 @@ _SUMMARY_KEYS = (
     ("meta/kl", "kl"),
     ("train/loss", "loss"),
     ("rollout/ep_return", "R"),
-    ("time/iteration", "s/it"),
+    ("time/iteration_s", "s/it"),
 )
 
 

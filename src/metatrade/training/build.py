@@ -1,0 +1,242 @@
+"""Factories: from a ``RunConfig`` to the objects of the other layers.
+
+The only place where config sections turn into ``DataLoader``, ``TradingEnvConfig``,
+task families, policies, ``MetaConfig``, ``PPOConfig`` and learners, so the CLI, the
+``Trainer`` and the tests build a run the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metatrade.training.checkpoint import RNGStreams
+from metatrade.training.config import ConfigError, RunConfig
+
+# Probing a family for its spaces uses its own stream, so it never shifts the run's streams.
+_PROBE_SEED = 12345
+
+
+# ---- data and environments ----------------------------------------------------------------
+def make_env_config(cfg: RunConfig, **overrides: Any) -> Any:
+    """``TradingEnvConfig`` from the ``env`` section (``overrides``: e.g. split, episode_length)."""
+    from metatrade.market import CostModel, FixedFractionSizer, RewardShaping, TradingEnvConfig
+
+    e = cfg.env
+    values: dict[str, Any] = {
+        "initial_capital": e.initial_capital,
+        "lookback": e.lookback,
+        "episode_length": e.episode_length,
+        "square_off": e.square_off,
+        "ruin_fraction": e.ruin_fraction,
+        "costs": CostModel(**e.costs.model_dump()),
+        "sizer": FixedFractionSizer(fraction=e.position_fraction),
+        "reward": RewardShaping(**e.shaping.model_dump()),
+    }
+    values.update(overrides)
+    return TradingEnvConfig(**values)
+
+
+def synthetic_dir(cfg: RunConfig) -> Path:
+    """Folder of the run's synthetic tasks (written once, deterministic for the seed)."""
+    d = cfg.data
+    if d.data_dir:
+        return Path(d.data_dir)
+    name = f"n{d.num_synthetic_tasks}-bars{d.synthetic_bars}-seed{cfg.run.seed}"
+    return cfg.run_dir() / "synthetic_data" / name
+
+
+def make_loader(cfg: RunConfig) -> Any:
+    """``DataLoader`` for the ``data`` section (writing the synthetic tasks when asked)."""
+    from metatrade.data import DataLoader, HeldOut, SplitConfig
+    from metatrade.data.task_arrays import TaskId
+
+    d = cfg.data
+    data_dir: str | Path | None = d.data_dir
+    if d.family == "synthetic":
+        from metatrade.data.synthetic import PARAMS_FILE, write_synthetic_tasks
+
+        data_dir = synthetic_dir(cfg)
+        if not (data_dir / PARAMS_FILE).is_file():
+            write_synthetic_tasks(
+                data_dir, d.num_synthetic_tasks, cfg.run.seed, n_bars=d.synthetic_bars
+            )
+    elif data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
+    heldout = HeldOut(
+        instruments=tuple(d.heldout.instruments),
+        timeframes=tuple(d.heldout.timeframes),
+        tasks=tuple(tuple(t.split(":")) for t in d.heldout.tasks),
+    )
+    loader = DataLoader(data_dir, splits=SplitConfig(**d.splits.model_dump()), heldout=heldout)
+    if d.tasks is not None:
+        available = set(loader.get_available_tasks())
+        wanted = [TaskId(*t.split(":")) for t in d.tasks]
+        missing = [str(t) for t in wanted if t not in available]
+        if missing:
+            names = ", ".join(str(t) for t in sorted(available)[:12])
+            raise ConfigError(
+                f"data.tasks: {', '.join(missing)} not found in {loader.data_dir} "
+                f"(available: {names}{', ...' if len(available) > 12 else ''})"
+            )
+    return loader
+
+
+def task_pool(cfg: RunConfig, loader: Any, split: str) -> list[Any]:
+    """Tasks of a meta-split ("train" or "test"), restricted to ``data.tasks`` when set."""
+    from metatrade.data.task_arrays import TaskId
+
+    pool = loader.tasks(split)
+    if cfg.data.tasks is not None:
+        wanted = {TaskId(*t.split(":")) for t in cfg.data.tasks}
+        pool = [t for t in pool if t in wanted]
+    return pool
+
+
+class TaskSubset:
+    """A DataLoader seen through ``data.tasks``: task splits restricted to the listed tasks.
+
+    Implements what ``TradingTaskFamily`` needs (``sample_tasks``, ``get_task_arrays``) and
+    samples with the loader's own balanced scheme, so an unrestricted run and a run listing
+    every task draw the same tasks.
+    """
+
+    def __init__(self, loader: Any, train: list[Any], test: list[Any]) -> None:
+        self.loader = loader
+        self.pools = {"train": list(train), "test": list(test), "all": [*train, *test]}
+
+    def tasks(self, split: str = "train") -> list[Any]:
+        return list(self.pools[split])
+
+    def sample_tasks(self, n: int, rng: Any = None, split: str = "train") -> list[Any]:
+        from metatrade.data.sampling import balanced_sample
+
+        pool = self.pools.get(split)
+        if not pool:
+            raise ConfigError(
+                f"no {split!r} tasks among data.tasks after data.heldout; "
+                "list more tasks or change the held-out set"
+            )
+        return balanced_sample(pool, n, rng)
+
+    def get_task_arrays(self, instrument: str, timeframe: str) -> Any:
+        return self.loader.get_task_arrays(instrument, timeframe)
+
+    def get_task_data(self, instrument: str, timeframe: str) -> Any:
+        return self.loader.get_task_data(instrument, timeframe)
+
+
+def task_source(cfg: RunConfig, loader: Any) -> Any:
+    """The loader, or a ``TaskSubset`` of it when ``data.tasks`` lists tasks."""
+    if cfg.data.tasks is None:
+        return loader
+    return TaskSubset(loader, task_pool(cfg, loader, "train"), task_pool(cfg, loader, "test"))
+
+
+def make_family(cfg: RunConfig, loader: Any = None, period: str = "train") -> Any:
+    """The task family of ``data.family``: a ``TaskFamily`` for the meta-RL core.
+
+    ``period`` is the time split trading episodes use ("train" for (meta-)training).
+    """
+    if cfg.data.family == "nav2d":
+        from metatrade.envs.nav2d import Navigation2DFamily
+
+        return Navigation2DFamily(max_episode_steps=cfg.env.episode_length)
+    from metatrade.market.family import TradingTaskFamily
+
+    loader = loader if loader is not None else make_loader(cfg)
+    source = task_source(cfg, loader)
+    if not task_pool(cfg, loader, "train"):
+        raise ConfigError(
+            "data: no meta-training tasks left after data.tasks and data.heldout; "
+            "hold out fewer tasks or list more in data.tasks"
+        )
+    return TradingTaskFamily(source, make_env_config(cfg), period=period)
+
+
+def probe_spaces(family: Any) -> Any:
+    """A one-task BatchEnv of the family, to read observation/action spaces and layout."""
+    rng = np.random.default_rng(_PROBE_SEED)
+    tasks = family.sample_tasks(1, "train", rng)
+    return family.make_batch_env(tasks, 1)
+
+
+# ---- policies and learners ----------------------------------------------------------------
+def policy_kwargs(cfg: RunConfig, env: Any) -> dict[str, Any]:
+    p = cfg.policy
+    return {
+        "hidden_sizes": tuple(p.hidden_sizes),
+        "activation": p.activation,
+        "window_shape": getattr(env, "window_shape", None),
+        "account_dim": getattr(env, "account_dim", 0),
+        "num_experts": p.num_experts,
+        "init_log_std": p.init_log_std,
+    }
+
+
+def make_policy_for(cfg: RunConfig, family: Any, seed: int | None = None) -> torch.nn.Module:
+    """The policy network for ``family``'s spaces, initialised from ``run.seed``."""
+    from metatrade.agents.policies import make_policy
+
+    env = probe_spaces(family)
+    return make_policy(
+        cfg.policy.kind,
+        env.observation_space,
+        env.action_space,
+        seed=cfg.run.seed if seed is None else seed,
+        **policy_kwargs(cfg, env),
+    )
+
+
+def make_meta_config(cfg: RunConfig) -> Any:
+    """``MetaConfig`` from the ``meta`` section (only the fields MetaConfig knows)."""
+    from metatrade.meta.learner import MetaConfig
+
+    known = {f.name for f in fields(MetaConfig)}
+    values = {k: v for k, v in cfg.meta.model_dump().items() if k in known}
+    if "seed" in known:
+        values["seed"] = cfg.run.seed
+    return MetaConfig(**values)
+
+
+def make_learner(cfg: RunConfig, family: Any, policy: torch.nn.Module, rng: RNGStreams) -> Any:
+    """A ``MetaLearner`` for the policy over the family, drawing from the run's RNG streams."""
+    from metatrade.meta.learner import MetaLearner
+
+    return MetaLearner(policy, family, make_meta_config(cfg))
+
+
+def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> Any:
+    from metatrade.agents.ppo import PPOConfig
+
+    known = {f.name for f in fields(PPOConfig)}
+    values = {k: v for k, v in cfg.ppo.model_dump().items() if k in known}
+    p = cfg.policy
+    values.update(
+        policy_kind=p.kind,
+        hidden_sizes=tuple(p.hidden_sizes),
+        activation=p.activation,
+        num_experts=p.num_experts,
+        init_log_std=p.init_log_std,
+        seed=cfg.run.seed if seed is None else seed,
+    )
+    return PPOConfig(**values)
+
+
+def make_ppo_agent(cfg: RunConfig, env: Any) -> Any:
+    from metatrade.agents.ppo import PPOAgent
+
+    return PPOAgent.from_env(env, make_ppo_config(cfg))
+
+
+def backtest_and_report(
+    agent: Any, env: Any, out_dir: str | Path | None, stress_bps: float, echo: bool = True
+) -> dict[str, Any]:
+    """Delegate to the evaluation layer's backtest report."""
+    from metatrade.evaluation.report import run_backtest_and_report
+
+    return run_backtest_and_report(agent, env, out_dir=out_dir, stress_bps=stress_bps, echo=echo)
