@@ -90,6 +90,7 @@ class BatchTradingEnv:
         self._window_size = lookback * n_feat
         # Row g of this view is features[g : g + L] of the concatenation, flattened.
         self._windows = sliding_window_view(flat, self._window_size)[::n_feat]
+        self._gather_block = max(1, (1 << 20) // (4 * self._window_size))  # ~1 MiB per block
 
         bounds = np.array([episode_bounds(ta, cfg) for ta in self.task_arrays])  # first,last,stop
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
@@ -319,7 +320,12 @@ class BatchTradingEnv:
         t = self._t[sel]
         n = self._window_size
         obs = np.empty((t.size, n + ACCOUNT_DIM), dtype=np.float32)
-        obs[:, :n] = self._windows[t - (self.window_shape[0] - 1)]
+        rows = t - (self.window_shape[0] - 1)
+        # Gather in blocks: a batch-sized temporary would be a fresh multi-MB allocation
+        # per step (page faults dominate); blocks stay in malloc's reused heap.
+        block = self._gather_block
+        for i in range(0, t.size, block):
+            obs[i : i + block, :n] = self._windows[rows[i : i + block]]
         pos, cap = self._pos[sel], self._capital
         if unreal is None:
             c = self._close[t]
