@@ -20,6 +20,7 @@ import talib
 
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
+from metatrade.data.validation import utc_index
 
 # Bump whenever a feature's definition changes: it is part of the on-disk cache key.
 FEATURE_VERSION = 1
@@ -104,7 +105,7 @@ def raw_features(
     cols.append(np.log(c / talib.SMA(c, timeperiod=50)))
     cols.append(talib.ADX(h, lo, c, timeperiod=14) / 100.0)
 
-    local = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).tz_convert(tz)
+    local = utc_index(timestamps, tz)
     minute = np.asarray(local.hour * 60 + local.minute, dtype=np.float64)
     start, stop = _minutes(session_open), _minutes(session_close)
     length = float(stop - start)
@@ -143,7 +144,7 @@ def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.n
 
 def session_ends(timestamps: np.ndarray, tz: str = "Asia/Kolkata") -> np.ndarray:
     """bool [N]: True on the last bar of each local trading day (and on the last bar)."""
-    local = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True)).tz_convert(tz)
+    local = utc_index(timestamps, tz)
     day = np.asarray(local.normalize().asi8)
     end = np.ones(len(day), dtype=bool)
     end[:-1] = day[1:] != day[:-1]

@@ -22,7 +22,13 @@ from metatrade.data.naming import data_files, parse_task_name
 from metatrade.data.sampling import balanced_sample
 from metatrade.data.splits import HeldOut, SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
-from metatrade.data.validation import OHLCV_COLUMNS, DataValidationError, Problem, load_bars
+from metatrade.data.validation import (
+    OHLCV_COLUMNS,
+    DataValidationError,
+    Problem,
+    load_bars,
+    utc_index,
+)
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 _BARS_VERSION = 1  # bump when parsing/cleaning rules change
@@ -149,9 +155,7 @@ class DataLoader:
         key = ("bars", _BARS_VERSION, self.tz)
         hit = self.cache.load("bars", path, key) if self.cache else None
         if hit is not None:
-            index = pd.DatetimeIndex(pd.to_datetime(hit["timestamps"], utc=True)).tz_convert(
-                self.tz
-            )
+            index = utc_index(hit["timestamps"], self.tz)
             index.name = "datetime"
             bars = pd.DataFrame(hit["ohlcv"], index=index, columns=list(OHLCV_COLUMNS))
         else:

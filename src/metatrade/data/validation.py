@@ -80,6 +80,15 @@ def _read_table(path: Path) -> pd.DataFrame:
     return df
 
 
+def utc_index(ns: np.ndarray, tz: str) -> pd.DatetimeIndex:
+    """int64 ns since the epoch (UTC) -> tz-aware index (fast path, no object parsing)."""
+    return (
+        pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("M8[ns]"))
+        .tz_localize("UTC")
+        .tz_convert(tz)
+    )
+
+
 class _Collector:
     """Gathers problems, listing at most ``_MAX_ROWS_PER_KIND`` rows per kind then summarising."""
 
@@ -177,13 +186,13 @@ def check_file(
     rows = np.arange(1, len(raw) + 1)
     ts = _parse_datetime(raw[dt_name], tz).to_numpy()
     bad_ts = ~np.isfinite(ts)
-    shown = raw[dt_name].astype("string").to_numpy()
+    shown = raw[dt_name]
     bad_idx = np.flatnonzero(bad_ts)
     out.rows(
         rows[bad_ts],
         "datetime",
         lambda i: (
-            f"cannot parse {shown[bad_idx[i]]!r} as a time; use Unix epoch seconds or "
+            f"cannot parse {str(shown.iloc[bad_idx[i]])!r} as a time; use Unix epoch seconds or "
             "ISO-8601 like 2024-03-18T09:15:00+05:30"
         ),
     )
@@ -196,13 +205,12 @@ def check_file(
         num = pd.to_numeric(orig, errors="coerce").astype("float64").to_numpy()
         values[:, j] = num
         non_numeric = np.isnan(num) & orig.notna().to_numpy()
-        text = orig.astype("string").to_numpy()
         idx = np.flatnonzero(non_numeric)
         out.rows(
             rows[non_numeric],
             col,
-            lambda i, idx=idx, text=text: (
-                f"non-numeric value {text[idx[i]]!r}; write a plain number like 22450.5"
+            lambda i, idx=idx, orig=orig: (
+                f"non-numeric value {str(orig.iloc[idx[i]])!r}; write a plain number like 22450.5"
             ),
         )
         missing_v = np.isnan(num) & ~non_numeric
@@ -255,7 +263,7 @@ def check_file(
     same_t = t_sorted[1:] == t_sorted[:-1]
     same_v = np.all(v_sorted[1:] == v_sorted[:-1], axis=1)
     conflict = np.flatnonzero(same_t & ~same_v) + 1
-    tz_fmt = pd.to_datetime(t_sorted[conflict].astype("int64"), utc=True).tz_convert(tz)
+    tz_fmt = utc_index(t_sorted[conflict].astype(np.int64), tz)
     out.rows(
         rows[order[conflict]],
         "datetime",
@@ -269,7 +277,7 @@ def check_file(
 
     keep = np.concatenate([[True], ~same_t]) if len(order) else np.zeros(0, bool)
     order = order[keep]
-    index = pd.DatetimeIndex(pd.to_datetime(ts[order].astype("int64"), utc=True)).tz_convert(tz)
+    index = utc_index(ts[order].astype(np.int64), tz)
     bars = pd.DataFrame(values[order], index=index, columns=columns)
     if "volume" not in bars:
         bars["volume"] = 0.0
