@@ -1,0 +1,192 @@
+"""Trading metrics of one backtest: P&L, trade statistics, risk-adjusted returns, drawdowns.
+
+Annualisation convention (NSE cash/index session, 09:15-15:30 IST = 375 minutes):
+a day has ``ceil(375 / bar_minutes)`` bars (the last bar of the day may be short, e.g. a
+45-minute series has 9 bars a day, a 240-minute series 2), and a year has 252 trading
+days, so ``bars_per_year = 252 * ceil(375 / bar_minutes)``; overnight gaps fall inside the
+first bar's return. Sharpe, Sortino and the annual return use this factor exactly as
+empyrical does with ``annualization=bars_per_year`` (the tests cross-check it):
+
+* ``sharpe = mean(r - rf) / std(r - rf, ddof=1) * sqrt(bars_per_year)``
+* ``sortino = mean(r - rf) * bars_per_year / (sqrt(mean(min(r - rf, 0)^2)) * sqrt(bars_per_year))``
+* ``annual_return = (E_end / E_0) ** (bars_per_year / n_returns) - 1``
+* ``calmar = annual_return / max_drawdown``
+
+where ``r`` are per-bar simple returns of the equity curve and ``rf`` the per-bar risk-free
+rate (``risk_free_rate / bars_per_year``).
+
+Undefined values are ``nan``, never ``inf`` and never an exception:
+
+| case                               | value                                   |
+| ---------------------------------- | --------------------------------------- |
+| no trades                          | win_rate, avg_trade_pnl, profit_factor: nan; num_trades 0 |
+| trades but no losing trade         | profit_factor: nan (gross_loss = 0)     |
+| flat equity (zero volatility, zero mean) | sharpe 0.0, sortino 0.0           |
+| zero volatility, non-zero mean     | sharpe nan; sortino nan if no downside  |
+| fewer than 2 returns               | sharpe, sortino nan                     |
+| no drawdown                        | max_drawdown 0.0, calmar nan            |
+| equity <= 0 at some bar            | returns after it undefined: sharpe, sortino, annual_return, calmar nan |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+TRADING_DAYS_PER_YEAR = 252
+SESSION_MINUTES = 375  # 09:15 to 15:30 Asia/Kolkata
+
+
+def bars_per_day(bar_minutes: float) -> int:
+    """Bars in one 375-minute session (the last one may be shorter)."""
+    if not bar_minutes > 0:
+        raise ValueError(f"bar_minutes={bar_minutes!r}: use the bar length in minutes (> 0)")
+    return math.ceil(SESSION_MINUTES / bar_minutes)
+
+
+def bars_per_year(bar_minutes: float) -> int:
+    """Annualisation factor for per-bar returns: 252 sessions of ``bars_per_day`` bars."""
+    return TRADING_DAYS_PER_YEAR * bars_per_day(bar_minutes)
+
+
+def _get(trade: Any, name: str) -> float:
+    return float(trade[name] if isinstance(trade, Mapping) else getattr(trade, name))
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, with 0/0 = 0.0 and x/0 = nan (documented, never inf)."""
+    if den > 0.0 and math.isfinite(den):
+        return num / den
+    return 0.0 if num == 0.0 else float("nan")
+
+
+def sharpe_ratio(returns: np.ndarray, periods_per_year: float, risk_free: float = 0.0) -> float:
+    """Annualised Sharpe of per-bar returns (empyrical's formula; edge cases in module doc)."""
+    excess = np.asarray(returns, dtype=np.float64) - risk_free
+    if excess.size < 2 or not np.isfinite(excess).all():
+        return float("nan")
+    std = float(excess.std(ddof=1))
+    if std < 1e-15 * max(1.0, float(np.abs(excess).max())):
+        std = 0.0
+    return _ratio(float(excess.mean()), std) * math.sqrt(periods_per_year)
+
+
+def sortino_ratio(returns: np.ndarray, periods_per_year: float, required: float = 0.0) -> float:
+    """Annualised Sortino of per-bar returns (empyrical's formula; edge cases in module doc)."""
+    excess = np.asarray(returns, dtype=np.float64) - required
+    if excess.size < 2 or not np.isfinite(excess).all():
+        return float("nan")
+    downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
+    return _ratio(float(excess.mean()) * periods_per_year, downside * math.sqrt(periods_per_year))
+
+
+def drawdowns(equity: np.ndarray) -> tuple[float, float]:
+    """(max drawdown as a positive fraction of the running peak, max drawdown in INR)."""
+    equity = np.asarray(equity, dtype=np.float64)
+    peak = np.maximum.accumulate(equity)
+    dd_abs = peak - equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd_pct = np.where(peak > 0.0, dd_abs / peak, 1.0)
+    return float(dd_pct.max(initial=0.0)), float(dd_abs.max(initial=0.0))
+
+
+def compute_metrics(
+    equity_curve: Iterable[float],
+    trades: Iterable[Any] = (),
+    bar_minutes: float = 5,
+    *,
+    positions: Iterable[float] | None = None,
+    initial_capital: float | None = None,
+    periods_per_year: float | None = None,
+    risk_free_rate: float = 0.0,
+) -> dict[str, float]:
+    """Metrics of a backtest.
+
+    Args:
+        equity_curve: equity in INR at each bar close, first value = starting equity [N].
+        trades: closed trades, ``metatrade.market.Trade`` objects or mappings with
+            ``net_pnl``, ``quantity``, ``entry_price``, ``exit_price`` (``bars_held``
+            is used for exposure when ``positions`` is not given).
+        bar_minutes: bar length; sets ``bars_per_year`` (module doc) unless
+            ``periods_per_year`` is given.
+        positions: position (-1/0/+1) held over each of the N-1 bar returns; exposure
+            is the fraction of them with a position.
+        initial_capital: P&L baseline (default: ``equity_curve[0]``).
+        risk_free_rate: annual risk-free rate for Sharpe and Sortino.
+
+    Returns:
+        dict of floats: total_pnl, total_return, annual_return, num_trades, win_rate,
+        avg_trade_pnl, gross_profit, gross_loss, profit_factor, sharpe, sortino,
+        max_drawdown (fraction), max_drawdown_abs (INR), calmar, exposure, turnover,
+        num_bars, bars_per_year. ``turnover`` = traded notional (entries and exits)
+        / mean equity over the period.
+    """
+    equity = np.asarray(list(equity_curve), dtype=np.float64)
+    if equity.ndim != 1 or equity.size == 0:
+        raise ValueError(f"equity_curve has shape {equity.shape}: pass a 1-D series of >= 1 values")
+    if not np.isfinite(equity).all():
+        bad = int(np.argmax(~np.isfinite(equity)))
+        raise ValueError(f"equity_curve[{bad}] = {equity[bad]}: equity must be finite")
+    ppy = float(periods_per_year) if periods_per_year is not None else bars_per_year(bar_minutes)
+    start = float(initial_capital) if initial_capital is not None else float(equity[0])
+    n_ret = equity.size - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(equity[:-1] > 0.0, equity[1:] / equity[:-1] - 1.0, np.nan)
+    solvent = bool((equity > 0.0).all())
+
+    trades = list(trades)
+    pnl = np.array([_get(t, "net_pnl") for t in trades], dtype=np.float64)
+    n_trades = int(pnl.size)
+    gross_profit = float(pnl[pnl > 0].sum())
+    gross_loss = float(-pnl[pnl < 0].sum())
+    if n_trades:
+        win_rate = float((pnl > 0).mean())
+        avg_pnl = float(pnl.mean())
+        profit_factor = gross_profit / gross_loss if gross_loss > 0 else float("nan")
+    else:
+        win_rate = avg_pnl = profit_factor = float("nan")
+
+    rf = risk_free_rate / ppy
+    sharpe = sharpe_ratio(returns, ppy, rf)
+    sortino = sortino_ratio(returns, ppy, rf)
+    max_dd, max_dd_abs = drawdowns(equity)
+    if solvent and n_ret > 0:
+        annual_return = float((equity[-1] / equity[0]) ** (ppy / n_ret) - 1.0)
+    else:
+        annual_return = float("nan")
+    calmar = annual_return / max_dd if max_dd > 0 and math.isfinite(annual_return) else float("nan")
+
+    if positions is not None:
+        pos = np.asarray(list(positions), dtype=np.float64)
+        exposure = float((pos != 0).mean()) if pos.size else 0.0
+    else:
+        held = sum(_get(t, "bars_held") for t in trades) if n_trades else 0.0
+        exposure = min(1.0, held / n_ret) if n_ret > 0 else 0.0
+    notional = sum(
+        _get(t, "quantity") * (_get(t, "entry_price") + _get(t, "exit_price")) for t in trades
+    )
+    turnover = float(notional / equity.mean()) if equity.mean() > 0 else float("nan")
+
+    return {
+        "total_pnl": float(equity[-1] - start),
+        "total_return": float(equity[-1] / start - 1.0),
+        "annual_return": annual_return,
+        "num_trades": float(n_trades),
+        "win_rate": win_rate,
+        "avg_trade_pnl": avg_pnl,
+        "gross_profit": gross_profit,
+        "gross_loss": gross_loss,
+        "profit_factor": profit_factor,
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": max_dd,
+        "max_drawdown_abs": max_dd_abs,
+        "calmar": calmar,
+        "exposure": exposure,
+        "turnover": turnover,
+        "num_bars": float(n_ret),
+        "bars_per_year": float(ppy),
+    }
