@@ -233,10 +233,160 @@ def make_ppo_agent(cfg: RunConfig, env: Any) -> Any:
     return PPOAgent.from_env(env, make_ppo_config(cfg))
 
 
-def backtest_and_report(
-    agent: Any, env: Any, out_dir: str | Path | None, stress_bps: float, echo: bool = True
-) -> dict[str, Any]:
-    """Delegate to the evaluation layer's backtest report."""
-    from metatrade.evaluation.report import run_backtest_and_report
+def multitask_env(cfg: RunConfig, family: Any) -> Any:
+    """A BatchEnv over every meta-training task (trading) or ``ppo.tasks_per_batch`` sampled
+    tasks (nav2d): what multi-task PPO trains on."""
+    source = getattr(family, "loader", None)
+    if source is not None and hasattr(source, "tasks"):
+        tasks = source.tasks("train")
+    else:
+        rng = np.random.default_rng(cfg.run.seed)
+        tasks = family.sample_tasks(cfg.ppo.tasks_per_batch, "train", rng)
+    return family.make_batch_env(tasks, cfg.ppo.episodes_per_task)
 
-    return run_backtest_and_report(agent, env, out_dir=out_dir, stress_bps=stress_bps, echo=echo)
+
+def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) -> Any:
+    """The run's policy network with the checkpoint's meta-parameters loaded.
+
+    ``CheckpointError`` (naming the file and the tensors) if they do not fit the network the
+    config describes on this data (e.g. another lookback or feature set).
+    """
+    from metatrade.agents.checkpoint import CheckpointError, load_module_state
+
+    learner = state.get("learner")
+    if not isinstance(learner, dict) or not isinstance(learner.get("params"), dict):
+        raise CheckpointError(f"checkpoint {path}: holds no meta-parameters (learner.params)")
+    policy = make_policy_for(cfg, make_family(cfg))
+    load_module_state(path, policy, learner["params"], "meta-parameters")
+    return policy
+
+
+def adapt_params(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    family: Any,
+    tasks: list[Any],
+    steps: int,
+    generator: torch.Generator,
+    params: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Adapt to ``tasks`` with ``steps`` inner steps, each on fresh episodes of the family's
+    period (the paper's test protocol). Returns per-task params [T, ...] and the mean episode
+    return after k = 0..steps steps (the last one measured on one more fresh batch)."""
+    from metatrade.meta.adapt import adapt
+    from metatrade.meta.advantages import compute_advantages
+    from metatrade.meta.sampler import sample_episodes
+
+    m = cfg.meta
+    env = family.make_batch_env(tasks, m.episodes_per_task)
+    current = {k: v.detach() for k, v in (params or dict(policy.named_parameters())).items()}
+    per_task, returns = False, []
+    with torch.no_grad():
+        for k in range(steps + 1):
+            ep = sample_episodes(policy, current, env, m.num_steps, generator, per_task=per_task)
+            returns.append(ep.episode_returns().mean().item())
+            if k == steps:
+                break
+            ep = compute_advantages(ep, m.gamma, m.gae_lambda, m.normalize_advantages)
+            current = adapt(
+                policy, current, ep, 1, m.inner_lr, True, m.surrogate, None,
+                gamma=m.gamma, per_task=per_task,
+            )  # fmt: skip
+            per_task = True
+    if not per_task:
+        current = {k: v.unsqueeze(0).expand(len(tasks), *v.shape) for k, v in current.items()}
+    return current, returns
+
+
+def eval_tasks(cfg: RunConfig, loader: Any) -> list[Any]:
+    """Held-out tasks (the "test" meta-split) restricted to ``data.tasks``."""
+    tasks = task_pool(cfg, loader, "test")
+    if not tasks:
+        raise ConfigError(
+            "no held-out tasks to evaluate: set data.heldout in the config or pass --tasks"
+        )
+    return tasks
+
+
+def adapt_to_tasks(
+    cfg: RunConfig, policy: Any, run_dir: Path, steps: int, console: Any = None
+) -> dict[str, Any]:
+    """``metatrade adapt``: adapt to each held-out task on its adaptation window (train
+    split) and save the adapted parameters to ``<run_dir>/adapted/<task>.pt``."""
+    from metatrade.agents.checkpoint import save_checkpoint
+
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader)
+    family = make_family(cfg, loader, period="train")
+    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
+    params, returns = adapt_params(cfg, policy, family, tasks, steps, gen)
+    out: dict[str, Any] = {"returns": returns, "files": []}
+    for i, task in enumerate(tasks):
+        state = {"params": {k: v[i].clone() for k, v in params.items()}}
+        path = save_checkpoint(
+            run_dir / "adapted" / f"{task.instrument}_{task.timeframe}.pt",
+            "AdaptedPolicy",
+            {**cfg.to_dict(), "task": str(task), "steps": steps},
+            state,
+        )
+        out["files"].append(str(path))
+    if console is not None:
+        curve = "  ".join(f"k={k}: {r:.4g}" for k, r in enumerate(returns))
+        console.print(f"adapted {len(tasks)} task(s) with {steps} step(s); mean return {curve}")
+        console.print(f"adapted parameters in {run_dir / 'adapted'}")
+    return out
+
+
+def backtest_tasks(
+    cfg: RunConfig,
+    policy: Any,
+    run_dir: Path,
+    steps: int,
+    split: str,
+    console: Any = None,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """``metatrade backtest``: adapt with ``steps`` inner steps (0 = the meta-policy), then
+    backtest each held-out task over ``split``; reports under ``<run_dir>/reports/<task>``."""
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader)
+    family = make_family(cfg, loader, period="train")
+    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
+    params, _ = adapt_params(cfg, policy, family, tasks, steps, gen)
+    env_cfg = make_env_config(cfg)
+    results: dict[str, Any] = {}
+    for i, task in enumerate(tasks):
+        arrays = loader.get_task_arrays(*task)
+        own = {k: v[i] for k, v in params.items()}
+        name = "MAML" if steps == 0 else f"MAML (k={steps})"
+        results[str(task)] = backtest_and_report(
+            (policy, own),
+            arrays,
+            run_dir / "reports" / f"{task.instrument}_{task.timeframe}",
+            stress_bps=cfg.evaluation.stress_cost_bps,
+            split=split,
+            config=env_cfg,
+            name=name,
+            echo=echo,
+        )
+    if console is not None:
+        console.print(f"backtest reports in {run_dir / 'reports'}")
+    return results
+
+
+def backtest_and_report(
+    agent: Any,
+    env: Any,
+    out_dir: str | Path | None,
+    stress_bps: float,
+    echo: bool = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Delegate to ``metatrade.evaluation.report.backtest_and_report`` (temp dir if None)."""
+    import tempfile
+
+    from metatrade.evaluation.report import backtest_and_report as report
+
+    if out_dir is None:
+        out_dir = tempfile.mkdtemp(prefix="metatrade-report-")
+    return report(agent, env, out_dir, stress_bps=stress_bps, echo=echo, **kwargs)

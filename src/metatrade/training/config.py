@@ -278,7 +278,11 @@ class RunSection(_Section):
     )
     log_interval: int = Field(1, gt=0, description="iterations between log lines")
     checkpoint_interval: int = Field(5, gt=0, description="iterations between checkpoints")
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = leave as is")
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="torch intra-op threads (1 is fastest for small policies); 0 = torch default",
+    )
 
 
 class RunConfig(_Section):

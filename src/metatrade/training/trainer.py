@@ -135,7 +135,9 @@ class Trainer:
                         logger.log(done, metrics)
                     bar.update(task, completed=done, status=_status(metrics))
                     if done % self.log_interval == 0 or done == total:
-                        bar.console.print(summary_line(done, total, metrics), highlight=False)
+                        bar.console.print(
+                            summary_line(done, total, metrics), highlight=False, soft_wrap=True
+                        )
                     if done % self.checkpoint_interval == 0 or done == total:
                         self.save_checkpoint(done)
         finally:
@@ -244,7 +246,9 @@ class Trainer:
                         logger.log(count, last)
                     bar.update(task, completed=count, status=_status(last))
                     if count % self.log_interval == 0 or count == iterations:
-                        bar.console.print(summary_line(count, iterations, last), highlight=False)
+                        bar.console.print(
+                            summary_line(count, iterations, last), highlight=False, soft_wrap=True
+                        )
 
                 agent.learn(env, total_timesteps, log_fn=log_fn)
         finally:
