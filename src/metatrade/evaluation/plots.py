@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,13 +30,16 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     return dd
 
 
-def _x_axis(timestamps: np.ndarray | None, n: int) -> np.ndarray:
-    if timestamps is None:
-        return np.arange(n)
+def _time_ticks(ax: Any, timestamps: np.ndarray, n: int, num_ticks: int = 8) -> None:
+    """Label a bar-index axis with dates: intraday data plotted against wall time would
+    draw every night and weekend as a long straight segment."""
     ts = np.asarray(timestamps)
     if len(ts) != n:
         raise ValueError(f"plot: {len(ts)} timestamps for {n} equity points; they must align")
-    return ts.astype("datetime64[ns]") if np.issubdtype(ts.dtype, np.integer) else ts
+    ts = ts.astype("datetime64[ns]") if np.issubdtype(ts.dtype, np.integer) else ts
+    pos = np.unique(np.linspace(0, n - 1, min(num_ticks, n)).round().astype(int))
+    ax.set_xticks(pos)
+    ax.set_xticklabels([np.datetime_as_string(ts[i], unit="m").replace("T", " ") for i in pos])
 
 
 def plot_equity_curve(
@@ -62,7 +66,7 @@ def plot_equity_curve(
     ax_eq, ax_dd = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for i, (label, equity) in enumerate(curves.items()):
         equity = np.asarray(equity, dtype=np.float64)
-        x = _x_axis(timestamps, len(equity))
+        x = np.arange(len(equity))
         color = _COLORS[i % len(_COLORS)]
         ax_eq.plot(x, equity, color=color, lw=1.2, label=label)
         dd = 100.0 * drawdown(equity)
@@ -76,7 +80,9 @@ def plot_equity_curve(
     ax_eq.grid(alpha=0.3)
     ax_eq.legend(loc="best", fontsize=8)
     ax_dd.set_ylabel("drawdown (%)")
-    ax_dd.set_xlabel("time (UTC)" if timestamps is not None else "bar")
+    if timestamps is not None:
+        _time_ticks(ax_dd, timestamps, len(next(iter(curves.values()))))
+    ax_dd.set_xlabel("bar (labels: bar time, UTC)" if timestamps is not None else "bar")
     ax_dd.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -1,0 +1,266 @@
+"""Deterministic whole-split backtests of one task, at default and at stressed costs.
+
+A backtest answers "what would this policy have done on these bars": it walks a
+``TradingEnv`` in backtest mode (``episode_length=None``: from the split's first usable bar
+to its last) taking the *mode* of the policy at every bar (no sampling noise), and reads the
+ledger's equity curve and closed trades. Any position still open after the last bar is closed
+at that bar's close, paying the exit cost, so that every cost is counted and every trade
+appears in the trade list.
+
+What can be backtested (``Backtestable``):
+
+* a ``BaseAgent`` (``select_action(obs, deterministic=True)``);
+* a torch policy with its parameters: ``(policy, params)`` (``functional_call``, mode);
+* a ``PositionRule``: a target position per bar (buy-and-hold, flat, the synthetic oracle),
+  turned into orders under the env's rules (to reverse, close, then open on the next bar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metatrade.agents.base import BaseAgent
+from metatrade.data.task_arrays import TaskArrays
+from metatrade.evaluation.metrics import compute_metrics
+from metatrade.market.actions import Action
+from metatrade.market.config import TradingEnvConfig
+from metatrade.market.costs import CostModel
+from metatrade.market.env import TradingEnv
+
+Params = dict[str, Tensor]
+STRESS_BPS = 2.0  # extra proportional cost per order side in the stressed run
+DEFAULT_LABEL = "default costs"
+STRESSED_LABEL = "stressed (+2 bps/side)"
+
+
+@dataclass(frozen=True)
+class PositionRule:
+    """A fixed policy given as target positions per bar: ``positions(arrays) -> int8 [N]``
+    in {-1, 0, +1} (short, flat, long), where entry t is the position wanted after the
+    order decided on bar t (filled at ``open[t+1]``)."""
+
+    name: str
+    positions: Callable[[TaskArrays], np.ndarray]
+
+
+def buy_and_hold() -> PositionRule:
+    """Long from the first bar to the last: the benchmark a user gets for free."""
+    return PositionRule("buy-and-hold", lambda a: np.ones(len(a), dtype=np.int8))
+
+
+def flat() -> PositionRule:
+    """Never trade: zero P&L, zero costs."""
+    return PositionRule("flat", lambda a: np.zeros(len(a), dtype=np.int8))
+
+
+def fixed_positions(name: str, positions: np.ndarray) -> PositionRule:
+    """A rule from a precomputed position array [N] aligned with the task's rows
+    (e.g. ``metatrade.data.synthetic.oracle_positions(arrays.close, params)``)."""
+    pos = np.asarray(positions).astype(np.int8)
+
+    def _get(arrays: TaskArrays) -> np.ndarray:
+        if len(pos) != len(arrays):
+            raise ValueError(
+                f"rule {name!r}: {len(pos)} positions for task {arrays.task} with "
+                f"{len(arrays)} rows; compute them from this task's arrays"
+            )
+        return pos
+
+    return PositionRule(name, _get)
+
+
+Backtestable = BaseAgent | tuple[nn.Module, Params] | PositionRule
+
+
+def target_to_action(target: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Orders that move ``position`` toward ``target`` (arrays of {-1, 0, 1}), one order a bar.
+
+    Equal -> HOLD; flat -> BUY_LONG / SELL_SHORT; long (short) with another target ->
+    CLOSE_LONG (CLOSE_SHORT); a reversal completes on the next bar.
+    """
+    target = np.asarray(target)
+    position = np.asarray(position)
+    open_order = np.where(target > 0, int(Action.BUY_LONG), int(Action.SELL_SHORT))
+    close_order = np.where(position > 0, int(Action.CLOSE_LONG), int(Action.CLOSE_SHORT))
+    action = np.where(position == 0, open_order, close_order)
+    return np.where(target == position, int(Action.HOLD), action).astype(np.int64)
+
+
+@dataclass
+class BacktestResult:
+    """One backtest: equity [n] at each bar close from the start bar (timestamps int64 ns,
+    UTC), ``positions`` [n] (entry i > 0: the position held over the return into bar i,
+    entry 0: flat at the start), the closed trades and the metrics."""
+
+    name: str
+    task: str
+    split: str
+    cost_label: str
+    costs: CostModel
+    initial_capital: float
+    bar_minutes: int
+    timestamps: np.ndarray
+    equity: np.ndarray
+    positions: np.ndarray
+    trades: pd.DataFrame
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_pnl(self) -> float:
+        return float(self.equity[-1] - self.initial_capital)
+
+    @property
+    def total_return(self) -> float:
+        return self.total_pnl / self.initial_capital
+
+
+def _decider(policy: Backtestable, arrays: TaskArrays) -> Callable[[np.ndarray, TradingEnv], int]:
+    """A function (obs, env) -> action for any Backtestable, deterministic."""
+    if isinstance(policy, PositionRule):
+        targets = policy.positions(arrays)
+
+        def rule(obs: np.ndarray, env: TradingEnv) -> int:
+            return int(target_to_action(targets[env.bar], np.int8(env.engine.position)))
+
+        return rule
+    if isinstance(policy, BaseAgent):
+        return lambda obs, env: int(policy.select_action(obs, deterministic=True))
+    if isinstance(policy, tuple) and len(policy) == 2:
+        module, params = policy
+        dtype = next(iter(params.values())).dtype
+
+        def torch_policy(obs: np.ndarray, env: TradingEnv) -> int:
+            with torch.no_grad():
+                out = functional_call(module, params, (torch.as_tensor(obs, dtype=dtype),))
+                return int(module.distribution.mode(out))
+
+        return torch_policy
+    raise TypeError(
+        f"cannot backtest {type(policy).__name__}: pass a BaseAgent, a (policy, params) tuple "
+        "or a PositionRule (buy_and_hold(), flat(), fixed_positions(...))"
+    )
+
+
+def policy_name(policy: Backtestable) -> str:
+    if isinstance(policy, PositionRule):
+        return policy.name
+    if isinstance(policy, BaseAgent):
+        return type(policy).__name__
+    return type(policy[0]).__name__ if isinstance(policy, tuple) else type(policy).__name__
+
+
+def stressed_config(config: TradingEnvConfig, extra_bps: float = STRESS_BPS) -> TradingEnvConfig:
+    """``config`` with ``extra_bps`` more proportional cost on every order side (entry and
+    exit), for the default costs and every per-instrument override."""
+
+    def bump(c: CostModel) -> CostModel:
+        return replace(c, proportional_bps=c.proportional_bps + extra_bps)
+
+    instruments = {k: (bump(c), s) for k, (c, s) in config.instruments.items()}
+    return replace(config, costs=bump(config.costs), instruments=instruments)
+
+
+def run_backtest(
+    policy: Backtestable,
+    arrays: TaskArrays,
+    *,
+    split: str = "test",
+    config: TradingEnvConfig | None = None,
+    name: str | None = None,
+    cost_label: str = DEFAULT_LABEL,
+) -> BacktestResult:
+    """Backtest ``policy`` over the whole ``split`` of one task, deterministically.
+
+    ``config`` sets costs, lookback, capital, square-off (its ``split`` and
+    ``episode_length`` are replaced by ``split`` and None). Returns a BacktestResult whose
+    metrics come from ``metatrade.evaluation.metrics.compute_metrics``.
+    """
+    cfg = (config or TradingEnvConfig()).with_overrides(split=split, episode_length=None)
+    env = TradingEnv(arrays, cfg)
+    decide = _decider(policy, arrays)
+    obs, _ = env.reset()
+    positions = [env.engine.position]
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(decide(obs, env))
+        positions.append(info["position"])
+        done = terminated or truncated
+    eng = env.engine
+    equity = np.asarray(eng.equity_curve, dtype=np.float64)
+    if eng.position != 0:  # liquidate at the last close so the exit cost is paid and counted
+        close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
+        eng.execute_trade(close, float(arrays.close[env.bar]), None, eng.equity_times[-1])
+        equity[-1] = eng.equity
+    trades = pd.DataFrame(
+        [t.to_dict() for t in eng.trades],
+        columns=[
+            "side", "quantity", "entry_time", "entry_price", "exit_time", "exit_price",
+            "entry_cost", "exit_cost", "gross_pnl", "net_pnl", "bars_held",
+        ],
+    )  # fmt: skip
+    timestamps = np.asarray(eng.equity_times, dtype=np.int64)
+    costs, _ = cfg.market_for(arrays.task.instrument)
+    # positions[i + 1] is held over the bar return i -> i + 1 (the order filled at its open).
+    metrics = compute_metrics(
+        equity,
+        eng.trades,
+        arrays.bar_minutes,
+        positions=positions[1:],
+        initial_capital=cfg.initial_capital,
+    )
+    return BacktestResult(
+        name=name or policy_name(policy),
+        task=str(arrays.task),
+        split=split,
+        cost_label=cost_label,
+        costs=costs,
+        initial_capital=float(cfg.initial_capital),
+        bar_minutes=int(arrays.bar_minutes),
+        timestamps=timestamps,
+        equity=equity,
+        positions=np.asarray(positions, dtype=np.int8),
+        trades=trades,
+        metrics=dict(metrics),
+    )
+
+
+def run_backtest_pair(
+    policy: Backtestable,
+    arrays: TaskArrays,
+    *,
+    split: str = "test",
+    config: TradingEnvConfig | None = None,
+    name: str | None = None,
+    stress_bps: float = STRESS_BPS,
+) -> dict[str, BacktestResult]:
+    """The same backtest at default costs and with ``stress_bps`` more per order side.
+
+    Returns ``{"default costs": ..., "stressed (+2 bps/side)": ...}`` (in that order)."""
+    cfg = config or TradingEnvConfig()
+    stressed_label = f"stressed (+{stress_bps:g} bps/side)"
+    return {
+        DEFAULT_LABEL: run_backtest(
+            policy, arrays, split=split, config=cfg, name=name, cost_label=DEFAULT_LABEL
+        ),
+        stressed_label: run_backtest(
+            policy,
+            arrays,
+            split=split,
+            config=stressed_config(cfg, stress_bps),
+            name=name,
+            cost_label=stressed_label,
+        ),
+    }
+
+
+def metrics_table(results: Mapping[str, BacktestResult]) -> dict[str, dict[str, Any]]:
+    """{column label: metrics} for the report."""
+    return {label: r.metrics for label, r in results.items()}
