@@ -372,7 +372,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(
+            f"{path}: not valid YAML{where}{': ' + problem if problem else ''}"
+        ) from None
     return raw if raw is not None else {}
 
 

@@ -1,0 +1,126 @@
+"""RunConfig: YAML loading, validation errors that name file and key, overrides, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metatrade.training.config import (
+    ConfigError,
+    RunConfig,
+    load_config,
+    packaged_config,
+    parse_tasks,
+    save_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_file_and_key_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "meta:\n  inner_lrr: 0.1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "meta.inner_lrr: unknown key" in msg
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metaa: unknown key"):
+        load_config(write(tmp_path, "metaa: {}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("meta:\n  inner_lr: abc\n", "meta.inner_lr: expected a number, got 'abc'"),
+        ("meta:\n  inner_lr: -0.5\n", "meta.inner_lr: expected a positive number, got -0.5"),
+        ("meta:\n  meta_batch_size: 2.5\n", "meta.meta_batch_size: expected an integer"),
+        ("meta:\n  optimizer: sgd\n", "meta.optimizer: Input should be 'trpo', 'adam' or 'promp'"),
+        ("env:\n  costs:\n    entry_fee: -1\n", "env.costs.entry_fee: expected a value >= 0"),
+        ("data:\n  tasks: [Nifty-5]\n", "data.tasks: expected a task as 'Instrument:TF'"),
+        ("data:\n  splits: {train: 0.5}\n", "data.splits: train + validation + test must sum"),
+        ("policy:\n  hidden_sizes: [64, 0]\n", "policy.hidden_sizes: expected positive"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(path) in str(exc.value)
+    assert expected in str(exc.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line \d+, column \d+\)"):
+        load_config(write(tmp_path, "meta:\n  inner_lr: [0.1\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_cli_overrides_apply_and_validate(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, "run:\n  seed: 1\n"),
+        seed=7,
+        tasks="Nifty:5,Finnifty:15",
+        data_dir=tmp_path,
+        out_dir=tmp_path / "out",
+    )
+    assert cfg.run.seed == 7
+    assert cfg.data.tasks == ["Nifty:5", "Finnifty:15"]
+    assert cfg.data.data_dir == str(tmp_path)
+    assert cfg.run_dir() == tmp_path / "out"
+    with pytest.raises(ConfigError, match="--tasks: expected 'Instrument:TF'"):
+        parse_tasks("Nifty5")
+    with pytest.raises(ConfigError, match="meta.inner_lr"):
+        load_config(overrides={"meta.inner_lr": "x"})
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config("tiny", seed=3)
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(path) == cfg
+    assert yaml.safe_load(path.read_text())["run"]["seed"] == 3
+
+
+def test_meta_defaults_match_meta_config() -> None:
+    """The meta section mirrors MetaConfig: same names, same defaults (no silent drift)."""
+    from metatrade.meta.learner import MetaConfig
+
+    ours = RunConfig().meta.model_dump()
+    for f in dataclasses.fields(MetaConfig):
+        if f.name == "seed":
+            continue
+        assert f.name in ours, f"meta section lacks MetaConfig.{f.name}"
+        assert ours[f.name] == f.default, f"meta.{f.name}: {ours[f.name]} != {f.default}"
+
+
+def test_ppo_section_fields_exist_in_ppo_config() -> None:
+    from metatrade.agents.ppo import PPOConfig
+
+    known = {f.name for f in dataclasses.fields(PPOConfig)}
+    ours = set(RunConfig().ppo.model_dump()) - {
+        "total_timesteps",
+        "match_meta_budget",
+        "tasks_per_batch",
+        "episodes_per_task",
+    }
+    assert ours <= known, sorted(ours - known)
+
+
+@pytest.mark.parametrize("name", ["demo", "tiny", "nav2d", "synthetic"])
+def test_shipped_configs_load_and_match_packaged(name: str) -> None:
+    user = REPO / "configs" / f"{name}.yaml"
+    assert load_config(user) == load_config(name)
+    assert user.read_text() == packaged_config(name).read_text()
