@@ -62,6 +62,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5  # global gradient-norm clip
     target_kl: float | None = None  # stop the epochs early when approx KL exceeds it
     anneal_lr: bool = False  # linearly decay the learning rate to 0 over learn()
+    reward_scale: float = 1.0  # rewards are multiplied by this before GAE (logs stay unscaled)
     policy_kind: str = "mlp"  # "mlp", "gru" or "moe" (metatrade.agents.policies)
     hidden_sizes: tuple[int, ...] = (64, 64)  # hidden layers of policy and value net
     activation: str = "tanh"  # "tanh", "relu" or "elu"
@@ -79,6 +80,7 @@ class PPOConfig:
             "num_minibatches": self.num_minibatches >= 1,
             "update_epochs": self.update_epochs >= 1,
             "clip_coef": self.clip_coef > 0,
+            "reward_scale": self.reward_scale > 0,
             "max_grad_norm": self.max_grad_norm > 0,
             "policy_kind": self.policy_kind in POLICY_KINDS,
             "hidden_sizes": len(self.hidden_sizes) >= 1,
@@ -345,7 +347,7 @@ class PPOAgent(BaseAgent):
             values = self.value(rollout.obs)
             next_values = self.value(rollout.next_obs)
             advantages, returns = gae(
-                rollout.rewards.T,
+                rollout.rewards.T * self.config.reward_scale,
                 values.T,
                 next_values.T,
                 rollout.terminated.T,
