@@ -169,7 +169,7 @@ def train_cmd(
     )
     trainer = Trainer(env, None, config=cfg, run_dir=run_dir, progress=None if progress else False)
     trainer.train(total_timesteps=timesteps)
-    console.print(f"agent saved to {run_dir / 'checkpoints' / 'agent.pt'}")
+    console.print(f"agent saved to {run_dir / 'checkpoints' / 'ppo.pt'}")
 
 
 # ---- adapt / backtest / evaluate ----------------------------------------------------------
@@ -213,7 +213,7 @@ def evaluate_cmd(
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
     ppo: Path | None = typer.Option(
-        None, "--ppo", help="PPO baseline agent file (default: <run>/checkpoints/ppo.pt if any)"
+        None, "--ppo", help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)"
     ),
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines."""

@@ -390,3 +390,91 @@ def backtest_and_report(
     if out_dir is None:
         out_dir = tempfile.mkdtemp(prefix="metatrade-report-")
     return report(agent, env, out_dir, stress_bps=stress_bps, echo=echo, **kwargs)
+
+
+# ---- meta-test ----------------------------------------------------------------------------
+def make_protocol_config(cfg: RunConfig) -> Any:
+    """``ProtocolConfig`` from the ``evaluation``, ``meta`` and ``env`` sections."""
+    from metatrade.evaluation.protocol import ProtocolConfig
+
+    ev, m = cfg.evaluation, cfg.meta
+    oracle = None
+    if cfg.data.family == "synthetic":
+        from metatrade.data.synthetic import load_synthetic_params
+
+        oracle = load_synthetic_params(synthetic_dir(cfg))
+    return ProtocolConfig(
+        adaptation_steps=tuple(ev.adaptation_steps),
+        adaptation_episodes=ev.adaptation_episodes,
+        test_episodes=ev.test_episodes,
+        episode_length=cfg.env.episode_length,
+        test_episode_length=cfg.env.episode_length,
+        inner_lr=m.inner_lr,
+        surrogate=m.surrogate,
+        gamma=m.gamma,
+        gae_lambda=m.gae_lambda,
+        normalize_advantages=m.normalize_advantages,
+        references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
+        bootstrap_samples=ev.bootstrap_samples,
+        seed=cfg.run.seed,
+        env=make_env_config(cfg),
+        oracle=oracle,
+    )
+
+
+def load_ppo_agent(path: str | Path) -> Any:
+    from metatrade.agents.ppo import PPOAgent
+
+    return PPOAgent.load_model(path)
+
+
+def run_meta_test(
+    cfg: RunConfig,
+    policy: Any,
+    run_dir: Path,
+    ppo_path: str | Path | None = None,
+    ppo_agent: Any = None,
+    console: Any = None,
+) -> Any:
+    """``metatrade evaluate``: the meta-test protocol on the held-out tasks.
+
+    Starts: the MAML meta-parameters, the multi-task PPO policy (``ppo_agent``, or the file
+    ``ppo_path``, or ``<run_dir>/ppo/checkpoints/ppo.pt`` when present) and a random
+    initialisation; reference rows per ``evaluation.baselines``. Prints the table and writes
+    ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
+    """
+    from metatrade.evaluation.protocol import MetaTestProtocol, Start, module_params, random_start
+
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader)
+    wanted = set(cfg.evaluation.baselines)
+    starts: dict[str, Any] = {}
+    if "maml" in wanted:
+        starts["MAML"] = Start(policy, module_params(policy))
+    if "ppo" in wanted:
+        if ppo_agent is None:
+            found = [
+                p
+                for p in (
+                    run_dir / "ppo" / "checkpoints" / "ppo.pt",
+                    run_dir / "checkpoints" / "ppo.pt",
+                )
+                if p.is_file()
+            ]
+            path = ppo_path or (found[0] if found else None)
+            ppo_agent = load_ppo_agent(path) if path is not None else None
+        if ppo_agent is not None:
+            starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
+        elif console is not None:
+            console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
+    if "random" in wanted:
+        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+    result = MetaTestProtocol(make_protocol_config(cfg)).run(starts, tasks, loader)
+    files = result.save(run_dir / "eval")
+    if console is not None:
+        console.print(
+            f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
+        )
+        console.print(result.format_table(), soft_wrap=True)
+        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+    return result

@@ -215,7 +215,7 @@ class Trainer:
         """Train ``self.agent`` (a PPOAgent) on ``self.env`` (a BatchEnv); returns last logs.
 
         The budget is ``total_timesteps``, else ``num_episodes`` full episodes per env slot,
-        else ``ppo.total_timesteps``. Saves the agent to ``<run_dir>/checkpoints/agent.pt``.
+        else ``ppo.total_timesteps``. Saves the agent to ``<run_dir>/checkpoints/ppo.pt``.
         """
         env, agent = self.env, self.agent
         if agent is None:
@@ -255,7 +255,7 @@ class Trainer:
             if logger is not None:
                 logger.close()
         if self.run_dir is not None:
-            agent.save_model(self.run_dir / "checkpoints" / "agent.pt")
+            agent.save_model(self.run_dir / "checkpoints" / "ppo.pt")
         return last
 
     # ---- reports ------------------------------------------------------------------------
