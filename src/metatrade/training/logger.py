@@ -31,8 +31,11 @@ _SUMMARY_KEYS = (
     ("meta/return_pre", "R_pre"),
     ("meta/return_post", "R_post"),
     ("meta/kl", "kl"),
-    ("train/loss", "loss"),
-    ("rollout/ep_return", "R"),
+    ("rollout/ep_rew_mean", "ep_return"),
+    ("train/policy_loss", "pi_loss"),
+    ("train/value_loss", "v_loss"),
+    ("train/approx_kl", "kl"),
+    ("time/total_timesteps", "steps"),
     ("time/iteration_s", "s/it"),
 )
 

@@ -276,7 +276,7 @@ class Trainer:
 
 
 def _status(metrics: dict[str, float]) -> str:
-    for key in ("meta/return_post", "rollout/ep_return", "rollout/ep_return_mean"):
+    for key in ("meta/return_post", "rollout/ep_rew_mean"):
         if key in metrics:
             return f"{key.split('/')[-1]} {metrics[key]:.4g}"
     return ""
