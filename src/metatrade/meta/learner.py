@@ -1,0 +1,403 @@
+"""`MetaLearner`: one MAML meta-iteration per ``step()``, over any TaskFamily.
+
+Meta-iteration (Finn et al., 2017, Algorithm 3): sample tasks; roll out pre-update
+episodes with theta; adapt every task at once; roll out post-update episodes with each
+theta'_i; update theta on the post-update surrogate with gradients through the adaptation
+(Adam, TRPO - the paper's choice - or ProMP's clipped objective with a KL penalty).
+
+Example::
+
+    policy = make_policy("mlp", family_env.observation_space, family_env.action_space)
+    learner = MetaLearner(policy, Navigation2DFamily(), MetaConfig(optimizer="adam"))
+    for _ in range(10):
+        stats = learner.step()      # {"meta/loss": ..., "meta/return_post": ..., ...}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from metatrade.meta.adapt import adapt
+from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.episodes import Episodes
+from metatrade.meta.objective import clipped_loss, mean_kl, outer_loss
+from metatrade.meta.optimizers import all_finite, clip_grad_norm, trpo_step, warn_skip
+from metatrade.meta.protocols import TaskFamily
+from metatrade.meta.sampler import sample_episodes
+
+Params = dict[str, Tensor]
+
+
+@dataclass
+class MetaConfig:
+    """MAML hyper-parameters; defaults are the MAML paper's 2D-navigation config."""
+
+    meta_batch_size: int = 20
+    """tasks per meta-iteration"""
+    episodes_per_task: int = 20
+    """pre-update (fast-batch) episodes per task, used by the inner loop"""
+    num_evaluation_episodes: int = 20
+    """post-update episodes per task behind the meta-loss"""
+    num_inner_steps: int = 1
+    """inner policy-gradient steps"""
+    inner_lr: float = 0.1
+    """inner step size alpha"""
+    first_order: bool = False
+    """drop second-order terms (FOMAML)"""
+    surrogate: str = "vpg"
+    """inner surrogate: "vpg" (MAML), "dice" (unbiased), "lvc" (ProMP)"""
+    reuse_inner_batch: bool = False
+    """with num_inner_steps > 1, reuse the first batch instead of resampling per step"""
+    learn_inner_lr: bool = False
+    """Meta-SGD: learn one inner learning rate per parameter entry"""
+    optimizer: str = "trpo"
+    """meta-optimizer: "trpo", "adam" or "promp" """
+    lr: float = 1e-3
+    """Adam / ProMP learning rate"""
+    max_grad_norm: float | None = 10.0
+    """global gradient-norm clip for Adam / ProMP (None: off)"""
+    gamma: float = 0.99
+    """discount"""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0 in the paper)"""
+    normalize_advantages: bool = True
+    """normalise advantages per task"""
+    num_steps: int | None = None
+    """rollout length (default: the env's max_episode_steps)"""
+    max_kl: float = 0.01
+    """TRPO trust region"""
+    cg_iters: int = 10
+    """TRPO conjugate-gradient iterations"""
+    cg_damping: float = 1e-5
+    """TRPO damping added to the Fisher-vector product"""
+    ls_backtrack_ratio: float = 0.8
+    """TRPO line-search shrink factor"""
+    ls_max_steps: int = 15
+    """TRPO line-search backtracks"""
+    promp_steps: int = 5
+    """ProMP outer gradient steps per sampled batch"""
+    promp_clip: float = 0.3
+    """ProMP likelihood-ratio clip epsilon"""
+    promp_kl_coef: float = 5e-4
+    """ProMP penalty on KL(pi_theta_old || pi_theta) over pre-update states"""
+    seed: int = 0
+    """seed of the default task-sampling and action-noise generators"""
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("trpo", "adam", "promp"):
+            raise ValueError(
+                f"MetaConfig.optimizer={self.optimizer!r}; use 'trpo', 'adam' or 'promp'."
+            )
+        if self.surrogate not in ("vpg", "dice", "lvc"):
+            raise ValueError(
+                f"MetaConfig.surrogate={self.surrogate!r}; use 'vpg', 'dice' or 'lvc'."
+            )
+        for name in ("meta_batch_size", "episodes_per_task", "num_evaluation_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MetaConfig.{name}={getattr(self, name)} must be >= 1.")
+
+
+class MetaLearner:
+    """Holds the meta-parameters theta (and Meta-SGD rates) and runs meta-iterations."""
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        task_family: TaskFamily,
+        config: MetaConfig | None = None,
+    ) -> None:
+        self.policy = policy
+        self.family = task_family
+        self.config = config or MetaConfig()
+        cfg = self.config
+        self.params: Params = {
+            k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()
+        }
+        self.inner_lrs: Params | None = None
+        if cfg.learn_inner_lr:
+            self.inner_lrs = {
+                k: torch.full_like(v, cfg.inner_lr).requires_grad_() for k, v in self.params.items()
+            }
+        self.optimizer: torch.optim.Optimizer | None = None
+        if cfg.optimizer in ("adam", "promp"):
+            self.optimizer = torch.optim.Adam(self._leaves(), lr=cfg.lr)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _leaves(self) -> list[Tensor]:
+        leaves = list(self.params.values())
+        if self.inner_lrs is not None:
+            leaves += list(self.inner_lrs.values())
+        return leaves
+
+    def _detached(self, params: Params) -> Params:
+        return {k: v.detach() for k, v in params.items()}
+
+    def _sample(
+        self, params: Params, env: Any, per_task: bool, generator: torch.Generator
+    ) -> Episodes:
+        cfg = self.config
+        ep = sample_episodes(
+            self.policy, self._detached(params), env, cfg.num_steps, generator, per_task=per_task
+        )
+        return compute_advantages(
+            ep, cfg.gamma, cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages
+        )
+
+    def _adapt(self, params: Params, pre: Episodes, replay: list[Episodes] | None) -> Params:
+        """Adapt with the stored inner batches (step k uses replay[k-1] when resampling)."""
+        cfg = self.config
+        resample = None
+        if replay:
+            resample = _Replay(replay)
+        return adapt(
+            self.policy,
+            params,
+            pre,
+            num_steps=cfg.num_inner_steps,
+            lr=cfg.inner_lr,
+            first_order=cfg.first_order,
+            surrogate=cfg.surrogate,
+            inner_lrs=self.inner_lrs,
+            resample_fn=resample,
+            gamma=cfg.gamma,
+        )
+
+    # ------------------------------------------------------------------ one meta-iteration
+    def step(
+        self, rng: np.random.Generator | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """Sample tasks, pre-update episodes, adapt, post-update episodes, meta-update."""
+        cfg = self.config
+        rng = rng if rng is not None else self.rng
+        generator = generator if generator is not None else self.generator
+        t0 = time.perf_counter()
+        tasks = self.family.sample_tasks(cfg.meta_batch_size, "train", rng)
+        env_pre = self.family.make_batch_env(tasks, cfg.episodes_per_task)
+        env_post = (
+            env_pre
+            if cfg.num_evaluation_episodes == cfg.episodes_per_task
+            else self.family.make_batch_env(tasks, cfg.num_evaluation_episodes)
+        )
+        pre = self._sample(self.params, env_pre, False, generator)
+        replay: list[Episodes] = []
+        with torch.no_grad():
+            adapted = self._detached(self.params)
+            lrs = None if self.inner_lrs is None else self._detached(self.inner_lrs)
+            per_task = False
+            batch = pre
+            for k in range(cfg.num_inner_steps):
+                if k > 0 and not cfg.reuse_inner_batch:
+                    batch = self._sample(adapted, env_pre, True, generator)
+                    replay.append(batch)
+                adapted = adapt(
+                    self.policy, adapted, batch, 1, cfg.inner_lr, True, cfg.surrogate, lrs,
+                    gamma=cfg.gamma, per_task=per_task,
+                )  # fmt: skip
+                per_task = True
+        post = self._sample(adapted, env_post, True, generator)
+        t1 = time.perf_counter()
+
+        if cfg.optimizer == "trpo":
+            stats = self._trpo_update(pre, post, replay)
+        elif cfg.optimizer == "adam":
+            stats = self._adam_update(pre, post, replay)
+        else:
+            stats = self._promp_update(pre, post, replay)
+        t2 = time.perf_counter()
+        self.iteration += 1
+        stats.update(
+            {
+                "meta/return_pre": pre.episode_returns().mean().item(),
+                "meta/return_post": post.episode_returns().mean().item(),
+                "meta/iteration": float(self.iteration),
+                "time/sample_s": t1 - t0,
+                "time/update_s": t2 - t1,
+                "time/iteration_s": t2 - t0,
+            }
+        )
+        return stats
+
+    # ------------------------------------------------------------------ meta-updates
+    def _post_dist_params(self, adapted: Params, post: Episodes) -> Tensor:
+        return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(adapted, post.obs)
+
+    def _loss_and_kl_weights(self, post: Episodes) -> Tensor:
+        """Per-step weights whose sum-product is the mean over tasks of per-task means."""
+        w = post.mask
+        return w / w.sum(dim=(-2, -1), keepdim=True) / post.num_tasks
+
+    def _trpo_update(
+        self, pre: Episodes, post: Episodes, replay: list[Episodes]
+    ) -> dict[str, float]:
+        cfg = self.config
+        dist = self.policy.distribution
+        weights = self._loss_and_kl_weights(post)
+        old = post.dist_params.detach()
+        adv = post.advantages
+
+        def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
+            return weights * dist.kl(p_old, p_new)
+
+        def evaluate() -> tuple[Tensor, Tensor, Tensor]:
+            adapted = self._adapt(self.params, pre, replay)
+            new = self._post_dist_params(adapted, post)
+            ratio = torch.exp(dist.log_prob(new, post.actions) - post.log_probs)
+            loss = -(weights * ratio * adv).sum()
+            return loss, kl_fn(old, new).sum(), new
+
+        res = trpo_step(
+            self._leaves(), evaluate, kl_fn, cfg.max_kl, cfg.cg_iters, cfg.cg_damping,
+            cfg.ls_backtrack_ratio, cfg.ls_max_steps,
+        )  # fmt: skip
+        return {
+            "meta/loss": res.loss_before,
+            "meta/loss_after": res.loss_after,
+            "meta/kl": res.kl_after,
+            "meta/grad_norm": res.grad_norm,
+            "meta/step_accepted": float(res.accepted),
+            "meta/step_fraction": res.step_fraction,
+            "meta/skipped": float(res.skipped),
+        }
+
+    def _apply_grads(self, loss: Tensor, what: str) -> tuple[float, bool]:
+        leaves = self._leaves()
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
+        ]
+        if not all_finite(grads) or not bool(torch.isfinite(loss)):
+            norm = float("nan") if not all_finite(grads) else float("inf")
+            warn_skip(what, norm)
+            return norm, True
+        norm = clip_grad_norm(grads, self.config.max_grad_norm)
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=False)
+        for p, g in zip(leaves, grads, strict=True):
+            p.grad = g
+        self.optimizer.step()
+        return norm, False
+
+    def _adam_update(
+        self, pre: Episodes, post: Episodes, replay: list[Episodes]
+    ) -> dict[str, float]:
+        adapted = self._adapt(self.params, pre, replay)
+        loss = outer_loss(self.policy, adapted, post)
+        norm, skipped = self._apply_grads(loss, "Adam")
+        with torch.no_grad():
+            kl = mean_kl(self.policy, self._adapt(self.params, pre, replay), post).item()
+        return {
+            "meta/loss": loss.item(),
+            "meta/kl": kl,
+            "meta/grad_norm": norm,
+            "meta/skipped": float(skipped),
+        }
+
+    def _promp_update(
+        self, pre: Episodes, post: Episodes, replay: list[Episodes]
+    ) -> dict[str, float]:
+        cfg = self.config
+        obj = clipped_loss(cfg.promp_clip)
+        first_loss, norm, skipped_any = float("nan"), 0.0, False
+        for k in range(cfg.promp_steps):
+            adapted = adapt(
+                self.policy, self.params, pre, cfg.num_inner_steps, cfg.inner_lr, cfg.first_order,
+                "lvc", self.inner_lrs, _Replay(replay) if replay else None, cfg.gamma,
+            )  # fmt: skip
+            loss = outer_loss(self.policy, adapted, post, obj)
+            kl_pre = mean_kl(self.policy, self.params, pre, per_task=False)
+            total = loss + cfg.promp_kl_coef * kl_pre
+            if k == 0:
+                first_loss = loss.item()
+            norm, skipped = self._apply_grads(total, "ProMP")
+            skipped_any |= skipped
+        with torch.no_grad():
+            kl = mean_kl(self.policy, self._adapt(self.params, pre, replay), post).item()
+        return {
+            "meta/loss": first_loss,
+            "meta/kl": kl,
+            "meta/grad_norm": norm,
+            "meta/skipped": float(skipped_any),
+        }
+
+    # ------------------------------------------------------------------ evaluation / state
+    def evaluate_adaptation(
+        self,
+        tasks: list[Any],
+        num_steps_list: tuple[int, ...] = (0, 1, 2, 3),
+        episodes_per_task: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[int, float]:
+        """Average episode return after k inner steps, each step on fresh episodes sampled
+        with the current adapted policies (the paper's test protocol). theta is untouched."""
+        cfg = self.config
+        generator = (
+            generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
+        )
+        env = self.family.make_batch_env(tasks, episodes_per_task or cfg.episodes_per_task)
+        lrs = None if self.inner_lrs is None else self._detached(self.inner_lrs)
+        out: dict[int, float] = {}
+        params, per_task = self._detached(self.params), False
+        with torch.no_grad():
+            for k in range(max(num_steps_list) + 1):
+                ep = self._sample(params, env, per_task, generator)
+                if k in num_steps_list:
+                    out[k] = ep.episode_returns().mean().item()
+                if k == max(num_steps_list):
+                    break
+                params = adapt(
+                    self.policy, params, ep, 1, cfg.inner_lr, True, cfg.surrogate, lrs,
+                    gamma=cfg.gamma, per_task=per_task,
+                )  # fmt: skip
+                per_task = True
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Meta-parameters, Meta-SGD rates, optimizer state, config and iteration count."""
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "inner_lrs": None
+            if self.inner_lrs is None
+            else {k: v.detach().clone() for k, v in self.inner_lrs.items()},
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "config": asdict(self.config),
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.params) ^ set(state["params"])
+        if missing:
+            raise ValueError(
+                f"MetaLearner.load_state_dict: parameter names differ: {sorted(missing)}."
+            )
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+            if self.inner_lrs is not None and state.get("inner_lrs") is not None:
+                for k, v in state["inner_lrs"].items():
+                    self.inner_lrs[k].copy_(v)
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state.get("iteration", 0))
+
+
+class _Replay:
+    """resample_fn that returns stored inner batches in order (same data for every re-adapt)."""
+
+    def __init__(self, batches: list[Episodes]) -> None:
+        self.batches = batches
+        self.k = 0
+
+    def __call__(self, params: Params) -> Episodes:
+        batch = self.batches[self.k]
+        self.k += 1
+        return batch

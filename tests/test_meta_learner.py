@@ -1,0 +1,110 @@
+"""MetaLearner on a tiny 2D-navigation config: updates, determinism, checkpoint round trip,
+NaN-skip, multi-step adaptation and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metatrade.agents.policies import make_policy
+from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
+from metatrade.meta.learner import MetaConfig, MetaLearner
+
+
+def _learner(**overrides) -> MetaLearner:
+    fam = Navigation2DFamily(max_episode_steps=10)
+    env = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    policy = make_policy(
+        "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
+    )
+    cfg = dict(meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=3, lr=0.05, seed=1)
+    cfg.update(overrides)
+    return MetaLearner(policy, fam, MetaConfig(**cfg))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "trpo", "promp"])
+def test_step_changes_meta_params_and_reports_namespaced_stats(optimizer: str) -> None:
+    learner = _learner(optimizer=optimizer)
+    before = {k: v.detach().clone() for k, v in learner.params.items()}
+    for _ in range(2):
+        stats = learner.step()
+    for key in (
+        "meta/loss",
+        "meta/return_pre",
+        "meta/return_post",
+        "meta/kl",
+        "time/sample_s",
+        "time/update_s",
+    ):
+        assert key in stats and np.isfinite(stats[key]), key
+    assert any(not torch.equal(before[k], v.detach()) for k, v in learner.params.items())
+    if optimizer == "trpo":
+        assert stats["meta/kl"] <= learner.config.max_kl
+
+
+def test_seeded_runs_are_identical_and_state_dict_round_trips(tmp_path) -> None:
+    a, b = _learner(optimizer="adam"), _learner(optimizer="adam")
+    sa = [a.step() for _ in range(2)]
+    sb = [b.step() for _ in range(2)]
+    assert [s["meta/loss"] for s in sa] == [s["meta/loss"] for s in sb]
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k])
+    path = tmp_path / "meta.pt"
+    torch.save(a.state_dict(), path)
+    c = _learner(optimizer="adam")
+    c.load_state_dict(torch.load(path, weights_only=True))
+    for k in a.params:
+        assert torch.equal(a.params[k], c.params[k])
+    assert c.iteration == 2
+    # resumed optimizer state: the next update is identical
+    a.step(np.random.default_rng(5), torch.Generator().manual_seed(5))
+    c.step(np.random.default_rng(5), torch.Generator().manual_seed(5))
+    for k in a.params:
+        assert torch.equal(a.params[k], c.params[k])
+
+
+class _NaNRewardFamily(Navigation2DFamily):
+    def make_batch_env(self, tasks, episodes_per_task):
+        env = super().make_batch_env(tasks, episodes_per_task)
+        step = env.step
+
+        def nan_step(actions):
+            obs, reward, term, trunc, info = step(actions)
+            return obs, np.full_like(reward, np.nan), term, trunc, info
+
+        env.step = nan_step
+        return env
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "trpo"])
+def test_non_finite_meta_gradient_skips_update_with_warning(optimizer: str) -> None:
+    learner = _learner(optimizer=optimizer)
+    learner.family = _NaNRewardFamily(max_episode_steps=10)
+    before = {k: v.detach().clone() for k, v in learner.params.items()}
+    with pytest.warns(RuntimeWarning, match="meta-update skipped"):
+        stats = learner.step()
+    assert stats["meta/skipped"] == 1.0
+    for k, v in learner.params.items():
+        assert torch.equal(before[k], v.detach())
+
+
+def test_multi_step_meta_sgd_and_evaluate_adaptation() -> None:
+    learner = _learner(optimizer="adam", num_inner_steps=2, learn_inner_lr=True, surrogate="dice")
+    lrs_before = {k: v.detach().clone() for k, v in learner.inner_lrs.items()}
+    learner.step()
+    assert any(not torch.equal(lrs_before[k], v.detach()) for k, v in learner.inner_lrs.items())
+    tasks = Navigation2DFamily().sample_tasks(2, "test", np.random.default_rng(9))
+    theta = {k: v.detach().clone() for k, v in learner.params.items()}
+    returns = learner.evaluate_adaptation(tasks, (0, 1, 3))
+    assert sorted(returns) == [0, 1, 3] and all(np.isfinite(v) for v in returns.values())
+    for k in theta:
+        assert torch.equal(theta[k], learner.params[k].detach())
+
+
+def test_config_rejects_unknown_choices() -> None:
+    with pytest.raises(ValueError, match="optimizer"):
+        MetaConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="surrogate"):
+        MetaConfig(surrogate="ppo")
+    assert isinstance(Navigation2DBatchEnv(np.zeros((1, 2)), 1).max_episode_steps, int)
