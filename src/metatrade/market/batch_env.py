@@ -4,7 +4,7 @@ Same rules, same float operations in the same order as ``TradingEnv`` + ``Backte
 (the equivalence test checks bit-identical trajectories). Tasks may differ in instrument,
 timeframe, length and costs; they must share the feature width F. All bars of all tasks
 are concatenated once; a slot's state is an index into them, and its observation window
-is gathered from a strided view of the feature matrix (no per-step rebuilding).
+is gathered from an overlapping (no-copy) view of the feature matrix (no per-step rebuilding).
 
 Autoreset is same-step: when a slot's episode ends, the returned obs is the first
 observation of its next episode and ``info["final_obs"]`` holds the last one; every other
@@ -18,7 +18,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market.actions import NUM_ACTIONS
@@ -28,6 +27,15 @@ from metatrade.market.config import (
     episode_bounds,
     validate_arrays,
 )
+
+# Lookup tables indexed by action * 3 + position + 1 (position -1/0/+1), and by action.
+_CODE_BASE = np.arange(NUM_ACTIONS, dtype=np.int64) * 3 + 1
+_ACT, _POS = np.divmod(np.arange(NUM_ACTIONS * 3), 3)
+_POS = _POS - 1
+_WANT_OPEN = (_ACT < 2) & (_POS == 0)
+_WANT_CLOSE = ((_ACT == 2) & (_POS == 1)) | ((_ACT == 3) & (_POS == -1))
+_INVALID = (_ACT != 4) & ~_WANT_OPEN & ~_WANT_CLOSE
+_SIDE = np.array([1, -1, 0, 0, 0], dtype=np.int64)  # entry side of BUY_LONG / SELL_SHORT
 
 
 class BatchTradingEnv:
@@ -88,9 +96,19 @@ class BatchTradingEnv:
             [np.ascontiguousarray(ta.features, dtype=np.float32).ravel() for ta in self.task_arrays]
         )
         self._window_size = lookback * n_feat
-        # Row g of this view is features[g : g + L] of the concatenation, flattened.
-        self._windows = sliding_window_view(flat, self._window_size)[::n_feat]
-        self._gather_block = max(1, (1 << 20) // (4 * self._window_size))  # ~1 MiB per block
+        # Item g of this view is the raw bytes of features[g : g + L] (flattened) followed by
+        # 4 more floats (the next row's start, or padding): exactly one observation row,
+        # whose last 4 floats ``_observe`` overwrites with the account. Items overlap (no
+        # copy); a gather is one memcpy per observation straight into the returned array.
+        n_rows = len(flat) // n_feat
+        flat = np.concatenate([flat, np.zeros(ACCOUNT_DIM, dtype=np.float32)])
+        self._windows = np.ndarray(
+            (n_rows - lookback + 1,),
+            dtype=np.dtype((np.void, 4 * (self._window_size + ACCOUNT_DIM))),
+            buffer=flat,
+            strides=(4 * n_feat,),
+        )
+        self._flat_features = flat  # keeps the buffer alive
 
         bounds = np.array([episode_bounds(ta, cfg) for ta in self.task_arrays])  # first,last,stop
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
@@ -124,7 +142,8 @@ class BatchTradingEnv:
         z = np.zeros(n_slots)
         self._t = np.full(n_slots, -1, dtype=np.int64)
         self._start, self._end = self._t.copy(), self._t.copy()
-        self._pos, self._qty, self._entry, self._entry_cost = z.copy(), z.copy(), z.copy(), z.copy()
+        self._pos = np.zeros(n_slots, dtype=np.int64)  # -1 short, 0 flat, +1 long
+        self._qty, self._entry, self._entry_cost = z.copy(), z.copy(), z.copy()
         self._held = np.zeros(n_slots, dtype=np.int64)
         self._cash, self._equity, self._peak = (
             z + self._capital,
@@ -162,16 +181,18 @@ class BatchTradingEnv:
         a = np.asarray(actions).reshape(-1)
         if a.shape != self._t.shape:
             raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
+        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= NUM_ACTIONS:
+            raise ValueError(f"actions must be integers in [0, {NUM_ACTIONS}); got {a.dtype} {a}")
         t = self._t + 1
         o = self._open[t]
-        pos = self._pos
-
-        want_open = (a < 2) & (pos == 0.0)
-        want_close = ((a == 2) & (pos == 1.0)) | ((a == 3) & (pos == -1.0))
-        invalid = (a != 4) & ~want_open & ~want_close
+        # Validity by table lookup on (action, position): one gather instead of a dozen ops.
+        code = _CODE_BASE[a] + self._pos
+        want_open = _WANT_OPEN[code]
+        closed = _WANT_CLOSE[code]
+        invalid = _INVALID[code]
 
         # Entries (engine._open): fill at the next open, size on cash (= equity when flat).
-        side = np.where(a == 0, 1.0, -1.0)
+        side = _SIDE[a]
         fill_in = o * (1.0 + side * self._slip)
         units = self.config.sizer.units_array(
             self._cash, fill_in, self._entry_fee, self._prop, self._lot
@@ -180,34 +201,33 @@ class BatchTradingEnv:
         invalid |= want_open & ~opened
         cost_in = self._entry_fee + fill_in * units * self._prop
         order_cost = np.where(opened, cost_in, 0.0)
-        self._cash = np.where(opened, self._cash - cost_in, self._cash)
-        self._pos = np.where(opened, side, pos)
-        self._qty = np.where(opened, units, self._qty)
-        self._entry = np.where(opened, fill_in, self._entry)
-        self._entry_cost = np.where(opened, cost_in, self._entry_cost)
-        self._held = np.where(opened, 0, self._held)
+        np.subtract(self._cash, cost_in, out=self._cash, where=opened)
+        np.copyto(self._pos, side, where=opened)
+        np.copyto(self._qty, units, where=opened)
+        np.copyto(self._entry, fill_in, where=opened)
+        np.copyto(self._entry_cost, cost_in, where=opened)
+        np.copyto(self._held, 0, where=opened)
 
         # Agent closes (engine._close) at the next open.
-        closed = want_close
         trade = self._close_positions(closed, o)
-        order_cost = np.where(closed, trade["cost"], order_cost)
+        np.copyto(order_cost, trade.pop("cost"), where=closed)
         agent_win = closed & (trade["trade_pnl"] > 0.0)
 
         # Optional square-off at the close of a session's last bar.
         squared = np.zeros_like(closed)
         if self.config.square_off:
-            squared = (self._pos != 0.0) & self._session_end[t]
+            squared = (self._pos != 0) & self._session_end[t]
             if squared.any():
                 so = self._close_positions(squared, self._close[t])
-                order_cost = np.where(squared, order_cost + so["cost"], order_cost)
+                np.add(order_cost, so.pop("cost"), out=order_cost, where=squared)
                 for key, value in so.items():
-                    trade[key] = np.where(squared, value, trade[key])
+                    np.copyto(trade[key], value, where=squared)
                 closed = closed | squared
 
         # Mark to the close (engine.mark).
         c = self._close[t]
         self._t = t
-        self._held = self._held + (self._pos != 0.0)
+        self._held += self._pos != 0
         mtm = self._pos * self._qty * (c - self._entry)
         equity = self._cash + mtm
         unreal = mtm - self._entry_cost
@@ -217,7 +237,7 @@ class BatchTradingEnv:
         if sh.invalid_action_penalty:
             reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
         if sh.losing_hold_penalty:
-            losing = (self._pos != 0.0) & (unreal < 0.0)
+            losing = (self._pos != 0) & (unreal < 0.0)
             reward = np.where(losing, reward - sh.losing_hold_penalty, reward)
         if sh.winning_close_bonus:
             reward = np.where(agent_win, reward + sh.winning_close_bonus, reward)
@@ -231,7 +251,7 @@ class BatchTradingEnv:
         obs = self._observe(None, unreal)
         info: dict[str, Any] = {
             "pnl_reward": pnl_reward.astype(np.float32),
-            "equity": equity.copy(),
+            "equity": equity,
             "cash": self._cash.copy(),
             "position": self._pos.astype(np.int8),
             "bar": t - self._offset,
@@ -270,7 +290,11 @@ class BatchTradingEnv:
 
     # ---------------------------------------------------------------- helpers
     def _close_positions(self, mask: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray]:
-        """Close the positions under ``mask`` at quoted ``price`` (engine._close, vectorised)."""
+        """Close the positions under ``mask`` at quoted ``price`` (engine._close, vectorised).
+
+        Returns this close's ``cost`` (every slot) and the ``trade_*`` info arrays (zero
+        outside ``mask``).
+        """
         pos, qty = self._pos, self._qty
         fill = price * (1.0 - pos * self._slip)
         gross = pos * qty * (fill - self._entry)
@@ -279,18 +303,17 @@ class BatchTradingEnv:
         trade = {
             "cost": cost,
             "trade_pnl": np.where(mask, net, 0.0),
-            "trade_side": np.where(mask, pos, 0.0).astype(np.int8),
+            "trade_side": np.where(mask, pos, 0).astype(np.int8),
             "trade_quantity": np.where(mask, qty, 0.0),
             "trade_entry_price": np.where(mask, self._entry, 0.0),
             "trade_exit_price": np.where(mask, fill, 0.0),
             "trade_costs": np.where(mask, self._entry_cost + cost, 0.0),
         }
-        self._cash = np.where(mask, self._cash + gross - cost, self._cash)
-        self._pos = np.where(mask, 0.0, pos)
-        self._qty = np.where(mask, 0.0, qty)
-        self._entry = np.where(mask, 0.0, self._entry)
-        self._entry_cost = np.where(mask, 0.0, self._entry_cost)
-        self._held = np.where(mask, 0, self._held)
+        cash = self._cash + gross
+        cash -= cost
+        np.copyto(self._cash, cash, where=mask)
+        for arr in (self._pos, self._qty, self._entry, self._entry_cost, self._held):
+            np.copyto(arr, 0, where=mask)
         return trade
 
     def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
@@ -309,8 +332,9 @@ class BatchTradingEnv:
         else:
             self._end[idx] = starts + self.config.episode_length
         for arr in (self._pos, self._qty, self._entry, self._entry_cost):
-            arr[idx] = 0.0
+            arr[idx] = 0
         self._held[idx] = 0
+        self._equity = self._equity.copy()  # the step's info["equity"] may alias it
         for arr in (self._cash, self._equity, self._peak):
             arr[idx] = self._capital
 
@@ -319,13 +343,8 @@ class BatchTradingEnv:
         sel = slice(None) if idx is None else idx
         t = self._t[sel]
         n = self._window_size
-        obs = np.empty((t.size, n + ACCOUNT_DIM), dtype=np.float32)
         rows = t - (self.window_shape[0] - 1)
-        # Gather in blocks: a batch-sized temporary would be a fresh multi-MB allocation
-        # per step (page faults dominate); blocks stay in malloc's reused heap.
-        block = self._gather_block
-        for i in range(0, t.size, block):
-            obs[i : i + block, :n] = self._windows[rows[i : i + block]]
+        obs = self._windows[rows].view(np.float32).reshape(t.size, n + ACCOUNT_DIM)
         pos, cap = self._pos[sel], self._capital
         if unreal is None:
             c = self._close[t]

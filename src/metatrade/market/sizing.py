@@ -77,4 +77,4 @@ class FixedFractionSizer:
         """Vectorised ``units``; returns float64 unit counts (exact small integers)."""
         budget = self.fraction * equity - entry_fee
         lots = np.floor(budget / (fill_price * (1.0 + proportional_rate)) / lot_size)
-        return np.where(budget > 0.0, np.maximum(lots, 0.0), 0.0) * lot_size
+        return np.where(budget > 0.0, lots, 0.0) * lot_size  # budget > 0 implies lots >= 0
