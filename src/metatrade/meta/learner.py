@@ -190,18 +190,18 @@ class MetaLearner:
         )
         pre = self._sample(self.params, env_pre, False, generator)
         replay: list[Episodes] = []
-        with torch.no_grad():
-            adapted = self._detached(self.params)
-            lrs = None if self.inner_lrs is None else self._detached(self.inner_lrs)
-            per_task = False
-            batch = pre
+        # Adam differentiates this very adaptation (graph kept); TRPO and ProMP re-adapt
+        # inside their updates, so here it runs without an outer graph.
+        keep_graph = cfg.optimizer == "adam"
+        with torch.set_grad_enabled(keep_graph):
+            adapted, per_task, batch = self.params, False, pre
             for k in range(cfg.num_inner_steps):
                 if k > 0 and not cfg.reuse_inner_batch:
                     batch = self._sample(adapted, env_pre, True, generator)
                     replay.append(batch)
                 adapted = adapt(
-                    self.policy, adapted, batch, 1, cfg.inner_lr, True, cfg.surrogate, lrs,
-                    gamma=cfg.gamma, per_task=per_task,
+                    self.policy, adapted, batch, 1, cfg.inner_lr, cfg.first_order, cfg.surrogate,
+                    self.inner_lrs, gamma=cfg.gamma, per_task=per_task,
                 )  # fmt: skip
                 per_task = True
         post = self._sample(adapted, env_post, True, generator)
@@ -210,7 +210,7 @@ class MetaLearner:
         if cfg.optimizer == "trpo":
             stats = self._trpo_update(pre, post, replay)
         elif cfg.optimizer == "adam":
-            stats = self._adam_update(pre, post, replay)
+            stats = self._adam_update(pre, post, replay, adapted)
         else:
             stats = self._promp_update(pre, post, replay)
         t2 = time.perf_counter()
@@ -288,9 +288,8 @@ class MetaLearner:
         return norm, False
 
     def _adam_update(
-        self, pre: Episodes, post: Episodes, replay: list[Episodes]
+        self, pre: Episodes, post: Episodes, replay: list[Episodes], adapted: Params
     ) -> dict[str, float]:
-        adapted = self._adapt(self.params, pre, replay)
         loss = outer_loss(self.policy, adapted, post)
         norm, skipped = self._apply_grads(loss, "Adam")
         with torch.no_grad():
