@@ -2,6 +2,7 @@
 
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.agents.maml_agent import MAMLAgent
 from metatrade.agents.moe_agent import MoEAgent, flat_observations, regime_labels, regime_report
 from metatrade.agents.policies import (
     POLICY_KINDS,
@@ -19,6 +20,7 @@ from metatrade.agents.ppo import PPOAgent, PPOConfig, Rollout
 __all__ = [
     "BaseAgent",
     "CheckpointError",
+    "MAMLAgent",
     "MoEAgent",
     "PPOAgent",
     "PPOConfig",

@@ -71,7 +71,7 @@ class BaseAgent(ABC):
             )
         dtype = next(self.policy.parameters()).dtype
         with torch.no_grad():
-            params = self.policy(torch.as_tensor(obs_arr, dtype=dtype))
+            params = self._dist_params(torch.as_tensor(obs_arr, dtype=dtype))
             dist = self.policy.distribution
             act = dist.mode(params) if deterministic else dist.sample(params, self.generator)
         if isinstance(dist, DiagGaussian):
@@ -80,6 +80,10 @@ class BaseAgent(ABC):
             return out
         out = act.cpu().numpy().astype(np.int64)
         return int(out) if obs_arr.ndim == 1 else out
+
+    def _dist_params(self, obs: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters the agent acts with (override to act with other params)."""
+        return self.policy(obs)
 
     # ---- learning ---------------------------------------------------------------------
     @abstractmethod
