@@ -19,6 +19,14 @@ from metatrade.market import TradingEnv
 LOOKBACK = 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: intra-op threads only spin on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def task() -> TaskArrays:
     bars = generate_bars(RegimeParams(phi=0.3, sigma=1e-3), 1200, 0)

@@ -23,6 +23,14 @@ BOX = gym.spaces.Box(-0.1, 0.1, (2,), dtype=np.float32)
 KINDS = ["mlp", "gru", "moe"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: intra-op threads only spin on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(kind: str, action_space: gym.spaces.Space, dtype=torch.float32, seed: int = 0):
     return make_policy(
         kind,

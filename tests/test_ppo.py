@@ -14,6 +14,14 @@ from metatrade.agents import CheckpointError, PPOAgent, PPOConfig
 from metatrade.meta.protocols import BatchEnv
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: intra-op threads only spin on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
 class BanditBatchEnv:
     """T x E contextual-free bandits: reward 1 for action ``good`` else 0 (Discrete(3)), or
     reward -(a - target)^2 for a Box(1,) action. Episodes last ``horizon`` steps (truncated).
