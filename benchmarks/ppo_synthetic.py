@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=300_000, help="PPO env-step budget")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    budget = 100_000 if args.quick else args.timesteps
+    budget = 80_000 if args.quick else args.timesteps
     # Small networks: one intra-op thread avoids spin-waiting on a shared 2-core machine
     # (measured ~10x faster per PPO iteration than torch's default of 2 threads here).
     torch.set_num_threads(1)
