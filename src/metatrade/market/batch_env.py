@@ -200,17 +200,19 @@ class BatchTradingEnv:
         opened = want_open & (units >= self._lot)
         invalid |= want_open & ~opened
         cost_in = self._entry_fee + fill_in * units * self._prop
-        order_cost = np.where(opened, cost_in, 0.0)
-        np.subtract(self._cash, cost_in, out=self._cash, where=opened)
-        np.copyto(self._pos, side, where=opened)
-        np.copyto(self._qty, units, where=opened)
-        np.copyto(self._entry, fill_in, where=opened)
-        np.copyto(self._entry_cost, cost_in, where=opened)
-        np.copyto(self._held, 0, where=opened)
+        # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
+        # where an entry fills and leaves every other slot unchanged (x is always finite);
+        # cheaper than masked copies. bars held is already 0 when flat.
+        order_cost = cost_in * opened
+        self._cash -= order_cost
+        self._pos += side * opened
+        self._qty += units * opened
+        self._entry += fill_in * opened
+        self._entry_cost += order_cost
 
         # Agent closes (engine._close) at the next open.
         trade = self._close_positions(closed, o)
-        np.copyto(order_cost, trade.pop("cost"), where=closed)
+        order_cost += trade.pop("cost") * closed
         agent_win = closed & (trade["trade_pnl"] > 0.0)
 
         # Optional square-off at the close of a session's last bar.
@@ -219,7 +221,7 @@ class BatchTradingEnv:
             squared = (self._pos != 0) & self._session_end[t]
             if squared.any():
                 so = self._close_positions(squared, self._close[t])
-                np.add(order_cost, so.pop("cost"), out=order_cost, where=squared)
+                order_cost += so.pop("cost") * squared
                 for key, value in so.items():
                     np.copyto(trade[key], value, where=squared)
                 closed = closed | squared
@@ -302,18 +304,19 @@ class BatchTradingEnv:
         net = gross - self._entry_cost - cost
         trade = {
             "cost": cost,
-            "trade_pnl": np.where(mask, net, 0.0),
-            "trade_side": np.where(mask, pos, 0).astype(np.int8),
-            "trade_quantity": np.where(mask, qty, 0.0),
-            "trade_entry_price": np.where(mask, self._entry, 0.0),
-            "trade_exit_price": np.where(mask, fill, 0.0),
-            "trade_costs": np.where(mask, self._entry_cost + cost, 0.0),
+            "trade_pnl": net * mask,
+            "trade_side": (pos * mask).astype(np.int8),
+            "trade_quantity": qty * mask,
+            "trade_entry_price": self._entry * mask,
+            "trade_exit_price": fill * mask,
+            "trade_costs": (self._entry_cost + cost) * mask,
         }
         cash = self._cash + gross
-        cash -= cost
+        cash -= cost  # (cash + gross) - cost, the engine's order of operations
         np.copyto(self._cash, cash, where=mask)
+        keep = ~mask
         for arr in (self._pos, self._qty, self._entry, self._entry_cost, self._held):
-            np.copyto(arr, 0, where=mask)
+            arr *= keep  # zero where closed (all these fields are >= 0 or int: no -0.0)
         return trade
 
     def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
