@@ -229,7 +229,9 @@ class PPOAgent(BaseAgent):
         (default: the config's). ``self`` is left unchanged; returns the adapted copy."""
         self._check_env(batch_env)
         adapted = self.clone()
-        adapted.optimizer = adapted._make_optimizer(learning_rate or self.config.learning_rate)
+        adapted.optimizer = adapted._make_optimizer(
+            self.config.learning_rate if learning_rate is None else learning_rate
+        )
         obs = adapted._reset(batch_env)
         for _ in range(int(num_steps)):
             obs, logs = adapted._iteration(batch_env, obs)
@@ -315,6 +317,12 @@ class PPOAgent(BaseAgent):
             done = np.logical_or(terminated, truncated)
             true_next = next_obs
             if done.any():
+                if "final_obs" not in info:
+                    raise ValueError(
+                        f"{type(env).__name__}.step ended an episode without info['final_obs']: "
+                        "BatchEnv autoresets in the same step and must return the last "
+                        "observation there (see metatrade.meta.protocols.BatchEnv)"
+                    )
                 true_next = next_obs.copy()
                 true_next[done] = info["final_obs"][done]
 
