@@ -263,7 +263,7 @@ class EvaluationResult:
 
     def _normalised(self) -> dict[str, np.ndarray]:
         assert self.oracle_returns is not None
-        denom = self.oracle_returns.mean(axis=1, keepdims=True)
+        denom = _task_mean(self.oracle_returns)
         return {k: v / denom for k, v in self.returns.items()}
 
     # ---- outputs
@@ -540,11 +540,10 @@ class MetaTestProtocol:
             oracle_returns = _rollout_returns(test_env, act, windows)
             if bt_env is not None:
                 oracle_bt = _rollout_returns(bt_env, act, None)[:, 0]
-            bad = np.flatnonzero(oracle_returns.mean(axis=1) <= 0)
-            if bad.size:
+            if _task_mean(oracle_returns) <= 0:
                 raise ValueError(
-                    f"oracle loses money on the test windows of {[str(arrays[i].task) for i in bad]}; "
-                    "its return cannot normalise; raise oracle_threshold to cover costs"
+                    f"the oracle loses money on average over the test windows of {len(arrays)} "
+                    "tasks; its return cannot normalise; raise oracle_threshold to cover costs"
                 )
         return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
 
@@ -560,19 +559,19 @@ class MetaTestProtocol:
         cfg = self.config
         labels = list(returns)
         stacked = np.stack([returns[k] for k in labels])  # [M, T, E]
+        if oracle_returns is not None:  # the oracle shares the resample indices (paired)
+            stacked = np.concatenate([stacked, oracle_returns[None]])
         rng = np.random.default_rng(cfg.seed + 99)
-        # Same generator state for both statistics -> same resample indices (paired).
-        state = rng.bit_generator.state
         reps = hierarchical_bootstrap_means(stacked, num_resamples=cfg.bootstrap_samples, rng=rng)
         replicates = {f"return:{k}": reps[i] for i, k in enumerate(labels)}
-        fractions = None
+        oracle_mean = None
         if oracle_returns is not None:
-            fractions = stacked / oracle_returns.mean(axis=1)[None, :, None]
-            rng.bit_generator.state = state
-            freps = hierarchical_bootstrap_means(
-                fractions, num_resamples=cfg.bootstrap_samples, rng=rng
-            )
-            replicates.update({f"fraction:{k}": freps[i] for i, k in enumerate(labels)})
+            # Ratio of means (pooled over tasks): robust to tasks whose oracle earns ~0.
+            oracle_mean = _task_mean(oracle_returns)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                replicates.update(
+                    {f"fraction:{k}": reps[i] / reps[-1] for i, k in enumerate(labels)}
+                )
         rows = []
         for i, label in enumerate(labels):
             method, _, kk = label.partition("@k")
@@ -580,12 +579,15 @@ class MetaTestProtocol:
             ci = percentile_interval(reps[i], _task_mean(stacked[i]), cfg.confidence)
             bt = float(backtests[label].mean()) if label in backtests else None
             frac = bt_frac = None
-            if fractions is not None:
+            if oracle_mean is not None:
+                frac_reps = replicates[f"fraction:{label}"]
                 frac = percentile_interval(
-                    replicates[f"fraction:{label}"], _task_mean(fractions[i]), cfg.confidence
+                    frac_reps[np.isfinite(frac_reps)],
+                    _task_mean(stacked[i]) / oracle_mean,
+                    cfg.confidence,
                 )
-                if oracle_bt is not None and label in backtests:
-                    bt_frac = float(np.mean(backtests[label] / oracle_bt))
+                if oracle_bt is not None and label in backtests and oracle_bt.mean() > 0:
+                    bt_frac = float(np.mean(backtests[label]) / np.mean(oracle_bt))
             rows.append(EvaluationRow(method, k, ci, bt, frac, bt_frac))
         conf = {
             f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("env", "oracle")
