@@ -14,7 +14,7 @@ evaluated out of sample, on the task's *test* split:
 
 Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
 family (``oracle`` regimes given) every return is also reported as a fraction of the
-oracle's return on the same windows. 95% CIs come from the hierarchical bootstrap (tasks,
+oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
 then windows within a task), with the same resample indices for every row.
 """
 
