@@ -213,7 +213,9 @@ def evaluate_cmd(
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
     ppo: Path | None = typer.Option(
-        None, "--ppo", help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)"
+        None,
+        "--ppo",
+        help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)",
     ),
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines."""

@@ -287,7 +287,9 @@ def adapt_params(
             returns.append(ep.episode_returns().mean().item())
             if k == steps:
                 break
-            ep = compute_advantages(ep, m.gamma, m.gae_lambda, m.normalize_advantages)
+            ep = compute_advantages(
+                ep, m.gamma, m.gae_lambda, normalize_advantages=m.normalize_advantages
+            )
             current = adapt(
                 policy, current, ep, 1, m.inner_lr, True, m.surrogate, None,
                 gamma=m.gamma, per_task=per_task,

@@ -1,0 +1,178 @@
+"""The run commands end to end with tiny budgets: meta-train (incl. SIGKILL + --resume),
+train, adapt, backtest, evaluate, demo; bad input gives one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from metatrade.cli import app
+from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+# 2D navigation, tiny: ~0.05 s per meta-iteration on one thread.
+NAV_TINY = {
+    "data": {"family": "nav2d"},
+    "env": {"episode_length": 10},
+    "policy": {"hidden_sizes": [8]},
+    "meta": {
+        "num_meta_iterations": 12,
+        "meta_batch_size": 3,
+        "episodes_per_task": 3,
+        "num_evaluation_episodes": 2,
+        "optimizer": "adam",
+        "lr": 0.05,
+    },
+    "run": {"checkpoint_interval": 1, "torch_threads": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_sigkilled_meta_train_resumes_to_the_same_parameters(tmp_path: Path) -> None:
+    config = tmp_path / "nav.yaml"
+    config.write_text(yaml.safe_dump(NAV_TINY))
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    entry = "from metatrade.cli import app; app()"
+    cmd = [sys.executable, "-c", entry, "meta-train", "--config", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL)
+    ckpt = checkpoint_path(killed)
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    _, state = load_run_checkpoint(killed)  # the last checkpoint survived intact
+    assert 1 <= state["iteration"] < 12
+
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+    # The uninterrupted run, in this process (same code path, same single thread).
+    from metatrade.training.build import make_family
+    from metatrade.training.config import load_config
+    from metatrade.training.trainer import Trainer
+
+    torch.set_num_threads(1)
+    cfg = load_config(config, out_dir=full)
+    Trainer(make_family(cfg), None, config=cfg, run_dir=full, progress=False).meta_train()
+
+    _, a = load_run_checkpoint(killed)
+    _, b = load_run_checkpoint(full)
+    assert a["iteration"] == b["iteration"] == 12
+    for name, value in b["learner"]["params"].items():
+        assert torch.equal(a["learner"]["params"][name], value), name
+    for name, value in b["rng"].items():
+        assert str(a["rng"][name]) == str(value)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trading meta-train run (3 real tasks, Finnifty held out) with a PPO baseline."""
+    run = tmp_path_factory.mktemp("tiny")
+    res = runner.invoke(app, ["meta-train", "-c", "tiny", "--out", str(run), "-n", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["train", "-c", "tiny", "--out", str(run / "ppo"), "--timesteps", "128"]
+    )
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_meta_train_writes_the_run_directory(tiny_run: Path) -> None:
+    assert (tiny_run / "config.yaml").is_file()
+    assert (tiny_run / "logs" / "metrics.csv").is_file()
+    assert checkpoint_path(tiny_run).is_file()
+    assert (tiny_run / "ppo" / "checkpoints" / "ppo.pt").is_file()
+
+
+def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
+    res = invoke("evaluate", "--checkpoint", tiny_run, "--tasks", "Finnifty:60", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    for method in ("MAML", "PPO", "random", "buy-and-hold", "flat"):
+        assert method in res.output
+    for name in ("evaluation.csv", "evaluation.json", "evaluation_adaptation.png"):
+        assert (tmp_path / "eval" / name).is_file()
+
+
+def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
+    res = invoke("adapt", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "adapted" / "Finnifty_60.pt").is_file()
+    res = invoke("backtest", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "=== Backtesting Report ===" in res.output
+    report = tmp_path / "reports" / "Finnifty_60"
+    assert (report / "equity.png").is_file() and (report / "trades.csv").is_file()
+
+
+def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
+    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "Held-out evaluation" in res.output
+    assert res.output.count("=== Backtesting Report ===") == 2
+    assert (tmp_path / "eval" / "evaluation_adaptation.png").is_file()
+    assert (tmp_path / "reports" / "Finnifty_60" / "maml" / "equity.png").is_file()
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta:\n  inner_lr: abc\n")
+    res = invoke("meta-train", "--config", bad, "--out", tmp_path / "x")
+    assert res.exit_code == 2
+    assert f"{bad}: meta.inner_lr: expected a number, got 'abc'" in " ".join(res.output.split())
+    res = invoke("meta-train", "--tasks", "Nifty5", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "--tasks" in res.output
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_checkpoint_is_a_clear_error(tiny_run: Path, tmp_path: Path, damage: str) -> None:
+    data = checkpoint_path(tiny_run).read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"junk" * 64)
+    res = invoke("evaluate", "--checkpoint", bad)
+    assert res.exit_code == 2
+    assert "truncated or corrupted" in res.output
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tiny_run: Path, tmp_path: Path) -> None:
+    # A different lookback changes the observation width: the meta-parameters cannot fit.
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    cfg["env"]["lookback"] = 4
+    from metatrade.training.checkpoint import RNGStreams, save_run_checkpoint
+    from metatrade.training.config import validate_config
+
+    _, state = load_run_checkpoint(tiny_run)
+    other = tmp_path / "other.pt"
+    save_run_checkpoint(
+        other, "MetaTrainer", validate_config(cfg), 2, state["learner"], RNGStreams(0)
+    )
+    res = invoke("evaluate", "--checkpoint", other, "--out", tmp_path)
+    assert res.exit_code == 2
+    assert "meta-parameters does not match the model" in " ".join(res.output.split())
