@@ -25,7 +25,7 @@ def _learner(**overrides) -> MetaLearner:
 
 @pytest.mark.parametrize("optimizer", ["adam", "trpo", "promp"])
 def test_step_changes_meta_params_and_reports_namespaced_stats(optimizer: str) -> None:
-    learner = _learner(optimizer=optimizer)
+    learner = _learner(optimizer=optimizer, cg_subsample=0.5 if optimizer == "trpo" else 1.0)
     before = {k: v.detach().clone() for k, v in learner.params.items()}
     for _ in range(2):
         stats = learner.step()

@@ -81,6 +81,8 @@ class MetaConfig:
     """TRPO line-search shrink factor"""
     ls_max_steps: int = 15
     """TRPO line-search backtracks"""
+    cg_subsample: float = 1.0
+    """TRPO: fraction of the meta-batch's tasks used for the Fisher-vector products (1.0: exact)"""
     promp_steps: int = 5
     """ProMP outer gradient steps per sampled batch"""
     promp_clip: float = 0.3
@@ -245,8 +247,28 @@ class MetaLearner:
         old = post.dist_params.detach()
         adv = post.advantages
 
+        num_fisher = max(1, round(cfg.cg_subsample * post.num_tasks))
+        fisher_tasks = torch.randperm(post.num_tasks, generator=self.generator)[:num_fisher]
+        fisher_tasks = fisher_tasks.sort().values
+        scale = post.num_tasks / num_fisher
+
         def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
-            return weights * dist.kl(p_old, p_new)
+            w = weights if p_new.shape[0] == post.num_tasks else weights[fisher_tasks] * scale
+            return w * dist.kl(p_old, p_new)
+
+        def fisher_evaluate() -> Tensor:
+            sub = Episodes.from_tensors({k: v[fisher_tasks] for k, v in pre.tensors().items()})
+            sub_replay = [
+                Episodes.from_tensors({k: v[fisher_tasks] for k, v in r.tensors().items()})
+                for r in replay
+            ]
+            lrs = self.inner_lrs
+            adapted = adapt(
+                self.policy, self.params, sub, cfg.num_inner_steps, cfg.inner_lr, cfg.first_order,
+                cfg.surrogate, lrs, _Replay(sub_replay) if sub_replay else None, cfg.gamma,
+            )  # fmt: skip
+            post_obs = post.obs[fisher_tasks]
+            return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(adapted, post_obs)
 
         def evaluate() -> tuple[Tensor, Tensor, Tensor]:
             adapted = self._adapt(self.params, pre, replay)
@@ -258,6 +280,7 @@ class MetaLearner:
         res = trpo_step(
             self._leaves(), evaluate, kl_fn, cfg.max_kl, cfg.cg_iters, cfg.cg_damping,
             cfg.ls_backtrack_ratio, cfg.ls_max_steps,
+            fisher_evaluate if num_fisher < post.num_tasks else None,
         )  # fmt: skip
         return {
             "meta/loss": res.loss_before,

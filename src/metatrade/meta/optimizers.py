@@ -105,12 +105,16 @@ def trpo_step(
     cg_damping: float = 1e-5,
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
+    fisher_evaluate: Callable[[], Tensor] | None = None,
 ) -> TRPOResult:
     """One TRPO update of ``leaves`` (in place, only if a step is accepted).
 
     ``evaluate()`` recomputes, from the current values of ``leaves`` (which require grad):
     (loss, kl, dist_params) where dist_params are the post-update distribution parameters
     and ``kl_fn(old, new)`` weights the per-sample KL so that its sum is the mean KL.
+    ``fisher_evaluate()`` (optional) returns the post-update distribution parameters of a
+    subset of the data, with ``kl_fn`` weighting them accordingly, for a cheaper Fisher
+    (rllab's ``subsample_factor``); the gradient and the line search always use all data.
     """
     loss, _, dist_params = evaluate()
     grads = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
@@ -121,6 +125,8 @@ def trpo_step(
         warn_skip("TRPO", grad_norm)
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
 
+    if fisher_evaluate is not None:
+        dist_params = fisher_evaluate()
     old = dist_params.detach()
     u = torch.zeros_like(dist_params, requires_grad=True)
     jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)

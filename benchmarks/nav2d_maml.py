@@ -1,0 +1,159 @@
+"""MAML on 2D navigation (Finn et al., 2017, sec. 5.3) with the reference config.
+
+Config (pytorch-maml-rl ``configs/maml/2d-navigation.yaml``): 20 tasks x 20 trajectories,
+horizon 100, one inner step with lr 0.1, gamma 0.99, GAE lambda 1.0, MLP [64, 64] tanh,
+TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
+
+    python benchmarks/nav2d_maml.py --quick     # timing only (Adam and TRPO), < 45 s
+    python benchmarks/nav2d_maml.py             # + TRPO training (500 its or ~10 min) and the
+                                                #   return after 0..3 inner steps on test goals
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from metatrade.agents.policies import make_policy
+from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.meta.learner import MetaConfig, MetaLearner
+
+PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
+
+
+def make_learner(optimizer: str, seed: int, cg_subsample: float = 1.0) -> MetaLearner:
+    family = Navigation2DFamily()
+    probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    policy = make_policy(
+        "mlp",
+        probe.observation_space,
+        probe.action_space,
+        hidden_sizes=(64, 64),
+        activation="tanh",
+        seed=seed,
+    )
+    cfg = MetaConfig(
+        meta_batch_size=20,
+        episodes_per_task=20,
+        num_evaluation_episodes=20,
+        num_inner_steps=1,
+        inner_lr=0.1,
+        gamma=0.99,
+        gae_lambda=1.0,
+        optimizer=optimizer,
+        max_kl=0.01,
+        lr=1e-3,
+        cg_subsample=cg_subsample,
+        seed=seed,
+    )
+    return MetaLearner(policy, family, cfg)
+
+
+def time_iterations(
+    optimizer: str, n: int, seed: int, cg_subsample: float
+) -> tuple[float, list[float]]:
+    learner = make_learner(optimizer, seed, cg_subsample)
+    learner.step()  # warm-up (allocator, first-call overheads)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        learner.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="timing only, a few iterations")
+    parser.add_argument(
+        "--iterations", type=int, default=500, help="max TRPO meta-iterations (full mode)"
+    )
+    parser.add_argument(
+        "--time-budget", type=float, default=600.0, help="training wall-clock budget, s"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1 is fastest under load)"
+    )
+    parser.add_argument(
+        "--cg-subsample",
+        type=float,
+        default=0.25,
+        help="fraction of tasks behind TRPO's Fisher (1.0: exact)",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    timed = 3 if args.quick else 8
+    adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0)
+    print(
+        f"adam: median {adam_med:.3f} s/iter over {timed} ({[round(t, 3) for t in adam_times]})",
+        flush=True,
+    )
+    if args.quick:
+        trpo_med, trpo_times = time_iterations("trpo", timed, args.seed, args.cg_subsample)
+        print(
+            f"trpo: median {trpo_med:.3f} s/iter over {timed} ({[round(t, 3) for t in trpo_times]})",
+            flush=True,
+        )
+        print(
+            json.dumps(
+                {"sec_per_iter_adam": adam_med, "sec_per_iter_trpo": trpo_med, "mode": "quick"}
+            )
+        )
+        return
+
+    learner = make_learner("trpo", args.seed, args.cg_subsample)
+    test_tasks = learner.family.sample_tasks(
+        args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
+    )
+    curve = []
+    iter_times = []
+    start = time.perf_counter()
+    while learner.iteration < args.iterations and time.perf_counter() - start < args.time_budget:
+        t0 = time.perf_counter()
+        stats = learner.step()
+        iter_times.append(time.perf_counter() - t0)
+        if learner.iteration % 25 == 0 or learner.iteration == 1:
+            row = {
+                "iteration": learner.iteration,
+                "return_pre": round(stats["meta/return_pre"], 2),
+                "return_post": round(stats["meta/return_post"], 2),
+                "kl": round(stats["meta/kl"], 5),
+                "sec_per_iter": round(statistics.median(iter_times[-25:]), 3),
+                "elapsed_s": round(time.perf_counter() - start, 1),
+            }
+            curve.append(row)
+            print(json.dumps(row), flush=True)
+    returns = learner.evaluate_adaptation(
+        test_tasks, (0, 1, 2, 3), episodes_per_task=20, generator=torch.Generator().manual_seed(7)
+    )
+    for k in range(4):
+        print(
+            f"return after {k} inner steps: {returns[k]:8.2f}   (paper Table 4: {PAPER_TABLE4[k]:8.2f})"
+        )
+    result = {
+        "sec_per_iter_adam": adam_med,
+        "sec_per_iter_trpo": statistics.median(iter_times),
+        "meta_iterations": learner.iteration,
+        **{f"return_after_{k}": returns[k] for k in range(4)},
+        **{f"paper_return_after_{k}": PAPER_TABLE4[k] for k in range(4)},
+        "train_wall_s": round(time.perf_counter() - start, 1),
+        "cg_subsample": args.cg_subsample,
+        "mode": "full",
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
