@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -115,3 +117,26 @@ def test_seeded_resets_are_reproducible_and_bad_start_is_explained() -> None:
         b.reset(options={"start": 0})
     with pytest.raises(TypeError, match="unknown TradingEnvConfig fields"):
         TradingEnv(ta, lookbak=3)
+
+
+def test_no_look_ahead() -> None:
+    """Changing every bar after k changes no observation or reward up to bar k."""
+    ta = make_task_arrays(n=200, seed=4)
+    k = 60
+    rng = np.random.default_rng(0)
+    future = {
+        name: np.concatenate([getattr(ta, name)[: k + 1], getattr(ta, name)[k + 1 :] * 1.7])
+        for name in ("open", "high", "low", "close")
+    }
+    feats = ta.features.copy()
+    feats[k + 1 :] = rng.normal(size=feats[k + 1 :].shape)
+    altered = dataclasses.replace(ta, features=feats, **future)
+    envs = [TradingEnv(x, lookback=6, episode_length=80) for x in (ta, altered)]
+    obs = [env.reset(options={"start": 20})[0] for env in envs]
+    np.testing.assert_array_equal(*obs)
+    for action in rng.integers(0, 5, size=k - 20):
+        steps = [env.step(int(action)) for env in envs]
+        np.testing.assert_array_equal(steps[0][0], steps[1][0])
+        assert steps[0][1] == steps[1][1]
+    assert envs[0].bar == k
+    assert envs[0].step(4)[0].tolist() != envs[1].step(4)[0].tolist()  # bar k+1 differs
