@@ -8,10 +8,12 @@ from __future__ import annotations
 import gymnasium as gym
 
 from metatrade.market.actions import Action
+from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import RewardShaping, TradingEnvConfig
 from metatrade.market.costs import CostModel, InstrumentSpec
 from metatrade.market.engine import BacktestingEngine, Trade, TradeResult
 from metatrade.market.env import TradingEnv
+from metatrade.market.family import TradingTaskFamily
 from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 ENV_ID = "metatrade/Trading-v0"
@@ -22,6 +24,7 @@ __all__ = [
     "ENV_ID",
     "Action",
     "BacktestingEngine",
+    "BatchTradingEnv",
     "CostModel",
     "FixedFractionSizer",
     "InstrumentSpec",
@@ -31,4 +34,5 @@ __all__ = [
     "TradeResult",
     "TradingEnv",
     "TradingEnvConfig",
+    "TradingTaskFamily",
 ]

@@ -304,7 +304,7 @@ class BatchTradingEnv:
         net = gross - self._entry_cost - cost
         trade = {
             "cost": cost,
-            "trade_pnl": net * mask,
+            "trade_pnl": np.where(mask, net, 0.0),  # (net * mask would give -0.0)
             "trade_side": (pos * mask).astype(np.int8),
             "trade_quantity": qty * mask,
             "trade_entry_price": self._entry * mask,

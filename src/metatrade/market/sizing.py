@@ -16,7 +16,12 @@ import numpy as np
 
 @runtime_checkable
 class PositionSizer(Protocol):
-    """Returns the entry quantity in units (a multiple of ``lot_size``; 0 = cannot afford)."""
+    """Returns the entry quantity in units (a multiple of ``lot_size``; 0 = cannot afford).
+
+    ``units_array`` must return finite values for every slot (BatchTradingEnv computes a
+    candidate entry for all slots and masks it arithmetically), and the same numbers as
+    ``units`` bit for bit, or the batch env stops matching TradingEnv.
+    """
 
     def units(
         self,
