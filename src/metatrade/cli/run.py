@@ -21,7 +21,7 @@ from rich.console import Console
 from metatrade.cli import app
 from metatrade.training.config import ConfigError, RunConfig, load_config, save_config
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -67,10 +67,21 @@ def make_loader(cfg: RunConfig) -> Any:
             )
     elif data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
+    held_tasks = [tuple(t.split(":")) for t in d.heldout.tasks]
+    if d.family == "synthetic" and d.synthetic_heldout:
+        from metatrade.data.synthetic import load_synthetic_params
+
+        generated = list(load_synthetic_params(data_dir))
+        if d.synthetic_heldout >= len(generated):
+            raise ConfigError(
+                f"data.synthetic_heldout={d.synthetic_heldout}: must be below "
+                f"data.num_synthetic_tasks={len(generated)}"
+            )
+        held_tasks += [tuple(t) for t in generated[-d.synthetic_heldout :]]
     heldout = HeldOut(
         instruments=tuple(d.heldout.instruments),
         timeframes=tuple(d.heldout.timeframes),
-        tasks=tuple(tuple(t.split(":")) for t in d.heldout.tasks),
+        tasks=tuple(held_tasks),
     )
     loader = DataLoader(data_dir, splits=SplitConfig(**d.splits.model_dump()), heldout=heldout)
     if d.tasks is not None:

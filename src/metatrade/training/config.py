@@ -106,6 +106,9 @@ class DataSection(_Section):
         24, gt=0, description="synthetic family only: how many tasks to generate"
     )
     synthetic_bars: int = Field(4000, gt=100, description="synthetic family only: bars per task")
+    synthetic_heldout: int = Field(
+        0, ge=0, description="synthetic family only: the last N generated tasks are held out"
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -203,6 +206,9 @@ class MetaSection(_Section):
     cg_damping: float = Field(1e-5, ge=0, description="TRPO Fisher damping")
     ls_backtrack_ratio: float = Field(0.8, gt=0, lt=1, description="TRPO line-search shrink")
     ls_max_steps: int = Field(15, gt=0, description="TRPO line-search backtracks")
+    cg_subsample: float = Field(
+        1.0, gt=0, le=1, description="TRPO: fraction of tasks used in Fisher-vector products"
+    )
     promp_steps: int = Field(5, gt=0, description="ProMP outer steps per batch")
     promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip")
     promp_kl_coef: float = Field(5e-4, ge=0, description="ProMP KL penalty coefficient")
