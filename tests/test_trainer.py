@@ -148,3 +148,25 @@ def test_meta_train_on_tiny_trading_config(tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], trainer.params[k]) for k in before)
     _, state = load_run_checkpoint(tmp_path)
     assert all(torch.equal(state["learner"]["params"][k], v) for k, v in trainer.params.items())
+
+
+def test_run_backtest_and_report_prints_and_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metatrade.market import TradingEnv
+    from metatrade.training.build import make_env_config, make_loader, make_ppo_agent
+
+    cfg = load_config("tiny")
+    loader = make_loader(cfg)
+    env = TradingEnv(loader.get_task_arrays("Finnifty", "60"), make_env_config(cfg, split="test"))
+    family = make_family(cfg)
+    from metatrade.training.build import multitask_env
+
+    agent = make_ppo_agent(cfg, multitask_env(cfg, family))
+    trainer = Trainer(family, agent, config=cfg, run_dir=tmp_path, progress=False)
+    out = trainer.run_backtest_and_report(agent, env)
+    printed = capsys.readouterr().out
+    assert "=== Backtesting Report ===" in printed and "Profit Factor" in printed
+    assert set(out["metrics"]) == {"default costs", "stressed (+2 bps/side)"}
+    assert (tmp_path / "reports" / "equity.png").is_file()
+    assert (tmp_path / "reports" / "trades.csv").is_file()

@@ -220,10 +220,16 @@ def evaluate_cmd(
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines."""
     from metatrade.training.build import run_meta_test
+    from metatrade.training.checkpoint import resolve_checkpoint
 
-    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
     if config is not None:
         raise ConfigError("evaluate reads the run's own config; drop --config")
+    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
+    if ppo is None:
+        # The baseline trained next to the meta-policy (demo: <run>/ppo/checkpoints/ppo.pt).
+        source = resolve_checkpoint(checkpoint).parent.parent
+        found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
+        ppo = next((p for p in found if p.is_file()), None)
     run_meta_test(cfg, policy, run_dir, ppo_path=ppo, console=console)
 
 
