@@ -121,6 +121,11 @@ class Trainer:
         if resume is not None:
             start = self._restore(resume, learner)
         total = cfg.meta.num_meta_iterations
+        if start >= total:
+            raise CheckpointError(
+                f"checkpoint {resume} is already at iteration {start} of {total}: nothing to "
+                "resume; raise meta.num_meta_iterations (meta-train -n N) to train further"
+            )
         logger = self._open_logger(start)
         last: dict[str, float] = {}
         try:
