@@ -124,3 +124,20 @@ def test_shipped_configs_load_and_match_packaged(name: str) -> None:
     user = REPO / "configs" / f"{name}.yaml"
     assert load_config(user) == load_config(name)
     assert user.read_text() == packaged_config(name).read_text()
+
+
+def _keys(model: object, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        out += _keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else []
+        out.append(f"{prefix}{name}")
+    return out
+
+
+def test_configuration_reference_documents_every_key() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    missing = [k for k in _keys(RunConfig()) if f"`{k}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"
