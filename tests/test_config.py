@@ -130,7 +130,7 @@ def _keys(model: object, prefix: str = "") -> list[str]:
     from pydantic import BaseModel
 
     out = []
-    for name, field in type(model).model_fields.items():
+    for name in type(model).model_fields:
         value = getattr(model, name)
         out += _keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else []
         out.append(f"{prefix}{name}")
