@@ -199,6 +199,11 @@ def _load_run(
         flat["data.heldout.instruments"] = []
         flat["data.heldout.timeframes"] = []
     cfg = apply_overrides(ck_cfg, flat)
+    if cfg.data.family == "nav2d":
+        raise ConfigError(
+            f"checkpoint {path}: a nav2d run; adapt/backtest/evaluate work on trading and "
+            "synthetic runs (for nav2d see benchmarks/nav2d_maml.py)"
+        )
     policy = load_meta_policy(cfg, state, path)
     return cfg, policy, run_dir
 
