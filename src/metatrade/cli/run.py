@@ -22,7 +22,7 @@ from metatrade.cli import app
 from metatrade.training.config import ConfigError, RunConfig, load_config, save_config
 
 console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = typer.Option(
