@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +171,26 @@ def test_run_backtest_and_report_prints_and_writes(
     assert set(out["metrics"]) == {"default costs", "stressed (+2 bps/side)"}
     assert (tmp_path / "reports" / "equity.png").is_file()
     assert (tmp_path / "reports" / "trades.csv").is_file()
+
+
+def test_meta_train_trains_a_maml_agent_in_place(tmp_path: Path) -> None:
+    from metatrade.agents.maml_agent import MAMLAgent
+    from metatrade.envs.nav2d import Navigation2DFamily
+    from metatrade.meta.learner import MetaConfig
+
+    family = Navigation2DFamily(max_episode_steps=10)
+    env = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    agent = MAMLAgent(
+        env.observation_space,
+        env.action_space,
+        meta_config=MetaConfig(optimizer="adam", lr=0.05, meta_batch_size=3, episodes_per_task=3),
+        hidden_sizes=(8,),
+    )
+    before = {k: v.detach().clone() for k, v in agent.params.items()}
+    trainer = Trainer(family, agent, run_dir=tmp_path, progress=False)
+    assert trainer.config.meta.optimizer == "adam" and trainer.config.meta.lr == 0.05
+    trainer.meta_train(num_meta_iterations=2, num_evaluation_steps=2)
+    assert agent.learner.config.num_evaluation_episodes == 2
+    assert any(not torch.equal(before[k], agent.params[k]) for k in before)
+    _, state = load_run_checkpoint(tmp_path)
+    assert all(torch.equal(state["learner"]["params"][k], v) for k, v in agent.params.items())

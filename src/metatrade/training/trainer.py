@@ -75,6 +75,11 @@ class Trainer:
         self.agent = agent
         self.num_episodes = num_episodes
         self.config = config or RunConfig()
+        if config is None and getattr(agent, "learner", None) is not None:
+            # A MAMLAgent without a run config: its own MetaConfig is the meta section.
+            self.config = self.config.model_copy(
+                update={"meta": meta_section_from(agent.learner.config)}
+            )
         self.log_interval = log_interval or self.config.run.log_interval
         self.checkpoint_interval = checkpoint_interval or self.config.run.checkpoint_interval
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -113,10 +118,24 @@ class Trainer:
         self.config = apply_overrides(
             self.config, {k: v for k, v in overrides.items() if v is not None}
         )
-        cfg = self.config
-        from metatrade.training.build import make_learner
+        from metatrade.training.build import make_learner, make_meta_config
 
-        self.learner = learner = make_learner(cfg, self.env, self._policy(), self.rng)
+        own = getattr(self.agent, "learner", None)
+        if own is not None:
+            # A MAMLAgent: train its own learner in place, under the run's meta settings.
+            if own.config.optimizer != self.config.meta.optimizer:
+                raise ValueError(
+                    f"the MAMLAgent was built for meta-optimizer {own.config.optimizer!r} but "
+                    f"the config says meta.optimizer={self.config.meta.optimizer!r}; make them match"
+                )
+            for key, value in vars(make_meta_config(self.config)).items():
+                if key != "seed":
+                    setattr(own.config, key, value)
+            own.family = self.env
+            self.learner = learner = own
+        else:
+            self.learner = learner = make_learner(self.config, self.env, self._policy(), self.rng)
+        cfg = self.config
         start = 0
         if resume is not None:
             start = self._restore(resume, learner)
@@ -278,6 +297,14 @@ class Trainer:
         return backtest_and_report(
             agent, env, out_dir, stress_bps=self.config.evaluation.stress_cost_bps, echo=echo
         )
+
+
+def meta_section_from(meta_config: Any) -> Any:
+    """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
+    from metatrade.training.config import MetaSection
+
+    known = MetaSection.model_fields
+    return MetaSection(**{k: v for k, v in vars(meta_config).items() if k in known})
 
 
 def _status(metrics: dict[str, float]) -> str:
