@@ -194,3 +194,17 @@ def test_meta_train_trains_a_maml_agent_in_place(tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], agent.params[k]) for k in before)
     _, state = load_run_checkpoint(tmp_path)
     assert all(torch.equal(state["learner"]["params"][k], v) for k, v in agent.params.items())
+
+
+def test_train_runs_ppo_for_num_episodes(tmp_path: Path) -> None:
+    from metatrade.training.build import multitask_env
+
+    cfg = load_config("tiny")
+    env = multitask_env(cfg, make_family(cfg))
+    trainer = Trainer(env, None, num_episodes=2, log_interval=1, config=cfg, run_dir=tmp_path)
+    last = trainer.train()
+    slots = env.num_tasks * env.episodes_per_task
+    assert last["time/total_timesteps"] >= 2 * env.max_episode_steps * slots
+    assert (tmp_path / "checkpoints" / "ppo.pt").is_file()
+    rows = list(csv.DictReader((tmp_path / "logs" / "metrics.csv").open()))
+    assert len(rows) == len(trainer.history) >= 1
