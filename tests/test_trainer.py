@@ -208,3 +208,16 @@ def test_train_runs_ppo_for_num_episodes(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "ppo.pt").is_file()
     rows = list(csv.DictReader((tmp_path / "logs" / "metrics.csv").open()))
     assert len(rows) == len(trainer.history) >= 1
+
+
+def test_a_second_meta_train_call_continues(tmp_path: Path) -> None:
+    cfg = nav_config()
+    once = make_trainer(cfg, None)
+    once.meta_train(num_meta_iterations=4)
+    twice = make_trainer(cfg, None)
+    twice.meta_train(num_meta_iterations=2)
+    twice.meta_train(num_meta_iterations=4)
+    assert len(twice.history) == 4
+    assert all(torch.equal(once.params[k], twice.params[k]) for k in once.params)
+    with pytest.raises(CheckpointError, match="already at iteration 4 of 4"):
+        twice.meta_train(num_meta_iterations=4)

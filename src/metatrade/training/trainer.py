@@ -102,7 +102,8 @@ class Trainer:
         """Meta-train the policy with MAML; returns the last iteration's metrics.
 
         Args:
-            num_meta_iterations: outer-loop iterations in total (a resumed run continues to it).
+            num_meta_iterations: outer-loop iterations in total: a resumed run, or a second
+                call on the same trainer, continues from where it stopped up to this number.
             num_inner_loop_steps: inner policy-gradient steps per task.
             num_evaluation_steps: post-adaptation episodes per task behind the meta-loss.
             meta_batch_size: tasks per meta-iteration.
@@ -121,6 +122,8 @@ class Trainer:
         from metatrade.training.build import make_learner, make_meta_config
 
         own = getattr(self.agent, "learner", None)
+        if own is None and self.learner is not None and resume is None:
+            own = self.learner  # a second call continues this trainer's learner
         if own is not None:
             # A MAMLAgent: train its own learner in place, under the run's meta settings.
             if own.config.optimizer != self.config.meta.optimizer:
@@ -136,14 +139,15 @@ class Trainer:
         else:
             self.learner = learner = make_learner(self.config, self.env, self._policy(), self.rng)
         cfg = self.config
-        start = 0
+        start = int(getattr(learner, "iteration", 0)) if own is not None else 0
         if resume is not None:
             start = self._restore(resume, learner)
         total = cfg.meta.num_meta_iterations
         if start >= total:
+            where = f"checkpoint {resume}" if resume is not None else "the meta-learner"
             raise CheckpointError(
-                f"checkpoint {resume} is already at iteration {start} of {total}: nothing to "
-                "resume; raise meta.num_meta_iterations (meta-train -n N) to train further"
+                f"{where} is already at iteration {start} of {total}: nothing to do; raise "
+                "meta.num_meta_iterations (meta-train -n N) to train further"
             )
         logger = self._open_logger(start)
         last: dict[str, float] = {}
