@@ -119,3 +119,24 @@ def test_sampler_per_task_params_no_leakage_and_seeded_determinism() -> None:
     assert not torch.equal(a.actions[2], c.actions[2])
     with pytest.raises(ValueError, match="num_tasks"):
         sample_episodes(policy, {k: v[:2] for k, v in per_task.items()}, env, per_task=True)
+
+
+@pytest.mark.parametrize("space", ["box", "discrete"])
+def test_mlp_fast_forward_matches_functional_call(space: str) -> None:
+    import gymnasium as gym
+
+    from metatrade.agents.policies import make_policy
+    from metatrade.meta.sampler import _mlp_forward, make_forward, policy_forward
+
+    action_space = gym.spaces.Box(-1, 1, (2,)) if space == "box" else gym.spaces.Discrete(3)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (4,))
+    policy = make_policy("mlp", obs_space, action_space, hidden_sizes=(8, 8), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    params = {k: v.detach() + 0.1 * torch.randn(v.shape, generator=gen) for k, v in
+              policy.named_parameters()}  # fmt: skip
+    per_task = {k: v + 0.1 * torch.randn((3, *v.shape), generator=gen) for k, v in params.items()}
+    obs = torch.randn(3, 5, 4, generator=gen)
+    for p, pt in ((params, False), (per_task, True)):
+        assert _mlp_forward(policy, p, pt) is not None  # the fast path is the one tested
+        fast = make_forward(policy, p, pt)(obs)
+        torch.testing.assert_close(fast, policy_forward(policy, p, obs, pt))

@@ -1,13 +1,22 @@
 """Batched rollouts: every task x episode of a meta-batch stepped together.
 
 One policy forward per time step for all T x E environments: with shared (pre-update)
-parameters a plain ``functional_call`` on [T, E, D]; with per-task (post-update)
-parameters, shaped [T, ...], the same call under ``vmap`` over the task axis. Sampling
-runs without autograd; the losses recompute log-probabilities from the stored
-(obs, actions), so the rollout never holds a graph.
+parameters one call on [T, E, D]; with per-task (post-update) parameters, shaped [T, ...],
+the same call under ``vmap`` over the task axis. Sampling runs without autograd; the
+losses recompute log-probabilities from the stored (obs, actions), so the rollout never
+holds a graph.
+
+The time loop is the only Python loop and it does the minimum per step (forward, sample,
+env step); masks, log-probabilities, the last observations and the padding are computed
+once, vectorised, after it. For the plain MLP policy the per-step forward is a chain of
+``addmm`` / ``baddbmm`` on the stacked (per-task) weights, which skips the per-call cost of
+``functional_call`` and ``vmap`` (the numbers are the same function; see
+``_mlp_forward``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,6 +34,76 @@ def policy_forward(policy: nn.Module, params: Params, obs: Tensor, per_task: boo
     if per_task:
         return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
     return functional_call(policy, params, (obs,))
+
+
+_FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "elu": nn.functional.elu,
+}
+
+
+def _mlp_forward(
+    policy: nn.Module, params: Params, per_task: bool
+) -> Callable[[Tensor], Tensor] | None:
+    """A fast forward for ``agents.policies.MLPPolicy`` (None for any other policy).
+
+    Same maths as ``MLPPolicy.forward``: hidden layers ``act(x W^T + b)``, a linear head,
+    and for Gaussian policies the state-independent log-std appended. With per-task params
+    the layers are ``baddbmm`` over the task axis (obs [T, E, D]).
+    """
+    from metatrade.agents.policies import MLPPolicy  # local: agents imports meta
+
+    if type(policy) is not MLPPolicy:
+        return None
+    net = policy.net
+    act = _FAST_ACTIVATIONS.get(getattr(net, "activation", ""))
+    layer_names = [f"net.hidden.{i}" for i in range(len(net.hidden))] + ["net.out"]
+    expected = {f"{n}.{w}" for n in layer_names for w in ("weight", "bias")}
+    gaussian = getattr(policy, "gaussian", None) is not None
+    if gaussian:
+        expected.add("gaussian.log_std")
+    if act is None or set(params) != expected:
+        return None
+    if per_task:
+        layers = [
+            (params[f"{n}.bias"].unsqueeze(1), params[f"{n}.weight"].transpose(1, 2))
+            for n in layer_names
+        ]
+        log_std = params["gaussian.log_std"].unsqueeze(1) if gaussian else None
+
+        def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
+            return torch.baddbmm(b, x, wt)
+    else:
+        layers = [(params[f"{n}.bias"], params[f"{n}.weight"].t()) for n in layer_names]
+        log_std = params["gaussian.log_std"] if gaussian else None
+
+        def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
+            return torch.addmm(b, x.reshape(-1, x.shape[-1]), wt).reshape(*x.shape[:-1], -1)
+
+    def forward(obs: Tensor) -> Tensor:
+        x = obs
+        for b, wt in layers[:-1]:
+            x = act(linear(x, b, wt))
+        out = linear(x, *layers[-1])
+        if log_std is None:
+            return out
+        return torch.cat([out, log_std.expand_as(out)], dim=-1)
+
+    return forward
+
+
+def make_forward(policy: nn.Module, params: Params, per_task: bool) -> Callable[[Tensor], Tensor]:
+    """``obs [T, E, ...] -> dist params`` for fixed params: the MLP fast path when it
+    applies (3-D obs), ``policy_forward`` otherwise."""
+    fast = _mlp_forward(policy, params, per_task)
+
+    def forward(obs: Tensor) -> Tensor:
+        if fast is not None and obs.dim() == 3:
+            return fast(obs)
+        return policy_forward(policy, params, obs, per_task)
+
+    return forward
 
 
 def _param_dtype(params: Params) -> torch.dtype:
@@ -71,53 +150,66 @@ def sample_episodes(
                 f"env's num_tasks={num_tasks}; pass adapted params shaped [T, ...]."
             )
 
-    obs_l, act_l, rew_l, term_l, trunc_l, alive_l, logp_l, dp_l, pnl_l = ([] for _ in range(9))
+    obs_l, act_l, dp_l, rew_l, term_l, trunc_l, final_l, pnl_l = ([] for _ in range(8))
     ended = np.zeros((num_tasks, num_eps), dtype=bool)
-    last_obs = np.zeros_like(obs_np)
-    lengths = np.zeros((num_tasks, num_eps), dtype=np.int64)
     with torch.no_grad():
+        detached = {k: v.detach() for k, v in params.items()}
+        forward = make_forward(policy, detached, per_task)
         for _ in range(horizon):
             obs_t = torch.as_tensor(obs_np, dtype=dtype)
-            dparams = policy_forward(policy, params, obs_t, per_task)
+            dparams = forward(obs_t)
             actions = dist.sample(dparams, generator=generator)
-            logp = dist.log_prob(dparams, actions)
             next_obs, reward, terminated, truncated, info = batch_env.step(actions.numpy())
-            alive = ~ended
-            done = (terminated | truncated) & alive
-            final = info.get("final_obs", next_obs)
-            last_obs[done] = final[done]
-            lengths += alive
             obs_l.append(obs_t)
             act_l.append(actions)
-            rew_l.append(np.where(alive, reward, 0.0))
-            term_l.append(terminated & alive)
-            trunc_l.append(truncated & alive)
-            alive_l.append(alive)
-            logp_l.append(logp)
             dp_l.append(dparams)
+            rew_l.append(reward)
+            term_l.append(terminated)
+            trunc_l.append(truncated)
+            final_l.append(info.get("final_obs", next_obs))
             if "pnl_reward" in info:
-                pnl_l.append(np.where(alive, info["pnl_reward"], 0.0))
-            ended |= done
+                pnl_l.append(info["pnl_reward"])
+            ended |= terminated | truncated
             obs_np = next_obs
             if ended.all():
                 break
-    # Slots still running when the sampler stopped: cut by the sampler -> truncated (bootstrap).
-    still = ~ended
-    if still.any():
-        last_obs[still] = obs_np[still]
-        trunc_l[-1] = trunc_l[-1] | still
 
-    stack = lambda xs, dt=None: torch.as_tensor(np.stack(xs, axis=2), dtype=dt)  # noqa: E731
+        # Vectorised bookkeeping over [T, E, H']: a slot is alive up to and including its
+        # first end; everything after it is padding.
+        terminated = np.stack(term_l, axis=2)
+        truncated = np.stack(trunc_l, axis=2)
+        done = terminated | truncated
+        alive = np.cumsum(done, axis=2) - done == 0
+        done &= alive
+        steps = done.shape[2]
+        # Slots still running when the sampler stopped: cut by the sampler -> truncated.
+        still = ~done.any(axis=2)
+        truncated = truncated & alive
+        truncated[:, :, -1] |= still
+        last_step = np.where(still, steps - 1, done.argmax(axis=2))  # [T, E]
+        finals = np.stack(final_l, axis=2)  # [T, E, H', *obs_shape]
+        last_obs = np.take_along_axis(
+            finals, last_step.reshape(num_tasks, num_eps, 1, *([1] * (finals.ndim - 3))), axis=2
+        ).squeeze(2)
+        last_obs[still] = obs_np[still]
+        lengths = alive.sum(axis=2)
+
+        def padded(xs: list[np.ndarray]) -> Tensor:
+            return torch.as_tensor(np.where(alive, np.stack(xs, axis=2), 0.0), dtype=dtype)
+
+        actions_all = torch.stack(act_l, dim=2)
+        dist_params = torch.stack(dp_l, dim=2)
+        log_probs = dist.log_prob(dist_params, actions_all)
     return Episodes(
         obs=torch.stack(obs_l, dim=2),
-        actions=torch.stack(act_l, dim=2),
-        rewards=stack(rew_l, dtype),
-        mask=stack(alive_l, dtype),
-        terminated=stack(term_l, torch.bool),
-        truncated=stack(trunc_l, torch.bool),
-        log_probs=torch.stack(logp_l, dim=2),
-        dist_params=torch.stack(dp_l, dim=2),
+        actions=actions_all,
+        rewards=padded(rew_l),
+        mask=torch.as_tensor(alive, dtype=dtype),
+        terminated=torch.as_tensor(terminated & alive),
+        truncated=torch.as_tensor(truncated),
+        log_probs=log_probs,
+        dist_params=dist_params,
         last_obs=torch.as_tensor(last_obs, dtype=dtype),
-        lengths=torch.as_tensor(lengths),
-        pnl_rewards=stack(pnl_l, dtype) if pnl_l else None,
+        lengths=torch.as_tensor(lengths, dtype=torch.int64),
+        pnl_rewards=padded(pnl_l) if pnl_l else None,
     )
