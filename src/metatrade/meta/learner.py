@@ -34,6 +34,9 @@ from metatrade.meta.sampler import sample_episodes
 
 Params = dict[str, Tensor]
 
+KL_LOG_TASKS = 5
+"""tasks behind the logged post-update KL of Adam / ProMP (TRPO logs its exact one)"""
+
 
 @dataclass
 class MetaConfig:
@@ -192,9 +195,9 @@ class MetaLearner:
         )
         pre = self._sample(self.params, env_pre, False, generator)
         replay: list[Episodes] = []
-        # Adam differentiates this very adaptation (graph kept); TRPO and ProMP re-adapt
-        # inside their updates, so here it runs without an outer graph.
-        keep_graph = cfg.optimizer == "adam"
+        # Adam differentiates this very adaptation and TRPO takes its gradient from it (graph
+        # kept); ProMP re-adapts inside its update, so here it runs without an outer graph.
+        keep_graph = cfg.optimizer in ("adam", "trpo")
         with torch.set_grad_enabled(keep_graph):
             adapted, per_task, batch = self.params, False, pre
             for k in range(cfg.num_inner_steps):
@@ -210,7 +213,7 @@ class MetaLearner:
         t1 = time.perf_counter()
 
         if cfg.optimizer == "trpo":
-            stats = self._trpo_update(pre, post, replay)
+            stats = self._trpo_update(pre, post, replay, adapted)
         elif cfg.optimizer == "adam":
             stats = self._adam_update(pre, post, replay, adapted)
         else:
@@ -230,6 +233,21 @@ class MetaLearner:
         return stats
 
     # ------------------------------------------------------------------ meta-updates
+    def _logged_kl(self, pre: Episodes, post: Episodes, replay: list[Episodes]) -> float:
+        """Mean KL(post-update policies before || after) an Adam / ProMP update, for the log.
+
+        Re-adapting every task only for this number would cost about a quarter of an Adam
+        iteration, so it is estimated on the first ``KL_LOG_TASKS`` tasks (tasks are i.i.d.).
+        """
+        k = min(post.num_tasks, KL_LOG_TASKS)
+
+        def head(ep: Episodes) -> Episodes:
+            return Episodes.from_tensors({n: v[:k] for n, v in ep.tensors().items()})
+
+        with torch.no_grad():
+            adapted = self._adapt(self.params, head(pre), [head(r) for r in replay])
+            return mean_kl(self.policy, adapted, head(post)).item()
+
     def _post_dist_params(self, adapted: Params, post: Episodes) -> Tensor:
         return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(adapted, post.obs)
 
@@ -239,8 +257,10 @@ class MetaLearner:
         return w / w.sum(dim=(-2, -1), keepdim=True) / post.num_tasks
 
     def _trpo_update(
-        self, pre: Episodes, post: Episodes, replay: list[Episodes]
+        self, pre: Episodes, post: Episodes, replay: list[Episodes], adapted: Params | None = None
     ) -> dict[str, float]:
+        """``adapted``: the step's differentiable adaptation at the current theta; TRPO's
+        first evaluation (loss and gradient) reuses it instead of adapting again."""
         cfg = self.config
         dist = self.policy.distribution
         weights = self._loss_and_kl_weights(post)
@@ -270,9 +290,11 @@ class MetaLearner:
             post_obs = post.obs[fisher_tasks]
             return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(adapted, post_obs)
 
+        at_theta = [adapted] if adapted is not None else []
+
         def evaluate() -> tuple[Tensor, Tensor, Tensor]:
-            adapted = self._adapt(self.params, pre, replay)
-            new = self._post_dist_params(adapted, post)
+            current = at_theta.pop() if at_theta else self._adapt(self.params, pre, replay)
+            new = self._post_dist_params(current, post)
             ratio = torch.exp(dist.log_prob(new, post.actions) - post.log_probs)
             loss = -(weights * ratio * adv).sum()
             return loss, kl_fn(old, new).sum(), new
@@ -315,8 +337,7 @@ class MetaLearner:
     ) -> dict[str, float]:
         loss = outer_loss(self.policy, adapted, post)
         norm, skipped = self._apply_grads(loss, "Adam")
-        with torch.no_grad():
-            kl = mean_kl(self.policy, self._adapt(self.params, pre, replay), post).item()
+        kl = self._logged_kl(pre, post, replay)
         return {
             "meta/loss": loss.item(),
             "meta/kl": kl,
@@ -342,8 +363,7 @@ class MetaLearner:
                 first_loss = loss.item()
             norm, skipped = self._apply_grads(total, "ProMP")
             skipped_any |= skipped
-        with torch.no_grad():
-            kl = mean_kl(self.policy, self._adapt(self.params, pre, replay), post).item()
+        kl = self._logged_kl(pre, post, replay)
         return {
             "meta/loss": first_loss,
             "meta/kl": kl,
