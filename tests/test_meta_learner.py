@@ -108,3 +108,18 @@ def test_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="surrogate"):
         MetaConfig(surrogate="ppo")
     assert isinstance(Navigation2DBatchEnv(np.zeros((1, 2)), 1).max_episode_steps, int)
+
+
+def test_evaluate_adaptation_step_sizes_per_step() -> None:
+    learner = _learner(optimizer="adam")
+    tasks = Navigation2DFamily().sample_tasks(2, "test", np.random.default_rng(9))
+
+    def run(sizes: tuple[float, ...] | None) -> dict[int, float]:
+        gen = torch.Generator().manual_seed(3)
+        return learner.evaluate_adaptation(tasks, (0, 1, 2), generator=gen, step_sizes=sizes)
+
+    default, same = run(None), run((learner.config.inner_lr,))
+    assert default == same
+    frozen_second = run((learner.config.inner_lr, 0.0))  # step 2 changes nothing
+    assert frozen_second[0] == default[0] and frozen_second[1] == default[1]
+    assert frozen_second[2] != default[2]

@@ -378,10 +378,18 @@ class MetaLearner:
         num_steps_list: tuple[int, ...] = (0, 1, 2, 3),
         episodes_per_task: int | None = None,
         generator: torch.Generator | None = None,
+        step_sizes: tuple[float, ...] | None = None,
     ) -> dict[int, float]:
         """Average episode return after k inner steps, each step on fresh episodes sampled
-        with the current adapted policies (the paper's test protocol). theta is untouched."""
+        with the current adapted policies, the baseline refitted on them (the paper's test
+        protocol, as pytorch-maml-rl's test.py). theta is untouched.
+
+        ``step_sizes``: the inner step size of step 1, 2, ... (the last one repeats); default
+        ``config.inner_lr`` for every step. The original MAML code tested 2D navigation with
+        0.5 for the first step and 0.25 after it (``maml_examples/test_maml_point.py``).
+        """
         cfg = self.config
+        sizes = step_sizes or (cfg.inner_lr,)
         generator = (
             generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
         )
@@ -397,8 +405,8 @@ class MetaLearner:
                 if k == max(num_steps_list):
                     break
                 params = adapt(
-                    self.policy, params, ep, 1, cfg.inner_lr, True, cfg.surrogate, lrs,
-                    gamma=cfg.gamma, per_task=per_task,
+                    self.policy, params, ep, 1, sizes[min(k, len(sizes) - 1)], True,
+                    cfg.surrogate, lrs, gamma=cfg.gamma, per_task=per_task,
                 )  # fmt: skip
                 per_task = True
         return out
