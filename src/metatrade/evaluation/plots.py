@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from metatrade.evaluation.io import atomic_savefig
+
+EXCHANGE_TZ = "Asia/Kolkata"  # NSE session clock (09:15-15:30); timestamps are stored in UTC
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
@@ -30,16 +33,22 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     return dd
 
 
+def exchange_time_labels(timestamps: np.ndarray, tz: str = EXCHANGE_TZ) -> list[str]:
+    """Bar times as 'YYYY-MM-DD HH:MM' in the exchange's time zone, the clock traders read."""
+    ts = np.asarray(timestamps)
+    ts = ts.astype("datetime64[ns]") if np.issubdtype(ts.dtype, np.integer) else ts
+    return list(pd.DatetimeIndex(ts).tz_localize("UTC").tz_convert(tz).strftime("%Y-%m-%d %H:%M"))
+
+
 def _time_ticks(ax: Any, timestamps: np.ndarray, n: int, num_ticks: int = 8) -> None:
     """Label a bar-index axis with dates: intraday data plotted against wall time would
     draw every night and weekend as a long straight segment."""
     ts = np.asarray(timestamps)
     if len(ts) != n:
         raise ValueError(f"plot: {len(ts)} timestamps for {n} equity points; they must align")
-    ts = ts.astype("datetime64[ns]") if np.issubdtype(ts.dtype, np.integer) else ts
     pos = np.unique(np.linspace(0, n - 1, min(num_ticks, n)).round().astype(int))
     ax.set_xticks(pos)
-    ax.set_xticklabels([np.datetime_as_string(ts[i], unit="m").replace("T", " ") for i in pos])
+    ax.set_xticklabels(exchange_time_labels(ts[pos]))
 
 
 def plot_equity_curve(
@@ -82,7 +91,7 @@ def plot_equity_curve(
     ax_dd.set_ylabel("drawdown (%)")
     if timestamps is not None:
         _time_ticks(ax_dd, timestamps, len(next(iter(curves.values()))))
-    ax_dd.set_xlabel("bar (labels: bar time, UTC)" if timestamps is not None else "bar")
+    ax_dd.set_xlabel(f"bar (labels: bar time, {EXCHANGE_TZ})" if timestamps is not None else "bar")
     ax_dd.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()

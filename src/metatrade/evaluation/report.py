@@ -25,7 +25,7 @@ from metatrade.evaluation.backtest import (
     run_backtest_pair,
 )
 from metatrade.evaluation.io import atomic_write_text
-from metatrade.evaluation.plots import plot_equity_curve
+from metatrade.evaluation.plots import EXCHANGE_TZ, exchange_time_labels, plot_equity_curve
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.env import TradingEnv
 
@@ -159,10 +159,10 @@ def format_backtest_report(
 
 
 def _details(result: BacktestResult, others: Mapping[str, BacktestResult]) -> dict[str, str]:
-    ts = result.timestamps.astype("datetime64[ns]")
+    ts = result.timestamps
+    first, last = exchange_time_labels(ts[[0, -1]])
     out = {
-        "Period (UTC)": f"{np.datetime_as_string(ts[0], unit='m')} .. "
-        f"{np.datetime_as_string(ts[-1], unit='m')} ({len(ts) - 1} bars of {result.bar_minutes} min)",
+        f"Period ({EXCHANGE_TZ})": f"{first} .. {last} ({len(ts) - 1} bars of {result.bar_minutes} min)",
         "Initial capital": f"{result.initial_capital:,.2f} INR",
     }
     for label, r in others.items():
