@@ -7,6 +7,7 @@ TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
     python benchmarks/nav2d_maml.py --quick     # timing only (Adam and TRPO), < 45 s
     python benchmarks/nav2d_maml.py             # + TRPO training (500 its or ~10 min) and the
                                                 #   return after 0..3 inner steps on test goals
+                                                #   (every --eval-every its; best one reported)
 
 The last line printed is one JSON object.
 """
@@ -89,6 +90,9 @@ def main() -> None:
         default=0.25,
         help="fraction of tasks behind TRPO's Fisher (1.0: exact)",
     )
+    parser.add_argument(
+        "--eval-every", type=int, default=100, help="evaluate on the test goals every N its"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     args = parser.parse_args()
@@ -117,8 +121,15 @@ def main() -> None:
     test_tasks = learner.family.sample_tasks(
         args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
     )
-    curve = []
-    iter_times = []
+
+    def evaluate(step_sizes: tuple[float, ...] | None = None) -> dict[int, float]:
+        gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
+        return learner.evaluate_adaptation(
+            test_tasks, (0, 1, 2, 3), episodes_per_task=20, generator=gen, step_sizes=step_sizes
+        )
+
+    curve, evals = [], []
+    iter_times: list[float] = []
     start = time.perf_counter()
     while learner.iteration < args.iterations and time.perf_counter() - start < args.time_budget:
         t0 = time.perf_counter()
@@ -135,12 +146,19 @@ def main() -> None:
             }
             curve.append(row)
             print(json.dumps(row), flush=True)
-    returns = learner.evaluate_adaptation(
-        test_tasks, (0, 1, 2, 3), episodes_per_task=20, generator=torch.Generator().manual_seed(7)
-    )
+        if learner.iteration % args.eval_every == 0:  # outside the timed iteration
+            evals.append((learner.iteration, evaluate()))
+            print(json.dumps({"eval_iteration": learner.iteration, **evals[-1][1]}), flush=True)
+    train_wall = time.perf_counter() - start
+    returns = evaluate()
+    evals.append((learner.iteration, returns))
+    best_iteration, best = max(evals, key=lambda e: e[1][1])  # by the 1-step return
+    # The original MAML code tested with step size 0.5, then 0.25 (maml_rl test_maml_point.py).
+    original_sizes = evaluate((0.5, 0.25))
     for k in range(4):
         print(
-            f"return after {k} inner steps: {returns[k]:8.2f}   (paper Table 4: {PAPER_TABLE4[k]:8.2f})"
+            f"return after {k} inner steps: {returns[k]:8.2f} (lr {learner.config.inner_lr}), "
+            f"{original_sizes[k]:8.2f} (lr 0.5, 0.25)   paper Table 4: {PAPER_TABLE4[k]:8.2f}"
         )
     result = {
         "sec_per_iter_adam": adam_med,
@@ -148,8 +166,12 @@ def main() -> None:
         "meta_iterations": learner.iteration,
         **{f"return_after_{k}": returns[k] for k in range(4)},
         **{f"paper_return_after_{k}": PAPER_TABLE4[k] for k in range(4)},
-        "train_wall_s": round(time.perf_counter() - start, 1),
+        "best_iteration": best_iteration,
+        **{f"best_return_after_{k}": best[k] for k in range(4)},
+        **{f"return_after_{k}_lr_0.5_0.25": original_sizes[k] for k in range(4)},
+        "train_wall_s": round(train_wall, 1),
         "cg_subsample": args.cg_subsample,
+        "threads": args.threads,
         "mode": "full",
     }
     print(json.dumps(result))
