@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from metatrade.io import atomic_write
 
 CACHE_ENV = "METATRADE_CACHE"
 
@@ -61,14 +62,7 @@ class DiskCache:
         f = self._file(kind, path, extra)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".npz")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **arrays)
-                os.replace(tmp, f)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(f, lambda fh: np.savez(fh, **arrays), binary=True)
             for old in self.root.glob(f"{self._prefix(kind, path)}-*.npz"):
                 if old != f:
                     old.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from metatrade.evaluation.io import atomic_savefig
+from metatrade.io import atomic_savefig
 
 EXCHANGE_TZ = "Asia/Kolkata"  # NSE session clock (09:15-15:30); timestamps are stored in UTC
 

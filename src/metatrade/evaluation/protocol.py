@@ -41,8 +41,8 @@ from metatrade.evaluation.bootstrap import (
     hierarchical_bootstrap_means,
     percentile_interval,
 )
-from metatrade.evaluation.io import atomic_write_text
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
+from metatrade.io import atomic_write_text
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.adapt import adapt

@@ -24,8 +24,8 @@ from metatrade.evaluation.backtest import (
     run_backtest,
     run_backtest_pair,
 )
-from metatrade.evaluation.io import atomic_write_text
 from metatrade.evaluation.plots import EXCHANGE_TZ, exchange_time_labels, plot_equity_curve
+from metatrade.io import atomic_write_text
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.env import TradingEnv
 

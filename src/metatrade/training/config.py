@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from metatrade.io import atomic_write_text
+
 TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
 
 
@@ -449,9 +451,4 @@ def apply_overrides(cfg: RunConfig, flat: dict[str, Any]) -> RunConfig:
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (what ``--resume`` and ``evaluate`` read back)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

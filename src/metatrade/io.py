@@ -1,4 +1,4 @@
-"""Atomic file writes for reports, tables and plots.
+"""Atomic file writes, for every layer: checkpoints, caches, configs, reports and plots.
 
 A run interrupted mid-write must never leave a half-written CSV or PNG that a later reader
 takes for a result: write to a temporary file in the same directory, then ``os.replace``
