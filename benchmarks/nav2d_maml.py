@@ -112,7 +112,13 @@ def main() -> None:
         )
         print(
             json.dumps(
-                {"sec_per_iter_adam": adam_med, "sec_per_iter_trpo": trpo_med, "mode": "quick"}
+                {
+                    "sec_per_iter_adam": adam_med,
+                    "sec_per_iter_trpo": trpo_med,
+                    "cg_subsample": args.cg_subsample,
+                    "threads": args.threads,
+                    "mode": "quick",
+                }
             )
         )
         return
