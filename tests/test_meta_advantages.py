@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from metatrade.meta.advantages import LinearFeatureBaseline, discounted_returns, gae, normalize
@@ -95,3 +96,21 @@ def test_linear_baseline_survives_degenerate_features() -> None:
     mask = torch.ones(2, 1, 4)
     b = LinearFeatureBaseline(reg_coeff=0.0).fit(obs, torch.ones(2, 1, 4), mask)
     assert torch.isfinite(b.predict(obs, mask)).all()
+
+
+def test_linear_baseline_obs_dims_fits_on_the_trailing_entries_only() -> None:
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randn(2, 4, 6, 5, generator=g, dtype=torch.float64)
+    mask = torch.ones(2, 4, 6, dtype=torch.float64)
+    returns = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    narrow = LinearFeatureBaseline(obs_dims=2)
+    assert narrow.features(obs, mask).shape[-1] == 2 * 2 + 4
+    narrow.fit(obs, returns, mask)
+    # same fit as the full baseline given only the last two entries: leading ones are ignored
+    full = LinearFeatureBaseline().fit(obs[..., -2:], returns, mask)
+    torch.testing.assert_close(narrow.weights, full.weights)
+    scrambled = obs.clone()
+    scrambled[..., :3] = torch.randn(2, 4, 6, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(narrow.predict(scrambled, mask), narrow.predict(obs, mask))
+    with pytest.raises(ValueError, match="obs_dims"):
+        LinearFeatureBaseline(obs_dims=0)

@@ -101,7 +101,11 @@ class LinearFeatureBaseline:
 
     Features of an observation at time t: ``[obs, obs^2, s, s^2, s^3, 1]`` with
     ``s = t / time_scale`` (rllab's constant 100, equal to the 2D-navigation horizon), all
-    zero at padded steps. Weights solve the ridge-regularised normal equations
+    zero at padded steps. With ``obs_dims`` set, only the LAST ``obs_dims`` entries of the
+    observation enter the features: the ridge solve is cubic in the feature count, so a wide
+    observation (a trading window of 32 bars x 22 features + the account) would dominate a
+    meta-iteration; its latest bar and the account state (the trailing entries) carry most of
+    what the value depends on. Weights solve the ridge-regularised normal equations
     ``(X^T X + reg I) w = X^T G`` for every task at once (``torch.linalg.solve`` on a
     [T, F, F] batch); if a task's system is singular the ridge is multiplied by 10 (up to
     5 times), as in rllab.
@@ -113,13 +117,24 @@ class LinearFeatureBaseline:
         values = baseline.predict(obs, mask)      # [T, E, H]
     """
 
-    def __init__(self, reg_coeff: float = 1e-5, time_scale: float = 100.0) -> None:
+    def __init__(
+        self, reg_coeff: float = 1e-5, time_scale: float = 100.0, obs_dims: int | None = None
+    ) -> None:
+        if obs_dims is not None and obs_dims < 1:
+            raise ValueError(
+                f"LinearFeatureBaseline(obs_dims={obs_dims}): use a positive count of trailing "
+                "observation entries, or None for all of them."
+            )
         self.reg_coeff = reg_coeff
         self.time_scale = time_scale
+        self.obs_dims = obs_dims
         self.weights: Tensor | None = None  # [T, F]
 
     def features(self, obs: Tensor, mask: Tensor, t0: Tensor | None = None) -> Tensor:
-        """Features [T, E, H, 2D + 4]; ``t0`` (optional, [T, E]) offsets the time index."""
+        """Features [T, E, H, 2D' + 4] (D' = ``obs_dims`` or D); ``t0`` (optional, [T, E])
+        offsets the time index."""
+        if self.obs_dims is not None:
+            obs = obs[..., -self.obs_dims :]
         horizon = obs.shape[-2]
         t = torch.arange(horizon, dtype=obs.dtype, device=obs.device)
         t = t.expand(obs.shape[:-1])
@@ -168,14 +183,19 @@ def compute_advantages(
     gae_lambda: float,
     baseline: LinearFeatureBaseline | None = None,
     normalize_advantages: bool = True,
+    baseline_obs_dims: int | None = None,
 ) -> Episodes:
     """Fit the baseline on ``episodes`` (per task), then GAE; returns a copy with
     ``values``, ``advantages`` (normalised per task if asked) and ``returns`` set.
 
+    ``baseline_obs_dims``: the default baseline's features use only the last that many
+    observation entries (``LinearFeatureBaseline.obs_dims``; ignored when ``baseline`` is given).
+
     ``next_values`` is V(s_{t+1}) inside an episode and V(last_obs) at its last step, so a
     truncated episode is bootstrapped and a terminated one is not (``terminated`` zeroes it).
     """
-    baseline = baseline if baseline is not None else LinearFeatureBaseline()
+    if baseline is None:
+        baseline = LinearFeatureBaseline(obs_dims=baseline_obs_dims)
     with torch.no_grad():
         mask = episodes.mask
         dones = episodes.dones
