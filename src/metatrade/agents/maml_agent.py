@@ -2,7 +2,7 @@
 
 A thin wrapper over ``metatrade.meta.learner.MetaLearner``: ``learn`` runs meta-iterations
 (sample tasks, adapt each, meta-update through the adaptation), ``adapt`` takes k inner
-policy-gradient steps on a new task with ``metatrade.meta.adapt.adapt`` (each step on fresh
+policy-gradient steps on a new task with ``metatrade.meta.adapt.adapt_online`` (each step on fresh
 episodes sampled with the current adapted policy, as in the MAML paper's test protocol), and
 ``select_action`` acts with the meta-parameters, or with the adapted ones on the copy that
 ``adapt`` returns. The policy can be any kind of ``make_policy`` (mlp, gru, moe); with
@@ -30,11 +30,9 @@ from torch.func import functional_call
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
-from metatrade.meta.adapt import adapt as inner_adapt
-from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.adapt import adapt_online
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
-from metatrade.meta.sampler import sample_episodes
 
 Params = dict[str, Tensor]
 
@@ -139,36 +137,20 @@ class MAMLAgent(BaseAgent):
             )
         cfg = self.meta_config
         adapted = self.clone()
-        params, per_task = self.params, self.adapted_params is not None
+        per_task = self.adapted_params is not None
+        params = self.params
         if per_task:
             params = {k: v.unsqueeze(0) for k, v in params.items()}
-        with torch.no_grad():
-            for _ in range(int(num_steps)):
-                episodes = sample_episodes(
-                    self.policy, params, batch_env, num_rollout_steps, adapted.generator, per_task
-                )
-                episodes = compute_advantages(
-                    episodes,
-                    cfg.gamma,
-                    cfg.gae_lambda,
-                    normalize_advantages=cfg.normalize_advantages,
-                )
-                lrs = self.learner.inner_lrs
-                params = inner_adapt(
-                    self.policy,
-                    params,
-                    episodes,
-                    num_steps=1,
-                    lr=cfg.inner_lr if lr is None else lr,
-                    first_order=True,  # no meta-gradient at test time
-                    surrogate=cfg.surrogate,
-                    inner_lrs=None if lrs is None else {k: v.detach() for k, v in lrs.items()},
-                    gamma=cfg.gamma,
-                    per_task=per_task,
-                )
-                per_task = True
-        if per_task:
-            adapted.adapted_params = {k: v[0].detach() for k, v in params.items()}
+        result = adapt_online(
+            self.policy, params, batch_env, int(num_steps), cfg.inner_lr if lr is None else lr,
+            surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+            normalize_advantages=cfg.normalize_advantages,
+            baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.learner.inner_lrs,
+            num_rollout_steps=num_rollout_steps, generator=adapted.generator,
+            per_task=per_task, measure_final=False,
+        )  # fmt: skip
+        if per_task or num_steps > 0:
+            adapted.adapted_params = {k: v[0].detach() for k, v in result.params.items()}
         return adapted
 
     def clone(self) -> MAMLAgent:

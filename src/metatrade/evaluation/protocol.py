@@ -2,8 +2,8 @@
 tasks never seen in meta-training?
 
 For every held-out task and every starting point (the MAML meta-parameters, a multi-task PPO
-policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt``, same
-surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 policy-gradient steps on
+policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt_online``,
+same surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 policy-gradient steps on
 episodes drawn from the task's *adaptation window* (its train split; each step samples fresh
 episodes with the current adapted policy, as in the MAML paper). Every adapted policy is then
 evaluated out of sample, on the task's *test* split:
@@ -45,9 +45,8 @@ from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.io import atomic_write_text
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
-from metatrade.meta.adapt import adapt
-from metatrade.meta.advantages import compute_advantages
-from metatrade.meta.sampler import policy_forward, sample_episodes
+from metatrade.meta.adapt import adapt_online
+from metatrade.meta.sampler import policy_forward
 
 Params = dict[str, Tensor]
 
@@ -100,6 +99,8 @@ class ProtocolConfig:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
+    baseline_obs_dims: int | None = None
+    """the linear baseline's features use the last this-many observation entries (None: all)"""
     deterministic_test: bool = False
     """test windows with the policy's mode instead of sampled actions"""
     backtest: bool = True
@@ -460,30 +461,23 @@ class MetaTestProtocol:
             train_env = BatchTradingEnv(
                 arrays, cfg.adaptation_episodes, train_cfg, seed=cfg.seed + 1000 * s_idx
             )
-            policy = start.policy
+            # k inner steps, each on fresh adaptation-window episodes of the current policy;
+            # step k's batch resets the env with seed cfg.seed + 100 k.
             params = {
                 k: v.detach().unsqueeze(0).expand(num_tasks, *v.shape)
                 for k, v in start.params.items()
             }
-            for k in range(max_k + 1):
-                if k > 0:
-                    # One inner step on fresh adaptation-window episodes of the current policy.
-                    eps = sample_episodes(
-                        policy, params, train_env, generator=gen, per_task=True,
-                        seed=cfg.seed + 100 * k,
-                    )  # fmt: skip
-                    eps = compute_advantages(
-                        eps, cfg.gamma, cfg.gae_lambda,
-                        normalize_advantages=cfg.normalize_advantages,
-                    )  # fmt: skip
-                    params = adapt(
-                        policy, params, eps, num_steps=1, lr=cfg.inner_lr,
-                        surrogate=cfg.surrogate, inner_lrs=start.inner_lrs,
-                        gamma=cfg.gamma, per_task=True, first_order=True,
-                    )  # fmt: skip
-                    params = {n: v.detach() for n, v in params.items()}
-                if k in cfg.adaptation_steps:
-                    adapted[(label, k)] = params
+            result = adapt_online(
+                start.policy, params, train_env, max_k, cfg.inner_lr,
+                surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                normalize_advantages=cfg.normalize_advantages,
+                baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=start.inner_lrs,
+                generator=gen, per_task=True, measure_final=False,
+                env_seed=lambda j: cfg.seed + 100 * (j + 1),
+                keep=cfg.adaptation_steps,
+            )  # fmt: skip
+            for k in cfg.adaptation_steps:
+                adapted[(label, k)] = result.snapshots[k]
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
         groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
         for (label, k), params in adapted.items():

@@ -5,16 +5,27 @@ one ``vmap(grad(inner_loss))`` over the task axis. The result is an ordinary fun
 the meta-parameters: when they require grad (regular autograd), backpropagating a loss of
 theta' reaches theta through the inner gradient (second order), unless ``first_order``
 stops it there (FOMAML: d theta'/d theta = I).
+
+``adapt_online`` is the test-time counterpart (the paper's test protocol): k first-order
+steps without an outer graph, each on fresh episodes sampled with the current adapted
+policies, the baseline refitted on each batch. Every evaluation path (``MetaLearner.
+evaluate_adaptation``, ``MAMLAgent.adapt``, ``metatrade adapt`` / ``backtest``, the
+meta-test protocol) adapts through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
+from metatrade.meta.protocols import BatchEnv
+from metatrade.meta.sampler import sample_episodes
 from metatrade.meta.surrogates import Surrogate, get_surrogate
 
 Params = dict[str, Tensor]
@@ -79,3 +90,91 @@ def adapt(
         num_tasks = episodes.num_tasks
         current = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
     return current
+
+
+class OnlineAdaptation(NamedTuple):
+    """What ``adapt_online`` returns."""
+
+    params: Params
+    """adapted parameters, every tensor [T, *param_shape]"""
+    returns: list[float]
+    """``returns[k]``: mean episode return of the batch sampled after k steps"""
+    snapshots: dict[int, Params]
+    """parameters [T, ...] after k steps, for each k asked for in ``keep``"""
+
+
+def adapt_online(
+    policy: nn.Module,
+    params: Params,
+    batch_env: BatchEnv,
+    num_steps: int,
+    lr: float = 0.1,
+    *,
+    surrogate: str | Surrogate = "vpg",
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    normalize_advantages: bool = True,
+    baseline_obs_dims: int | None = None,
+    inner_lrs: Params | None = None,
+    step_sizes: Sequence[float] | None = None,
+    num_rollout_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    per_task: bool = False,
+    measure_final: bool = True,
+    env_seed: Callable[[int], int | None] | None = None,
+    keep: Collection[int] = (),
+) -> OnlineAdaptation:
+    """Test-time adaptation: ``num_steps`` first-order inner steps, step k on a fresh batch
+    of ``batch_env`` sampled with the parameters after k steps (advantages from a baseline
+    refitted on that batch). Runs under ``no_grad``; ``params`` are never modified.
+
+    Args:
+        policy, params: the start (``params`` without a task axis, or [T, ...] if ``per_task``).
+        batch_env: the T tasks to adapt to, E episodes each per step.
+        num_steps: inner steps k (0: no step).
+        lr: inner step size of every step (unless ``step_sizes``; Meta-SGD ``inner_lrs``
+            override it for the tensors they name).
+        surrogate, gamma, gae_lambda, normalize_advantages, baseline_obs_dims: as in training
+            (``adapt``, ``compute_advantages``).
+        step_sizes: step size of step 1, 2, ... (the last one repeats), e.g. (0.5, 0.25).
+        num_rollout_steps: rollout length H (default: the env's episode length).
+        generator: action noise and env reset seeds, drawn in sampling order.
+        measure_final: also sample one batch after the last step, so ``returns`` has
+            ``num_steps + 1`` entries; False saves that rollout (``num_steps`` entries).
+        env_seed: ``k -> reset seed`` of the batch sampled after k steps (None: drawn from
+            ``generator``), e.g. to give every start the same adaptation episodes.
+        keep: step counts whose parameters go in ``snapshots``.
+    """
+    num_tasks = batch_env.num_tasks
+    sizes = tuple(step_sizes) if step_sizes else (lr,)
+    lrs = None if inner_lrs is None else {k: v.detach() for k, v in inner_lrs.items()}
+    current = {k: v.detach() for k, v in params.items()}
+
+    def stacked(p: Params, with_tasks: bool) -> Params:
+        return p if with_tasks else {k: v.expand(num_tasks, *v.shape) for k, v in p.items()}
+
+    returns: list[float] = []
+    snapshots: dict[int, Params] = {}
+    with torch.no_grad():
+        for k in range(num_steps + 1):
+            if k in keep:
+                snapshots[k] = stacked(current, per_task)
+            if k == num_steps and not measure_final:
+                break
+            seed = None if env_seed is None else env_seed(k)
+            batch = sample_episodes(
+                policy, current, batch_env, num_rollout_steps, generator, per_task, seed
+            )
+            returns.append(batch.episode_returns().mean().item())
+            if k == num_steps:
+                break
+            batch = compute_advantages(
+                batch, gamma, gae_lambda, normalize_advantages=normalize_advantages,
+                baseline_obs_dims=baseline_obs_dims,
+            )  # fmt: skip
+            current = adapt(
+                policy, current, batch, 1, sizes[min(k, len(sizes) - 1)], True, surrogate, lrs,
+                gamma=gamma, per_task=per_task,
+            )  # fmt: skip
+            per_task = True
+    return OnlineAdaptation(stacked(current, per_task), returns, snapshots)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt, adapt_online
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.objective import clipped_loss, mean_kl, outer_loss
@@ -72,6 +72,9 @@ class MetaConfig:
     """GAE lambda (1.0 in the paper)"""
     normalize_advantages: bool = True
     """normalise advantages per task"""
+    baseline_obs_dims: int | None = None
+    """fit the linear baseline on the last this-many observation entries (None: all); keeps
+    its cubic-cost solve cheap on wide observations (trading: latest bar + account)"""
     num_steps: int | None = None
     """rollout length (default: the env's max_episode_steps)"""
     max_kl: float = 0.01
@@ -107,6 +110,11 @@ class MetaConfig:
         for name in ("meta_batch_size", "episodes_per_task", "num_evaluation_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MetaConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.baseline_obs_dims is not None and self.baseline_obs_dims < 1:
+            raise ValueError(
+                f"MetaConfig.baseline_obs_dims={self.baseline_obs_dims}: use a positive count "
+                "of trailing observation entries, or None for all."
+            )
 
 
 class MetaLearner:
@@ -155,7 +163,11 @@ class MetaLearner:
             self.policy, self._detached(params), env, cfg.num_steps, generator, per_task=per_task
         )
         return compute_advantages(
-            ep, cfg.gamma, cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages
+            ep,
+            cfg.gamma,
+            cfg.gae_lambda,
+            normalize_advantages=cfg.normalize_advantages,
+            baseline_obs_dims=cfg.baseline_obs_dims,
         )
 
     def _adapt(self, params: Params, pre: Episodes, replay: list[Episodes] | None) -> Params:
@@ -389,27 +401,18 @@ class MetaLearner:
         0.5 for the first step and 0.25 after it (``maml_examples/test_maml_point.py``).
         """
         cfg = self.config
-        sizes = step_sizes or (cfg.inner_lr,)
         generator = (
             generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
         )
         env = self.family.make_batch_env(tasks, episodes_per_task or cfg.episodes_per_task)
-        lrs = None if self.inner_lrs is None else self._detached(self.inner_lrs)
-        out: dict[int, float] = {}
-        params, per_task = self._detached(self.params), False
-        with torch.no_grad():
-            for k in range(max(num_steps_list) + 1):
-                ep = self._sample(params, env, per_task, generator)
-                if k in num_steps_list:
-                    out[k] = ep.episode_returns().mean().item()
-                if k == max(num_steps_list):
-                    break
-                params = adapt(
-                    self.policy, params, ep, 1, sizes[min(k, len(sizes) - 1)], True,
-                    cfg.surrogate, lrs, gamma=cfg.gamma, per_task=per_task,
-                )  # fmt: skip
-                per_task = True
-        return out
+        result = adapt_online(
+            self.policy, self.params, env, max(num_steps_list), cfg.inner_lr,
+            surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+            normalize_advantages=cfg.normalize_advantages,
+            baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.inner_lrs,
+            step_sizes=step_sizes, num_rollout_steps=cfg.num_steps, generator=generator,
+        )  # fmt: skip
+        return {k: result.returns[k] for k in sorted(set(num_steps_list))}
 
     def state_dict(self) -> dict[str, Any]:
         """Meta-parameters, Meta-SGD rates, optimizer state, config and iteration count."""

@@ -284,31 +284,18 @@ def adapt_params(
     """Adapt to ``tasks`` with ``steps`` inner steps, each on fresh episodes of the family's
     period (the paper's test protocol). Returns per-task params [T, ...] and the mean episode
     return after k = 0..steps steps (the last one measured on one more fresh batch)."""
-    from metatrade.meta.adapt import adapt
-    from metatrade.meta.advantages import compute_advantages
-    from metatrade.meta.sampler import sample_episodes
+    from metatrade.meta.adapt import adapt_online
 
     m = cfg.meta
     env = family.make_batch_env(tasks, m.episodes_per_task)
-    current = {k: v.detach() for k, v in (params or dict(policy.named_parameters())).items()}
-    per_task, returns = False, []
-    with torch.no_grad():
-        for k in range(steps + 1):
-            ep = sample_episodes(policy, current, env, m.num_steps, generator, per_task=per_task)
-            returns.append(ep.episode_returns().mean().item())
-            if k == steps:
-                break
-            ep = compute_advantages(
-                ep, m.gamma, m.gae_lambda, normalize_advantages=m.normalize_advantages
-            )
-            current = adapt(
-                policy, current, ep, 1, m.inner_lr, True, m.surrogate, None,
-                gamma=m.gamma, per_task=per_task,
-            )  # fmt: skip
-            per_task = True
-    if not per_task:
-        current = {k: v.unsqueeze(0).expand(len(tasks), *v.shape) for k, v in current.items()}
-    return current, returns
+    start = params if params is not None else dict(policy.named_parameters())
+    result = adapt_online(
+        policy, start, env, steps, m.inner_lr, surrogate=m.surrogate, gamma=m.gamma,
+        gae_lambda=m.gae_lambda, normalize_advantages=m.normalize_advantages,
+        baseline_obs_dims=m.baseline_obs_dims, num_rollout_steps=m.num_steps,
+        generator=generator,
+    )  # fmt: skip
+    return result.params, result.returns
 
 
 def eval_tasks(cfg: RunConfig, loader: Any) -> list[Any]:
@@ -427,6 +414,7 @@ def make_protocol_config(cfg: RunConfig) -> Any:
         gamma=m.gamma,
         gae_lambda=m.gae_lambda,
         normalize_advantages=m.normalize_advantages,
+        baseline_obs_dims=m.baseline_obs_dims,
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
         bootstrap_samples=ev.bootstrap_samples,
         seed=cfg.run.seed,

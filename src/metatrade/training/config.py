@@ -200,6 +200,12 @@ class MetaSection(_Section):
     gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda")
     normalize_advantages: bool = Field(True, description="normalise advantages per task")
+    baseline_obs_dims: int | None = Field(
+        None,
+        gt=0,
+        description="linear baseline on the last N observation entries; null = all "
+        "(trading: features + 4 = the latest bar and the account)",
+    )
     num_steps: int | None = Field(
         None, gt=0, description="rollout length; null = the env's episode length"
     )

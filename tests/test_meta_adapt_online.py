@@ -1,0 +1,79 @@
+"""``adapt_online``: the one test-time adaptation loop behind every evaluation path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metatrade.agents.policies import make_policy
+from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.meta.adapt import adapt, adapt_online
+from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.sampler import sample_episodes
+
+
+@pytest.fixture()
+def setup():
+    torch.set_num_threads(1)
+    family = Navigation2DFamily(max_episode_steps=20)
+    env = family.make_batch_env(family.sample_tasks(3, "test", np.random.default_rng(0)), 4)
+    policy = make_policy("mlp", env.observation_space, env.action_space, hidden_sizes=(8,), seed=0)
+    params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
+    return policy, params, env
+
+
+def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> None:
+    policy, params, env = setup
+    before = {k: v.detach().clone() for k, v in params.items()}
+    sizes = (0.5, 0.25)
+    result = adapt_online(
+        policy, params, env, 3, surrogate="vpg", gamma=0.9, gae_lambda=0.95,
+        step_sizes=sizes, generator=torch.Generator().manual_seed(5), keep=(0, 2),
+    )  # fmt: skip
+
+    # the same steps by hand: sample with the current params, refit the baseline, one step
+    gen = torch.Generator().manual_seed(5)
+    current = {k: v.detach() for k, v in params.items()}
+    per_task, returns, after = False, [], {}
+    for k in range(4):
+        after[k] = current
+        batch = sample_episodes(policy, current, env, None, gen, per_task)
+        returns.append(batch.episode_returns().mean().item())
+        if k == 3:
+            break
+        batch = compute_advantages(batch, 0.9, 0.95)
+        with torch.no_grad():
+            current = adapt(
+                policy, current, batch, 1, sizes[min(k, 1)], True, "vpg", gamma=0.9,
+                per_task=per_task,
+            )  # fmt: skip
+        per_task = True
+
+    assert result.returns == returns
+    for name, value in current.items():
+        assert result.params[name].shape == (3, *params[name].shape)
+        assert torch.equal(result.params[name], value)
+        assert torch.equal(result.snapshots[2][name], after[2][name])
+        assert torch.equal(result.snapshots[0][name], before[name].expand(3, *before[name].shape))
+        assert not result.params[name].requires_grad
+    assert set(result.snapshots) == {0, 2}
+    for name, value in params.items():  # theta bitwise unchanged, still a leaf with grad
+        assert torch.equal(value, before[name]) and value.requires_grad and value.grad is None
+    assert any(not torch.equal(result.params[n][0], before[n]) for n in before)
+
+
+def test_measure_final_and_env_seed(setup) -> None:
+    policy, params, env = setup
+    gen = torch.Generator().manual_seed(1)
+    short = adapt_online(policy, params, env, 2, 0.1, generator=gen, measure_final=False)
+    assert len(short.returns) == 2  # no rollout after the last step
+    none = adapt_online(policy, params, env, 0, generator=gen, measure_final=False)
+    assert none.returns == [] and all(v.shape[0] == 3 for v in none.params.values())
+
+    # env_seed(k) seeds the reset of the batch sampled after k steps
+    seen: list[int] = []
+    seeded = adapt_online(
+        policy, params, env, 2, generator=gen, env_seed=lambda k: seen.append(k) or 100 + k
+    )
+    assert seen == [0, 1, 2] and len(seeded.returns) == 3
