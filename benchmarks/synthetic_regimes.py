@@ -6,8 +6,9 @@ real pipeline (files -> DataLoader -> causal features -> BatchTradingEnv, 25/35 
 Held-out tasks draw phi from the same range with unseen seeds.
 
 Three starts, each adapted by the *same* inner loop (``MetaTestProtocol``: vpg surrogate,
-step size alpha, fresh adaptation-window episodes per step) and evaluated on the held-out
-tasks' test split, as a fraction of the oracle's return on the same windows:
+step size alpha, gamma / GAE lambda, fresh adaptation-window episodes per step, the same
+settings as meta-training) and evaluated on the held-out tasks' test split, as a fraction of
+the oracle's return on the same windows:
 
 * MAML: ``MetaLearner`` meta-parameters after ``--iterations`` meta-iterations;
 * pretrained: multi-task PPO on all training tasks with the same number of env steps;
@@ -15,9 +16,13 @@ tasks' test split, as a fraction of the oracle's return on the same windows:
 
 Goal (issue 4): MAML beats both at k = 1 with non-overlapping 95% bootstrap intervals.
 
+What made MAML learn here (benchmarks/RESULTS.md has the diagnosis): gamma = lambda = 0.5
+(the edge is one bar ahead), alpha = 10 (advantages are normalised per task, and alpha = 0.1
+moved the categorical policy by a KL of ~3e-5), 40 episodes per inner step.
+
 Usage:
     python benchmarks/synthetic_regimes.py --quick   # < 45 s smoke run (numbers not meaningful)
-    python benchmarks/synthetic_regimes.py           # full mode (~10 min on 2 cores)
+    python benchmarks/synthetic_regimes.py           # full mode (~8-10 min on 2 cores)
 The last line printed is one JSON object.
 """
 
