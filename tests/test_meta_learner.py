@@ -123,3 +123,60 @@ def test_evaluate_adaptation_step_sizes_per_step() -> None:
     frozen_second = run((learner.config.inner_lr, 0.0))  # step 2 changes nothing
     assert frozen_second[0] == default[0] and frozen_second[1] == default[1]
     assert frozen_second[2] != default[2]
+
+
+def test_trpo_step_matches_the_explicit_fisher_through_an_adaptation_step() -> None:
+    """trpo_step's Gauss-Newton Fisher products (J^T M J v through the inner gradient step)
+    give the step of the explicitly formed Fisher: d = -F^-1 g scaled to KL = max_kl."""
+    from torch.autograd.functional import hessian, jacobian
+
+    from metatrade.meta.distributions import DiagGaussian
+    from metatrade.meta.optimizers import trpo_step
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, generator=gen, dtype=torch.float64)
+    actions = torch.randn(6, 1, generator=gen, dtype=torch.float64)
+    adv = torch.randn(6, generator=gen, dtype=torch.float64)
+    dist, alpha, max_kl, damping = DiagGaussian(1), 0.3, 1e-4, 1e-5
+    theta0 = torch.tensor([0.2, -0.4, 0.1, -0.3], dtype=torch.float64)
+
+    def dist_params(theta: torch.Tensor) -> torch.Tensor:
+        def inner(t: torch.Tensor) -> torch.Tensor:  # smooth, with a non-trivial Hessian
+            return ((torch.tanh(x @ t[:3]) - y) ** 2).mean() + torch.exp(t[3]) ** 2
+
+        adapted = theta - alpha * torch.autograd.grad(inner(theta), theta, create_graph=True)[0]
+        mean = torch.tanh(x @ adapted[:3]).unsqueeze(-1)
+        return torch.cat([mean, adapted[3].expand(6, 1)], dim=-1)
+
+    old = dist_params(theta0.clone().requires_grad_()).detach()
+    old_logp = dist.log_prob(old, actions)
+
+    def kl_fn(p_old: torch.Tensor, p_new: torch.Tensor) -> torch.Tensor:
+        return dist.kl(p_old, p_new) / 6
+
+    leaf = theta0.clone().requires_grad_()
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():  # the inner gradient step needs autograd in the line search
+            new = dist_params(leaf)
+        loss = -(torch.exp(dist.log_prob(new, actions) - old_logp) * adv).mean()
+        return loss, kl_fn(old, new).sum(), new
+
+    res = trpo_step([leaf], evaluate, kl_fn, max_kl, cg_iters=4, cg_damping=damping)
+
+    def loss_of(theta: torch.Tensor) -> torch.Tensor:
+        new = dist_params(theta)
+        return -(torch.exp(dist.log_prob(new, actions) - old_logp) * adv).mean()
+
+    t = theta0.clone().requires_grad_()
+    g = torch.autograd.grad(loss_of(t), t)[0]
+    jac = jacobian(lambda th: dist_params(th).reshape(-1), theta0.clone())  # [12, 4]
+    m = hessian(lambda q: kl_fn(old, q.view(6, 2)).sum(), old.reshape(-1).clone())  # [12, 12]
+    fisher = jac.T @ m @ jac + damping * torch.eye(4, dtype=torch.float64)
+    direction = -torch.linalg.solve(fisher, g)
+    step = direction * torch.sqrt(2 * max_kl / (direction @ fisher @ direction))
+    assert res.accepted and res.step_fraction > 0
+    torch.testing.assert_close(
+        leaf.detach() - theta0, res.step_fraction * step, rtol=1e-8, atol=1e-12
+    )

@@ -127,7 +127,10 @@ def trpo_step(
     (rllab's ``subsample_factor``); the gradient and the line search always use all data.
     """
     loss, _, dist_params = evaluate()
-    grads = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
+    # with a separate Fisher subset the full graph is not needed again: free it now
+    grads = torch.autograd.grad(
+        loss, leaves, retain_graph=fisher_evaluate is None, allow_unused=True
+    )
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
     g = flatten(grads)
     grad_norm = g.norm().item()
@@ -142,9 +145,13 @@ def trpo_step(
     jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
     jt_u = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jt_u, strict=True)]
 
+    # M w = d/dq <grad_q KL(old, q), w> at q = old: the first derivative's graph is built once
+    q = old.clone().requires_grad_()
+    kl_grad_q = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
+
     def fisher_vp(v: Tensor) -> Tensor:
         jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
-        mw = kl_hessian_product(kl_fn, old, jv.detach())
+        mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
         jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
         jtmw = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jtmw, strict=True)]
         return flatten(jtmw) + cg_damping * v
