@@ -15,16 +15,5 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    # Sub-command modules are imported lazily-tolerant: each adds itself to ``app``.
-    import importlib
-
-    for name in ("data", "run"):
-        try:
-            importlib.import_module(f"metatrade.cli.{name}")
-        except ModuleNotFoundError as err:  # a layer not yet built
-            if err.name != f"metatrade.cli.{name}":
-                raise
-
-
-_register()
+# Each sub-command module adds its commands to ``app`` on import (after ``app`` exists).
+from metatrade.cli import data, run  # noqa: E402, F401
