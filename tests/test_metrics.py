@@ -8,7 +8,7 @@ import empyrical
 import numpy as np
 import pytest
 
-from metatrade.evaluation.metrics import bars_per_year, compute_metrics
+from metatrade.evaluation.metrics import bars_per_year, compute_metrics, drawdown_series
 from metatrade.market import Action, BacktestingEngine
 
 
@@ -114,3 +114,13 @@ def test_edge_cases_documented_values() -> None:
         compute_metrics([], [], 5)
     with pytest.raises(ValueError, match=r"equity_curve\[1\]"):
         compute_metrics([1.0, float("inf")], [], 5)
+
+
+def test_drawdown_series_hand_worked() -> None:
+    # the series the equity plot draws and the maxima the metrics report are one computation
+    dd_pct, dd_abs = drawdown_series(np.array([100.0, 120.0, 90.0, 130.0, 117.0]))
+    np.testing.assert_allclose(dd_pct, [0.0, 0.0, 0.25, 0.0, 0.1])
+    np.testing.assert_allclose(dd_abs, [0.0, 0.0, 30.0, 0.0, 13.0])
+    m = compute_metrics(np.array([100.0, 120.0, 90.0, 130.0, 117.0]), [], 5)
+    assert m["max_drawdown"] == pytest.approx(0.25)
+    assert m["max_drawdown_abs"] == pytest.approx(30.0)

@@ -83,13 +83,21 @@ def sortino_ratio(returns: np.ndarray, periods_per_year: float, required: float 
     return _ratio(float(excess.mean()) * periods_per_year, downside * math.sqrt(periods_per_year))
 
 
-def drawdowns(equity: np.ndarray) -> tuple[float, float]:
-    """(max drawdown as a positive fraction of the running peak, max drawdown in INR)."""
+def drawdown_series(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bar drawdown from the running peak, >= 0: (fraction of the peak, INR). [N] -> [N].
+
+    A non-positive peak counts as a total (100 %) drawdown."""
     equity = np.asarray(equity, dtype=np.float64)
     peak = np.maximum.accumulate(equity)
     dd_abs = peak - equity
     with np.errstate(divide="ignore", invalid="ignore"):
         dd_pct = np.where(peak > 0.0, dd_abs / peak, 1.0)
+    return dd_pct, dd_abs
+
+
+def drawdowns(equity: np.ndarray) -> tuple[float, float]:
+    """(max drawdown as a positive fraction of the running peak, max drawdown in INR)."""
+    dd_pct, dd_abs = drawdown_series(equity)
     return float(dd_pct.max(initial=0.0)), float(dd_abs.max(initial=0.0))
 
 

@@ -17,20 +17,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from metatrade.evaluation.metrics import drawdown_series
 from metatrade.io import atomic_savefig
 
 EXCHANGE_TZ = "Asia/Kolkata"  # NSE session clock (09:15-15:30); timestamps are stored in UTC
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-
-
-def drawdown(equity: np.ndarray) -> np.ndarray:
-    """Fractional drawdown from the running peak, <= 0: equity / cummax(equity) - 1. [N] -> [N]."""
-    equity = np.asarray(equity, dtype=np.float64)
-    peak = np.maximum.accumulate(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(peak > 0, equity / peak - 1.0, 0.0)
-    return dd
 
 
 def exchange_time_labels(timestamps: np.ndarray, tz: str = EXCHANGE_TZ) -> list[str]:
@@ -78,7 +70,7 @@ def plot_equity_curve(
         x = np.arange(len(equity))
         color = _COLORS[i % len(_COLORS)]
         ax_eq.plot(x, equity, color=color, lw=1.2, label=label)
-        dd = 100.0 * drawdown(equity)
+        dd = -100.0 * drawdown_series(equity)[0]
         ax_dd.plot(x, dd, color=color, lw=0.9)
         if i == 0:
             ax_dd.fill_between(x, dd, 0.0, color=color, alpha=0.3, lw=0)
