@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -24,6 +24,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from metatrade.io import atomic_write
 
 # What the one-line terminal summary shows, in order, when the metric exists.
 _SUMMARY_KEYS = (
@@ -68,10 +70,15 @@ class MetricsLogger:
         keep = [r for r in rows if int(float(r.get("iteration", 0))) <= iteration]
         if self._fields is None:
             return
-        with self.csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields)
+        fields = self._fields
+
+        def write(f: IO[str]) -> None:
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(keep)
+
+        # a crash mid-rewrite must not lose the log of the iterations being kept
+        atomic_write(self.csv_path, write, binary=False)
 
     def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
         """Append one row (``iteration`` first) and send every finite scalar to TensorBoard."""
