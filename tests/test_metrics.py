@@ -124,3 +124,11 @@ def test_drawdown_series_hand_worked() -> None:
     m = compute_metrics(np.array([100.0, 120.0, 90.0, 130.0, 117.0]), [], 5)
     assert m["max_drawdown"] == pytest.approx(0.25)
     assert m["max_drawdown_abs"] == pytest.approx(30.0)
+
+
+def test_annual_return_overflow_is_nan_not_inf() -> None:
+    # +60 % in 3 five-minute bars compounds to 1.6 ** 6300: past float range
+    m = compute_metrics(np.array([1e6, 1.2e6, 1.1e6, 1.6e6]), [], 5)
+    assert math.isnan(m["annual_return"])
+    assert math.isnan(m["calmar"])
+    assert m["total_return"] == pytest.approx(0.6)

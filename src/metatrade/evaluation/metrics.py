@@ -26,6 +26,7 @@ Undefined values are ``nan``, never ``inf`` and never an exception:
 | fewer than 2 returns               | sharpe, sortino nan                     |
 | no drawdown                        | max_drawdown 0.0, calmar nan            |
 | equity <= 0 at some bar            | returns after it undefined: sharpe, sortino, annual_return, calmar nan |
+| annualised growth beyond float range (few bars, large gain) | annual_return, calmar nan |
 """
 
 from __future__ import annotations
@@ -161,10 +162,12 @@ def compute_metrics(
     sharpe = sharpe_ratio(returns, ppy, rf)
     sortino = sortino_ratio(returns, ppy, rf)
     max_dd, max_dd_abs = drawdowns(equity)
+    annual_return = float("nan")
     if solvent and n_ret > 0:
-        annual_return = float((equity[-1] / equity[0]) ** (ppy / n_ret) - 1.0)
-    else:
-        annual_return = float("nan")
+        with np.errstate(over="ignore"):  # a short, strongly growing series compounds past 1e308
+            growth = float((equity[-1] / equity[0]) ** (ppy / n_ret))
+        if math.isfinite(growth):
+            annual_return = growth - 1.0
     calmar = annual_return / max_dd if max_dd > 0 and math.isfinite(annual_return) else float("nan")
 
     if positions is not None:
