@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,12 +17,24 @@ import torch
 from metatrade.training.checkpoint import RNGStreams
 from metatrade.training.config import ConfigError, RunConfig
 
+if TYPE_CHECKING:  # the layers are imported where used, so importing build stays light
+    import pandas as pd
+    from rich.console import Console
+
+    from metatrade.agents.ppo import PPOAgent, PPOConfig
+    from metatrade.data import DataLoader
+    from metatrade.data.task_arrays import TaskArrays, TaskId
+    from metatrade.evaluation.protocol import EvaluationResult, ProtocolConfig
+    from metatrade.market import TradingEnvConfig
+    from metatrade.meta.learner import MetaConfig, MetaLearner
+    from metatrade.meta.protocols import BatchEnv, TaskFamily
+
 # Probing a family for its spaces uses its own stream, so it never shifts the run's streams.
 _PROBE_SEED = 12345
 
 
 # ---- data and environments ----------------------------------------------------------------
-def make_env_config(cfg: RunConfig, **overrides: Any) -> Any:
+def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
     """``TradingEnvConfig`` from the ``env`` section (``overrides``: e.g. split, episode_length)."""
     from metatrade.market import CostModel, FixedFractionSizer, RewardShaping, TradingEnvConfig
 
@@ -50,7 +62,7 @@ def synthetic_dir(cfg: RunConfig) -> Path:
     return cfg.run_dir() / "synthetic_data" / name
 
 
-def make_loader(cfg: RunConfig) -> Any:
+def make_loader(cfg: RunConfig) -> DataLoader:
     """``DataLoader`` for the ``data`` section (writing the synthetic tasks when asked)."""
     from metatrade.data import DataLoader, HeldOut, SplitConfig
     from metatrade.data.task_arrays import TaskId
@@ -97,7 +109,7 @@ def make_loader(cfg: RunConfig) -> Any:
     return loader
 
 
-def task_pool(cfg: RunConfig, loader: Any, split: str) -> list[Any]:
+def task_pool(cfg: RunConfig, loader: DataLoader, split: str) -> list[TaskId]:
     """Tasks of a meta-split ("train" or "test"), restricted to ``data.tasks`` when set."""
     from metatrade.data.task_arrays import TaskId
 
@@ -116,14 +128,16 @@ class TaskSubset:
     every task draw the same tasks.
     """
 
-    def __init__(self, loader: Any, train: list[Any], test: list[Any]) -> None:
+    def __init__(self, loader: DataLoader, train: list[TaskId], test: list[TaskId]) -> None:
         self.loader = loader
         self.pools = {"train": list(train), "test": list(test), "all": [*train, *test]}
 
-    def tasks(self, split: str = "train") -> list[Any]:
+    def tasks(self, split: str = "train") -> list[TaskId]:
         return list(self.pools[split])
 
-    def sample_tasks(self, n: int, rng: Any = None, split: str = "train") -> list[Any]:
+    def sample_tasks(
+        self, n: int, rng: np.random.Generator | int | None = None, split: str = "train"
+    ) -> list[TaskId]:
         from metatrade.data.sampling import balanced_sample
 
         pool = self.pools.get(split)
@@ -134,21 +148,23 @@ class TaskSubset:
             )
         return balanced_sample(pool, n, rng)
 
-    def get_task_arrays(self, instrument: str, timeframe: str) -> Any:
+    def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
         return self.loader.get_task_arrays(instrument, timeframe)
 
-    def get_task_data(self, instrument: str, timeframe: str) -> Any:
+    def get_task_data(self, instrument: str, timeframe: str) -> pd.DataFrame:
         return self.loader.get_task_data(instrument, timeframe)
 
 
-def task_source(cfg: RunConfig, loader: Any) -> Any:
+def task_source(cfg: RunConfig, loader: DataLoader) -> DataLoader | TaskSubset:
     """The loader, or a ``TaskSubset`` of it when ``data.tasks`` lists tasks."""
     if cfg.data.tasks is None:
         return loader
     return TaskSubset(loader, task_pool(cfg, loader, "train"), task_pool(cfg, loader, "test"))
 
 
-def make_family(cfg: RunConfig, loader: Any = None, period: str = "train") -> Any:
+def make_family(
+    cfg: RunConfig, loader: DataLoader | None = None, period: str = "train"
+) -> TaskFamily:
     """The task family of ``data.family``: a ``TaskFamily`` for the meta-RL core.
 
     ``period`` is the time split trading episodes use ("train" for (meta-)training).
@@ -169,7 +185,7 @@ def make_family(cfg: RunConfig, loader: Any = None, period: str = "train") -> An
     return TradingTaskFamily(source, make_env_config(cfg), period=period)
 
 
-def probe_spaces(family: Any) -> Any:
+def probe_spaces(family: TaskFamily) -> BatchEnv:
     """A one-task BatchEnv of the family, to read observation/action spaces and layout."""
     rng = np.random.default_rng(_PROBE_SEED)
     tasks = family.sample_tasks(1, "train", rng)
@@ -177,7 +193,7 @@ def probe_spaces(family: Any) -> Any:
 
 
 # ---- policies and learners ----------------------------------------------------------------
-def policy_kwargs(cfg: RunConfig, env: Any) -> dict[str, Any]:
+def policy_kwargs(cfg: RunConfig, env: BatchEnv) -> dict[str, Any]:
     p = cfg.policy
     return {
         "hidden_sizes": tuple(p.hidden_sizes),
@@ -189,7 +205,7 @@ def policy_kwargs(cfg: RunConfig, env: Any) -> dict[str, Any]:
     }
 
 
-def make_policy_for(cfg: RunConfig, family: Any, seed: int | None = None) -> torch.nn.Module:
+def make_policy_for(cfg: RunConfig, family: TaskFamily, seed: int | None = None) -> torch.nn.Module:
     """The policy network for ``family``'s spaces, initialised from ``run.seed``."""
     from metatrade.agents.policies import make_policy
 
@@ -203,7 +219,7 @@ def make_policy_for(cfg: RunConfig, family: Any, seed: int | None = None) -> tor
     )
 
 
-def make_meta_config(cfg: RunConfig) -> Any:
+def make_meta_config(cfg: RunConfig) -> MetaConfig:
     """``MetaConfig`` from the ``meta`` section (only the fields MetaConfig knows)."""
     from metatrade.meta.learner import MetaConfig
 
@@ -214,14 +230,16 @@ def make_meta_config(cfg: RunConfig) -> Any:
     return MetaConfig(**values)
 
 
-def make_learner(cfg: RunConfig, family: Any, policy: torch.nn.Module, rng: RNGStreams) -> Any:
+def make_learner(
+    cfg: RunConfig, family: TaskFamily, policy: torch.nn.Module, rng: RNGStreams
+) -> MetaLearner:
     """A ``MetaLearner`` for the policy over the family, drawing from the run's RNG streams."""
     from metatrade.meta.learner import MetaLearner
 
     return MetaLearner(policy, family, make_meta_config(cfg))
 
 
-def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> Any:
+def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:
     from metatrade.agents.ppo import PPOConfig
 
     known = {f.name for f in fields(PPOConfig)}
@@ -238,13 +256,13 @@ def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> Any:
     return PPOConfig(**values)
 
 
-def make_ppo_agent(cfg: RunConfig, env: Any) -> Any:
+def make_ppo_agent(cfg: RunConfig, env: BatchEnv) -> PPOAgent:
     from metatrade.agents.ppo import PPOAgent
 
     return PPOAgent.from_env(env, make_ppo_config(cfg))
 
 
-def multitask_env(cfg: RunConfig, family: Any) -> Any:
+def multitask_env(cfg: RunConfig, family: TaskFamily) -> BatchEnv:
     """A BatchEnv over every meta-training task (trading) or ``ppo.tasks_per_batch`` sampled
     tasks (nav2d): what multi-task PPO trains on."""
     source = getattr(family, "loader", None)
@@ -256,7 +274,7 @@ def multitask_env(cfg: RunConfig, family: Any) -> Any:
     return family.make_batch_env(tasks, cfg.ppo.episodes_per_task)
 
 
-def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) -> Any:
+def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) -> torch.nn.Module:
     """The run's policy network with the checkpoint's meta-parameters loaded.
 
     ``CheckpointError`` (naming the file and the tensors) if they do not fit the network the
@@ -275,8 +293,8 @@ def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) ->
 def adapt_params(
     cfg: RunConfig,
     policy: torch.nn.Module,
-    family: Any,
-    tasks: list[Any],
+    family: TaskFamily,
+    tasks: list[TaskId],
     steps: int,
     generator: torch.Generator,
     params: dict[str, torch.Tensor] | None = None,
@@ -298,7 +316,7 @@ def adapt_params(
     return result.params, result.returns
 
 
-def eval_tasks(cfg: RunConfig, loader: Any) -> list[Any]:
+def eval_tasks(cfg: RunConfig, loader: DataLoader) -> list[TaskId]:
     """Held-out tasks (the "test" meta-split) restricted to ``data.tasks``."""
     tasks = task_pool(cfg, loader, "test")
     if not tasks:
@@ -309,7 +327,11 @@ def eval_tasks(cfg: RunConfig, loader: Any) -> list[Any]:
 
 
 def adapt_to_tasks(
-    cfg: RunConfig, policy: Any, run_dir: Path, steps: int, console: Any = None
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    steps: int,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """``metatrade adapt``: adapt to each held-out task on its adaptation window (train
     split) and save the adapted parameters to ``<run_dir>/adapted/<task>.pt``."""
@@ -339,11 +361,11 @@ def adapt_to_tasks(
 
 def backtest_tasks(
     cfg: RunConfig,
-    policy: Any,
+    policy: torch.nn.Module,
     run_dir: Path,
     steps: int,
     split: str,
-    console: Any = None,
+    console: Console | None = None,
     echo: bool = True,
 ) -> dict[str, Any]:
     """``metatrade backtest``: adapt with ``steps`` inner steps (0 = the meta-policy), then
@@ -393,7 +415,7 @@ def backtest_and_report(
 
 
 # ---- meta-test ----------------------------------------------------------------------------
-def make_protocol_config(cfg: RunConfig) -> Any:
+def make_protocol_config(cfg: RunConfig) -> ProtocolConfig:
     """``ProtocolConfig`` from the ``evaluation``, ``meta`` and ``env`` sections."""
     from metatrade.evaluation.protocol import ProtocolConfig
 
@@ -423,7 +445,7 @@ def make_protocol_config(cfg: RunConfig) -> Any:
     )
 
 
-def load_ppo_agent(path: str | Path) -> Any:
+def load_ppo_agent(path: str | Path) -> PPOAgent:
     from metatrade.agents.ppo import PPOAgent
 
     return PPOAgent.load_model(path)
@@ -431,12 +453,12 @@ def load_ppo_agent(path: str | Path) -> Any:
 
 def run_meta_test(
     cfg: RunConfig,
-    policy: Any,
+    policy: torch.nn.Module,
     run_dir: Path,
     ppo_path: str | Path | None = None,
-    ppo_agent: Any = None,
-    console: Any = None,
-) -> Any:
+    ppo_agent: PPOAgent | None = None,
+    console: Console | None = None,
+) -> EvaluationResult:
     """``metatrade evaluate``: the meta-test protocol on the held-out tasks.
 
     Starts: the MAML meta-parameters, the multi-task PPO policy (``ppo_agent``, or the file
