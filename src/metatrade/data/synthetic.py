@@ -26,6 +26,7 @@ import pandas as pd
 
 from metatrade.data.naming import parse_task_name
 from metatrade.data.task_arrays import TaskId
+from metatrade.io import atomic_write_text
 
 PARAMS_FILE = "synthetic_params.json"
 SESSION_OPEN_MIN = 9 * 60 + 15  # 09:15 IST
@@ -159,7 +160,8 @@ def write_synthetic_tasks(
             flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
         tasks[parse_task_name(f"{stem}.{fmt}")] = params
         sidecar[stem] = {**asdict(params), "bar_minutes": int(tf), "n_bars": n_bars}
-    (out / PARAMS_FILE).write_text(json.dumps({"seed": seed, "tasks": sidecar}, indent=2))
+    # The sidecar is written last and atomically: its presence marks a complete folder.
+    atomic_write_text(out / PARAMS_FILE, json.dumps({"seed": seed, "tasks": sidecar}, indent=2))
     return tasks
 
 
