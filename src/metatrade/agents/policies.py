@@ -178,6 +178,10 @@ class Policy(nn.Module):
 class MLPPolicy(Policy):
     """MLP trunk and linear head (the MAML paper's policy: hidden [64, 64], tanh)."""
 
+    # meta/sampler.py runs this exact class (not subclasses: it reads the class __dict__)
+    # with a fused batched forward of the same maths; meta may not import agents to check.
+    fused_forward = "mlp"
+
     def __init__(
         self,
         obs_dim: int,

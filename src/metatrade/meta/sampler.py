@@ -48,13 +48,14 @@ def _mlp_forward(
 ) -> Callable[[Tensor], Tensor] | None:
     """A fast forward for ``agents.policies.MLPPolicy`` (None for any other policy).
 
+    The class opts in with ``fused_forward = "mlp"`` in its own body (subclasses, which may
+    override ``forward``, do not inherit the opt-in); meta does not import agents.
+
     Same maths as ``MLPPolicy.forward``: hidden layers ``act(x W^T + b)``, a linear head,
     and for Gaussian policies the state-independent log-std appended. With per-task params
     the layers are ``baddbmm`` over the task axis (obs [T, E, D]).
     """
-    from metatrade.agents.policies import MLPPolicy  # local: agents imports meta
-
-    if type(policy) is not MLPPolicy:
+    if vars(type(policy)).get("fused_forward") != "mlp":
         return None
     net = policy.net
     act = _FAST_ACTIVATIONS.get(getattr(net, "activation", ""))
