@@ -151,6 +151,15 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--tasks" in res.output
 
 
+def test_unwritable_out_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    res = invoke("meta-train", "--out", blocker / "run")
+    assert res.exit_code == 2
+    assert "error:" in res.output and "Not a directory" in res.output
+    assert "Traceback" not in res.output
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_damaged_checkpoint_is_a_clear_error(tiny_run: Path, tmp_path: Path, damage: str) -> None:
     data = checkpoint_path(tiny_run).read_bytes()

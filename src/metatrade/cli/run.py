@@ -41,7 +41,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from metatrade.agents.checkpoint import CheckpointError
     from metatrade.data.validation import DataValidationError
 
-    return (ConfigError, CheckpointError, DataValidationError, FileNotFoundError, ValueError)
+    # OSError: a missing file, an --out under a regular file, no permission, a full disk
+    return (ConfigError, CheckpointError, DataValidationError, OSError, ValueError)
 
 
 def cli_errors(func: F) -> F:
