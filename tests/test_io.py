@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from metatrade.io import atomic_write, atomic_write_text
+from metatrade.io import atomic_write, atomic_write_text, json_safe
 
 
 def test_atomic_write_text_content_and_mode(tmp_path: Path) -> None:
@@ -32,3 +34,10 @@ def test_atomic_write_failure_keeps_old_file(tmp_path: Path) -> None:
         atomic_write(path, fail, binary=False)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_json_safe_is_strict_json() -> None:
+    doc = {"sharpe": float("nan"), 3: [np.float32(0.5), float("inf"), (np.int64(2),)]}
+    out = json_safe(doc)
+    assert out == {"sharpe": None, "3": [0.5, None, [2]]}
+    assert "NaN" not in json.dumps(out) and "Infinity" not in json.dumps(out)

@@ -7,11 +7,14 @@ takes for a result: write to a temporary file in the same directory, then ``os.r
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -48,3 +51,17 @@ def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     """``fig.savefig`` through a temporary file (format from the suffix of ``path``)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs), binary=True)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy ``json.dumps`` writes as strict JSON: non-finite floats become None (``null``,
+    not the ``NaN`` / ``Infinity`` other readers reject), numpy scalars Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

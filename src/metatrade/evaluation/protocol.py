@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,7 +41,7 @@ from metatrade.evaluation.bootstrap import (
     percentile_interval,
 )
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
-from metatrade.io import atomic_write_text
+from metatrade.io import atomic_write_text, json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.adapt import adapt_online
@@ -286,8 +285,8 @@ class EvaluationResult:
             "config": self.config,
             "per_task": {
                 label: {
-                    "test_window_mean": _clean(v.mean(axis=1).tolist()),
-                    "backtest": _clean(self.backtests[label].tolist())
+                    "test_window_mean": json_safe(v.mean(axis=1).tolist()),
+                    "backtest": json_safe(self.backtests[label].tolist())
                     if label in self.backtests
                     else None,
                 }
@@ -296,7 +295,7 @@ class EvaluationResult:
         }
         if self.oracle_returns is not None:
             doc["oracle_test_window_mean"] = self.oracle_returns.mean(axis=1).tolist()
-        return atomic_write_text(path, json.dumps(_clean(doc), indent=2) + "\n")
+        return atomic_write_text(path, json.dumps(json_safe(doc), indent=2) + "\n")
 
     def plot(self, path: str | Path) -> Path:
         """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start."""
@@ -373,19 +372,6 @@ class EvaluationResult:
 
 def _task_mean(v: np.ndarray) -> float:
     return float(v.mean(axis=1).mean())
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: non-finite floats become None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # ------------------------------------------------------------------ the protocol
@@ -594,6 +580,6 @@ class MetaTestProtocol:
             backtests=backtests,
             oracle_returns=oracle_returns,
             adapted=adapted,
-            config=_clean(conf),
+            config=json_safe(conf),
             replicates=replicates,
         )

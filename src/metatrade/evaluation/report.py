@@ -25,7 +25,7 @@ from metatrade.evaluation.backtest import (
     run_backtest_pair,
 )
 from metatrade.evaluation.plots import EXCHANGE_TZ, exchange_time_labels, plot_equity_curve
-from metatrade.io import atomic_write_text
+from metatrade.io import atomic_write_text, json_safe
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.env import TradingEnv
 
@@ -187,14 +187,6 @@ def _resolve(
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def backtest_and_report(
     policy_or_agent: Backtestable,
     env_or_task: TradingEnv | TaskArrays,
@@ -239,7 +231,7 @@ def backtest_and_report(
             key = "trades" if i == 0 else "trades_stressed"
             files[key] = atomic_write_text(out / f"{key}.csv", r.trades.to_csv(index=False))
         files["metrics"] = atomic_write_text(
-            out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n"
+            out / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n"
         )
         curves = {label: r.equity for label, r in results.items()}
         if benchmark:
