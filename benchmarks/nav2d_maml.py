@@ -9,6 +9,13 @@ TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
                                                 #   return after 0..3 inner steps on test goals
                                                 #   (every --eval-every its; best one reported)
 
+    python benchmarks/nav2d_maml.py --preset rllab   # the paper's own code's settings
+
+Presets: ``reference`` (default) is the config above, which the issue pins. ``rllab`` is the
+original MAML code's (cbfinn/maml_rl ``maml_trpo_point.py`` + ``test_maml_point.py``):
+actions normalised to [-1, 1] (rllab's ``normalize`` wrapper), ReLU (100, 100), inner lr 0.5,
+test with 40 episodes per step and step sizes 0.5 then 0.25. Everything else is shared.
+
 The last line printed is one JSON object.
 """
 
@@ -18,6 +25,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -29,15 +37,33 @@ from metatrade.meta.learner import MetaConfig, MetaLearner
 PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
 
 
-def make_learner(optimizer: str, seed: int, cg_subsample: float = 1.0) -> MetaLearner:
-    family = Navigation2DFamily()
+@dataclass(frozen=True)
+class Preset:
+    normalized_actions: bool
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    inner_lr: float
+    test_episodes: int
+    test_step_sizes: tuple[float, ...]
+
+
+PRESETS = {
+    "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
+    "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25)),
+}
+
+
+def make_learner(
+    optimizer: str, seed: int, cg_subsample: float = 1.0, preset: Preset = PRESETS["reference"]
+) -> MetaLearner:
+    family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
     probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
     policy = make_policy(
         "mlp",
         probe.observation_space,
         probe.action_space,
-        hidden_sizes=(64, 64),
-        activation="tanh",
+        hidden_sizes=preset.hidden_sizes,
+        activation=preset.activation,
         seed=seed,
     )
     cfg = MetaConfig(
@@ -45,7 +71,7 @@ def make_learner(optimizer: str, seed: int, cg_subsample: float = 1.0) -> MetaLe
         episodes_per_task=20,
         num_evaluation_episodes=20,
         num_inner_steps=1,
-        inner_lr=0.1,
+        inner_lr=preset.inner_lr,
         gamma=0.99,
         gae_lambda=1.0,
         optimizer=optimizer,
@@ -58,9 +84,9 @@ def make_learner(optimizer: str, seed: int, cg_subsample: float = 1.0) -> MetaLe
 
 
 def time_iterations(
-    optimizer: str, n: int, seed: int, cg_subsample: float
+    optimizer: str, n: int, seed: int, cg_subsample: float, preset: Preset
 ) -> tuple[float, list[float]]:
-    learner = make_learner(optimizer, seed, cg_subsample)
+    learner = make_learner(optimizer, seed, cg_subsample, preset)
     learner.step()  # warm-up (allocator, first-call overheads)
     times = []
     for _ in range(n):
@@ -94,18 +120,20 @@ def main() -> None:
         "--eval-every", type=int, default=100, help="evaluate on the test goals every N its"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
 
     timed = 3 if args.quick else 8
-    adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0)
+    adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0, preset)
     print(
         f"adam: median {adam_med:.3f} s/iter over {timed} ({[round(t, 3) for t in adam_times]})",
         flush=True,
     )
     if args.quick:
-        trpo_med, trpo_times = time_iterations("trpo", timed, args.seed, args.cg_subsample)
+        trpo_med, trpo_times = time_iterations("trpo", timed, args.seed, args.cg_subsample, preset)
         print(
             f"trpo: median {trpo_med:.3f} s/iter over {timed} ({[round(t, 3) for t in trpo_times]})",
             flush=True,
@@ -117,21 +145,26 @@ def main() -> None:
                     "sec_per_iter_trpo": trpo_med,
                     "cg_subsample": args.cg_subsample,
                     "threads": args.threads,
+                    "preset": args.preset,
                     "mode": "quick",
                 }
             )
         )
         return
 
-    learner = make_learner("trpo", args.seed, args.cg_subsample)
+    learner = make_learner("trpo", args.seed, args.cg_subsample, preset)
     test_tasks = learner.family.sample_tasks(
         args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
     )
 
-    def evaluate(step_sizes: tuple[float, ...] | None = None) -> dict[int, float]:
+    def evaluate(step_sizes: tuple[float, ...] = preset.test_step_sizes) -> dict[int, float]:
         gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
         return learner.evaluate_adaptation(
-            test_tasks, (0, 1, 2, 3), episodes_per_task=20, generator=gen, step_sizes=step_sizes
+            test_tasks,
+            (0, 1, 2, 3),
+            episodes_per_task=preset.test_episodes,
+            generator=gen,
+            step_sizes=step_sizes,
         )
 
     curve, evals = [], []
@@ -163,7 +196,7 @@ def main() -> None:
     original_sizes = evaluate((0.5, 0.25))
     for k in range(4):
         print(
-            f"return after {k} inner steps: {returns[k]:8.2f} (lr {learner.config.inner_lr}), "
+            f"return after {k} inner steps: {returns[k]:8.2f} (lr {preset.test_step_sizes}), "
             f"{original_sizes[k]:8.2f} (lr 0.5, 0.25)   paper Table 4: {PAPER_TABLE4[k]:8.2f}"
         )
     result = {
@@ -178,6 +211,8 @@ def main() -> None:
         "train_wall_s": round(train_wall, 1),
         "cg_subsample": args.cg_subsample,
         "threads": args.threads,
+        "preset": args.preset,
+        **{f"preset_{k}": v for k, v in asdict(preset).items()},
         "mode": "full",
     }
     print(json.dumps(result))

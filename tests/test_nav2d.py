@@ -52,6 +52,19 @@ def test_env_reward_clipping_termination_and_autoreset() -> None:
         env.step(np.zeros((2, 2)))
 
 
+def test_normalized_actions_scale_the_unit_box_to_the_step_bound() -> None:
+    """rllab's ``normalize`` view: the policy acts in [-1, 1], the env moves 0.1 x that."""
+    fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=5)
+    env = fam.make_batch_env([fam.sample_tasks(1, "test", np.random.default_rng(0))[0]], 3)
+    assert env.action_space.low.tolist() == [-1.0, -1.0]
+    assert env.action_space.high.tolist() == [1.0, 1.0]
+    env.reset()
+    actions = np.array([[[0.5, -0.2], [3.0, -7.0], [-1.0, 1.0]]])
+    _, _, _, _, info = env.step(actions)
+    expected = [[0.05, -0.02], [0.1, -0.1], [-0.1, 0.1]]
+    np.testing.assert_allclose(info["final_obs"][0], expected, rtol=1e-6)
+
+
 def test_family_samples_goals_in_the_square_reproducibly() -> None:
     fam = Navigation2DFamily()
     assert isinstance(fam, TaskFamily)

@@ -1,7 +1,9 @@
 """2D navigation, the MAML paper's continuous-control validation task (Finn et al., 2017, 5.3).
 
 Matches pytorch-maml-rl's ``2DNavigation-v0`` (``maml_rl/envs/navigation.py``) and its
-config ``configs/maml/2d-navigation.yaml``.
+config ``configs/maml/2d-navigation.yaml``. ``normalized_actions=True`` gives the original
+rllab code's view of the same env (``normalize(PointEnvRandGoal())``): the policy acts in
+[-1, 1], scaled to [-0.1, 0.1], so a unit-std Gaussian is not mostly clipped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+MAX_STEP = 0.1
+"""largest move per step along each axis"""
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,9 @@ class Navigation2DBatchEnv:
         A point agent starts at the origin and must move to a task-specific goal.
     Action Space:
         ``Box(-0.1, 0.1, (2,), float32)``: a displacement (dx, dy); actions outside are
-        clipped to [-0.1, 0.1] (the policy's Gaussian is unbounded).
+        clipped to [-0.1, 0.1] (the policy's Gaussian is unbounded). With
+        ``normalized_actions``: ``Box(-1, 1, (2,))``, clipped to [-1, 1] and scaled by 0.1
+        (rllab's ``normalize`` wrapper, as in the MAML paper's own code).
     Observation Space:
         ``Box(-inf, inf, (2,), float32)``: | 0 | x | 1 | y | (the position after the step).
     Rewards:
@@ -43,7 +50,11 @@ class Navigation2DBatchEnv:
     """
 
     def __init__(
-        self, goals: np.ndarray, episodes_per_task: int, max_episode_steps: int = 100
+        self,
+        goals: np.ndarray,
+        episodes_per_task: int,
+        max_episode_steps: int = 100,
+        normalized_actions: bool = False,
     ) -> None:
         goals = np.asarray(goals, dtype=np.float64)
         if goals.ndim != 2 or goals.shape[1] != 2:
@@ -55,7 +66,9 @@ class Navigation2DBatchEnv:
         self.episodes_per_task = int(episodes_per_task)
         self.max_episode_steps = int(max_episode_steps)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-0.1, 0.1, shape=(2,), dtype=np.float32)
+        bound = 1.0 if normalized_actions else MAX_STEP
+        self.action_space = gym.spaces.Box(-bound, bound, shape=(2,), dtype=np.float32)
+        self._action_bound = bound
         self._pos = np.zeros((self.num_tasks, self.episodes_per_task, 2))
         self._t = np.zeros((self.num_tasks, self.episodes_per_task), dtype=np.int64)
 
@@ -74,7 +87,8 @@ class Navigation2DBatchEnv:
             raise ValueError(
                 f"Navigation2DBatchEnv.step: actions shape {actions.shape}, expected {expected}."
             )
-        self._pos = self._pos + np.clip(actions, -0.1, 0.1)
+        bound = self._action_bound
+        self._pos = self._pos + np.clip(actions, -bound, bound) * (MAX_STEP / bound)
         self._t += 1
         diff = self._pos - self.goals[:, None, :]
         reward = -np.sqrt((diff**2).sum(-1))
@@ -95,9 +109,16 @@ class Navigation2DFamily:
     drawn from a continuous distribution never coincide, so test goals are unseen.
     """
 
-    def __init__(self, low: float = -0.5, high: float = 0.5, max_episode_steps: int = 100) -> None:
+    def __init__(
+        self,
+        low: float = -0.5,
+        high: float = 0.5,
+        max_episode_steps: int = 100,
+        normalized_actions: bool = False,
+    ) -> None:
         self.low, self.high = low, high
         self.max_episode_steps = max_episode_steps
+        self.normalized_actions = normalized_actions
 
     def sample_tasks(self, n: int, split: str, rng: np.random.Generator) -> list[NavTask]:
         if split not in ("train", "test", "validation"):
@@ -109,4 +130,6 @@ class Navigation2DFamily:
 
     def make_batch_env(self, tasks: list[NavTask], episodes_per_task: int) -> Navigation2DBatchEnv:
         goals = np.array([t.goal for t in tasks], dtype=np.float64).reshape(-1, 2)
-        return Navigation2DBatchEnv(goals, episodes_per_task, self.max_episode_steps)
+        return Navigation2DBatchEnv(
+            goals, episodes_per_task, self.max_episode_steps, self.normalized_actions
+        )

@@ -1,10 +1,15 @@
 """The inner loop: every task of a meta-batch adapted at once, differentiably.
 
-theta'_i = theta - alpha * grad L_i(theta) (Finn et al., 2017, eq. 1), for all tasks i in
-one ``vmap(grad(inner_loss))`` over the task axis. The result is an ordinary function of
-the meta-parameters: when they require grad (regular autograd), backpropagating a loss of
-theta' reaches theta through the inner gradient (second order), unless ``first_order``
-stops it there (FOMAML: d theta'/d theta = I).
+theta'_i = theta - alpha * grad L_i(theta) (Finn et al., 2017, eq. 1), for all tasks i at
+once: theta is broadcast to a task axis [T, ...], the T losses are computed in one
+``vmap`` over tasks, and one ``autograd.grad`` of their sum with respect to the broadcast
+copy gives every task's gradient in its own slice (tasks are independent, so no slice sees
+another task's loss). The result is an ordinary function of the meta-parameters: when they
+require grad, backpropagating a loss of theta' reaches theta through the inner gradient
+(second order), unless ``first_order`` stops it there (FOMAML: d theta'/d theta = I).
+Plain autograd rather than ``vmap(grad(...))``: same values, and the second-order graph it
+leaves is cheaper to backpropagate through (TRPO's Fisher products run through it ten
+times per meta-iteration).
 
 ``adapt_online`` is the test-time counterpart (the paper's test protocol): k first-order
 steps without an outer graph, each on fresh episodes sampled with the current adapted
@@ -20,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch.func import vmap
 
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
@@ -72,24 +77,52 @@ def adapt(
         return loss_fn(policy, p, Episodes.from_tensors(batch))
 
     current = params
-    in_dim: int | None = 0 if per_task else None
     batch = episodes
     for step in range(num_steps):
         if step > 0 and resample_fn is not None:
             batch = resample_fn(current)
-        grads = vmap(grad(task_loss), in_dims=(in_dim, 0))(current, batch.tensors())
+        grads = task_gradients(task_loss, current, batch, per_task or step > 0, first_order)
         updated = {}
         for name, value in current.items():
-            g = grads[name].detach() if first_order else grads[name]
+            g = grads[name]
             alpha = inner_lrs[name] if inner_lrs is not None and name in inner_lrs else lr
             # a shared tensor [*shape] minus a per-task step [T, *shape] broadcasts to [T, *shape]
             updated[name] = value - alpha * g
         current = updated
-        in_dim = 0
     if num_steps == 0 and not per_task:
         num_tasks = episodes.num_tasks
         current = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
     return current
+
+
+def task_gradients(
+    task_loss: Callable[[Params, dict[str, Tensor]], Tensor],
+    params: Params,
+    batch: Episodes,
+    per_task: bool,
+    first_order: bool,
+) -> Params:
+    """grad L_i(params_i) for every task i, each [T, *shape]; differentiable (create_graph)
+    when grad mode is on, some param requires grad and not ``first_order``."""
+    num_tasks = batch.num_tasks
+    outer = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
+    create_graph = outer and not first_order
+    with torch.enable_grad():
+        inputs = {}
+        for name, value in params.items():
+            if not (create_graph and value.requires_grad):
+                value = value.detach()  # a new leaf: the caller's tensor is never touched
+            if not per_task:
+                value = value.expand(num_tasks, *value.shape)
+            inputs[name] = value if value.requires_grad else value.requires_grad_()
+        losses = vmap(task_loss)(inputs, batch.tensors())
+        grads = torch.autograd.grad(
+            losses.sum(), list(inputs.values()), create_graph=create_graph, allow_unused=True
+        )
+    return {
+        name: torch.zeros_like(value) if g is None else g
+        for (name, value), g in zip(inputs.items(), grads, strict=True)
+    }
 
 
 class OnlineAdaptation(NamedTuple):
