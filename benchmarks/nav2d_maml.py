@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -45,11 +46,15 @@ class Preset:
     inner_lr: float
     test_episodes: int
     test_step_sizes: tuple[float, ...]
+    init_log_std: float = 0.0
 
 
 PRESETS = {
     "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
     "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25)),
+    # the pinned config with the Gaussian's initial std at the action bound (0.1) instead of
+    # pytorch-maml-rl's 1.0, which the env clips to +-0.1 (bang-bang exploration)
+    "reference-std0.1": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,), math.log(0.1)),
 }
 
 
@@ -64,6 +69,7 @@ def make_learner(
         probe.action_space,
         hidden_sizes=preset.hidden_sizes,
         activation=preset.activation,
+        init_log_std=preset.init_log_std,
         seed=seed,
     )
     cfg = MetaConfig(

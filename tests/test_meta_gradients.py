@@ -383,3 +383,31 @@ def test_adapt_leaves_meta_params_unchanged_and_all_get_finite_gradients(surroga
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
     for k in params:
         assert torch.equal(params[k].detach(), before[k])
+
+
+def test_adapt_equals_a_per_task_loop_and_leaves_the_callers_tensors_alone() -> None:
+    """One autograd.grad over the summed task losses gives each task its own gradient (no
+    task sees another's loss), and neither params nor their requires_grad flags change."""
+    policy = TinyGaussianMLP()
+    theta = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    pre = _random_episodes(policy, theta, 3, 5, False)
+    alpha = 0.2
+    inner = get_surrogate("vpg")
+    adapted = adapt(policy, theta, pre, lr=alpha)
+    for i in range(3):
+        ep_i = Episodes.from_tensors({k: v[i] for k, v in pre.tensors().items()})
+        g_i = grad(lambda p, ep=ep_i: inner(policy, p, ep))(theta)
+        for k in theta:
+            torch.testing.assert_close(adapted[k][i], theta[k] - alpha * g_i[k], rtol=1e-12, atol=0)
+    assert not any(v.requires_grad for v in theta.values())
+    assert not any(v.requires_grad for v in adapted.values())  # no graph without an outer one
+
+    # per-task params that do not require grad stay that way, even with grad-requiring peers
+    per_task = {k: v.unsqueeze(0).repeat(3, *([1] * v.dim())) for k, v in theta.items()}
+    first = next(iter(per_task))
+    per_task[first].requires_grad_()
+    adapt(policy, per_task, pre, lr=alpha, per_task=True)
+    assert [v.requires_grad for v in per_task.values()] == [k == first for k in per_task]
+    with torch.no_grad():
+        out = adapt(policy, per_task, pre, lr=alpha, per_task=True)
+    assert not any(v.requires_grad for v in out.values())
