@@ -34,6 +34,7 @@ import torch
 from metatrade.agents.policies import make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
+from metatrade.runtime import configure_cpu
 
 PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
 
@@ -125,11 +126,16 @@ def main() -> None:
     parser.add_argument(
         "--eval-every", type=int, default=100, help="evaluate on the test goals every N its"
     )
+    parser.add_argument(
+        "--no-keep-memory",
+        action="store_true",
+        help="leave glibc's allocator as it is (metatrade.runtime.keep_freed_memory off)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
     preset = PRESETS[args.preset]
 
     timed = 3 if args.quick else 8
@@ -151,6 +157,7 @@ def main() -> None:
                     "sec_per_iter_trpo": trpo_med,
                     "cg_subsample": args.cg_subsample,
                     "threads": args.threads,
+                    "keep_freed_memory": not args.no_keep_memory,
                     "preset": args.preset,
                     "mode": "quick",
                 }
@@ -217,6 +224,7 @@ def main() -> None:
         "train_wall_s": round(train_wall, 1),
         "cg_subsample": args.cg_subsample,
         "threads": args.threads,
+        "keep_freed_memory": not args.no_keep_memory,
         "preset": args.preset,
         **{f"preset_{k}": v for k, v in asdict(preset).items()},
         "mode": "full",

@@ -34,8 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from metatrade.agents.ppo import PPOAgent, PPOConfig
 from metatrade.data import DataLoader
 from metatrade.data.synthetic import write_synthetic_tasks
@@ -50,6 +48,7 @@ from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
+from metatrade.runtime import configure_cpu
 
 LOOKBACK = 4  # the signal is the last bar's return; a short window keeps the budget small
 HIDDEN = (32, 32)
@@ -75,7 +74,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=str, default=None, help="folder for table/CSV/JSON/PNG")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    configure_cpu(threads=1)  # + keep freed memory (metatrade.runtime)
     quick = args.quick
     # Many held-out regimes and long test splits: the bootstrap interval is dominated by
     # which regimes are held out (|phi| near 0 leaves nothing to earn) and by window noise.

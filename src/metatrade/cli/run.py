@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from metatrade.cli import app
+from metatrade.runtime import configure_cpu
 from metatrade.training.config import ConfigError, RunConfig, load_config, save_config
 
 console = Console(highlight=False, soft_wrap=True)
@@ -76,10 +77,7 @@ def _config(
     default: str | None = None,
 ) -> RunConfig:
     cfg = load_config(config or default, seed=seed, tasks=tasks, data_dir=data, out_dir=out)
-    if cfg.run.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.run.torch_threads)
+    configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
     return cfg
 
 

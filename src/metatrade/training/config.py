@@ -297,6 +297,11 @@ class RunSection(_Section):
         ge=0,
         description="torch intra-op threads (1 is fastest for small policies); 0 = torch default",
     )
+    keep_freed_memory: bool = Field(
+        True,
+        description="keep freed memory in the process for reuse (glibc mallopt; ~17% faster "
+        "meta-iterations, resident memory stays at its peak)",
+    )
 
 
 class RunConfig(_Section):
