@@ -170,15 +170,22 @@ def main() -> None:
         args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
     )
 
+    standard_errors: dict[int, float] = {}
+
     def evaluate(step_sizes: tuple[float, ...] = preset.test_step_sizes) -> dict[int, float]:
+        """Mean return over the test goals after k steps; their standard errors (across
+        goals) go to ``standard_errors``."""
         gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
-        return learner.evaluate_adaptation(
+        per_goal = learner.evaluate_adaptation_per_task(
             test_tasks,
             (0, 1, 2, 3),
             episodes_per_task=preset.test_episodes,
             generator=gen,
             step_sizes=step_sizes,
         )
+        for k, v in per_goal.items():
+            standard_errors[k] = (v.std() / math.sqrt(v.numel())).item()
+        return {k: v.mean().item() for k, v in per_goal.items()}
 
     curve, evals = [], []
     iter_times: list[float] = []
@@ -200,16 +207,21 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         if learner.iteration % args.eval_every == 0:  # outside the timed iteration
             evals.append((learner.iteration, evaluate()))
-            print(json.dumps({"eval_iteration": learner.iteration, **evals[-1][1]}), flush=True)
+            ses = {f"se_{k}": round(v, 3) for k, v in standard_errors.items()}
+            print(
+                json.dumps({"eval_iteration": learner.iteration, **evals[-1][1], **ses}), flush=True
+            )
     train_wall = time.perf_counter() - start
     returns = evaluate()
+    final_se = dict(standard_errors)
     evals.append((learner.iteration, returns))
     best_iteration, best = max(evals, key=lambda e: e[1][1])  # by the 1-step return
     # The original MAML code tested with step size 0.5, then 0.25 (maml_rl test_maml_point.py).
     original_sizes = evaluate((0.5, 0.25))
     for k in range(4):
         print(
-            f"return after {k} inner steps: {returns[k]:8.2f} (lr {preset.test_step_sizes}), "
+            f"return after {k} inner steps: {returns[k]:8.2f} +- {final_se[k]:.2f} "
+            f"(lr {preset.test_step_sizes}), "
             f"{original_sizes[k]:8.2f} (lr 0.5, 0.25)   paper Table 4: {PAPER_TABLE4[k]:8.2f}"
         )
     result = {
@@ -217,6 +229,7 @@ def main() -> None:
         "sec_per_iter_trpo": statistics.median(iter_times),
         "meta_iterations": learner.iteration,
         **{f"return_after_{k}": returns[k] for k in range(4)},
+        **{f"return_after_{k}_se": final_se[k] for k in range(4)},
         **{f"paper_return_after_{k}": PAPER_TABLE4[k] for k in range(4)},
         "best_iteration": best_iteration,
         **{f"best_return_after_{k}": best[k] for k in range(4)},

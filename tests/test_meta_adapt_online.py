@@ -35,11 +35,12 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
     # the same steps by hand: sample with the current params, refit the baseline, one step
     gen = torch.Generator().manual_seed(5)
     current = {k: v.detach() for k, v in params.items()}
-    per_task, returns, after = False, [], {}
+    per_task, returns, task_returns, after = False, [], [], {}
     for k in range(4):
         after[k] = current
         batch = sample_episodes(policy, current, env, None, gen, per_task)
         returns.append(batch.episode_returns().mean().item())
+        task_returns.append(batch.episode_returns().mean(dim=1))
         if k == 3:
             break
         batch = compute_advantages(batch, 0.9, 0.95)
@@ -51,6 +52,9 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
         per_task = True
 
     assert result.returns == returns
+    assert len(result.task_returns) == 4
+    for got, want in zip(result.task_returns, task_returns, strict=True):
+        assert got.shape == (3,) and torch.equal(got, want)
     for name, value in current.items():
         assert result.params[name].shape == (3, *params[name].shape)
         assert torch.equal(result.params[name], value)

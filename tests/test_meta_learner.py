@@ -124,6 +124,14 @@ def test_evaluate_adaptation_step_sizes_per_step() -> None:
     assert frozen_second[0] == default[0] and frozen_second[1] == default[1]
     assert frozen_second[2] != default[2]
 
+    per_task = learner.evaluate_adaptation_per_task(
+        tasks, (0, 1, 2), generator=torch.Generator().manual_seed(3)
+    )
+    assert sorted(per_task) == [0, 1, 2]
+    for k, values in per_task.items():
+        assert values.shape == (2,)
+        assert values.mean().item() == pytest.approx(default[k], rel=1e-6)
+
 
 def test_trpo_step_matches_the_explicit_fisher_through_an_adaptation_step() -> None:
     """trpo_step's Gauss-Newton Fisher products (J^T M J v through the inner gradient step)

@@ -134,6 +134,9 @@ class OnlineAdaptation(NamedTuple):
     """``returns[k]``: mean episode return of the batch sampled after k steps"""
     snapshots: dict[int, Params]
     """parameters [T, ...] after k steps, for each k asked for in ``keep``"""
+    task_returns: list[Tensor]
+    """``task_returns[k]``: [T] mean episode return of each task's batch after k steps (their
+    mean is ``returns[k]`` up to rounding); for intervals across tasks"""
 
 
 def adapt_online(
@@ -187,6 +190,7 @@ def adapt_online(
         return p if with_tasks else {k: v.expand(num_tasks, *v.shape) for k, v in p.items()}
 
     returns: list[float] = []
+    task_returns: list[Tensor] = []
     snapshots: dict[int, Params] = {}
     with torch.no_grad():
         for k in range(num_steps + 1):
@@ -198,7 +202,9 @@ def adapt_online(
             batch = sample_episodes(
                 policy, current, batch_env, num_rollout_steps, generator, per_task, seed
             )
-            returns.append(batch.episode_returns().mean().item())
+            episode_returns = batch.episode_returns()  # [T, E]
+            task_returns.append(episode_returns.mean(dim=1))
+            returns.append(episode_returns.mean().item())
             if k == num_steps:
                 break
             batch = compute_advantages(
@@ -210,4 +216,4 @@ def adapt_online(
                 gamma=gamma, per_task=per_task,
             )  # fmt: skip
             per_task = True
-    return OnlineAdaptation(stacked(current, per_task), returns, snapshots)
+    return OnlineAdaptation(stacked(current, per_task), returns, snapshots, task_returns)

@@ -394,12 +394,28 @@ class MetaLearner:
     ) -> dict[int, float]:
         """Average episode return after k inner steps, each step on fresh episodes sampled
         with the current adapted policies, the baseline refitted on them (the paper's test
-        protocol, as pytorch-maml-rl's test.py). theta is untouched.
+        protocol, as pytorch-maml-rl's test.py). theta is untouched. The mean over tasks of
+        ``evaluate_adaptation_per_task``.
 
         ``step_sizes``: the inner step size of step 1, 2, ... (the last one repeats); default
         ``config.inner_lr`` for every step. The original MAML code tested 2D navigation with
         0.5 for the first step and 0.25 after it (``maml_examples/test_maml_point.py``).
         """
+        per_task = self.evaluate_adaptation_per_task(
+            tasks, num_steps_list, episodes_per_task, generator, step_sizes
+        )
+        return {k: v.mean().item() for k, v in per_task.items()}
+
+    def evaluate_adaptation_per_task(
+        self,
+        tasks: list[Any],
+        num_steps_list: tuple[int, ...] = (0, 1, 2, 3),
+        episodes_per_task: int | None = None,
+        generator: torch.Generator | None = None,
+        step_sizes: tuple[float, ...] | None = None,
+    ) -> dict[int, Tensor]:
+        """``evaluate_adaptation`` per task: {k: [T] mean episode return of each task}, for a
+        standard error or interval across tasks."""
         cfg = self.config
         generator = (
             generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1)
@@ -412,7 +428,7 @@ class MetaLearner:
             baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.inner_lrs,
             step_sizes=step_sizes, num_rollout_steps=cfg.num_steps, generator=generator,
         )  # fmt: skip
-        return {k: result.returns[k] for k in sorted(set(num_steps_list))}
+        return {k: result.task_returns[k] for k in sorted(set(num_steps_list))}
 
     def state_dict(self) -> dict[str, Any]:
         """Meta-parameters, Meta-SGD rates, optimizer state, config and iteration count."""
