@@ -53,6 +53,8 @@ class Preset:
 PRESETS = {
     "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
     "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25)),
+    # ablation: the pinned config with rllab's normalised actions and nothing else changed
+    "reference-normalized": Preset(True, (64, 64), "tanh", 0.1, 20, (0.1,)),
     # the pinned config with the Gaussian's initial std at the action bound (0.1) instead of
     # pytorch-maml-rl's 1.0, which the env clips to +-0.1 (bang-bang exploration)
     "reference-std0.1": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,), math.log(0.1)),
