@@ -62,7 +62,11 @@ PRESETS = {
 
 
 def make_learner(
-    optimizer: str, seed: int, cg_subsample: float = 1.0, preset: Preset = PRESETS["reference"]
+    optimizer: str,
+    seed: int,
+    cg_subsample: float = 1.0,
+    preset: Preset = PRESETS["reference"],
+    meta_batch_size: int = 20,
 ) -> MetaLearner:
     family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
     probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
@@ -76,7 +80,7 @@ def make_learner(
         seed=seed,
     )
     cfg = MetaConfig(
-        meta_batch_size=20,
+        meta_batch_size=meta_batch_size,
         episodes_per_task=20,
         num_evaluation_episodes=20,
         num_inner_steps=1,
@@ -133,6 +137,12 @@ def main() -> None:
         action="store_true",
         help="leave glibc's allocator as it is (metatrade.runtime.keep_freed_memory off)",
     )
+    parser.add_argument(
+        "--meta-batch-size",
+        type=int,
+        default=20,
+        help="tasks per meta-iteration in full-mode training (the reference: 20)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
@@ -167,7 +177,7 @@ def main() -> None:
         )
         return
 
-    learner = make_learner("trpo", args.seed, args.cg_subsample, preset)
+    learner = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
     test_tasks = learner.family.sample_tasks(
         args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
     )
@@ -237,6 +247,7 @@ def main() -> None:
         **{f"best_return_after_{k}": best[k] for k in range(4)},
         **{f"return_after_{k}_lr_0.5_0.25": original_sizes[k] for k in range(4)},
         "train_wall_s": round(train_wall, 1),
+        "meta_batch_size": args.meta_batch_size,
         "cg_subsample": args.cg_subsample,
         "threads": args.threads,
         "keep_freed_memory": not args.no_keep_memory,
