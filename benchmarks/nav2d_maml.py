@@ -182,11 +182,10 @@ def main() -> None:
         args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
     )
 
-    standard_errors: dict[int, float] = {}
-
-    def evaluate(step_sizes: tuple[float, ...] = preset.test_step_sizes) -> dict[int, float]:
-        """Mean return over the test goals after k steps; their standard errors (across
-        goals) go to ``standard_errors``."""
+    def evaluate(
+        step_sizes: tuple[float, ...] = preset.test_step_sizes,
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """(mean return over the test goals, its standard error across goals) after k steps."""
         gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
         per_goal = learner.evaluate_adaptation_per_task(
             test_tasks,
@@ -195,9 +194,9 @@ def main() -> None:
             generator=gen,
             step_sizes=step_sizes,
         )
-        for k, v in per_goal.items():
-            standard_errors[k] = (v.std() / math.sqrt(v.numel())).item()
-        return {k: v.mean().item() for k, v in per_goal.items()}
+        means = {k: v.mean().item() for k, v in per_goal.items()}
+        ses = {k: (v.std() / math.sqrt(v.numel())).item() for k, v in per_goal.items()}
+        return means, ses
 
     curve, evals = [], []
     iter_times: list[float] = []
@@ -218,18 +217,16 @@ def main() -> None:
             curve.append(row)
             print(json.dumps(row), flush=True)
         if learner.iteration % args.eval_every == 0:  # outside the timed iteration
-            evals.append((learner.iteration, evaluate()))
-            ses = {f"se_{k}": round(v, 3) for k, v in standard_errors.items()}
-            print(
-                json.dumps({"eval_iteration": learner.iteration, **evals[-1][1], **ses}), flush=True
-            )
+            means, ses = evaluate()
+            evals.append((learner.iteration, means))
+            rounded = {f"se_{k}": round(v, 3) for k, v in ses.items()}
+            print(json.dumps({"eval_iteration": learner.iteration, **means, **rounded}), flush=True)
     train_wall = time.perf_counter() - start
-    returns = evaluate()
-    final_se = dict(standard_errors)
+    returns, final_se = evaluate()
     evals.append((learner.iteration, returns))
     best_iteration, best = max(evals, key=lambda e: e[1][1])  # by the 1-step return
     # The original MAML code tested with step size 0.5, then 0.25 (maml_rl test_maml_point.py).
-    original_sizes = evaluate((0.5, 0.25))
+    original_sizes, _ = evaluate((0.5, 0.25))
     for k in range(4):
         print(
             f"return after {k} inner steps: {returns[k]:8.2f} +- {final_se[k]:.2f} "
