@@ -14,7 +14,19 @@ TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
 Presets: ``reference`` (default) is the config above, which the issue pins. ``rllab`` is the
 original MAML code's (cbfinn/maml_rl ``maml_trpo_point.py`` + ``test_maml_point.py``):
 actions normalised to [-1, 1] (rllab's ``normalize`` wrapper), ReLU (100, 100), inner lr 0.5,
-test with 40 episodes per step and step sizes 0.5 then 0.25. Everything else is shared.
+test with step sizes 0.5 then 0.25 on batches of 4000 steps per goal. Everything else is
+shared.
+
+How the paper measured (``test_maml_point.py``): rllab's sampler collects whole episodes
+until a batch holds 4000 steps, and the reported "AverageReturn" is the mean over that
+batch's episodes. Episodes that reach the goal end early, so a step budget holds more of
+them than a fixed count would, and they weigh more in the average. The ``rllab`` preset
+reports both: ``return_after_k`` by the paper's step-budget protocol, and
+``return_after_k_per_episode`` with a fixed 40 episodes per goal (every episode weighted
+alike, the estimate of the expected return of one episode).
+
+    python benchmarks/nav2d_maml.py --preset rllab --cg-subsample 1 --save-params p.pt
+    python benchmarks/nav2d_maml.py --preset rllab --evaluate-params p.pt  # re-test only
 
 The last line printed is one JSON object.
 """
@@ -32,11 +44,22 @@ import numpy as np
 import torch
 
 from metatrade.agents.policies import make_policy
-from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.envs.nav2d import Navigation2DFamily, NavTask
+from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
 
 PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
+# Standard error across the paper's 40 test goals, from the per-goal returns the original
+# code saved (cbfinn/maml_rl icml/icml_point_results_maml.pkl): the paper reports no error.
+PAPER_TABLE4_SE = {0: 2.07, 1: 1.12, 2: 0.29, 3: 0.30}
+
+
+def paper_test_goals() -> list[NavTask]:
+    """The 40 goals the paper's table was measured on: ``test_maml_point.py`` draws them
+    with ``np.random.seed(1); np.random.uniform(-0.5, 0.5, size=(40, 2))``."""
+    goals = np.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2))
+    return [NavTask((float(x), float(y))) for x, y in goals]
 
 
 @dataclass(frozen=True)
@@ -48,16 +71,21 @@ class Preset:
     test_episodes: int
     test_step_sizes: tuple[float, ...]
     init_log_std: float = 0.0
+    test_steps_per_goal: int | None = None  # rllab's step-budget batches (see --help)
+    train_inner_steps: int = 1
 
 
 PRESETS = {
     "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
-    "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25)),
+    "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), test_steps_per_goal=4000),
     # ablation: the pinned config with rllab's normalised actions and nothing else changed
     "reference-normalized": Preset(True, (64, 64), "tanh", 0.1, 20, (0.1,)),
     # the pinned config with the Gaussian's initial std at the action bound (0.1) instead of
     # pytorch-maml-rl's 1.0, which the env clips to +-0.1 (bang-bang exploration)
     "reference-std0.1": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,), math.log(0.1)),
+    # the rllab preset meta-trained for the return after two inner steps (the paper trains
+    # for one); tested with its training step size 0.5 at every step
+    "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
 }
 
 
@@ -83,7 +111,7 @@ def make_learner(
         meta_batch_size=meta_batch_size,
         episodes_per_task=20,
         num_evaluation_episodes=20,
-        num_inner_steps=1,
+        num_inner_steps=preset.train_inner_steps,
         inner_lr=preset.inner_lr,
         gamma=0.99,
         gae_lambda=1.0,
@@ -107,6 +135,67 @@ def time_iterations(
         learner.step()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+class Tester:
+    """The return after 0..3 inner steps on fixed fresh goals, by the preset's protocol."""
+
+    def __init__(
+        self, learner: MetaLearner, preset: Preset, num_goals: int, seed: int, paper_goals: bool
+    ) -> None:
+        self.learner, self.preset = learner, preset
+        if paper_goals:
+            self.goals = paper_test_goals()
+        else:
+            rng = np.random.default_rng(10_000 + seed)
+            self.goals = learner.family.sample_tasks(num_goals, "test", rng)
+
+    def evaluate(
+        self,
+        step_sizes: tuple[float, ...] | None = None,
+        by_steps: bool = True,
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """(mean return over the test goals, its standard error across goals) after k steps;
+        ``by_steps``: the preset's step-budget batches when it has them."""
+        gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
+        per_goal = self.learner.evaluate_adaptation_per_task(
+            self.goals,
+            (0, 1, 2, 3),
+            episodes_per_task=self.preset.test_episodes,
+            generator=gen,
+            step_sizes=step_sizes or self.preset.test_step_sizes,
+            steps_per_task=self.preset.test_steps_per_goal if by_steps else None,
+        )
+        means = {k: v.mean().item() for k, v in per_goal.items()}
+        ses = {k: (v.std() / math.sqrt(v.numel())).item() for k, v in per_goal.items()}
+        return means, ses
+
+    def final_report(self) -> dict[str, float]:
+        """Every figure of the last JSON line that depends on the test goals, printed too."""
+        returns, se = self.evaluate()
+        # The original MAML code tested with step size 0.5, then 0.25 (test_maml_point.py).
+        same = tuple(self.preset.test_step_sizes) == (0.5, 0.25)
+        original_sizes = returns if same else self.evaluate((0.5, 0.25))[0]
+        report = {
+            **{f"return_after_{k}": returns[k] for k in range(4)},
+            **{f"return_after_{k}_se": se[k] for k in range(4)},
+            **{f"paper_return_after_{k}": PAPER_TABLE4[k] for k in range(4)},
+            **{f"paper_return_after_{k}_se": PAPER_TABLE4_SE[k] for k in range(4)},
+            **{f"return_after_{k}_lr_0.5_0.25": original_sizes[k] for k in range(4)},
+        }
+        per_episode = None
+        if self.preset.test_steps_per_goal is not None:
+            per_episode, per_episode_se = self.evaluate(by_steps=False)
+            report.update({f"return_after_{k}_per_episode": per_episode[k] for k in range(4)})
+            report.update({f"return_after_{k}_per_episode_se": per_episode_se[k] for k in range(4)})
+        for k in range(4):
+            line = f"return after {k} inner steps: {returns[k]:8.2f} +- {se[k]:.2f}"
+            if per_episode is not None:
+                line += f" ({self.preset.test_steps_per_goal} steps/goal), "
+                line += f"{per_episode[k]:8.2f} ({self.preset.test_episodes} episodes/goal)"
+            line += f", {original_sizes[k]:8.2f} (lr 0.5, 0.25)"
+            print(f"{line}   paper: {PAPER_TABLE4[k]:8.2f} +- {PAPER_TABLE4_SE[k]:.2f}")
+        return report
 
 
 def main() -> None:
@@ -146,9 +235,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
+    parser.add_argument(
+        "--fresh-goals",
+        action="store_true",
+        help="test on --test-tasks goals drawn from --seed instead of the paper's 40 test goals",
+    )
+    parser.add_argument(
+        "--save-params", metavar="PATH", help="save the final meta-learner state (torch.save)"
+    )
+    parser.add_argument(
+        "--evaluate-params",
+        metavar="PATH",
+        help="skip timing and training: test a state saved with --save-params",
+    )
     args = parser.parse_args()
     configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
     preset = PRESETS[args.preset]
+
+    if args.evaluate_params:
+        learner = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
+        learner.load_state_dict(torch.load(args.evaluate_params, weights_only=True))
+        tester = Tester(learner, preset, args.test_tasks, args.seed, not args.fresh_goals)
+        report = tester.final_report()
+        print(json.dumps({"meta_iterations": learner.iteration, **report, "preset": args.preset}))
+        return
 
     timed = 3 if args.quick else 8
     adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0, preset)
@@ -178,26 +288,7 @@ def main() -> None:
         return
 
     learner = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
-    test_tasks = learner.family.sample_tasks(
-        args.test_tasks, "test", np.random.default_rng(10_000 + args.seed)
-    )
-
-    def evaluate(
-        step_sizes: tuple[float, ...] = preset.test_step_sizes,
-    ) -> tuple[dict[int, float], dict[int, float]]:
-        """(mean return over the test goals, its standard error across goals) after k steps."""
-        gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
-        per_goal = learner.evaluate_adaptation_per_task(
-            test_tasks,
-            (0, 1, 2, 3),
-            episodes_per_task=preset.test_episodes,
-            generator=gen,
-            step_sizes=step_sizes,
-        )
-        means = {k: v.mean().item() for k, v in per_goal.items()}
-        ses = {k: (v.std() / math.sqrt(v.numel())).item() for k, v in per_goal.items()}
-        return means, ses
-
+    tester = Tester(learner, preset, args.test_tasks, args.seed, not args.fresh_goals)
     curve, evals = [], []
     iter_times: list[float] = []
     start = time.perf_counter()
@@ -217,32 +308,23 @@ def main() -> None:
             curve.append(row)
             print(json.dumps(row), flush=True)
         if learner.iteration % args.eval_every == 0:  # outside the timed iteration
-            means, ses = evaluate()
+            means, ses = tester.evaluate()
             evals.append((learner.iteration, means))
             rounded = {f"se_{k}": round(v, 3) for k, v in ses.items()}
             print(json.dumps({"eval_iteration": learner.iteration, **means, **rounded}), flush=True)
     train_wall = time.perf_counter() - start
-    returns, final_se = evaluate()
-    evals.append((learner.iteration, returns))
+    if args.save_params:
+        atomic_write(args.save_params, lambda f: torch.save(learner.state_dict(), f), binary=True)
+    report = tester.final_report()
+    evals.append((learner.iteration, {k: report[f"return_after_{k}"] for k in range(4)}))
     best_iteration, best = max(evals, key=lambda e: e[1][1])  # by the 1-step return
-    # The original MAML code tested with step size 0.5, then 0.25 (maml_rl test_maml_point.py).
-    original_sizes, _ = evaluate((0.5, 0.25))
-    for k in range(4):
-        print(
-            f"return after {k} inner steps: {returns[k]:8.2f} +- {final_se[k]:.2f} "
-            f"(lr {preset.test_step_sizes}), "
-            f"{original_sizes[k]:8.2f} (lr 0.5, 0.25)   paper Table 4: {PAPER_TABLE4[k]:8.2f}"
-        )
     result = {
         "sec_per_iter_adam": adam_med,
         "sec_per_iter_trpo": statistics.median(iter_times),
         "meta_iterations": learner.iteration,
-        **{f"return_after_{k}": returns[k] for k in range(4)},
-        **{f"return_after_{k}_se": final_se[k] for k in range(4)},
-        **{f"paper_return_after_{k}": PAPER_TABLE4[k] for k in range(4)},
+        **report,
         "best_iteration": best_iteration,
         **{f"best_return_after_{k}": best[k] for k in range(4)},
-        **{f"return_after_{k}_lr_0.5_0.25": original_sizes[k] for k in range(4)},
         "train_wall_s": round(train_wall, 1),
         "meta_batch_size": args.meta_batch_size,
         "cg_subsample": args.cg_subsample,

@@ -51,10 +51,13 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
             )  # fmt: skip
         per_task = True
 
-    assert result.returns == returns
+    # the mean over tasks of per-task means (equal to the mean over all episodes up to
+    # float rounding when every task has the same episode count)
+    assert result.returns == pytest.approx(returns, rel=1e-6)
     assert len(result.task_returns) == 4
     for got, want in zip(result.task_returns, task_returns, strict=True):
-        assert got.shape == (3,) and torch.equal(got, want)
+        assert got.shape == (3,)
+        torch.testing.assert_close(got, want)
     for name, value in current.items():
         assert result.params[name].shape == (3, *params[name].shape)
         assert torch.equal(result.params[name], value)

@@ -30,7 +30,7 @@ from torch.func import vmap
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.protocols import BatchEnv
-from metatrade.meta.sampler import sample_episodes
+from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
 from metatrade.meta.surrogates import Surrogate, get_surrogate
 
 Params = dict[str, Tensor]
@@ -154,6 +154,7 @@ def adapt_online(
     inner_lrs: Params | None = None,
     step_sizes: Sequence[float] | None = None,
     num_rollout_steps: int | None = None,
+    steps_per_task: int | None = None,
     generator: torch.Generator | None = None,
     per_task: bool = False,
     measure_final: bool = True,
@@ -174,6 +175,9 @@ def adapt_online(
             (``adapt``, ``compute_advantages``).
         step_sizes: step size of step 1, 2, ... (the last one repeats), e.g. (0.5, 0.25).
         num_rollout_steps: rollout length H (default: the env's episode length).
+        steps_per_task: sample every batch by steps, not episodes: whole episodes until
+            each task has this many steps (rllab's sampler, the MAML paper's protocol; see
+            ``sample_episodes_for_steps``). None: one episode per slot of ``batch_env``.
         generator: action noise and env reset seeds, drawn in sampling order.
         measure_final: also sample one batch after the last step, so ``returns`` has
             ``num_steps + 1`` entries; False saves that rollout (``num_steps`` entries).
@@ -199,12 +203,18 @@ def adapt_online(
             if k == num_steps and not measure_final:
                 break
             seed = None if env_seed is None else env_seed(k)
-            batch = sample_episodes(
-                policy, current, batch_env, num_rollout_steps, generator, per_task, seed
-            )
-            episode_returns = batch.episode_returns()  # [T, E]
-            task_returns.append(episode_returns.mean(dim=1))
-            returns.append(episode_returns.mean().item())
+            if steps_per_task is None:
+                batch = sample_episodes(
+                    policy, current, batch_env, num_rollout_steps, generator, per_task, seed
+                )
+            else:
+                batch = sample_episodes_for_steps(
+                    policy, current, batch_env, steps_per_task, num_rollout_steps, generator,
+                    per_task, seed,
+                )  # fmt: skip
+            task_means = batch.task_mean_returns()  # [T]
+            task_returns.append(task_means)
+            returns.append(task_means.mean().item())
             if k == num_steps:
                 break
             batch = compute_advantages(

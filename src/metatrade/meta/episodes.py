@@ -74,6 +74,12 @@ class Episodes:
         """Undiscounted return of every episode [T, E]."""
         return (self.rewards * self.mask).sum(-1)
 
+    def task_mean_returns(self) -> Tensor:
+        """Mean undiscounted return of each task's episodes [T]; empty slots (length 0,
+        see ``keep_episodes``) are not episodes and do not count."""
+        count = (self.lengths > 0).sum(dim=1).clamp_min(1).to(self.rewards.dtype)
+        return self.episode_returns().sum(dim=1) / count
+
     def tensors(self) -> dict[str, Tensor]:
         """The non-None fields as a dict: a pytree that ``torch.func.vmap`` can map over."""
         return {
@@ -93,3 +99,63 @@ class Episodes:
         for name, value in self.tensors().items():
             out[name] = value.to(dtype) if value.is_floating_point() else value
         return Episodes(**out)
+
+
+def concat_episodes(batches: list[Episodes]) -> Episodes:
+    """Batches of the same T tasks joined along the episode axis, the time axis padded (with
+    zeros, mask 0) to the longest batch's H. Optional fields must be set in all or none."""
+    if not batches:
+        raise ValueError("concat_episodes: need at least one batch.")
+    horizon = max(b.horizon for b in batches)
+    names = batches[0].tensors().keys()
+    out: dict[str, Tensor] = {}
+    for name in names:
+        parts = []
+        for b in batches:
+            x = getattr(b, name)
+            if x is None:
+                raise ValueError(f"concat_episodes: field {name!r} is set in some batches only.")
+            if name in _TIME_FIELDS and x.shape[2] < horizon:
+                pad = x.new_zeros(*x.shape[:2], horizon - x.shape[2], *x.shape[3:])
+                x = torch.cat([x, pad], dim=2)
+            parts.append(x)
+        out[name] = torch.cat(parts, dim=1)
+    return Episodes(**out)
+
+
+def keep_episodes(episodes: Episodes, keep: Tensor) -> Episodes:
+    """Episodes with every slot where ``keep`` [T, E] is False emptied (mask 0, length 0,
+    no reward, no end flag), then the episode columns that no task keeps dropped. Losses,
+    baselines and returns all weigh by the mask, so an emptied slot counts for nothing."""
+    keep = keep.to(torch.bool)
+    used = keep.any(dim=0)
+    step_keep = keep.unsqueeze(-1)
+    changes: dict[str, Tensor | None] = {
+        "mask": episodes.mask * step_keep,
+        "rewards": episodes.rewards * step_keep,
+        "terminated": episodes.terminated & step_keep,
+        "truncated": episodes.truncated & step_keep,
+        "lengths": episodes.lengths * keep,
+    }
+    if episodes.pnl_rewards is not None:
+        changes["pnl_rewards"] = episodes.pnl_rewards * step_keep
+    kept = episodes.replace(**changes)
+    return Episodes(**{k: v[:, used] for k, v in kept.tensors().items()})
+
+
+_TIME_FIELDS = frozenset(
+    {
+        "obs",
+        "actions",
+        "rewards",
+        "mask",
+        "terminated",
+        "truncated",
+        "log_probs",
+        "dist_params",
+        "pnl_rewards",
+        "values",
+        "advantages",
+        "returns",
+    }
+)

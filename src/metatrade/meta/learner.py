@@ -391,6 +391,7 @@ class MetaLearner:
         episodes_per_task: int | None = None,
         generator: torch.Generator | None = None,
         step_sizes: tuple[float, ...] | None = None,
+        steps_per_task: int | None = None,
     ) -> dict[int, float]:
         """Average episode return after k inner steps, each step on fresh episodes sampled
         with the current adapted policies, the baseline refitted on them (the paper's test
@@ -400,9 +401,12 @@ class MetaLearner:
         ``step_sizes``: the inner step size of step 1, 2, ... (the last one repeats); default
         ``config.inner_lr`` for every step. The original MAML code tested 2D navigation with
         0.5 for the first step and 0.25 after it (``maml_examples/test_maml_point.py``).
+
+        ``steps_per_task``: sample each batch by a step budget instead of an episode count
+        (``adapt_online``); that code used 4000 steps per goal.
         """
         per_task = self.evaluate_adaptation_per_task(
-            tasks, num_steps_list, episodes_per_task, generator, step_sizes
+            tasks, num_steps_list, episodes_per_task, generator, step_sizes, steps_per_task
         )
         return {k: v.mean().item() for k, v in per_task.items()}
 
@@ -413,6 +417,7 @@ class MetaLearner:
         episodes_per_task: int | None = None,
         generator: torch.Generator | None = None,
         step_sizes: tuple[float, ...] | None = None,
+        steps_per_task: int | None = None,
     ) -> dict[int, Tensor]:
         """``evaluate_adaptation`` per task: {k: [T] mean episode return of each task}, for a
         standard error or interval across tasks."""
@@ -426,7 +431,8 @@ class MetaLearner:
             surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
             normalize_advantages=cfg.normalize_advantages,
             baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.inner_lrs,
-            step_sizes=step_sizes, num_rollout_steps=cfg.num_steps, generator=generator,
+            step_sizes=step_sizes, num_rollout_steps=cfg.num_steps,
+            steps_per_task=steps_per_task, generator=generator,
         )  # fmt: skip
         return {k: result.task_returns[k] for k in sorted(set(num_steps_list))}
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metatrade.meta.episodes import Episodes
+from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
 from metatrade.meta.protocols import BatchEnv
 
 Params = dict[str, Tensor]
@@ -214,3 +214,51 @@ def sample_episodes(
         lengths=torch.as_tensor(lengths, dtype=torch.int64),
         pnl_rewards=padded(pnl_l) if pnl_l else None,
     )
+
+
+def sample_episodes_for_steps(
+    policy: nn.Module,
+    params: Params,
+    batch_env: BatchEnv,
+    steps_per_task: int,
+    num_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    per_task: bool = False,
+    seed: int | None = None,
+    max_rounds: int = 1000,
+) -> Episodes:
+    """Whole episodes, drawn in order, until each task's step count reaches ``steps_per_task``.
+
+    This is rllab's batch sampler (the MAML paper's code, ``batch_size`` in steps and
+    ``whole_paths=True``), which the paper's 2D-navigation table was measured with. It is
+    not the same as a fixed episode count: episodes that end early (the goal reached) take
+    fewer steps, so a step budget holds more of them, and the average return over the batch
+    weighs them more. Rounds of ``sample_episodes`` (E i.i.d. episodes per task each) are
+    drawn until every task has enough; each task keeps the shortest prefix of its episodes
+    whose lengths sum to at least the budget (the rest are emptied; see ``keep_episodes``).
+    """
+    if steps_per_task < 1:
+        raise ValueError(
+            f"sample_episodes_for_steps: steps_per_task={steps_per_task}; use a positive "
+            "step budget per task."
+        )
+    rounds: list[Episodes] = []
+    totals = None
+    for r in range(max_rounds):
+        round_seed = None if seed is None else seed + r
+        batch = sample_episodes(
+            policy, params, batch_env, num_steps, generator, per_task, round_seed
+        )
+        rounds.append(batch)
+        lengths = batch.lengths.sum(dim=1)
+        totals = lengths if totals is None else totals + lengths
+        if bool((totals >= steps_per_task).all()):
+            break
+    else:
+        raise RuntimeError(
+            f"sample_episodes_for_steps: {max_rounds} rounds gave fewer than "
+            f"{steps_per_task} steps for some task; lower steps_per_task."
+        )
+    episodes = concat_episodes(rounds)
+    before = torch.cumsum(episodes.lengths, dim=1) - episodes.lengths  # steps before each
+    return keep_episodes(episodes, before < steps_per_task)
