@@ -6,27 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
 from metatrade.meta.advantages import compute_advantages
-from metatrade.meta.distributions import DiagGaussian
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.meta.sampler import sample_episodes
-
-
-class ConstantPolicy(nn.Module):
-    """Gaussian with a learnable constant mean and log-std (contract-conforming, test-local)."""
-
-    def __init__(self, mean: tuple[float, float], log_std: float) -> None:
-        super().__init__()
-        self.distribution = DiagGaussian(2)
-        self.mean = nn.Parameter(torch.tensor(mean))
-        self.log_std = nn.Parameter(torch.full((2,), log_std))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        shape = obs.shape[:-1] + (2,)
-        return torch.cat([self.mean.expand(shape), self.log_std.expand(shape)], dim=-1)
+from nav_helpers import ConstantPolicy
 
 
 def test_env_reward_clipping_termination_and_autoreset() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_nav2d import ConstantPolicy
 
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
 from metatrade.meta.adapt import adapt, adapt_online
@@ -14,6 +13,7 @@ from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
 from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
 from metatrade.meta.surrogates import vpg_loss
+from nav_helpers import ConstantPolicy
 
 
 def _deterministic_setup() -> tuple[ConstantPolicy, dict, Navigation2DBatchEnv]:
