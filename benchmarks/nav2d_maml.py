@@ -73,6 +73,7 @@ class Preset:
     init_log_std: float = 0.0
     test_steps_per_goal: int | None = None  # rllab's step-budget batches (see --help)
     train_inner_steps: int = 1
+    train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
 
 
 PRESETS = {
@@ -86,6 +87,8 @@ PRESETS = {
     # the rllab preset meta-trained for the return after two inner steps (the paper trains
     # for one); tested with its training step size 0.5 at every step
     "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
+    # the rllab preset with rllab's training sampler too: batches of 2000 steps per task
+    "rllab-steps": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000),
 }
 
 
@@ -112,6 +115,7 @@ def make_learner(
         episodes_per_task=20,
         num_evaluation_episodes=20,
         num_inner_steps=preset.train_inner_steps,
+        steps_per_task=preset.train_steps_per_task,
         inner_lr=preset.inner_lr,
         gamma=0.99,
         gae_lambda=1.0,

@@ -101,3 +101,29 @@ def test_adapt_online_by_steps_reports_the_mean_over_the_batch_episodes() -> Non
     )
     assert len(res.returns) == 3 and all(np.isfinite(res.returns))
     assert res.returns[0] == pytest.approx(res.task_returns[0].mean().item())
+
+
+def test_meta_learner_trains_on_step_budget_batches() -> None:
+    from metatrade.agents.policies import make_policy
+    from metatrade.meta.learner import MetaConfig, MetaLearner
+
+    fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=20)
+    probe = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    policy = make_policy(
+        "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
+    )
+    cfg = MetaConfig(
+        meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=4, steps_per_task=150
+    )
+    learner = MetaLearner(policy, fam, cfg)
+    env = fam.make_batch_env(fam.sample_tasks(3, "train", np.random.default_rng(1)), 4)
+    batch = learner._sample(learner.params, env, False, torch.Generator().manual_seed(0))
+    steps = batch.mask.sum(dim=(1, 2))
+    assert (steps >= 150).all() and (steps < 150 + 20).all()  # whole episodes, just past it
+    assert batch.advantages is not None and torch.isfinite(batch.advantages).all()
+    before = {k: v.detach().clone() for k, v in learner.params.items()}
+    stats = learner.step()
+    assert np.isfinite(stats["meta/return_post"]) and stats["meta/skipped"] == 0.0
+    assert any(not torch.equal(before[k], v) for k, v in learner.params.items())
+    with pytest.raises(ValueError, match="steps_per_task"):
+        MetaConfig(steps_per_task=0)

@@ -30,7 +30,7 @@ from metatrade.meta.episodes import Episodes
 from metatrade.meta.objective import clipped_loss, mean_kl, outer_loss
 from metatrade.meta.optimizers import all_finite, clip_grad_norm, trpo_step, warn_skip
 from metatrade.meta.protocols import TaskFamily
-from metatrade.meta.sampler import sample_episodes
+from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
 
 Params = dict[str, Tensor]
 
@@ -77,6 +77,11 @@ class MetaConfig:
     its cubic-cost solve cheap on wide observations (trading: latest bar + account)"""
     num_steps: int | None = None
     """rollout length (default: the env's max_episode_steps)"""
+    steps_per_task: int | None = None
+    """sample every training batch by steps, as rllab (the MAML paper's code) does: whole
+    episodes until each task has this many steps, so tasks whose episodes end early (a goal
+    reached) get more of them (``sample_episodes_for_steps``). None: ``episodes_per_task`` /
+    ``num_evaluation_episodes`` episodes per task"""
     max_kl: float = 0.01
     """TRPO trust region"""
     cg_iters: int = 10
@@ -110,6 +115,11 @@ class MetaConfig:
         for name in ("meta_batch_size", "episodes_per_task", "num_evaluation_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MetaConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.steps_per_task is not None and self.steps_per_task < 1:
+            raise ValueError(
+                f"MetaConfig.steps_per_task={self.steps_per_task}: use a positive step budget "
+                "per task, or None to sample a fixed number of episodes."
+            )
         if self.baseline_obs_dims is not None and self.baseline_obs_dims < 1:
             raise ValueError(
                 f"MetaConfig.baseline_obs_dims={self.baseline_obs_dims}: use a positive count "
@@ -159,9 +169,20 @@ class MetaLearner:
         self, params: Params, env: Any, per_task: bool, generator: torch.Generator
     ) -> Episodes:
         cfg = self.config
-        ep = sample_episodes(
-            self.policy, self._detached(params), env, cfg.num_steps, generator, per_task=per_task
-        )
+        if cfg.steps_per_task is None:
+            ep = sample_episodes(
+                self.policy,
+                self._detached(params),
+                env,
+                cfg.num_steps,
+                generator,
+                per_task=per_task,
+            )
+        else:
+            ep = sample_episodes_for_steps(
+                self.policy, self._detached(params), env, cfg.steps_per_task, cfg.num_steps,
+                generator, per_task,
+            )  # fmt: skip
         return compute_advantages(
             ep,
             cfg.gamma,
@@ -234,8 +255,8 @@ class MetaLearner:
         self.iteration += 1
         stats.update(
             {
-                "meta/return_pre": pre.episode_returns().mean().item(),
-                "meta/return_post": post.episode_returns().mean().item(),
+                "meta/return_pre": pre.task_mean_returns().mean().item(),
+                "meta/return_post": post.task_mean_returns().mean().item(),
                 "meta/iteration": float(self.iteration),
                 "time/sample_s": t1 - t0,
                 "time/update_s": t2 - t1,

@@ -209,6 +209,12 @@ class MetaSection(_Section):
     num_steps: int | None = Field(
         None, gt=0, description="rollout length; null = the env's episode length"
     )
+    steps_per_task: int | None = Field(
+        None,
+        gt=0,
+        description="sample batches by steps (rllab): whole episodes until each task has this "
+        "many; null = a fixed episode count (trading episodes all have the same length)",
+    )
     max_kl: float = Field(0.01, gt=0, description="TRPO trust region")
     cg_iters: int = Field(10, gt=0, description="TRPO conjugate-gradient iterations")
     cg_damping: float = Field(1e-5, ge=0, description="TRPO Fisher damping")
