@@ -25,6 +25,11 @@ reports both: ``return_after_k`` by the paper's step-budget protocol, and
 ``return_after_k_per_episode`` with a fixed 40 episodes per goal (every episode weighted
 alike, the estimate of the expected return of one episode).
 
+Test goals: by default the paper's own 40 (``np.random.seed(1)`` in ``test_maml_point.py``),
+so the figures compare goal for goal; ``--fresh-goals`` draws ``--test-tasks`` new ones.
+Two more presets are experiments on the two-step return: ``rllab-2step`` meta-trains for two
+inner steps, ``rllab-steps`` also trains on rllab's step-budget batches (2000 steps a task).
+
     python benchmarks/nav2d_maml.py --preset rllab --cg-subsample 1 --save-params p.pt
     python benchmarks/nav2d_maml.py --preset rllab --evaluate-params p.pt  # re-test only
 
@@ -74,6 +79,7 @@ class Preset:
     test_steps_per_goal: int | None = None  # rllab's step-budget batches (see --help)
     train_inner_steps: int = 1
     train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
+    xavier_init: bool = False  # rllab's layer init instead of metatrade's (CleanRL's)
 
 
 PRESETS = {
@@ -89,6 +95,10 @@ PRESETS = {
     "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
     # the rllab preset with rllab's training sampler too: batches of 2000 steps per task
     "rllab-steps": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000),
+    # ... and rllab's initialisation (Xavier-uniform weights, zero biases, in every layer)
+    "rllab-full": Preset(
+        True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000, xavier_init=True
+    ),
 }
 
 
@@ -110,6 +120,13 @@ def make_learner(
         init_log_std=preset.init_log_std,
         seed=seed,
     )
+    if preset.xavier_init:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in policy.named_parameters():
+                if name.endswith("weight"):
+                    bound = math.sqrt(6.0 / (param.shape[0] + param.shape[1]))
+                    param.uniform_(-bound, bound, generator=gen)
     cfg = MetaConfig(
         meta_batch_size=meta_batch_size,
         episodes_per_task=20,
