@@ -79,7 +79,7 @@ class Preset:
     test_steps_per_goal: int | None = None  # rllab's step-budget batches (see --help)
     train_inner_steps: int = 1
     train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
-    xavier_init: bool = False  # rllab's layer init instead of metatrade's (CleanRL's)
+    xavier_init: bool = False  # Xavier-uniform weights instead of metatrade's (CleanRL's)
 
 
 PRESETS = {
@@ -95,7 +95,8 @@ PRESETS = {
     "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
     # the rllab preset with rllab's training sampler too: batches of 2000 steps per task
     "rllab-steps": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000),
-    # ... and rllab's initialisation (Xavier-uniform weights, zero biases, in every layer)
+    # ... and Xavier-uniform weights with zero biases in every layer (rllab's usual layer
+    # default; a negative result: the initial policy drives away from the origin)
     "rllab-full": Preset(
         True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000, xavier_init=True
     ),
