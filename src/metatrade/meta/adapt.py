@@ -30,7 +30,7 @@ from torch.func import vmap
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.protocols import BatchEnv
-from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
+from metatrade.meta.sampler import sample_batch
 from metatrade.meta.surrogates import Surrogate, get_surrogate
 
 Params = dict[str, Tensor]
@@ -203,15 +203,10 @@ def adapt_online(
             if k == num_steps and not measure_final:
                 break
             seed = None if env_seed is None else env_seed(k)
-            if steps_per_task is None:
-                batch = sample_episodes(
-                    policy, current, batch_env, num_rollout_steps, generator, per_task, seed
-                )
-            else:
-                batch = sample_episodes_for_steps(
-                    policy, current, batch_env, steps_per_task, num_rollout_steps, generator,
-                    per_task, seed,
-                )  # fmt: skip
+            batch = sample_batch(
+                policy, current, batch_env, steps_per_task, num_rollout_steps, generator,
+                per_task, seed,
+            )  # fmt: skip
             task_means = batch.task_mean_returns()  # [T]
             task_returns.append(task_means)
             returns.append(task_means.mean().item())

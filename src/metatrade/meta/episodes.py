@@ -101,6 +101,25 @@ class Episodes:
         return Episodes(**out)
 
 
+# fields with a time axis (padded by concat_episodes)
+_TIME_FIELDS = frozenset(
+    {
+        "obs",
+        "actions",
+        "rewards",
+        "mask",
+        "terminated",
+        "truncated",
+        "log_probs",
+        "dist_params",
+        "pnl_rewards",
+        "values",
+        "advantages",
+        "returns",
+    }
+)
+
+
 def concat_episodes(batches: list[Episodes]) -> Episodes:
     """Batches of the same T tasks joined along the episode axis, the time axis padded (with
     zeros, mask 0) to the longest batch's H. Optional fields must be set in all or none."""
@@ -141,21 +160,3 @@ def keep_episodes(episodes: Episodes, keep: Tensor) -> Episodes:
         changes["pnl_rewards"] = episodes.pnl_rewards * step_keep
     kept = episodes.replace(**changes)
     return Episodes(**{k: v[:, used] for k, v in kept.tensors().items()})
-
-
-_TIME_FIELDS = frozenset(
-    {
-        "obs",
-        "actions",
-        "rewards",
-        "mask",
-        "terminated",
-        "truncated",
-        "log_probs",
-        "dist_params",
-        "pnl_rewards",
-        "values",
-        "advantages",
-        "returns",
-    }
-)

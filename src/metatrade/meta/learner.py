@@ -30,7 +30,7 @@ from metatrade.meta.episodes import Episodes
 from metatrade.meta.objective import clipped_loss, mean_kl, outer_loss
 from metatrade.meta.optimizers import all_finite, clip_grad_norm, trpo_step, warn_skip
 from metatrade.meta.protocols import TaskFamily
-from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
+from metatrade.meta.sampler import sample_batch
 
 Params = dict[str, Tensor]
 
@@ -169,20 +169,10 @@ class MetaLearner:
         self, params: Params, env: Any, per_task: bool, generator: torch.Generator
     ) -> Episodes:
         cfg = self.config
-        if cfg.steps_per_task is None:
-            ep = sample_episodes(
-                self.policy,
-                self._detached(params),
-                env,
-                cfg.num_steps,
-                generator,
-                per_task=per_task,
-            )
-        else:
-            ep = sample_episodes_for_steps(
-                self.policy, self._detached(params), env, cfg.steps_per_task, cfg.num_steps,
-                generator, per_task,
-            )  # fmt: skip
+        ep = sample_batch(
+            self.policy, self._detached(params), env, cfg.steps_per_task, cfg.num_steps,
+            generator, per_task,
+        )  # fmt: skip
         return compute_advantages(
             ep,
             cfg.gamma,

@@ -262,3 +262,22 @@ def sample_episodes_for_steps(
     episodes = concat_episodes(rounds)
     before = torch.cumsum(episodes.lengths, dim=1) - episodes.lengths  # steps before each
     return keep_episodes(episodes, before < steps_per_task)
+
+
+def sample_batch(
+    policy: nn.Module,
+    params: Params,
+    batch_env: BatchEnv,
+    steps_per_task: int | None = None,
+    num_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    per_task: bool = False,
+    seed: int | None = None,
+) -> Episodes:
+    """One batch: an episode per slot of ``batch_env`` (``steps_per_task`` None), or whole
+    episodes until each task has ``steps_per_task`` steps (``sample_episodes_for_steps``)."""
+    if steps_per_task is None:
+        return sample_episodes(policy, params, batch_env, num_steps, generator, per_task, seed)
+    return sample_episodes_for_steps(
+        policy, params, batch_env, steps_per_task, num_steps, generator, per_task, seed
+    )
