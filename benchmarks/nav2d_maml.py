@@ -238,7 +238,7 @@ def main() -> None:
         "--cg-subsample",
         type=float,
         default=0.25,
-        help="fraction of tasks behind TRPO's Fisher (1.0: exact)",
+        help="fraction of each task's episodes behind TRPO's Fisher (1.0: exact)",
     )
     parser.add_argument(
         "--eval-every", type=int, default=100, help="evaluate on the test goals every N its"

@@ -8,6 +8,7 @@ against the behaviour policy that sampled them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -160,3 +161,27 @@ def keep_episodes(episodes: Episodes, keep: Tensor) -> Episodes:
         changes["pnl_rewards"] = episodes.pnl_rewards * step_keep
     kept = episodes.replace(**changes)
     return Episodes(**{k: v[:, used] for k, v in kept.tensors().items()})
+
+
+def select_episodes(episodes: Episodes, index: Tensor) -> Episodes:
+    """Each task's episode slots ``index`` [T, k]: task t keeps slots ``index[t]``."""
+    out = {}
+    for name, x in episodes.tensors().items():
+        idx = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(*index.shape, *x.shape[2:])
+        out[name] = torch.gather(x, 1, idx)
+    return Episodes(**out)
+
+
+def random_episode_subset(
+    episodes: Episodes, fraction: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Slot indices [T, k] of a random ``fraction`` of every task's episodes, drawn without
+    replacement, k = ceil(fraction * the largest count of non-empty slots of a task).
+    Non-empty slots come first, so a task with fewer episodes than k keeps all of them
+    (plus empty slots, which weigh nothing)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"random_episode_subset: fraction={fraction} must be in (0, 1].")
+    nonempty = episodes.lengths > 0
+    k = max(1, math.ceil(fraction * int(nonempty.sum(dim=1).max())))
+    keys = torch.rand(nonempty.shape, generator=generator) + (~nonempty).float()
+    return keys.argsort(dim=1)[:, :k]

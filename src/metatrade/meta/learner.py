@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from metatrade.meta.adapt import adapt, adapt_online
 from metatrade.meta.advantages import compute_advantages
-from metatrade.meta.episodes import Episodes
+from metatrade.meta.episodes import Episodes, random_episode_subset, select_episodes
 from metatrade.meta.objective import clipped_loss, mean_kl, outer_loss
 from metatrade.meta.optimizers import all_finite, clip_grad_norm, trpo_step, warn_skip
 from metatrade.meta.protocols import TaskFamily
@@ -93,7 +93,8 @@ class MetaConfig:
     ls_max_steps: int = 15
     """TRPO line-search backtracks"""
     cg_subsample: float = 1.0
-    """TRPO: fraction of the meta-batch's tasks used for the Fisher-vector products (1.0: exact)"""
+    """TRPO: fraction of every task's episodes behind the Fisher-vector products (rllab's
+    ``subsample_factor``; all tasks are kept; 1.0: the exact Fisher)"""
     promp_steps: int = 5
     """ProMP outer gradient steps per sampled batch"""
     promp_clip: float = 0.3
@@ -290,28 +291,33 @@ class MetaLearner:
         old = post.dist_params.detach()
         adv = post.advantages
 
-        num_fisher = max(1, round(cfg.cg_subsample * post.num_tasks))
-        fisher_tasks = torch.randperm(post.num_tasks, generator=self.generator)[:num_fisher]
-        fisher_tasks = fisher_tasks.sort().values
-        scale = post.num_tasks / num_fisher
-
         def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
-            w = weights if p_new.shape[0] == post.num_tasks else weights[fisher_tasks] * scale
-            return w * dist.kl(p_old, p_new)
+            return weights * dist.kl(p_old, p_new)
 
-        def fisher_evaluate() -> Tensor:
-            sub = Episodes.from_tensors({k: v[fisher_tasks] for k, v in pre.tensors().items()})
-            sub_replay = [
-                Episodes.from_tensors({k: v[fisher_tasks] for k, v in r.tensors().items()})
-                for r in replay
-            ]
-            lrs = self.inner_lrs
-            adapted = adapt(
-                self.policy, self.params, sub, cfg.num_inner_steps, cfg.inner_lr, cfg.first_order,
-                cfg.surrogate, lrs, _Replay(sub_replay) if sub_replay else None, cfg.gamma,
-            )  # fmt: skip
-            post_obs = post.obs[fisher_tasks]
-            return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(adapted, post_obs)
+        fisher_kl_fn, fisher_evaluate = kl_fn, None
+        if cfg.cg_subsample < 1.0:
+            # rllab's subsample_factor: F from a random fraction of every task's episodes
+            # (pre-update ones for the adaptation's Jacobian, post-update ones for the KL)
+            def subset(ep: Episodes) -> Episodes:
+                slots = random_episode_subset(ep, cfg.cg_subsample, self.generator)
+                return select_episodes(ep, slots)
+
+            fisher_pre, fisher_post = subset(pre), subset(post)
+            fisher_replay = [subset(r) for r in replay]
+            fisher_weights = self._loss_and_kl_weights(fisher_post)
+
+            def fisher_kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
+                return fisher_weights * dist.kl(p_old, p_new)
+
+            with torch.no_grad():
+                full = adapted if adapted is not None else self._adapt(self.params, pre, replay)
+                at_full = {k: v.detach() for k, v in full.items()}
+
+            def fisher_evaluate() -> Tensor:
+                sub = self._adapt(self.params, fisher_pre, fisher_replay)
+                # the subset's Jacobian d theta'/d theta, taken at the full batch's theta'
+                shifted = {k: v + (at_full[k] - v.detach()) for k, v in sub.items()}
+                return self._post_dist_params(shifted, fisher_post)
 
         at_theta = [adapted] if adapted is not None else []
 
@@ -323,9 +329,8 @@ class MetaLearner:
             return loss, kl_fn(old, new).sum(), new
 
         res = trpo_step(
-            self._leaves(), evaluate, kl_fn, cfg.max_kl, cfg.cg_iters, cfg.cg_damping,
-            cfg.ls_backtrack_ratio, cfg.ls_max_steps,
-            fisher_evaluate if num_fisher < post.num_tasks else None,
+            self._leaves(), evaluate, fisher_kl_fn, cfg.max_kl, cfg.cg_iters, cfg.cg_damping,
+            cfg.ls_backtrack_ratio, cfg.ls_max_steps, fisher_evaluate,
         )  # fmt: skip
         return {
             "meta/loss": res.loss_before,

@@ -221,7 +221,11 @@ class MetaSection(_Section):
     ls_backtrack_ratio: float = Field(0.8, gt=0, lt=1, description="TRPO line-search shrink")
     ls_max_steps: int = Field(15, gt=0, description="TRPO line-search backtracks")
     cg_subsample: float = Field(
-        1.0, gt=0, le=1, description="TRPO: fraction of tasks used in Fisher-vector products"
+        1.0,
+        gt=0,
+        le=1,
+        description="TRPO: fraction of every task's episodes behind the Fisher-vector products "
+        "(rllab's subsample_factor; 1.0: the exact Fisher)",
     )
     promp_steps: int = Field(5, gt=0, description="ProMP outer steps per batch")
     promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip")
