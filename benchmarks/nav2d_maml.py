@@ -11,6 +11,10 @@ TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
 
     python benchmarks/nav2d_maml.py --preset rllab   # the paper's own code's settings
 
+TRPO's Fisher-vector products use a quarter of every task's episodes by default
+(``--cg-subsample 0.25``, rllab's ``subsample_factor``; 1 for the exact Fisher): 2.5x
+cheaper, and it learns like the exact one (``benchmarks/RESULTS.md``, fourth pass).
+
 Presets: ``reference`` (default) is the config above, which the issue pins. ``rllab`` is the
 original MAML code's (cbfinn/maml_rl ``maml_trpo_point.py`` + ``test_maml_point.py``):
 actions normalised to [-1, 1] (rllab's ``normalize`` wrapper), ReLU (100, 100), inner lr 0.5,
