@@ -242,11 +242,13 @@ class Selection:
     issue compares with the paper."""
 
     def __init__(self) -> None:
-        self.iteration = -1
+        self.iteration = -1  # the best so far
         self.score = -math.inf
         self.state: dict | None = None
+        self.last_considered = -1
 
     def consider(self, learner: MetaLearner, tester: Tester) -> None:
+        self.last_considered = learner.iteration
         means, _ = tester.evaluate(goals=tester.validation_goals)
         score = (means[1] + means[2]) / 2
         print(
@@ -385,7 +387,7 @@ def main() -> None:
     if args.save_params:
         atomic_write(args.save_params, lambda f: torch.save(learner.state_dict(), f), binary=True)
     report = tester.final_report()
-    if selection.iteration != learner.iteration:
+    if selection.last_considered != learner.iteration:
         selection.consider(learner, tester)
     chosen = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
     chosen.load_state_dict(selection.state)
