@@ -85,6 +85,7 @@ class Preset:
     train_inner_steps: int = 1
     train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
     xavier_init: bool = False  # Xavier-uniform weights instead of metatrade's (CleanRL's)
+    train_step_sizes: tuple[float, ...] | None = None  # per inner step in training
 
 
 PRESETS = {
@@ -102,6 +103,21 @@ PRESETS = {
     "rllab-steps": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000),
     # ... and Xavier-uniform weights with zero biases in every layer (rllab's usual layer
     # default; a negative result: the initial policy drives away from the origin)
+    # rllab-steps meta-trained for the return after two inner steps taken with the test's
+    # own schedule (0.5, then 0.25); the paper trains for one step
+    "rllab-steps-2step": Preset(
+        True,
+        (100, 100),
+        "relu",
+        0.5,
+        40,
+        (0.5, 0.25),
+        0.0,
+        4000,
+        2,
+        2000,
+        train_step_sizes=(0.5, 0.25),
+    ),  # fmt: skip
     "rllab-full": Preset(
         True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000, xavier_init=True
     ),
@@ -140,6 +156,7 @@ def make_learner(
         num_inner_steps=preset.train_inner_steps,
         steps_per_task=preset.train_steps_per_task,
         inner_lr=preset.inner_lr,
+        inner_step_sizes=preset.train_step_sizes,
         gamma=0.99,
         gae_lambda=1.0,
         optimizer=optimizer,

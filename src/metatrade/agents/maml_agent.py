@@ -127,7 +127,8 @@ class MAMLAgent(BaseAgent):
     ) -> MAMLAgent:
         """A copy adapted to the single task of ``batch_env`` (T = 1, E episodes) by
         ``num_steps`` inner policy-gradient steps with step size ``lr`` (default: the
-        config's inner_lr); each step samples fresh episodes with the current adapted policy.
+        config's inner_step_sizes, else its inner_lr at every step); each step samples fresh
+        episodes with the current adapted policy.
         ``self`` (theta) is unchanged. ``num_steps=0`` returns an unadapted copy."""
         if batch_env.num_tasks != 1:
             raise ValueError(
@@ -146,6 +147,7 @@ class MAMLAgent(BaseAgent):
             surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
             normalize_advantages=cfg.normalize_advantages,
             baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.learner.inner_lrs,
+            step_sizes=cfg.inner_step_sizes if lr is None else None,
             num_rollout_steps=num_rollout_steps, generator=adapted.generator,
             per_task=per_task, measure_final=False,
         )  # fmt: skip

@@ -93,6 +93,8 @@ class ProtocolConfig:
     """bars per test window (shortened to fit half the shortest test split)"""
     inner_lr: float = 0.1
     """inner step size alpha, the same for every start"""
+    inner_step_sizes: tuple[float, ...] | None = None
+    """step size of inner step 1, 2, ... (the last repeats); None: ``inner_lr`` at every step"""
     surrogate: str = "vpg"
     """inner surrogate ("vpg", "dice", "lvc"), the same for every start"""
     gamma: float = 0.99
@@ -458,7 +460,8 @@ class MetaTestProtocol:
                 surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
                 normalize_advantages=cfg.normalize_advantages,
                 baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=start.inner_lrs,
-                generator=gen, per_task=True, measure_final=False,
+                step_sizes=cfg.inner_step_sizes, generator=gen, per_task=True,
+                measure_final=False,
                 env_seed=lambda j: cfg.seed + 100 * (j + 1),
                 keep=cfg.adaptation_steps,
             )  # fmt: skip

@@ -41,7 +41,7 @@ def adapt(
     params: Params,
     episodes: Episodes,
     num_steps: int = 1,
-    lr: float = 0.1,
+    lr: float | Sequence[float] = 0.1,
     first_order: bool = False,
     surrogate: str | Surrogate = "vpg",
     inner_lrs: Params | None = None,
@@ -57,7 +57,8 @@ def adapt(
             ``per_task`` (to continue adapting already adapted policies).
         episodes: pre-update episodes [T, E, H, ...] with advantages computed.
         num_steps: inner gradient steps.
-        lr: inner step size alpha (ignored for tensors named in ``inner_lrs``).
+        lr: inner step size alpha, or one per step (step k uses ``lr[k]``, the last one
+            repeating); ignored for tensors named in ``inner_lrs``.
         first_order: drop the second-order terms (inner gradients detached).
         surrogate: "vpg", "dice", "lvc" or a callable ``(policy, params, episodes) -> loss``.
         inner_lrs: Meta-SGD (Li et al., 2017) per-parameter learning rates, same names and
@@ -76,16 +77,18 @@ def adapt(
     def task_loss(p: Params, batch: dict[str, Tensor]) -> Tensor:
         return loss_fn(policy, p, Episodes.from_tensors(batch))
 
+    sizes = (lr,) if isinstance(lr, int | float) else tuple(lr)
     current = params
     batch = episodes
     for step in range(num_steps):
         if step > 0 and resample_fn is not None:
             batch = resample_fn(current)
         grads = task_gradients(task_loss, current, batch, per_task or step > 0, first_order)
+        step_size = sizes[min(step, len(sizes) - 1)]
         updated = {}
         for name, value in current.items():
             g = grads[name]
-            alpha = inner_lrs[name] if inner_lrs is not None and name in inner_lrs else lr
+            alpha = inner_lrs[name] if inner_lrs is not None and name in inner_lrs else step_size
             # a shared tensor [*shape] minus a per-task step [T, *shape] broadcasts to [T, *shape]
             updated[name] = value - alpha * g
         current = updated

@@ -52,6 +52,10 @@ class MetaConfig:
     """inner policy-gradient steps"""
     inner_lr: float = 0.1
     """inner step size alpha"""
+    inner_step_sizes: tuple[float, ...] | None = None
+    """step size of inner step 1, 2, ... (the last one repeats) when num_inner_steps > 1,
+    e.g. (0.5, 0.25), the MAML paper's 2D-navigation test schedule; None: ``inner_lr`` at
+    every step"""
     first_order: bool = False
     """drop second-order terms (FOMAML)"""
     surrogate: str = "vpg"
@@ -121,6 +125,13 @@ class MetaConfig:
                 f"MetaConfig.steps_per_task={self.steps_per_task}: use a positive step budget "
                 "per task, or None to sample a fixed number of episodes."
             )
+        if self.inner_step_sizes is not None:
+            self.inner_step_sizes = tuple(float(x) for x in self.inner_step_sizes)
+            if not self.inner_step_sizes or min(self.inner_step_sizes) < 0:
+                raise ValueError(
+                    f"MetaConfig.inner_step_sizes={self.inner_step_sizes}: give one non-negative "
+                    "step size per inner step (the last repeats), or None for inner_lr."
+                )
         if self.baseline_obs_dims is not None and self.baseline_obs_dims < 1:
             raise ValueError(
                 f"MetaConfig.baseline_obs_dims={self.baseline_obs_dims}: use a positive count "
@@ -157,6 +168,10 @@ class MetaLearner:
         self.iteration = 0
 
     # ------------------------------------------------------------------ helpers
+    def _step_sizes(self) -> tuple[float, ...]:
+        cfg = self.config
+        return cfg.inner_step_sizes if cfg.inner_step_sizes is not None else (cfg.inner_lr,)
+
     def _leaves(self) -> list[Tensor]:
         leaves = list(self.params.values())
         if self.inner_lrs is not None:
@@ -193,7 +208,7 @@ class MetaLearner:
             params,
             pre,
             num_steps=cfg.num_inner_steps,
-            lr=cfg.inner_lr,
+            lr=self._step_sizes(),
             first_order=cfg.first_order,
             surrogate=cfg.surrogate,
             inner_lrs=self.inner_lrs,
@@ -224,12 +239,14 @@ class MetaLearner:
         keep_graph = cfg.optimizer in ("adam", "trpo")
         with torch.set_grad_enabled(keep_graph):
             adapted, per_task, batch = self.params, False, pre
+            sizes = self._step_sizes()
             for k in range(cfg.num_inner_steps):
                 if k > 0 and not cfg.reuse_inner_batch:
                     batch = self._sample(adapted, env_pre, True, generator)
                     replay.append(batch)
+                size = sizes[min(k, len(sizes) - 1)]
                 adapted = adapt(
-                    self.policy, adapted, batch, 1, cfg.inner_lr, cfg.first_order, cfg.surrogate,
+                    self.policy, adapted, batch, 1, size, cfg.first_order, cfg.surrogate,
                     self.inner_lrs, gamma=cfg.gamma, per_task=per_task,
                 )  # fmt: skip
                 per_task = True
@@ -381,8 +398,9 @@ class MetaLearner:
         first_loss, norm, skipped_any = float("nan"), 0.0, False
         for k in range(cfg.promp_steps):
             adapted = adapt(
-                self.policy, self.params, pre, cfg.num_inner_steps, cfg.inner_lr, cfg.first_order,
-                "lvc", self.inner_lrs, _Replay(replay) if replay else None, cfg.gamma,
+                self.policy, self.params, pre, cfg.num_inner_steps, self._step_sizes(),
+                cfg.first_order, "lvc", self.inner_lrs, _Replay(replay) if replay else None,
+                cfg.gamma,
             )  # fmt: skip
             loss = outer_loss(self.policy, adapted, post, obj)
             kl_pre = mean_kl(self.policy, self.params, pre, per_task=False)
@@ -415,7 +433,7 @@ class MetaLearner:
         ``evaluate_adaptation_per_task``.
 
         ``step_sizes``: the inner step size of step 1, 2, ... (the last one repeats); default
-        ``config.inner_lr`` for every step. The original MAML code tested 2D navigation with
+        ``config.inner_step_sizes``, else ``config.inner_lr`` for every step. The original MAML code tested 2D navigation with
         0.5 for the first step and 0.25 after it (``maml_examples/test_maml_point.py``).
 
         ``steps_per_task``: sample each batch by a step budget instead of an episode count
@@ -447,7 +465,7 @@ class MetaLearner:
             surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
             normalize_advantages=cfg.normalize_advantages,
             baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.inner_lrs,
-            step_sizes=step_sizes, num_rollout_steps=cfg.num_steps,
+            step_sizes=step_sizes or cfg.inner_step_sizes, num_rollout_steps=cfg.num_steps,
             steps_per_task=steps_per_task, generator=generator,
         )  # fmt: skip
         return {k: result.task_returns[k] for k in sorted(set(num_steps_list))}

@@ -310,8 +310,8 @@ def adapt_params(
     result = adapt_online(
         policy, start, env, steps, m.inner_lr, surrogate=m.surrogate, gamma=m.gamma,
         gae_lambda=m.gae_lambda, normalize_advantages=m.normalize_advantages,
-        baseline_obs_dims=m.baseline_obs_dims, num_rollout_steps=m.num_steps,
-        generator=generator,
+        baseline_obs_dims=m.baseline_obs_dims, step_sizes=m.inner_step_sizes,
+        num_rollout_steps=m.num_steps, generator=generator,
     )  # fmt: skip
     return result.params, result.returns
 
@@ -432,6 +432,7 @@ def make_protocol_config(cfg: RunConfig) -> ProtocolConfig:
         episode_length=cfg.env.episode_length,
         test_episode_length=cfg.env.episode_length,
         inner_lr=m.inner_lr,
+        inner_step_sizes=None if m.inner_step_sizes is None else tuple(m.inner_step_sizes),
         surrogate=m.surrogate,
         gamma=m.gamma,
         gae_lambda=m.gae_lambda,

@@ -184,6 +184,11 @@ class MetaSection(_Section):
     )
     num_inner_steps: int = Field(1, ge=0, description="inner policy-gradient steps")
     inner_lr: float = Field(0.1, gt=0, description="inner-loop step size alpha")
+    inner_step_sizes: list[float] | None = Field(
+        None,
+        description="step size of inner step 1, 2, ... (the last repeats), in training and "
+        "evaluation; null = inner_lr at every step",
+    )
     first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
     surrogate: Literal["vpg", "dice", "lvc"] = Field(
         "vpg", description="inner surrogate: vpg (MAML), dice (unbiased), lvc (ProMP)"
