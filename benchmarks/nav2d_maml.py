@@ -328,7 +328,10 @@ def main() -> None:
         help="test on --test-tasks goals drawn from --seed instead of the paper's 40 test goals",
     )
     parser.add_argument(
-        "--save-params", metavar="PATH", help="save the final meta-learner state (torch.save)"
+        "--save-params",
+        metavar="PATH",
+        help="save the final meta-learner state (torch.save), and the validation-chosen one as "
+        "PATH.selected",
     )
     parser.add_argument(
         "--evaluate-params",
@@ -408,6 +411,9 @@ def main() -> None:
         selection.consider(learner, tester)
     chosen = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
     chosen.load_state_dict(selection.state)
+    if args.save_params:  # beside the final state: PATH -> PATH.selected
+        path = f"{args.save_params}.selected"
+        atomic_write(path, lambda f: torch.save(chosen.state_dict(), f), binary=True)
     chosen_means, chosen_ses = Tester(
         chosen, preset, args.test_tasks, args.seed, not args.fresh_goals
     ).evaluate()
