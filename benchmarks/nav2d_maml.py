@@ -86,6 +86,7 @@ class Preset:
     train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
     xavier_init: bool = False  # Xavier-uniform weights instead of metatrade's (CleanRL's)
     train_step_sizes: tuple[float, ...] | None = None  # per inner step in training
+    multi_step_loss: bool = False  # meta-loss over every inner step's policies (MAML++)
 
 
 PRESETS = {
@@ -117,6 +118,21 @@ PRESETS = {
         2,
         2000,
         train_step_sizes=(0.5, 0.25),
+    ),  # fmt: skip
+    # ... with the meta-loss averaged over the 1-step and the 2-step policies
+    "rllab-steps-2step-all": Preset(
+        True,
+        (100, 100),
+        "relu",
+        0.5,
+        40,
+        (0.5, 0.25),
+        0.0,
+        4000,
+        2,
+        2000,
+        train_step_sizes=(0.5, 0.25),
+        multi_step_loss=True,
     ),  # fmt: skip
     "rllab-full": Preset(
         True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000, xavier_init=True
@@ -157,6 +173,7 @@ def make_learner(
         steps_per_task=preset.train_steps_per_task,
         inner_lr=preset.inner_lr,
         inner_step_sizes=preset.train_step_sizes,
+        multi_step_loss=preset.multi_step_loss,
         gamma=0.99,
         gae_lambda=1.0,
         optimizer=optimizer,

@@ -69,3 +69,53 @@ def test_config_rejects_an_empty_or_negative_schedule() -> None:
     for bad in ((), (0.5, -0.1)):
         with pytest.raises(ValueError, match="inner_step_sizes"):
             MetaConfig(inner_step_sizes=bad)
+
+
+def _two_step_learner(optimizer: str, multi: bool) -> MetaLearner:
+    policy, fam = _policy_and_family()
+    cfg = MetaConfig(
+        meta_batch_size=2, episodes_per_task=3, num_evaluation_episodes=3, num_inner_steps=2,
+        inner_step_sizes=(0.2, 0.1), optimizer=optimizer, lr=0.05, multi_step_loss=multi, seed=1,
+    )  # fmt: skip
+    return MetaLearner(policy, fam, cfg)
+
+
+def test_multi_step_loss_is_the_mean_over_the_adapted_policies_batches() -> None:
+    from metatrade.meta.objective import outer_loss
+
+    learner = _two_step_learner("adam", True)
+    tasks = learner.family.sample_tasks(2, "train", np.random.default_rng(2))
+    env = learner.family.make_batch_env(tasks, 3)
+    gen = torch.Generator().manual_seed(4)
+    pre = learner._sample(learner.params, env, False, gen)
+    steps = learner._adapt_steps(learner.params, pre, [])
+    mid = learner._sample(steps[0], env, True, gen)
+    steps = learner._adapt_steps(learner.params, pre, [mid])
+    post = learner._sample(steps[1], env, True, gen)
+    first = outer_loss(learner.policy, steps[0], mid)
+    last = outer_loss(learner.policy, steps[1], post)
+    torch.testing.assert_close(learner._meta_loss(steps, [mid], post), (first + last) / 2)
+    learner.config.multi_step_loss = False
+    torch.testing.assert_close(learner._meta_loss(steps, [mid], post), last)
+    # both terms reach theta: the first step's loss has its own meta-gradient
+    g = torch.autograd.grad(first, learner.params["net.out.bias"])[0]
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "trpo"])
+def test_meta_learner_steps_with_the_multi_step_loss(optimizer: str) -> None:
+    learner = _two_step_learner(optimizer, True)
+    before = {k: v.detach().clone() for k, v in learner.params.items()}
+    for _ in range(2):
+        stats = learner.step()
+        assert np.isfinite(stats["meta/loss"])
+    assert any(not torch.equal(before[k], v.detach()) for k, v in learner.params.items())
+    if optimizer == "trpo":
+        assert stats["meta/kl"] <= learner.config.max_kl
+
+
+def test_multi_step_loss_rejects_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="multi_step_loss"):
+        MetaConfig(num_inner_steps=2, multi_step_loss=True, optimizer="promp")
+    with pytest.raises(ValueError, match="multi_step_loss"):
+        MetaConfig(num_inner_steps=2, multi_step_loss=True, reuse_inner_batch=True)

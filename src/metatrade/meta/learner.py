@@ -62,6 +62,10 @@ class MetaConfig:
     """inner surrogate: "vpg" (MAML), "dice" (unbiased), "lvc" (ProMP)"""
     reuse_inner_batch: bool = False
     """with num_inner_steps > 1, reuse the first batch instead of resampling per step"""
+    multi_step_loss: bool = False
+    """with num_inner_steps > 1, the meta-loss is the mean over k = 1..K of the k-step adapted
+    policies' surrogate on the episodes they sampled (MAML++'s multi-step loss), not only the
+    K-step one; TRPO's trust region stays on the K-step policies (Adam and TRPO only)"""
     learn_inner_lr: bool = False
     """Meta-SGD: learn one inner learning rate per parameter entry"""
     optimizer: str = "trpo"
@@ -124,6 +128,11 @@ class MetaConfig:
             raise ValueError(
                 f"MetaConfig.steps_per_task={self.steps_per_task}: use a positive step budget "
                 "per task, or None to sample a fixed number of episodes."
+            )
+        if self.multi_step_loss and (self.optimizer == "promp" or self.reuse_inner_batch):
+            raise ValueError(
+                "MetaConfig.multi_step_loss needs fresh episodes from every adapted policy "
+                "(reuse_inner_batch=False) and optimizer 'adam' or 'trpo'."
             )
         if self.inner_step_sizes is not None:
             self.inner_step_sizes = tuple(float(x) for x in self.inner_step_sizes)
@@ -216,6 +225,30 @@ class MetaLearner:
             gamma=cfg.gamma,
         )
 
+    def _adapt_steps(self, params: Params, pre: Episodes, replay: list[Episodes]) -> list[Params]:
+        """The adapted parameters after each of the K inner steps (step k >= 2 on replay[k-2])."""
+        cfg = self.config
+        sizes = self._step_sizes()
+        steps, current, batch = [], params, pre
+        for k in range(cfg.num_inner_steps):
+            if k > 0 and replay:
+                batch = replay[k - 1]
+            current = adapt(
+                self.policy, current, batch, 1, sizes[min(k, len(sizes) - 1)], cfg.first_order,
+                cfg.surrogate, self.inner_lrs, gamma=cfg.gamma, per_task=k > 0,
+            )  # fmt: skip
+            steps.append(current)
+        return steps
+
+    def _meta_loss(self, steps: list[Params], replay: list[Episodes], post: Episodes) -> Tensor:
+        """The outer loss of the K-step policies on ``post``, or with ``multi_step_loss`` the
+        mean over k of the k-step policies' loss on the batch they sampled."""
+        if not (self.config.multi_step_loss and len(steps) > 1):
+            return outer_loss(self.policy, steps[-1], post)
+        batches = [*replay, post]
+        losses = [outer_loss(self.policy, a, b) for a, b in zip(steps, batches, strict=True)]
+        return torch.stack(losses).mean()
+
     # ------------------------------------------------------------------ one meta-iteration
     def step(
         self, rng: np.random.Generator | None = None, generator: torch.Generator | None = None
@@ -239,6 +272,7 @@ class MetaLearner:
         keep_graph = cfg.optimizer in ("adam", "trpo")
         with torch.set_grad_enabled(keep_graph):
             adapted, per_task, batch = self.params, False, pre
+            adapted_steps: list[Params] = []
             sizes = self._step_sizes()
             for k in range(cfg.num_inner_steps):
                 if k > 0 and not cfg.reuse_inner_batch:
@@ -249,14 +283,15 @@ class MetaLearner:
                     self.policy, adapted, batch, 1, size, cfg.first_order, cfg.surrogate,
                     self.inner_lrs, gamma=cfg.gamma, per_task=per_task,
                 )  # fmt: skip
+                adapted_steps.append(adapted)
                 per_task = True
         post = self._sample(adapted, env_post, True, generator)
         t1 = time.perf_counter()
 
         if cfg.optimizer == "trpo":
-            stats = self._trpo_update(pre, post, replay, adapted)
+            stats = self._trpo_update(pre, post, replay, adapted_steps)
         elif cfg.optimizer == "adam":
-            stats = self._adam_update(pre, post, replay, adapted)
+            stats = self._adam_update(pre, post, replay, adapted_steps)
         else:
             stats = self._promp_update(pre, post, replay)
         t2 = time.perf_counter()
@@ -298,10 +333,16 @@ class MetaLearner:
         return w / w.sum(dim=(-2, -1), keepdim=True) / post.num_tasks
 
     def _trpo_update(
-        self, pre: Episodes, post: Episodes, replay: list[Episodes], adapted: Params | None = None
+        self,
+        pre: Episodes,
+        post: Episodes,
+        replay: list[Episodes],
+        adapted_steps: list[Params] | None = None,
     ) -> dict[str, float]:
-        """``adapted``: the step's differentiable adaptation at the current theta; TRPO's
-        first evaluation (loss and gradient) reuses it instead of adapting again."""
+        """``adapted_steps``: the step's differentiable adaptation at the current theta (the
+        parameters after each inner step); TRPO's first evaluation (loss and gradient) reuses
+        it instead of adapting again."""
+        adapted = adapted_steps[-1] if adapted_steps else None
         cfg = self.config
         dist = self.policy.distribution
         weights = self._loss_and_kl_weights(post)
@@ -336,13 +377,23 @@ class MetaLearner:
                 shifted = {k: v + (at_full[k] - v.detach()) for k, v in sub.items()}
                 return self._post_dist_params(shifted, fisher_post)
 
-        at_theta = [adapted] if adapted is not None else []
+        multi = cfg.multi_step_loss and cfg.num_inner_steps > 1
+        at_theta = [adapted_steps] if adapted_steps else []
 
         def evaluate() -> tuple[Tensor, Tensor, Tensor]:
-            current = at_theta.pop() if at_theta else self._adapt(self.params, pre, replay)
-            new = self._post_dist_params(current, post)
+            if at_theta:
+                steps = at_theta.pop()
+            elif multi:
+                steps = self._adapt_steps(self.params, pre, replay)
+            else:
+                steps = [self._adapt(self.params, pre, replay)]
+            new = self._post_dist_params(steps[-1], post)
             ratio = torch.exp(dist.log_prob(new, post.actions) - post.log_probs)
             loss = -(weights * ratio * adv).sum()
+            if multi:
+                pairs = zip(steps[:-1], replay, strict=True)
+                earlier = [outer_loss(self.policy, a, b) for a, b in pairs]
+                loss = (loss + sum(earlier)) / len(steps)
             return loss, kl_fn(old, new).sum(), new
 
         res = trpo_step(
@@ -378,9 +429,9 @@ class MetaLearner:
         return norm, False
 
     def _adam_update(
-        self, pre: Episodes, post: Episodes, replay: list[Episodes], adapted: Params
+        self, pre: Episodes, post: Episodes, replay: list[Episodes], adapted_steps: list[Params]
     ) -> dict[str, float]:
-        loss = outer_loss(self.policy, adapted, post)
+        loss = self._meta_loss(adapted_steps, replay, post)
         norm, skipped = self._apply_grads(loss, "Adam")
         kl = self._logged_kl(pre, post, replay)
         return {

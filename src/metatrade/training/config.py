@@ -196,6 +196,11 @@ class MetaSection(_Section):
     reuse_inner_batch: bool = Field(
         False, description="with several inner steps, reuse the first batch"
     )
+    multi_step_loss: bool = Field(
+        False,
+        description="with several inner steps, meta-loss = mean over k of the k-step adapted "
+        "policies' surrogate on their own episodes (MAML++); Adam / TRPO only",
+    )
     learn_inner_lr: bool = Field(False, description="Meta-SGD: per-parameter inner step sizes")
     optimizer: Literal["trpo", "adam", "promp"] = Field("trpo", description="meta-optimizer")
     lr: float = Field(1e-3, gt=0, description="Adam / ProMP learning rate")
