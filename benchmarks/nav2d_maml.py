@@ -34,6 +34,12 @@ Test goals: by default the paper's own 40 (``np.random.seed(1)`` in ``test_maml_
 so the figures compare goal for goal; ``--fresh-goals`` draws ``--test-tasks`` new ones.
 Two more presets are experiments on the two-step return: ``rllab-2step`` meta-trains for two
 inner steps, ``rllab-steps`` also trains on rllab's step-budget batches (2000 steps a task).
+``rllab-steps-2step`` meta-trains ``rllab-steps`` for the test's two steps (0.5, then 0.25), and
+``rllab-steps-2step-all`` with the meta-loss averaged over the one- and two-step policies
+(``MetaConfig.multi_step_loss``): the setting that matches the paper's one- and two-step
+returns (``benchmarks/RESULTS.md``, fourth pass)::
+
+    python benchmarks/nav2d_maml.py --preset rllab-steps-2step-all --iterations 100 --eval-every 20
 
     python benchmarks/nav2d_maml.py --preset rllab --cg-subsample 1 --save-params p.pt
     python benchmarks/nav2d_maml.py --preset rllab --evaluate-params p.pt  # re-test only
