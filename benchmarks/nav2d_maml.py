@@ -54,7 +54,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -95,6 +95,9 @@ class Preset:
     multi_step_loss: bool = False  # meta-loss over every inner step's policies (MAML++)
 
 
+RLLAB_STEPS = Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000)
+RLLAB_STEPS_2STEP = replace(RLLAB_STEPS, train_inner_steps=2, train_step_sizes=(0.5, 0.25))
+
 PRESETS = {
     "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
     "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), test_steps_per_goal=4000),
@@ -107,42 +110,15 @@ PRESETS = {
     # for one); tested with its training step size 0.5 at every step
     "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
     # the rllab preset with rllab's training sampler too: batches of 2000 steps per task
-    "rllab-steps": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000),
-    # ... and Xavier-uniform weights with zero biases in every layer (rllab's usual layer
-    # default; a negative result: the initial policy drives away from the origin)
+    "rllab-steps": RLLAB_STEPS,
     # rllab-steps meta-trained for the return after two inner steps taken with the test's
     # own schedule (0.5, then 0.25); the paper trains for one step
-    "rllab-steps-2step": Preset(
-        True,
-        (100, 100),
-        "relu",
-        0.5,
-        40,
-        (0.5, 0.25),
-        0.0,
-        4000,
-        2,
-        2000,
-        train_step_sizes=(0.5, 0.25),
-    ),  # fmt: skip
+    "rllab-steps-2step": RLLAB_STEPS_2STEP,
     # ... with the meta-loss averaged over the 1-step and the 2-step policies
-    "rllab-steps-2step-all": Preset(
-        True,
-        (100, 100),
-        "relu",
-        0.5,
-        40,
-        (0.5, 0.25),
-        0.0,
-        4000,
-        2,
-        2000,
-        train_step_sizes=(0.5, 0.25),
-        multi_step_loss=True,
-    ),  # fmt: skip
-    "rllab-full": Preset(
-        True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000, xavier_init=True
-    ),
+    "rllab-steps-2step-all": replace(RLLAB_STEPS_2STEP, multi_step_loss=True),
+    # rllab-steps with Xavier-uniform weights and zero biases in every layer (rllab's usual
+    # layer default; a negative result: the initial policy drives away from the origin)
+    "rllab-full": replace(RLLAB_STEPS, xavier_init=True),
 }
 
 
