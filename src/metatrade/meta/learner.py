@@ -208,27 +208,14 @@ class MetaLearner:
 
     def _adapt(self, params: Params, pre: Episodes, replay: list[Episodes] | None) -> Params:
         """Adapt with the stored inner batches (step k uses replay[k-1] when resampling)."""
-        cfg = self.config
-        resample = None
-        if replay:
-            resample = _Replay(replay)
-        return adapt(
-            self.policy,
-            params,
-            pre,
-            num_steps=cfg.num_inner_steps,
-            lr=self._step_sizes(),
-            first_order=cfg.first_order,
-            surrogate=cfg.surrogate,
-            inner_lrs=self.inner_lrs,
-            resample_fn=resample,
-            gamma=cfg.gamma,
-        )
+        return self._adapt_steps(params, pre, replay or [])[-1]
 
     def _adapt_steps(self, params: Params, pre: Episodes, replay: list[Episodes]) -> list[Params]:
         """The adapted parameters after each of the K inner steps (step k >= 2 on replay[k-2])."""
         cfg = self.config
         sizes = self._step_sizes()
+        if cfg.num_inner_steps == 0:
+            return [adapt(self.policy, params, pre, num_steps=0)]
         steps, current, batch = [], params, pre
         for k in range(cfg.num_inner_steps):
             if k > 0 and replay:
@@ -381,12 +368,7 @@ class MetaLearner:
         at_theta = [adapted_steps] if adapted_steps else []
 
         def evaluate() -> tuple[Tensor, Tensor, Tensor]:
-            if at_theta:
-                steps = at_theta.pop()
-            elif multi:
-                steps = self._adapt_steps(self.params, pre, replay)
-            else:
-                steps = [self._adapt(self.params, pre, replay)]
+            steps = at_theta.pop() if at_theta else self._adapt_steps(self.params, pre, replay)
             new = self._post_dist_params(steps[-1], post)
             ratio = torch.exp(dist.log_prob(new, post.actions) - post.log_probs)
             loss = -(weights * ratio * adv).sum()
