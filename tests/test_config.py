@@ -15,6 +15,7 @@ from metatrade.training.config import (
     packaged_config,
     parse_tasks,
     save_config,
+    validate_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,16 +95,25 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["run"]["seed"] == 3
 
 
-def test_meta_defaults_match_meta_config() -> None:
-    """The meta section mirrors MetaConfig: same names, same defaults (no silent drift)."""
-    from metatrade.meta.learner import MetaConfig
+def test_meta_section_is_meta_config_validated_once() -> None:
+    """The meta section is metatrade.meta.MetaConfig itself (plus num_meta_iterations): its
+    validation names the key path, and the learner gets exactly the section's values."""
+    from metatrade.meta.config import MetaConfig
+    from metatrade.training.build import make_meta_config
 
-    ours = RunConfig().meta.model_dump()
-    for f in dataclasses.fields(MetaConfig):
-        if f.name == "seed":
-            continue
-        assert f.name in ours, f"meta section lacks MetaConfig.{f.name}"
-        assert ours[f.name] == f.default, f"meta.{f.name}: {ours[f.name]} != {f.default}"
+    with pytest.raises(ConfigError, match=r"meta\.inner_lr"):
+        validate_config({"meta": {"inner_lr": -1.0}})
+    with pytest.raises(ConfigError, match=r"meta\.inner_lrr"):
+        validate_config({"meta": {"inner_lrr": 0.1}})
+    with pytest.raises(ConfigError, match="multi_step_loss"):
+        validate_config({"meta": {"multi_step_loss": True, "optimizer": "promp"}})
+    with pytest.raises(ConfigError, match="run.seed"):
+        validate_config({"meta": {"seed": 5}})
+    cfg = validate_config({"meta": {"inner_step_sizes": [0.5, 0.25]}, "run": {"seed": 3}})
+    meta = make_meta_config(cfg)
+    assert type(meta) is MetaConfig
+    assert meta.inner_step_sizes == (0.5, 0.25) and meta.step_size(5) == 0.25
+    assert meta.seed == 3 and meta.num_inner_steps == cfg.meta.num_inner_steps
 
 
 def test_ppo_section_fields_exist_in_ppo_config() -> None:

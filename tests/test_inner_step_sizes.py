@@ -3,6 +3,8 @@ paper's 2D-navigation test schedule (0.5, then 0.25), usable in training too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,12 @@ from metatrade.agents.policies import make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.adapt import adapt
 from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.episodes import Episodes
+from metatrade.meta.inner import expand_to_tasks, task_gradients
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.sampler import sample_episodes
+from metatrade.meta.surrogates import vpg_loss
+from metatrade.meta.updates import MetaBatch, meta_loss
 
 
 def _policy_and_family() -> tuple[torch.nn.Module, Navigation2DFamily]:
@@ -28,26 +34,41 @@ def test_adapt_takes_each_steps_own_size_and_repeats_the_last() -> None:
     policy, fam = _policy_and_family()
     env = fam.make_batch_env(fam.sample_tasks(2, "train", np.random.default_rng(1)), 3)
     params = {k: v.detach() for k, v in policy.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
     ep = compute_advantages(
-        sample_episodes(policy, params, env, generator=torch.Generator().manual_seed(0)), 0.99, 1.0
+        sample_episodes(policy, expand_to_tasks(params, 2), env, generator=gen), 0.99, 1.0
     )
     by_schedule = adapt(policy, params, ep, num_steps=3, lr=(0.3, 0.1))
-    by_hand = adapt(policy, params, ep, 1, 0.3)
-    by_hand = adapt(policy, by_hand, ep, 1, 0.1, per_task=True)
-    by_hand = adapt(policy, by_hand, ep, 1, 0.1, per_task=True)
+    # the same three steps by hand: one vpg gradient step per task, step sizes 0.3, 0.1, 0.1
+    by_hand = expand_to_tasks(params, 2)
+    for alpha in (0.3, 0.1, 0.1):
+        grads = task_gradients(
+            lambda p, b: vpg_loss(policy, p, Episodes.from_tensors(b)),
+            by_hand,
+            ep,
+            create_graph=False,
+        )
+        by_hand = {n: v - alpha * grads[n] for n, v in by_hand.items()}
     for name in params:
         torch.testing.assert_close(by_schedule[name], by_hand[name])
     assert not torch.equal(
-        by_schedule["net.out.bias"], adapt(policy, params, ep, 3, 0.3)["net.out.bias"]
+        by_schedule["net.out.bias"], adapt(policy, params, ep, num_steps=3, lr=0.3)["net.out.bias"]
     )
 
 
 def test_meta_learner_trains_and_evaluates_with_its_schedule() -> None:
     policy, fam = _policy_and_family()
     cfg = MetaConfig(
-        meta_batch_size=2, episodes_per_task=3, num_evaluation_episodes=3, num_inner_steps=2,
-        inner_lr=0.05, inner_step_sizes=(0.2, 0.1), optimizer="adam", lr=0.05, seed=1,
-    )  # fmt: skip
+        meta_batch_size=2,
+        episodes_per_task=3,
+        num_evaluation_episodes=3,
+        num_inner_steps=2,
+        inner_lr=0.05,
+        inner_step_sizes=(0.2, 0.1),
+        optimizer="adam",
+        lr=0.05,
+        seed=1,
+    )
     learner = MetaLearner(policy, fam, cfg)
     before = {k: v.detach().clone() for k, v in learner.params.items()}
     stats = learner.step()
@@ -57,8 +78,12 @@ def test_meta_learner_trains_and_evaluates_with_its_schedule() -> None:
     tasks = fam.sample_tasks(2, "test", np.random.default_rng(5))
 
     def run(step_sizes: tuple[float, ...] | None) -> dict[int, float]:
+        adaptation = None if step_sizes is None else replace(cfg, inner_step_sizes=step_sizes)
         return learner.evaluate_adaptation(
-            tasks, (0, 1, 2), generator=torch.Generator().manual_seed(3), step_sizes=step_sizes
+            tasks,
+            num_steps_list=(0, 1, 2),
+            adaptation=adaptation,
+            generator=torch.Generator().manual_seed(3),
         )
 
     assert run(None) == run((0.2, 0.1))  # the config's schedule is the default
@@ -74,9 +99,16 @@ def test_config_rejects_an_empty_or_negative_schedule() -> None:
 def _two_step_learner(optimizer: str, multi: bool) -> MetaLearner:
     policy, fam = _policy_and_family()
     cfg = MetaConfig(
-        meta_batch_size=2, episodes_per_task=3, num_evaluation_episodes=3, num_inner_steps=2,
-        inner_step_sizes=(0.2, 0.1), optimizer=optimizer, lr=0.05, multi_step_loss=multi, seed=1,
-    )  # fmt: skip
+        meta_batch_size=2,
+        episodes_per_task=3,
+        num_evaluation_episodes=3,
+        num_inner_steps=2,
+        inner_step_sizes=(0.2, 0.1),
+        optimizer=optimizer,
+        lr=0.05,
+        multi_step_loss=multi,
+        seed=1,
+    )
     return MetaLearner(policy, fam, cfg)
 
 
@@ -87,16 +119,17 @@ def test_multi_step_loss_is_the_mean_over_the_adapted_policies_batches() -> None
     tasks = learner.family.sample_tasks(2, "train", np.random.default_rng(2))
     env = learner.family.make_batch_env(tasks, 3)
     gen = torch.Generator().manual_seed(4)
-    pre = learner._sample(learner.params, env, False, gen)
-    steps = learner._adapt_steps(learner.params, pre, [])
-    mid = learner._sample(steps[0], env, True, gen)
-    steps = learner._adapt_steps(learner.params, pre, [mid])
-    post = learner._sample(steps[1], env, True, gen)
-    first = outer_loss(learner.policy, steps[0], mid)
-    last = outer_loss(learner.policy, steps[1], post)
-    torch.testing.assert_close(learner._meta_loss(steps, [mid], post), (first + last) / 2)
-    learner.config.multi_step_loss = False
-    torch.testing.assert_close(learner._meta_loss(steps, [mid], post), last)
+    pre = learner._sample(expand_to_tasks(learner.params, 2), env, gen)
+    first_step = learner.readapt([pre], num_tasks=2, second_order=True)
+    mid = learner._sample(first_step[1], env, gen)
+    steps = learner.readapt([pre, mid], num_tasks=2, second_order=True)
+    post = learner._sample(steps[2], env, gen)
+    batch = MetaBatch([pre, mid], post, steps, gen)
+    first = outer_loss(learner.policy, steps[1], mid)
+    last = outer_loss(learner.policy, steps[2], post)
+    multi = meta_loss(learner.policy, steps, batch, multi_step=True)
+    torch.testing.assert_close(multi, (first + last) / 2)
+    torch.testing.assert_close(meta_loss(learner.policy, steps, batch, multi_step=False), last)
     # both terms reach theta: the first step's loss has its own meta-gradient
     g = torch.autograd.grad(first, learner.params["net.out.bias"])[0]
     assert torch.isfinite(g).all() and g.abs().sum() > 0

@@ -8,9 +8,13 @@ import torch
 
 from metatrade.agents.policies import make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
-from metatrade.meta.adapt import adapt, adapt_online
+from metatrade.meta.adapt import adapt_online
 from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.config import AdaptationConfig
+from metatrade.meta.episodes import Episodes
+from metatrade.meta.inner import expand_to_tasks, task_gradients
 from metatrade.meta.sampler import sample_episodes
+from metatrade.meta.surrogates import vpg_loss
 
 
 @pytest.fixture()
@@ -27,29 +31,36 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
     policy, params, env = setup
     before = {k: v.detach().clone() for k, v in params.items()}
     sizes = (0.5, 0.25)
+    config = AdaptationConfig(inner_step_sizes=sizes, gamma=0.9, gae_lambda=0.95)
     result = adapt_online(
-        policy, params, env, 3, surrogate="vpg", gamma=0.9, gae_lambda=0.95,
-        step_sizes=sizes, generator=torch.Generator().manual_seed(5), keep=(0, 2),
-    )  # fmt: skip
+        policy,
+        expand_to_tasks(params, 3),
+        env,
+        config=config,
+        num_steps=3,
+        generator=torch.Generator().manual_seed(5),
+        keep=(0, 2),
+    )
 
     # the same steps by hand: sample with the current params, refit the baseline, one step
     gen = torch.Generator().manual_seed(5)
-    current = {k: v.detach() for k, v in params.items()}
-    per_task, returns, task_returns, after = False, [], [], {}
+    current = expand_to_tasks({k: v.detach() for k, v in params.items()}, 3)
+    returns, task_returns, after = [], [], {}
     for k in range(4):
         after[k] = current
-        batch = sample_episodes(policy, current, env, None, gen, per_task)
+        batch = sample_episodes(policy, current, env, generator=gen)
         returns.append(batch.episode_returns().mean().item())
         task_returns.append(batch.episode_returns().mean(dim=1))
         if k == 3:
             break
         batch = compute_advantages(batch, 0.9, 0.95)
-        with torch.no_grad():
-            current = adapt(
-                policy, current, batch, 1, sizes[min(k, 1)], True, "vpg", gamma=0.9,
-                per_task=per_task,
-            )  # fmt: skip
-        per_task = True
+        grads = task_gradients(
+            lambda p, b: vpg_loss(policy, p, Episodes.from_tensors(b)),
+            current,
+            batch,
+            create_graph=False,
+        )
+        current = {n: v - sizes[min(k, 1)] * grads[n] for n, v in current.items()}
 
     # the mean over tasks of per-task means (equal to the mean over all episodes up to
     # float rounding when every task has the same episode count)
@@ -73,14 +84,25 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
 def test_measure_final_and_env_seed(setup) -> None:
     policy, params, env = setup
     gen = torch.Generator().manual_seed(1)
-    short = adapt_online(policy, params, env, 2, 0.1, generator=gen, measure_final=False)
+    theta, config = expand_to_tasks(params, 3), AdaptationConfig()
+    short = adapt_online(
+        policy, theta, env, config=config, num_steps=2, generator=gen, measure_final=False
+    )
     assert len(short.returns) == 2  # no rollout after the last step
-    none = adapt_online(policy, params, env, 0, generator=gen, measure_final=False)
+    none = adapt_online(
+        policy, theta, env, config=config, num_steps=0, generator=gen, measure_final=False
+    )
     assert none.returns == [] and all(v.shape[0] == 3 for v in none.params.values())
 
     # env_seed(k) seeds the reset of the batch sampled after k steps
     seen: list[int] = []
     seeded = adapt_online(
-        policy, params, env, 2, generator=gen, env_seed=lambda k: seen.append(k) or 100 + k
+        policy,
+        theta,
+        env,
+        config=config,
+        num_steps=2,
+        generator=gen,
+        env_seed=lambda k: seen.append(k) or 100 + k,
     )
     assert seen == [0, 1, 2] and len(seeded.returns) == 3

@@ -20,8 +20,10 @@ from torch import nn
 from torch.func import grad, jvp
 
 from metatrade.meta.adapt import adapt
+from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.distributions import Categorical, DiagGaussian
 from metatrade.meta.episodes import Episodes
+from metatrade.meta.inner import inner_loop
 from metatrade.meta.objective import outer_loss
 from metatrade.meta.surrogates import get_surrogate
 
@@ -333,7 +335,9 @@ def test_second_minus_first_order_is_alpha_times_hvp(surrogate: str) -> None:
     pre = _random_episodes(policy, {k: v.detach() for k, v in params.items()}, num_tasks, 1, False)
     grads = {}
     for first_order in (False, True):
-        adapted = adapt(policy, params, pre, lr=alpha, surrogate=surrogate, first_order=first_order)
+        adapted = adapt(
+            policy, params, pre, lr=alpha, surrogate=surrogate, second_order=not first_order
+        )
         post = _random_episodes(
             policy, {k: v.detach() for k, v in adapted.items()}, num_tasks, 2, True
         )
@@ -406,8 +410,13 @@ def test_adapt_equals_a_per_task_loop_and_leaves_the_callers_tensors_alone() -> 
     per_task = {k: v.unsqueeze(0).repeat(3, *([1] * v.dim())) for k, v in theta.items()}
     first = next(iter(per_task))
     per_task[first].requires_grad_()
-    adapt(policy, per_task, pre, lr=alpha, per_task=True)
+    config = AdaptationConfig(inner_lr=alpha)
+    steps = inner_loop(policy, per_task, lambda k, p: pre, config=config, second_order=True)
     assert [v.requires_grad for v in per_task.values()] == [k == first for k in per_task]
-    with torch.no_grad():
-        out = adapt(policy, per_task, pre, lr=alpha, per_task=True)
-    assert not any(v.requires_grad for v in out.values())
+    assert steps[1][first].requires_grad  # differentiable in the tensor that asked for it
+    first_order = inner_loop(policy, per_task, lambda k, p: pre, config=config, second_order=False)
+    for k in theta:  # the same values; only the graph differs
+        torch.testing.assert_close(first_order[1][k], steps[1][k], rtol=0, atol=0)
+    # first order: d theta'/d theta = I (the inner gradient is a constant)
+    (identity,) = torch.autograd.grad(first_order[1][first].sum(), per_task[first])
+    torch.testing.assert_close(identity, torch.ones_like(identity))

@@ -9,6 +9,7 @@ import torch
 
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
 from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.meta.sampler import sample_episodes
 from nav_helpers import ConstantPolicy
@@ -70,7 +71,7 @@ def test_sampler_masks_after_first_end_and_records_last_obs() -> None:
         np.array([[0.05, 0.0], [0.4, 0.4]]), episodes_per_task=3, max_episode_steps=5
     )
     policy = ConstantPolicy((0.05, 0.0), log_std=-30.0)  # deterministic in practice
-    params = dict(policy.named_parameters())
+    params = expand_to_tasks(dict(policy.named_parameters()), 2)
     ep = sample_episodes(
         policy, params, env, num_steps=8, generator=torch.Generator().manual_seed(0)
     )
@@ -101,9 +102,7 @@ def test_sampler_per_task_params_no_leakage_and_seeded_determinism() -> None:
     }
 
     def run(p):
-        return sample_episodes(
-            policy, p, env, generator=torch.Generator().manual_seed(7), per_task=True
-        )
+        return sample_episodes(policy, p, env, generator=torch.Generator().manual_seed(7))
 
     a, b = run(per_task), run(per_task)
     for k, v in a.tensors().items():
@@ -116,7 +115,7 @@ def test_sampler_per_task_params_no_leakage_and_seeded_determinism() -> None:
     assert torch.equal(a.actions[:2], c.actions[:2]) and torch.equal(a.rewards[:2], c.rewards[:2])
     assert not torch.equal(a.actions[2], c.actions[2])
     with pytest.raises(ValueError, match="num_tasks"):
-        sample_episodes(policy, {k: v[:2] for k, v in per_task.items()}, env, per_task=True)
+        sample_episodes(policy, {k: v[:2] for k, v in per_task.items()}, env)
 
 
 @pytest.mark.parametrize("space", ["box", "discrete"])
@@ -124,17 +123,28 @@ def test_mlp_fast_forward_matches_functional_call(space: str) -> None:
     import gymnasium as gym
 
     from metatrade.agents.policies import make_policy
-    from metatrade.meta.sampler import _mlp_forward, make_forward, policy_forward
+    from metatrade.meta.sampler import _mlp_forward, is_shared, make_forward, policy_forward
 
     action_space = gym.spaces.Box(-1, 1, (2,)) if space == "box" else gym.spaces.Discrete(3)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (4,))
     policy = make_policy("mlp", obs_space, action_space, hidden_sizes=(8, 8), seed=0)
     gen = torch.Generator().manual_seed(0)
-    params = {k: v.detach() + 0.1 * torch.randn(v.shape, generator=gen) for k, v in
-              policy.named_parameters()}  # fmt: skip
-    per_task = {k: v + 0.1 * torch.randn((3, *v.shape), generator=gen) for k, v in params.items()}
+    theta = {
+        k: v.detach() + 0.1 * torch.randn(v.shape, generator=gen)
+        for k, v in policy.named_parameters()
+    }
+    shared = expand_to_tasks(theta, 3)  # a broadcast view: the one-matmul path
+    per_task = {k: v + 0.1 * torch.randn((3, *v.shape), generator=gen) for k, v in theta.items()}
     obs = torch.randn(3, 5, 4, generator=gen)
-    for p, pt in ((params, False), (per_task, True)):
-        assert _mlp_forward(policy, p, pt) is not None  # the fast path is the one tested
-        fast = make_forward(policy, p, pt)(obs)
-        torch.testing.assert_close(fast, policy_forward(policy, p, obs, pt))
+    for p, is_view in ((shared, True), (per_task, False)):
+        assert is_shared(p) == is_view
+        assert _mlp_forward(policy, p) is not None  # the fast path is the one tested
+        fast = make_forward(policy, p)(obs)
+        per_row = torch.stack(
+            [
+                torch.func.functional_call(policy, {k: v[i] for k, v in p.items()}, (obs[i],))
+                for i in range(3)
+            ]
+        )
+        torch.testing.assert_close(fast, per_row)
+        torch.testing.assert_close(policy_forward(policy, p, obs), per_row)

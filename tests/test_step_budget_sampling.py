@@ -10,7 +10,9 @@ import torch
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
 from metatrade.meta.adapt import adapt, adapt_online
 from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
+from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
 from metatrade.meta.surrogates import vpg_loss
 from nav_helpers import ConstantPolicy
@@ -23,7 +25,7 @@ def _deterministic_setup() -> tuple[ConstantPolicy, dict, Navigation2DBatchEnv]:
         np.array([[0.05, 0.0], [0.4, 0.4]]), episodes_per_task=3, max_episode_steps=5
     )
     policy = ConstantPolicy((0.05, 0.0), log_std=-30.0)
-    return policy, dict(policy.named_parameters()), env
+    return policy, expand_to_tasks(dict(policy.named_parameters()), 2), env
 
 
 def test_whole_episodes_until_each_task_reaches_the_budget() -> None:
@@ -48,7 +50,8 @@ def test_emptied_slots_count_for_nothing_in_advantages_and_losses() -> None:
     env = fam.make_batch_env(fam.sample_tasks(2, "train", np.random.default_rng(1)), 5)
     policy = ConstantPolicy((0.3, -0.2), log_std=0.0)
     params = dict(policy.named_parameters())
-    ep = sample_episodes(policy, params, env, generator=torch.Generator().manual_seed(3))
+    theta = expand_to_tasks(params, 2)
+    ep = sample_episodes(policy, theta, env, generator=torch.Generator().manual_seed(3))
     keep = torch.tensor([[True, False, True, False, False], [True, True, False, True, False]])
     emptied = compute_advantages(keep_episodes(ep, keep), 0.99, 1.0)
     for task in range(2):
@@ -59,7 +62,7 @@ def test_emptied_slots_count_for_nothing_in_advantages_and_losses() -> None:
         torch.testing.assert_close(vpg_loss(policy, params, one), vpg_loss(policy, params, alone))
         torch.testing.assert_close(one.task_mean_returns(), alone.task_mean_returns())
     # adapting on the emptied batch ignores the emptied episodes, task by task
-    adapted = adapt(policy, params, emptied, 1, 0.1, per_task=False)
+    adapted = adapt(policy, params, emptied, lr=0.1)
     assert all(torch.isfinite(v).all() for v in adapted.values())
 
 
@@ -81,9 +84,21 @@ def test_adapt_online_by_steps_reports_the_mean_over_the_batch_episodes() -> Non
     short (successful) episodes, which a step budget holds more of, weigh more."""
     policy, params, env = _deterministic_setup()
     by_steps = adapt_online(
-        policy, params, env, 0, steps_per_task=7, generator=torch.Generator().manual_seed(0)
+        policy,
+        params,
+        env,
+        config=AdaptationConfig(steps_per_task=7),
+        num_steps=0,
+        generator=torch.Generator().manual_seed(0),
     )
-    by_count = adapt_online(policy, params, env, 0, generator=torch.Generator().manual_seed(0))
+    by_count = adapt_online(
+        policy,
+        params,
+        env,
+        config=AdaptationConfig(),
+        num_steps=0,
+        generator=torch.Generator().manual_seed(0),
+    )
     # task 0's episodes return -0 (goal reached at once) and task 1's are all alike, so the
     # averages agree; the budget changes how many episodes enter, not what one returns
     torch.testing.assert_close(by_steps.task_returns[0], by_count.task_returns[0])
@@ -92,11 +107,10 @@ def test_adapt_online_by_steps_reports_the_mean_over_the_batch_episodes() -> Non
     stochastic = ConstantPolicy((0.0, 0.0), log_std=0.0)
     res = adapt_online(
         stochastic,
-        dict(stochastic.named_parameters()),
+        expand_to_tasks(dict(stochastic.named_parameters()), 3),
         env2,
-        2,
-        0.5,
-        steps_per_task=450,
+        config=AdaptationConfig(inner_lr=0.5, steps_per_task=450),
+        num_steps=2,
         generator=torch.Generator().manual_seed(1),
     )
     assert len(res.returns) == 3 and all(np.isfinite(res.returns))
@@ -117,7 +131,8 @@ def test_meta_learner_trains_on_step_budget_batches() -> None:
     )
     learner = MetaLearner(policy, fam, cfg)
     env = fam.make_batch_env(fam.sample_tasks(3, "train", np.random.default_rng(1)), 4)
-    batch = learner._sample(learner.params, env, False, torch.Generator().manual_seed(0))
+    theta = expand_to_tasks(learner.params, 3)
+    batch = learner._sample(theta, env, torch.Generator().manual_seed(0))
     steps = batch.mask.sum(dim=(1, 2))
     assert (steps >= 150).all() and (steps < 150 + 20).all()  # whole episodes, just past it
     assert batch.advantages is not None and torch.isfinite(batch.advantages).all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import gymnasium as gym
@@ -31,6 +31,7 @@ from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
 from metatrade.meta.adapt import adapt_online
+from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 
@@ -137,21 +138,23 @@ class MAMLAgent(BaseAgent):
                 "agent.params, episodes, ...) directly."
             )
         cfg = self.meta_config
+        if lr is not None:
+            cfg = replace(cfg, inner_lr=lr, inner_step_sizes=None)
+        if num_rollout_steps is not None:
+            cfg = replace(cfg, num_steps=num_rollout_steps)
         adapted = self.clone()
-        per_task = self.adapted_params is not None
-        params = self.params
-        if per_task:
-            params = {k: v.unsqueeze(0) for k, v in params.items()}
+        start = self.params if self.adapted_params is None else self.adapted_params
         result = adapt_online(
-            self.policy, params, batch_env, int(num_steps), cfg.inner_lr if lr is None else lr,
-            surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-            normalize_advantages=cfg.normalize_advantages,
-            baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=self.learner.inner_lrs,
-            step_sizes=cfg.inner_step_sizes if lr is None else None,
-            num_rollout_steps=num_rollout_steps, generator=adapted.generator,
-            per_task=per_task, measure_final=False,
-        )  # fmt: skip
-        if per_task or num_steps > 0:
+            self.policy,
+            expand_to_tasks(start, 1),
+            batch_env,
+            config=cfg,
+            num_steps=int(num_steps),
+            inner_lrs=self.learner.inner_lrs,
+            generator=adapted.generator,
+            measure_final=False,
+        )
+        if self.adapted_params is not None or num_steps > 0:
             adapted.adapted_params = {k: v[0].detach() for k, v in result.params.items()}
         return adapted
 

@@ -8,6 +8,8 @@ evaluation layer. Bad input ends with a one-line error and exit code 2, never a 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import functools
 import os
 import time
@@ -125,7 +127,7 @@ def meta_train_cmd(
             console.print(f"no checkpoint in {run_dir}: starting from iteration 0")
     if iterations is not None:
         cfg = cfg.model_copy(
-            update={"meta": cfg.meta.model_copy(update={"num_meta_iterations": iterations})}
+            update={"meta": replace(cfg.meta, num_meta_iterations=iterations)}
         )
     console.print(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "

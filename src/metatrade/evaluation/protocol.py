@@ -24,7 +24,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from metatrade.io import atomic_write_text, json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.adapt import adapt_online
+from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.sampler import policy_forward
 
 Params = dict[str, Tensor]
@@ -91,17 +92,9 @@ class ProtocolConfig:
     """bars per adaptation episode (shortened to fit the shortest train split)"""
     test_episode_length: int = 256
     """bars per test window (shortened to fit half the shortest test split)"""
-    inner_lr: float = 0.1
-    """inner step size alpha, the same for every start"""
-    inner_step_sizes: tuple[float, ...] | None = None
-    """step size of inner step 1, 2, ... (the last repeats); None: ``inner_lr`` at every step"""
-    surrogate: str = "vpg"
-    """inner surrogate ("vpg", "dice", "lvc"), the same for every start"""
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    normalize_advantages: bool = True
-    baseline_obs_dims: int | None = None
-    """the linear baseline's features use the last this-many observation entries (None: all)"""
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    """the inner loop every start is adapted with (the run's ``meta`` settings); its batch
+    size is ``adaptation_episodes``"""
     deterministic_test: bool = False
     """test windows with the policy's mode instead of sampled actions"""
     backtest: bool = True
@@ -155,7 +148,7 @@ def _policy_actions(
 ) -> np.ndarray:
     dtype = next(iter(params.values())).dtype
     with torch.no_grad():
-        out = policy_forward(policy, params, torch.as_tensor(obs, dtype=dtype), per_task=True)
+        out = policy_forward(policy, params, torch.as_tensor(obs, dtype=dtype))
         dist = policy.distribution
         act = dist.mode(out) if deterministic else dist.sample(out, generator=generator)
     return act.numpy()
@@ -456,15 +449,17 @@ class MetaTestProtocol:
                 for k, v in start.params.items()
             }
             result = adapt_online(
-                start.policy, params, train_env, max_k, cfg.inner_lr,
-                surrogate=cfg.surrogate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-                normalize_advantages=cfg.normalize_advantages,
-                baseline_obs_dims=cfg.baseline_obs_dims, inner_lrs=start.inner_lrs,
-                step_sizes=cfg.inner_step_sizes, generator=gen, per_task=True,
+                start.policy,
+                params,
+                train_env,
+                config=replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes),
+                num_steps=max_k,
+                inner_lrs=start.inner_lrs,
+                generator=gen,
                 measure_final=False,
                 env_seed=lambda j: cfg.seed + 100 * (j + 1),
                 keep=cfg.adaptation_steps,
-            )  # fmt: skip
+            )
             for k in cfg.adaptation_steps:
                 adapted[(label, k)] = result.snapshots[k]
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
@@ -572,9 +567,9 @@ class MetaTestProtocol:
                 if oracle_bt is not None and label in backtests and oracle_bt.mean() > 0:
                     bt_frac = float(np.mean(backtests[label]) / np.mean(oracle_bt))
             rows.append(EvaluationRow(method, k, ci, bt, frac, bt_frac))
-        conf = {
-            f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("env", "oracle")
-        }
+        skip = ("env", "oracle", "adaptation")
+        conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in skip}
+        conf["adaptation"] = asdict(cfg.adaptation)
         conf["initial_capital"] = cfg.env.initial_capital
         return EvaluationResult(
             tasks=[str(a.task) for a in arrays],

@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metatrade.meta.episodes import Episodes
-from metatrade.meta.surrogates import ratio_loss, weighted_mean
+from metatrade.meta.surrogates import (
+    ratio_loss,
+    ratio_loss_from_dist,
+    step_weights,
+    weighted_mean,
+)
 
 Params = dict[str, Tensor]
 OuterLoss = Callable[[nn.Module, Params, Episodes], Tensor]
@@ -36,12 +41,35 @@ def per_task_losses(
 def outer_loss(
     policy: nn.Module, adapted: Params, post: Episodes, loss_fn: OuterLoss = ratio_loss
 ) -> Tensor:
-    """The meta-loss: mean over tasks of the adapted policies' surrogate loss."""
+    """The meta-loss (Finn et al., 2017, eq. 2 / Algorithm 3, line 10): the mean over tasks
+    of the adapted policies' surrogate loss on the post-update episodes."""
     return per_task_losses(policy, adapted, post, loss_fn).mean()
 
 
-def mean_kl(policy: nn.Module, params: Params, episodes: Episodes, per_task: bool = True) -> Tensor:
-    """Mean over tasks and valid steps of KL(behaviour || pi_params) on ``episodes``."""
+def post_update_dist_params(policy: nn.Module, adapted: Params, post: Episodes) -> Tensor:
+    """Distribution parameters of every task's adapted policy on its post-update obs."""
+    return vmap(lambda p, o: functional_call(policy, p, (o,)))(adapted, post.obs)
+
+
+def outer_loss_from_dist(policy: nn.Module, dist_params: Tensor, post: Episodes) -> Tensor:
+    """``outer_loss`` given the adapted policies' distribution parameters [T, E, H, P]."""
+
+    def one(d: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return ratio_loss_from_dist(policy.distribution, d, Episodes.from_tensors(batch))
+
+    return vmap(one)(dist_params, post.tensors()).mean()
+
+
+def kl_weights(episodes: Episodes) -> Tensor:
+    """Per-step weights [T, E, H] whose sum-product with a per-step KL is the mean over tasks
+    of each task's weighted mean KL (the KL of ``mean_kl``, for TRPO's Fisher)."""
+    w = step_weights(episodes)
+    return w / w.sum(dim=(-2, -1), keepdim=True) / episodes.num_tasks
+
+
+def mean_kl(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
+    """Mean over tasks and valid steps of KL(behaviour || pi_params) on ``episodes``;
+    params [T, ...]."""
 
     def one(p: Params, batch: dict[str, Tensor]) -> Tensor:
         ep = Episodes.from_tensors(batch)
@@ -49,7 +77,7 @@ def mean_kl(policy: nn.Module, params: Params, episodes: Episodes, per_task: boo
         kl = policy.distribution.kl(ep.dist_params.detach(), new)
         return weighted_mean(kl, ep)
 
-    return vmap(one, in_dims=(0 if per_task else None, 0))(params, episodes.tensors()).mean()
+    return vmap(one)(params, episodes.tensors()).mean()
 
 
 def clipped_loss(clip_eps: float) -> OuterLoss:

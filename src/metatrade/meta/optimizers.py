@@ -46,14 +46,14 @@ def warn_skip(what: str, norm: float) -> None:
 
 
 def conjugate_gradient(
-    avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+    avp: Callable[[Tensor], Tensor], b: Tensor, *, iters: int = 10, residual_tol: float = 1e-10
 ) -> Tensor:
     """Solve A x = b for symmetric positive-definite A given only x -> A x."""
-    return conjugate_gradient_with_product(avp, b, iters, residual_tol)[0]
+    return conjugate_gradient_with_product(avp, b, iters=iters, residual_tol=residual_tol)[0]
 
 
 def conjugate_gradient_with_product(
-    avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+    avp: Callable[[Tensor], Tensor], b: Tensor, *, iters: int = 10, residual_tol: float = 1e-10
 ) -> tuple[Tensor, Tensor]:
     """``conjugate_gradient`` that also returns A x, accumulated from the products it already
     computed (A x = sum_k alpha_k A p_k, A linear), which saves TRPO one Fisher product."""
@@ -108,7 +108,8 @@ class TRPOResult:
 
 def trpo_step(
     leaves: list[Tensor],
-    evaluate: Callable[[], tuple[Tensor, Tensor, Tensor]],
+    evaluate: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    *,
     kl_fn: Callable[[Tensor, Tensor], Tensor],
     max_kl: float = 0.01,
     cg_iters: int = 10,
@@ -119,14 +120,16 @@ def trpo_step(
 ) -> TRPOResult:
     """One TRPO update of ``leaves`` (in place, only if a step is accepted).
 
-    ``evaluate()`` recomputes, from the current values of ``leaves`` (which require grad):
-    (loss, kl, dist_params) where dist_params are the post-update distribution parameters
-    and ``kl_fn(old, new)`` weights the per-sample KL so that its sum is the mean KL.
+    ``evaluate(differentiable=...)`` recomputes, from the current values of ``leaves``
+    (which require grad): (loss, kl, dist_params) where dist_params are the post-update
+    distribution parameters and ``kl_fn(old, new)`` weights the per-sample KL so that its sum
+    is the mean KL; ``differentiable=False`` (the line search, under ``no_grad``) needs no
+    graph through the adaptation.
     ``fisher_evaluate()`` (optional) returns the post-update distribution parameters of a
     subset of the data, with ``kl_fn`` weighting them accordingly, for a cheaper Fisher
     (rllab's ``subsample_factor``); the gradient and the line search always use all data.
     """
-    loss, _, dist_params = evaluate()
+    loss, _, dist_params = evaluate(differentiable=True)
     # with a separate Fisher subset the full graph is not needed again: free it now
     grads = torch.autograd.grad(
         loss, leaves, retain_graph=fisher_evaluate is None, allow_unused=True
@@ -170,7 +173,7 @@ def trpo_step(
         for _ in range(max_backtracks):
             for p, p0, s in zip(leaves, originals, unflatten(full_step, leaves), strict=True):
                 p.copy_(p0 + fraction * s)
-            new_loss, new_kl, _ = evaluate()
+            new_loss, new_kl, _ = evaluate(differentiable=False)
             if (
                 math.isfinite(new_loss.item())
                 and new_loss.item() < loss_before

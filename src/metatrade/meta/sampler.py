@@ -1,8 +1,9 @@
 """Batched rollouts: every task x episode of a meta-batch stepped together.
 
-One policy forward per time step for all T x E environments: with shared (pre-update)
-parameters one call on [T, E, D]; with per-task (post-update) parameters, shaped [T, ...],
-the same call under ``vmap`` over the task axis. Sampling runs without autograd; the
+One policy forward per time step for all T x E environments. Parameters are always
+[T, ...]: per-task (post-update) parameters run under ``vmap`` over the task axis; the
+meta-parameters broadcast to [T, ...] (``meta.inner.expand_to_tasks``, a stride-0 view) run
+as one shared call on [T, E, D]. Sampling runs without autograd; the
 losses recompute log-probabilities from the stored (obs, actions), so the rollout never
 holds a graph.
 
@@ -29,11 +30,17 @@ from metatrade.meta.protocols import BatchEnv
 Params = dict[str, Tensor]
 
 
-def policy_forward(policy: nn.Module, params: Params, obs: Tensor, per_task: bool) -> Tensor:
-    """Distribution parameters for obs [T, ...]; ``per_task`` maps params' leading [T] axis."""
-    if per_task:
-        return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
-    return functional_call(policy, params, (obs,))
+def is_shared(params: Params) -> bool:
+    """True when every task row of ``params`` [T, ...] is the same tensor: a broadcast view
+    of theta (stride 0 on the task axis) or a single task."""
+    return all(v.shape[0] == 1 or v.stride(0) == 0 for v in params.values())
+
+
+def policy_forward(policy: nn.Module, params: Params, obs: Tensor) -> Tensor:
+    """Distribution parameters for obs [T, ...] with params [T, ...] (one row per task)."""
+    if is_shared(params):
+        return functional_call(policy, {k: v[0] for k, v in params.items()}, (obs,))
+    return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
 
 
 _FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -43,9 +50,7 @@ _FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def _mlp_forward(
-    policy: nn.Module, params: Params, per_task: bool
-) -> Callable[[Tensor], Tensor] | None:
+def _mlp_forward(policy: nn.Module, params: Params) -> Callable[[Tensor], Tensor] | None:
     """A fast forward for ``agents.policies.MLPPolicy`` (None for any other policy).
 
     The class opts in with ``fused_forward = "mlp"`` in its own body (subclasses, which may
@@ -53,7 +58,8 @@ def _mlp_forward(
 
     Same maths as ``MLPPolicy.forward``: hidden layers ``act(x W^T + b)``, a linear head,
     and for Gaussian policies the state-independent log-std appended. With per-task params
-    the layers are ``baddbmm`` over the task axis (obs [T, E, D]).
+    the layers are ``baddbmm`` over the task axis (obs [T, E, D]); shared params (a
+    broadcast view) one ``addmm`` on all rows.
     """
     if vars(type(policy)).get("fused_forward") != "mlp":
         return None
@@ -66,7 +72,7 @@ def _mlp_forward(
         expected.add("gaussian.log_std")
     if act is None or set(params) != expected:
         return None
-    if per_task:
+    if not is_shared(params):
         layers = [
             (params[f"{n}.bias"].unsqueeze(1), params[f"{n}.weight"].transpose(1, 2))
             for n in layer_names
@@ -76,8 +82,8 @@ def _mlp_forward(
         def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
             return torch.baddbmm(b, x, wt)
     else:
-        layers = [(params[f"{n}.bias"], params[f"{n}.weight"].t()) for n in layer_names]
-        log_std = params["gaussian.log_std"] if gaussian else None
+        layers = [(params[f"{n}.bias"][0], params[f"{n}.weight"][0].t()) for n in layer_names]
+        log_std = params["gaussian.log_std"][0] if gaussian else None
 
         def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
             return torch.addmm(b, x.reshape(-1, x.shape[-1]), wt).reshape(*x.shape[:-1], -1)
@@ -94,15 +100,15 @@ def _mlp_forward(
     return forward
 
 
-def make_forward(policy: nn.Module, params: Params, per_task: bool) -> Callable[[Tensor], Tensor]:
-    """``obs [T, E, ...] -> dist params`` for fixed params: the MLP fast path when it
-    applies (3-D obs), ``policy_forward`` otherwise."""
-    fast = _mlp_forward(policy, params, per_task)
+def make_forward(policy: nn.Module, params: Params) -> Callable[[Tensor], Tensor]:
+    """``obs [T, E, ...] -> dist params`` for fixed params [T, ...]: the MLP fast path when
+    it applies (3-D obs), ``policy_forward`` otherwise."""
+    fast = _mlp_forward(policy, params)
 
     def forward(obs: Tensor) -> Tensor:
         if fast is not None and obs.dim() == 3:
             return fast(obs)
-        return policy_forward(policy, params, obs, per_task)
+        return policy_forward(policy, params, obs)
 
     return forward
 
@@ -115,21 +121,20 @@ def sample_episodes(
     policy: nn.Module,
     params: Params,
     batch_env: BatchEnv,
+    *,
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
-    per_task: bool = False,
     seed: int | None = None,
 ) -> Episodes:
     """Roll out one episode in each of the T x E slots of ``batch_env``.
 
     Args:
         policy: module following the policy contract (``.distribution``, ``forward(obs)``).
-        params: its parameters; with ``per_task`` every tensor has a leading [T] axis.
+        params: its parameters, every tensor [T, ...] (``expand_to_tasks`` for theta).
         batch_env: the environments (same-step autoreset; see ``meta.protocols``).
         num_steps: rollout length H (default ``batch_env.max_episode_steps``); an episode
             still running at H is marked truncated at its last step (bootstrapped later).
         generator: torch generator for the action noise (reproducible runs).
-        per_task: params carry a leading task axis (post-update policies).
         seed: env reset seed (default: drawn from ``generator``).
 
     Returns:
@@ -143,19 +148,18 @@ def sample_episodes(
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     obs_np = batch_env.reset(seed=seed)
     num_tasks, num_eps = obs_np.shape[:2]
-    if per_task:
-        lead = {k: v.shape[0] for k, v in params.items()}
-        if any(n != num_tasks for n in lead.values()):
-            raise ValueError(
-                f"sample_episodes(per_task=True): params' leading axes {lead} must equal the "
-                f"env's num_tasks={num_tasks}; pass adapted params shaped [T, ...]."
-            )
+    lead = {k: v.shape[0] for k, v in params.items()}
+    if any(n != num_tasks for n in lead.values()):
+        raise ValueError(
+            f"sample_episodes: params' leading axes {lead} must equal the env's "
+            f"num_tasks={num_tasks}; pass params shaped [T, ...] (expand_to_tasks for theta)."
+        )
 
     obs_l, act_l, dp_l, rew_l, term_l, trunc_l, final_l, pnl_l = ([] for _ in range(8))
     ended = np.zeros((num_tasks, num_eps), dtype=bool)
     with torch.no_grad():
         detached = {k: v.detach() for k, v in params.items()}
-        forward = make_forward(policy, detached, per_task)
+        forward = make_forward(policy, detached)
         for _ in range(horizon):
             obs_t = torch.as_tensor(obs_np, dtype=dtype)
             dparams = forward(obs_t)
@@ -220,10 +224,10 @@ def sample_episodes_for_steps(
     policy: nn.Module,
     params: Params,
     batch_env: BatchEnv,
+    *,
     steps_per_task: int,
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
-    per_task: bool = False,
     seed: int | None = None,
     max_rounds: int = 1000,
 ) -> Episodes:
@@ -247,7 +251,7 @@ def sample_episodes_for_steps(
     for r in range(max_rounds):
         round_seed = None if seed is None else seed + r
         batch = sample_episodes(
-            policy, params, batch_env, num_steps, generator, per_task, round_seed
+            policy, params, batch_env, num_steps=num_steps, generator=generator, seed=round_seed
         )
         rounds.append(batch)
         lengths = batch.lengths.sum(dim=1)
@@ -268,16 +272,24 @@ def sample_batch(
     policy: nn.Module,
     params: Params,
     batch_env: BatchEnv,
+    *,
     steps_per_task: int | None = None,
     num_steps: int | None = None,
     generator: torch.Generator | None = None,
-    per_task: bool = False,
     seed: int | None = None,
 ) -> Episodes:
     """One batch: an episode per slot of ``batch_env`` (``steps_per_task`` None), or whole
     episodes until each task has ``steps_per_task`` steps (``sample_episodes_for_steps``)."""
     if steps_per_task is None:
-        return sample_episodes(policy, params, batch_env, num_steps, generator, per_task, seed)
+        return sample_episodes(
+            policy, params, batch_env, num_steps=num_steps, generator=generator, seed=seed
+        )
     return sample_episodes_for_steps(
-        policy, params, batch_env, steps_per_task, num_steps, generator, per_task, seed
+        policy,
+        params,
+        batch_env,
+        steps_per_task=steps_per_task,
+        num_steps=num_steps,
+        generator=generator,
+        seed=seed,
     )

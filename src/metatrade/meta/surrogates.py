@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,11 +42,17 @@ def log_probs(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
     return policy.distribution.log_prob(dist_params, episodes.actions)
 
 
-def weighted_mean(x: Tensor, episodes: Episodes) -> Tensor:
-    """sum(w * mask * x) / sum(w * mask) over episodes and steps."""
+def step_weights(episodes: Episodes) -> Tensor:
+    """w * mask per step [..., E, H]: episode weights (uniform by default) on valid steps."""
     w = episodes.mask
     if episodes.weights is not None:
         w = w * episodes.weights.unsqueeze(-1)
+    return w
+
+
+def weighted_mean(x: Tensor, episodes: Episodes) -> Tensor:
+    """sum(w * mask * x) / sum(w * mask) over episodes and steps."""
+    w = step_weights(episodes)
     return (x * w).sum() / w.sum()
 
 
@@ -90,9 +97,19 @@ def dice_loss(policy: nn.Module, params: Params, episodes: Episodes, gamma: floa
     return -weighted_mean(discount * x, episodes)
 
 
+def ratio_loss_from_dist(distribution: Any, dist_params: Tensor, episodes: Episodes) -> Tensor:
+    """-E[pi/pi_behaviour * A] given pi's distribution parameters on ``episodes.obs`` (the
+    outer surrogate; TRPO computes the parameters once for its loss and its KL)."""
+    adv = _require_advantages(episodes, "ratio")
+    logp = distribution.log_prob(dist_params, episodes.actions)
+    ratio = torch.exp(logp - episodes.log_probs.detach())
+    return -weighted_mean(ratio * adv, episodes)
+
+
 def ratio_loss(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
-    """Outer surrogate -E[pi/pi_behaviour * A] on post-update episodes (same as lvc's form)."""
-    return lvc_loss(policy, params, episodes)
+    """Outer surrogate -E[pi/pi_behaviour * A] on post-update episodes (lvc's form)."""
+    dist_params = functional_call(policy, params, (episodes.obs,))
+    return ratio_loss_from_dist(policy.distribution, dist_params, episodes)
 
 
 def get_surrogate(name: str | Surrogate, gamma: float = 0.99) -> Surrogate:

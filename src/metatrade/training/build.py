@@ -220,14 +220,11 @@ def make_policy_for(cfg: RunConfig, family: TaskFamily, seed: int | None = None)
 
 
 def make_meta_config(cfg: RunConfig) -> MetaConfig:
-    """``MetaConfig`` from the ``meta`` section (only the fields MetaConfig knows)."""
-    from metatrade.meta.learner import MetaConfig
+    """The ``meta`` section as the learner's ``MetaConfig`` (its fields, seeded by run.seed)."""
+    from metatrade.meta.config import MetaConfig
 
-    known = {f.name for f in fields(MetaConfig)}
-    values = {k: v for k, v in cfg.meta.model_dump().items() if k in known}
-    if "seed" in known:
-        values["seed"] = cfg.run.seed
-    return MetaConfig(**values)
+    values = {f.name: getattr(cfg.meta, f.name) for f in fields(MetaConfig)}
+    return MetaConfig(**{**values, "seed": cfg.run.seed})
 
 
 def make_learner(
@@ -303,16 +300,19 @@ def adapt_params(
     period (the paper's test protocol). Returns per-task params [T, ...] and the mean episode
     return after k = 0..steps steps (the last one measured on one more fresh batch)."""
     from metatrade.meta.adapt import adapt_online
+    from metatrade.meta.inner import expand_to_tasks
 
-    m = cfg.meta
-    env = family.make_batch_env(tasks, m.episodes_per_task)
+    meta = make_meta_config(cfg)
+    env = family.make_batch_env(tasks, meta.episodes_per_task)
     start = params if params is not None else dict(policy.named_parameters())
     result = adapt_online(
-        policy, start, env, steps, m.inner_lr, surrogate=m.surrogate, gamma=m.gamma,
-        gae_lambda=m.gae_lambda, normalize_advantages=m.normalize_advantages,
-        baseline_obs_dims=m.baseline_obs_dims, step_sizes=m.inner_step_sizes,
-        num_rollout_steps=m.num_steps, generator=generator,
-    )  # fmt: skip
+        policy,
+        expand_to_tasks(start, len(tasks)),
+        env,
+        config=meta,
+        num_steps=steps,
+        generator=generator,
+    )
     return result.params, result.returns
 
 
@@ -419,7 +419,7 @@ def make_protocol_config(cfg: RunConfig) -> ProtocolConfig:
     """``ProtocolConfig`` from the ``evaluation``, ``meta`` and ``env`` sections."""
     from metatrade.evaluation.protocol import ProtocolConfig
 
-    ev, m = cfg.evaluation, cfg.meta
+    ev = cfg.evaluation
     oracle = None
     if cfg.data.family == "synthetic":
         from metatrade.data.synthetic import load_synthetic_params
@@ -431,13 +431,7 @@ def make_protocol_config(cfg: RunConfig) -> ProtocolConfig:
         test_episodes=ev.test_episodes,
         episode_length=cfg.env.episode_length,
         test_episode_length=cfg.env.episode_length,
-        inner_lr=m.inner_lr,
-        inner_step_sizes=None if m.inner_step_sizes is None else tuple(m.inner_step_sizes),
-        surrogate=m.surrogate,
-        gamma=m.gamma,
-        gae_lambda=m.gae_lambda,
-        normalize_advantages=m.normalize_advantages,
-        baseline_obs_dims=m.baseline_obs_dims,
+        adaptation=make_meta_config(cfg),
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
         bootstrap_samples=ev.bootstrap_samples,
         seed=cfg.run.seed,

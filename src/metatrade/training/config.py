@@ -26,8 +26,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.io import atomic_write_text
+from metatrade.meta.config import MetaConfig
 
 TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
 
@@ -170,76 +172,13 @@ class PolicySection(_Section):
         return v
 
 
-class MetaSection(_Section):
-    """MAML for RL (metatrade.meta.learner.MetaConfig; same names and defaults: the MAML
-    paper's 2D-navigation settings) plus the number of meta-iterations."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MetaSection(MetaConfig):
+    """MAML for RL: ``metatrade.meta.config.MetaConfig`` (every field, its default and its
+    validation are defined there once) plus the number of meta-iterations. The seed is
+    ``run.seed``."""
 
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
-    meta_batch_size: int = Field(20, gt=0, description="tasks per meta-iteration")
-    episodes_per_task: int = Field(
-        20, gt=0, description="pre-update episodes per task (inner-loop data)"
-    )
-    num_evaluation_episodes: int = Field(
-        20, gt=0, description="post-update episodes per task behind the meta-loss"
-    )
-    num_inner_steps: int = Field(1, ge=0, description="inner policy-gradient steps")
-    inner_lr: float = Field(0.1, gt=0, description="inner-loop step size alpha")
-    inner_step_sizes: list[float] | None = Field(
-        None,
-        description="step size of inner step 1, 2, ... (the last repeats), in training and "
-        "evaluation; null = inner_lr at every step",
-    )
-    first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
-    surrogate: Literal["vpg", "dice", "lvc"] = Field(
-        "vpg", description="inner surrogate: vpg (MAML), dice (unbiased), lvc (ProMP)"
-    )
-    reuse_inner_batch: bool = Field(
-        False, description="with several inner steps, reuse the first batch"
-    )
-    multi_step_loss: bool = Field(
-        False,
-        description="with several inner steps, meta-loss = mean over k of the k-step adapted "
-        "policies' surrogate on their own episodes (MAML++); Adam / TRPO only",
-    )
-    learn_inner_lr: bool = Field(False, description="Meta-SGD: per-parameter inner step sizes")
-    optimizer: Literal["trpo", "adam", "promp"] = Field("trpo", description="meta-optimizer")
-    lr: float = Field(1e-3, gt=0, description="Adam / ProMP learning rate")
-    max_grad_norm: float | None = Field(
-        10.0, gt=0, description="gradient-norm clip for Adam / ProMP; null = off"
-    )
-    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
-    gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda")
-    normalize_advantages: bool = Field(True, description="normalise advantages per task")
-    baseline_obs_dims: int | None = Field(
-        None,
-        gt=0,
-        description="linear baseline on the last N observation entries; null = all "
-        "(trading: features + 4 = the latest bar and the account)",
-    )
-    num_steps: int | None = Field(
-        None, gt=0, description="rollout length; null = the env's episode length"
-    )
-    steps_per_task: int | None = Field(
-        None,
-        gt=0,
-        description="sample batches by steps (rllab): whole episodes until each task has this "
-        "many; null = a fixed episode count (trading episodes all have the same length)",
-    )
-    max_kl: float = Field(0.01, gt=0, description="TRPO trust region")
-    cg_iters: int = Field(10, gt=0, description="TRPO conjugate-gradient iterations")
-    cg_damping: float = Field(1e-5, ge=0, description="TRPO Fisher damping")
-    ls_backtrack_ratio: float = Field(0.8, gt=0, lt=1, description="TRPO line-search shrink")
-    ls_max_steps: int = Field(15, gt=0, description="TRPO line-search backtracks")
-    cg_subsample: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="TRPO: fraction of every task's episodes behind the Fisher-vector products "
-        "(rllab's subsample_factor; 1.0: the exact Fisher)",
-    )
-    promp_steps: int = Field(5, gt=0, description="ProMP outer steps per batch")
-    promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip")
-    promp_kl_coef: float = Field(5e-4, ge=0, description="ProMP KL penalty coefficient")
 
 
 class PPOSection(_Section):
@@ -334,6 +273,14 @@ class RunConfig(_Section):
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> RunConfig:
+        if self.meta.seed not in (0, self.run.seed):
+            raise ValueError(
+                f"meta.seed={self.meta.seed}: the run's seed is run.seed; set it there"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-safe) of every resolved value."""

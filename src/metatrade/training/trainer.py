@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,7 @@ class Trainer:
                     f"the MAMLAgent was built for meta-optimizer {own.config.optimizer!r} but "
                     f"the config says meta.optimizer={self.config.meta.optimizer!r}; make them match"
                 )
-            for key, value in vars(make_meta_config(self.config)).items():
-                if key != "seed":
-                    setattr(own.config, key, value)
+            own.reconfigure(replace(make_meta_config(self.config), seed=own.config.seed))
             own.family = self.env
             self.learner = learner = own
         else:
@@ -307,8 +306,7 @@ def meta_section_from(meta_config: Any) -> Any:
     """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
     from metatrade.training.config import MetaSection
 
-    known = MetaSection.model_fields
-    return MetaSection(**{k: v for k, v in vars(meta_config).items() if k in known})
+    return MetaSection(**asdict(meta_config))
 
 
 def _status(metrics: dict[str, float]) -> str:

@@ -1,0 +1,126 @@
+"""The meta-learning settings, defined once: the inner loop's and the outer loop's.
+
+``AdaptationConfig`` holds everything the inner loop needs (steps, step sizes, surrogate,
+Meta-SGD, resampling, the batch it samples and how advantages are computed); every path
+that adapts (meta-training, TRPO / ProMP re-evaluation, test-time adaptation, the meta-test
+protocol, the CLI) takes one. ``MetaConfig`` extends it with the outer loop's settings.
+
+Both are frozen pydantic dataclasses: constructing one validates every field (ranges,
+choices, cross-field rules) and the run config's ``meta`` section *is* this class (plus
+``num_meta_iterations``), so each setting is declared, defaulted and validated here only.
+Defaults are the MAML paper's 2D-navigation settings (Finn et al., 2017, sec. 5.3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
+
+# Unknown keys are errors (a typo must not fall back to a default); lists become tuples.
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class AdaptationConfig:
+    """The inner loop: theta'_i = theta - alpha_k * grad L_i (Finn et al., 2017, eq. 1)."""
+
+    num_inner_steps: int = Field(1, ge=0, description="inner gradient steps K (0: no step)")
+    inner_lr: float = Field(0.1, gt=0, description="inner step size alpha of every step")
+    inner_step_sizes: tuple[float, ...] | None = Field(
+        None,
+        description="step size of inner step 1, 2, ... (the last repeats), e.g. [0.5, 0.25] "
+        "(the paper's 2D-navigation test schedule); null: inner_lr at every step",
+    )
+    surrogate: Literal["vpg", "dice", "lvc"] = Field(
+        "vpg", description="inner surrogate: vpg (MAML), dice (unbiased), lvc (ProMP)"
+    )
+    learn_inner_lr: bool = Field(
+        False, description="Meta-SGD (Li et al., 2017): a learned step size per parameter entry"
+    )
+    reuse_inner_batch: bool = Field(
+        False, description="with several inner steps, reuse the first batch (no resampling)"
+    )
+    episodes_per_task: int = Field(20, gt=0, description="episodes per task of an inner batch")
+    steps_per_task: int | None = Field(
+        None,
+        gt=0,
+        description="sample batches by steps (rllab): whole episodes until each task has this "
+        "many; null: episodes_per_task episodes",
+    )
+    num_steps: int | None = Field(
+        None, gt=0, description="rollout length H; null: the env's episode length"
+    )
+    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
+    gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda (1.0 in the paper)")
+    normalize_advantages: bool = Field(True, description="normalise advantages per task")
+    baseline_obs_dims: int | None = Field(
+        None,
+        gt=0,
+        description="fit the linear baseline on the last N observation entries (trading: the "
+        "latest bar and the account); null: all",
+    )
+
+    @model_validator(mode="after")
+    def _step_sizes_valid(self) -> AdaptationConfig:
+        sizes = self.inner_step_sizes
+        if sizes is not None and (not sizes or min(sizes) < 0):
+            raise ValueError(
+                f"inner_step_sizes={list(sizes)}: give one non-negative step size per inner "
+                "step (the last repeats), or null for inner_lr."
+            )
+        return self
+
+    def step_size(self, k: int) -> float:
+        """alpha of inner step k (0-based): ``inner_step_sizes[k]``, the last one repeating."""
+        sizes = self.inner_step_sizes or (self.inner_lr,)
+        return sizes[min(k, len(sizes) - 1)]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class MetaConfig(AdaptationConfig):
+    """MAML for RL: the inner loop plus the outer loop (Finn et al., 2017, Algorithm 3)."""
+
+    meta_batch_size: int = Field(20, gt=0, description="tasks per meta-iteration")
+    num_evaluation_episodes: int = Field(
+        20, gt=0, description="post-update episodes per task behind the meta-loss"
+    )
+    first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
+    multi_step_loss: bool = Field(
+        False,
+        description="with several inner steps, meta-loss = mean over k of the k-step adapted "
+        "policies' loss on the episodes they sampled (MAML++); Adam / TRPO only",
+    )
+    optimizer: Literal["trpo", "adam", "promp"] = Field("trpo", description="meta-optimizer")
+    lr: float = Field(1e-3, gt=0, description="Adam / ProMP learning rate")
+    max_grad_norm: float | None = Field(
+        10.0, gt=0, description="gradient-norm clip for Adam / ProMP; null: off"
+    )
+    max_kl: float = Field(0.01, gt=0, description="TRPO trust region")
+    cg_iters: int = Field(10, gt=0, description="TRPO conjugate-gradient iterations")
+    cg_damping: float = Field(1e-5, ge=0, description="TRPO Fisher damping")
+    ls_backtrack_ratio: float = Field(0.8, gt=0, lt=1, description="TRPO line-search shrink")
+    ls_max_steps: int = Field(15, gt=0, description="TRPO line-search backtracks")
+    cg_subsample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="TRPO: fraction of every task's episodes behind the Fisher-vector products "
+        "(rllab's subsample_factor; 1.0: the exact Fisher)",
+    )
+    promp_steps: int = Field(5, gt=0, description="ProMP outer steps per sampled batch")
+    promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip epsilon")
+    promp_kl_coef: float = Field(
+        5e-4, ge=0, description="ProMP penalty on KL(pi_theta_old || pi_theta), pre-update"
+    )
+    seed: int = Field(0, description="seed of the default task-sampling and action generators")
+
+    @model_validator(mode="after")
+    def _multi_step_needs_fresh_batches(self) -> MetaConfig:
+        if self.multi_step_loss and (self.optimizer == "promp" or self.reuse_inner_batch):
+            raise ValueError(
+                "multi_step_loss needs fresh episodes from every adapted policy "
+                "(reuse_inner_batch false) and optimizer 'adam' or 'trpo'."
+            )
+        return self
