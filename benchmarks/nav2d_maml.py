@@ -212,13 +212,17 @@ class Tester:
         """(mean return over the test goals, or ``goals``, its standard error across goals)
         after k steps; ``by_steps``: the preset's step-budget batches when it has them."""
         gen = torch.Generator().manual_seed(7)  # same test episodes' noise at every evaluation
+        adaptation = replace(
+            self.learner.config,
+            episodes_per_task=self.preset.test_episodes,
+            inner_step_sizes=step_sizes or self.preset.test_step_sizes,
+            steps_per_task=self.preset.test_steps_per_goal if by_steps else None,
+        )
         per_goal = self.learner.evaluate_adaptation_per_task(
             goals or self.goals,
-            (0, 1, 2, 3),
-            episodes_per_task=self.preset.test_episodes,
+            num_steps_list=(0, 1, 2, 3),
+            adaptation=adaptation,
             generator=gen,
-            step_sizes=step_sizes or self.preset.test_step_sizes,
-            steps_per_task=self.preset.test_steps_per_goal if by_steps else None,
         )
         means = {k: v.mean().item() for k, v in per_goal.items()}
         ses = {k: (v.std() / math.sqrt(v.numel())).item() for k, v in per_goal.items()}

@@ -101,10 +101,16 @@ def main() -> None:
         template = PPOAgent.from_env(probe, net_cfg)  # same network for every start
         policy = template.policy
         meta_cfg = MetaConfig(
-            meta_batch_size=meta_batch, episodes_per_task=eps, num_evaluation_episodes=eps,
-            inner_lr=inner_lr, optimizer="trpo", max_kl=args.max_kl, gamma=args.gamma,
-            gae_lambda=args.gae_lambda, seed=args.seed,
-        )  # fmt: skip
+            meta_batch_size=meta_batch,
+            episodes_per_task=eps,
+            num_evaluation_episodes=eps,
+            inner_lr=inner_lr,
+            optimizer="trpo",
+            max_kl=args.max_kl,
+            gamma=args.gamma,
+            gae_lambda=args.gae_lambda,
+            seed=args.seed,
+        )
         learner = MetaLearner(policy, family, meta_cfg)
         t0 = time.perf_counter()
         post = []
@@ -134,12 +140,18 @@ def main() -> None:
             "random": random_start(policy, seed=args.seed + 2),
         }
         pcfg = ProtocolConfig(
-            adaptation_steps=(0, 1, 3), adaptation_episodes=eps, test_episodes=10 if quick else 50,
-            episode_length=horizon, test_episode_length=horizon, inner_lr=inner_lr,
-            gamma=args.gamma, gae_lambda=args.gae_lambda,
-            env=env_cfg, oracle=held, bootstrap_samples=1000, seed=args.seed,
+            adaptation_steps=(0, 1, 3),
+            adaptation_episodes=eps,
+            test_episodes=10 if quick else 50,
+            episode_length=horizon,
+            test_episode_length=horizon,
+            adaptation=meta_cfg,  # every start adapts with the training inner loop
+            env=env_cfg,
+            oracle=held,
+            bootstrap_samples=1000,
+            seed=args.seed,
             oracle_threshold=60.0 / 1e6,
-        )  # fmt: skip
+        )
         t0 = time.perf_counter()
         result = MetaTestProtocol(pcfg).run(starts, test_loader.get_available_tasks(), test_loader)
         eval_s = time.perf_counter() - t0

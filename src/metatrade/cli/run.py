@@ -8,12 +8,11 @@ evaluation layer. Bad input ends with a one-line error and exit code 2, never a 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import functools
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 

@@ -109,6 +109,14 @@ class MetaLearner:
             num_steps=len(inner_batches),
         )
 
+    def _batch_envs(self, tasks: list[Any]) -> tuple[BatchEnv, BatchEnv]:
+        """The pre-update (inner) and post-update environments of ``tasks``."""
+        cfg = self.config
+        env_pre = self.family.make_batch_env(tasks, cfg.episodes_per_task)
+        if cfg.num_evaluation_episodes == cfg.episodes_per_task:
+            return env_pre, env_pre
+        return env_pre, self.family.make_batch_env(tasks, cfg.num_evaluation_episodes)
+
     def _sample(self, params: Params, env: BatchEnv, generator: torch.Generator) -> Episodes:
         detached = {k: v.detach() for k, v in params.items()}
         return sample_for_inner_loop(
@@ -126,10 +134,7 @@ class MetaLearner:
         t0 = time.perf_counter()
         # line 3: sample a batch of tasks T_i ~ p(T)
         tasks = self.family.sample_tasks(cfg.meta_batch_size, "train", rng)
-        env_pre = self.family.make_batch_env(tasks, cfg.episodes_per_task)
-        env_post = env_pre
-        if cfg.num_evaluation_episodes != cfg.episodes_per_task:
-            env_post = self.family.make_batch_env(tasks, cfg.num_evaluation_episodes)
+        env_pre, env_post = self._batch_envs(tasks)
         theta = expand_to_tasks(self.params, len(tasks))
         # lines 5-7: sample trajectories D_i with f_theta, adapt theta'_i = theta - a grad L_i;
         # inner step k > 1 samples with theta'_{k-1} (unless reuse_inner_batch)
@@ -159,17 +164,14 @@ class MetaLearner:
         t2 = time.perf_counter()
         self.iteration += 1
         pre = inner_batches[0] if inner_batches else post
-        stats.update(
-            {
-                "meta/return_pre": pre.task_mean_returns().mean().item(),
-                "meta/return_post": post.task_mean_returns().mean().item(),
-                "meta/iteration": float(self.iteration),
-                "time/sample_s": t1 - t0,
-                "time/update_s": t2 - t1,
-                "time/iteration_s": t2 - t0,
-            }
-        )
-        return stats
+        return stats | {
+            "meta/return_pre": pre.task_mean_returns().mean().item(),
+            "meta/return_post": post.task_mean_returns().mean().item(),
+            "meta/iteration": float(self.iteration),
+            "time/sample_s": t1 - t0,
+            "time/update_s": t2 - t1,
+            "time/iteration_s": t2 - t0,
+        }
 
     # ------------------------------------------------------------------ evaluation / state
     def evaluate_adaptation(
