@@ -11,7 +11,7 @@ import torch
 
 from metatrade.agents.policies import make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt, sample_for_inner_loop
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.inner import expand_to_tasks, task_gradients
@@ -119,11 +119,18 @@ def test_multi_step_loss_is_the_mean_over_the_adapted_policies_batches() -> None
     tasks = learner.family.sample_tasks(2, "train", np.random.default_rng(2))
     env = learner.family.make_batch_env(tasks, 3)
     gen = torch.Generator().manual_seed(4)
-    pre = learner._sample(expand_to_tasks(learner.params, 2), env, gen)
+
+    def sample(params: dict[str, torch.Tensor]) -> Episodes:
+        detached = {k: v.detach() for k, v in params.items()}
+        return sample_for_inner_loop(
+            learner.policy, detached, env, config=learner.config, generator=gen
+        )
+
+    pre = sample(expand_to_tasks(learner.params, 2))
     first_step = learner.readapt([pre], num_tasks=2, second_order=True)
-    mid = learner._sample(first_step[1], env, gen)
+    mid = sample(first_step[1])
     steps = learner.readapt([pre, mid], num_tasks=2, second_order=True)
-    post = learner._sample(steps[2], env, gen)
+    post = sample(steps[2])
     batch = MetaBatch([pre, mid], post, steps, gen)
     first = outer_loss(learner.policy, steps[1], mid)
     last = outer_loss(learner.policy, steps[2], post)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
-from metatrade.meta.adapt import adapt, adapt_online
+from metatrade.meta.adapt import adapt, adapt_online, sample_for_inner_loop
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
@@ -132,7 +132,9 @@ def test_meta_learner_trains_on_step_budget_batches() -> None:
     learner = MetaLearner(policy, fam, cfg)
     env = fam.make_batch_env(fam.sample_tasks(3, "train", np.random.default_rng(1)), 4)
     theta = expand_to_tasks(learner.params, 3)
-    batch = learner._sample(theta, env, torch.Generator().manual_seed(0))
+    batch = sample_for_inner_loop(
+        policy, theta, env, config=cfg, generator=torch.Generator().manual_seed(0)
+    )
     steps = batch.mask.sum(dim=(1, 2))
     assert (steps >= 150).all() and (steps < 150 + 20).all()  # whole episodes, just past it
     assert batch.advantages is not None and torch.isfinite(batch.advantages).all()

@@ -125,9 +125,7 @@ def meta_train_cmd(
         else:
             console.print(f"no checkpoint in {run_dir}: starting from iteration 0")
     if iterations is not None:
-        cfg = cfg.model_copy(
-            update={"meta": replace(cfg.meta, num_meta_iterations=iterations)}
-        )
+        cfg = cfg.model_copy(update={"meta": replace(cfg.meta, num_meta_iterations=iterations)})
     console.print(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "
         f"iterations={cfg.meta.num_meta_iterations} seed={cfg.run.seed} -> {run_dir}"

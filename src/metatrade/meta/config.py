@@ -26,6 +26,11 @@ _STRICT = ConfigDict(extra="forbid")
 class AdaptationConfig:
     """The inner loop: theta'_i = theta - alpha_k * grad L_i (Finn et al., 2017, eq. 1)."""
 
+    estimator: Literal["sampled", "exact"] = Field(
+        "sampled",
+        description="sampled: policy-gradient surrogates on sampled episodes (any env); exact: "
+        "the family's exact expected-return objective (trading's position recursion)",
+    )
     num_inner_steps: int = Field(1, ge=0, description="inner gradient steps K (0: no step)")
     inner_lr: float = Field(0.1, gt=0, description="inner step size alpha of every step")
     inner_step_sizes: tuple[float, ...] | None = Field(
@@ -42,7 +47,9 @@ class AdaptationConfig:
     reuse_inner_batch: bool = Field(
         False, description="with several inner steps, reuse the first batch (no resampling)"
     )
-    episodes_per_task: int = Field(20, gt=0, description="episodes per task of an inner batch")
+    episodes_per_task: int = Field(
+        20, gt=0, description="episodes (exact: adaptation windows) per task of an inner batch"
+    )
     steps_per_task: int | None = Field(
         None,
         gt=0,
@@ -84,7 +91,7 @@ class MetaConfig(AdaptationConfig):
 
     meta_batch_size: int = Field(20, gt=0, description="tasks per meta-iteration")
     num_evaluation_episodes: int = Field(
-        20, gt=0, description="post-update episodes per task behind the meta-loss"
+        20, gt=0, description="post-update episodes (exact: windows) per task behind the meta-loss"
     )
     first_order: bool = Field(False, description="drop second-order terms (FOMAML)")
     multi_step_loss: bool = Field(
@@ -122,5 +129,17 @@ class MetaConfig(AdaptationConfig):
             raise ValueError(
                 "multi_step_loss needs fresh episodes from every adapted policy "
                 "(reuse_inner_batch false) and optimizer 'adam' or 'trpo'."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _exact_needs_adam(self) -> MetaConfig:
+        if self.estimator == "exact" and self.multi_step_loss:
+            raise ValueError("multi_step_loss needs sampled episodes (estimator 'sampled').")
+        if self.estimator == "exact" and self.optimizer != "adam":
+            raise ValueError(
+                f"estimator 'exact' with optimizer {self.optimizer!r}: TRPO and ProMP need the "
+                "behaviour policy of sampled episodes; use optimizer 'adam' (the objective has "
+                "no sampling noise to guard against)."
             )
         return self

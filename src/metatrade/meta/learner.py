@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metatrade.meta.adapt import adapt_online, sample_for_inner_loop
+from metatrade.meta.adapt import adapt_online
 from metatrade.meta.config import AdaptationConfig, MetaConfig
-from metatrade.meta.episodes import Episodes
+from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
 from metatrade.meta.inner import TaskLoss, expand_to_tasks, inner_loop
-from metatrade.meta.protocols import BatchEnv, TaskFamily
+from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import MetaBatch, make_update
 
 Params = dict[str, Tensor]
@@ -109,18 +109,14 @@ class MetaLearner:
             num_steps=len(inner_batches),
         )
 
-    def _batch_envs(self, tasks: list[Any]) -> tuple[BatchEnv, BatchEnv]:
-        """The pre-update (inner) and post-update environments of ``tasks``."""
-        cfg = self.config
-        env_pre = self.family.make_batch_env(tasks, cfg.episodes_per_task)
-        if cfg.num_evaluation_episodes == cfg.episodes_per_task:
-            return env_pre, env_pre
-        return env_pre, self.family.make_batch_env(tasks, cfg.num_evaluation_episodes)
-
-    def _sample(self, params: Params, env: BatchEnv, generator: torch.Generator) -> Episodes:
-        detached = {k: v.detach() for k, v in params.items()}
-        return sample_for_inner_loop(
-            self.policy, detached, env, config=self.config, generator=generator
+    def _batch_source(
+        self, tasks: list[Any], rng: np.random.Generator, generator: torch.Generator
+    ) -> BatchSource:
+        """Episodes sampled with the current policies, or the family's exact objective."""
+        if self.config.estimator == "exact":
+            return ExactSource(self.policy, self.family, tasks, config=self.config, rng=rng)
+        return SampledSource(
+            self.policy, self.family, tasks, config=self.config, generator=generator
         )
 
     # ------------------------------------------------------------------ one meta-iteration
@@ -134,39 +130,39 @@ class MetaLearner:
         t0 = time.perf_counter()
         # line 3: sample a batch of tasks T_i ~ p(T)
         tasks = self.family.sample_tasks(cfg.meta_batch_size, "train", rng)
-        env_pre, env_post = self._batch_envs(tasks)
-        theta = expand_to_tasks(self.params, len(tasks))
-        # lines 5-7: sample trajectories D_i with f_theta, adapt theta'_i = theta - a grad L_i;
-        # inner step k > 1 samples with theta'_{k-1} (unless reuse_inner_batch)
-        inner_batches: list[Episodes] = []
+        source = self._batch_source(tasks, rng, generator)
+        # lines 5-7: sample trajectories D_i with f_theta (or the task's adaptation windows),
+        # adapt theta'_i = theta - alpha grad L_i; inner step k > 1 samples with theta'_{k-1}
+        inner_batches: list[Any] = []
 
-        def batch_for_step(k: int, current: Params) -> Episodes:
-            reuse = cfg.reuse_inner_batch and inner_batches
-            batch = inner_batches[0] if reuse else self._sample(current, env_pre, generator)
-            inner_batches.append(batch)
-            return batch
+        def batch_for_step(k: int, current: Params) -> Any:
+            inner_batches.append(source.inner_batch(k, current))
+            return inner_batches[-1]
 
         keep_graph = self.update.keeps_adaptation_graph
         with torch.set_grad_enabled(keep_graph):
             steps = inner_loop(
                 self.policy,
-                theta,
+                expand_to_tasks(self.params, len(tasks)),
                 batch_for_step,
                 config=cfg,
                 second_order=keep_graph and not cfg.first_order,
                 inner_lrs=self.inner_lrs,
+                loss=source.inner_loss,
             )
-        # line 8: sample trajectories D'_i with f_theta'_i
-        post = self._sample(steps[-1], env_post, generator)
+        # line 8: sample trajectories D'_i with f_theta'_i (or the later evaluation windows)
+        post = source.post_batch(steps[-1])
         t1 = time.perf_counter()
         # line 10: theta <- theta - beta grad_theta sum_i L_i(f_theta'_i) on D'_i
-        stats = self.update(self, MetaBatch(inner_batches, post, steps, generator))
+        batch = MetaBatch(
+            inner_batches, post, steps, generator, source.inner_loss, source.outer_loss
+        )
+        stats = self.update(self, batch)
         t2 = time.perf_counter()
         self.iteration += 1
-        pre = inner_batches[0] if inner_batches else post
         return stats | {
-            "meta/return_pre": pre.task_mean_returns().mean().item(),
-            "meta/return_post": post.task_mean_returns().mean().item(),
+            "meta/return_pre": source.mean_return(batch.pre, steps[0]),
+            "meta/return_post": source.mean_return(post, steps[-1]),
             "meta/iteration": float(self.iteration),
             "time/sample_s": t1 - t0,
             "time/update_s": t2 - t1,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from metatrade.meta.episodes import Episodes, random_episode_subset, select_episodes
-from metatrade.meta.inner import expand_to_tasks
+from metatrade.meta.inner import TaskLoss, expand_to_tasks
 from metatrade.meta.objective import (
     clipped_loss,
     kl_weights,
@@ -28,7 +28,7 @@ from metatrade.meta.objective import (
     post_update_dist_params,
 )
 from metatrade.meta.optimizers import all_finite, clip_grad_norm, trpo_step, warn_skip
-from metatrade.meta.surrogates import lvc_loss
+from metatrade.meta.surrogates import lvc_loss, ratio_loss
 
 if TYPE_CHECKING:
     from metatrade.meta.learner import MetaLearner
@@ -43,27 +43,31 @@ KL_LOG_TASKS = 5
 class MetaBatch:
     """One meta-iteration's samples and adaptation (Algorithm 3, lines 3-8)."""
 
-    inner_batches: list[Episodes]
+    inner_batches: list[Any]
     """the batch of inner step k = 1..K (step 1's is sampled with theta, step k's with
     theta'_{k-1}; the same object K times with ``reuse_inner_batch``)"""
-    post: Episodes
-    """post-update episodes D'_i, sampled with theta'_K"""
+    post: Any
+    """post-update episodes D'_i, sampled with theta'_K (exact: the evaluation windows)"""
     steps: list[Params]
     """[theta, theta'_1, ..., theta'_K], each [T, ...], differentiable in theta when the update
     keeps the adaptation's graph"""
     generator: torch.Generator
     """the iteration's generator (TRPO's Fisher subset draws from it)"""
+    inner_loss: TaskLoss | None = None
+    """the inner loop's per-task loss (None: the config's surrogate)"""
+    outer_loss: TaskLoss = ratio_loss
+    """the meta-loss's per-task loss on the post-update batch"""
 
     @property
     def num_tasks(self) -> int:
         return self.post.num_tasks
 
     @property
-    def pre(self) -> Episodes:
+    def pre(self) -> Any:
         """The pre-update batch (sampled with theta); the post batch when K = 0."""
         return self.inner_batches[0] if self.inner_batches else self.post
 
-    def sampled_by_adapted(self) -> list[Episodes]:
+    def sampled_by_adapted(self) -> list[Any]:
         """The batch each adapted policy theta'_1..theta'_K sampled (MAML++'s multi-step loss)."""
         return [*self.inner_batches[1:], self.post]
 
@@ -87,7 +91,7 @@ def meta_loss(
     the mean over k of the k-step policies' loss on the batch they sampled (MAML++).
     ``last_dist``: theta'_K's distribution parameters on the post batch, if computed."""
     if last_dist is None:
-        last = outer_loss(policy, steps[-1], batch.post)
+        last = outer_loss(policy, steps[-1], batch.post, batch.outer_loss)
     else:
         last = outer_loss_from_dist(policy, last_dist, batch.post)
     if not (multi_step and len(steps) > 2):
@@ -129,7 +133,7 @@ def logged_kl(learner: MetaLearner, batch: MetaBatch) -> float:
 
     with torch.no_grad():
         inner = [head(b) for b in batch.inner_batches]
-        adapted = learner.readapt(inner, num_tasks=k, second_order=False)[-1]
+        adapted = learner.readapt(inner, num_tasks=k, second_order=False, loss=batch.inner_loss)[-1]
         return mean_kl(learner.policy, adapted, head(batch.post)).item()
 
 
@@ -142,12 +146,10 @@ class AdamUpdate:
         multi = learner.config.multi_step_loss
         loss = meta_loss(learner.policy, batch.steps, batch, multi_step=multi)
         norm, skipped = apply_gradients(learner, loss, "Adam")
-        return {
-            "meta/loss": loss.item(),
-            "meta/kl": logged_kl(learner, batch),
-            "meta/grad_norm": norm,
-            "meta/skipped": float(skipped),
-        }
+        stats = {"meta/loss": loss.item(), "meta/grad_norm": norm, "meta/skipped": float(skipped)}
+        if isinstance(batch.post, Episodes):  # the exact objective has no behaviour policy
+            stats["meta/kl"] = logged_kl(learner, batch)
+        return stats
 
 
 class ProMPUpdate:
