@@ -178,9 +178,14 @@ class Policy(nn.Module):
 class MLPPolicy(Policy):
     """MLP trunk and linear head (the MAML paper's policy: hidden [64, 64], tanh)."""
 
-    # meta/sampler.py runs this exact class (not subclasses: it reads the class __dict__)
-    # with a fused batched forward of the same maths; meta may not import agents to check.
-    fused_forward = "mlp"
+    def fused_layers(self) -> tuple[list[str], str, str | None]:
+        """What meta/sampler.py's fused forward (the same maths as ``forward`` as a chain of
+        batched matmuls) needs: the linear layers' parameter prefixes in order, the hidden
+        activation, and the Gaussian log-std's name (None for discrete actions). Read from
+        this exact class only (a subclass may override ``forward``)."""
+        layers = [f"net.hidden.{i}" for i in range(len(self.net.hidden))] + ["net.out"]
+        log_std = "gaussian.log_std" if self.gaussian is not None else None
+        return layers, self.net.activation, log_std
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ _FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 def _mlp_forward(policy: nn.Module, params: Params) -> Callable[[Tensor], Tensor] | None:
     """A fast forward for ``agents.policies.MLPPolicy`` (None for any other policy).
 
-    The class opts in with ``fused_forward = "mlp"`` in its own body (subclasses, which may
+    The class opts in by defining ``fused_layers()`` in its own body (subclasses, which may
     override ``forward``, do not inherit the opt-in); meta does not import agents.
 
     Same maths as ``MLPPolicy.forward``: hidden layers ``act(x W^T + b)``, a linear head,
@@ -61,15 +61,15 @@ def _mlp_forward(policy: nn.Module, params: Params) -> Callable[[Tensor], Tensor
     the layers are ``baddbmm`` over the task axis (obs [T, E, D]); shared params (a
     broadcast view) one ``addmm`` on all rows.
     """
-    if vars(type(policy)).get("fused_forward") != "mlp":
+    plan = vars(type(policy)).get("fused_layers")
+    if plan is None:
         return None
-    net = policy.net
-    act = _FAST_ACTIVATIONS.get(getattr(net, "activation", ""))
-    layer_names = [f"net.hidden.{i}" for i in range(len(net.hidden))] + ["net.out"]
+    layer_names, activation, log_std_name = plan(policy)
+    act = _FAST_ACTIVATIONS.get(activation)
     expected = {f"{n}.{w}" for n in layer_names for w in ("weight", "bias")}
-    gaussian = getattr(policy, "gaussian", None) is not None
+    gaussian = log_std_name is not None
     if gaussian:
-        expected.add("gaussian.log_std")
+        expected.add(log_std_name)
     if act is None or set(params) != expected:
         return None
     if not is_shared(params):
@@ -77,13 +77,13 @@ def _mlp_forward(policy: nn.Module, params: Params) -> Callable[[Tensor], Tensor
             (params[f"{n}.bias"].unsqueeze(1), params[f"{n}.weight"].transpose(1, 2))
             for n in layer_names
         ]
-        log_std = params["gaussian.log_std"].unsqueeze(1) if gaussian else None
+        log_std = params[log_std_name].unsqueeze(1) if gaussian else None
 
         def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
             return torch.baddbmm(b, x, wt)
     else:
         layers = [(params[f"{n}.bias"][0], params[f"{n}.weight"][0].t()) for n in layer_names]
-        log_std = params["gaussian.log_std"][0] if gaussian else None
+        log_std = params[log_std_name][0] if gaussian else None
 
         def linear(x: Tensor, b: Tensor, wt: Tensor) -> Tensor:
             return torch.addmm(b, x.reshape(-1, x.shape[-1]), wt).reshape(*x.shape[:-1], -1)
