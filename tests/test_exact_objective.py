@@ -31,6 +31,7 @@ from metatrade.exact import (
 from metatrade.market import (
     BatchTradingEnv,
     CostModel,
+    FixedFractionSizer,
     InstrumentSpec,
     TradingEnv,
     TradingEnvConfig,
@@ -224,3 +225,25 @@ def test_no_look_ahead(arrays) -> None:
         a, b = recs[0][name][0, 0], recs[1][name][0, 0]
         torch.testing.assert_close(a[:upto], b[:upto], rtol=0, atol=0, msg=name)
         assert not torch.equal(a[upto + 1 :], b[upto + 1 :]), name  # the perturbation bites
+
+
+def test_constant_notional_approximation_is_bounded(arrays) -> None:
+    """With the ledger's default sizer (all equity in whole lots, fixed at entry) the
+    objective's constant notional per bar is off by a few percent of the path's P&L."""
+    config = EXACT.with_overrides(sizer=FixedFractionSizer(), episode_length=128)
+    rng = np.random.default_rng(5)
+    starts = np.array([[2000, 4000], [8000, 11000], [1000, 1500]])
+    windows = build_windows(arrays, starts, window_bars=128, config=config, dtype=F64)
+    table = np.where(rng.random((3, 2, 128, 3)) < 0.9, 4, rng.integers(0, 4, (3, 2, 128, 3)))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(table), NUM_ACTIONS).to(F64)
+    steps = recursion_from_probs(probs, windows)["expected_reward"]
+    for i, task_arrays in enumerate(arrays):
+        for j, start in enumerate(starts[i]):
+            pnl, n = _ledger_pnl(
+                task_arrays,
+                config,
+                int(start),
+                lambda k, o, i=i, j=j: table[i, j, k, int(o[-1]) + 1],
+            )
+            assert n > 0
+            assert abs(steps[i, j].sum().item() - pnl) <= 0.05 * steps[i, j].abs().sum().item()

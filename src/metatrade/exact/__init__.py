@@ -23,6 +23,7 @@ from metatrade.exact.windows import (
     causal_volatility,
     consecutive_windows,
     sample_window_pairs,
+    window_quantity,
     windows_before,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "position_recursion",
     "recursion_from_probs",
     "sample_window_pairs",
+    "window_quantity",
     "windows_before",
 ]

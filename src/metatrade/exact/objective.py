@@ -25,10 +25,10 @@ The chain is evaluated in log depth (a Hillis-Steele scan of 3x3 matrix products
 Python loop over bars. An optional variance term uses the same scan on the 9x9 block matrix
 of the first two moments of the accumulated P&L.
 
-Against the ledger: exact (up to float rounding) when the ledger sizes every entry with
-``metatrade.exact.FixedUnitsSizer``; with the default ``FixedFractionSizer`` the position has a
-constant notional per bar instead of a whole number of lots fixed at entry from the equity
-then (the one approximation; see docs/exact.md for its measured size). The ledger's ruin
+Against the ledger: exact (up to float rounding) when every entry trades the same quantity
+(``metatrade.exact.FixedUnitsSizer``); otherwise each window trades the quantity the sizer
+gives at its first bar instead of re-sizing at each entry from the equity then (the one
+approximation; ``metatrade.exact.windows``, measured in docs/exact.md). The ledger's ruin
 termination (equity <= ruin_fraction * C0) is not modelled: it needs a 50% loss in a window.
 """
 
