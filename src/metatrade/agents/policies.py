@@ -266,11 +266,14 @@ class MLPPolicy(Policy):
         pre = nn.functional.conv1d(x, kernel, bias).transpose(1, 2)  # [B, N-L+1, H]
         pre = pre.reshape(*lead, pre.shape[-2], hidden)
         acc = accounts.to(weight.dtype) @ weight[:, seq_len * n_feat :].T  # [P, H]
-        act = self.net._act
+        act, linear = self.net._act, nn.functional.linear
         h = act(pre.unsqueeze(-2) + acc)  # [..., N-L+1, P, H]
+        shape = h.shape[:-1]
+        h = h.reshape(-1, hidden)  # 2-D: weight gradients are one matmul, not one per row
         for i in range(1, len(self.net.hidden)):
-            h = act(h @ params[f"net.hidden.{i}.weight"].T + params[f"net.hidden.{i}.bias"])
-        return h @ params["net.out.weight"].T + params["net.out.bias"]
+            h = act(linear(h, params[f"net.hidden.{i}.weight"], params[f"net.hidden.{i}.bias"]))
+        out = linear(h, params["net.out.weight"], params["net.out.bias"])
+        return out.reshape(*shape, out.shape[-1])
 
 
 class GRUPolicy(Policy):
