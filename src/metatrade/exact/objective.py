@@ -223,14 +223,15 @@ def exact_loss(
     (a mean-variance objective; for a position held throughout Var(R) ~ N vol^2).
     """
     w = _as_windows(windows)
-    n = w.window_bars
+    var = None
     if risk:
         mean, second = pnl_moments(policy, params, w)
         var = (second - mean * mean).clamp_min(0.0)
     else:
-        mean, var = expected_pnl(policy, params, w), None
-    scale = w.vol * n if normalize else torch.ones_like(mean)
-    score = mean / scale
-    if var is not None:
-        score = score - risk * var / (scale * w.vol if normalize else scale)
+        mean = expected_pnl(policy, params, w)
+    if normalize:
+        vol_n = w.vol.clamp_min(1e-8) * w.window_bars
+        mean = mean / vol_n
+        var = None if var is None else var / (vol_n * w.vol.clamp_min(1e-8))
+    score = mean if var is None else mean - risk * var
     return -score.mean()
