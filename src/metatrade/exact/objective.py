@@ -82,7 +82,9 @@ def action_probs(policy, params: Mapping[str, Tensor], windows: PnlWindows) -> T
             f"policy distribution {dist!r}: the exact objective needs Categorical({NUM_ACTIONS})"
         )
     feats = windows.features
-    accounts = torch.tensor(POSITIONS, dtype=feats.dtype).unsqueeze(-1)  # [3, 1]
+    accounts = torch.tensor(POSITIONS, dtype=feats.dtype, device=feats.device).unsqueeze(
+        -1
+    )  # [3, 1]
     return torch.softmax(policy.logits_by_position(params, feats, accounts), dim=-1)
 
 
@@ -116,13 +118,13 @@ def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
 
 def transitions(probs: Tensor) -> Tensor:
     """M[..., t, s, s'] = sum of pi(a | t, s) over the actions a taking s to s'."""
-    return torch.einsum("...sa,sat->...st", probs, NEXT_POSITION.to(probs.dtype))
+    return torch.einsum("...sa,sat->...st", probs, NEXT_POSITION.to(probs))
 
 
 def _square_off(m: Tensor, squared: Tensor) -> Tensor:
     """M S: where ``squared``, the mass that ends a bar short or long ends it flat."""
     flat = m.sum(-1, keepdim=True)
-    onehot = torch.zeros(3, dtype=m.dtype)
+    onehot = torch.zeros(3, dtype=m.dtype, device=m.device)
     onehot[_FLAT] = 1.0
     sq = squared[..., None, None]
     return m * (1.0 - sq) + sq * flat * onehot
