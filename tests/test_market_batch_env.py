@@ -29,6 +29,8 @@ SHAPED = TradingEnvConfig(
 RUINOUS = TradingEnvConfig(
     lookback=3, episode_length=None, split="test", costs=CostModel(300_000.0, 35.0)
 )
+# The position-only observation (metatrade.exact's policies), same MDP otherwise.
+POSITION_OBS = SHAPED.with_overrides(observation="position")
 INFO_KEYS = (
     "pnl_reward",
     "equity",
@@ -42,7 +44,9 @@ INFO_KEYS = (
 TRADE_KEYS = ("trade_pnl", "trade_side", "trade_quantity", "trade_entry_price", "trade_exit_price")
 
 
-@pytest.mark.parametrize("config", [SHAPED, RUINOUS], ids=["shaped", "backtest_ruin"])
+@pytest.mark.parametrize(
+    "config", [SHAPED, RUINOUS, POSITION_OBS], ids=["shaped", "backtest_ruin", "position_obs"]
+)
 def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
     n_ep, n_steps = 3, 90
     batch = BatchTradingEnv(TASKS, n_ep, config, seed=0)
@@ -119,3 +123,20 @@ def test_seeded_reset_is_reproducible_and_bad_input_is_explained() -> None:
         a.step(np.zeros(5, dtype=int))
     with pytest.raises(ValueError, match="feature width"):
         BatchTradingEnv([TASKS[0], make_task_arrays(n_features=4)], 1, episode_length=20)
+
+
+def test_position_observation_is_the_window_and_the_position_only() -> None:
+    full = BatchTradingEnv(TASKS, 2, SHAPED, seed=3)
+    pos = BatchTradingEnv(TASKS, 2, POSITION_OBS, seed=3)
+    assert pos.account_dim == 1 and pos.observation_space.shape == (5 * 3 + 1,)
+    np.testing.assert_array_equal(pos.reset(seed=3), full.reset(seed=3)[..., :16])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        actions = rng.integers(0, 5, size=(3, 2))
+        f_obs, f_rew, *_ = full.step(actions)
+        p_obs, p_rew, *_ = pos.step(actions)
+        np.testing.assert_array_equal(p_obs, f_obs[..., :16])  # window + position
+        np.testing.assert_array_equal(p_rew, f_rew)  # same MDP, same rewards
+    assert (np.abs(p_obs[..., 15]) <= 1).all() and np.isin(p_obs[..., 15], (-1, 0, 1)).all()
+    with pytest.raises(ValueError, match="observation"):
+        TradingEnvConfig(observation="account")

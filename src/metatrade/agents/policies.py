@@ -17,6 +17,13 @@ Three trunks:
   output is the gate-weighted mixture of the experts' logits (or Gaussian means).
   ``gate_weights(obs) -> [..., K]`` exposes the gate.
 
+``logits_by_position(params, bars, accounts)`` evaluates a trading policy on every
+observation window of a run of bars for each of a few account vectors (the exact expected-P&L
+objective of ``metatrade.exact`` needs all three positions at every bar). The MLP computes
+its first layer on the feature windows once per bar, as a 1-D convolution over the per-bar
+features (no window is copied), and adds each account's contribution; other policies run
+the generic path (materialised windows, one forward per account).
+
 Initialisation follows CleanRL (``layer_init``): orthogonal weights with gain sqrt(2) in the
 hidden layers, a small gain (0.01) on the policy head so the initial policy is near uniform,
 gain 1 on the value head; zero biases.
@@ -25,7 +32,7 @@ gain 1 on the value head; zero biases.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -174,6 +181,47 @@ class Policy(nn.Module):
     def _finish(self, out: Tensor) -> Tensor:
         return out if self.gaussian is None else self.gaussian(out)
 
+    def window_length(self, num_features: int, account_dim: int) -> int:
+        """L such that ``obs_dim == L * num_features + account_dim``; raises if none does."""
+        obs_dim = int(self.spec["obs_dim"])
+        seq_len, rest = divmod(obs_dim - account_dim, num_features)
+        if rest or seq_len < 1:
+            raise ValueError(
+                f"policy obs_dim={obs_dim} is not L * F + A for F={num_features} features and "
+                f"A={account_dim} account values; build the policy for this env's observation"
+            )
+        return seq_len
+
+    def logits_by_position(
+        self, params: Mapping[str, Tensor], bars: Tensor, accounts: Tensor
+    ) -> Tensor:
+        """Distribution parameters of every window of ``bars`` under each account vector.
+
+        Args:
+            params: the policy's parameters (as for ``torch.func.functional_call``).
+            bars: per-bar features [..., N, F], oldest first.
+            accounts: account parts of the observation [P, A] (e.g. positions [[-1], [0], [1]]).
+
+        Returns:
+            [..., N - L + 1, P, param_dim]; row i is the observation ``bars[i : i + L]``
+            (flattened row-major, as the envs do) followed by ``accounts[p]``.
+
+        Generic path: materialises the windows and runs P forwards. Works under ``vmap``.
+        """
+        n_feat, n_acc = bars.shape[-1], accounts.shape[-1]
+        seq_len = self.window_length(n_feat, n_acc)
+        win = bars.unfold(-2, seq_len, 1).transpose(-1, -2)  # [..., N-L+1, L, F]
+        win = win.reshape(*win.shape[:-2], seq_len * n_feat)
+        lead = win.shape[:-1]
+        obs = torch.cat(
+            [
+                win.unsqueeze(-2).expand(*lead, accounts.shape[0], win.shape[-1]),
+                accounts.to(win.dtype).expand(*lead, *accounts.shape),
+            ],
+            dim=-1,
+        )
+        return torch.func.functional_call(self, dict(params), (obs,))
+
 
 class MLPPolicy(Policy):
     """MLP trunk and linear head (the MAML paper's policy: hidden [64, 64], tanh)."""
@@ -201,6 +249,36 @@ class MLPPolicy(Policy):
 
     def forward(self, obs: Tensor) -> Tensor:
         return self._finish(self.net(obs))
+
+    def logits_by_position(
+        self, params: Mapping[str, Tensor], bars: Tensor, accounts: Tensor
+    ) -> Tensor:
+        """``Policy.logits_by_position`` with the first layer computed once per bar.
+
+        The first layer splits as ``W [x; a] = W_x x + W_a a``: ``W_x`` over the L-bar
+        windows is a 1-D convolution of the per-bar features (kernel L, no window copied);
+        ``W_a a`` is added per account vector. The layers after it run on [..., P, H].
+        """
+        if self.gaussian is not None:
+            return super().logits_by_position(params, bars, accounts)
+        n_feat, n_acc = bars.shape[-1], accounts.shape[-1]
+        seq_len = self.window_length(n_feat, n_acc)
+        weight, bias = params["net.hidden.0.weight"], params["net.hidden.0.bias"]
+        hidden = weight.shape[0]
+        kernel = weight[:, : seq_len * n_feat].reshape(hidden, seq_len, n_feat).transpose(1, 2)
+        lead = bars.shape[:-2]
+        x = bars.reshape(-1, *bars.shape[-2:]).transpose(1, 2)  # [B, F, N]
+        pre = nn.functional.conv1d(x, kernel, bias).transpose(1, 2)  # [B, N-L+1, H]
+        pre = pre.reshape(*lead, pre.shape[-2], hidden)
+        acc = accounts.to(weight.dtype) @ weight[:, seq_len * n_feat :].T  # [P, H]
+        act, linear = self.net._act, nn.functional.linear
+        h = act(pre.unsqueeze(-2) + acc)  # [..., N-L+1, P, H]
+        shape = h.shape[:-1]
+        h = h.reshape(-1, hidden)  # 2-D: weight gradients are one matmul, not one per row
+        for i in range(1, len(self.net.hidden)):
+            h = act(linear(h, params[f"net.hidden.{i}.weight"], params[f"net.hidden.{i}.bias"]))
+        out = linear(h, params["net.out.weight"], params["net.out.bias"])
+        return out.reshape(*shape, out.shape[-1])
 
 
 class GRUPolicy(Policy):

@@ -22,7 +22,6 @@ import numpy as np
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market.actions import NUM_ACTIONS
 from metatrade.market.config import (
-    ACCOUNT_DIM,
     TradingEnvConfig,
     episode_bounds,
     validate_arrays,
@@ -41,7 +40,8 @@ _SIDE = np.array([1, -1, 0, 0, 0], dtype=np.int64)  # entry side of BUY_LONG / S
 class BatchTradingEnv:
     """T tasks x E episodes of :class:`~metatrade.market.env.TradingEnv`, vectorised.
 
-    Shapes: ``reset() -> obs [T, E, L*F + 4]``; ``step(actions [T, E] int) -> (obs,
+    Shapes: ``reset() -> obs [T, E, L*F + A]`` (A = ``config.account_dim``: 4, or 1 with
+    ``observation="position"``); ``step(actions [T, E] int) -> (obs,
     reward [T, E] float32, terminated [T, E] bool, truncated [T, E] bool, info)`` with
     info arrays [T, E]: ``pnl_reward``, ``equity``, ``cash``, ``position``, ``bar``,
     ``invalid_action``, ``order_cost``, ``squared_off``, ``trade_closed`` and, meaningful
@@ -96,15 +96,17 @@ class BatchTradingEnv:
             [np.ascontiguousarray(ta.features, dtype=np.float32).ravel() for ta in self.task_arrays]
         )
         self._window_size = lookback * n_feat
+        self.account_dim = n_acc = cfg.account_dim
+        self._full_account = cfg.observation == "full"
         # Item g of this view is the raw bytes of features[g : g + L] (flattened) followed by
-        # 4 more floats (the next row's start, or padding): exactly one observation row,
-        # whose last 4 floats ``_observe`` overwrites with the account. Items overlap (no
+        # A more floats (the next row's start, or padding): exactly one observation row,
+        # whose last A floats ``_observe`` overwrites with the account. Items overlap (no
         # copy); a gather is one memcpy per observation straight into the returned array.
         n_rows = len(flat) // n_feat
-        flat = np.concatenate([flat, np.zeros(ACCOUNT_DIM, dtype=np.float32)])
+        flat = np.concatenate([flat, np.zeros(n_acc, dtype=np.float32)])
         self._windows = np.ndarray(
             (n_rows - lookback + 1,),
-            dtype=np.dtype((np.void, 4 * (self._window_size + ACCOUNT_DIM))),
+            dtype=np.dtype((np.void, 4 * (self._window_size + n_acc))),
             buffer=flat,
             strides=(4 * n_feat,),
         )
@@ -132,9 +134,8 @@ class BatchTradingEnv:
         self._held_scale = float(cfg.bars_held_scale)
 
         self.window_shape = (lookback, n_feat)
-        self.account_dim = ACCOUNT_DIM
         self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (self._window_size + ACCOUNT_DIM,), np.float32
+            -np.inf, np.inf, (self._window_size + n_acc,), np.float32
         )
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
 
@@ -347,12 +348,14 @@ class BatchTradingEnv:
         t = self._t[sel]
         n = self._window_size
         rows = t - (self.window_shape[0] - 1)
-        obs = self._windows[rows].view(np.float32).reshape(t.size, n + ACCOUNT_DIM)
+        obs = self._windows[rows].view(np.float32).reshape(t.size, n + self.account_dim)
         pos, cap = self._pos[sel], self._capital
+        obs[:, n] = pos
+        if not self._full_account:
+            return obs
         if unreal is None:
             c = self._close[t]
             unreal = pos * self._qty[sel] * (c - self._entry[sel]) - self._entry_cost[sel]
-        obs[:, n] = pos
         obs[:, n + 1] = unreal / cap
         obs[:, n + 2] = self._equity[sel] / cap - 1.0
         obs[:, n + 3] = self._held[sel] / self._held_scale

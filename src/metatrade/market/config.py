@@ -17,6 +17,8 @@ from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 ACCOUNT_DIM = 4  # position, unrealised P&L / capital, equity / capital - 1, bars held / scale
 ACCOUNT_NAMES = ("position", "unrealised_pnl_frac", "equity_return", "bars_held_scaled")
+OBSERVATIONS = ("full", "position")
+"""``TradingEnvConfig.observation``: the 4 account entries, or the position only."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class TradingEnvConfig:
     """entry size (needs ``units`` and ``units_array``); default: all equity, whole lots"""
     reward: RewardShaping = field(default_factory=RewardShaping)
     """shaping terms, all off by default"""
+    observation: str = "full"
+    """account part of the observation: "full" (the 4 ACCOUNT_NAMES) or "position" (the
+    position -1/0/+1 only: no path dependence, so ``metatrade.exact`` can compute the
+    expected P&L of the same policy by a recursion over positions)"""
 
     def __post_init__(self) -> None:
         if self.lookback < 1:
@@ -74,6 +80,20 @@ class TradingEnvConfig:
             )
         if not self.initial_capital > 0:
             raise ValueError(f"TradingEnvConfig.initial_capital={self.initial_capital}: use > 0")
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(
+                f"TradingEnvConfig.observation={self.observation!r}: use one of {OBSERVATIONS}"
+            )
+
+    @property
+    def account_names(self) -> tuple[str, ...]:
+        """Names of the account entries that follow the feature window in an observation."""
+        return ACCOUNT_NAMES if self.observation == "full" else ACCOUNT_NAMES[:1]
+
+    @property
+    def account_dim(self) -> int:
+        """How many account entries follow the feature window (4 "full", 1 "position")."""
+        return len(self.account_names)
 
     def market_for(self, instrument: str) -> tuple[CostModel, InstrumentSpec]:
         return self.instruments.get(instrument, (self.costs, self.spec))

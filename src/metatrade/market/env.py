@@ -11,7 +11,6 @@ import numpy as np
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market.actions import NUM_ACTIONS, Action
 from metatrade.market.config import (
-    ACCOUNT_DIM,
     TradingEnvConfig,
     episode_bounds,
     episode_end,
@@ -52,9 +51,10 @@ class TradingEnv(gym.Env):
     To reverse, close, then open on the next step.
 
     ## Observation Space
-    ``Box(-inf, inf, (L*F + 4,), float32)``: the feature rows of bars ``t-L+1 .. t``
+    ``Box(-inf, inf, (L*F + A,), float32)``: the feature rows of bars ``t-L+1 .. t``
     (oldest first, row-major ``[L, F]``; ``window_shape == (L, F)``) followed by the
-    ``account_dim == 4`` account values:
+    ``account_dim == A`` account values: A = 4 with ``observation="full"`` (default), A = 1
+    (the position only) with ``observation="position"``:
 
     | index      | name                 | meaning                                   |
     | ---------- | -------------------- | ----------------------------------------- |
@@ -116,12 +116,13 @@ class TradingEnv(gym.Env):
 
         n_feat = task_arrays.num_features
         self.window_shape = (cfg.lookback, n_feat)
-        self.account_dim = ACCOUNT_DIM
+        self.account_dim = cfg.account_dim
+        self._full_account = cfg.observation == "full"
         self._window_size = cfg.lookback * n_feat
         self._width = n_feat
         self._held_scale = float(cfg.bars_held_scale)
         self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (self._window_size + ACCOUNT_DIM,), np.float32
+            -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
 
@@ -236,9 +237,11 @@ class TradingEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         eng, cap, n = self.engine, self._capital, self._window_size
         stop = (self._t + 1) * self._width
-        obs = np.empty(n + ACCOUNT_DIM, dtype=np.float32)
+        obs = np.empty(n + self.account_dim, dtype=np.float32)
         obs[:n] = self._flat[stop - n : stop]
         obs[n] = eng.position
+        if not self._full_account:
+            return obs
         obs[n + 1] = eng.unrealised_pnl / cap
         obs[n + 2] = self._equity / cap - 1.0
         obs[n + 3] = eng.bars_held / self._held_scale
