@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,8 +21,26 @@ class TaskSource(Protocol):
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays: ...
 
 
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """How the exact expected-P&L objective (``metatrade.exact``) scores a window batch;
+    the window length is the env's ``episode_length`` and the window counts are the meta
+    config's ``episodes_per_task`` / ``num_evaluation_episodes``."""
+
+    normalize: bool = True
+    """divide each window's P&L by its causal volatility x bars, so tasks weigh alike"""
+    risk: float = 0.0
+    """> 0: subtract risk x Var(P&L) (mean-variance objective)"""
+    gap_bars: int = 0
+    """bars between the adaptation windows and the evaluation windows that follow them"""
+    vol_bars: int = 256
+    """bars of returns behind a window's causal volatility"""
+
+
 class TradingTaskFamily:
-    """Implements ``metatrade.meta.protocols.TaskFamily`` over a DataLoader.
+    """Implements ``metatrade.meta.protocols.TaskFamily`` over a DataLoader, and
+    ``metatrade.meta.estimators.ObjectiveFamily`` (the exact expected P&L) when the env
+    exposes the position-only observation.
 
     Two different splits meet here: ``sample_tasks(split=...)`` is the *task* split
     (held-out instruments/timeframes never appear in "train"), while ``period`` is the
@@ -32,6 +51,7 @@ class TradingTaskFamily:
         env_config: the trading MDP (its ``split`` is replaced by ``period``).
         period: time split of every env this family builds.
         seed: seeds the episode-start generator of each env built (``reset(seed)`` reseeds).
+        objective: the exact objective's settings (``meta.estimator: exact``).
     """
 
     def __init__(
@@ -40,8 +60,10 @@ class TradingTaskFamily:
         env_config: TradingEnvConfig | None = None,
         period: str = "train",
         seed: int | None = None,
+        objective: ObjectiveSettings | None = None,
     ) -> None:
         self.loader = loader
+        self.objective = objective or ObjectiveSettings()
         self.env_config = (env_config or TradingEnvConfig()).with_overrides(split=period)
         self.period = period
         self.seed = seed
@@ -54,3 +76,43 @@ class TradingTaskFamily:
         """A BatchTradingEnv with one row per task, trading the ``period`` rows of each."""
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
         return BatchTradingEnv(arrays, episodes_per_task, self.env_config, seed=self.seed)
+
+    def objective_batches(
+        self,
+        tasks: Sequence[Any],
+        *,
+        num_windows: int,
+        num_eval_windows: int,
+        rng: np.random.Generator,
+    ) -> tuple[Any, Any]:
+        """(adaptation, evaluation) ``PnlWindows`` of ``tasks`` in the ``period`` rows: per
+        task, ``num_windows`` back-to-back windows of ``episode_length`` bars ending at a
+        random cut, and ``num_eval_windows`` windows from the cut (+ ``gap_bars``) on."""
+        from metatrade.exact.windows import sample_window_pairs
+
+        cfg = self.env_config
+        if cfg.observation != "position" or cfg.episode_length is None:
+            raise ValueError(
+                "the exact objective needs env.observation: position (the policy sees the "
+                f"feature window and its position only) and an episode_length; got "
+                f"observation={cfg.observation!r}, episode_length={cfg.episode_length}"
+            )
+        arrays = [self.loader.get_task_arrays(*task) for task in tasks]
+        return sample_window_pairs(
+            arrays,
+            window_bars=cfg.episode_length,
+            num_windows=num_windows,
+            num_eval_windows=num_eval_windows,
+            gap=self.objective.gap_bars,
+            config=cfg,
+            rng=rng,
+            vol_bars=self.objective.vol_bars,
+        )
+
+    def objective_loss(self, policy: Any, params: Any, batch: Any) -> Any:
+        """Minus the expected P&L of one task's windows (``metatrade.exact.exact_loss``)."""
+        from metatrade.exact.objective import exact_loss
+
+        return exact_loss(
+            policy, params, batch, normalize=self.objective.normalize, risk=self.objective.risk
+        )

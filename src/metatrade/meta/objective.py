@@ -30,10 +30,12 @@ OuterLoss = Callable[[nn.Module, Params, Episodes], Tensor]
 def per_task_losses(
     policy: nn.Module, params: Params, episodes: Episodes, loss_fn: OuterLoss = ratio_loss
 ) -> Tensor:
-    """loss_fn for every task: params [T, ...], episodes [T, E, H, ...] -> [T]."""
+    """loss_fn for every task: params [T, ...], episodes [T, E, H, ...] (or any batch with
+    a leading task axis, e.g. the exact objective's windows) -> [T]."""
+    batch_type = type(episodes)
 
     def one(p: Params, batch: dict[str, Tensor]) -> Tensor:
-        return loss_fn(policy, p, Episodes.from_tensors(batch))
+        return loss_fn(policy, p, batch_type.from_tensors(batch))
 
     return vmap(one)(params, episodes.tensors())
 
