@@ -12,7 +12,6 @@ Every field below carries a one-line description; ``docs/configuration.md`` is t
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -27,13 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
 
-TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names key and fix."""
+__all__ = ["ConfigError", "RunConfig", "load_config", "save_config", "validate_config"]
 
 
 class _Section(BaseModel):
@@ -182,7 +178,7 @@ class MetaSection(_Section):
     num_evaluation_episodes: int = Field(
         20, gt=0, description="post-update episodes per task behind the meta-loss"
     )
-    num_inner_steps: int = Field(1, ge=0, description="inner policy-gradient steps")
+    num_inner_steps: int = Field(1, description="inner policy-gradient steps (>= 1)")
     inner_lr: float = Field(0.1, gt=0, description="inner-loop step size alpha")
     inner_step_sizes: list[float] | None = Field(
         None,
@@ -240,6 +236,18 @@ class MetaSection(_Section):
     promp_steps: int = Field(5, gt=0, description="ProMP outer steps per batch")
     promp_clip: float = Field(0.3, gt=0, description="ProMP likelihood-ratio clip")
     promp_kl_coef: float = Field(5e-4, ge=0, description="ProMP KL penalty coefficient")
+
+    @field_validator("num_inner_steps")
+    @classmethod
+    def _at_least_one_step(cls, v: int) -> int:
+        # k = 0 would make the meta-gradient plain policy gradient on theta; the learner's
+        # post-update batch assumes an adapted policy, so refuse it here, not mid-run.
+        if v < 1:
+            raise ValueError(
+                f"expected at least 1 inner step, got {v}; MAML adapts with k >= 1 "
+                "policy-gradient steps (for plain multi-task policy gradient use `metatrade train`)"
+            )
+        return v
 
 
 class PPOSection(_Section):
@@ -347,10 +355,10 @@ class RunConfig(_Section):
 
 
 def _check_task(name: str) -> str:
-    name = str(name).strip()
-    if not TASK_PATTERN.match(name):
-        raise ValueError(f"expected a task as 'Instrument:TF' (e.g. 'Nifty:5'), got {name!r}")
-    return name
+    """One task name, checked with the loader's own pattern (``metatrade.data.naming``)."""
+    from metatrade.data.naming import parse_task_id
+
+    return str(parse_task_id(name))
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -359,10 +367,10 @@ def parse_tasks(text: str) -> list[str]:
     if not names:
         raise ConfigError("--tasks: expected 'Instrument:TF,...' (e.g. Nifty:5,Finnifty:15)")
     for t in names:
-        if not TASK_PATTERN.match(t):
-            raise ConfigError(
-                f"--tasks: expected 'Instrument:TF' (e.g. 'Nifty:5'), got {t!r} in {text!r}"
-            )
+        try:
+            _check_task(t)
+        except ValueError as err:
+            raise ConfigError(f"--tasks: {err} in {text!r}") from None
     return names
 
 
