@@ -71,9 +71,7 @@ class DataValidationError(DataError):
             problems = [Problem(file="<data>", message=problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: list[Problem] = [p for p in problems if p.level == "error"] or list(
-            problems
-        )
+        self.problems: list[Problem] = [p for p in problems if p.level == "error"] or list(problems)
         shown = "\n  ".join(str(p) for p in self.problems[:10])
         more = len(self.problems) - 10
         tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""

@@ -100,6 +100,10 @@ class DataSection(_Section):
     )
     heldout: HeldOutSection = Field(default_factory=HeldOutSection)
     splits: SplitsSection = Field(default_factory=SplitsSection)
+    strict: bool = Field(
+        False,
+        description="a file that cannot be used stops the run (default: skipped with a warning)",
+    )
     num_synthetic_tasks: int = Field(
         24, gt=0, description="synthetic family only: how many tasks to generate"
     )
