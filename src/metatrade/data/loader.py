@@ -143,7 +143,7 @@ class DataLoader:
                     del self._files[task]
                     self._bars.pop(task, None)
                     self.skipped[path.name] = "; ".join(
-                        str(p).removeprefix(f"{path.name}: ") for p in found[:3]
+                        str(p)[len(path.name) :].lstrip(":, ") for p in found[:3]
                     )
         if problems and self.strict:
             raise DataValidationError(problems)
