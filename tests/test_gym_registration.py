@@ -53,7 +53,9 @@ def test_stable_baselines3_ppo_trains_on_it() -> None:
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=2048)
     assert model.num_timesteps == 2048
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True)
+    )
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(int(np.asarray(action)))
