@@ -82,7 +82,7 @@ def test_cli_overrides_apply_and_validate(tmp_path: Path) -> None:
     assert cfg.data.tasks == ["Nifty:5", "Finnifty:15"]
     assert cfg.data.data_dir == str(tmp_path)
     assert cfg.run_dir() == tmp_path / "out"
-    with pytest.raises(ConfigError, match="--tasks: expected 'Instrument:TF'"):
+    with pytest.raises(ConfigError, match="--tasks: expected a task as 'Instrument:TF'"):
         parse_tasks("Nifty5")
     with pytest.raises(ConfigError, match="meta.inner_lr"):
         load_config(overrides={"meta.inner_lr": "x"})

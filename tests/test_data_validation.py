@@ -142,7 +142,7 @@ def test_validate_folder_collects_every_problem(tmp_path: Path) -> None:
     )
     assert [(p.row, p.field) for p in validate_folder(two)] == [(3, "open"), (4, "low")]
     with pytest.raises(DataValidationError, match="badname.csv"):
-        DataLoader(tmp_path, cache_dir=False)
+        DataLoader(tmp_path, cache_dir=False, strict=True)
 
 
 def test_many_bad_rows_are_summarised(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ The names below are imported lazily, so ``import metatrade`` (and ``metatrade da
 stays fast and does not load torch until a torch-backed name is used::
 
     from metatrade import DataLoader, Trainer, load_config
+
+``import metatrade`` registers the Gymnasium environment ``metatrade/Trading-v0``
+(``metatrade.market.env.TradingEnv``); ``gymnasium.make("metatrade/Trading-v0")`` with no
+arguments trades the embedded NIFTY 50 15-minute bars (``DEFAULT_TASK``), train split.
 """
 
 from __future__ import annotations
@@ -12,6 +16,18 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+ENV_ID = "metatrade/Trading-v0"
+
+
+def _register_env() -> None:
+    """Register ``ENV_ID`` with Gymnasium (the entry point is imported only on ``make``)."""
+    import gymnasium
+
+    if ENV_ID not in gymnasium.registry:
+        gymnasium.register(id=ENV_ID, entry_point="metatrade.market.env:TradingEnv")
+
+
+_register_env()
 
 _EXPORTS: dict[str, str] = {
     "DataLoader": "metatrade.data",
@@ -38,7 +54,7 @@ _EXPORTS: dict[str, str] = {
     "MetaTestProtocol": "metatrade.evaluation",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["ENV_ID", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,8 @@ from rich.table import Table
 
 from metatrade.cli import app
 from metatrade.data.loader import SAMPLE_DIR, DataLoader
-from metatrade.data.validation import DataValidationError, validate_folder
+from metatrade.data.validation import Problem, session_gaps, validate_folder
+from metatrade.errors import DataWarning, UserError
 
 data_app = typer.Typer(help="Inspect and validate OHLCV data folders.", no_args_is_help=True)
 console = Console()
@@ -19,6 +21,9 @@ err_console = Console(stderr=True)
 
 DataOpt = typer.Option(
     None, "--data", help="folder of <INSTRUMENT>_<MINUTES>.csv|.parquet (default: embedded sample)"
+)
+LookbackOpt = typer.Option(
+    32, "--lookback", min=1, help="observation window (env.lookback): shorter files are unusable"
 )
 
 
@@ -28,46 +33,85 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
+    """The table of usable tasks, and a warning line per gap of many sessions."""
+    table = Table(title=title)
+    for col in ("task", "bars", "first", "last", "train", "validation", "test"):
+        table.add_column(col, justify="left" if col in ("task", "first", "last") else "right")
+    gaps: list[str] = []
+    for task in loader.get_available_tasks():
+        bars = loader.get_task_data(*task)
+        arrays = loader.get_task_arrays(*task)
+        sizes = [str(b - a) for a, b in (arrays.splits[k] for k in ("train", "validation", "test"))]
+        first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
+        table.add_row(str(task), str(len(bars)), first, last, *sizes)
+        gaps += [
+            f"{task}: {n} weekdays without a bar between {a} and {b}"
+            for a, b, n in session_gaps(bars.index)
+        ]
+    return table, gaps
+
+
 @data_app.command("list")
 def list_tasks(
     data: Path | None = DataOpt,
     tz: str = typer.Option("Asia/Kolkata", help="time zone of the dates shown"),
+    lookback: int = LookbackOpt,
+    strict: bool = typer.Option(
+        False, "--strict", help="fail on any unusable file instead of listing it as skipped"
+    ),
 ) -> None:
-    """Tasks with bar counts, date ranges and train/validation/test sizes (rows after warm-up)."""
+    """Tasks with bar counts, date ranges and train/validation/test sizes (rows after warm-up);
+    files that cannot be used are listed as skipped with the reason (exit 1 with --strict)."""
     try:
-        loader = DataLoader(data, tz=tz)
-        table = Table(title=f"tasks in {data or SAMPLE_DIR}")
-        for col in ("task", "bars", "first", "last", "train", "validation", "test"):
-            table.add_column(col, justify="left" if col in ("task", "first", "last") else "right")
-        for task in loader.get_available_tasks():
-            bars = loader.get_task_data(*task)
-            arrays = loader.get_task_arrays(*task)
-            sizes = [
-                str(b - a) for a, b in (arrays.splits[k] for k in ("train", "validation", "test"))
-            ]
-            first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
-            table.add_row(str(task), str(len(bars)), first, last, *sizes)
-    except (DataValidationError, ValueError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # shown below as a table
+            loader = DataLoader(data, tz=tz, strict=strict, lookback=lookback)
+            table, gaps = _task_table(loader, f"tasks in {data or SAMPLE_DIR}")
+    except (UserError, OSError) as err:
         _fail(err)
     console.print(table)
     console.print(f"{len(loader.get_available_tasks())} tasks")
+    if loader.skipped:
+        skipped = Table(title=f"{len(loader.skipped)} file(s) skipped (fix them or use --strict)")
+        skipped.add_column("file")
+        skipped.add_column("reason", overflow="fold")
+        for name, why in loader.skipped.items():
+            skipped.add_row(name, why)
+        console.print(skipped)
+    for line in gaps:
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("validate")
 def validate(
     path: Path | None = typer.Argument(
-        None, help="folder or file to check (default: embedded sample)"
+        None, help="folder or file to check (default: --data, else the embedded sample)"
     ),
+    data: Path | None = DataOpt,
     tz: str = typer.Option("Asia/Kolkata", help="time zone for naive ISO timestamps"),
+    lookback: int = LookbackOpt,
 ) -> None:
-    """Report every problem in every file (file, row, field, fix); exit 1 if any."""
-    target = path or SAMPLE_DIR
-    problems = validate_folder(target, tz=tz)
+    """Report every problem in every file (file, row, field, fix); exit 1 if any error
+    (warnings, e.g. a gap of many sessions, are shown but do not fail)."""
+    if path is not None and data is not None and path != data:
+        _fail(UserError(f"give the folder once: {path} or --data {data}"))
+    target = path or data or SAMPLE_DIR
+    problems = validate_folder(target, tz=tz, lookback=lookback)
+    errors = [p for p in problems if p.level == "error"]
     if not problems:
         console.print(f"[green]OK[/green]: no problems in {target}")
         return
-    table = Table(title=f"{len(problems)} problem(s) in {target}")
-    for col in ("file", "row", "line", "field", "problem"):
+    console.print(_problem_table(problems, target))
+    if errors:
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/green]: no errors in {target} ({len(problems)} warning(s))")
+
+
+def _problem_table(problems: list[Problem], target: Path) -> Table:
+    errors = sum(p.level == "error" for p in problems)
+    table = Table(title=f"{errors} error(s), {len(problems) - errors} warning(s) in {target}")
+    for col in ("file", "row", "line", "field", "level", "problem"):
         table.add_column(col, overflow="fold")
     for p in problems:
         table.add_row(
@@ -75,10 +119,10 @@ def validate(
             "" if p.row is None else str(p.row),
             "" if p.line is None else str(p.line),
             p.field or "",
+            p.level,
             p.message,
         )
-    console.print(table)
-    raise typer.Exit(1)
+    return table
 
 
 app.add_typer(data_app, name="data")

@@ -2,8 +2,10 @@
 
 Thin: each command resolves a ``RunConfig`` (``--config`` YAML + ``--data``, ``--tasks``,
 ``--seed``, ``--out``), then calls the Trainer, the factories in ``training.build`` and the
-evaluation layer. Bad input ends with a one-line error and exit code 2, never a traceback
-(set ``METATRADE_DEBUG=1`` to see one).
+evaluation layer. Bad input (``metatrade.errors.UserError``: config, data, checkpoint; or an
+``OSError``: a missing file, no permission, a full disk) ends with a one-line error and exit
+code 2 (set ``METATRADE_DEBUG=1`` to see the traceback); any other exception is a bug and
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import typer
 from rich.console import Console
 
 from metatrade.cli import app
+from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
-from metatrade.training.config import ConfigError, RunConfig, load_config, save_config
+from metatrade.training.config import RunConfig, load_config, save_config
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -37,14 +40,23 @@ OutOpt = typer.Option(None, "--out", help="run directory (default: runs/<name>-s
 CheckpointOpt = typer.Option(
     ..., "--checkpoint", help="a meta-train run directory or checkpoint file"
 )
+StrictOpt = typer.Option(
+    False, "--strict", help="stop on any unusable data file (default: skip it with a warning)"
+)
+AllowSeenOpt = typer.Option(
+    False,
+    "--allow-seen",
+    help="evaluate tasks the run meta-trained on anyway (flagged in the output)",
+)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from metatrade.agents.checkpoint import CheckpointError
-    from metatrade.data.validation import DataValidationError
+    """What the user can fix: ``UserError`` (config, data, checkpoint) and ``OSError`` (a
+    missing file, an --out under a regular file, no permission, a full disk). A plain
+    ``ValueError``/``KeyError``/... is a bug: it keeps its traceback."""
+    from metatrade.agents.checkpoint import CheckpointError  # until it is errors.CheckpointError
 
-    # OSError: a missing file, an --out under a regular file, no permission, a full disk
-    return (ConfigError, CheckpointError, DataValidationError, OSError, ValueError)
+    return (UserError, CheckpointError, OSError)
 
 
 def cli_errors(func: F) -> F:
@@ -76,8 +88,12 @@ def _config(
     seed: int | None,
     out: Path | None,
     default: str | None = None,
+    strict: bool = False,
 ) -> RunConfig:
-    cfg = load_config(config or default, seed=seed, tasks=tasks, data_dir=data, out_dir=out)
+    overrides = {"data.strict": True} if strict else None
+    cfg = load_config(
+        config or default, seed=seed, tasks=tasks, data_dir=data, out_dir=out, overrides=overrides
+    )
     configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
     return cfg
 
@@ -107,13 +123,14 @@ def meta_train_cmd(
         False, "--resume", help="continue from the run directory's last checkpoint"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
+    strict: bool = StrictOpt,
 ) -> None:
     """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir."""
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
     from metatrade.training.trainer import Trainer
 
-    cfg = _run_name(_config(config, data, tasks, seed, out), config)
+    cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
     resume_from = None
     if resume:
@@ -153,12 +170,13 @@ def train_cmd(
         None, "--timesteps", help="environment steps (default: ppo.total_timesteps)"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
+    strict: bool = StrictOpt,
 ) -> None:
     """Train PPO on the training tasks (all of them together: the multi-task baseline)."""
     from metatrade.training.build import make_family, multitask_env
     from metatrade.training.trainer import Trainer
 
-    cfg = _run_name(_config(config, data, tasks, seed, out), config)
+    cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
     env = multitask_env(cfg, make_family(cfg))
     console.print(
@@ -173,10 +191,13 @@ def train_cmd(
 # ---- adapt / backtest / evaluate ----------------------------------------------------------
 def _load_run(
     checkpoint: Path, data: Path | None, tasks: str | None, seed: int | None, out: Path | None
-) -> tuple[RunConfig, Any, Path]:
-    """The run's config (with the CLI's data/tasks/seed/out applied) and its meta-policy."""
-    from metatrade.training.build import load_meta_policy
+) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+    """The run's config (with the CLI's data/tasks/seed/out applied), its meta-policy, the
+    output directory and what evaluating needs besides: ``trained`` (the run's exact
+    meta-training tasks) and ``inner_lrs`` (its learned Meta-SGD step sizes, or None)."""
+    from metatrade.training.build import load_inner_lrs, load_meta_policy
     from metatrade.training.checkpoint import load_run_checkpoint, resolve_checkpoint
+    from metatrade.training.config import apply_overrides, parse_tasks
 
     path = resolve_checkpoint(checkpoint)
     ck_cfg, state = load_run_checkpoint(path)
@@ -187,8 +208,6 @@ def _load_run(
         flat["run.seed"] = seed
     run_dir = Path(out) if out is not None else path.parent.parent
     flat["run.out_dir"] = str(run_dir)
-    from metatrade.training.config import apply_overrides, parse_tasks
-
     if tasks is not None:
         # Named tasks are the evaluation tasks: hold exactly them out, train on none of them.
         names = parse_tasks(tasks)
@@ -203,14 +222,28 @@ def _load_run(
             "synthetic runs (for nav2d see benchmarks/nav2d_maml.py)"
         )
     policy = load_meta_policy(cfg, state, path)
-    return cfg, policy, run_dir
+    extra = {"trained": _trained_tasks(ck_cfg, state), "inner_lrs": load_inner_lrs(state)}
+    return cfg, policy, run_dir, extra
+
+
+def _trained_tasks(ck_cfg: RunConfig, state: dict[str, Any]) -> list[str] | None:
+    """The checkpoint's record of its meta-training tasks; for a checkpoint written before
+    it kept one, the tasks its own config trains on (None if that data is gone)."""
+    recorded = (state.get("extra") or {}).get("train_tasks")
+    if recorded is not None:
+        return list(recorded)
+    from metatrade.training.build import make_loader, task_pool
+
+    try:
+        return [str(t) for t in task_pool(ck_cfg, make_loader(ck_cfg), "train")]
+    except UserError:
+        return None
 
 
 @app.command("evaluate")
 @cli_errors
 def evaluate_cmd(
     checkpoint: Path = CheckpointOpt,
-    config: str | None = ConfigOpt,
     data: Path | None = DataOpt,
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
@@ -220,20 +253,22 @@ def evaluate_cmd(
         "--ppo",
         help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)",
     ),
+    allow_seen: bool = AllowSeenOpt,
 ) -> None:
-    """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines."""
+    """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
+    The run's own config (stored in the checkpoint) sets everything else."""
     from metatrade.training.build import run_meta_test
     from metatrade.training.checkpoint import resolve_checkpoint
 
-    if config is not None:
-        raise ConfigError("evaluate reads the run's own config; drop --config")
-    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
+    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
     if ppo is None:
         # The baseline trained next to the meta-policy (demo: <run>/ppo/checkpoints/ppo.pt).
         source = resolve_checkpoint(checkpoint).parent.parent
         found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
         ppo = next((p for p in found if p.is_file()), None)
-    run_meta_test(cfg, policy, run_dir, ppo_path=ppo, console=console)
+    run_meta_test(
+        cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+    )
 
 
 @app.command("adapt")
@@ -245,12 +280,13 @@ def adapt_cmd(
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
     steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
+    allow_seen: bool = AllowSeenOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
     from metatrade.training.build import adapt_to_tasks
 
-    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
-    adapt_to_tasks(cfg, policy, run_dir, steps, console=console)
+    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+    adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
 
 
 @app.command("backtest")
@@ -265,14 +301,17 @@ def backtest_cmd(
     split: str = typer.Option(
         "test", "--split", help="time split to backtest: train/validation/test"
     ),
+    allow_seen: bool = AllowSeenOpt,
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
     from metatrade.training.build import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
-    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
-    backtest_tasks(cfg, policy, run_dir, steps, split, console=console)
+    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+    backtest_tasks(
+        cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+    )
 
 
 # ---- demo -------------------------------------------------------------------------------
@@ -285,11 +324,14 @@ def demo_cmd(
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bars"),
+    strict: bool = StrictOpt,
 ) -> None:
     """The main job: meta-train on the embedded data, pretrain the PPO baseline with the same
     env-step budget, evaluate both on held-out tasks against baselines, print the reports."""
     from metatrade.training.demo import run_demo
 
-    cfg = _run_name(_config(config, data, tasks, seed, out, default="demo"), config or "demo")
+    cfg = _run_name(
+        _config(config, data, tasks, seed, out, default="demo", strict=strict), config or "demo"
+    )
     save_config(cfg, cfg.run_dir() / "config.yaml")
     run_demo(cfg, console=console, progress=progress)

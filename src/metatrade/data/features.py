@@ -14,6 +14,8 @@ docs/data.md).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import talib
@@ -21,6 +23,7 @@ import talib
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.data.validation import utc_index
+from metatrade.errors import DataError
 
 # Bump whenever a feature's definition changes: it is part of the on-disk cache key.
 FEATURE_VERSION = 1
@@ -124,6 +127,17 @@ def warmup_rows(raw: np.ndarray) -> int:
     return last_bad + 1
 
 
+@functools.cache
+def feature_warmup_rows() -> int:
+    """Warm-up rows every task loses (the longest indicator window: SMA(50) -> 49), measured
+    on a synthetic series so it follows the feature definitions."""
+    n = 400
+    close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 1e-3, n)))
+    ts = (1_700_000_000 + 60 * np.arange(n, dtype=np.int64)) * 1_000_000_000
+    raw = raw_features(close, close * 1.001, close * 0.999, close, ts, bar_minutes=1)
+    return warmup_rows(raw)
+
+
 def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z-score ``raw`` [N, F] with rows ``train`` = [start, stop) and clip to +-CLIP.
 
@@ -131,7 +145,7 @@ def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.n
     """
     a, b = train
     if b - a < 2:
-        raise ValueError(
+        raise DataError(
             f"the train split has {b - a} rows after warm-up; need at least 2 to normalise "
             "features (use a longer file or a larger train fraction)"
         )
@@ -166,9 +180,9 @@ def build_task_arrays(
     raw = raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, tz=tz)
     w = warmup_rows(raw)
     if len(ts) - w < 2:
-        raise ValueError(
-            f"task {task}: {len(ts)} bars, but features need {w} warm-up bars plus data; "
-            "provide a longer history"
+        raise DataError(
+            f"task {task}: {len(ts)} bars, but features need {feature_warmup_rows()} warm-up "
+            "bars plus data; provide a longer history"
         )
     ts, o, h, lo, c, raw = ts[w:], o[w:], h[w:], lo[w:], c[w:], raw[w:]
     ranges = splits.ranges(ts, tz)

@@ -11,6 +11,7 @@ Parsed bars and feature arrays are cached in memory (per loader) and on disk (se
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ from metatrade.data.validation import (
     DataValidationError,
     Problem,
     load_bars,
+    too_short,
     utc_index,
 )
+from metatrade.errors import DataError, DataWarning
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 _BARS_VERSION = 1  # bump when parsing/cleaning rules change
@@ -45,6 +48,14 @@ class DataLoader:
         heldout: tasks meta-training never sees (``sample_tasks(split="test")`` returns them).
         cache_dir: on-disk cache folder; None = ``$METATRADE_CACHE`` or ``~/.cache/metatrade``;
             False disables the disk cache.
+        strict: a file that cannot be used (bad name, bad rows, too short) is an error for
+            the whole folder. Default: it is skipped with a ``DataWarning`` naming it and the
+            reason, listed in ``skipped``, and every other task stays usable.
+        lookback: files too short for one observation of this many bars after the feature
+            warm-up (plus one bar to trade) count as unusable.
+
+    The task list (``get_available_tasks``) reads and checks every file once (cached), so
+    a bad file is found before training starts, not in the middle of it.
     """
 
     def __init__(
@@ -55,11 +66,18 @@ class DataLoader:
         splits: SplitConfig = SplitConfig(),
         heldout: HeldOut = HeldOut(),
         cache_dir: str | Path | None | bool = None,
+        strict: bool = False,
+        lookback: int = 1,
     ):
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else SAMPLE_DIR
         self.tz = tz
         self.splits = splits
         self.heldout = heldout
+        self.strict = strict
+        self.lookback = lookback
+        self.skipped: dict[str, str] = {}
+        """file name -> why it was skipped (never filled in strict mode)"""
+        self._checked = False
         self.cache = (
             None
             if cache_dir is False
@@ -91,9 +109,12 @@ class DataLoader:
                         f.name, f"same task as {files[task].name}; keep only one of the two files"
                     )
                 )
-            files[task] = f
-        if problems:
+            else:
+                files[task] = f
+        if problems and self.strict:
             raise DataValidationError(problems)
+        for p in problems:
+            self.skipped[p.file] = p.message
         if not files:
             raise DataValidationError(
                 Problem(
@@ -103,9 +124,48 @@ class DataLoader:
             )
         return files
 
+    def _check_files(self) -> None:
+        """Read every file once: keep the usable ones, skip (or, strict, refuse) the rest."""
+        if self._checked:
+            return
+        problems: list[Problem] = []
+        for task, path in list(self._files.items()):
+            try:
+                bars = self._load_bars(task)
+            except DataValidationError as err:
+                found = err.problems
+            else:
+                short = too_short(len(bars), self.lookback)
+                found = [Problem(path.name, short)] if short else []
+            if found:
+                problems.extend(found)
+                if not self.strict:
+                    del self._files[task]
+                    self._bars.pop(task, None)
+                    self.skipped[path.name] = "; ".join(
+                        str(p)[len(path.name) :].lstrip(":, ") for p in found[:3]
+                    )
+        if problems and self.strict:
+            raise DataValidationError(problems)
+        self._checked = True
+        if self.skipped:
+            listed = "; ".join(f"{name}: {why}" for name, why in self.skipped.items())
+            warnings.warn(
+                f"{self.data_dir}: skipped {len(self.skipped)} unusable file(s) ({listed}); "
+                "fix or remove them (strict mode stops instead)",
+                DataWarning,
+                stacklevel=3,
+            )
+        if not self._files:
+            raise DataValidationError(
+                Problem(str(self.data_dir), "no usable data files; every file was skipped")
+            )
+
     # ---- tasks -----------------------------------------------------------------------------
     def get_available_tasks(self) -> list[TaskId]:
-        """Every task in the folder (held-out ones included), sorted by instrument then minutes."""
+        """Every usable task in the folder (held-out ones included), sorted by instrument then
+        minutes; unusable files are in ``skipped`` (see ``strict``)."""
+        self._check_files()
         return sorted(self._files, key=lambda t: (t.instrument, int(t.timeframe)))
 
     def tasks(self, split: str = "train") -> list[TaskId]:
@@ -137,9 +197,11 @@ class DataLoader:
     def task_path(self, instrument: str, timeframe: str) -> Path:
         task = TaskId(instrument, str(timeframe))
         if task not in self._files:
-            raise KeyError(
+            skipped = [f"{n} ({why})" for n, why in self.skipped.items()]
+            raise DataError(
                 f"no task {task} in {self.data_dir}; available: "
                 f"{', '.join(map(str, self.get_available_tasks()))}"
+                + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
             )
         return self._files[task]
 

@@ -3,6 +3,10 @@
 The timeframe is the bar length in minutes (digits only) and is the part after the *last*
 underscore, so instruments may contain underscores: ``Bank_Nifty_5.csv`` is
 ``("Bank_Nifty", "5")``.
+
+``INSTRUMENT`` and ``TIMEFRAME`` are the one definition of a task name: the loader parses
+file names with them and ``--tasks`` / ``data.tasks`` (``Instrument:TF``) are checked with
+them, so every task ``metatrade data list`` shows can be named (``Nifty-50:60``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,24 @@ from pathlib import Path
 from metatrade.data.task_arrays import TaskId
 
 DATA_SUFFIXES = (".csv", ".parquet")
-_NAME = re.compile(r"^(?P<instrument>[A-Za-z0-9][A-Za-z0-9_\-.]*?)_(?P<timeframe>[1-9][0-9]*)$")
+INSTRUMENT = r"[A-Za-z0-9][A-Za-z0-9_\-.]*"
+"""An instrument: letters, digits, '_', '-', '.', starting with a letter or digit"""
+TIMEFRAME = r"[1-9][0-9]*"
+"""A timeframe: the bar length in whole minutes"""
+_NAME = re.compile(rf"^(?P<instrument>{INSTRUMENT}?)_(?P<timeframe>{TIMEFRAME})$")
+TASK_NAME = re.compile(rf"^(?P<instrument>{INSTRUMENT}):(?P<timeframe>{TIMEFRAME})$")
+"""``Instrument:TF`` as ``--tasks`` and the config's task lists write a task"""
+
+
+def parse_task_id(name: str) -> TaskId:
+    """``TaskId`` of ``"Instrument:TF"`` (e.g. ``"Bank_Nifty:15"``), or ``ValueError``."""
+    m = TASK_NAME.match(str(name).strip())
+    if m is None:
+        raise ValueError(
+            f"expected a task as 'Instrument:TF' (e.g. 'Nifty:5'; instrument: letters, digits, "
+            f"'_', '-', '.'; TF: bar minutes), got {name!r}"
+        )
+    return TaskId(m["instrument"], m["timeframe"])
 
 
 def parse_task_name(path: str | Path) -> TaskId:

@@ -8,7 +8,13 @@ Accepted input (CSV or Parquet):
 - ``datetime`` as Unix epoch seconds (UTC; milli/micro/nanoseconds are recognised by size),
   ISO-8601 strings (naive strings are read in the loader's time zone), or a Parquet timestamp
   column / index;
-- rows in any order; exact duplicate rows are dropped, conflicting ones are refused.
+- rows in any order; exact duplicate rows are dropped, conflicting ones are refused;
+- timestamps between 1990 and tomorrow (outside: most often epoch milliseconds read as
+  seconds or the reverse; the problem says which), bars spaced by the minutes the file name
+  says (a 5-minute file named ``_15`` is refused).
+
+Gaps of more than ``GAP_WEEKDAYS`` weekdays without a bar are *warnings* (``Problem.level``):
+the data can be used, but an episode spanning the gap sees a jump the market never made.
 
 Row numbers are 1-based data rows as stored in the file (for CSV, ``line = row + 1`` because
 of the header), counted before any sorting, so a user can find the bar in an editor.
@@ -23,22 +29,28 @@ import numpy as np
 import pandas as pd
 
 from metatrade.data.naming import data_files, parse_task_name
+from metatrade.errors import DataError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 _DATETIME_ALIASES = ("datetime", "date", "timestamp", "time")
 _MAX_ROWS_PER_KIND = 20  # beyond this, one summary problem per (file, kind)
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")  # no intraday index data this old
+GAP_WEEKDAYS = 3  # more weekdays than this without a bar inside a task: a warning
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one file; ``row``/``field`` are None when it concerns the whole file."""
+    """One thing wrong with one file; ``row``/``field`` are None when it concerns the whole file.
+
+    ``level`` is "error" (the file cannot be used) or "warning" (usable, but look at it)."""
 
     file: str
     message: str
     row: int | None = None
     field: str | None = None
     line: int | None = None
+    level: str = "error"
 
     def __str__(self) -> str:
         where = self.file
@@ -51,7 +63,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DataError):
     """Bad input data. ``problems`` lists everything found; the message shows the first few."""
 
     def __init__(self, problems: list[Problem] | Problem | str):
@@ -59,7 +71,7 @@ class DataValidationError(ValueError):
             problems = [Problem(file="<data>", message=problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: list[Problem] = list(problems)
+        self.problems: list[Problem] = [p for p in problems if p.level == "error"] or list(problems)
         shown = "\n  ".join(str(p) for p in self.problems[:10])
         more = len(self.problems) - 10
         tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
@@ -96,8 +108,12 @@ class _Collector:
         self.file, self.is_csv = file, is_csv
         self.problems: list[Problem] = []
 
-    def whole(self, message: str, field: str | None = None) -> None:
-        self.problems.append(Problem(self.file, message, field=field))
+    def whole(self, message: str, field: str | None = None, level: str = "error") -> None:
+        self.problems.append(Problem(self.file, message, field=field, level=level))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
 
     def rows(self, rows: np.ndarray, field: str, message_of) -> None:
         """``rows``: 1-based file rows; ``message_of(i)`` builds the message for the i-th."""
@@ -197,9 +213,11 @@ def check_file(
         ),
     )
 
+    out_of_range = _check_time_range(out, rows, ts, shown)
+
     columns = [c for c in OHLCV_COLUMNS if c in raw.columns]
     values = np.empty((len(raw), len(columns)), dtype=np.float64)
-    valid = ~bad_ts
+    valid = ~bad_ts & ~out_of_range
     for j, col in enumerate(columns):
         orig = raw[col]
         num = pd.to_numeric(orig, errors="coerce").astype("float64").to_numpy()
@@ -272,7 +290,7 @@ def check_file(
             "different prices; keep only the correct bar"
         ),
     )
-    if out.problems:
+    if out.errors:
         return None, out.problems
 
     keep = np.concatenate([[True], ~same_t]) if len(order) else np.zeros(0, bool)
@@ -282,20 +300,112 @@ def check_file(
     if "volume" not in bars:
         bars["volume"] = 0.0
     bars.index.name = "datetime"
-    return bars[list(OHLCV_COLUMNS)], []
+    _check_spacing(out, path, index)
+    if out.errors:
+        return None, out.problems
+    for before, after, missing in session_gaps(index):
+        out.whole(
+            f"gap of {missing} weekdays without a bar between {before} and {after}; "
+            "episodes across it see a jump the market never made (fill the missing "
+            "sessions or split the file)",
+            field="datetime",
+            level="warning",
+        )
+    return bars[list(OHLCV_COLUMNS)], out.problems
+
+
+def _check_time_range(
+    out: _Collector, rows: np.ndarray, ts: np.ndarray, shown: pd.Series
+) -> np.ndarray:
+    """Rows whose time lands before 1990 or after tomorrow; the message guesses the unit
+    mix-up (epoch milliseconds read as seconds lands ~50,000 years ahead, the reverse in
+    January 1970). Returns the bool mask of those rows."""
+    lo = EARLIEST.value
+    hi = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)).value
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(ts) & ((ts < lo) | (ts > hi))
+    idx = np.flatnonzero(bad)
+
+    def message(i: int) -> str:
+        t = ts[idx[i]]
+        when = "before 1990" if t < lo else "in the future"
+        hint = "check the date"
+        for factor, unit in ((1e3, "1000x"), (1e6, "a million times")):
+            if lo <= t * factor <= hi:
+                hint = (
+                    f"it is {unit} too small: epoch seconds where milliseconds are expected, "
+                    "or a column mixing units"
+                )
+            elif lo <= t / factor <= hi:
+                hint = (
+                    f"it is {unit} too large: epoch milliseconds read as seconds, "
+                    "or a column mixing units"
+                )
+        return (
+            f"time {str(shown.iloc[idx[i]])!r} lands {when}; {hint}; write every row in "
+            "one unit (epoch seconds) or as ISO-8601 like 2024-03-18T09:15:00+05:30"
+        )
+
+    out.rows(rows[bad], "datetime", message)
+    return bad
+
+
+def _check_spacing(out: _Collector, path: Path, index: pd.DatetimeIndex) -> None:
+    """The usual spacing of bars within a day must be the minutes the file name says."""
+    try:
+        minutes = int(parse_task_name(path).timeframe)
+    except ValueError:
+        return  # reported already
+    if len(index) < 3:
+        return
+    ns = index.asi8
+    day = index.normalize().asi8
+    same_day = day[1:] == day[:-1]
+    gaps = (ns[1:] - ns[:-1])[same_day] // 60_000_000_000
+    if len(gaps) < 2:
+        return  # daily or coarser bars: nothing to compare within a day
+    values, counts = np.unique(gaps, return_counts=True)
+    usual = int(values[np.argmax(counts)])
+    if usual != minutes:
+        task = parse_task_name(path)
+        out.whole(
+            f"bars are usually {usual} minutes apart within a day, but the file name says "
+            f"{minutes}; rename it {task.instrument}_{usual}{path.suffix} or resample the bars "
+            f"to {minutes} minutes",
+            field="datetime",
+        )
+
+
+def session_gaps(index: pd.DatetimeIndex) -> list[tuple[str, str, int]]:
+    """``(last date before, first date after, weekdays missing)`` for every gap of more than
+    ``GAP_WEEKDAYS`` weekdays between consecutive trading days of ``index``."""
+    days = np.unique(index.normalize().tz_localize(None).values.astype("datetime64[D]"))
+    if len(days) < 2:
+        return []
+    missing = np.busday_count(days[:-1] + 1, days[1:])
+    return [
+        (str(days[i]), str(days[i + 1]), int(missing[i]))
+        for i in np.flatnonzero(missing > GAP_WEEKDAYS)
+    ]
 
 
 def load_bars(path: str | Path, tz: str = "Asia/Kolkata") -> pd.DataFrame:
     """Clean bars of one file, or ``DataValidationError`` listing every problem."""
     bars, problems = check_file(path, tz)
-    if problems:
+    if bars is None:
         raise DataValidationError(problems)
     assert bars is not None
     return bars
 
 
-def validate_folder(path: str | Path, tz: str = "Asia/Kolkata") -> list[Problem]:
-    """Every problem in every data file of a folder (or in one file); never raises for bad data."""
+def validate_folder(
+    path: str | Path, tz: str = "Asia/Kolkata", lookback: int | None = None
+) -> list[Problem]:
+    """Every problem in every data file of a folder (or in one file); never raises for bad data.
+
+    With ``lookback``, a file too short to give one observation of that many bars after the
+    feature warm-up (and one step to trade) is a problem too.
+    """
     p = Path(path)
     if not p.exists():
         return [
@@ -316,5 +426,25 @@ def validate_folder(path: str | Path, tz: str = "Asia/Kolkata") -> list[Problem]
             seen[task] = f.name
         except ValueError:
             pass  # reported by check_file
-        problems.extend(check_file(f, tz)[1])
+        bars, found = check_file(f, tz)
+        problems.extend(found)
+        if bars is not None and lookback is not None:
+            short = too_short(len(bars), lookback)
+            if short:
+                problems.append(Problem(f.name, short))
     return problems
+
+
+def too_short(num_bars: int, lookback: int) -> str | None:
+    """Why ``num_bars`` bars cannot give one observation of ``lookback`` bars after the
+    feature warm-up plus one step to trade (None if they can)."""
+    from metatrade.data.features import feature_warmup_rows
+
+    warmup = feature_warmup_rows()
+    need = warmup + lookback + 1
+    if num_bars >= need:
+        return None
+    return (
+        f"too short: {num_bars} bars, but one observation needs {warmup} feature warm-up "
+        f"bars + lookback {lookback} + 1 bar to trade = {need}; add history or remove the file"
+    )

@@ -12,6 +12,14 @@ evaluated out of sample, on the task's *test* split:
   so comparisons are paired), each an episode whose return is its P&L over C0;
 * one deterministic whole-split backtest (mode actions) from the split's first bar.
 
+Both end the same way as ``metatrade.evaluation.backtest.run_backtest``: a position still
+open after the last bar is closed at that bar's close, paying the exit cost, so a return
+counts every cost and a row's backtest equals the report's "Total Return".
+
+Every start draws from streams of its own (action noise, adaptation resets, test-window
+actions), seeded from ``seed`` and the start's label: a row does not change when another
+row (e.g. PPO) is added or dropped.
+
 Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
 family (``oracle`` regimes given) every return is also reported as a fraction of the
 oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
@@ -23,6 +31,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -144,18 +153,52 @@ def _policy_actions(
     params: Params,
     obs: np.ndarray,
     deterministic: bool,
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator],
 ) -> np.ndarray:
+    """Actions [R * T, E] of R stacked rows; row i samples with ``generators[i]`` alone, so
+    its draws do not depend on which other rows share the batch."""
     dtype = next(iter(params.values())).dtype
     with torch.no_grad():
         out = policy_forward(policy, params, torch.as_tensor(obs, dtype=dtype))
         dist = policy.distribution
-        act = dist.mode(out) if deterministic else dist.sample(out, generator=generator)
+        if deterministic:
+            return dist.mode(out).numpy()
+        chunks = out.chunk(len(generators))
+        act = torch.cat(
+            [dist.sample(c, generator=g) for c, g in zip(chunks, generators, strict=True)]
+        )
     return act.numpy()
 
 
-def _rollout_returns(env: BatchTradingEnv, act, starts: np.ndarray | None) -> np.ndarray:
-    """Return (final equity / C0 - 1) of each slot's first episode, [T, E].
+def _stream_seed(seed: int, label: str, purpose: str) -> int:
+    """The seed of one start's (or row's) stream for one purpose, independent of the others."""
+    return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
+
+
+class _LiquidatingEnv(BatchTradingEnv):
+    """A BatchTradingEnv that also records, per slot, the equity at the end of its episode
+    after closing any open position at the last bar's close with the exit cost (what
+    ``run_backtest`` does): ``liquidated`` [T * E], refreshed at each episode end."""
+
+    def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+        self._recording = False
+        obs = super().reset(seed=seed, starts=starts)
+        self.liquidated = np.full(self._t.size, np.nan)
+        self._recording = True
+        return obs
+
+    def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
+        if getattr(self, "_recording", False):
+            still_open = mask & (self._pos != 0)
+            if still_open.any():
+                self._close_positions(still_open, self._close[self._t])
+            self.liquidated[mask] = self._cash[mask]  # flat: cash is the equity
+        super()._restart(mask, glob_starts)
+
+
+def _rollout_returns(env: _LiquidatingEnv, act, starts: np.ndarray | None) -> np.ndarray:
+    """Return (final equity / C0 - 1) of each slot's first episode, [T, E], an open position
+    liquidated at the last bar's close with the exit cost.
 
     ``act(obs, env, position)`` gives actions [T, E]; ``starts`` [T, E] fixes the start bar
     of every slot (None: backtest mode, each split's first bar)."""
@@ -169,7 +212,7 @@ def _rollout_returns(env: BatchTradingEnv, act, starts: np.ndarray | None) -> np
         actions = act(obs, env, position)
         obs, _, terminated, truncated, info = env.step(actions)
         ending = (terminated | truncated) & ~done
-        final[ending] = info["equity"][ending]
+        final[ending] = env.liquidated.reshape(shape)[ending]
         position = info["position"]
         done |= ending
         if done.all():
@@ -240,6 +283,8 @@ class EvaluationResult:
     adapted: dict[tuple[str, int], Params]
     config: dict[str, Any]
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+    """tasks the evaluated run meta-trained on (``--allow-seen``): flagged in every output"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -276,6 +321,7 @@ class EvaluationResult:
     def to_json(self, path: str | Path) -> Path:
         doc = {
             "tasks": self.tasks,
+            "seen_in_meta_training": self.seen,
             "rows": self.records(),
             "config": self.config,
             "per_task": {
@@ -321,7 +367,13 @@ class EvaluationResult:
 
         use_oracle = self.oracle_returns is not None
         conf = int(round(100 * self.config.get("confidence", 0.95)))
-        t = Table(title=f"Held-out evaluation on {', '.join(self.tasks)}")
+        title = f"Held-out evaluation on {', '.join(self.tasks)}"
+        if self.seen:
+            title = (
+                f"WARNING: NOT HELD OUT: {', '.join(self.seen)} were meta-training tasks "
+                f"(--allow-seen)\n{title}"
+            )
+        t = Table(title=title)
         t.add_column("method")
         t.add_column("k", justify="right")
         t.add_column("test-window return %", justify="right")
@@ -430,18 +482,19 @@ class MetaTestProtocol:
         win_rng = np.random.default_rng(cfg.seed + 10_007)
         bounds = [episode_bounds(a, test_cfg) for a in arrays]
         windows = np.stack([win_rng.integers(f, last + 1, size=num_eps) for f, last, _ in bounds])
-        test_env = BatchTradingEnv(arrays, num_eps, test_cfg)
-        bt_env = BatchTradingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
+        test_env = _LiquidatingEnv(arrays, num_eps, test_cfg)
+        bt_env = _LiquidatingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
 
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         adapted: dict[tuple[str, int], Params] = {}
-        gen = torch.Generator().manual_seed(cfg.seed)
         max_k = max(cfg.adaptation_steps)
-        for s_idx, (label, start) in enumerate(starts.items()):
+        for label, start in starts.items():
+            gen = torch.Generator().manual_seed(_stream_seed(cfg.seed, label, "adapt"))
             train_env = BatchTradingEnv(
-                arrays, cfg.adaptation_episodes, train_cfg, seed=cfg.seed + 1000 * s_idx
-            )
+                arrays, cfg.adaptation_episodes, train_cfg,
+                seed=_stream_seed(cfg.seed, label, "env"),
+            )  # fmt: skip
             # k inner steps, each on fresh adaptation-window episodes of the current policy;
             # step k's batch resets the env with seed cfg.seed + 100 k.
             params = {
@@ -474,11 +527,13 @@ class MetaTestProtocol:
             policy = rows[0][1]
             stacked = {n: torch.cat([r[2][n] for r in rows]) for n in rows[0][2]}
             reps = len(rows)
-            env = BatchTradingEnv(arrays * reps, num_eps, test_cfg)
-            test_gen = torch.Generator().manual_seed(cfg.seed + 7)
+            env = _LiquidatingEnv(arrays * reps, num_eps, test_cfg)
+            gens = [
+                torch.Generator().manual_seed(_stream_seed(cfg.seed, r[0], "test")) for r in rows
+            ]
             out = _rollout_returns(
                 env,
-                lambda o, e, p, g=test_gen, pi=policy, th=stacked: _policy_actions(
+                lambda o, e, p, g=gens, pi=policy, th=stacked: _policy_actions(
                     pi, th, o, cfg.deterministic_test, g
                 ),
                 np.tile(windows, (reps, 1)),
@@ -486,10 +541,10 @@ class MetaTestProtocol:
             for i, (row, _, _) in enumerate(rows):
                 returns[row] = out[i * num_tasks : (i + 1) * num_tasks]
             if cfg.backtest:
-                env = BatchTradingEnv(arrays * reps, 1, bt_cfg)
+                env = _LiquidatingEnv(arrays * reps, 1, bt_cfg)
                 out = _rollout_returns(
                     env,
-                    lambda o, e, p, pi=policy, th=stacked: _policy_actions(pi, th, o, True, gen),
+                    lambda o, e, p, pi=policy, th=stacked: _policy_actions(pi, th, o, True, []),
                     None,
                 )[:, 0]
                 for i, (row, _, _) in enumerate(rows):

@@ -22,6 +22,8 @@ _CLOSE_LONG = int(Action.CLOSE_LONG)
 _CLOSE_SHORT = int(Action.CLOSE_SHORT)
 _HOLD = int(Action.HOLD)
 _F32 = struct.Struct("<f")
+DEFAULT_TASK = ("Nifty", "15")
+"""The embedded task ``TradingEnv()`` (and ``gymnasium.make("metatrade/Trading-v0")``) trades"""
 
 
 def _to_f32(x: float) -> float:
@@ -85,9 +87,12 @@ class TradingEnv(gym.Env):
     positions at the close of each session's last bar, ``session_end``, paying the exit fee).
 
     ## Arguments
-    ``TradingEnv(task_arrays, config=None, render_mode=None, **overrides)`` where
+    ``TradingEnv(task_arrays=None, config=None, render_mode=None, **overrides)`` where
     ``overrides`` are :class:`~metatrade.market.config.TradingEnvConfig` fields, e.g.
     ``gymnasium.make("metatrade/Trading-v0", task_arrays=ta, lookback=16, split="test")``.
+    ``task_arrays=None`` trades ``DEFAULT_TASK``, the embedded NIFTY 50 15-minute bars
+    (``DataLoader().get_task_arrays("Nifty", "15")``), so ``gymnasium.make(
+    "metatrade/Trading-v0")`` works with no arguments.
 
     ## Version History
     * v0: initial version.
@@ -97,11 +102,15 @@ class TradingEnv(gym.Env):
 
     def __init__(
         self,
-        task_arrays: TaskArrays,
+        task_arrays: TaskArrays | None = None,
         config: TradingEnvConfig | None = None,
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
+        if task_arrays is None:
+            from metatrade.data.loader import DataLoader
+
+            task_arrays = DataLoader().get_task_arrays(*DEFAULT_TASK)
         validate_arrays(task_arrays)
         self.config = (config or TradingEnvConfig()).with_overrides(**overrides)
         self.task_arrays = task_arrays

@@ -12,7 +12,6 @@ Every field below carries a one-line description; ``docs/configuration.md`` is t
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -28,14 +27,11 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
 from metatrade.meta.config import MetaConfig
 
-TASK_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[0-9]+$")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names key and fix."""
+__all__ = ["ConfigError", "RunConfig", "load_config", "save_config", "validate_config"]
 
 
 class _Section(BaseModel):
@@ -106,6 +102,10 @@ class DataSection(_Section):
     )
     heldout: HeldOutSection = Field(default_factory=HeldOutSection)
     splits: SplitsSection = Field(default_factory=SplitsSection)
+    strict: bool = Field(
+        False,
+        description="a file that cannot be used stops the run (default: skipped with a warning)",
+    )
     num_synthetic_tasks: int = Field(
         24, gt=0, description="synthetic family only: how many tasks to generate"
     )
@@ -294,10 +294,10 @@ class RunConfig(_Section):
 
 
 def _check_task(name: str) -> str:
-    name = str(name).strip()
-    if not TASK_PATTERN.match(name):
-        raise ValueError(f"expected a task as 'Instrument:TF' (e.g. 'Nifty:5'), got {name!r}")
-    return name
+    """One task name, checked with the loader's own pattern (``metatrade.data.naming``)."""
+    from metatrade.data.naming import parse_task_id
+
+    return str(parse_task_id(name))
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -306,10 +306,10 @@ def parse_tasks(text: str) -> list[str]:
     if not names:
         raise ConfigError("--tasks: expected 'Instrument:TF,...' (e.g. Nifty:5,Finnifty:15)")
     for t in names:
-        if not TASK_PATTERN.match(t):
-            raise ConfigError(
-                f"--tasks: expected 'Instrument:TF' (e.g. 'Nifty:5'), got {t!r} in {text!r}"
-            )
+        try:
+            _check_task(t)
+        except ValueError as err:
+            raise ConfigError(f"--tasks: {err} in {text!r}") from None
     return names
 
 

@@ -77,7 +77,10 @@ def run_demo(cfg: RunConfig, console: Any, progress: bool = True) -> dict[str, A
     # 3. Meta-test on the held-out tasks.
     console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")
     t0 = time.perf_counter()
-    result = build.run_meta_test(cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console)
+    result = build.run_meta_test(
+        cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console,
+        inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
+    )  # fmt: skip
     console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
 
     # 4. Backtest reports of the adapted policies (k = the largest adaptation step).

@@ -184,6 +184,8 @@ class Trainer:
         """Write ``checkpoints/last.pt`` (and nothing when the trainer has no run dir)."""
         if self.run_dir is None or self.learner is None:
             return None
+        from metatrade.training.build import training_task_names
+
         return save_run_checkpoint(
             checkpoint_path(self.run_dir),
             META_KIND,
@@ -191,6 +193,8 @@ class Trainer:
             iteration,
             self.learner.state_dict(),
             self.rng,
+            # the exact meta-training tasks: evaluate/adapt/backtest refuse them (issue #11)
+            extra={"train_tasks": training_task_names(self.env)},
         )
 
     def _restore(self, resume: str | Path, learner: Any) -> int:
