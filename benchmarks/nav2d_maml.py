@@ -174,17 +174,21 @@ search backtracks more than it does for the rest of a run"""
 
 def time_iterations(
     optimizer: str, n: int, seed: int, cg_subsample: float, preset: Preset
-) -> tuple[float, list[float]]:
-    """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner."""
+) -> tuple[float, list[float], dict[str, float]]:
+    """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner,
+    the times, and the last iteration's figures (fixed by the seed: a change that should
+    not alter the maths must leave them as they were)."""
     learner = make_learner(optimizer, seed, cg_subsample, preset)
     for _ in range(WARMUP_ITERATIONS):
         learner.step()
     times = []
+    stats: dict[str, float] = {}
     for _ in range(n):
         t0 = time.perf_counter()
-        learner.step()
+        stats = learner.step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+    figures = {k: stats[f"meta/{k}"] for k in ("return_pre", "return_post", "loss")}
+    return statistics.median(times), times, figures
 
 
 class Tester:
@@ -350,13 +354,15 @@ def main() -> None:
         return
 
     timed = 12
-    adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0, preset)
+    adam_med, adam_times, adam_figures = time_iterations("adam", timed, args.seed, 1.0, preset)
     print(
         f"adam: median {adam_med:.3f} s/iter over {timed} ({[round(t, 3) for t in adam_times]})",
         flush=True,
     )
     if args.quick:
-        trpo_med, trpo_times = time_iterations("trpo", timed, args.seed, args.cg_subsample, preset)
+        trpo_med, trpo_times, trpo_figures = time_iterations(
+            "trpo", timed, args.seed, args.cg_subsample, preset
+        )
         print(
             f"trpo: median {trpo_med:.3f} s/iter over {timed} ({[round(t, 3) for t in trpo_times]})",
             flush=True,
@@ -366,6 +372,9 @@ def main() -> None:
                 {
                     "sec_per_iter_adam": adam_med,
                     "sec_per_iter_trpo": trpo_med,
+                    **{f"adam_{k}": v for k, v in adam_figures.items()},
+                    **{f"trpo_{k}": v for k, v in trpo_figures.items()},
+                    "seed": args.seed,
                     "cg_subsample": args.cg_subsample,
                     "threads": args.threads,
                     "keep_freed_memory": not args.no_keep_memory,
