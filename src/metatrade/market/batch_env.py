@@ -359,13 +359,8 @@ class BatchTradingEnv:
         obs = self._windows[rows].view(np.float32).reshape(t.size, n + ACCOUNT_DIM)
         pos, cap = self._pos[sel], self._capital
         if unreal is None:
-            mtm = rules.position_pnl(
-                side=pos,
-                quantity=self._qty[sel],
-                price=self._close[t],
-                entry_price=self._entry[sel],
-            )
-            unreal = mtm - self._entry_cost[sel]
+            c = self._close[t]
+            unreal = pos * self._qty[sel] * (c - self._entry[sel]) - self._entry_cost[sel]
         obs[:, n] = pos
         obs[:, n + 1] = unreal / cap
         obs[:, n + 2] = self._equity[sel] / cap - 1.0
