@@ -1,50 +1,43 @@
-"""MAML on 2D navigation (Finn et al., 2017, sec. 5.3) with the reference config.
+r"""MAML on 2D navigation (Finn et al., 2017, sec. 5.3): the speed benchmark and the
+configuration that reproduces the paper's Table 4.
 
-Config (pytorch-maml-rl ``configs/maml/2d-navigation.yaml``): 20 tasks x 20 trajectories,
-horizon 100, one inner step with lr 0.1, gamma 0.99, GAE lambda 1.0, MLP [64, 64] tanh,
-TRPO with max KL 0.01 (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15).
+Two presets:
 
-    python benchmarks/nav2d_maml.py --quick     # timing only (Adam and TRPO, its 5-16), < 45 s
+* ``reference`` (default; ``configs/nav2d.yaml``): pytorch-maml-rl's
+  ``configs/maml/2d-navigation.yaml``: 20 tasks x 20 trajectories, horizon 100, one inner
+  step with lr 0.1, gamma 0.99, GAE lambda 1.0, MLP [64, 64] tanh, TRPO with max KL 0.01
+  (cg 10 iterations, damping 1e-5, backtracking 0.8 x 15). The speed targets are measured
+  on it (``--quick``).
+* ``rllab-steps-2step-all``: the paper's own code's settings (cbfinn/maml_rl
+  ``maml_trpo_point.py`` + ``test_maml_point.py``: actions normalised to [-1, 1], ReLU
+  (100, 100), inner step 0.5, whole episodes until 2000 steps a task in training and 4000
+  steps a goal at test, test step sizes 0.5 then 0.25), meta-trained for the test's two
+  inner steps with the meta-loss over both steps' policies (``MetaConfig.multi_step_loss``,
+  MAML++). This is the one that reproduces Table 4, on the paper's 40 test goals, seeds 1-4::
+
+    for S in 1 2 3 4; do
+      python benchmarks/nav2d_maml.py --preset rllab-steps-2step-all --iterations 100 \
+        --eval-every 20 --seed $S
+    done
+
+Other commands::
+
+    python benchmarks/nav2d_maml.py --quick     # timing: Adam and TRPO, its 5-16, < 45 s; also
+                                                # the 16th iteration's returns (fixed by --seed)
     python benchmarks/nav2d_maml.py             # + TRPO training (500 its or ~10 min) and the
                                                 #   return after 0..3 inner steps on test goals
-                                                #   (every --eval-every its; the iteration best on
-                                                #   validation goals is re-tested on the test goals)
-
-    python benchmarks/nav2d_maml.py --preset rllab   # the paper's own code's settings
+    python benchmarks/nav2d_maml.py --preset P --evaluate-params p.pt  # re-test a saved state
 
 TRPO's Fisher-vector products use a quarter of every task's episodes by default
-(``--cg-subsample 0.25``, rllab's ``subsample_factor``; 1 for the exact Fisher): 2.5x
-cheaper, and it learns like the exact one (``benchmarks/RESULTS.md``, fourth pass).
-
-Presets: ``reference`` (default) is the config above, which the issue pins. ``rllab`` is the
-original MAML code's (cbfinn/maml_rl ``maml_trpo_point.py`` + ``test_maml_point.py``):
-actions normalised to [-1, 1] (rllab's ``normalize`` wrapper), ReLU (100, 100), inner lr 0.5,
-test with step sizes 0.5 then 0.25 on batches of 4000 steps per goal. Everything else is
-shared.
+(``--cg-subsample 0.25``, rllab's ``subsample_factor``; 1 for the exact Fisher).
 
 How the paper measured (``test_maml_point.py``): rllab's sampler collects whole episodes
 until a batch holds 4000 steps, and the reported "AverageReturn" is the mean over that
-batch's episodes. Episodes that reach the goal end early, so a step budget holds more of
-them than a fixed count would, and they weigh more in the average. The ``rllab`` preset
-reports both: ``return_after_k`` by the paper's step-budget protocol, and
-``return_after_k_per_episode`` with a fixed 40 episodes per goal (every episode weighted
-alike, the estimate of the expected return of one episode).
-
-Test goals: by default the paper's own 40 (``np.random.seed(1)`` in ``test_maml_point.py``),
-so the figures compare goal for goal; ``--fresh-goals`` draws ``--test-tasks`` new ones.
-Two more presets are experiments on the two-step return: ``rllab-2step`` meta-trains for two
-inner steps, ``rllab-steps`` also trains on rllab's step-budget batches (2000 steps a task).
-``rllab-steps-2step`` meta-trains ``rllab-steps`` for the test's two steps (0.5, then 0.25), and
-``rllab-steps-2step-all`` with the meta-loss averaged over the one- and two-step policies
-(``MetaConfig.multi_step_loss``): the setting that matches the paper's one- and two-step
-returns (``benchmarks/RESULTS.md``, fourth pass)::
-
-    python benchmarks/nav2d_maml.py --preset rllab-steps-2step-all --iterations 100 --eval-every 20
-
-    python benchmarks/nav2d_maml.py --preset rllab --cg-subsample 1 --save-params p.pt
-    python benchmarks/nav2d_maml.py --preset rllab --evaluate-params p.pt  # re-test only
-
-The last line printed is one JSON object.
+batch's episodes; presets with ``test_steps_per_goal`` report both that
+(``return_after_k``) and a fixed ``test_episodes`` per goal (``return_after_k_per_episode``).
+The reported best meta-iteration is chosen on 40 validation goals (mean of the 1- and 2-step
+returns), never on the test goals. Other presets and ablations (several negative results)
+are in ``experiments/`` (``experiments/README.md``). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -55,11 +48,12 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import Policy, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily, NavTask
 from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
@@ -78,75 +72,79 @@ def paper_test_goals() -> list[NavTask]:
     return [NavTask((float(x), float(y))) for x, y in goals]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
-    normalized_actions: bool
+    """One 2D-navigation setting: the policy, the inner loop in training and at test."""
+
+    normalized_actions: bool  # the policy acts in [-1, 1], scaled to the env's +-0.1 (rllab)
     hidden_sizes: tuple[int, ...]
     activation: str
-    inner_lr: float
-    test_episodes: int
-    test_step_sizes: tuple[float, ...]
-    init_log_std: float = 0.0
-    test_steps_per_goal: int | None = None  # rllab's step-budget batches (see --help)
+    inner_lr: float  # training inner step size (all steps, unless train_step_sizes)
+    test_episodes: int  # episodes per goal and test step (the fixed-count protocol)
+    test_step_sizes: tuple[float, ...]  # per test step; the last repeats
+    test_steps_per_goal: int | None = None  # rllab's step-budget test batches
     train_inner_steps: int = 1
     train_steps_per_task: int | None = None  # rllab's training batches: 20 x 100 steps
-    xavier_init: bool = False  # Xavier-uniform weights instead of metatrade's (CleanRL's)
     train_step_sizes: tuple[float, ...] | None = None  # per inner step in training
     multi_step_loss: bool = False  # meta-loss over every inner step's policies (MAML++)
 
+    def make_policy(self, observation_space: Any, action_space: Any, seed: int) -> Policy:
+        """The preset's MLP; experiments override this to change the initialisation."""
+        return make_policy(
+            "mlp",
+            observation_space,
+            action_space,
+            hidden_sizes=self.hidden_sizes,
+            activation=self.activation,
+            seed=seed,
+        )
 
-RLLAB_STEPS = Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), 0.0, 4000, 1, 2000)
-RLLAB_STEPS_2STEP = replace(RLLAB_STEPS, train_inner_steps=2, train_step_sizes=(0.5, 0.25))
 
-PRESETS = {
-    "reference": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,)),
-    "rllab": Preset(True, (100, 100), "relu", 0.5, 40, (0.5, 0.25), test_steps_per_goal=4000),
-    # ablation: the pinned config with rllab's normalised actions and nothing else changed
-    "reference-normalized": Preset(True, (64, 64), "tanh", 0.1, 20, (0.1,)),
-    # the pinned config with the Gaussian's initial std at the action bound (0.1) instead of
-    # pytorch-maml-rl's 1.0, which the env clips to +-0.1 (bang-bang exploration)
-    "reference-std0.1": Preset(False, (64, 64), "tanh", 0.1, 20, (0.1,), math.log(0.1)),
-    # the rllab preset meta-trained for the return after two inner steps (the paper trains
-    # for one); tested with its training step size 0.5 at every step
-    "rllab-2step": Preset(True, (100, 100), "relu", 0.5, 40, (0.5,), 0.0, 4000, 2),
-    # the rllab preset with rllab's training sampler too: batches of 2000 steps per task
-    "rllab-steps": RLLAB_STEPS,
-    # rllab-steps meta-trained for the return after two inner steps taken with the test's
-    # own schedule (0.5, then 0.25); the paper trains for one step
-    "rllab-steps-2step": RLLAB_STEPS_2STEP,
-    # ... with the meta-loss averaged over the 1-step and the 2-step policies
-    "rllab-steps-2step-all": replace(RLLAB_STEPS_2STEP, multi_step_loss=True),
-    # rllab-steps with Xavier-uniform weights and zero biases in every layer (rllab's usual
-    # layer default; a negative result: the initial policy drives away from the origin)
-    "rllab-full": replace(RLLAB_STEPS, xavier_init=True),
-}
+REFERENCE = Preset(
+    normalized_actions=False,
+    hidden_sizes=(64, 64),
+    activation="tanh",
+    inner_lr=0.1,
+    test_episodes=20,
+    test_step_sizes=(0.1,),
+)
+"""pytorch-maml-rl's 2d-navigation.yaml, as configs/nav2d.yaml pins it"""
+
+RLLAB = Preset(
+    normalized_actions=True,
+    hidden_sizes=(100, 100),
+    activation="relu",
+    inner_lr=0.5,
+    test_episodes=40,
+    test_step_sizes=(0.5, 0.25),
+    test_steps_per_goal=4000,
+)
+"""the paper's code's policy, inner step and test protocol (experiments build on it)"""
+
+TABLE4 = replace(
+    RLLAB,
+    train_steps_per_task=2000,
+    train_inner_steps=2,
+    train_step_sizes=(0.5, 0.25),
+    multi_step_loss=True,
+)
+"""RLLAB with rllab's training batches, meta-trained for the test's two inner steps with the
+meta-loss over both: reproduces Table 4 (``benchmarks/RESULTS.md``)"""
+
+PRESETS = {"reference": REFERENCE, "rllab-steps-2step-all": TABLE4}
 
 
 def make_learner(
     optimizer: str,
+    *,
     seed: int,
+    preset: Preset,
     cg_subsample: float = 1.0,
-    preset: Preset = PRESETS["reference"],
     meta_batch_size: int = 20,
 ) -> MetaLearner:
     family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
     probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
-    policy = make_policy(
-        "mlp",
-        probe.observation_space,
-        probe.action_space,
-        hidden_sizes=preset.hidden_sizes,
-        activation=preset.activation,
-        init_log_std=preset.init_log_std,
-        seed=seed,
-    )
-    if preset.xavier_init:
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, param in policy.named_parameters():
-                if name.endswith("weight"):
-                    bound = math.sqrt(6.0 / (param.shape[0] + param.shape[1]))
-                    param.uniform_(-bound, bound, generator=gen)
+    policy = preset.make_policy(probe.observation_space, probe.action_space, seed)
     cfg = MetaConfig(
         meta_batch_size=meta_batch_size,
         episodes_per_task=20,
@@ -173,25 +171,29 @@ search backtracks more than it does for the rest of a run"""
 
 
 def time_iterations(
-    optimizer: str, n: int, seed: int, cg_subsample: float, preset: Preset
-) -> tuple[float, list[float]]:
-    """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner."""
-    learner = make_learner(optimizer, seed, cg_subsample, preset)
+    optimizer: str, *, n: int, seed: int, cg_subsample: float, preset: Preset
+) -> tuple[float, list[float], dict[str, float]]:
+    """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner,
+    the times, and the last iteration's figures (fixed by the seed: a change that should
+    not alter the maths must leave them as they were)."""
+    learner = make_learner(optimizer, seed=seed, cg_subsample=cg_subsample, preset=preset)
     for _ in range(WARMUP_ITERATIONS):
         learner.step()
     times = []
+    stats: dict[str, float] = {}
     for _ in range(n):
         t0 = time.perf_counter()
-        learner.step()
+        stats = learner.step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+    figures = {k: stats[f"meta/{k}"] for k in ("return_pre", "return_post", "loss")}
+    return statistics.median(times), times, figures
 
 
 class Tester:
     """The return after 0..3 inner steps on fixed fresh goals, by the preset's protocol."""
 
     def __init__(
-        self, learner: MetaLearner, preset: Preset, num_goals: int, seed: int, paper_goals: bool
+        self, learner: MetaLearner, *, preset: Preset, num_goals: int, seed: int, paper_goals: bool
     ) -> None:
         self.learner, self.preset = learner, preset
         if paper_goals:
@@ -205,6 +207,7 @@ class Tester:
 
     def evaluate(
         self,
+        *,
         step_sizes: tuple[float, ...] | None = None,
         by_steps: bool = True,
         goals: list[NavTask] | None = None,
@@ -233,7 +236,7 @@ class Tester:
         returns, se = self.evaluate()
         # The original MAML code tested with step size 0.5, then 0.25 (test_maml_point.py).
         same = tuple(self.preset.test_step_sizes) == (0.5, 0.25)
-        original_sizes = returns if same else self.evaluate((0.5, 0.25))[0]
+        original_sizes = returns if same else self.evaluate(step_sizes=(0.5, 0.25))[0]
         report = {
             **{f"return_after_{k}": returns[k] for k in range(4)},
             **{f"return_after_{k}_se": se[k] for k in range(4)},
@@ -284,105 +287,104 @@ class Selection:
             self.iteration, self.score, self.state = learner.iteration, score, learner.state_dict()
 
 
-def main() -> None:
+def build_parser(presets: dict[str, Preset]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="timing only: median of meta-iterations 5-16 with Adam, then with TRPO",
-    )
-    parser.add_argument(
-        "--iterations", type=int, default=500, help="max TRPO meta-iterations (full mode)"
-    )
-    parser.add_argument(
-        "--time-budget", type=float, default=600.0, help="training wall-clock budget, s"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (1 is fastest under load)"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--quick", action="store_true", help="timing: median of its 5-16, Adam then TRPO")
+    add("--iterations", type=int, default=500, help="max TRPO meta-iterations (full mode)")
+    add("--time-budget", type=float, default=600.0, help="training wall-clock budget, s")
+    add("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest under load)")
+    add(
         "--cg-subsample",
         type=float,
         default=0.25,
         help="fraction of each task's episodes behind TRPO's Fisher (1.0: exact)",
     )
-    parser.add_argument(
-        "--eval-every", type=int, default=100, help="evaluate on the test goals every N its"
-    )
-    parser.add_argument(
+    add("--eval-every", type=int, default=100, help="evaluate on the test goals every N its")
+    add(
         "--no-keep-memory",
         action="store_true",
         help="leave glibc's allocator as it is (metatrade.runtime.keep_freed_memory off)",
     )
-    parser.add_argument(
-        "--meta-batch-size",
-        type=int,
-        default=20,
-        help="tasks per meta-iteration in full-mode training (the reference: 20)",
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
-    parser.add_argument("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
-    parser.add_argument(
+    add("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration (full mode)")
+    add("--seed", type=int, default=1)
+    add("--preset", choices=sorted(presets), default="reference")
+    add("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
+    add(
         "--fresh-goals",
         action="store_true",
         help="test on --test-tasks goals drawn from --seed instead of the paper's 40 test goals",
     )
-    parser.add_argument(
+    add(
         "--save-params",
         metavar="PATH",
         help="save the final meta-learner state (torch.save), and the validation-chosen one as "
         "PATH.selected",
     )
-    parser.add_argument(
+    add(
         "--evaluate-params",
         metavar="PATH",
         help="skip timing and training: test a state saved with --save-params",
     )
-    args = parser.parse_args()
-    configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
-    preset = PRESETS[args.preset]
+    return parser
 
-    if args.evaluate_params:
-        learner = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
-        learner.load_state_dict(torch.load(args.evaluate_params, weights_only=True))
-        tester = Tester(learner, preset, args.test_tasks, args.seed, not args.fresh_goals)
-        report = tester.final_report()
-        print(json.dumps({"meta_iterations": learner.iteration, **report, "preset": args.preset}))
-        return
 
-    timed = 12
-    adam_med, adam_times = time_iterations("adam", timed, args.seed, 1.0, preset)
-    print(
-        f"adam: median {adam_med:.3f} s/iter over {timed} ({[round(t, 3) for t in adam_times]})",
-        flush=True,
+def _learner(args: argparse.Namespace, preset: Preset) -> MetaLearner:
+    return make_learner(
+        "trpo",
+        seed=args.seed,
+        preset=preset,
+        cg_subsample=args.cg_subsample,
+        meta_batch_size=args.meta_batch_size,
     )
-    if args.quick:
-        trpo_med, trpo_times = time_iterations("trpo", timed, args.seed, args.cg_subsample, preset)
-        print(
-            f"trpo: median {trpo_med:.3f} s/iter over {timed} ({[round(t, 3) for t in trpo_times]})",
-            flush=True,
-        )
-        print(
-            json.dumps(
-                {
-                    "sec_per_iter_adam": adam_med,
-                    "sec_per_iter_trpo": trpo_med,
-                    "cg_subsample": args.cg_subsample,
-                    "threads": args.threads,
-                    "keep_freed_memory": not args.no_keep_memory,
-                    "preset": args.preset,
-                    "mode": "quick",
-                }
-            )
-        )
-        return
 
-    learner = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
-    tester = Tester(learner, preset, args.test_tasks, args.seed, not args.fresh_goals)
-    curve = []
+
+def _tester(learner: MetaLearner, args: argparse.Namespace, preset: Preset) -> Tester:
+    return Tester(
+        learner,
+        preset=preset,
+        num_goals=args.test_tasks,
+        seed=args.seed,
+        paper_goals=not args.fresh_goals,
+    )
+
+
+def _setting(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cg_subsample": args.cg_subsample,
+        "threads": args.threads,
+        "keep_freed_memory": not args.no_keep_memory,
+        "preset": args.preset,
+    }
+
+
+def run_quick(args: argparse.Namespace, preset: Preset, adam: tuple) -> None:
+    """Time TRPO after Adam; print both timings and the seed-fixed figures."""
+    adam_med, _, adam_figures = adam
+    trpo_med, trpo_times, trpo_figures = time_iterations(
+        "trpo", n=TIMED_ITERATIONS, seed=args.seed, cg_subsample=args.cg_subsample, preset=preset
+    )
+    rounded = [round(t, 3) for t in trpo_times]
+    print(f"trpo: median {trpo_med:.3f} s/iter over {TIMED_ITERATIONS} ({rounded})", flush=True)
+    result = {
+        "sec_per_iter_adam": adam_med,
+        "sec_per_iter_trpo": trpo_med,
+        **{f"adam_{k}": v for k, v in adam_figures.items()},
+        **{f"trpo_{k}": v for k, v in trpo_figures.items()},
+        "seed": args.seed,
+        **_setting(args),
+        "mode": "quick",
+    }
+    print(json.dumps(result))
+
+
+def train(
+    learner: MetaLearner, tester: Tester, args: argparse.Namespace
+) -> tuple[Selection, list[float], float]:
+    """TRPO meta-training within the iteration and time budgets, evaluating every
+    ``--eval-every`` iterations; returns the selection, iteration times and wall time."""
     selection = Selection()
     iter_times: list[float] = []
     start = time.perf_counter()
@@ -399,27 +401,31 @@ def main() -> None:
                 "sec_per_iter": round(statistics.median(iter_times[-25:]), 3),
                 "elapsed_s": round(time.perf_counter() - start, 1),
             }
-            curve.append(row)
             print(json.dumps(row), flush=True)
         if learner.iteration % args.eval_every == 0:  # outside the timed iteration
             selection.consider(learner, tester)
             means, ses = tester.evaluate()
             rounded = {f"se_{k}": round(v, 3) for k, v in ses.items()}
             print(json.dumps({"eval_iteration": learner.iteration, **means, **rounded}), flush=True)
-    train_wall = time.perf_counter() - start
+    return selection, iter_times, time.perf_counter() - start
+
+
+def run_full(args: argparse.Namespace, preset: Preset, adam_med: float) -> None:
+    """Train, test the last and the validation-chosen iterations, print the JSON line."""
+    learner = _learner(args, preset)
+    tester = _tester(learner, args, preset)
+    selection, iter_times, train_wall = train(learner, tester, args)
     if args.save_params:
         atomic_write(args.save_params, lambda f: torch.save(learner.state_dict(), f), binary=True)
     report = tester.final_report()
     if selection.last_considered != learner.iteration:
         selection.consider(learner, tester)
-    chosen = make_learner("trpo", args.seed, args.cg_subsample, preset, args.meta_batch_size)
+    chosen = _learner(args, preset)
     chosen.load_state_dict(selection.state)
     if args.save_params:  # beside the final state: PATH -> PATH.selected
         path = f"{args.save_params}.selected"
         atomic_write(path, lambda f: torch.save(chosen.state_dict(), f), binary=True)
-    chosen_means, chosen_ses = Tester(
-        chosen, preset, args.test_tasks, args.seed, not args.fresh_goals
-    ).evaluate()
+    chosen_means, chosen_ses = _tester(chosen, args, preset).evaluate()
     result = {
         "sec_per_iter_adam": adam_med,
         "sec_per_iter_trpo": statistics.median(iter_times),
@@ -432,14 +438,36 @@ def main() -> None:
         **{f"selected_return_after_{k}_se": chosen_ses[k] for k in range(4)},
         "train_wall_s": round(train_wall, 1),
         "meta_batch_size": args.meta_batch_size,
-        "cg_subsample": args.cg_subsample,
-        "threads": args.threads,
-        "keep_freed_memory": not args.no_keep_memory,
-        "preset": args.preset,
+        **_setting(args),
         **{f"preset_{k}": v for k, v in asdict(preset).items()},
         "mode": "full",
     }
     print(json.dumps(result))
+
+
+TIMED_ITERATIONS = 12
+
+
+def main(argv: list[str] | None = None, presets: dict[str, Preset] = PRESETS) -> None:
+    """The command line; ``experiments/`` calls it with more presets."""
+    args = build_parser(presets).parse_args(argv)
+    configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
+    preset = presets[args.preset]
+    if args.evaluate_params:
+        learner = _learner(args, preset)
+        learner.load_state_dict(torch.load(args.evaluate_params, weights_only=True))
+        report = _tester(learner, args, preset).final_report()
+        print(json.dumps({"meta_iterations": learner.iteration, **report, "preset": args.preset}))
+        return
+    adam = time_iterations(
+        "adam", n=TIMED_ITERATIONS, seed=args.seed, cg_subsample=1.0, preset=preset
+    )
+    rounded = [round(t, 3) for t in adam[1]]
+    print(f"adam: median {adam[0]:.3f} s/iter over {TIMED_ITERATIONS} ({rounded})", flush=True)
+    if args.quick:
+        run_quick(args, preset, adam)
+    else:
+        run_full(args, preset, adam[0])
 
 
 if __name__ == "__main__":

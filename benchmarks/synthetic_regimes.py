@@ -16,7 +16,7 @@ the oracle's return on the same windows:
 
 Goal (issue 4): MAML beats both at k = 1 with non-overlapping 95% bootstrap intervals.
 
-What made MAML learn here (benchmarks/RESULTS.md has the diagnosis): gamma = lambda = 0.5
+What made MAML learn here (docs/notes/benchmark-history.md has the diagnosis): gamma = lambda = 0.5
 (the edge is one bar ahead), alpha = 10 (advantages are normalised per task, and alpha = 0.1
 moved the categorical policy by a KL of ~3e-5), 40 episodes per inner step.
 

@@ -3,6 +3,7 @@ train, adapt, backtest, evaluate, demo; bad input gives one clear line and exit 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,12 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
+from metatrade.agents.checkpoint import load_checkpoint
 from metatrade.cli import app
+from metatrade.data import DataLoader
+from metatrade.market import Action, TradingEnv
 from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,30 +112,85 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_meta_train_writes_the_run_directory(tiny_run: Path) -> None:
-    assert (tiny_run / "config.yaml").is_file()
-    assert (tiny_run / "logs" / "metrics.csv").is_file()
-    assert checkpoint_path(tiny_run).is_file()
-    assert (tiny_run / "ppo" / "checkpoints" / "ppo.pt").is_file()
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert config["meta"]["num_meta_iterations"] == 2  # the -n override is what was run
+    assert config["data"]["heldout"]["instruments"] == ["Finnifty"]
+    metrics = pd.read_csv(tiny_run / "logs" / "metrics.csv")
+    assert metrics["iteration"].tolist() == [1, 2]
+    assert np.isfinite(metrics[["meta/loss", "meta/return_pre", "meta/return_post"]]).all().all()
+    _, state = load_run_checkpoint(tiny_run)
+    assert state["iteration"] == 2 and state["learner"]["iteration"] == 2
+    _, ppo = load_checkpoint(tiny_run / "ppo" / "checkpoints" / "ppo.pt")
+    assert ppo["num_timesteps"] == 128  # the --timesteps budget
+    assert ppo["policy"].keys() == state["learner"]["params"].keys()  # the same network
 
 
 def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     res = invoke("evaluate", "--checkpoint", tiny_run, "--tasks", "Finnifty:60", "--out", tmp_path)
     assert res.exit_code == 0, res.output
-    for method in ("MAML", "PPO", "random", "buy-and-hold", "flat"):
-        assert method in res.output
-    for name in ("evaluation.csv", "evaluation.json", "evaluation_adaptation.png"):
-        assert (tmp_path / "eval" / name).is_file()
+    table = pd.read_csv(tmp_path / "eval" / "evaluation.csv")
+    rows = [
+        (m, None if np.isnan(k) else int(k)) for m, k in zip(table.method, table.k, strict=True)
+    ]
+    starts = [(m, k) for m in ("MAML", "PPO", "random") for k in (0, 1)]  # tiny: k = 0, 1
+    assert rows == starts + [("buy-and-hold", None), ("flat", None)]
+    flat = table[table.method == "flat"].iloc[0]
+    assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
+    for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent
+        assert f"{100 * r.return_mean:+.3f}" in res.output
+    # buy-and-hold's backtest is one long position over the test split, run directly here
+    env = TradingEnv(
+        DataLoader().get_task_arrays("Finnifty", "60"),
+        lookback=8,
+        split="test",
+        episode_length=None,
+    )
+    env.reset()
+    done, action = False, Action.BUY_LONG
+    while not done:
+        *_, term, trunc, info = env.step(action)
+        done, action = term or trunc, Action.HOLD
+    held = table[table.method == "buy-and-hold"].iloc[0].backtest_return
+    assert held == pytest.approx(info["equity"] / env.config.initial_capital - 1.0, rel=1e-12)
+    doc = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert doc["tasks"] == ["Finnifty:60"] and len(doc["rows"]) == len(table)
+    png = (tmp_path / "eval" / "evaluation_adaptation.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
     res = invoke("adapt", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "adapted" / "Finnifty_60.pt").is_file()
+    config, adapted = load_checkpoint(tmp_path / "adapted" / "Finnifty_60.pt", "AdaptedPolicy")
+    assert (config["task"], config["steps"]) == ("Finnifty:60", 1)
+    meta = load_run_checkpoint(tiny_run)[1]["learner"]["params"]
+    assert {k: v.shape for k, v in adapted["params"].items()} == {
+        k: v.shape for k, v in meta.items()
+    }
+    assert any(not torch.equal(adapted["params"][k], meta[k]) for k in meta)  # one step moved
+
     res = invoke("backtest", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     assert "=== Backtesting Report ===" in res.output
     report = tmp_path / "reports" / "Finnifty_60"
-    assert (report / "equity.png").is_file() and (report / "trades.csv").is_file()
+    trades = pd.read_csv(report / "trades.csv")
+    # every trade obeys the ledger: gross = side * qty * (exit - entry); 25 / 35 INR fees
+    gross = trades.side * trades.quantity * (trades.exit_price - trades.entry_price)
+    np.testing.assert_allclose(trades.gross_pnl, gross, rtol=1e-9)
+    assert (trades.entry_cost == 25.0).all() and (trades.exit_cost == 35.0).all()
+    np.testing.assert_allclose(trades.net_pnl, trades.gross_pnl - 60.0, rtol=1e-9, atol=1e-6)
+    # the report's trade statistics are those of trades.csv
+    metrics = json.loads((report / "metrics.json").read_text())["default costs"]
+    assert metrics["num_trades"] == len(trades)
+    assert metrics["gross_profit"] == pytest.approx(trades.net_pnl[trades.net_pnl > 0].sum())
+    line = next(x for x in res.output.splitlines() if x.startswith("Number of Trades"))
+    assert line.split()[3:] == [str(len(trades)), str(len(trades))]  # default, stressed
+    # stressed costs: 2 bps more on each side's notional
+    stressed = pd.read_csv(report / "trades_stressed.csv")
+    np.testing.assert_allclose(
+        stressed.entry_cost, 25.0 + 2e-4 * stressed.entry_price * stressed.quantity
+    )
+    assert (report / "equity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:

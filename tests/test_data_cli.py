@@ -7,17 +7,26 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from metatrade.cli import app
-from metatrade.data import write_synthetic_tasks
+from metatrade.data import DataLoader, write_synthetic_tasks
 
 runner = CliRunner()
 
 
 def test_data_list_synthetic(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("METATRADE_CACHE", str(tmp_path / "cache"))
-    write_synthetic_tasks(tmp_path / "d", 2, seed=0, n_bars=400)
-    result = runner.invoke(app, ["data", "list", "--data", str(tmp_path / "d")])
+    tasks = write_synthetic_tasks(tmp_path / "d", 2, seed=0, n_bars=400)
+    result = runner.invoke(
+        app, ["data", "list", "--data", str(tmp_path / "d")], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
-    assert "Syn000" in result.output and "2 tasks" in result.output
+    assert "2 tasks" in result.output
+    loader = DataLoader(tmp_path / "d", cache_dir=False)
+    for task in tasks:  # one row per task: bars, then the split sizes the loader computes
+        row = next(line for line in result.output.splitlines() if f"{task}" in line)
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        splits = loader.get_task_arrays(*task).splits
+        sizes = [str(hi - lo) for lo, hi in (splits[s] for s in ("train", "validation", "test"))]
+        assert cells[1] == "400" and cells[4:] == sizes
 
 
 def test_data_validate_ok_and_bad(tmp_path: Path, monkeypatch) -> None:

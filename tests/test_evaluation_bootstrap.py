@@ -12,6 +12,7 @@ from metatrade.evaluation.bootstrap import (
     hierarchical_bootstrap_ci,
     hierarchical_bootstrap_means,
     pad_groups,
+    percentile_interval,
     task_mean,
 )
 
@@ -64,7 +65,18 @@ def test_same_seed_same_interval_and_other_seed_differs() -> None:
     c = hierarchical_bootstrap_ci(x, rng=np.random.default_rng(8))
     assert a == b
     assert a != c
-    assert a.contains(a.estimate)
+    # the estimate is the plain mean; the bounds are the 2.5 / 97.5 % quantiles of the
+    # task-then-episode replicates drawn from the same seed
+    assert a.estimate == pytest.approx(x.mean())
+    reps = hierarchical_bootstrap_means(x, rng=np.random.default_rng(7))
+    assert (a.low, a.high) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
+
+
+def test_interval_is_widened_to_hold_a_skewed_estimate() -> None:
+    # an estimate outside the replicates' quantiles widens the interval to include it
+    reps = np.linspace(1.0, 2.0, 101)
+    assert percentile_interval(reps, 0.5) == ConfidenceInterval(0.5, 0.5, 1.975, 0.95)
+    assert percentile_interval(reps, 1.5).low == pytest.approx(1.025)
 
 
 def test_ragged_groups_weight_tasks_equally() -> None:

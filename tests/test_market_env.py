@@ -61,6 +61,9 @@ def test_invalid_action_is_hold_with_penalty() -> None:
     _, reward, *_, info = env.step(Action.CLOSE_SHORT)
     assert info["invalid_action"] and info["equity"] == 1_000_000.0
     assert reward == -0.5 and info["pnl_reward"] == 0.0
+    for bad in (-1, 5):  # not an action: an error, never a silent HOLD
+        with pytest.raises(ValueError, match=f"action {bad}"):
+            env.step(bad)
 
 
 def test_truncation_at_window_end_and_backtest_mode() -> None:

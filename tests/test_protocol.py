@@ -61,12 +61,17 @@ def test_rows_and_cis(result) -> None:
     keys = [(r.method, r.k) for r in result.rows]
     expected = [(m, k) for m in ("MAML", "PPO", "random") for k in (0, 1, 2, 3)]
     assert keys == expected + [("buy-and-hold", None), ("flat", None)]
+    oracle_mean = result.oracle_returns.mean(axis=1).mean()
     for r in result.rows:
-        assert r.mean_return.contains(r.mean_return.estimate)
-        assert r.oracle_fraction is not None and r.oracle_fraction.contains(
-            r.oracle_fraction.estimate
-        )
-        assert np.isfinite(r.backtest_return)
+        label = r.method if r.k is None else f"{r.method}@k{r.k}"
+        mean = result.returns[label].mean(axis=1).mean()  # mean over tasks of task means
+        assert r.mean_return.estimate == pytest.approx(mean)
+        assert r.oracle_fraction is not None
+        assert r.oracle_fraction.estimate == pytest.approx(mean / oracle_mean)
+        low, high = np.quantile(result.replicates[f"return:{label}"], [0.025, 0.975])
+        assert r.mean_return.low == pytest.approx(min(low, mean))
+        assert r.mean_return.high == pytest.approx(max(high, mean))
+        assert r.backtest_return == pytest.approx(result.backtests[label].mean())
     flat = result.row("flat")
     assert flat.mean_return.estimate == 0.0 and flat.backtest_return == 0.0
     assert result.returns["MAML@k0"].shape == (2, 3)
@@ -87,7 +92,14 @@ def test_outputs(result, tmp_path) -> None:
     png = (tmp_path / "evaluation_adaptation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     diff = result.difference("MAML@k1", "PPO@k1")
-    assert diff.contains(diff.estimate)
+    assert diff.estimate == pytest.approx(
+        result.returns["MAML@k1"].mean() - result.returns["PPO@k1"].mean()
+    )  # equal episodes per task: the task-mean is the plain mean
+    paired = result.replicates["return:MAML@k1"] - result.replicates["return:PPO@k1"]
+    low, high = np.quantile(paired, [0.025, 0.975])
+    assert (diff.low, diff.high) == pytest.approx(
+        (min(low, diff.estimate), max(high, diff.estimate))
+    )
 
 
 def test_bad_config_is_named() -> None:

@@ -6,7 +6,7 @@ times (40,000 observations x 64 units). By default glibc serves blocks that larg
 zeroed pages. Keeping freed memory in the process (``mallopt``: mmap threshold 32 MiB, the
 most glibc allows, and no trimming) turns those into reuses: on 2D navigation, 10 TRPO
 iterations went from about 650,000 minor page faults to about 120,000 and each iteration
-from about 1.55 s to 1.29 s (1 thread; ``benchmarks/RESULTS.md``). The cost: the process's
+from about 1.55 s to 1.29 s (1 thread; ``docs/notes/meta-performance.md``). The cost: the process's
 resident memory stays at its peak instead of shrinking after it.
 
 Example::

@@ -20,21 +20,20 @@ import gymnasium as gym
 import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.market import rules
 from metatrade.market.actions import NUM_ACTIONS
 from metatrade.market.config import (
     TradingEnvConfig,
     episode_bounds,
     validate_arrays,
 )
+from metatrade.market.rules import ORDER, Order
 
-# Lookup tables indexed by action * 3 + position + 1 (position -1/0/+1), and by action.
+# The rules' table, flattened: index action * 3 + position + 1 (one gather per step).
 _CODE_BASE = np.arange(NUM_ACTIONS, dtype=np.int64) * 3 + 1
-_ACT, _POS = np.divmod(np.arange(NUM_ACTIONS * 3), 3)
-_POS = _POS - 1
-_WANT_OPEN = (_ACT < 2) & (_POS == 0)
-_WANT_CLOSE = ((_ACT == 2) & (_POS == 1)) | ((_ACT == 3) & (_POS == -1))
-_INVALID = (_ACT != 4) & ~_WANT_OPEN & ~_WANT_CLOSE
-_SIDE = np.array([1, -1, 0, 0, 0], dtype=np.int64)  # entry side of BUY_LONG / SELL_SHORT
+_WANT_OPEN = (ORDER == Order.OPEN).ravel()
+_WANT_CLOSE = (ORDER == Order.CLOSE).ravel()
+_INVALID = (ORDER == Order.INVALID).ravel()
 
 
 class BatchTradingEnv:
@@ -193,14 +192,16 @@ class BatchTradingEnv:
         invalid = _INVALID[code]
 
         # Entries (engine._open): fill at the next open, size on cash (= equity when flat).
-        side = _SIDE[a]
-        fill_in = o * (1.0 + side * self._slip)
+        side = rules.ENTRY_SIDE[a]
+        fill_in = rules.entry_fill(o, side, self._slip)
         units = self.config.sizer.units_array(
             self._cash, fill_in, self._entry_fee, self._prop, self._lot
         )
         opened = want_open & (units >= self._lot)
         invalid |= want_open & ~opened
-        cost_in = self._entry_fee + fill_in * units * self._prop
+        cost_in = rules.order_cost(
+            fee=self._entry_fee, fill=fill_in, quantity=units, proportional_rate=self._prop
+        )
         # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
         # where an entry fills and leaves every other slot unchanged (x is always finite);
         # cheaper than masked copies. bars held is already 0 when flat.
@@ -231,7 +232,9 @@ class BatchTradingEnv:
         c = self._close[t]
         self._t = t
         self._held += self._pos != 0
-        mtm = self._pos * self._qty * (c - self._entry)
+        mtm = rules.position_pnl(
+            side=self._pos, quantity=self._qty, price=c, entry_price=self._entry
+        )
         equity = self._cash + mtm
         unreal = mtm - self._entry_cost
         pnl_reward = (equity - self._equity) / self._capital
@@ -299,10 +302,16 @@ class BatchTradingEnv:
         outside ``mask``).
         """
         pos, qty = self._pos, self._qty
-        fill = price * (1.0 - pos * self._slip)
-        gross = pos * qty * (fill - self._entry)
-        cost = self._exit_fee + fill * qty * self._prop
-        net = gross - self._entry_cost - cost
+        fill, gross, cost, net = rules.close_position(
+            price,
+            side=pos,
+            quantity=qty,
+            entry_price=self._entry,
+            entry_cost=self._entry_cost,
+            exit_fee=self._exit_fee,
+            proportional_rate=self._prop,
+            slippage_rate=self._slip,
+        )
         trade = {
             "cost": cost,
             "trade_pnl": np.where(mask, net, 0.0),  # (net * mask would give -0.0)

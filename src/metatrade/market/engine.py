@@ -14,7 +14,8 @@ its trade (``Trade.entry_cost`` / ``Trade.exit_cost``; ``net_pnl`` subtracts bot
 Invalid orders are rejected, never executed: closing with nothing open (or closing the
 side not held), opening while any position is open (same side *or* the opposite side: to
 reverse, close first and open on a later order), an entry quantity that is not a positive
-multiple of the lot size, and an entry that cannot afford one lot. A rejection comes back
+multiple of the lot size, and an entry that cannot afford one lot. The rules (validity,
+fills, costs) are :mod:`metatrade.market.rules`, shared with both environments. A rejection comes back
 as ``TradeResult(accepted=False, reason=...)``; the ledger is unchanged.
 """
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from metatrade.market import rules
 from metatrade.market.actions import Action
 from metatrade.market.costs import CostModel, InstrumentSpec
+from metatrade.market.rules import ORDER_ROWS, Order
 from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 _HOLD = int(Action.HOLD)
@@ -121,16 +124,22 @@ class BacktestingEngine:
         """Net of the open position's entry cost; 0 when flat."""
         if self.position == 0:
             return 0.0
-        return (
-            self.position * self.quantity * (self.last_price - self.entry_price) - self.entry_cost
-        )
+        return self._marked_pnl() - self.entry_cost
 
     @property
     def equity(self) -> float:
         """Cash plus the open position marked at ``last_price``."""
         if self.position == 0:
             return self.cash
-        return self.cash + self.position * self.quantity * (self.last_price - self.entry_price)
+        return self.cash + self._marked_pnl()
+
+    def _marked_pnl(self) -> float:
+        return rules.position_pnl(
+            side=self.position,
+            quantity=self.quantity,
+            price=self.last_price,
+            entry_price=self.entry_price,
+        )
 
     @property
     def bankrupt(self) -> bool:
@@ -188,17 +197,20 @@ class BacktestingEngine:
             )
         if not price > 0.0:
             return self._reject(a, f"price {price!r} is not a positive number")
-        if a <= 1:  # BUY_LONG, SELL_SHORT
-            return self._open(a, 1 if a == 0 else -1, price, quantity, timestamp)
-        return self._close(a, 1 if a == 2 else -1, price, timestamp)
+        order = ORDER_ROWS[a][self.position + 1]
+        if order == Order.OPEN:
+            return self._open(a, int(rules.ENTRY_SIDE[a]), price, quantity, timestamp)
+        if order == Order.CLOSE:
+            return self._close(a, self.position, price, timestamp)
+        held = {1: "long", -1: "short", 0: "flat"}[self.position]
+        if rules.ENTRY_SIDE[a]:
+            return self._reject(a, f"already {held} {self.quantity}: close it first")
+        return self._reject(a, f"cannot {Action(a).name}: position is {held}")
 
     def _open(
         self, action: int, side: int, price: float, quantity: int | None, timestamp: Any
     ) -> TradeResult:
-        if self.position != 0:
-            held = "long" if self.position > 0 else "short"
-            return self._reject(action, f"already {held} {self.quantity}: close it first")
-        fill = price * (1.0 + side * self._slip)
+        fill = rules.entry_fill(price, side, self._slip)
         equity = self.cash
         if quantity is None:
             qty = self.sizer.units(equity, fill, self._entry_fee, self._prop, self._lot)
@@ -213,11 +225,16 @@ class BacktestingEngine:
                 return self._reject(
                     action, f"quantity {quantity!r} is not a positive multiple of lot {self._lot}"
                 )
-            if fill * qty * (1.0 + self._prop) + self._entry_fee > equity:
+            outlay = rules.entry_outlay(
+                fee=self._entry_fee, fill=fill, quantity=qty, proportional_rate=self._prop
+            )
+            if outlay > equity:
                 return self._reject(
                     action, f"equity {equity:.2f} cannot afford {qty} units at {fill:.2f}"
                 )
-        cost = self._entry_fee + fill * qty * self._prop
+        cost = rules.order_cost(
+            fee=self._entry_fee, fill=fill, quantity=qty, proportional_rate=self._prop
+        )
         self.cash = self.cash - cost
         self.total_costs += cost
         self.position = side
@@ -230,21 +247,33 @@ class BacktestingEngine:
         return TradeResult(True, action, "", fill, qty, cost)
 
     def _close(self, action: int, side: int, price: float, timestamp: Any) -> TradeResult:
-        if self.position != side:
-            held = {1: "long", -1: "short", 0: "flat"}[self.position]
-            return self._reject(action, f"cannot {Action(action).name}: position is {held}")
         qty = self.quantity
-        fill = price * (1.0 - side * self._slip)
-        gross = side * qty * (fill - self.entry_price)
-        cost = self._exit_fee + fill * qty * self._prop
-        net = gross - self.entry_cost - cost
+        fill, gross, cost, net = rules.close_position(
+            price,
+            side=side,
+            quantity=qty,
+            entry_price=self.entry_price,
+            entry_cost=self.entry_cost,
+            exit_fee=self._exit_fee,
+            proportional_rate=self._prop,
+            slippage_rate=self._slip,
+        )
         self.cash = self.cash + gross - cost
         self.total_costs += cost
         self.realised_pnl += net
         trade = Trade(
-            side, qty, self.entry_time, self.entry_price, timestamp, fill,
-            self.entry_cost, cost, gross, net, self.bars_held,
-        )  # fmt: skip
+            side=side,
+            quantity=qty,
+            entry_time=self.entry_time,
+            entry_price=self.entry_price,
+            exit_time=timestamp,
+            exit_price=fill,
+            entry_cost=self.entry_cost,
+            exit_cost=cost,
+            gross_pnl=gross,
+            net_pnl=net,
+            bars_held=self.bars_held,
+        )
         self.trades.append(trade)
         self.position = 0
         self.quantity = 0

@@ -17,10 +17,12 @@ from metatrade.market.config import (
     validate_arrays,
 )
 from metatrade.market.engine import BacktestingEngine
+from metatrade.market.rules import ORDER_ROWS, Order
 
 _CLOSE_LONG = int(Action.CLOSE_LONG)
 _CLOSE_SHORT = int(Action.CLOSE_SHORT)
-_HOLD = int(Action.HOLD)
+_HOLD_ORDER = int(Order.HOLD)
+_INVALID_ORDER = int(Order.INVALID)
 _F32 = struct.Struct("<f")
 DEFAULT_TASK = ("Nifty", "15")
 """The embedded task ``TradingEnv()`` (and ``gymnasium.make("metatrade/Trading-v0")``) trades"""
@@ -180,11 +182,13 @@ class TradingEnv(gym.Env):
         invalid = False
         order_cost = 0.0
         agent_trade = trade = None
-        pos = eng.position
-        if a == _HOLD:
+        if not 0 <= a < NUM_ACTIONS:
+            raise ValueError(f"action {action!r}: use an integer in [0, {NUM_ACTIONS})")
+        order = ORDER_ROWS[a][eng.position + 1]
+        if order == _HOLD_ORDER:
             pass
-        elif (a < 2 and pos != 0) or (a == 2 and pos != 1) or (a == 3 and pos != -1):
-            invalid = True  # rejected as the engine would, without building a TradeResult
+        elif order == _INVALID_ORDER:
+            invalid = True  # the engine's rules, without building a rejected TradeResult
         else:
             res = eng.execute_trade(a, self._open[t], None, ts)
             if res.accepted:
