@@ -138,20 +138,21 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
     for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent
         assert f"{100 * r.return_mean:+.3f}" in res.output
-    # buy-and-hold's backtest is one long position over the test split, run directly here
-    env = TradingEnv(
-        DataLoader().get_task_arrays("Finnifty", "60"),
-        lookback=8,
-        split="test",
-        episode_length=None,
-    )
+    # buy-and-hold's backtest is one long position over the test split, run directly here and
+    # liquidated at the last close (the exit cost paid), as every backtest ends
+    arrays = DataLoader().get_task_arrays("Finnifty", "60")
+    env = TradingEnv(arrays, lookback=8, split="test", episode_length=None)
     env.reset()
     done, action = False, Action.BUY_LONG
     while not done:
         *_, term, trunc, info = env.step(action)
         done, action = term or trunc, Action.HOLD
+    eng = env.engine
+    eng.execute_trade(
+        int(Action.CLOSE_LONG), float(arrays.close[env.bar]), None, eng.equity_times[-1]
+    )
     held = table[table.method == "buy-and-hold"].iloc[0].backtest_return
-    assert held == pytest.approx(info["equity"] / env.config.initial_capital - 1.0, rel=1e-12)
+    assert held == pytest.approx(eng.equity / env.config.initial_capital - 1.0, rel=1e-12)
     doc = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert doc["tasks"] == ["Finnifty:60"] and len(doc["rows"]) == len(table)
     png = (tmp_path / "eval" / "evaluation_adaptation.png").read_bytes()
