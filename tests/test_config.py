@@ -137,12 +137,19 @@ def test_shipped_configs_load_and_match_packaged(name: str) -> None:
 
 
 def _keys(model: object, prefix: str = "") -> list[str]:
+    """Every dotted key of a config: pydantic models and the (pydantic) dataclass sections."""
     from pydantic import BaseModel
 
+    names = (
+        type(model).model_fields
+        if isinstance(model, BaseModel)
+        else [f.name for f in dataclasses.fields(model)]
+    )
     out = []
-    for name in type(model).model_fields:
+    for name in names:
         value = getattr(model, name)
-        out += _keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else []
+        if isinstance(value, BaseModel) or dataclasses.is_dataclass(value):
+            out += _keys(value, f"{prefix}{name}.")
         out.append(f"{prefix}{name}")
     return out
 

@@ -34,6 +34,7 @@ import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,15 @@ from metatrade.evaluation.bootstrap import (
     percentile_interval,
 )
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
+from metatrade.exact.objective import exact_loss
+from metatrade.exact.windows import latest_windows
 from metatrade.io import atomic_write_text, json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
-from metatrade.meta.adapt import adapt_online
+from metatrade.market.family import ObjectiveSettings
+from metatrade.meta.adapt import adapt_on_batch, adapt_online
 from metatrade.meta.config import AdaptationConfig
+from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.sampler import policy_forward
 
 Params = dict[str, Tensor]
@@ -102,8 +107,10 @@ class ProtocolConfig:
     test_episode_length: int = 256
     """bars per test window (shortened to fit half the shortest test split)"""
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
-    """the inner loop every start is adapted with (the run's ``meta`` settings); its batch
-    size is ``adaptation_episodes``"""
+    """the inner loop every start is adapted with (the run's ``meta`` settings, its estimator
+    included); its batch size is ``adaptation_episodes``"""
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    """the exact objective's settings (``adaptation.estimator == "exact"``)"""
     deterministic_test: bool = False
     """test windows with the policy's mode instead of sampled actions"""
     backtest: bool = True
@@ -422,6 +429,10 @@ def _task_mean(v: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ the protocol
+def _dtype(params: Params) -> torch.dtype:
+    return next(iter(params.values())).dtype
+
+
 class MetaTestProtocol:
     """Adapt each start on every held-out task and evaluate out of sample (module docstring).
 
@@ -488,33 +499,10 @@ class MetaTestProtocol:
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         adapted: dict[tuple[str, int], Params] = {}
-        max_k = max(cfg.adaptation_steps)
         for label, start in starts.items():
-            gen = torch.Generator().manual_seed(_stream_seed(cfg.seed, label, "adapt"))
-            train_env = BatchTradingEnv(
-                arrays, cfg.adaptation_episodes, train_cfg,
-                seed=_stream_seed(cfg.seed, label, "env"),
-            )  # fmt: skip
-            # k inner steps, each on fresh adaptation-window episodes of the current policy;
-            # step k's batch resets the env with seed cfg.seed + 100 k.
-            params = {
-                k: v.detach().unsqueeze(0).expand(num_tasks, *v.shape)
-                for k, v in start.params.items()
-            }
-            result = adapt_online(
-                start.policy,
-                params,
-                train_env,
-                config=replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes),
-                num_steps=max_k,
-                inner_lrs=start.inner_lrs,
-                generator=gen,
-                measure_final=False,
-                env_seed=lambda j: cfg.seed + 100 * (j + 1),
-                keep=cfg.adaptation_steps,
-            )
+            snapshots = self._adapt_start(label, start, arrays, train_cfg)
             for k in cfg.adaptation_steps:
-                adapted[(label, k)] = result.snapshots[k]
+                adapted[(label, k)] = snapshots[k]
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
         groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
         for (label, k), params in adapted.items():
@@ -580,6 +568,54 @@ class MetaTestProtocol:
                 )
         return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
 
+    def _adapt_start(
+        self, label: str, start: Start, arrays: list[TaskArrays], train_cfg: TradingEnvConfig
+    ) -> dict[int, Params]:
+        """Parameters [T, ...] of ``start`` after each k in ``adaptation_steps`` inner steps on
+        the tasks' adaptation split: fresh episodes per step (sampled estimator), or the
+        ``adaptation_episodes`` windows that end at the split's last bar (exact)."""
+        cfg = self.config
+        max_k = max(cfg.adaptation_steps)
+        params = expand_to_tasks({k: v.detach() for k, v in start.params.items()}, len(arrays))
+        adaptation = replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes)
+        if adaptation.estimator == "exact":
+            windows = latest_windows(
+                arrays,
+                num_windows=cfg.adaptation_episodes,
+                config=train_cfg,
+                vol_bars=cfg.objective.vol_bars,
+                dtype=_dtype(params),
+            )
+            loss = partial(exact_loss, normalize=cfg.objective.normalize, risk=cfg.objective.risk)
+            steps = adapt_on_batch(
+                start.policy,
+                params,
+                windows,
+                config=adaptation,
+                loss=loss,
+                num_steps=max_k,
+                inner_lrs=start.inner_lrs,
+            )
+            return {k: steps[k] for k in cfg.adaptation_steps}
+        gen = torch.Generator().manual_seed(_stream_seed(cfg.seed, label, "adapt"))
+        env_seed = _stream_seed(cfg.seed, label, "env")
+        train_env = BatchTradingEnv(arrays, cfg.adaptation_episodes, train_cfg, seed=env_seed)
+        # k inner steps, each on fresh adaptation-window episodes of the current policy;
+        # step k's batch resets the env with seed cfg.seed + 100 k.
+        result = adapt_online(
+            start.policy,
+            params,
+            train_env,
+            config=adaptation,
+            num_steps=max_k,
+            inner_lrs=start.inner_lrs,
+            generator=gen,
+            measure_final=False,
+            env_seed=lambda j: cfg.seed + 100 * (j + 1),
+            keep=cfg.adaptation_steps,
+        )
+        return result.snapshots
+
     def _summarise(
         self,
         arrays: list[TaskArrays],
@@ -622,9 +658,10 @@ class MetaTestProtocol:
                 if oracle_bt is not None and label in backtests and oracle_bt.mean() > 0:
                     bt_frac = float(np.mean(backtests[label]) / np.mean(oracle_bt))
             rows.append(EvaluationRow(method, k, ci, bt, frac, bt_frac))
-        skip = ("env", "oracle", "adaptation")
+        skip = ("env", "oracle", "adaptation", "objective")
         conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in skip}
         conf["adaptation"] = asdict(cfg.adaptation)
+        conf["objective"] = asdict(cfg.objective)
         conf["initial_capital"] = cfg.env.initial_capital
         return EvaluationResult(
             tasks=[str(a.task) for a in arrays],

@@ -103,9 +103,12 @@ def window_quantity(arrays: TaskArrays, starts: np.ndarray, config: TradingEnvCo
     price = arrays.close[starts]
     ones = np.ones(len(starts))
     units = config.sizer.units_array(
-        ones * config.initial_capital, price, ones * costs.entry_fee,
-        ones * costs.proportional_rate, ones * float(spec.lot_size),
-    )  # fmt: skip
+        ones * config.initial_capital,
+        price,
+        ones * costs.entry_fee,
+        ones * costs.proportional_rate,
+        ones * float(spec.lot_size),
+    )
     if np.any(units < spec.lot_size):
         i = int(np.argmax(units < spec.lot_size))
         raise ValueError(
@@ -246,9 +249,43 @@ def windows_before(
     """
     firsts = np.asarray(ends, dtype=np.int64) - num_windows * window_bars
     return consecutive_windows(
-        arrays_list, firsts, window_bars=window_bars, num_windows=num_windows,
-        config=config, vol_bars=vol_bars, dtype=dtype,
-    )  # fmt: skip
+        arrays_list,
+        firsts,
+        window_bars=window_bars,
+        num_windows=num_windows,
+        config=config,
+        vol_bars=vol_bars,
+        dtype=dtype,
+    )
+
+
+def latest_windows(
+    arrays_list: Sequence[TaskArrays],
+    *,
+    num_windows: int,
+    config: TradingEnvConfig,
+    vol_bars: int = DEFAULT_VOL_BARS,
+    dtype: torch.dtype = torch.float32,
+) -> PnlWindows:
+    """Per task, ``num_windows`` (fewer when the split is short; the same count for every
+    task) back-to-back windows of ``config.episode_length`` bars ending at the last bar of
+    ``config.split``: the most recent past, what test-time adaptation adapts on."""
+    window_bars = config.episode_length
+    if window_bars is None:
+        raise ValueError("latest_windows: config.episode_length sets the window length; got None")
+    ends = [a.split_range(config.split)[1] - 1 for a in arrays_list]
+    firsts = [_split_bounds(a, config, window_bars)[0] for a in arrays_list]
+    room = min(end - first for end, first in zip(ends, firsts, strict=True))
+    count = max(1, min(num_windows, room // window_bars))
+    return windows_before(
+        arrays_list,
+        ends,
+        window_bars=window_bars,
+        num_windows=count,
+        config=config,
+        vol_bars=vol_bars,
+        dtype=dtype,
+    )
 
 
 def sample_window_pairs(

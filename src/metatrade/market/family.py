@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market.batch_env import BatchTradingEnv
@@ -21,20 +22,21 @@ class TaskSource(Protocol):
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ObjectiveSettings:
-    """How the exact expected-P&L objective (``metatrade.exact``) scores a window batch;
-    the window length is the env's ``episode_length`` and the window counts are the meta
-    config's ``episodes_per_task`` / ``num_evaluation_episodes``."""
+    """How the exact expected-P&L objective (``metatrade.exact``) scores a window batch (the
+    run config's ``objective`` section). The window length is the env's ``episode_length``;
+    the window counts are the meta config's ``episodes_per_task`` / ``num_evaluation_episodes``
+    (training) and the evaluation's ``adaptation_episodes`` (test-time adaptation)."""
 
-    normalize: bool = True
-    """divide each window's P&L by its causal volatility x bars, so tasks weigh alike"""
-    risk: float = 0.0
-    """> 0: subtract risk x Var(P&L) (mean-variance objective)"""
-    gap_bars: int = 0
-    """bars between the adaptation windows and the evaluation windows that follow them"""
-    vol_bars: int = 256
-    """bars of returns behind a window's causal volatility"""
+    normalize: bool = Field(
+        True, description="divide a window's P&L by its causal volatility x bars (tasks alike)"
+    )
+    risk: float = Field(0.0, ge=0, description="> 0: subtract risk x Var(P&L) (mean-variance)")
+    gap_bars: int = Field(
+        0, ge=0, description="bars between the adaptation windows and the evaluation windows"
+    )
+    vol_bars: int = Field(256, ge=2, description="bars of returns behind the causal volatility")
 
 
 class TradingTaskFamily:
@@ -91,12 +93,7 @@ class TradingTaskFamily:
         from metatrade.exact.windows import sample_window_pairs
 
         cfg = self.env_config
-        if cfg.observation != "position" or cfg.episode_length is None:
-            raise ValueError(
-                "the exact objective needs env.observation: position (the policy sees the "
-                f"feature window and its position only) and an episode_length; got "
-                f"observation={cfg.observation!r}, episode_length={cfg.episode_length}"
-            )
+        self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
         return sample_window_pairs(
             arrays,
@@ -108,6 +105,30 @@ class TradingTaskFamily:
             rng=rng,
             vol_bars=self.objective.vol_bars,
         )
+
+    def recent_objective_batch(self, tasks: Sequence[Any], *, num_windows: int) -> Any:
+        """Per task, the ``num_windows`` (fewer if the period is short) back-to-back windows of
+        ``episode_length`` bars that end at the ``period``'s last bar: what test-time
+        adaptation with the exact objective adapts on (the most recent past)."""
+        from metatrade.exact.windows import latest_windows
+
+        self._check_objective_env()
+        arrays = [self.loader.get_task_arrays(*task) for task in tasks]
+        return latest_windows(
+            arrays,
+            num_windows=num_windows,
+            config=self.env_config,
+            vol_bars=self.objective.vol_bars,
+        )
+
+    def _check_objective_env(self) -> None:
+        cfg = self.env_config
+        if cfg.observation != "position" or cfg.episode_length is None:
+            raise ValueError(
+                "the exact objective needs env.observation: position (the policy sees the "
+                f"feature window and its position only) and an episode_length; got "
+                f"observation={cfg.observation!r}, episode_length={cfg.episode_length}"
+            )
 
     def objective_loss(self, policy: Any, params: Any, batch: Any) -> Any:
         """Minus the expected P&L of one task's windows (``metatrade.exact.exact_loss``)."""

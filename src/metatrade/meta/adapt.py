@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.episodes import Episodes
-from metatrade.meta.inner import expand_to_tasks, inner_loop
+from metatrade.meta.inner import TaskLoss, expand_to_tasks, inner_loop
 from metatrade.meta.protocols import BatchEnv
 from metatrade.meta.sampler import sample_batch
 from metatrade.meta.surrogates import Surrogate
@@ -179,3 +179,30 @@ def adapt_online(
     snapshots = {k: steps[k] for k in keep if k <= num_steps}
     returns = [r.mean().item() for r in task_returns]
     return OnlineAdaptation(steps[-1], returns, snapshots, task_returns)
+
+
+def adapt_on_batch(
+    policy: nn.Module,
+    params: Params,
+    batch: Any,
+    *,
+    config: AdaptationConfig,
+    loss: TaskLoss,
+    num_steps: int | None = None,
+    inner_lrs: Params | None = None,
+) -> list[Params]:
+    """Test-time adaptation on one fixed batch (the exact estimator: a task's most recent
+    windows): the parameters [T, ...] after 0, 1, ..., k first-order steps of ``loss``.
+    The same inner loop as meta-training; ``params`` are never modified."""
+    lrs = None if inner_lrs is None else {k: v.detach() for k, v in inner_lrs.items()}
+    with torch.no_grad():
+        return inner_loop(
+            policy,
+            {k: v.detach() for k, v in params.items()},
+            lambda k, current: batch,
+            config=config,
+            second_order=False,
+            inner_lrs=lrs,
+            loss=loss,
+            num_steps=num_steps,
+        )

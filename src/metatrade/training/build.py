@@ -48,6 +48,7 @@ def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
         "ruin_fraction": e.ruin_fraction,
         "costs": CostModel(**e.costs.model_dump()),
         "sizer": FixedFractionSizer(fraction=e.position_fraction),
+        "observation": e.observation,
         "reward": RewardShaping(**e.shaping.model_dump()),
     }
     values.update(overrides)
@@ -238,7 +239,7 @@ def make_family(
             "data: no meta-training tasks left after data.tasks and data.heldout; "
             "hold out fewer tasks or list more in data.tasks"
         )
-    return TradingTaskFamily(source, make_env_config(cfg), period=period)
+    return TradingTaskFamily(source, make_env_config(cfg), period=period, objective=cfg.objective)
 
 
 def training_task_names(family: Any) -> list[str] | None:
@@ -391,16 +392,28 @@ def adapt_params(
     """Adapt to ``tasks`` with ``steps`` inner steps, each on fresh episodes of the family's
     period (the paper's test protocol), with the run's learned Meta-SGD step sizes
     ``inner_lrs`` when it has them. Returns per-task params [T, ...] and the mean episode
-    return after k = 0..steps steps (the last one measured on one more fresh batch)."""
-    from metatrade.meta.adapt import adapt_online
+    return after k = 0..steps steps (the last one measured on one more fresh batch). With
+    ``meta.estimator: exact``, every step is on the period's most recent windows and the
+    returned values are the exact objective (minus the loss) after each step."""
+    from metatrade.meta.adapt import adapt_on_batch, adapt_online
     from metatrade.meta.inner import expand_to_tasks
+    from metatrade.meta.objective import per_task_losses
 
     meta = make_meta_config(cfg)
-    env = family.make_batch_env(tasks, meta.episodes_per_task)
     start = params if params is not None else dict(policy.named_parameters())
+    theta = expand_to_tasks({k: v.detach() for k, v in start.items()}, len(tasks))
+    if meta.estimator == "exact":  # the most recent windows of the period, the exact objective
+        batch = family.recent_objective_batch(tasks, num_windows=meta.episodes_per_task)
+        loss = family.objective_loss
+        kw = {"config": meta, "loss": loss, "num_steps": steps, "inner_lrs": inner_lrs}
+        after = adapt_on_batch(policy, theta, batch, **kw)
+        with torch.no_grad():
+            values = [-per_task_losses(policy, p, batch, loss).mean().item() for p in after]
+        return after[-1], values
+    env = family.make_batch_env(tasks, meta.episodes_per_task)
     result = adapt_online(
         policy,
-        expand_to_tasks(start, len(tasks)),
+        theta,
         env,
         config=meta,
         num_steps=steps,
@@ -434,7 +447,8 @@ def eval_family(cfg: RunConfig, loader: DataLoader, tasks: list[TaskId]) -> Task
     so evaluating needs no meta-training task in the folder."""
     from metatrade.market.family import TradingTaskFamily
 
-    return TradingTaskFamily(TaskSubset(loader, tasks, tasks), make_env_config(cfg))
+    subset = TaskSubset(loader, tasks, tasks)
+    return TradingTaskFamily(subset, make_env_config(cfg), objective=cfg.objective)
 
 
 def warn_seen(console: Console, seen: list[str]) -> None:
@@ -574,6 +588,7 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         episode_length=cfg.env.episode_length,
         test_episode_length=cfg.env.episode_length,
         adaptation=make_meta_config(cfg),
+        objective=cfg.objective,
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
         bootstrap_samples=ev.bootstrap_samples,
         seed=cfg.run.seed,

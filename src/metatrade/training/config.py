@@ -29,6 +29,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
+from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
 __all__ = ["ConfigError", "RunConfig", "load_config", "save_config", "validate_config"]
@@ -149,6 +150,11 @@ class EnvSection(_Section):
         0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
     )
     position_fraction: float = Field(1.0, gt=0, description="fraction of equity per entry")
+    observation: Literal["full", "position"] = Field(
+        "full",
+        description="account part of the observation: the 4 account values, or the position "
+        "only (needed by meta.estimator: exact)",
+    )
     costs: CostsSection = Field(default_factory=CostsSection)
     shaping: ShapingSection = Field(default_factory=ShapingSection)
 
@@ -270,9 +276,19 @@ class RunConfig(_Section):
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     meta: MetaSection = Field(default_factory=MetaSection)
+    objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _exact_needs_position_observation(self) -> RunConfig:
+        if self.meta.estimator == "exact" and self.env.observation != "position":
+            raise ValueError(
+                "meta.estimator: exact needs env.observation: position (the policy sees the "
+                "feature window and its position only, so its expected P&L is a recursion)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_seed(self) -> RunConfig:
