@@ -166,3 +166,33 @@ def test_cli_meta_train_and_evaluate_with_the_exact_estimator(tmp_path: Path) ->
         assert maml.loc[0, "return_mean"] != maml.loc[1, "return_mean"]
         flat = table[table.method == "flat"].iloc[0]
         assert flat.return_mean == 0.0 and np.isfinite(maml.backtest_return).all()
+
+
+def test_pretraining_on_the_objective_is_seeded_and_leaves_the_policy_alone() -> None:
+    """The fair baseline of the exact estimator: Adam on the mean objective of task batches,
+    the same budget of gradient evaluations as MAML; same rng seed, same parameters."""
+    from metatrade.meta.pretrain import gradient_evaluations_per_iteration, pretrain_on_objective
+
+    family = _family()
+    policy = _policy(family).float()
+    before = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    cfg = MetaConfig(
+        estimator="exact",
+        optimizer="adam",
+        lr=1e-2,
+        meta_batch_size=2,
+        episodes_per_task=2,
+        num_evaluation_episodes=2,
+    )
+    steps = 2 * gradient_evaluations_per_iteration(cfg)  # two MAML iterations' worth
+    assert steps == 4
+    a, losses = pretrain_on_objective(
+        policy, family, config=cfg, num_steps=steps, rng=np.random.default_rng(3)
+    )
+    b, _ = pretrain_on_objective(
+        policy, family, config=cfg, num_steps=steps, rng=np.random.default_rng(3)
+    )
+    assert len(losses) == steps and np.isfinite(losses).all()
+    for k, v in policy.named_parameters():
+        assert torch.equal(v.detach(), before[k])  # the module is untouched
+        assert torch.equal(a[k], b[k]) and not torch.equal(a[k], before[k])
