@@ -57,18 +57,27 @@ def sharpe(returns: np.ndarray, periods: float = 1.0) -> float:
     return float(r.mean() / sd * math.sqrt(periods))
 
 
+def psr_from_moments(
+    sr: float, n: int, skew: float, kurtosis: float, benchmark: float = 0.0
+) -> float:
+    """PSR from a per-period Sharpe ``sr`` over ``n`` returns with ``skew`` and (non-excess)
+    ``kurtosis`` (Bailey & Lopez de Prado 2012); nan when the variance term is not > 0."""
+    var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if n < 3 or not var > 0 or not math.isfinite(sr):
+        return float("nan")
+    return float(st.norm.cdf((sr - benchmark) * math.sqrt(n - 1) / math.sqrt(var)))
+
+
 def probabilistic_sharpe_ratio(returns: np.ndarray, benchmark: float = 0.0) -> float:
-    """PSR: P(true per-period Sharpe > ``benchmark``) (Bailey & Lopez de Prado 2012)."""
+    """PSR: P(true per-period Sharpe > ``benchmark``) of a return series; population
+    skewness and kurtosis, Sharpe with the ddof-1 std."""
     r = np.asarray(returns, dtype=np.float64)
     sr = sharpe(r)
     if r.size < 3 or not math.isfinite(sr):
         return float("nan")
     g3 = float(st.skew(r, bias=True))
     g4 = float(st.kurtosis(r, fisher=False, bias=True))
-    var = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr
-    if not var > 0:
-        return float("nan")
-    return float(st.norm.cdf((sr - benchmark) * math.sqrt(r.size - 1) / math.sqrt(var)))
+    return psr_from_moments(sr, r.size, g3, g4, benchmark)
 
 
 def expected_max_sharpe(n_trials: float, trial_sharpe_std: float) -> float:
