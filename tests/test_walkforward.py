@@ -102,7 +102,7 @@ def test_stitched_equity_is_the_product_or_the_sum_of_the_folds(setup, carry) ->
     rec = res.tasks[0]
     c0 = ENV.initial_capital
     first = rec.folds[0].trade[0]
-    for label, r in rec.records.items():
+    for r in rec.records.values():
         if carry:
             assert r.equity[-1] == pytest.approx(c0 * np.prod(1 + r.fold_returns), rel=1e-12)
         else:

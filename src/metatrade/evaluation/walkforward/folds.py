@@ -122,9 +122,9 @@ class FoldSpec:
     def __post_init__(self) -> None:
         if self.unit not in ("bars", "days"):
             raise ValueError(f"fold unit={self.unit!r}: use 'bars' or 'days'")
-        if self.fold_bars < 1 or self.adapt_bars < 2 or self.embargo < 0:
+        if self.fold_bars < 1 or self.adapt_bars < 1 or self.embargo < 0:
             raise ValueError(
-                f"fold_bars={self.fold_bars} (>= 1), adapt_bars={self.adapt_bars} (>= 2), "
+                f"fold_bars={self.fold_bars} (>= 1), adapt_bars={self.adapt_bars} (>= 1), "
                 f"embargo={self.embargo} (>= 0): fix the walk-forward geometry"
             )
         if self.normalisation not in NORMALISATIONS:
