@@ -172,3 +172,38 @@ def signals(
         )  # fmt: skip
         for t in tasks
     ]
+
+
+def demo_walkforward(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    *,
+    ppo_agent: PPOAgent | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """The demo's walk-forward step: default geometry (5-session folds after 10-session
+    windows, k = 1, carry) on the held-out tasks; prints a one-screen summary and the
+    report's path. Returns {"result", "files", "seconds"}."""
+    import time
+
+    t0 = time.perf_counter()
+    result, files = run_walkforward_eval(
+        cfg, policy, Path(run_dir) / "walkforward", spec=fold_spec(), steps=1, ppo_agent=ppo_agent
+    )
+    seconds = time.perf_counter() - t0
+    if console is not None:
+        from metatrade.evaluation.walkforward.report import text_table
+
+        p = result.pooled
+        console.print(
+            f"walk-forward on {len(result.tasks)} held-out task(s), {p.daily.shape[0]} trading "
+            f"days: folds of 5 sessions, each start re-adapted (k=1) on the 10 sessions before"
+        )
+        console.print(text_table(result), soft_wrap=True, highlight=False)
+        for name, d in list(p.differences.items())[:4]:
+            s = d["sharpe"]
+            console.print(f"  Sharpe {name}: {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}]")
+        console.print(f"DSR trials N = {p.trials['n_trials']:.0f}; walk-forward: {seconds:.0f} s")
+        console.print(f"report: {files['html']}")
+    return {"result": result, "files": files, "seconds": seconds}
