@@ -112,6 +112,12 @@ def run_demo(cfg: RunConfig, console: Any, progress: bool = True) -> dict[str, A
         f"reports, trade lists and equity plots for all {len(heldout)} held-out task(s): "
         f"{run_dir / 'reports'}"
     )
+    # 5. Walk-forward meta-test (issue 14): re-adapt before every fold, stitched record.
+    from metatrade.training.walkforward import demo_walkforward
+
+    console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
+    wf = demo_walkforward(cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console)
     total = time.perf_counter() - t_start
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
-    return {"evaluation": result, "reports": reports, "seconds": total, "run_dir": Path(run_dir)}
+    return {"evaluation": result, "reports": reports, "walkforward": wf, "seconds": total,
+            "run_dir": Path(run_dir)}  # fmt: skip

@@ -1,0 +1,171 @@
+"""``run_walkforward``: every task walked forward, then scored per task and pooled.
+
+Pooled = an equal-weight portfolio of the held-out tasks, rebalanced daily: its daily
+return is the mean over the tasks trading that day of their daily returns. Its cost
+break-even is computed on the tasks' summed P&L and notional; its turnover is the mean of
+the tasks'. Intervals: stationary block bootstrap over days, the same days for every row.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metatrade.evaluation.bootstrap import ConfidenceInterval
+from metatrade.evaluation.protocol import Start
+from metatrade.evaluation.walkforward.adapters import Adapter
+from metatrade.evaluation.walkforward.folds import WalkForwardTask
+from metatrade.evaluation.walkforward.runner import TaskRecord, WalkForwardConfig, run_task
+from metatrade.evaluation.walkforward.stats import (
+    add_deflated,
+    bootstrap_daily,
+    breakeven_bps,
+    cost_sweep,
+    record_metrics,
+)
+
+POOLED = "pooled"
+
+
+@dataclass
+class Scope:
+    """Metrics, intervals and paired differences of one task, or of the pooled portfolio."""
+
+    name: str
+    daily: pd.DataFrame
+    metrics: dict[str, dict[str, float]]
+    cis: dict[str, dict[str, ConfidenceInterval]]
+    differences: dict[str, dict[str, ConfidenceInterval]]
+    trials: dict[str, float]
+    sweep: dict[str, list[float]]
+
+
+@dataclass
+class WalkForwardResult:
+    """What ``run_walkforward`` measured; ``scopes["pooled"]`` is the headline."""
+
+    tasks: list[TaskRecord]
+    scopes: dict[str, Scope]
+    labels: list[str]
+    starts: list[str]
+    steps: int
+    config: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pooled(self) -> Scope:
+        return self.scopes[POOLED]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat record per (scope, row): metrics and interval bounds (the CSV)."""
+        out = []
+        for scope in self.scopes.values():
+            for label in self.labels:
+                start, _, k = label.partition("@k")
+                rec: dict[str, Any] = {"scope": scope.name, "row": label, "start": start,
+                                       "k": int(k) if k else None}  # fmt: skip
+                rec.update(scope.metrics[label])
+                for stat, ci in scope.cis[label].items():
+                    rec[f"{stat}_ci_low"], rec[f"{stat}_ci_high"] = ci.low, ci.high
+                out.append(rec)
+        return out
+
+
+def _differences(
+    labels: list[str], starts: list[str], steps: int, diff
+) -> dict[str, dict[str, ConfidenceInterval]]:
+    """Paired intervals: each start re-adapted minus frozen, minus buy-and-hold; MAML minus
+    every other start at the same k."""
+    pairs = []
+    for s in starts:
+        if steps:
+            pairs.append((f"{s}@k{steps}", f"{s}@k0"))
+        if "buy-and-hold" in labels:
+            pairs.append((f"{s}@k{steps}", "buy-and-hold"))
+    if starts:
+        head = starts[0]
+        pairs += [(f"{head}@k{steps}", f"{s}@k{steps}") for s in starts[1:]]
+    return {
+        f"{a} - {b}": {st: diff(st, a, b) for st in ("sharpe", "annual_return")} for a, b in pairs
+    }
+
+
+def _scope(name: str, daily: pd.DataFrame, metrics: dict, pnl: dict, notional: dict,
+           capital: float, cfg: WalkForwardConfig, starts: list[str], steps: int) -> Scope:  # fmt: skip
+    """DSR, bootstrap intervals, paired differences and cost sweep of one scope."""
+    labels = list(daily.columns)
+    arrays = {k: daily[k].dropna().to_numpy() for k in labels}
+    trials = add_deflated(metrics, arrays, cfg.configurations)
+    seed = cfg.seed + zlib.crc32(name.encode()) % 997
+    cis, diff = bootstrap_daily(
+        daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
+        seed=seed, confidence=cfg.confidence,
+    )  # fmt: skip
+    bps = cfg.env.costs.proportional_bps
+    grid = np.asarray(cfg.cost_grid)
+    sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
+    return Scope(
+        name, daily, metrics, cis, _differences(labels, starts, steps, diff), trials, sweep
+    )
+
+
+def _pooled(
+    tasks: list[TaskRecord], labels: list[str], cfg: WalkForwardConfig, starts, steps
+) -> Scope:
+    c0 = cfg.env.initial_capital
+    daily = pd.concat([t.daily for t in tasks], keys=range(len(tasks))).groupby(level=1).mean()
+    daily = daily.sort_index()
+    pnl = {k: sum(t.records[k].equity[-1] - c0 for t in tasks) for k in labels}
+    notional = {k: sum(t.records[k].notional for t in tasks) for k in labels}
+    metrics = {}
+    for k in labels:
+        eq = c0 * np.concatenate([[1.0], np.cumprod(1.0 + daily[k].to_numpy())])
+        trades = [tr for t in tasks for tr in t.records[k].trades]
+        m = record_metrics(eq, daily[k], c0=c0, trades=trades, notional=notional[k],
+                           bps_now=cfg.env.costs.proportional_bps)  # fmt: skip
+        m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], cfg.env.costs.proportional_bps)
+        m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
+        metrics[k] = m
+    return _scope(POOLED, daily, metrics, pnl, notional, c0 * len(tasks), cfg, starts, steps)
+
+
+def run_walkforward(
+    starts: Mapping[str, Start],
+    tasks: Sequence[WalkForwardTask],
+    adapter: Adapter,
+    config: WalkForwardConfig | None = None,
+) -> WalkForwardResult:
+    """Walk every task forward (``runner.run_task``) and score per task and pooled."""
+    cfg = config or WalkForwardConfig()
+    if not tasks:
+        raise ValueError("run_walkforward: no tasks; pass the held-out tasks")
+    if not starts:
+        raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
+    t0 = time.perf_counter()
+    records = [run_task(t, starts, adapter, cfg) for t in tasks]
+    labels = list(records[0].records)
+    names = list(starts)
+    c0 = cfg.env.initial_capital
+    scopes = {}
+    for rec in records:
+        pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
+        notional = {k: rec.records[k].notional for k in labels}
+        scopes[rec.task] = _scope(
+            rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps
+        )
+    scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps)
+    conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
+    conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
+                proportional_bps=cfg.env.costs.proportional_bps, adapter=type(adapter).__name__)  # fmt: skip
+    seconds = {
+        "adapt": sum(r.adapt_seconds for r in records),
+        "trade": sum(r.trade_seconds for r in records),
+        "total": time.perf_counter() - t0,
+    }
+    return WalkForwardResult(records, scopes, labels, names, adapter.steps, conf, seconds)

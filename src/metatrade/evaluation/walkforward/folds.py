@@ -1,0 +1,215 @@
+"""Walk-forward folds of one task and the features each fold may see.
+
+A fold is three row ranges of the task's arrays (rows are bars after the feature warm-up):
+
+* ``trade = [a, b)``: the decision rows. The policy decides at the close of every bar
+  t in [a, b) (the order fills at ``open[t + 1]``); the fold's P&L runs to ``close[b]``.
+* ``adapt = [a - E - W, a - E)``: the W bars the adapter may use, ending an embargo of E
+  bars before the fold. Adaptation episodes observe, act and are rewarded on these rows
+  only (their observation windows may reach L - 1 rows further back: the past).
+* ``norm``: the rows whose statistics z-score the features the fold sees (below).
+
+Normalisation (``normalisation``):
+
+* ``"expanding"`` (default): each fold re-normalises the task's raw causal features with
+  the mean and std of rows ``[max(0, a - E - norm_bars), a - E)``, i.e. of history that
+  ends where the adaptation window ends (``norm_bars`` None: all of it). What a live
+  account would do when it re-adapts, and independent of how far the file extends: a
+  file cut after row ``a`` gives the fold the same features (``metatrade signal``).
+* ``"train-split"``: the loader's features, z-scored once with the task's train split
+  (as in meta-training). Causal only when the train split ends before the first
+  adaptation window ends; checked. A file cut elsewhere moves a fraction-based train
+  split, so ``signal`` matches the walk-forward only with a date-based split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from metatrade.data.features import build_task_arrays, normalise, raw_features, warmup_rows
+from metatrade.data.splits import SplitConfig
+from metatrade.data.task_arrays import TaskArrays, TaskId
+from metatrade.evaluation.metrics import bars_per_day
+
+NORMALISATIONS = ("expanding", "train-split")
+
+
+@dataclass(frozen=True)
+class WalkForwardTask:
+    """A task's arrays plus its raw (unnormalised) causal features [N, F], row-aligned."""
+
+    arrays: TaskArrays
+    raw: np.ndarray
+
+    @property
+    def task(self) -> TaskId:
+        return self.arrays.task
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+
+def prepare_task(
+    task: TaskId,
+    bars: pd.DataFrame,
+    *,
+    bar_minutes: int,
+    splits: SplitConfig | None = None,
+    tz: str = "Asia/Kolkata",
+) -> WalkForwardTask:
+    """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them."""
+    arrays = build_task_arrays(
+        task, bars, splits=splits or SplitConfig(), bar_minutes=bar_minutes, tz=tz
+    )
+    ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
+    cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
+    raw = raw_features(*cols, ts, bar_minutes=bar_minutes, tz=tz)
+    raw = raw[warmup_rows(raw) :]
+    if raw.shape[0] != len(arrays):
+        raise ValueError(
+            f"task {task}: raw features ({raw.shape[0]} rows) != arrays ({len(arrays)})"
+        )
+    return WalkForwardTask(arrays, raw)
+
+
+def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
+    """``prepare_task`` for each task of a ``DataLoader`` (its split config and time zone)."""
+    out = []
+    for t in tasks:
+        task = TaskId(*t)
+        bars = loader.get_task_data(*task)  # type: ignore[attr-defined]
+        out.append(
+            prepare_task(
+                task,
+                bars,
+                bar_minutes=int(task.timeframe),
+                splits=loader.splits,  # type: ignore[attr-defined]
+                tz=loader.tz,  # type: ignore[attr-defined]
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Row ranges of one fold (module docstring); ``index`` -1 marks a live (signal) fold."""
+
+    index: int
+    adapt: tuple[int, int]
+    norm: tuple[int, int]
+    trade: tuple[int, int]
+
+    @property
+    def decision_rows(self) -> range:
+        return range(*self.trade)
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """Fold geometry in bars (or in sessions when ``unit == "days"``, converted per task)."""
+
+    fold_bars: int = 125
+    adapt_bars: int = 250
+    embargo: int = 0
+    unit: str = "bars"
+    norm_bars: int | None = None
+    normalisation: str = "expanding"
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("bars", "days"):
+            raise ValueError(f"fold unit={self.unit!r}: use 'bars' or 'days'")
+        if self.fold_bars < 1 or self.adapt_bars < 1 or self.embargo < 0:
+            raise ValueError(
+                f"fold_bars={self.fold_bars} (>= 1), adapt_bars={self.adapt_bars} (>= 1), "
+                f"embargo={self.embargo} (>= 0): fix the walk-forward geometry"
+            )
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation={self.normalisation!r}: use one of {NORMALISATIONS}")
+        if self.norm_bars is not None and self.norm_bars < 2:
+            raise ValueError(f"norm_bars={self.norm_bars}: use >= 2 bars or None (all history)")
+
+    def in_bars(self, bar_minutes: int) -> tuple[int, int, int]:
+        """(F, W, E) in bars of a task with ``bar_minutes`` bars."""
+        per = bars_per_day(bar_minutes) if self.unit == "days" else 1
+        return self.fold_bars * per, self.adapt_bars * per, self.embargo * per
+
+
+def _fold(
+    index: int, a: int, b: int, spec: FoldSpec, w: int, e: int, train: tuple[int, int]
+) -> Fold:
+    hi = a - e
+    if spec.normalisation == "train-split":
+        norm = train
+    else:
+        norm = (0 if spec.norm_bars is None else max(0, hi - spec.norm_bars), hi)
+    return Fold(index, (hi - w, hi), norm, (a, b))
+
+
+def resolve_start(arrays: TaskArrays, start: str | int, tz: str = "Asia/Kolkata") -> int:
+    """First decision row: a split name ("validation", "test"), a row, or a date."""
+    if isinstance(start, int | np.integer):
+        return int(start)
+    if start in ("train", "validation", "test"):
+        return arrays.split_range(start)[0]
+    ts = pd.Timestamp(start)
+    ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
+    return int(np.searchsorted(arrays.timestamps, ts.tz_convert("UTC").value, side="left"))
+
+
+def make_folds(
+    arrays: TaskArrays, spec: FoldSpec, start: str | int, *, lookback: int, min_adapt: int = 2
+) -> list[Fold]:
+    """Consecutive, non-overlapping folds from ``start`` to the task's last bar."""
+    f, w, e = spec.in_bars(arrays.bar_minutes)
+    n = len(arrays)
+    a = resolve_start(arrays, start)
+    need = lookback - 1 + w + e
+    if a < need or a > n - 2:
+        raise ValueError(
+            f"task {arrays.task}: walk-forward start row {a} must lie in [{need}, {n - 2}] "
+            f"(lookback {lookback} - 1 + adapt bars {w} + embargo {e} rows before it, one bar "
+            "after it); use a later start or a smaller --adapt-bars"
+        )
+    if w < min_adapt:
+        raise ValueError(f"task {arrays.task}: adapt window {w} bars < {min_adapt} needed")
+    train = arrays.split_range("train")
+    if spec.normalisation == "train-split" and train[1] > a - e:
+        raise ValueError(
+            f"task {arrays.task}: train split ends at row {train[1]}, after the first "
+            f"adaptation window ends ({a - e}); train-split normalisation would see the "
+            "future: start later or use normalisation='expanding'"
+        )
+    folds = []
+    while a <= n - 2:
+        b = min(a + f, n - 1)
+        folds.append(_fold(len(folds), a, b, spec, w, e, train))
+        a = b
+    return folds
+
+
+def live_fold(arrays: TaskArrays, spec: FoldSpec) -> Fold:
+    """The fold whose first decision is at the file's last bar (what ``signal`` trades):
+    identical to walk-forward fold f when the file ends at that fold's first decision row."""
+    _, w, e = spec.in_bars(arrays.bar_minutes)
+    n = len(arrays)
+    if n - 1 - e - w < 0:
+        raise ValueError(
+            f"task {arrays.task}: {n} rows after warm-up; signal needs adapt bars {w} + "
+            f"embargo {e} + 1; use a smaller --adapt-bars or a longer file"
+        )
+    return _fold(-1, n - 1, n, spec, w, e, arrays.split_range("train"))
+
+
+def fold_arrays(task: WalkForwardTask, fold: Fold, spec: FoldSpec) -> TaskArrays:
+    """The task's arrays as fold ``fold`` sees them: features normalised per ``spec`` and
+    splits ``adapt`` (the adaptation rows) and ``trade`` (decision rows plus the last mark)."""
+    a = task.arrays
+    feats = a.features if spec.normalisation == "train-split" else normalise(task.raw, fold.norm)[0]
+    stop = min(fold.trade[1] + 1, len(a))
+    return replace(
+        a, features=feats, splits={**a.splits, "adapt": fold.adapt, "trade": (fold.trade[0], stop)}
+    )

@@ -1,0 +1,203 @@
+"""Trading the folds of one task in the ledger, every row (start x k, references) in step.
+
+Each row has its own ``TradingEnv`` (and so its own ``BacktestingEngine``) over the
+walk-forward rows of the task. Two account conventions (``carry``):
+
+* carry (live account): one episode from the first fold's first decision to the last
+  bar. Position, cash and equity run on across fold boundaries; only the policy's
+  parameters and the features' normalisation change there. Per-fold return
+  ``E(b_f) / E(a_f) - 1``; the stitched equity is C0 times their product.
+* flatten (fixed-capital account): each fold starts flat at C0; a position still open at
+  the fold's last bar is closed at its close, paying the exit cost. Gains are withdrawn
+  and losses refilled at fold ends, so the stitched equity is C0 plus the sum of the
+  fold P&Ls (and every fold is an independent trial of its adapted policy).
+
+A row whose equity falls to ``ruin_fraction * C0`` stops trading (carry: for good;
+flatten: for the rest of the fold). A position open after the last bar is closed at its
+close, paying the exit cost, as in ``run_backtest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metatrade.data.task_arrays import TaskArrays
+from metatrade.evaluation.backtest import target_to_action
+from metatrade.market.actions import Action
+from metatrade.market.config import TradingEnvConfig
+from metatrade.market.env import TradingEnv
+from metatrade.meta.sampler import make_forward
+
+Params = dict[str, Tensor]
+
+
+class FoldTradingEnv(TradingEnv):
+    """A ``TradingEnv`` whose feature matrix can be swapped between folds (same rows,
+    another normalisation) while the ledger keeps its account."""
+
+    def set_features(self, features: np.ndarray) -> None:
+        if features.shape != self.task_arrays.features.shape:
+            raise ValueError(
+                f"task {self.task_arrays.task}: new features {features.shape} != "
+                f"{self.task_arrays.features.shape}"
+            )
+        self._flat = np.ascontiguousarray(features, dtype=np.float32).ravel()
+
+    def observe(self) -> np.ndarray:
+        """The observation of the current bar with the current features and account."""
+        return self._observation()
+
+    def liquidate(self) -> float:
+        """Close any open position at the current bar's close (exit cost paid); equity."""
+        eng = self.engine
+        if eng.position != 0:
+            close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
+            t = self.bar
+            eng.execute_trade(
+                close, float(self.task_arrays.close[t]), None, int(self.task_arrays.timestamps[t])
+            )
+        return eng.equity
+
+
+@dataclass
+class Row:
+    """One line of the table: a policy row (``policy`` and per-fold params) or a rule row
+    (``targets``: position per task row, e.g. buy-and-hold)."""
+
+    label: str
+    start: str
+    k: int | None
+    policy: nn.Module | None = None
+    targets: np.ndarray | None = None
+
+
+@dataclass
+class RowRecord:
+    """The stitched out-of-sample record of one row on one task."""
+
+    equity: np.ndarray  # [n] stitched equity at each bar close from the first decision row
+    positions: np.ndarray  # [n] position held over the return into bar j (entry 0: 0)
+    fold_returns: np.ndarray  # [folds] fold P&L / fold start equity
+    fold_pnl: np.ndarray  # [folds] INR
+    trades: list[Any] = field(default_factory=list)  # closed round trips (engine Trades)
+    first_action: list[int] = field(default_factory=list)  # [folds] first decision per fold
+    first_probs: list[list[float]] = field(default_factory=list)  # [folds][A] its probabilities
+
+    @property
+    def notional(self) -> float:
+        """Traded notional, both sides: sum of quantity x (entry + exit fill price)."""
+        return float(sum(t.quantity * (t.entry_price + t.exit_price) for t in self.trades))
+
+
+def _decide(
+    policy: nn.Module, params: Params, obs: np.ndarray, generator: torch.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Actions and probabilities of R rows sharing ``policy``: params [R, ...], obs [R, D]."""
+    dtype = next(iter(params.values())).dtype
+    with torch.no_grad():
+        out = make_forward(policy, params, True)(torch.as_tensor(obs, dtype=dtype)[:, None])[:, 0]
+        dist = policy.distribution
+        act = dist.mode(out) if generator is None else dist.sample(out, generator=generator)
+        probs = torch.softmax(out, dim=-1)
+    return act.numpy().astype(np.int64), probs.numpy()
+
+
+def decide_one(policy: nn.Module, params: Params, obs: np.ndarray) -> tuple[int, np.ndarray]:
+    """The deterministic decision of one policy on one observation (what ``signal`` does)."""
+    act, probs = _decide(policy, {k: v[None] for k, v in params.items()}, obs[None], None)
+    return int(act[0]), probs[0]
+
+
+def trade_task(
+    arrays_by_fold: Callable[[int], TaskArrays],
+    folds: Sequence[Any],
+    rows: Sequence[Row],
+    params_by_fold: Callable[[int, Row], Params],
+    env_config: TradingEnvConfig,
+    *,
+    carry: bool,
+    generator: torch.Generator | None = None,
+) -> list[RowRecord]:
+    """Trade every fold of one task for every row; returns one stitched record per row.
+
+    ``arrays_by_fold(f)`` gives fold f's arrays (its features); ``params_by_fold(f, row)``
+    the row's parameters on fold f (policy rows only). ``generator`` None: mode actions.
+    """
+    first, last = folds[0].trade[0], folds[-1].trade[1]
+    arrays0 = arrays_by_fold(0)
+    cfg = env_config.with_overrides(split="wf", episode_length=None)
+    base = replace(arrays0, splits={**arrays0.splits, "wf": (first, last + 1)})
+    envs = [FoldTradingEnv(base, cfg) for _ in rows]
+    c0 = float(cfg.initial_capital)
+    n = last - first + 1
+    recs = [
+        RowRecord(np.full(n, c0), np.zeros(n, np.int8), np.zeros(len(folds)), np.zeros(len(folds)))
+        for _ in rows
+    ]
+    alive = np.ones(len(rows), dtype=bool)
+    offset = np.zeros(len(rows))  # flatten: P&L banked by earlier folds
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.policy is not None:
+            groups.setdefault(id(r.policy), []).append(i)
+    for f, fold in enumerate(folds):
+        a, b = fold.trade
+        feats = arrays_by_fold(f).features
+        stacked = {
+            key: {
+                n_: torch.stack([params_by_fold(f, rows[i])[n_] for i in idx])
+                for n_ in params_by_fold(f, rows[idx[0]])
+            }
+            for key, idx in groups.items()
+        }
+        start_eq = np.empty(len(rows))
+        for i, env in enumerate(envs):
+            env.set_features(feats)
+            if f == 0 or not carry:
+                env.reset(options={"start": a})
+                alive[i] = True
+            start_eq[i] = env.engine.equity
+        obs = np.stack([env.observe() for env in envs])
+        for t in range(a, b):
+            actions = np.full(len(rows), int(Action.HOLD), dtype=np.int64)
+            for key, idx in groups.items():
+                act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], generator)
+                actions[idx] = act
+                if t == a:
+                    for j, i in enumerate(idx):
+                        recs[i].first_action.append(int(act[j]))
+                        recs[i].first_probs.append(probs[j].tolist())
+            for i, r in enumerate(rows):
+                if r.targets is not None:
+                    pos = np.int8(envs[i].engine.position)
+                    actions[i] = int(target_to_action(r.targets[t], pos))
+            for i, env in enumerate(envs):
+                j = t + 1 - first
+                if not alive[i]:
+                    recs[i].equity[j] = recs[i].equity[j - 1]
+                    continue
+                o, _, terminated, _, info = env.step(actions[i])
+                obs[i] = o
+                recs[i].equity[j] = offset[i] + info["equity"]
+                recs[i].positions[j] = info["position"]
+                if terminated:
+                    recs[i].equity[j] = offset[i] + env.liquidate()
+                    alive[i] = False
+        for i, env in enumerate(envs):
+            j = b - first
+            if not carry or f == len(folds) - 1:
+                if alive[i]:
+                    recs[i].equity[j] = offset[i] + env.liquidate()
+                recs[i].trades.extend(env.engine.trades)
+            end_eq = recs[i].equity[j] - offset[i]
+            recs[i].fold_pnl[f] = end_eq - start_eq[i]
+            recs[i].fold_returns[f] = end_eq / start_eq[i] - 1.0
+            if not carry:
+                offset[i] += end_eq - c0
+    return recs

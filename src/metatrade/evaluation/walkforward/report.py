@@ -1,0 +1,179 @@
+"""The walk-forward report: one self-contained HTML page (figures embedded as base64 PNG,
+no script, no external resource), plus CSV, JSON, a text table and the PNGs.
+Every file is written atomically."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metatrade.evaluation.walkforward.figures import FIGURES
+from metatrade.io import atomic_write, atomic_write_text, json_safe
+
+if TYPE_CHECKING:
+    from metatrade.evaluation.walkforward.evaluate import Scope, WalkForwardResult
+
+COLUMNS = (  # (key, header, format)
+    ("total_return", "total return %", "{:+.2f}", 100),
+    ("annual_return", "annual return %", "{:+.1f}", 100),
+    ("sharpe", "Sharpe (ann.)", "{:+.2f}", 1),
+    ("psr", "PSR", "{:.3f}", 1),
+    ("dsr", "DSR", "{:.3f}", 1),
+    ("max_drawdown", "max DD %", "{:.2f}", 100),
+    ("turnover", "turnover /yr", "{:.0f}", 1),
+    ("trades", "trades", "{:.0f}", 1),
+    ("hit_rate", "hit rate", "{:.2f}", 1),
+    ("breakeven_bps", "break-even bps/side", "{:+.2f}", 1),
+)
+
+
+def _fmt(value: float, fmt: str, scale: float) -> str:
+    return "n/a" if value is None or value != value else fmt.format(value * scale)
+
+
+def table_rows(res: WalkForwardResult, scope: Scope) -> list[list[str]]:
+    """Cells of a scope's table: row, metrics, Sharpe interval."""
+    conf = int(round(100 * res.config["confidence"]))
+    out = [["row", *[h for _, h, _, _ in COLUMNS], f"Sharpe {conf}% CI"]]
+    for label in res.labels:
+        m = scope.metrics[label]
+        ci = scope.cis[label]["sharpe"]
+        out.append([label, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
+                    f"[{ci.low:+.2f}, {ci.high:+.2f}]"])  # fmt: skip
+    return out
+
+
+def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
+    """A plain fixed-width table of one scope (for the terminal)."""
+    cells = table_rows(res, res.scopes[scope])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def _html_table(cells: list[list[str]], cls: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:]
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _summary(res: WalkForwardResult) -> str:
+    c = res.config
+    f = c["folds"]
+    p = res.pooled.trials
+    mode = "carry (live account)" if c["carry"] else "flatten at fold ends (fixed capital)"
+    items = [
+        f"held-out tasks: {', '.join(t.task for t in res.tasks)}",
+        f"folds of {f['fold_bars']} {f['unit']}, adaptation window {f['adapt_bars']} {f['unit']}, "
+        f"embargo {f['embargo']} {f['unit']}, start: {c['start']}",
+        f"adaptation: {c['adapter']}, k = {res.steps} inner step(s) before every fold",
+        f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
+        f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
+        "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
+        f"DSR trials: N = {p['n_trials']:.0f} ({p['rows_with_sharpe']:.0f} rows with a Sharpe x "
+        f"{p['configurations']:.0f} configuration(s)); SR0 = {p['sr0_daily']:.4f} per day",
+        f"costs: {c['proportional_bps']:g} bps per side plus fixed fees; capital {c['initial_capital']:,.0f}",
+        f"intervals: stationary bootstrap over days, mean block {c['block_days']:g} days, "
+        f"{c['bootstrap_samples']} resamples, paired across rows",
+    ]  # fmt: skip
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _differences(res: WalkForwardResult) -> str:
+    cells = [["difference (pooled)", "Sharpe", "CI", "annual return %", "CI"]]
+    for name, d in res.pooled.differences.items():
+        s, r = d["sharpe"], d["annual_return"]
+        cells.append([name, f"{s.estimate:+.2f}", f"[{s.low:+.2f}, {s.high:+.2f}]",
+                      f"{100 * r.estimate:+.1f}", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]"])  # fmt: skip
+    return _html_table(cells, "diff")
+
+
+_CSS = (
+    "body{font-family:sans-serif;margin:24px;max-width:1400px}"
+    "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;"
+    "padding:3px 7px;text-align:right;font-size:13px}th{background:#eee}"
+    "td:first-child{text-align:left}img{max-width:100%}"
+)
+
+
+def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
+    """The page: summary, pooled table, paired differences, figures, per-task tables."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>metatrade walk-forward report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Walk-forward meta-test</h1>",
+        _summary(res),
+        "<h2>Pooled (equal-weight portfolio of the held-out tasks)</h2>",
+        _html_table(table_rows(res, res.pooled), "metrics"),
+        "<h2>Paired differences</h2>",
+        _differences(res),
+    ]
+    for key, (title, _) in FIGURES.items():
+        data = base64.b64encode(images[key]).decode("ascii")
+        parts += [f"<h2>{html.escape(title)}</h2>",
+                  f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">']  # fmt: skip
+    for t in res.tasks:
+        parts += [
+            f"<h2>Task {html.escape(t.task)}</h2>",
+            _html_table(table_rows(res, res.scopes[t.task]), "metrics"),
+        ]
+    parts.append("<p>Definitions: docs/evaluation.md (walk-forward protocol).</p></body></html>")
+    return "\n".join(parts)
+
+
+def to_json(res: WalkForwardResult) -> dict[str, Any]:
+    """Everything measured, JSON-ready."""
+    scopes = {}
+    for name, s in res.scopes.items():
+        scopes[name] = {
+            "metrics": s.metrics,
+            "intervals": {k: {st: ci.as_dict() for st, ci in v.items()} for k, v in s.cis.items()},
+            "differences": {
+                k: {st: ci.as_dict() for st, ci in v.items()} for k, v in s.differences.items()
+            },
+            "trials": s.trials,
+            "cost_sweep_total_return": s.sweep,
+            "daily_returns": {k: s.daily[k].tolist() for k in s.daily},
+            "days": [str(d.date()) for d in s.daily.index],
+        }
+    tasks = {
+        t.task: {
+            "folds": [{"adapt": f.adapt, "norm": f.norm, "trade": f.trade} for f in t.folds],
+            "fold_returns": {k: r.fold_returns.tolist() for k, r in t.records.items()},
+            "first_decisions": {k: r.first_action for k, r in t.records.items() if r.first_action},
+            "seconds": {"adapt": t.adapt_seconds, "trade": t.trade_seconds},
+        }
+        for t in res.tasks
+    }
+    return json_safe({"config": res.config, "rows": res.labels, "steps": res.steps,
+                      "scopes": scopes, "tasks": tasks, "seconds": res.seconds})  # fmt: skip
+
+
+def save_report(res: WalkForwardResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write walkforward.{html,csv,json,txt} and walkforward_<figure>.png into ``out_dir``."""
+    out = Path(out_dir)
+    images = {key: fn(res) for key, (_, fn) in FIGURES.items()}
+    files = {}
+    for key, data in images.items():
+        files[f"png_{key}"] = atomic_write(
+            out / f"walkforward_{key}.png", lambda f, d=data: f.write(d), binary=True
+        )
+    records = res.rows()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(json_safe(records))
+    files["csv"] = atomic_write_text(out / "walkforward.csv", buf.getvalue())
+    files["json"] = atomic_write_text(
+        out / "walkforward.json", json.dumps(to_json(res), indent=1) + "\n"
+    )
+    files["txt"] = atomic_write_text(out / "walkforward.txt", text_table(res) + "\n")
+    files["html"] = atomic_write_text(out / "walkforward.html", render_html(res, images))
+    return files

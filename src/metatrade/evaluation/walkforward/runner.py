@@ -1,0 +1,166 @@
+"""The walk-forward meta-test: re-adapt every start before each fold, trade the fold, stitch.
+
+For each held-out task, from ``start`` to its last bar, in folds of F bars: each start
+(MAML, pretrained, random) is adapted with k inner steps by an ``Adapter`` on the W bars
+that end E bars (embargo) before the fold, then every row trades the fold in the ledger
+(``ledger.trade_task``): each start after 0..k steps (k = 0 is the frozen start, never
+re-adapted), buy-and-hold and flat. The folds' records are stitched per ``carry`` mode and
+scored (``stats``), per task and pooled, with block-bootstrap intervals over days.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metatrade.evaluation.protocol import Start
+from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
+from metatrade.evaluation.walkforward.folds import (
+    Fold,
+    FoldSpec,
+    WalkForwardTask,
+    fold_arrays,
+    make_folds,
+)
+from metatrade.evaluation.walkforward.ledger import Row, RowRecord, trade_task
+from metatrade.evaluation.walkforward.stats import daily_returns, record_metrics
+from metatrade.market.config import TradingEnvConfig
+
+REFERENCES = {"buy_and_hold": "buy-and-hold", "flat": "flat"}
+
+
+@dataclass
+class WalkForwardConfig:
+    """Knobs of the walk-forward protocol (docs/evaluation.md)."""
+
+    folds: FoldSpec = field(default_factory=FoldSpec)
+    start: str | int = "validation"
+    """first decision row: a split name of each task, a row index or a date"""
+    carry: bool = True
+    """carry position and equity across folds (live account) or flatten at fold ends"""
+    deterministic: bool = True
+    """trade the policy's mode (True) or sample its actions (seeded)"""
+    references: tuple[str, ...] = ("buy_and_hold", "flat")
+    env: TradingEnvConfig = field(default_factory=TradingEnvConfig)
+    bootstrap_samples: int = 1000
+    block_days: float = 5.0
+    """mean block length (trading days) of the stationary bootstrap"""
+    confidence: float = 0.95
+    configurations: int = 1
+    """protocol configurations tried before this one (F, W, k, ...): multiplies the DSR's
+    number of trials"""
+    cost_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
+    """per-side proportional costs (bps) of the cost sweep"""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.references) - set(REFERENCES)
+        if unknown:
+            raise ValueError(f"references: unknown {sorted(unknown)}; use {sorted(REFERENCES)}")
+        if self.configurations < 1 or self.bootstrap_samples < 10:
+            raise ValueError(
+                f"configurations={self.configurations} (>= 1), bootstrap_samples="
+                f"{self.bootstrap_samples} (>= 10)"
+            )
+
+
+@dataclass
+class TaskRecord:
+    """Everything the walk-forward produced on one task."""
+
+    task: str
+    folds: list[Fold]
+    timestamps: np.ndarray  # [n] int64 ns UTC of the stitched bars
+    records: dict[str, RowRecord]
+    daily: pd.DataFrame  # [days, rows]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    adapt_seconds: float = 0.0
+    trade_seconds: float = 0.0
+
+
+def make_rows(starts: Mapping[str, Start], steps: int, references: Sequence[str]) -> list[Row]:
+    """Policy rows ``<start>@k<k>`` for k = 0..steps, then the reference rows."""
+    rows = [
+        Row(f"{label}@k{k}", label, k, policy=s.policy)
+        for label, s in starts.items()
+        for k in range(steps + 1)
+    ]
+    return rows + [Row(REFERENCES[r], REFERENCES[r], None) for r in references]
+
+
+class _FoldCache:
+    """Fold f's arrays and adapted parameters, computed once when first asked (one fold
+    kept at a time: a 2-minute task's feature matrix is megabytes per fold)."""
+
+    def __init__(self, task: WalkForwardTask, folds: list[Fold], spec: FoldSpec,
+                 starts: Mapping[str, Start], adapter: Adapter, seed: int) -> None:  # fmt: skip
+        self.task, self.folds, self.spec = task, folds, spec
+        self.starts, self.adapter, self.seed = starts, adapter, seed
+        self._f = -1
+        self._arrays = None
+        self._params: dict[str, list[Params]] = {}
+        self.seconds = 0.0
+
+    def arrays(self, f: int):
+        if f != self._f:
+            self._f, self._params = f, {}
+            self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
+        return self._arrays
+
+    def params(self, f: int, row: Row) -> Params:
+        arrays = self.arrays(f)
+        if row.start not in self._params:
+            s = self.starts[row.start]
+            fold = self.folds[f]
+            t0 = time.perf_counter()
+            seed = job_seed(self.seed, row.start, str(self.task.task), fold.trade[0])
+            adapted = self.adapter(s, arrays, fold.adapt, seed=seed) if self.adapter.steps else []
+            self.seconds += time.perf_counter() - t0
+            self._params[row.start] = [s.params, *adapted]
+        return self._params[row.start][row.k]
+
+
+def run_task(
+    task: WalkForwardTask,
+    starts: Mapping[str, Start],
+    adapter: Adapter,
+    config: WalkForwardConfig,
+) -> TaskRecord:
+    """Walk forward on one task: folds, adaptation, trading, daily returns."""
+    env = config.env
+    folds = make_folds(task.arrays, config.folds, config.start, lookback=env.lookback)
+    rows = make_rows(starts, adapter.steps, config.references)
+    for r in rows:
+        if r.label == "buy-and-hold":
+            r.targets = np.ones(len(task), dtype=np.int8)
+        elif r.label == "flat":
+            r.targets = np.zeros(len(task), dtype=np.int8)
+    cache = _FoldCache(task, folds, config.folds, starts, adapter, config.seed)
+    gen = None if config.deterministic else torch.Generator().manual_seed(config.seed + 17)
+    t0 = time.perf_counter()
+    recs = trade_task(
+        cache.arrays, folds, rows, cache.params, env, carry=config.carry, generator=gen
+    )
+    trade_s = time.perf_counter() - t0 - cache.seconds
+    first, last = folds[0].trade[0], folds[-1].trade[1]
+    ts = task.arrays.timestamps[first : last + 1]
+    c0 = env.initial_capital
+    daily = pd.DataFrame(
+        {r.label: daily_returns(rec.equity, ts, c0) for r, rec in zip(rows, recs, strict=True)}
+    )
+    out = TaskRecord(
+        str(task.task), folds, ts, {r.label: rec for r, rec in zip(rows, recs, strict=True)}, daily
+    )
+    costs, _ = env.market_for(task.task.instrument)
+    for label, rec in out.records.items():
+        out.metrics[label] = record_metrics(
+            rec.equity, daily[label], c0=c0, trades=rec.trades, notional=rec.notional,
+            bps_now=costs.proportional_bps,
+        )  # fmt: skip
+    out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
+    return out

@@ -1,0 +1,95 @@
+"""The next decision, as deployment makes it (``metatrade signal``).
+
+For the bar after the last one in the file: adapt the start on the latest W bars (ending
+E bars before the last bar) exactly as a walk-forward fold whose first decision is the
+last bar (``folds.live_fold``: same rows, same normalisation, same seed), then read the
+policy's action probabilities on the last bar's observation. The account part of the
+observation is an assumption the caller states: ``position`` (-1, 0, +1) with zero
+unrealised P&L, equity at C0 and no bars held, which is exactly a flatten-mode fold's
+first observation when ``position`` is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from metatrade.evaluation.protocol import Start
+from metatrade.evaluation.walkforward.adapters import Adapter, job_seed
+from metatrade.evaluation.walkforward.folds import (
+    FoldSpec,
+    WalkForwardTask,
+    fold_arrays,
+    live_fold,
+)
+from metatrade.evaluation.walkforward.ledger import decide_one
+from metatrade.market.actions import Action
+from metatrade.market.config import ACCOUNT_DIM
+
+
+@dataclass
+class Signal:
+    """One task's next decision."""
+
+    task: str
+    start: str
+    last_bar: str  # time of the file's last bar, exchange clock
+    decision_row: int
+    action: int
+    order: str
+    probabilities: dict[str, float]
+    position: int
+    adapt_rows: tuple[int, int]
+    norm_rows: tuple[int, int]
+    steps: int
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def observation(features: np.ndarray, row: int, lookback: int, position: int) -> np.ndarray:
+    """``TradingEnv``'s observation at ``row``: the window of the last ``lookback`` feature
+    rows, then the account (position, unrealised P&L 0, equity return 0, bars held 0)."""
+    if row - lookback + 1 < 0:
+        raise ValueError(f"row {row}: needs {lookback - 1} earlier rows for the window")
+    window = np.asarray(features[row - lookback + 1 : row + 1], dtype=np.float32).ravel()
+    account = np.zeros(ACCOUNT_DIM, dtype=np.float32)
+    account[0] = position
+    return np.concatenate([window, account])
+
+
+def next_decision(
+    task: WalkForwardTask,
+    label: str,
+    start: Start,
+    adapter: Adapter,
+    spec: FoldSpec,
+    *,
+    lookback: int,
+    seed: int,
+    position: int = 0,
+    tz: str = "Asia/Kolkata",
+) -> Signal:
+    """Adapt ``start`` on the latest window and decide for the bar after the last one."""
+    if position not in (-1, 0, 1):
+        raise ValueError(f"position={position}: use -1 (short), 0 (flat) or 1 (long)")
+    fold = live_fold(task.arrays, spec)
+    arrays = fold_arrays(task, fold, spec)
+    row = fold.trade[0]
+    params = start.params
+    if adapter.steps:
+        params = adapter(
+            start, arrays, fold.adapt, seed=job_seed(seed, label, str(task.task), row)
+        )[-1]
+    action, probs = decide_one(
+        start.policy, params, observation(arrays.features, row, lookback, position)
+    )
+    when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
+    return Signal(
+        task=str(task.task), start=label, last_bar=when.strftime("%Y-%m-%d %H:%M %Z"),
+        decision_row=row, action=action, order=Action(action).name,
+        probabilities={Action(i).name: float(p) for i, p in enumerate(probs)},
+        position=position, adapt_rows=fold.adapt, norm_rows=fold.norm, steps=adapter.steps,
+    )  # fmt: skip

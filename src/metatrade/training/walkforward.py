@@ -1,0 +1,209 @@
+"""From a run (``RunConfig`` + meta-policy) to the walk-forward meta-test and the next
+signal: the glue ``metatrade walkforward``, ``metatrade signal`` and the demo share.
+
+The adapter is the run's own inner loop (``meta`` section: step size, surrogate, discount,
+baseline) with ``evaluation.adaptation_episodes`` episodes per step, so the walk-forward
+adapts exactly as meta-training's inner loop did; only k and the windows are new knobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from metatrade.training import build
+from metatrade.training.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from metatrade.agents.ppo import PPOAgent
+    from metatrade.evaluation.walkforward import (
+        FoldSpec,
+        SampledAdapter,
+        WalkForwardConfig,
+        WalkForwardResult,
+    )
+
+
+def fold_spec(
+    fold: int | None = None,
+    adapt: int | None = None,
+    embargo: int = 0,
+    *,
+    unit: str = "days",
+    normalisation: str = "expanding",
+) -> FoldSpec:
+    """Fold geometry; defaults one week (5 sessions) of folds after two weeks of adaptation."""
+    from metatrade.evaluation.walkforward import FoldSpec
+
+    return FoldSpec(
+        fold_bars=fold if fold is not None else 5,
+        adapt_bars=adapt if adapt is not None else 10,
+        embargo=embargo,
+        unit=unit,
+        normalisation=normalisation,
+    )
+
+
+def make_adapter(cfg: RunConfig, steps: int) -> SampledAdapter:
+    """The run's inner loop as a walk-forward ``Adapter`` (module docstring)."""
+    from metatrade.evaluation.walkforward import SampledAdapter
+
+    m = cfg.meta
+    return SampledAdapter(
+        env=build.make_env_config(cfg),
+        steps=steps,
+        episodes=cfg.evaluation.adaptation_episodes,
+        episode_length=m.num_steps or cfg.env.episode_length,
+        inner_lr=m.inner_lr,
+        step_sizes=None if m.inner_step_sizes is None else tuple(m.inner_step_sizes),
+        surrogate=m.surrogate,
+        gamma=m.gamma,
+        gae_lambda=m.gae_lambda,
+        normalize_advantages=m.normalize_advantages,
+        baseline_obs_dims=m.baseline_obs_dims,
+    )
+
+
+def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForwardConfig:
+    from metatrade.evaluation.walkforward import WalkForwardConfig
+
+    refs = tuple(b for b in ("buy_and_hold", "flat") if b in cfg.evaluation.baselines)
+    values: dict[str, Any] = {
+        "folds": spec,
+        "env": build.make_env_config(cfg),
+        "references": refs,
+        "bootstrap_samples": cfg.evaluation.bootstrap_samples,
+        "seed": cfg.run.seed,
+    }
+    values.update(overrides)
+    return WalkForwardConfig(**values)
+
+
+def make_starts(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    *,
+    ppo_agent: PPOAgent | None = None,
+    ppo_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """MAML, pretrained (the multi-task PPO policy, when there is one) and random starts,
+    filtered by ``evaluation.baselines`` (random uses the same seed as ``evaluate``)."""
+    from metatrade.evaluation.protocol import Start, module_params, random_start
+
+    wanted = set(cfg.evaluation.baselines)
+    starts: dict[str, Any] = {}
+    if "maml" in wanted:
+        starts["MAML"] = Start(policy, module_params(policy))
+    if "ppo" in wanted:
+        agent = ppo_agent or (build.load_ppo_agent(ppo_path) if ppo_path else None)
+        if agent is not None:
+            starts["pretrained"] = Start(agent.policy, module_params(agent.policy))
+    if "random" in wanted:
+        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+    return starts
+
+
+def run_walkforward_eval(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    out_dir: Path,
+    *,
+    spec: FoldSpec,
+    steps: int = 1,
+    ppo_agent: PPOAgent | None = None,
+    ppo_path: str | Path | None = None,
+    console: Console | None = None,
+    **overrides: Any,
+) -> tuple[WalkForwardResult, dict[str, Path]]:
+    """Walk forward on the run's held-out tasks; writes the report into ``out_dir``."""
+    from metatrade.evaluation.walkforward import load_tasks, run_walkforward
+    from metatrade.evaluation.walkforward.report import save_report, text_table
+
+    loader = build.make_loader(cfg)
+    tasks = load_tasks(loader, build.eval_tasks(cfg, loader))
+    starts = make_starts(cfg, policy, ppo_agent=ppo_agent, ppo_path=ppo_path)
+    if not starts:
+        raise ConfigError("evaluation.baselines names no start (maml, ppo, random)")
+    result = run_walkforward(
+        starts, tasks, make_adapter(cfg, steps), make_config(cfg, spec, **overrides)
+    )
+    files = save_report(result, out_dir)
+    if console is not None:
+        console.print(text_table(result), soft_wrap=True, highlight=False)
+        console.print(f"CSV {files['csv']}; JSON {files['json']}")
+        console.print(f"report: {files['html']}")
+    return result, files
+
+
+def signals(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    *,
+    spec: FoldSpec,
+    steps: int = 1,
+    start: str = "MAML",
+    position: int = 0,
+    ppo_path: str | Path | None = None,
+) -> list[Any]:
+    """``metatrade signal``: the next decision of ``start`` on every held-out task."""
+    from metatrade.evaluation.walkforward import load_tasks
+    from metatrade.evaluation.walkforward.signal import next_decision
+
+    loader = build.make_loader(cfg)
+    tasks = load_tasks(loader, build.eval_tasks(cfg, loader))
+    starts = make_starts(cfg, policy, ppo_path=ppo_path)
+    if start not in starts:
+        raise ConfigError(f"--start {start!r}: available {sorted(starts)}")
+    adapter = make_adapter(cfg, steps)
+    return [
+        next_decision(
+            t,
+            start,
+            starts[start],
+            adapter,
+            spec,
+            lookback=cfg.env.lookback,
+            seed=cfg.run.seed,
+            position=position,
+        )  # fmt: skip
+        for t in tasks
+    ]
+
+
+def demo_walkforward(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    *,
+    ppo_agent: PPOAgent | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """The demo's walk-forward step: default geometry (5-session folds after 10-session
+    windows, k = 1, carry) on the held-out tasks; prints a one-screen summary and the
+    report's path. Returns {"result", "files", "seconds"}."""
+    import time
+
+    t0 = time.perf_counter()
+    result, files = run_walkforward_eval(
+        cfg, policy, Path(run_dir) / "walkforward", spec=fold_spec(), steps=1, ppo_agent=ppo_agent
+    )
+    seconds = time.perf_counter() - t0
+    if console is not None:
+        from metatrade.evaluation.walkforward.report import text_table
+
+        p = result.pooled
+        console.print(
+            f"walk-forward on {len(result.tasks)} held-out task(s), {p.daily.shape[0]} trading "
+            f"days: folds of 5 sessions, each start re-adapted (k=1) on the 10 sessions before"
+        )
+        console.print(text_table(result), soft_wrap=True, highlight=False)
+        for name, d in list(p.differences.items())[:4]:
+            s = d["sharpe"]
+            console.print(f"  Sharpe {name}: {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}]")
+        console.print(f"DSR trials N = {p.trials['n_trials']:.0f}; walk-forward: {seconds:.0f} s")
+        console.print(f"report: {files['html']}")
+    return {"result": result, "files": files, "seconds": seconds}
