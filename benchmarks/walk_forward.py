@@ -44,6 +44,7 @@ from metatrade.io import json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.family import TradingTaskFamily
+from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
 
@@ -86,8 +87,10 @@ def walk(name: str, loader: DataLoader, tasks: list, args, quick: bool, out: Pat
         loader, env, iters=2 if quick else 40, eps=4 if quick else 16, seed=args.seed
     )
     train_s = time.perf_counter() - t0
-    adapter = SampledAdapter(env, steps=1, episodes=4 if quick else 16, episode_length=env.episode_length,
-                             inner_lr=INNER_LR, gamma=GAMMA, gae_lambda=GAE_LAMBDA)  # fmt: skip
+    adaptation = AdaptationConfig(
+        episodes_per_task=4 if quick else 16, inner_lr=INNER_LR, gamma=GAMMA, gae_lambda=GAE_LAMBDA
+    )
+    adapter = SampledAdapter(env, adaptation, steps=1)
     spec = FoldSpec(fold_bars=5, adapt_bars=10, unit="days")
     cfg = WalkForwardConfig(folds=spec, env=env, start="validation", carry=True,
                             bootstrap_samples=200 if quick else 2000, seed=args.seed)  # fmt: skip

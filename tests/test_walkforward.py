@@ -24,6 +24,7 @@ from metatrade.evaluation.walkforward import (
 )
 from metatrade.evaluation.walkforward.signal import next_decision
 from metatrade.market.config import TradingEnvConfig
+from metatrade.meta.config import AdaptationConfig
 from walkforward_helpers import ar_task, tiny_policy
 
 LOOKBACK = 4
@@ -32,7 +33,8 @@ SPEC = FoldSpec(fold_bars=90, adapt_bars=120, embargo=0)
 
 
 def _adapter(steps: int = 1) -> SampledAdapter:
-    return SampledAdapter(ENV, steps=steps, episodes=4, episode_length=16, inner_lr=1.0)
+    adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
+    return SampledAdapter(ENV.with_overrides(episode_length=16), adaptation, steps=steps)
 
 
 def _config(**kw) -> WalkForwardConfig:

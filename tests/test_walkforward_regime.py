@@ -18,6 +18,7 @@ from metatrade.evaluation.walkforward import (
     run_walkforward,
 )
 from metatrade.market.config import TradingEnvConfig
+from metatrade.meta.config import AdaptationConfig
 from walkforward_helpers import SignPolicy, regime_switch_bars
 
 LOOKBACK = 2
@@ -31,8 +32,8 @@ def test_walk_forward_readaptation_tracks_a_sign_flip_the_frozen_start_misses() 
     env = TradingEnvConfig(lookback=LOOKBACK, episode_length=24)
     policy = SignPolicy(LOOKBACK, theta=1.0)  # a momentum start
     starts = {"MAML": Start(policy, module_params(policy))}
-    adapter = SampledAdapter(env, steps=1, episodes=16, episode_length=24, inner_lr=20.0,
-                             gamma=0.5, gae_lambda=0.5)  # fmt: skip
+    adaptation = AdaptationConfig(episodes_per_task=16, inner_lr=20.0, gamma=0.5, gae_lambda=0.5)
+    adapter = SampledAdapter(env.with_overrides(episode_length=24), adaptation, steps=1)
     spec = FoldSpec(fold_bars=1, adapt_bars=1, unit="days")  # adapt on yesterday, trade today
     start = 75 * PERIOD - warmup  # first decision: the first bar of the first -phi session
     cfg = WalkForwardConfig(folds=spec, env=env, start=start, carry=False, bootstrap_samples=50)

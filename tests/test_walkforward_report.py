@@ -21,6 +21,7 @@ from metatrade.evaluation.walkforward import (
 )
 from metatrade.evaluation.walkforward.report import save_report
 from metatrade.market.config import TradingEnvConfig
+from metatrade.meta.config import AdaptationConfig
 from walkforward_helpers import ar_task, tiny_policy
 
 
@@ -50,7 +51,8 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     _, t2 = ar_task(-0.3, n_bars=1000, seed=2, name="SynB")
     pol = tiny_policy(4)
     starts = {"MAML": Start(pol, module_params(pol)), "random": random_start(pol, 1)}
-    adapter = SampledAdapter(env, steps=1, episodes=4, episode_length=16, inner_lr=1.0)
+    adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
+    adapter = SampledAdapter(env.with_overrides(episode_length=16), adaptation, steps=1)
     cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=650, bootstrap_samples=50)
     res = run_walkforward(starts, [t1, t2], adapter, cfg)
     files = save_report(res, tmp_path)

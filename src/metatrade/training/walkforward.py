@@ -8,6 +8,7 @@ adapts exactly as meta-training's inner loop did; only k and the windows are new
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
 
     from metatrade.agents.ppo import PPOAgent
     from metatrade.evaluation.walkforward import (
+        Adapter,
         FoldSpec,
-        SampledAdapter,
         WalkForwardConfig,
         WalkForwardResult,
     )
@@ -48,24 +49,20 @@ def fold_spec(
     )
 
 
-def make_adapter(cfg: RunConfig, steps: int) -> SampledAdapter:
-    """The run's inner loop as a walk-forward ``Adapter`` (module docstring)."""
-    from metatrade.evaluation.walkforward import SampledAdapter
+def make_adapter(cfg: RunConfig, steps: int) -> Adapter:
+    """The run's inner loop (its ``meta`` settings and estimator) as a walk-forward
+    ``Adapter``, with ``evaluation.adaptation_episodes`` episodes (or windows) per step."""
+    from metatrade.evaluation.walkforward import ExactAdapter, SampledAdapter
 
-    m = cfg.meta
-    return SampledAdapter(
-        env=build.make_env_config(cfg),
-        steps=steps,
-        episodes=cfg.evaluation.adaptation_episodes,
-        episode_length=m.num_steps or cfg.env.episode_length,
-        inner_lr=m.inner_lr,
-        step_sizes=None if m.inner_step_sizes is None else tuple(m.inner_step_sizes),
-        surrogate=m.surrogate,
-        gamma=m.gamma,
-        gae_lambda=m.gae_lambda,
-        normalize_advantages=m.normalize_advantages,
-        baseline_obs_dims=m.baseline_obs_dims,
+    adaptation = replace(
+        build.make_meta_config(cfg), episodes_per_task=cfg.evaluation.adaptation_episodes
     )
+    env = build.make_env_config(cfg)
+    if adaptation.num_steps is not None:
+        env = env.with_overrides(episode_length=adaptation.num_steps)
+    if adaptation.estimator == "exact":
+        return ExactAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
+    return SampledAdapter(env=env, adaptation=adaptation, steps=steps)
 
 
 def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForwardConfig:

@@ -7,7 +7,12 @@ See docs/evaluation.md ("Walk-forward protocol") and the module docstrings: ``fo
 (per task and pooled), ``report`` (HTML, CSV, JSON), ``signal`` (the next decision).
 """
 
-from metatrade.evaluation.walkforward.adapters import Adapter, SampledAdapter, job_seed
+from metatrade.evaluation.walkforward.adapters import (
+    Adapter,
+    ExactAdapter,
+    SampledAdapter,
+    job_seed,
+)
 from metatrade.evaluation.walkforward.evaluate import WalkForwardResult, run_walkforward
 from metatrade.evaluation.walkforward.folds import (
     Fold,
@@ -25,6 +30,7 @@ __all__ = [
     "Adapter",
     "Fold",
     "FoldSpec",
+    "ExactAdapter",
     "SampledAdapter",
     "WalkForwardConfig",
     "WalkForwardResult",

@@ -101,7 +101,7 @@ def _decide(
     """Actions and probabilities of R rows sharing ``policy``: params [R, ...], obs [R, D]."""
     dtype = next(iter(params.values())).dtype
     with torch.no_grad():
-        out = make_forward(policy, params, True)(torch.as_tensor(obs, dtype=dtype)[:, None])[:, 0]
+        out = make_forward(policy, params)(torch.as_tensor(obs, dtype=dtype)[:, None])[:, 0]
         dist = policy.distribution
         act = dist.mode(out) if generator is None else dist.sample(out, generator=generator)
         probs = torch.softmax(out, dim=-1)
