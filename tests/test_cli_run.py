@@ -98,9 +98,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("tiny")
     res = runner.invoke(app, ["meta-train", "-c", "tiny", "--out", str(run), "-n", "2"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app, ["train", "-c", "tiny", "--out", str(run / "ppo"), "--timesteps", "128"]
-    )
+    res = runner.invoke(app, ["train", "-c", "tiny", "--out", str(run), "--timesteps", "128"])
     assert res.exit_code == 0, res.output
     return run
 

@@ -276,7 +276,7 @@ class MetaLearner:
         t1 = time.perf_counter()
 
         if cfg.optimizer == "trpo":
-            stats = self._trpo_update(pre, post, replay, adapted_steps)
+            stats = self._trpo_update(pre, post, replay, adapted_steps, generator)
         elif cfg.optimizer == "adam":
             stats = self._adam_update(pre, post, replay, adapted_steps)
         else:
@@ -325,10 +325,12 @@ class MetaLearner:
         post: Episodes,
         replay: list[Episodes],
         adapted_steps: list[Params] | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         """``adapted_steps``: the step's differentiable adaptation at the current theta (the
         parameters after each inner step); TRPO's first evaluation (loss and gradient) reuses
-        it instead of adapting again."""
+        it instead of adapting again. ``generator``: the step's stream, which draws the
+        ``cg_subsample`` Fisher subset (so a resumed run draws the same subsets)."""
         adapted = adapted_steps[-1] if adapted_steps else None
         cfg = self.config
         dist = self.policy.distribution
@@ -344,7 +346,7 @@ class MetaLearner:
             # rllab's subsample_factor: F from a random fraction of every task's episodes
             # (pre-update ones for the adaptation's Jacobian, post-update ones for the KL)
             def subset(ep: Episodes) -> Episodes:
-                slots = random_episode_subset(ep, cfg.cg_subsample, self.generator)
+                slots = random_episode_subset(ep, cfg.cg_subsample, generator or self.generator)
                 return select_episodes(ep, slots)
 
             fisher_pre, fisher_post = subset(pre), subset(post)
