@@ -55,6 +55,25 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     for name in ("evaluation.csv", "evaluation.json", "evaluation_adaptation.png"):
         assert (tmp_path / "eval" / name).is_file()
 
+    # A second evaluate on the same run silently overwrote the first: now it refuses.
+    first = (tmp_path / "eval" / "evaluation.csv").read_bytes()
+    res = invoke("evaluate", "--checkpoint", tiny_run, "--tasks", "Finnifty:60", "--out", tmp_path)
+    assert res.exit_code == 2
+    assert "--overwrite" in res.output and str(tmp_path / "eval") in " ".join(res.output.split())
+    assert (tmp_path / "eval" / "evaluation.csv").read_bytes() == first
+
+
+def test_backtest_of_a_loose_checkpoint_writes_next_to_it(tiny_run: Path, tmp_path: Path) -> None:
+    """`backtest --checkpoint some/dir/model.pt` wrote its reports two folders up (into
+    `some/reports`); now next to the file."""
+    loose = tmp_path / "shared" / "models" / "model.pt"
+    loose.parent.mkdir(parents=True)
+    loose.write_bytes(checkpoint_path(tiny_run).read_bytes())
+    res = invoke("backtest", "--checkpoint", loose)
+    assert res.exit_code == 0, res.output
+    assert (loose.parent / "reports" / "Finnifty_60" / "trades.csv").is_file()
+    assert not (tmp_path / "shared" / "reports").exists()
+
 
 def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
     res = invoke("adapt", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
@@ -68,8 +87,15 @@ def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
-    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress")
+    """The demo over a half-trained run (as Ctrl-C in its step 1 leaves it) refuses without
+    --resume; `demo --resume` continues meta-training from its checkpoint, then the rest."""
+    res = invoke("meta-train", "-c", "tiny", "--out", tmp_path, "-n", "2", "--no-progress")
     assert res.exit_code == 0, res.output
+    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress")
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress", "--resume")
+    assert res.exit_code == 0, res.output
+    assert "it 3/4" in res.output and "it 1/4" not in res.output  # continued, not redone
     assert "Held-out evaluation" in res.output
     assert res.output.count("=== Backtesting Report ===") == 2
     assert (tmp_path / "eval" / "evaluation_adaptation.png").is_file()
