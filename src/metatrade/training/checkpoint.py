@@ -160,8 +160,8 @@ def claim_run_dir(run_dir: str | Path, kind: str, *, overwrite: bool) -> None:
         what = "meta-training" if kind == "MetaTrainer" else "PPO training"
         raise RunDirError(
             f"run directory {run_dir} already holds a {what} run ({existing[-1]}); continue it "
-            "with --resume (resume=), replace it with --overwrite (overwrite=True), or choose "
-            "another directory with --out"
+            "with --resume, replace it with --overwrite, or choose another directory with --out "
+            "(Trainer: resume=<run dir>, overwrite=True)"
         )
     for name in _OWNED[kind]:
         target = run_dir / name
