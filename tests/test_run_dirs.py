@@ -147,14 +147,16 @@ def test_stray_tmp_files_of_interrupted_writes_are_cleaned_at_next_start(tmp_pat
     the run directory's lock deletes such files, but not those of a nested run (ppo/) that
     has its own lock and may be writing right now."""
     atomic_write_text(tmp_path / "checkpoints" / "last.pt", "kept")
-    stray = tmp_path / "checkpoints" / ".last.pt.a1b2c3.tmp"
+    stray = tmp_path / "checkpoints" / ".last.pt.a1b2c3d4.tmp"
     stray.write_text("half a checkpoint")
-    nested = tmp_path / PPO_DIR / "checkpoints" / ".last.pt.x9y8.tmp"
+    nested = tmp_path / PPO_DIR / "checkpoints" / ".last.pt.x9y8w7v6.tmp"
     nested.parent.mkdir(parents=True)
     nested.write_text("being written")
     (tmp_path / PPO_DIR / LOCK_NAME).write_text("")
+    users = tmp_path / "notes.tmp"  # not the name of an atomic write's temporary file
+    users.write_text("mine")
     with run_dir_lock(tmp_path):
-        assert not stray.exists() and nested.exists()
+        assert not stray.exists() and nested.exists() and users.exists()
         assert (tmp_path / "checkpoints" / "last.pt").read_text() == "kept"
     with run_dir_lock(tmp_path / PPO_DIR):
         assert not nested.exists()

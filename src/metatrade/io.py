@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ except ImportError:  # pragma: no cover
 
 LOCK_NAME = ".lock"
 _TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"  # what atomic_write's temporary files look like
+# mkstemp(prefix=".<name>.", suffix=".tmp") names: 8 random characters from [a-z0-9_]
+_STRAY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _held: dict[Path, list[int]] = {}  # run dir -> [lock file descriptor, nesting depth]
 
 
@@ -118,20 +121,27 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[Path]:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def clean_stale_tmp(run_dir: str | Path) -> list[Path]:
-    """Delete the temporary files (``.<name>.<random>.tmp``) that atomic writes interrupted
-    by a kill left in ``run_dir`` and its sub-folders; returns them. Call it only while
-    holding the directory's lock. A sub-folder with its own lock file is another run (e.g.
-    ``ppo/``) that may be writing right now: it is skipped and cleaned when it is locked."""
+def clean_stale_tmp(run_dir: str | Path, max_depth: int = 3) -> list[Path]:
+    """Delete the temporary files (``.<name>.<8 random chars>.tmp``) that atomic writes
+    interrupted by a kill left in ``run_dir`` and its sub-folders up to ``max_depth`` deep
+    (``reports/<task>/<method>/`` is the deepest a run writes); returns them. Call it only
+    while holding the directory's lock. Hidden folders are not entered, and a sub-folder
+    with its own lock file is another run (e.g. ``ppo/``) that may be writing right now: it
+    is cleaned when it is locked."""
     root = Path(run_dir)
     removed = []
     for folder, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not (Path(folder) / d / LOCK_NAME).exists()]
+        here = Path(folder)
+        depth = len(here.relative_to(root).parts)
+        subdirs[:] = [
+            d
+            for d in subdirs
+            if depth < max_depth and not d.startswith(".") and not (here / d / LOCK_NAME).exists()
+        ]
         for name in files:
-            if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
-                stray = Path(folder) / name
-                stray.unlink(missing_ok=True)
-                removed.append(stray)
+            if _STRAY.fullmatch(name):
+                (here / name).unlink(missing_ok=True)
+                removed.append(here / name)
     return removed
 
 
