@@ -104,7 +104,7 @@ def _writing(run_dir: Path, resume_command: str | None = None) -> Iterator[Path]
             raise
 
 
-def _fresh_output(folder: Path, overwrite: bool) -> None:
+def _fresh_output(folder: Path, *, overwrite: bool) -> None:
     """Refuse to replace an earlier command's results in ``folder`` without --overwrite."""
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         from metatrade.io import RunDirError
@@ -146,11 +146,15 @@ def meta_train_cmd(
     cfg = _run_name(_config(config, data, tasks, seed, out), config)
     run_dir = cfg.run_dir()
     with _writing(run_dir, f"metatrade meta-train --resume --out {run_dir}"):
-        _meta_train(cfg, config, (data, tasks, seed), iterations, resume, overwrite, progress)
+        _meta_train(
+            cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
+            overwrite=overwrite, progress=progress,
+        )  # fmt: skip
 
 
 def _meta_train(
     cfg: RunConfig,
+    *,
     config: str | None,
     cli: tuple[Path | None, str | None, int | None],
     iterations: int | None,
@@ -309,7 +313,7 @@ def evaluate_cmd(
     if config is not None:
         raise ConfigError("evaluate reads the run's own config; drop --config")
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "eval", overwrite)
+        _fresh_output(run_dir / "eval", overwrite=overwrite)
         cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
         if ppo is None:
             # The baseline trained next to the meta-policy (<run>/ppo/checkpoints/ppo.pt).
@@ -334,7 +338,7 @@ def adapt_cmd(
     from metatrade.training.build import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "adapted", overwrite)
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)
         cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
         adapt_to_tasks(cfg, policy, run_dir, steps, console=console)
 
@@ -359,7 +363,7 @@ def backtest_cmd(
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "reports", overwrite)
+        _fresh_output(run_dir / "reports", overwrite=overwrite)
         cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
         backtest_tasks(cfg, policy, run_dir, steps, split, console=console)
 

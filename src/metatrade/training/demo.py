@@ -62,7 +62,7 @@ def _train_both(
     )
     trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
     t0 = time.perf_counter()
-    _meta_step(trainer, _resumable(checkpoint_path(run_dir), resume, console), console)
+    _meta_step(trainer, _resumable(checkpoint_path(run_dir), console, resume=resume), console)
     horizon = cfg.meta.num_steps or cfg.env.episode_length
     budget = meta_env_steps(cfg, horizon, cfg.meta.num_meta_iterations)
     console.print(f"meta-training: {time.perf_counter() - t0:.0f} s, {budget:,} env steps")
@@ -78,7 +78,7 @@ def _train_both(
         env, None, config=cfg, run_dir=run_dir, progress=show, log_interval=10**9,
         overwrite=overwrite,
     )  # fmt: skip
-    ppo_last = _resumable(checkpoint_path(run_dir / PPO_DIR), resume, console)
+    ppo_last = _resumable(checkpoint_path(run_dir / PPO_DIR), console, resume=resume)
     _ppo_step(ppo_trainer, ppo_last, ppo_steps, console)
     console.print(f"PPO: {time.perf_counter() - t0:.0f} s")
     return trainer, ppo_trainer
@@ -110,7 +110,7 @@ def _ppo_step(trainer: Trainer, last: Path | None, budget: int, console: Any) ->
     trainer.train(total_timesteps=budget, resume=last)
 
 
-def _resumable(path: Path, resume: bool, console: Any) -> Path | None:
+def _resumable(path: Path, console: Any, *, resume: bool) -> Path | None:
     if resume and not path.is_file():
         console.print(f"no checkpoint {path}: this step starts from the beginning")
     return path if resume and path.is_file() else None

@@ -162,7 +162,7 @@ class Trainer:
                     for done in range(start + 1, total + 1):
                         stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
                         last = {k: float(v) for k, v in stats.items()}
-                        self._record(bar, task, logger, done, total, last)
+                        self._record(bar, task, logger, done=done, total=total, metrics=last)
                         saver.after(done, learner.state_dict)
             except KeyboardInterrupt:
                 raise saver.interrupted("meta-training") from None
@@ -312,6 +312,7 @@ class Trainer:
         bar: Any,
         task: Any,
         logger: MetricsLogger | None,
+        *,
         done: int,
         total: int,
         metrics: dict[str, float],
@@ -363,14 +364,15 @@ class Trainer:
                 start = self._restore(resume, agent, PPO_KIND)
             else:
                 self._claim(run_dir, PPO_KIND)
-            last = self._ppo_loop(run_dir, total_timesteps, start, resume is not None)
+            last = self._ppo_loop(run_dir, total_timesteps, start=start, resume=resume is not None)
             if run_dir is not None:
                 agent.save_model(run_dir / "checkpoints" / "ppo.pt")
         return last
 
     def _ppo_loop(
-        self, run_dir: Path | None, total_timesteps: int, start: int, resume: bool
+        self, run_dir: Path | None, total_timesteps: int, *, start: int, resume: bool
     ) -> dict[str, float]:
+        """PPO iterations ``start + 1 ..`` with logs and checkpoints (see ``train``)."""
         env, agent = self.env, self.agent
         total = agent.num_iterations(env, total_timesteps)
         if start >= total:
@@ -389,7 +391,7 @@ class Trainer:
                     nonlocal last
                     last = {k: float(v) for k, v in logs.items()}
                     last["time/total_timesteps"] = float(num_timesteps)
-                    self._record(bar, task, logger, agent.iteration, total, last)
+                    self._record(bar, task, logger, done=agent.iteration, total=total, metrics=last)
                     saver.after(agent.iteration, lambda: agent.training_state(env))
 
                 agent.learn(env, total_timesteps, log_fn=log_fn, resume=resume)
