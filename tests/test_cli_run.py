@@ -1,14 +1,9 @@
-"""The run commands end to end with tiny budgets: meta-train (incl. SIGKILL + --resume),
-train, adapt, backtest, evaluate, demo; bad input gives one clear line and exit code 2."""
+"""The run commands end to end with tiny budgets: meta-train, train,
+adapt, backtest, evaluate, demo; bad input gives one clear line and exit code 2."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +19,7 @@ from metatrade.data import DataLoader
 from metatrade.market import Action, TradingEnv
 from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-# 2D navigation, tiny: ~0.05 s per meta-iteration on one thread.
-NAV_TINY = {
-    "data": {"family": "nav2d"},
-    "env": {"episode_length": 10},
-    "policy": {"hidden_sizes": [8]},
-    "meta": {
-        "num_meta_iterations": 12,
-        "meta_batch_size": 3,
-        "episodes_per_task": 3,
-        "num_evaluation_episodes": 2,
-        "optimizer": "adam",
-        "lr": 0.05,
-    },
-    "run": {"checkpoint_interval": 1, "torch_threads": 1},
-}
 
 
 @pytest.fixture(autouse=True)
@@ -57,56 +35,13 @@ def invoke(*args: str):
     return result
 
 
-def test_sigkilled_meta_train_resumes_to_the_same_parameters(tmp_path: Path) -> None:
-    config = tmp_path / "nav.yaml"
-    config.write_text(yaml.safe_dump(NAV_TINY))
-    killed, full = tmp_path / "killed", tmp_path / "full"
-    entry = "from metatrade.cli import app; app()"
-    cmd = [sys.executable, "-c", entry, "meta-train", "--config", str(config)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL)
-    ckpt = checkpoint_path(killed)
-    deadline = time.monotonic() + 60
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    _, state = load_run_checkpoint(killed)  # the last checkpoint survived intact
-    assert 1 <= state["iteration"] < 12
-
-    resumed = subprocess.run(
-        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True
-    )
-    assert resumed.returncode == 0, resumed.stderr
-
-    # The uninterrupted run, in this process (same code path, same single thread).
-    from metatrade.training.build import make_family
-    from metatrade.training.config import load_config
-    from metatrade.training.trainer import Trainer
-
-    torch.set_num_threads(1)
-    cfg = load_config(config, out_dir=full)
-    Trainer(make_family(cfg), None, config=cfg, run_dir=full, progress=False).meta_train()
-
-    _, a = load_run_checkpoint(killed)
-    _, b = load_run_checkpoint(full)
-    assert a["iteration"] == b["iteration"] == 12
-    for name, value in b["learner"]["params"].items():
-        assert torch.equal(a["learner"]["params"][name], value), name
-    for name, value in b["rng"].items():
-        assert str(a["rng"][name]) == str(value)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trading meta-train run (3 real tasks, Finnifty held out) with a PPO baseline."""
     run = tmp_path_factory.mktemp("tiny")
     res = runner.invoke(app, ["meta-train", "-c", "tiny", "--out", str(run), "-n", "2"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app, ["train", "-c", "tiny", "--out", str(run / "ppo"), "--timesteps", "128"]
-    )
+    res = runner.invoke(app, ["train", "-c", "tiny", "--out", str(run), "--timesteps", "128"])
     assert res.exit_code == 0, res.output
     return run
 
@@ -158,6 +93,25 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     png = (tmp_path / "eval" / "evaluation_adaptation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # A second evaluate on the same run silently overwrote the first: now it refuses.
+    first = (tmp_path / "eval" / "evaluation.csv").read_bytes()
+    res = invoke("evaluate", "--checkpoint", tiny_run, "--tasks", "Finnifty:60", "--out", tmp_path)
+    assert res.exit_code == 2
+    assert "--overwrite" in res.output and str(tmp_path / "eval") in " ".join(res.output.split())
+    assert (tmp_path / "eval" / "evaluation.csv").read_bytes() == first
+
+
+def test_backtest_of_a_loose_checkpoint_writes_next_to_it(tiny_run: Path, tmp_path: Path) -> None:
+    """`backtest --checkpoint some/dir/model.pt` wrote its reports two folders up (into
+    `some/reports`); now next to the file."""
+    loose = tmp_path / "shared" / "models" / "model.pt"
+    loose.parent.mkdir(parents=True)
+    loose.write_bytes(checkpoint_path(tiny_run).read_bytes())
+    res = invoke("backtest", "--checkpoint", loose)
+    assert res.exit_code == 0, res.output
+    assert (loose.parent / "reports" / "Finnifty_60" / "trades.csv").is_file()
+    assert not (tmp_path / "shared" / "reports").exists()
+
 
 def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
     res = invoke("adapt", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
@@ -195,8 +149,15 @@ def test_adapt_and_backtest(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
-    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress")
+    """The demo over a half-trained run (as Ctrl-C in its step 1 leaves it) refuses without
+    --resume; `demo --resume` continues meta-training from its checkpoint, then the rest."""
+    res = invoke("meta-train", "-c", "tiny", "--out", tmp_path, "-n", "2", "--no-progress")
     assert res.exit_code == 0, res.output
+    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress")
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = invoke("demo", "-c", "tiny", "--out", tmp_path, "--no-progress", "--resume")
+    assert res.exit_code == 0, res.output
+    assert "it 3/4" in res.output and "it 1/4" not in res.output  # continued, not redone
     assert "Held-out evaluation" in res.output
     assert res.output.count("=== Backtesting Report ===") == 2
     assert (tmp_path / "eval" / "evaluation_adaptation.png").is_file()

@@ -147,9 +147,9 @@ def test_ppo_baseline_with_another_lookback_is_a_clear_error(run: Path, tmp_path
     raw = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     raw["env"]["lookback"] = 4
     config.write_text(yaml.safe_dump(raw))
-    res = invoke("train", "-c", config, "--timesteps", "64", "--out", tmp_path / "ppo")
+    res = invoke("train", "-c", config, "--timesteps", "64", "--out", tmp_path / "lb4")
     assert res.exit_code == 0, res.output
-    ppo = tmp_path / "ppo" / "checkpoints" / "ppo.pt"
+    ppo = tmp_path / "lb4" / "ppo" / "checkpoints" / "ppo.pt"  # PPO writes under <run>/ppo
     res = invoke("evaluate", "--checkpoint", run, "--ppo", ppo, "--out", tmp_path / "e")
     assert res.exit_code == 2, res.output
     assert "lookback 8" in res.output and "error:" in res.output

@@ -205,8 +205,8 @@ def test_train_runs_ppo_for_num_episodes(tmp_path: Path) -> None:
     last = trainer.train()
     slots = env.num_tasks * env.episodes_per_task
     assert last["time/total_timesteps"] >= 2 * env.max_episode_steps * slots
-    assert (tmp_path / "checkpoints" / "ppo.pt").is_file()
-    rows = list(csv.DictReader((tmp_path / "logs" / "metrics.csv").open()))
+    assert (tmp_path / "ppo" / "checkpoints" / "ppo.pt").is_file()  # PPO owns <run>/ppo
+    rows = list(csv.DictReader((tmp_path / "ppo" / "logs" / "metrics.csv").open()))
     assert len(rows) == len(trainer.history) >= 1
 
 

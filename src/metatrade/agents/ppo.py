@@ -31,7 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from metatrade.agents.base import BaseAgent
-from metatrade.agents.checkpoint import CheckpointError, load_module_state
+from metatrade.agents.checkpoint import (
+    CheckpointError,
+    env_state,
+    load_env_state,
+    load_module_state,
+)
 from metatrade.agents.policies import (
     POLICY_KINDS,
     make_policy,
@@ -167,6 +172,10 @@ class PPOAgent(BaseAgent):
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0
         self.num_resets = 0
+        self.iteration = 0  # iterations of the current learn() (its anneal_lr schedule)
+        self._obs: np.ndarray | None = None  # the env's current observations in learn()
+        self._pending: dict[str, Any] | None = None  # rollout state a resumed learn() continues
+        self._pending_path: str | os.PathLike[str] = ""
         self.logs: list[dict[str, float]] = []
 
     @classmethod
@@ -191,6 +200,8 @@ class PPOAgent(BaseAgent):
         total_timesteps: int,
         callback: Callback | None = None,
         log_fn: LogFn | None = None,
+        *,
+        resume: bool = False,
     ) -> PPOAgent:
         """Train for ``total_timesteps`` environment steps (rounded up to whole rollouts).
 
@@ -199,24 +210,76 @@ class PPOAgent(BaseAgent):
         each iteration the log dict (``rollout/``, ``train/``, ``time/`` keys) is appended to
         ``self.logs``, passed to ``log_fn(logs, num_timesteps)`` and to
         ``callback(agent, logs)``; a callback returning False stops training.
+        ``training_state(env)`` called from either is a resumable snapshot.
+
+        ``resume``: continue the ``learn`` that ``load_training_state`` saved (same env
+        state, observations and iteration), so the run ends bit for bit where an
+        uninterrupted one would; without it every call starts from a fresh env reset.
         """
         self._check_env(batch_env)
-        num_envs = batch_env.num_tasks * batch_env.episodes_per_task
-        batch_size = self.config.n_steps * num_envs
-        num_iterations = max(1, -(-int(total_timesteps) // batch_size))
-        obs = self._reset(batch_env)
-        for iteration in range(num_iterations):
+        num_iterations = self.num_iterations(batch_env, total_timesteps)
+        if resume:
+            obs = self._resume_rollout(batch_env)
+        else:
+            obs, self.iteration = self._reset(batch_env), 0
+        while self.iteration < num_iterations:
             if self.config.anneal_lr:
-                frac = 1.0 - iteration / num_iterations
+                frac = 1.0 - self.iteration / num_iterations
                 for group in self.optimizer.param_groups:
                     group["lr"] = frac * self.config.learning_rate
             obs, logs = self._iteration(batch_env, obs)
+            self._obs, self.iteration = obs, self.iteration + 1
             self.logs.append(logs)
             if log_fn is not None:
                 log_fn(logs, self.num_timesteps)
             if callback is not None and callback(self, logs) is False:
                 break
         return self
+
+    def num_iterations(self, batch_env: BatchEnv, total_timesteps: int) -> int:
+        """PPO iterations ``learn`` runs for ``total_timesteps`` on ``batch_env``."""
+        batch_size = self.config.n_steps * batch_env.num_tasks * batch_env.episodes_per_task
+        return max(1, -(-int(total_timesteps) // batch_size))
+
+    # ---- resumable training -----------------------------------------------------------
+    def training_state(self, batch_env: BatchEnv) -> dict[str, Any]:
+        """Everything to continue the current ``learn`` exactly: the agent's state, the
+        env's (``agents.checkpoint.env_state``), the observations and episode tallies, and
+        the iteration. Call it between iterations (``log_fn`` / ``callback``)."""
+        return {
+            "agent": self._state(),
+            "rollout": {
+                "iteration": self.iteration,
+                "obs": torch.from_numpy(np.array(self._obs)),
+                "ep_return": torch.from_numpy(self._ep_return.copy()),
+                "ep_length": torch.from_numpy(self._ep_length.copy()),
+                "env": env_state(batch_env),
+            },
+        }
+
+    def load_training_state(self, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+        """Load ``training_state``'s output; the next ``learn(..., resume=True)`` continues."""
+        if not isinstance(state, dict) or not {"agent", "rollout"} <= set(state):
+            raise CheckpointError(f"checkpoint {path}: holds no PPO training state")
+        self._set_state(state["agent"], path)
+        self._pending, self._pending_path = state["rollout"], path
+
+    def _resume_rollout(self, batch_env: BatchEnv) -> np.ndarray:
+        rollout = getattr(self, "_pending", None)
+        if rollout is None:
+            raise ValueError("learn(resume=True) needs load_training_state(...) first")
+        try:
+            load_env_state(batch_env, rollout["env"], self._pending_path)
+            self.iteration = int(rollout["iteration"])
+            self._ep_return = rollout["ep_return"].numpy().copy()
+            self._ep_length = rollout["ep_length"].numpy().copy()
+            obs = rollout["obs"].numpy().copy()
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {self._pending_path}: PPO rollout state is missing ({exc})"
+            ) from exc
+        self._pending = None
+        return obs
 
     def adapt(
         self,

@@ -10,10 +10,11 @@ shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from rich.console import Console
 from metatrade.cli import app
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
-from metatrade.training.config import RunConfig, load_config, save_config
+from metatrade.training.config import RunConfig, load_config
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,6 +48,10 @@ AllowSeenOpt = typer.Option(
     False,
     "--allow-seen",
     help="evaluate tasks the run meta-trained on anyway (flagged in the output)",
+)
+ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's run")
+OverwriteOpt = typer.Option(
+    False, "--overwrite", help="replace what an earlier run wrote in the run directory"
 )
 
 
@@ -74,8 +79,11 @@ def cli_errors(func: F) -> F:
             message = " ".join(str(err).split())
             err_console.print(f"[red]error:[/red] {message}")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; continue with --resume")
+        except KeyboardInterrupt as exc:
+            # TrainingInterrupted says what was saved; a command that can continue says how
+            what = getattr(exc, "message", "interrupted")
+            hint = getattr(exc, "resume_command", None)
+            err_console.print(f"{what}; continue with: {hint}" if hint else what)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -96,6 +104,32 @@ def _config(
     )
     configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
     return cfg
+
+
+@contextlib.contextmanager
+def _writing(run_dir: Path, resume_command: str | None = None) -> Iterator[Path]:
+    """Hold ``run_dir``'s lock; on Ctrl-C attach the command that continues the run."""
+    from metatrade.io import run_dir_lock
+
+    with run_dir_lock(run_dir) as path:
+        try:
+            yield path
+        except KeyboardInterrupt as exc:
+            exc.resume_command = resume_command  # type: ignore[attr-defined]
+            if not hasattr(exc, "message"):
+                exc.message = "interrupted; the run directory keeps its last checkpoints"  # type: ignore[attr-defined]
+            raise
+
+
+def _fresh_output(folder: Path, *, overwrite: bool) -> None:
+    """Refuse to replace an earlier command's results in ``folder`` without --overwrite."""
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        from metatrade.io import RunDirError
+
+        raise RunDirError(
+            f"{folder} already holds results of an earlier run of this command; pass "
+            "--overwrite to replace them or --out DIR to write elsewhere"
+        )
 
 
 def _run_name(cfg: RunConfig, config: str | None) -> RunConfig:
@@ -122,15 +156,35 @@ def meta_train_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="continue from the run directory's last checkpoint"
     ),
+    overwrite: bool = OverwriteOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     strict: bool = StrictOpt,
 ) -> None:
     """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir."""
+    cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
+    run_dir = cfg.run_dir()
+    with _writing(run_dir, f"metatrade meta-train --resume --out {run_dir}"):
+        _meta_train(
+            cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
+            overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+
+
+def _meta_train(
+    cfg: RunConfig,
+    *,
+    config: str | None,
+    cli: tuple[Path | None, str | None, int | None],
+    iterations: int | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> None:
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
     from metatrade.training.trainer import Trainer
 
-    cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
+    data, tasks, seed = cli
     run_dir = cfg.run_dir()
     resume_from = None
     if resume:
@@ -147,9 +201,9 @@ def meta_train_cmd(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "
         f"iterations={cfg.meta.num_meta_iterations} seed={cfg.run.seed} -> {run_dir}"
     )
-    trainer = Trainer(
-        make_family(cfg), None, config=cfg, run_dir=run_dir, progress=None if progress else False
-    )
+    show = None if progress else False
+    family = make_family(cfg)
+    trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
     t0 = time.perf_counter()
     trainer.meta_train(resume=resume_from)
     console.print(
@@ -169,26 +223,55 @@ def train_cmd(
     timesteps: int | None = typer.Option(
         None, "--timesteps", help="environment steps (default: ppo.total_timesteps)"
     ),
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     strict: bool = StrictOpt,
 ) -> None:
-    """Train PPO on the training tasks (all of them together: the multi-task baseline)."""
+    """Train PPO on the training tasks (all of them together: the multi-task baseline).
+    Writes under <run dir>/ppo, beside a meta-training run, where evaluate finds it."""
     from metatrade.training.build import make_family, multitask_env
+    from metatrade.training.checkpoint import PPO_DIR, checkpoint_path
     from metatrade.training.trainer import Trainer
 
     cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
-    env = multitask_env(cfg, make_family(cfg))
-    console.print(
-        f"train (PPO): {env.num_tasks} tasks x {env.episodes_per_task} episodes, "
-        f"seed={cfg.run.seed} -> {run_dir}"
-    )
-    trainer = Trainer(env, None, config=cfg, run_dir=run_dir, progress=None if progress else False)
-    trainer.train(total_timesteps=timesteps)
-    console.print(f"agent saved to {run_dir / 'checkpoints' / 'ppo.pt'}")
+    own = run_dir / PPO_DIR
+    with _writing(own, f"metatrade train --resume --out {run_dir}"):
+        last = checkpoint_path(own)
+        if resume and config is None and (own / "config.yaml").is_file():
+            cfg = load_config(
+                own / "config.yaml", seed=seed, tasks=tasks, data_dir=data, out_dir=run_dir
+            )
+        if resume and not last.is_file():
+            console.print(f"no checkpoint in {own}: starting from iteration 0")
+        env = multitask_env(cfg, make_family(cfg))
+        console.print(
+            f"train (PPO): {env.num_tasks} tasks x {env.episodes_per_task} episodes, "
+            f"seed={cfg.run.seed} -> {own}"
+        )
+        show = None if progress else False
+        trainer = Trainer(
+            env, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite
+        )
+        trainer.train(total_timesteps=timesteps, resume=last if resume and last.is_file() else None)
+    console.print(f"agent saved to {own / 'checkpoints' / 'ppo.pt'}")
 
 
 # ---- adapt / backtest / evaluate ----------------------------------------------------------
+def _output_dir(checkpoint: Path, out: Path | None) -> Path:
+    """``--out``, else the run directory of ``<run>/checkpoints/<file>.pt`` (or of a run
+    directory), else the folder of a loose checkpoint file: never a folder above it."""
+    from metatrade.training.checkpoint import CHECKPOINT_DIR
+
+    if out is not None:
+        return Path(out)
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
 def _load_run(
     checkpoint: Path, data: Path | None, tasks: str | None, seed: int | None, out: Path | None
 ) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
@@ -206,7 +289,7 @@ def _load_run(
         flat["data.data_dir"] = str(data)
     if seed is not None:
         flat["run.seed"] = seed
-    run_dir = Path(out) if out is not None else path.parent.parent
+    run_dir = _output_dir(path, out)
     flat["run.out_dir"] = str(run_dir)
     if tasks is not None:
         # Named tasks are the evaluation tasks: hold exactly them out, train on none of them.
@@ -254,21 +337,24 @@ def evaluate_cmd(
         help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)",
     ),
     allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
     from metatrade.training.build import run_meta_test
     from metatrade.training.checkpoint import resolve_checkpoint
 
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    if ppo is None:
-        # The baseline trained next to the meta-policy (demo: <run>/ppo/checkpoints/ppo.pt).
-        source = resolve_checkpoint(checkpoint).parent.parent
-        found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
-        ppo = next((p for p in found if p.is_file()), None)
-    run_meta_test(
-        cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
-    )
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "eval", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        if ppo is None:
+            # The baseline trained next to the meta-policy (<run>/ppo/checkpoints/ppo.pt).
+            source = _output_dir(resolve_checkpoint(checkpoint), None)
+            found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
+            ppo = next((p for p in found if p.is_file()), None)
+        run_meta_test(
+            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+        )
 
 
 @app.command("adapt")
@@ -281,12 +367,15 @@ def adapt_cmd(
     out: Path | None = OutOpt,
     steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
     allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
     from metatrade.training.build import adapt_to_tasks
 
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
 
 
 @app.command("backtest")
@@ -302,16 +391,19 @@ def backtest_cmd(
         "test", "--split", help="time split to backtest: train/validation/test"
     ),
     allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
     from metatrade.training.build import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    backtest_tasks(
-        cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
-    )
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "reports", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        backtest_tasks(
+            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+        )
 
 
 # ---- demo -------------------------------------------------------------------------------
@@ -323,6 +415,8 @@ def demo_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bars"),
     strict: bool = StrictOpt,
 ) -> None:
@@ -333,5 +427,7 @@ def demo_cmd(
     cfg = _run_name(
         _config(config, data, tasks, seed, out, default="demo", strict=strict), config or "demo"
     )
-    save_config(cfg, cfg.run_dir() / "config.yaml")
-    run_demo(cfg, console=console, progress=progress)
+    run_dir = cfg.run_dir()
+    again = f"metatrade demo{f' -c {config}' if config else ''} --resume --out {run_dir}"
+    with _writing(run_dir, again):
+        run_demo(cfg, console=console, progress=progress, resume=resume, overwrite=overwrite)

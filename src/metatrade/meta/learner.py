@@ -65,22 +65,6 @@ class MetaLearner:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
 
-    def reconfigure(self, config: MetaConfig) -> None:
-        """New settings for a learner in training: what depends on them is rebuilt (the
-        meta-update, Adam's learning rate); theta, Meta-SGD rates, optimizer moments and the
-        iteration count are kept."""
-        for name in ("optimizer", "learn_inner_lr"):
-            if getattr(config, name) != getattr(self.config, name):
-                raise ValueError(
-                    f"MetaLearner.reconfigure: {name} {getattr(self.config, name)!r} -> "
-                    f"{getattr(config, name)!r} needs a new learner (its state differs)."
-                )
-        self.config = config
-        self.update = make_update(config.optimizer)
-        if self.optimizer is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = config.lr
-
     def leaves(self) -> list[Tensor]:
         """What the meta-update changes: theta, and the Meta-SGD step sizes if learned."""
         leaves = list(self.params.values())

@@ -1,20 +1,29 @@
 """Run checkpoints: everything needed to continue a run bit for bit.
 
 A run checkpoint is an ``agents.checkpoint`` file (atomic write, ``torch.load(weights_only=
-True)``-loadable, ``CheckpointError`` on anything wrong) of kind ``"MetaTrainer"`` or
-``"Trainer"`` holding:
+True)``-loadable, content hash checked, ``CheckpointError`` on anything wrong) of kind
+``"MetaTrainer"`` or ``"PPOTrainer"`` holding:
 
-- ``learner``: the meta-learner's (or agent's) state dict: meta-parameters, optimizer state;
+- ``learner``: the meta-learner's state dict (meta-parameters, optimizer state), or the PPO
+  agent's state plus its rollout state (the env's per-slot state, current observations);
 - ``iteration``: completed iterations;
 - ``rng``: the trainer's RNG streams (numpy ``bit_generator.state``, torch ``get_state()``);
 - ``config``: the resolved ``RunConfig`` (as JSON, in the file's config slot).
 
 Resuming restores all four, so the remaining iterations draw the same random numbers as an
 uninterrupted run and end with the same parameters.
+
+Each kind of run owns its files: meta-training writes ``config.yaml``, ``logs/`` and
+``checkpoints/`` at the top of the run directory; PPO training writes the same layout under
+``<run_dir>/ppo/`` (where ``evaluate`` finds the baseline). ``claim_run_dir`` refuses to
+start a fresh run over a directory that already holds one of its kind unless asked to.
 """
 
 from __future__ import annotations
 
+import copy
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +31,18 @@ import numpy as np
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.io import LOCK_NAME, RunDirError
 from metatrade.training.config import ConfigError, RunConfig, validate_config
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+PPO_DIR = "ppo"  # a PPO run's own sub-directory of the run directory
+# What a fresh run of each kind replaces with overwrite=True: its own files and, for the
+# meta-policy, the results derived from it (evaluations, reports, adapted parameters).
+_OWNED = {
+    "MetaTrainer": ("config.yaml", "logs", CHECKPOINT_DIR, "eval", "reports", "adapted"),
+    "PPOTrainer": ("config.yaml", "logs", CHECKPOINT_DIR),
+}
 
 
 class RNGStreams:
@@ -45,6 +62,70 @@ class RNGStreams:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.numpy.bit_generator.state = state["numpy"]
         self.torch.set_state(state["torch"])
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a training loop, after the last completed iteration was saved.
+
+    ``iteration``: the iteration the saved checkpoint ``path`` holds (0 and None: nothing was
+    saved); ``message`` says so in words for the terminal.
+    """
+
+    def __init__(self, what: str, iteration: int, total: int, path: Path | None) -> None:
+        self.iteration, self.total, self.path = iteration, total, path
+        if path is None:
+            self.message = f"{what} stopped before its first iteration finished: nothing was saved"
+        else:
+            self.message = (
+                f"{what} stopped: iterations 1-{iteration} of {total} are saved in {path} "
+                "(only the unfinished iteration is lost)"
+            )
+        super().__init__(self.message)
+
+
+class LoopCheckpoints:
+    """A training loop's checkpoints: every ``interval`` iterations and at the end, plus in
+    memory a copy of the last completed iteration that ``interrupted`` writes on Ctrl-C, so
+    an interrupt loses at most the iteration in progress. ``path`` None: saves nothing.
+    ``extra`` goes into every checkpoint (meta-training: the exact training tasks)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        kind: str,
+        cfg: RunConfig,
+        rng: RNGStreams,
+        *,
+        interval: int,
+        total: int,
+        start: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.path, self.kind, self.cfg, self.rng = path, kind, cfg, rng
+        self.extra = extra
+        self.interval, self.total, self.saved = interval, total, start
+        self.pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+
+    def after(self, iteration: int, state: Callable[[], dict[str, Any]]) -> None:
+        """Iteration ``iteration`` finished; ``state()`` is the learner's state now."""
+        if self.path is None:
+            return
+        rng = self.rng.state_dict()
+        if iteration % self.interval == 0 or iteration == self.total:
+            self._write(iteration, state(), rng)
+        else:
+            self.pending = (iteration, copy.deepcopy(state()), copy.deepcopy(rng))
+
+    def _write(self, iteration: int, state: dict[str, Any], rng: dict[str, Any]) -> None:
+        assert self.path is not None
+        save_run_checkpoint(self.path, self.kind, self.cfg, iteration, state, rng, extra=self.extra)
+        self.saved, self.pending = iteration, None
+
+    def interrupted(self, what: str) -> TrainingInterrupted:
+        if self.pending is not None:
+            self._write(*self.pending)
+        path = self.path if self.saved > 0 else None
+        return TrainingInterrupted(what, self.saved, self.total, path)
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:
@@ -69,20 +150,45 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def claim_run_dir(run_dir: str | Path, kind: str, *, overwrite: bool) -> None:
+    """Before a fresh (not resumed) run of ``kind`` writes ``run_dir``: refuse if it already
+    holds a checkpoint, or with ``overwrite`` delete that run's files first (see ``_OWNED``),
+    so no log or result of the old run mixes with the new one. Call it holding the lock."""
+    run_dir = Path(run_dir)
+    existing = sorted((run_dir / CHECKPOINT_DIR).glob("*.pt"))
+    existing = [p for p in existing if p.name != "ppo.pt" or kind == "PPOTrainer"]
+    if not existing:
+        return
+    if not overwrite:
+        what = "meta-training" if kind == "MetaTrainer" else "PPO training"
+        raise RunDirError(
+            f"run directory {run_dir} already holds a {what} run ({existing[-1]}); continue it "
+            "with --resume, replace it with --overwrite, or choose another directory with --out "
+            "(Trainer: resume=<run dir>, overwrite=True)"
+        )
+    for name in _OWNED[kind]:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists() and target.name != LOCK_NAME:
+            target.unlink()
+
+
 def save_run_checkpoint(
     path: str | Path,
     kind: str,
     cfg: RunConfig,
     iteration: int,
     learner_state: dict[str, Any],
-    rng: RNGStreams,
+    rng: RNGStreams | dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Atomically write a run checkpoint (see the module docstring for the layout)."""
+    """Atomically write a run checkpoint (see the module docstring for the layout); ``rng``
+    is the run's streams or a snapshot of their ``state_dict()``."""
     state = {
         "iteration": int(iteration),
         "learner": learner_state,
-        "rng": rng.state_dict(),
+        "rng": rng.state_dict() if isinstance(rng, RNGStreams) else rng,
         "extra": dict(extra or {}),
     }
     return save_checkpoint(path, kind, cfg.to_dict(), state)

@@ -7,6 +7,9 @@
    adapted k = 0..3 steps, plus buy-and-hold and flat) and print the table;
 4. backtest the adapted MAML and PPO policies on each held-out task's test split, print the
    reports of the first task and write every report, trade list and plot to the run dir.
+
+Steps 1 and 2 checkpoint as they go; ``resume=True`` continues them from the run directory
+(a finished step is loaded, not redone) and redoes steps 3 and 4.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 import torch
 
+from metatrade.io import run_dir_lock
 from metatrade.training import build
+from metatrade.training.checkpoint import PPO_DIR, checkpoint_path, load_run_checkpoint
 from metatrade.training.config import RunConfig
 from metatrade.training.trainer import Trainer
 
@@ -29,8 +34,96 @@ def meta_env_steps(cfg: RunConfig, horizon: int, iterations: int) -> int:
     return iterations * m.meta_batch_size * per_task * horizon
 
 
-def run_demo(cfg: RunConfig, console: Any, progress: bool = True) -> dict[str, Any]:
-    """Run the whole job; returns {"evaluation": EvaluationResult, "reports": {...}, ...}."""
+def run_demo(
+    cfg: RunConfig,
+    console: Any,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Run the whole job; returns {"evaluation": EvaluationResult, "reports": {...}, ...}.
+
+    ``resume``: continue the run in ``cfg.run_dir()``; ``overwrite``: replace it (else a run
+    directory that already holds one is a ``RunDirError``). Holds the run dir's lock."""
+    with run_dir_lock(cfg.run_dir()):
+        return _run_demo(cfg, console, progress, resume=resume, overwrite=overwrite)
+
+
+def _train_both(
+    cfg: RunConfig, family: Any, console: Any, show: bool | None, *, resume: bool, overwrite: bool
+) -> tuple[Trainer, Trainer]:
+    """Steps 1 and 2: the meta-trained trainer and the PPO baseline's trainer."""
+    run_dir = cfg.run_dir()
+    console.print(
+        f"\n[bold]1/4 meta-training[/bold] ({cfg.meta.num_meta_iterations} iterations, "
+        f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes, "
+        f"{cfg.meta.optimizer})"
+    )
+    trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
+    t0 = time.perf_counter()
+    _meta_step(trainer, _resumable(checkpoint_path(run_dir), console, resume=resume), console)
+    horizon = cfg.meta.num_steps or cfg.env.episode_length
+    budget = meta_env_steps(cfg, horizon, cfg.meta.num_meta_iterations)
+    console.print(f"meta-training: {time.perf_counter() - t0:.0f} s, {budget:,} env steps")
+
+    ppo_steps = budget if cfg.ppo.match_meta_budget else cfg.ppo.total_timesteps
+    env = build.multitask_env(cfg, family)
+    console.print(
+        f"\n[bold]2/4 multi-task PPO baseline[/bold] ({env.num_tasks} tasks x "
+        f"{env.episodes_per_task} episodes, {ppo_steps:,} env steps)"
+    )
+    t0 = time.perf_counter()
+    ppo_trainer = Trainer(
+        env, None, config=cfg, run_dir=run_dir, progress=show, log_interval=10**9,
+        overwrite=overwrite,
+    )  # fmt: skip
+    ppo_last = _resumable(checkpoint_path(run_dir / PPO_DIR), console, resume=resume)
+    _ppo_step(ppo_trainer, ppo_last, ppo_steps, console)
+    console.print(f"PPO: {time.perf_counter() - t0:.0f} s")
+    return trainer, ppo_trainer
+
+
+def _meta_step(trainer: Trainer, last: Path | None, console: Any) -> None:
+    """Meta-train, continuing checkpoint ``last`` if given (loaded if already finished)."""
+    if last is not None and _finished(last, trainer.config.meta.num_meta_iterations):
+        trainer.restore(last)
+        console.print(f"meta-training already finished: loaded {last}")
+    else:
+        trainer.meta_train(resume=last)
+
+
+def _ppo_step(trainer: Trainer, last: Path | None, budget: int, console: Any) -> None:
+    """Train the PPO baseline, continuing checkpoint ``last`` if given (the saved agent is
+    loaded if that run already finished)."""
+    env = trainer.env
+    agent_file = None if last is None else last.parent / "ppo.pt"
+    if last is not None and agent_file is not None and agent_file.is_file():
+        from metatrade.agents.ppo import PPOAgent
+
+        slots = env.num_tasks * env.episodes_per_task
+        total = max(1, -(-budget // (trainer.config.ppo.n_steps * slots)))
+        if _finished(last, total):
+            trainer.agent = PPOAgent.load_model(agent_file, env=env)
+            console.print(f"PPO baseline already trained: loaded {agent_file}")
+            return
+    trainer.train(total_timesteps=budget, resume=last)
+
+
+def _resumable(path: Path, console: Any, *, resume: bool) -> Path | None:
+    if resume and not path.is_file():
+        console.print(f"no checkpoint {path}: this step starts from the beginning")
+    return path if resume and path.is_file() else None
+
+
+def _finished(path: Path, total: int) -> bool:
+    _, state = load_run_checkpoint(path)
+    return int(state["iteration"]) >= total
+
+
+def _run_demo(
+    cfg: RunConfig, console: Any, progress: bool, *, resume: bool, overwrite: bool
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = cfg.run_dir()
     show = None if progress else False
@@ -42,37 +135,15 @@ def run_demo(cfg: RunConfig, console: Any, progress: bool = True) -> dict[str, A
         f"{len(heldout)} held-out ({', '.join(str(t) for t in heldout)}); run dir {run_dir}"
     )
 
-    # 1. MAML meta-training.
+    # 1. MAML meta-training; 2. the multi-task PPO baseline with the same env-step budget.
     family = build.make_family(cfg, loader)
-    console.print(
-        f"\n[bold]1/4 meta-training[/bold] ({cfg.meta.num_meta_iterations} iterations, "
-        f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes, "
-        f"{cfg.meta.optimizer})"
+    trainer, ppo_trainer = _train_both(
+        cfg, family, console, show, resume=resume, overwrite=overwrite
     )
-    trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show)
-    t0 = time.perf_counter()
-    trainer.meta_train()
-    horizon = cfg.meta.num_steps or cfg.env.episode_length
-    budget = meta_env_steps(cfg, horizon, cfg.meta.num_meta_iterations)
-    console.print(f"meta-training: {time.perf_counter() - t0:.0f} s, {budget:,} env steps")
     policy = trainer._policy()
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(trainer.params[name])
-
-    # 2. Multi-task PPO baseline with the same env-step budget.
-    ppo_steps = budget if cfg.ppo.match_meta_budget else cfg.ppo.total_timesteps
-    env = build.multitask_env(cfg, family)
-    console.print(
-        f"\n[bold]2/4 multi-task PPO baseline[/bold] ({env.num_tasks} tasks x "
-        f"{env.episodes_per_task} episodes, {ppo_steps:,} env steps)"
-    )
-    t0 = time.perf_counter()
-    ppo_trainer = Trainer(
-        env, None, config=cfg, run_dir=run_dir / "ppo", progress=show, log_interval=10**9
-    )
-    ppo_trainer.train(total_timesteps=ppo_steps)
-    console.print(f"PPO: {time.perf_counter() - t0:.0f} s")
 
     # 3. Meta-test on the held-out tasks.
     console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")

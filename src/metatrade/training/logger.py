@@ -1,9 +1,10 @@
 """Per-iteration metrics to a CSV file, TensorBoard and the terminal (under a live progress bar).
 
 Keys are namespaced like SB3's logger (``meta/loss``, ``meta/return_pre``, ``time/iteration``).
-The CSV is the durable record: one row per iteration, columns fixed by the first row (later new
-keys are added to TensorBoard only). On resume the CSV is cut back to the checkpoint's
-iteration, so a resumed run's log reads exactly like an uninterrupted one.
+The CSV is the durable record: one row per iteration. A key that first appears in a later row
+gets its own column: the file is rewritten atomically with the wider header (earlier rows
+leave it empty), so no metric is ever dropped. On resume the CSV is cut back to the
+checkpoint's iteration, so a resumed run's log reads exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -70,27 +71,30 @@ class MetricsLogger:
         keep = [r for r in rows if int(float(r.get("iteration", 0))) <= iteration]
         if self._fields is None:
             return
-        fields = self._fields
+        self._rewrite(self._fields, keep)
 
+    def _rewrite(self, fields: list[str], rows: list[dict[str, Any]]) -> None:
         def write(f: IO[str]) -> None:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
-            w.writerows(keep)
+            w.writerows(rows)
 
         # a crash mid-rewrite must not lose the log of the iterations being kept
         atomic_write(self.csv_path, write, binary=False)
+        self._fields = fields
 
     def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
         """Append one row (``iteration`` first) and send every finite scalar to TensorBoard."""
         row: dict[str, Any] = {"iteration": iteration, **metrics}
-        new_file = self._fields is None
-        if new_file:
-            self._fields = list(row)
+        if self._fields is None:
+            self._rewrite(list(row), [])
+        new = [k for k in row if k not in set(self._fields or ())]
+        if new:
+            with self.csv_path.open(newline="") as f:
+                old_rows = list(csv.DictReader(f))
+            self._rewrite([*(self._fields or ()), *new], old_rows)
         with self.csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new_file:
-                w.writeheader()
-            w.writerow(row)
+            csv.DictWriter(f, fieldnames=self._fields or list(row)).writerow(row)
         if self._writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, int | float) and math.isfinite(value):

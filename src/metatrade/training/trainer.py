@@ -5,8 +5,11 @@ It orchestrates and owns no learning rule: ``meta_train`` drives a
 drives a ``PPOAgent``; ``run_backtest_and_report`` hands a policy to the evaluation layer.
 Around the loops it adds what a long run needs: a live progress bar, a CSV + TensorBoard
 log, atomic checkpoints every ``checkpoint_interval`` iterations and at the end, and exact
-resume (parameters, optimizer state, RNG streams and iteration restored, so a killed run
-continued with ``resume=`` ends with the same parameters as one that never stopped).
+resume (parameters, optimizer state, RNG streams, PPO's env state and iteration restored,
+so a killed run continued with ``resume=`` ends with the same parameters as one that never
+stopped). The run directory is locked while a loop writes it (``metatrade.io.run_dir_lock``);
+a fresh run refuses to replace one already there unless ``overwrite=True``; Ctrl-C saves the
+last completed iteration and raises ``TrainingInterrupted`` saying what was kept.
 
 Example:
     >>> from metatrade.envs.nav2d import Navigation2DFamily           # doctest: +SKIP
@@ -19,18 +22,23 @@ Example:
 
 from __future__ import annotations
 
-import math
+import contextlib
+import dataclasses
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError
+from metatrade.io import run_dir_lock
 from metatrade.training.checkpoint import (
+    PPO_DIR,
+    LoopCheckpoints,
     RNGStreams,
     checkpoint_path,
+    claim_run_dir,
     load_run_checkpoint,
     save_run_checkpoint,
 )
@@ -38,8 +46,14 @@ from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.logger import MetricsLogger, progress_bar, summary_line
 
 META_KIND = "MetaTrainer"
-# Config sections that must match between a checkpoint and the run resuming from it.
-_RESUME_SECTIONS = ("data", "env", "policy", "meta")
+PPO_KIND = "PPOTrainer"
+# Config sections that must match between a checkpoint and the run resuming from it (the
+# budget keys may grow: a resumed run continues up to the new total).
+_RESUME_SECTIONS = {
+    META_KIND: ("data", "env", "policy", "meta"),
+    PPO_KIND: ("data", "env", "policy", "ppo"),
+}
+_BUDGET_KEYS = {"num_meta_iterations", "total_timesteps"}
 
 
 class Trainer:
@@ -54,9 +68,12 @@ class Trainer:
         log_interval: iterations between terminal summary lines (every iteration goes to CSV).
         config: the run configuration (defaults if None).
         run_dir: where logs, checkpoints and the resolved config go; None writes nothing.
+            Meta-training writes at its top, PPO training under ``<run_dir>/ppo``.
         checkpoint_interval: iterations between checkpoints (None = ``run.checkpoint_interval``).
         progress: show the live progress bar (default: when stderr is a terminal).
         tensorboard: also write TensorBoard event files under ``<run_dir>/logs/tb``.
+        overwrite: a fresh (not resumed) run may replace a run of its kind already in
+            ``run_dir`` (its files are deleted first); without it that is a ``RunDirError``.
     """
 
     def __init__(
@@ -71,6 +88,7 @@ class Trainer:
         checkpoint_interval: int | None = None,
         progress: bool | None = None,
         tensorboard: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.env = env
         self.agent = agent
@@ -86,9 +104,11 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.tensorboard = tensorboard
+        self.overwrite = overwrite
         self.rng = RNGStreams(self.config.run.seed)
         self.learner: Any = None
         self.history: list[dict[str, float]] = []
+        self._claimed: set[str] = set()  # kinds of run this trainer started in run_dir
 
     # ---- meta-training ----------------------------------------------------------------
     def meta_train(
@@ -110,6 +130,9 @@ class Trainer:
             meta_batch_size: tasks per meta-iteration.
             resume: a checkpoint file or run directory to continue from.
         Any argument left None comes from the ``meta`` section of the config.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
         overrides = {
             "meta.num_meta_iterations": num_meta_iterations,
@@ -120,57 +143,87 @@ class Trainer:
         self.config = apply_overrides(
             self.config, {k: v for k, v in overrides.items() if v is not None}
         )
-        from metatrade.training.build import make_learner, make_meta_config
+        with self._locked(self.run_dir):
+            learner, start = self._meta_learner(resume)
+            total = self.config.meta.num_meta_iterations
+            if start >= total:
+                where = f"checkpoint {resume}" if resume is not None else "the meta-learner"
+                raise CheckpointError(
+                    f"{where} is already at iteration {start} of {total}: nothing to do; raise "
+                    "meta.num_meta_iterations (meta-train -n N) to train further"
+                )
+            if resume is None:
+                self._claim(self.run_dir, META_KIND)
+            path = checkpoint_path(self.run_dir) if self.run_dir is not None else None
+            saver = self._checkpoints(path, META_KIND, total, start)
+            logger = self._open_logger(self.run_dir, start)
+            last: dict[str, float] = {}
+            try:
+                with progress_bar("meta-train", total, start, self.progress) as (bar, task):
+                    for done in range(start + 1, total + 1):
+                        stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
+                        last = {k: float(v) for k, v in stats.items()}
+                        self._record(bar, task, logger, done=done, total=total, metrics=last)
+                        saver.after(done, learner.state_dict)
+            except KeyboardInterrupt:
+                raise saver.interrupted("meta-training") from None
+            finally:
+                if logger is not None:
+                    logger.close()
+            return last
+
+    def restore(self, resume: str | Path) -> int:
+        """Build the meta-learner and load the checkpoint ``resume`` into it without
+        training (e.g. a finished run whose meta-parameters are needed); returns its
+        iteration."""
+        self.learner, start = self._meta_learner(resume)
+        return start
+
+    def _meta_learner(self, resume: str | Path | None) -> tuple[Any, int]:
+        """The learner to train (a MAMLAgent's own, this trainer's from an earlier call, or
+        a new one) and the iteration it starts at."""
+        from metatrade.training.build import make_learner
 
         own = getattr(self.agent, "learner", None)
         if own is None and self.learner is not None and resume is None:
             own = self.learner  # a second call continues this trainer's learner
         if own is not None:
-            # A MAMLAgent: train its own learner in place, under the run's meta settings.
-            if own.config.optimizer != self.config.meta.optimizer:
-                raise ValueError(
-                    f"the MAMLAgent was built for meta-optimizer {own.config.optimizer!r} but "
-                    f"the config says meta.optimizer={self.config.meta.optimizer!r}; make them match"
-                )
-            own.reconfigure(replace(make_meta_config(self.config), seed=own.config.seed))
-            own.family = self.env
-            self.learner = learner = own
+            learner = self._with_run_config(own)
+            if hasattr(self.agent, "learner"):
+                self.agent.learner, self.agent.meta_config = learner, learner.config
         else:
-            self.learner = learner = make_learner(self.config, self.env, self._policy(), self.rng)
-        cfg = self.config
-        start = int(getattr(learner, "iteration", 0)) if own is not None else 0
+            learner = make_learner(self.config, self.env, self._policy(), self.rng)
+        self.learner = learner
+        start = int(learner.iteration) if own is not None else 0
         if resume is not None:
-            start = self._restore(resume, learner)
-        total = cfg.meta.num_meta_iterations
-        if start >= total:
-            where = f"checkpoint {resume}" if resume is not None else "the meta-learner"
-            raise CheckpointError(
-                f"{where} is already at iteration {start} of {total}: nothing to do; raise "
-                "meta.num_meta_iterations (meta-train -n N) to train further"
-            )
-        logger = self._open_logger(start)
-        last: dict[str, float] = {}
-        try:
-            with progress_bar("meta-train", total, start, self.progress) as (bar, task):
-                for it in range(start, total):
-                    stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
-                    metrics = {k: float(v) for k, v in stats.items()}
-                    last = metrics
-                    self.history.append(metrics)
-                    done = it + 1
-                    if logger is not None:
-                        logger.log(done, metrics)
-                    bar.update(task, completed=done, status=_status(metrics))
-                    if done % self.log_interval == 0 or done == total:
-                        bar.console.print(
-                            summary_line(done, total, metrics), highlight=False, soft_wrap=True
-                        )
-                    if done % self.checkpoint_interval == 0 or done == total:
-                        self.save_checkpoint(done)
-        finally:
-            if logger is not None:
-                logger.close()
-        return last
+            start = self._restore(resume, learner, META_KIND)
+        return learner, start
+
+    def _with_run_config(self, old: Any) -> Any:
+        """``old`` (a MetaLearner) under this run's ``meta`` settings: unchanged if they are
+        its own, else a MetaLearner rebuilt from the validated config (so the Adam learning
+        rate, Meta-SGD rates and everything else derived from it follow) that keeps theta,
+        the iteration, the random streams and whatever optimizer state still applies."""
+        from metatrade.meta.learner import MetaLearner
+        from metatrade.training.build import make_meta_config
+
+        new_cfg = dataclasses.replace(make_meta_config(self.config), seed=old.config.seed)
+        old.family = self.env
+        if new_cfg == old.config:
+            return old
+        new = MetaLearner(old.policy, self.env, new_cfg)
+        state = old.state_dict()
+        if old.config.inner_lr != new_cfg.inner_lr:
+            state["inner_lrs"] = None  # Meta-SGD rates start again from the new inner_lr
+        same_leaves = old.config.learn_inner_lr == new_cfg.learn_inner_lr
+        if new.optimizer is None or old.optimizer is None or not same_leaves:
+            state["optimizer"] = None
+        new.load_state_dict(state)
+        if new.optimizer is not None:
+            for group in new.optimizer.param_groups:
+                group["lr"] = new_cfg.lr
+        new.rng, new.generator = old.rng, old.generator
+        return new
 
     def _policy(self) -> torch.nn.Module:
         agent = self.agent
@@ -193,19 +246,19 @@ class Trainer:
             iteration,
             self.learner.state_dict(),
             self.rng,
-            # the exact meta-training tasks: evaluate/adapt/backtest refuse them (issue #11)
             extra={"train_tasks": training_task_names(self.env)},
         )
 
-    def _restore(self, resume: str | Path, learner: Any) -> int:
-        ck_cfg, state = load_run_checkpoint(resume, META_KIND)
+    def _restore(self, resume: str | Path, target: Any, kind: str) -> int:
+        """Load checkpoint ``resume`` into ``target`` (a MetaLearner, or for PPO a
+        ``(PPOAgent, env)`` pair) and the RNG streams; returns its iteration."""
+        ck_cfg, state = load_run_checkpoint(resume, kind)
         ours, theirs = self.config.to_dict(), ck_cfg.to_dict()
         diffs = [
             f"{section}.{key}"
-            for section in _RESUME_SECTIONS
+            for section in _RESUME_SECTIONS[kind]
             for key in ours[section]
-            if section != "meta" or key != "num_meta_iterations"
-            if ours[section][key] != theirs[section].get(key)
+            if key not in _BUDGET_KEYS and ours[section][key] != theirs[section].get(key)
         ]
         if ours["run"]["seed"] != theirs["run"]["seed"]:
             diffs.append("run.seed")
@@ -215,24 +268,71 @@ class Trainer:
                 "resume with the run's own config (its run directory's config.yaml)"
             )
         try:
-            learner.load_state_dict(state["learner"])
+            if kind == PPO_KIND:
+                target.load_training_state(state["learner"], resume)
+            else:
+                target.load_state_dict(state["learner"])
         except CheckpointError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
-                f"checkpoint {resume}: meta-learner state does not fit this model "
+                f"checkpoint {resume}: the saved state does not fit this model "
                 f"({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
         self.rng.load_state_dict(state["rng"])
         return int(state["iteration"])
 
-    def _open_logger(self, start: int) -> MetricsLogger | None:
-        if self.run_dir is None:
+    def _checkpoints(self, path: Path | None, kind: str, total: int, start: int) -> LoopCheckpoints:
+        from metatrade.training.build import training_task_names
+
+        # the exact meta-training tasks: evaluate/adapt/backtest refuse them (issue #11)
+        extra = {"train_tasks": training_task_names(self.env)} if kind == META_KIND else None
+        return LoopCheckpoints(
+            path,
+            kind,
+            self.config,
+            self.rng,
+            interval=self.checkpoint_interval,
+            total=total,
+            start=start,
+            extra=extra,
+        )
+
+    def _locked(self, run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
+        return run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
+
+    def _claim(self, run_dir: Path | None, kind: str) -> None:
+        """A fresh run of ``kind`` may write ``run_dir`` (once per trainer: a second call
+        continues what this trainer wrote)."""
+        if run_dir is not None and kind not in self._claimed:
+            claim_run_dir(run_dir, kind, overwrite=self.overwrite)
+            self._claimed.add(kind)
+
+    def _open_logger(self, run_dir: Path | None, start: int) -> MetricsLogger | None:
+        if run_dir is None:
             return None
-        save_config(self.config, self.run_dir / "config.yaml")
-        logger = MetricsLogger(self.run_dir / "logs", tensorboard=self.tensorboard)
+        save_config(self.config, run_dir / "config.yaml")
+        logger = MetricsLogger(run_dir / "logs", tensorboard=self.tensorboard)
         logger.truncate(start)
         return logger
+
+    def _record(
+        self,
+        bar: Any,
+        task: Any,
+        logger: MetricsLogger | None,
+        *,
+        done: int,
+        total: int,
+        metrics: dict[str, float],
+    ) -> None:
+        """One finished iteration: history, CSV/TensorBoard row, progress bar, summary line."""
+        self.history.append(metrics)
+        if logger is not None:
+            logger.log(done, metrics)
+        bar.update(task, completed=done, status=_status(metrics))
+        if done % self.log_interval == 0 or done == total:
+            bar.console.print(summary_line(done, total, metrics), highlight=False, soft_wrap=True)
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -242,11 +342,18 @@ class Trainer:
         return dict(self.learner.params)
 
     # ---- standard RL --------------------------------------------------------------------
-    def train(self, total_timesteps: int | None = None) -> dict[str, float]:
+    def train(
+        self, total_timesteps: int | None = None, *, resume: str | Path | None = None
+    ) -> dict[str, float]:
         """Train ``self.agent`` (a PPOAgent) on ``self.env`` (a BatchEnv); returns last logs.
 
         The budget is ``total_timesteps``, else ``num_episodes`` full episodes per env slot,
-        else ``ppo.total_timesteps``. Saves the agent to ``<run_dir>/checkpoints/ppo.pt``.
+        else ``ppo.total_timesteps``. Writes under ``<run_dir>/ppo``: ``config.yaml``,
+        ``logs/``, ``checkpoints/last.pt`` (every ``checkpoint_interval`` PPO iterations;
+        ``resume=`` continues it bit for bit) and the agent, ``checkpoints/ppo.pt``.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
         env, agent = self.env, self.agent
         if agent is None:
@@ -259,34 +366,49 @@ class Trainer:
                 total_timesteps = self.num_episodes * env.max_episode_steps * slots
             else:
                 total_timesteps = self.config.ppo.total_timesteps
-        logger = self._open_logger(0)
-        per_iter = agent.config.n_steps * env.num_tasks * env.episodes_per_task
-        iterations = max(1, math.ceil(total_timesteps / per_iter))
+        run_dir = self.run_dir / PPO_DIR if self.run_dir is not None else None
+        with self._locked(run_dir):
+            start = 0
+            if resume is not None:
+                start = self._restore(resume, agent, PPO_KIND)
+            else:
+                self._claim(run_dir, PPO_KIND)
+            last = self._ppo_loop(run_dir, total_timesteps, start=start, resume=resume is not None)
+            if run_dir is not None:
+                agent.save_model(run_dir / "checkpoints" / "ppo.pt")
+        return last
+
+    def _ppo_loop(
+        self, run_dir: Path | None, total_timesteps: int, *, start: int, resume: bool
+    ) -> dict[str, float]:
+        """PPO iterations ``start + 1 ..`` with logs and checkpoints (see ``train``)."""
+        env, agent = self.env, self.agent
+        total = agent.num_iterations(env, total_timesteps)
+        if start >= total:
+            raise CheckpointError(
+                f"the PPO run in {run_dir} is already at iteration {start} of {total}: nothing "
+                "to do; raise the budget (train --timesteps N) to train further"
+            )
+        path = checkpoint_path(run_dir) if run_dir is not None else None
+        saver = self._checkpoints(path, PPO_KIND, total, start)
+        logger = self._open_logger(run_dir, start)
         last: dict[str, float] = {}
         try:
-            with progress_bar("train", iterations, 0, self.progress) as (bar, task):
-                count = 0
+            with progress_bar("train", total, start, self.progress) as (bar, task):
 
                 def log_fn(logs: dict[str, float], num_timesteps: int) -> None:
-                    nonlocal count, last
-                    count += 1
+                    nonlocal last
                     last = {k: float(v) for k, v in logs.items()}
                     last["time/total_timesteps"] = float(num_timesteps)
-                    self.history.append(last)
-                    if logger is not None:
-                        logger.log(count, last)
-                    bar.update(task, completed=count, status=_status(last))
-                    if count % self.log_interval == 0 or count == iterations:
-                        bar.console.print(
-                            summary_line(count, iterations, last), highlight=False, soft_wrap=True
-                        )
+                    self._record(bar, task, logger, done=agent.iteration, total=total, metrics=last)
+                    saver.after(agent.iteration, lambda: agent.training_state(env))
 
-                agent.learn(env, total_timesteps, log_fn=log_fn)
+                agent.learn(env, total_timesteps, log_fn=log_fn, resume=resume)
+        except KeyboardInterrupt:
+            raise saver.interrupted("PPO training") from None
         finally:
             if logger is not None:
                 logger.close()
-        if self.run_dir is not None:
-            agent.save_model(self.run_dir / "checkpoints" / "ppo.pt")
         return last
 
     # ---- reports ------------------------------------------------------------------------
