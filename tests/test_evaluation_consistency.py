@@ -89,14 +89,9 @@ def test_learned_meta_sgd_step_sizes_are_used_by_adapt_and_evaluate(tmp_path) ->
     / `backtest` adapted with the scalar inner_lr; its learned step sizes were dropped. With
     the learned step sizes all zero, one adaptation step must leave the policy unchanged."""
     from metatrade.agents.checkpoint import load_checkpoint
-    from metatrade.training.build import (
-        adapt_to_tasks,
-        load_inner_lrs,
-        make_family,
-        make_learner,
-        make_policy_for,
-    )
+    from metatrade.training.build import load_inner_lrs, make_family, make_learner, make_policy_for
     from metatrade.training.checkpoint import RNGStreams
+    from metatrade.training.commands import adapt_to_tasks
     from metatrade.training.config import load_config
 
     cfg = load_config("tiny", out_dir=tmp_path, overrides={"meta.learn_inner_lr": True})

@@ -47,8 +47,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_heldout_instrument_matching_no_task_is_an_error(tmp_path: Path) -> None:
     """Reproduction: `heldout: {instruments: [Finifty]}` held out nothing and meta-trained on
     Finnifty, the instrument meant to be unseen."""
-    from metatrade.training.build import make_loader
     from metatrade.training.config import load_config
+    from metatrade.training.task_sets import make_loader
 
     cfg = load_config("tiny", overrides={"data.heldout.instruments": ["Finifty"]})
     with pytest.raises(ConfigError, match="Finifty matches no task.*Bank_Nifty, Finnifty, Nifty"):

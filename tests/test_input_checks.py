@@ -102,8 +102,8 @@ def test_one_bad_file_does_not_stop_data_list_or_training(tmp_path: Path) -> Non
 def test_every_listed_task_can_be_named(tmp_path: Path) -> None:
     """Reproduction: `Nifty-50_60` was listed as task Nifty-50:60, but `--tasks Nifty-50:60`
     was refused as malformed."""
-    from metatrade.training.build import make_loader
     from metatrade.training.config import load_config
+    from metatrade.training.task_sets import make_loader
 
     folder = tmp_path / "data"
     folder.mkdir()

@@ -155,7 +155,8 @@ def test_run_backtest_and_report_prints_and_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from metatrade.market import TradingEnv
-    from metatrade.training.build import make_env_config, make_loader, make_ppo_agent
+    from metatrade.training.build import make_env_config, make_ppo_agent
+    from metatrade.training.task_sets import make_loader
 
     cfg = load_config("tiny")
     loader = make_loader(cfg)

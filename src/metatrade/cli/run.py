@@ -315,7 +315,7 @@ def _trained_tasks(ck_cfg: RunConfig, state: dict[str, Any]) -> list[str] | None
     recorded = (state.get("extra") or {}).get("train_tasks")
     if recorded is not None:
         return list(recorded)
-    from metatrade.training.build import make_loader, task_pool
+    from metatrade.training.task_sets import make_loader, task_pool
 
     try:
         return [str(t) for t in task_pool(ck_cfg, make_loader(ck_cfg), "train")]
@@ -341,8 +341,8 @@ def evaluate_cmd(
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
-    from metatrade.training.build import run_meta_test
     from metatrade.training.checkpoint import resolve_checkpoint
+    from metatrade.training.commands import run_meta_test
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "eval", overwrite=overwrite)
@@ -370,7 +370,7 @@ def adapt_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
-    from metatrade.training.build import adapt_to_tasks
+    from metatrade.training.commands import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "adapted", overwrite=overwrite)
@@ -394,7 +394,7 @@ def backtest_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
-    from metatrade.training.build import backtest_tasks
+    from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")

@@ -9,9 +9,10 @@ Example:
     ...                    num_evaluation_steps=2, meta_batch_size=2)       # doctest: +SKIP
 """
 
-from metatrade.training.build import make_family, make_loader, make_policy_for
+from metatrade.training.build import make_family, make_policy_for
 from metatrade.training.checkpoint import load_run_checkpoint, resolve_checkpoint
 from metatrade.training.config import ConfigError, RunConfig, load_config, save_config
+from metatrade.training.task_sets import make_loader
 from metatrade.training.trainer import Trainer
 
 __all__ = [

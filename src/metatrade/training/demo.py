@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from metatrade.io import run_dir_lock
-from metatrade.training import build
+from metatrade.training import build, commands, task_sets
 from metatrade.training.checkpoint import PPO_DIR, checkpoint_path, load_run_checkpoint
 from metatrade.training.config import RunConfig
 from metatrade.training.trainer import Trainer
@@ -127,9 +127,9 @@ def _run_demo(
     t_start = time.perf_counter()
     run_dir = cfg.run_dir()
     show = None if progress else False
-    loader = build.make_loader(cfg)
-    heldout = build.eval_tasks(cfg, loader)
-    train_tasks = build.task_pool(cfg, loader, "train")
+    loader = task_sets.make_loader(cfg)
+    heldout = task_sets.eval_tasks(cfg, loader)
+    train_tasks = task_sets.task_pool(cfg, loader, "train")
     console.print(
         f"[bold]metatrade demo[/bold]: {len(train_tasks)} training tasks, "
         f"{len(heldout)} held-out ({', '.join(str(t) for t in heldout)}); run dir {run_dir}"
@@ -148,7 +148,7 @@ def _run_demo(
     # 3. Meta-test on the held-out tasks.
     console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")
     t0 = time.perf_counter()
-    result = build.run_meta_test(
+    result = commands.run_meta_test(
         cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console,
         inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
     )  # fmt: skip
@@ -167,7 +167,7 @@ def _run_demo(
                 continue
             params = {n: v[i] for n, v in adapted.items()}
             out = run_dir / "reports" / f"{task.instrument}_{task.timeframe}" / label.lower()
-            reports[f"{task}/{label}"] = build.backtest_and_report(
+            reports[f"{task}/{label}"] = commands.backtest_and_report(
                 (start_policy, params),
                 arrays,
                 out,

@@ -237,7 +237,7 @@ class Trainer:
         """Write ``checkpoints/last.pt`` (and nothing when the trainer has no run dir)."""
         if self.run_dir is None or self.learner is None:
             return None
-        from metatrade.training.build import training_task_names
+        from metatrade.training.task_sets import training_task_names
 
         return save_run_checkpoint(
             checkpoint_path(self.run_dir),
@@ -283,7 +283,7 @@ class Trainer:
         return int(state["iteration"])
 
     def _checkpoints(self, path: Path | None, kind: str, total: int, start: int) -> LoopCheckpoints:
-        from metatrade.training.build import training_task_names
+        from metatrade.training.task_sets import training_task_names
 
         # the exact meta-training tasks: evaluate/adapt/backtest refuse them (issue #11)
         extra = {"train_tasks": training_task_names(self.env)} if kind == META_KIND else None
@@ -419,7 +419,7 @@ class Trainer:
         ``=== Backtesting Report ===`` block (default and stressed costs side by side) and
         write the equity-curve PNG and trade list CSV into ``out_dir`` (default
         ``<run_dir>/reports``). Returns the metrics."""
-        from metatrade.training.build import backtest_and_report
+        from metatrade.training.commands import backtest_and_report
 
         if out_dir is None and self.run_dir is not None:
             out_dir = self.run_dir / "reports"

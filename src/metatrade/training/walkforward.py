@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from metatrade.training import build
+from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
 
 if TYPE_CHECKING:
@@ -120,8 +120,8 @@ def run_walkforward_eval(
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
     from metatrade.evaluation.walkforward.report import save_report, text_table
 
-    loader = build.make_loader(cfg)
-    tasks = load_tasks(loader, build.eval_tasks(cfg, loader))
+    loader = task_sets.make_loader(cfg)
+    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader))
     starts = make_starts(cfg, policy, ppo_agent=ppo_agent, ppo_path=ppo_path)
     if not starts:
         raise ConfigError("evaluation.baselines names no start (maml, ppo, random)")
@@ -150,8 +150,8 @@ def signals(
     from metatrade.evaluation.walkforward import load_tasks
     from metatrade.evaluation.walkforward.signal import next_decision
 
-    loader = build.make_loader(cfg)
-    tasks = load_tasks(loader, build.eval_tasks(cfg, loader))
+    loader = task_sets.make_loader(cfg)
+    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader))
     starts = make_starts(cfg, policy, ppo_path=ppo_path)
     if start not in starts:
         raise ConfigError(f"--start {start!r}: available {sorted(starts)}")

@@ -1,0 +1,252 @@
+"""The bodies of ``metatrade adapt``, ``backtest`` and ``evaluate`` (and the demo's meta-test):
+load what the run config names, adapt, backtest or evaluate, print and write the results.
+The factories they use are in ``training.build`` and ``training.task_sets``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from metatrade.training.build import (
+    check_ppo_fits,
+    eval_family,
+    load_ppo_agent,
+    make_env_config,
+    make_meta_config,
+    make_protocol_config,
+)
+from metatrade.training.config import RunConfig
+from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from metatrade.agents.ppo import PPOAgent
+    from metatrade.data.task_arrays import TaskId
+    from metatrade.evaluation.protocol import EvaluationResult
+    from metatrade.meta.protocols import TaskFamily
+
+
+def adapt_params(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    family: TaskFamily,
+    tasks: list[TaskId],
+    steps: int,
+    generator: torch.Generator,
+    params: dict[str, torch.Tensor] | None = None,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Adapt to ``tasks`` with ``steps`` inner steps, each on fresh episodes of the family's
+    period (the paper's test protocol), with the run's learned Meta-SGD step sizes
+    ``inner_lrs`` when it has them. Returns per-task params [T, ...] and the mean episode
+    return after k = 0..steps steps (the last one measured on one more fresh batch). With
+    ``meta.estimator: exact``, every step is on the period's most recent windows and the
+    returned values are the exact objective (minus the loss) after each step."""
+    from metatrade.meta.adapt import adapt_on_batch, adapt_online
+    from metatrade.meta.inner import expand_to_tasks
+    from metatrade.meta.objective import per_task_losses
+
+    meta = make_meta_config(cfg)
+    start = params if params is not None else dict(policy.named_parameters())
+    theta = expand_to_tasks({k: v.detach() for k, v in start.items()}, len(tasks))
+    if meta.estimator == "exact":  # the most recent windows of the period, the exact objective
+        batch = family.recent_objective_batch(tasks, num_windows=meta.episodes_per_task)
+        loss = family.objective_loss
+        kw = {"config": meta, "loss": loss, "num_steps": steps, "inner_lrs": inner_lrs}
+        after = adapt_on_batch(policy, theta, batch, **kw)
+        with torch.no_grad():
+            values = [-per_task_losses(policy, p, batch, loss).mean().item() for p in after]
+        return after[-1], values
+    env = family.make_batch_env(tasks, meta.episodes_per_task)
+    result = adapt_online(
+        policy,
+        theta,
+        env,
+        config=meta,
+        num_steps=steps,
+        inner_lrs=inner_lrs,
+        generator=generator,
+    )
+    return result.params, result.returns
+
+
+def warn_seen(console: Console, seen: list[str]) -> None:
+    """The loud line ``--allow-seen`` prints for tasks the run meta-trained on."""
+    if seen:
+        console.print(
+            f"[bold red]WARNING:[/bold red] {', '.join(seen)} were meta-training tasks of "
+            "this run (--allow-seen): their results measure memory, not adaptation"
+        )
+
+
+def adapt_to_tasks(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    steps: int,
+    console: Console | None = None,
+    *,
+    trained: Collection[str] | None = None,
+    allow_seen: bool = False,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """``metatrade adapt``: adapt to each held-out task on its adaptation window (train
+    split) and save the adapted parameters to ``<run_dir>/adapted/<task>.pt``. ``trained``,
+    ``allow_seen``: see ``eval_tasks``; ``inner_lrs``: the run's Meta-SGD step sizes."""
+    from metatrade.agents.checkpoint import save_checkpoint
+
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
+    seen = check_unseen(tasks, trained, allow_seen=True)
+    family = eval_family(cfg, loader, tasks)
+    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
+    params, returns = adapt_params(cfg, policy, family, tasks, steps, gen, inner_lrs=inner_lrs)
+    out: dict[str, Any] = {"returns": returns, "files": []}
+    for i, task in enumerate(tasks):
+        state = {"params": {k: v[i].clone() for k, v in params.items()}}
+        path = save_checkpoint(
+            run_dir / "adapted" / f"{task.instrument}_{task.timeframe}.pt",
+            "AdaptedPolicy",
+            {**cfg.to_dict(), "task": str(task), "steps": steps, "seen": str(task) in seen},
+            state,
+        )
+        out["files"].append(str(path))
+    if console is not None:
+        warn_seen(console, seen)
+        curve = "  ".join(f"k={k}: {r:.4g}" for k, r in enumerate(returns))
+        console.print(f"adapted {len(tasks)} task(s) with {steps} step(s); mean return {curve}")
+        console.print(f"adapted parameters in {run_dir / 'adapted'}")
+    return out
+
+
+def backtest_tasks(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    steps: int,
+    split: str,
+    console: Console | None = None,
+    echo: bool = True,
+    *,
+    trained: Collection[str] | None = None,
+    allow_seen: bool = False,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """``metatrade backtest``: adapt with ``steps`` inner steps (0 = the meta-policy), then
+    backtest each held-out task over ``split``; reports under ``<run_dir>/reports/<task>``.
+    ``trained``, ``allow_seen``, ``inner_lrs``: as in ``adapt_to_tasks``."""
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
+    seen = check_unseen(tasks, trained, allow_seen=True)
+    if console is not None:
+        warn_seen(console, seen)
+    family = eval_family(cfg, loader, tasks)
+    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
+    params, _ = adapt_params(cfg, policy, family, tasks, steps, gen, inner_lrs=inner_lrs)
+    env_cfg = make_env_config(cfg)
+    results: dict[str, Any] = {}
+    for i, task in enumerate(tasks):
+        arrays = loader.get_task_arrays(*task)
+        own = {k: v[i] for k, v in params.items()}
+        name = "MAML" if steps == 0 else f"MAML (k={steps})"
+        if str(task) in seen:
+            name += " [SEEN IN META-TRAINING]"
+        results[str(task)] = backtest_and_report(
+            (policy, own),
+            arrays,
+            run_dir / "reports" / f"{task.instrument}_{task.timeframe}",
+            stress_bps=cfg.evaluation.stress_cost_bps,
+            split=split,
+            config=env_cfg,
+            name=name,
+            echo=echo,
+        )
+    if console is not None:
+        console.print(f"backtest reports in {run_dir / 'reports'}")
+    return results
+
+
+def backtest_and_report(
+    agent: Any,
+    env: Any,
+    out_dir: str | Path | None,
+    stress_bps: float,
+    echo: bool = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Delegate to ``metatrade.evaluation.report.backtest_and_report`` (temp dir if None)."""
+    import tempfile
+
+    from metatrade.evaluation.report import backtest_and_report as report
+
+    if out_dir is None:
+        out_dir = tempfile.mkdtemp(prefix="metatrade-report-")
+    return report(agent, env, out_dir, stress_bps=stress_bps, echo=echo, **kwargs)
+
+
+def run_meta_test(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    ppo_path: str | Path | None = None,
+    ppo_agent: PPOAgent | None = None,
+    console: Console | None = None,
+    *,
+    trained: Collection[str] | None = None,
+    allow_seen: bool = False,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+) -> EvaluationResult:
+    """``metatrade evaluate``: the meta-test protocol on the held-out tasks.
+
+    Starts: the MAML meta-parameters (adapted with the run's Meta-SGD step sizes
+    ``inner_lrs`` when it learned them), the multi-task PPO policy (``ppo_agent``, or the
+    file ``ppo_path``, or ``<run_dir>/ppo/checkpoints/ppo.pt`` when present) and a random
+    initialisation; reference rows per ``evaluation.baselines``. ``trained``/``allow_seen``:
+    see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
+    ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
+    """
+    from metatrade.evaluation.protocol import MetaTestProtocol, Start, module_params, random_start
+
+    loader = make_loader(cfg)
+    tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
+    seen = check_unseen(tasks, trained, allow_seen=True)
+    wanted = set(cfg.evaluation.baselines)
+    starts: dict[str, Any] = {}
+    if "maml" in wanted:
+        starts["MAML"] = Start(policy, module_params(policy), inner_lrs)
+    if "ppo" in wanted:
+        path = ppo_path
+        if ppo_agent is None:
+            found = [
+                p
+                for p in (
+                    run_dir / "ppo" / "checkpoints" / "ppo.pt",
+                    run_dir / "checkpoints" / "ppo.pt",
+                )
+                if p.is_file()
+            ]
+            path = ppo_path or (found[0] if found else None)
+            ppo_agent = load_ppo_agent(path) if path is not None else None
+        if ppo_agent is not None:
+            check_ppo_fits(cfg, ppo_agent, loader.get_task_arrays(*tasks[0]), path=path)
+            starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
+        elif console is not None:
+            console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
+    if "random" in wanted:
+        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+    result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)
+    result.seen = seen
+    files = result.save(run_dir / "eval")
+    if console is not None:
+        warn_seen(console, seen)
+        console.print(
+            f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
+        )
+        console.print(result.format_table(), soft_wrap=True)
+        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+    return result

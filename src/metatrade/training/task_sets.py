@@ -1,0 +1,227 @@
+"""Which tasks a run uses: the data folder's loader, the training and held-out task *sets*
+(not to be confused with the train / validation / test time *splits* of every task's rows),
+and the checks that every named task exists and that an evaluated task was not trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from metatrade.training.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from metatrade.data import DataLoader
+    from metatrade.data.task_arrays import TaskArrays, TaskId
+
+
+def synthetic_dir(cfg: RunConfig) -> Path:
+    """Folder of the run's synthetic tasks (written once, deterministic for the seed)."""
+    d = cfg.data
+    if d.data_dir:
+        return Path(d.data_dir)
+    name = f"n{d.num_synthetic_tasks}-bars{d.synthetic_bars}-seed{cfg.run.seed}"
+    return cfg.run_dir() / "synthetic_data" / name
+
+
+def make_loader(cfg: RunConfig) -> DataLoader:
+    """``DataLoader`` for the ``data`` section (writing the synthetic tasks when asked).
+
+    Every task the config names must exist: ``data.tasks``, ``data.heldout.tasks`` and each
+    held-out instrument and timeframe (a misspelt held-out name would otherwise hold out
+    nothing and train on the instrument meant to be unseen); ``ConfigError`` lists what the
+    folder holds.
+    """
+    from metatrade.data import DataLoader, HeldOut, SplitConfig
+
+    d = cfg.data
+    data_dir: str | Path | None = d.data_dir
+    generated: list[tuple[str, str]] = []
+    if d.family == "synthetic":
+        data_dir = synthetic_dir(cfg)
+        if _writes_synthetic(data_dir):
+            from metatrade.data.synthetic import write_synthetic_tasks
+
+            write_synthetic_tasks(
+                data_dir, d.num_synthetic_tasks, cfg.run.seed, n_bars=d.synthetic_bars
+            )
+        generated = _synthetic_heldout(cfg, data_dir)
+    elif data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
+    held_tasks = [tuple(_task_id(t)) for t in d.heldout.tasks] + generated
+    heldout = HeldOut(
+        instruments=tuple(d.heldout.instruments),
+        timeframes=tuple(d.heldout.timeframes),
+        tasks=tuple(held_tasks),
+    )
+    loader = DataLoader(
+        data_dir,
+        splits=SplitConfig(**d.splits.model_dump()),
+        heldout=heldout,
+        strict=d.strict,
+        lookback=cfg.env.lookback,
+    )
+    check_named_tasks(cfg, loader)
+    return loader
+
+
+def _task_id(name: str) -> TaskId:
+    from metatrade.data.naming import parse_task_id
+
+    return parse_task_id(name)
+
+
+def _writes_synthetic(folder: Path) -> bool:
+    """Generate synthetic tasks into ``folder`` only when it holds no data yet: a user's
+    folder of OHLCV files (``--data``) is read, never written into."""
+    from metatrade.data.naming import data_files
+    from metatrade.data.synthetic import PARAMS_FILE
+
+    if (folder / PARAMS_FILE).is_file():
+        return False
+    return not (folder.is_dir() and data_files(folder))
+
+
+def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
+    """The last ``data.synthetic_heldout`` generated tasks (none in a user's data folder)."""
+    from metatrade.data.synthetic import PARAMS_FILE, load_synthetic_params
+
+    n = cfg.data.synthetic_heldout
+    if not n or not (folder / PARAMS_FILE).is_file():
+        return []
+    generated = list(load_synthetic_params(folder))
+    if n >= len(generated):
+        raise ConfigError(
+            f"data.synthetic_heldout={n}: must be below data.num_synthetic_tasks={len(generated)}"
+        )
+    return [tuple(t) for t in generated[-n:]]
+
+
+def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
+    """``ConfigError`` for a task, held-out instrument or timeframe the folder does not hold."""
+    d = cfg.data
+    available = loader.get_available_tasks()
+    names = {str(t) for t in available}
+    instruments = sorted({t.instrument for t in available})
+    timeframes = sorted({t.timeframe for t in available}, key=int)
+    where = f"in {loader.data_dir}" + (
+        f" (skipped: {', '.join(loader.skipped)})" if loader.skipped else ""
+    )
+    listing = ", ".join(str(t) for t in available[:12]) + (", ..." if len(available) > 12 else "")
+    for key, wanted in (("data.tasks", d.tasks or []), ("data.heldout.tasks", d.heldout.tasks)):
+        missing = [t for t in wanted if str(_task_id(t)) not in names]
+        if missing:
+            raise ConfigError(
+                f"{key} (--tasks): {', '.join(missing)} not found {where}; available: {listing}"
+            )
+    bad = [i for i in d.heldout.instruments if i not in instruments]
+    if bad:
+        raise ConfigError(
+            f"data.heldout.instruments: {', '.join(bad)} matches no task {where}; "
+            f"instruments: {', '.join(instruments)}"
+        )
+    bad = [str(t) for t in d.heldout.timeframes if str(t) not in timeframes]
+    if bad:
+        raise ConfigError(
+            f"data.heldout.timeframes: {', '.join(bad)} matches no task {where}; "
+            f"timeframes: {', '.join(timeframes)}"
+        )
+
+
+def task_pool(cfg: RunConfig, loader: DataLoader, split: str) -> list[TaskId]:
+    """Tasks of a meta-split ("train" or "test"), restricted to ``data.tasks`` when set."""
+    pool = loader.tasks(split)
+    if cfg.data.tasks is not None:
+        wanted = {_task_id(t) for t in cfg.data.tasks}
+        pool = [t for t in pool if t in wanted]
+    return pool
+
+
+class TaskSubset:
+    """A DataLoader seen through ``data.tasks``: task splits restricted to the listed tasks.
+
+    Implements what ``TradingTaskFamily`` needs (``sample_tasks``, ``get_task_arrays``) and
+    samples with the loader's own balanced scheme, so an unrestricted run and a run listing
+    every task draw the same tasks.
+    """
+
+    def __init__(self, loader: DataLoader, train: list[TaskId], test: list[TaskId]) -> None:
+        self.loader = loader
+        self.pools = {"train": list(train), "test": list(test), "all": [*train, *test]}
+
+    def tasks(self, split: str = "train") -> list[TaskId]:
+        return list(self.pools[split])
+
+    def sample_tasks(
+        self, n: int, rng: np.random.Generator | int | None = None, split: str = "train"
+    ) -> list[TaskId]:
+        from metatrade.data.sampling import balanced_sample
+
+        pool = self.pools.get(split)
+        if not pool:
+            raise ConfigError(
+                f"no {split!r} tasks among data.tasks after data.heldout; "
+                "list more tasks or change the held-out set"
+            )
+        return balanced_sample(pool, n, rng)
+
+    def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
+        return self.loader.get_task_arrays(instrument, timeframe)
+
+    def get_task_data(self, instrument: str, timeframe: str) -> pd.DataFrame:
+        return self.loader.get_task_data(instrument, timeframe)
+
+
+def task_source(cfg: RunConfig, loader: DataLoader) -> DataLoader | TaskSubset:
+    """The loader, or a ``TaskSubset`` of it when ``data.tasks`` lists tasks."""
+    if cfg.data.tasks is None:
+        return loader
+    return TaskSubset(loader, task_pool(cfg, loader, "train"), task_pool(cfg, loader, "test"))
+
+
+def training_task_names(family: Any) -> list[str] | None:
+    """The exact meta-training tasks of a trading family ("Instrument:TF", sorted), what a
+    run checkpoint records so evaluation can refuse them; None for other families."""
+    source = getattr(family, "loader", None)
+    if source is None or not hasattr(source, "tasks"):
+        return None
+    return sorted(str(t) for t in source.tasks("train"))
+
+
+def check_unseen(
+    tasks: list[TaskId], trained: Collection[str] | None, *, allow_seen: bool = False
+) -> list[str]:
+    """Evaluation tasks the run meta-trained on: ``ConfigError`` unless ``allow_seen``
+    (then returned, for the table to flag). ``trained`` None: unknown, nothing checked."""
+    seen = sorted(str(t) for t in tasks if trained is not None and str(t) in set(trained))
+    if seen and not allow_seen:
+        raise ConfigError(
+            f"{', '.join(seen)}: the run meta-trained on these task(s), so an evaluation on "
+            "them measures memory, not adaptation; name held-out tasks with --tasks, or pass "
+            "--allow-seen to evaluate them anyway (flagged in the output)"
+        )
+    return seen
+
+
+def eval_tasks(
+    cfg: RunConfig,
+    loader: DataLoader,
+    *,
+    trained: Collection[str] | None = None,
+    allow_seen: bool = False,
+) -> list[TaskId]:
+    """Held-out tasks (the "test" meta-split), restricted to ``data.tasks`` when that lists
+    some of them (a run trained on a few listed tasks is evaluated on every held-out task).
+    Tasks in ``trained`` (the run's meta-training tasks) are refused: ``check_unseen``."""
+    tasks = task_pool(cfg, loader, "test") or loader.tasks("test")
+    if not tasks:
+        raise ConfigError(
+            "no held-out tasks to evaluate: set data.heldout in the config or pass --tasks"
+        )
+    check_unseen(tasks, trained, allow_seen=allow_seen)
+    return tasks
