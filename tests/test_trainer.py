@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError
+from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.training.build import make_family
 from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
 from metatrade.training.config import RunConfig, load_config
@@ -222,3 +223,14 @@ def test_a_second_meta_train_call_continues(tmp_path: Path) -> None:
     assert all(torch.equal(once.params[k], twice.params[k]) for k in once.params)
     with pytest.raises(CheckpointError, match="already at iteration 4 of 4"):
         twice.meta_train(num_meta_iterations=4)
+
+
+def test_each_entry_point_names_the_kind_of_env_it_needs() -> None:
+    """Trainer.meta_train takes a TaskFamily, Trainer.train a BatchEnv: the wrong one is a
+    TypeError that names the other entry point, not an AttributeError deep in a loop."""
+    family = Navigation2DFamily()
+    env = family.make_batch_env(family.sample_tasks(2, "train", np.random.default_rng(0)), 2)
+    with pytest.raises(TypeError, match="Trainer.train"):
+        Trainer(env, None).meta_train(num_meta_iterations=1)
+    with pytest.raises(TypeError, match="Trainer.meta_train"):
+        Trainer(family, None).train(total_timesteps=10)

@@ -27,12 +27,13 @@ import dataclasses
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.io import run_dir_lock
+from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
@@ -44,6 +45,11 @@ from metatrade.training.checkpoint import (
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.logger import MetricsLogger, progress_bar, summary_line
+
+if TYPE_CHECKING:
+    from metatrade.agents.maml_agent import MAMLAgent
+    from metatrade.agents.ppo import PPOAgent
+    from metatrade.meta.learner import MetaLearner
 
 META_KIND = "MetaTrainer"
 PPO_KIND = "PPOTrainer"
@@ -60,7 +66,8 @@ class Trainer:
     """Standard RL (``train``) and MAML meta-training (``meta_train``) with logs and checkpoints.
 
     Args:
-        env: a ``TaskFamily`` (for ``meta_train``) or a ``BatchEnv`` (for ``train``).
+        env: a ``TaskFamily`` (for ``meta_train``) or a ``BatchEnv`` (for ``train``); each
+            entry point checks that it got its kind and says which one to call otherwise.
         agent: for ``meta_train``, the policy to meta-train (an ``nn.Module`` policy or an agent
             with a ``.policy``); for ``train``, a ``PPOAgent``.
         num_episodes: ``train`` only: episodes per environment slot to train for (total env
@@ -78,8 +85,8 @@ class Trainer:
 
     def __init__(
         self,
-        env: Any,
-        agent: Any = None,
+        env: TaskFamily | BatchEnv,
+        agent: MAMLAgent | PPOAgent | torch.nn.Module | None = None,
         num_episodes: int | None = None,
         log_interval: int | None = None,
         *,
@@ -106,7 +113,7 @@ class Trainer:
         self.tensorboard = tensorboard
         self.overwrite = overwrite
         self.rng = RNGStreams(self.config.run.seed)
-        self.learner: Any = None
+        self.learner: MetaLearner | None = None
         self.history: list[dict[str, float]] = []
         self._claimed: set[str] = set()  # kinds of run this trainer started in run_dir
 
@@ -134,6 +141,11 @@ class Trainer:
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
+        if not isinstance(self.env, TaskFamily):
+            raise TypeError(
+                f"Trainer.meta_train needs a TaskFamily (sample_tasks, make_batch_env); got "
+                f"{type(self.env).__name__}. A BatchEnv of fixed tasks trains with Trainer.train."
+            )
         overrides = {
             "meta.num_meta_iterations": num_meta_iterations,
             "meta.num_inner_steps": num_inner_loop_steps,
@@ -355,6 +367,11 @@ class Trainer:
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
+        if not isinstance(self.env, BatchEnv):
+            raise TypeError(
+                f"Trainer.train needs a BatchEnv (tasks x episodes stepped together); got "
+                f"{type(self.env).__name__}. A TaskFamily meta-trains with Trainer.meta_train."
+            )
         env, agent = self.env, self.agent
         if agent is None:
             from metatrade.training.build import make_ppo_agent
