@@ -88,13 +88,6 @@ def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def kl_hessian_product(kl_fn: Callable[[Tensor, Tensor], Tensor], old: Tensor, w: Tensor) -> Tensor:
-    """M w, M = Hessian of sum(kl_fn(old, q)) wrt q at q = old (per-sample blocks)."""
-    q = old.detach().requires_grad_()
-    g = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
-    return torch.autograd.grad((g * w).sum(), q)[0]
-
-
 @dataclass
 class TRPOResult:
     accepted: bool
@@ -134,39 +127,77 @@ def trpo_step(
     grads = torch.autograd.grad(
         loss, leaves, retain_graph=fisher_evaluate is None, allow_unused=True
     )
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
-    g = flatten(grads)
+    g = flatten(_zeros_for_none(leaves, grads))
     grad_norm = g.norm().item()
     if not math.isfinite(grad_norm):
         warn_skip("TRPO", grad_norm)
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
-
     if fisher_evaluate is not None:
         dist_params = fisher_evaluate()
-    old = dist_params.detach()
-    u = torch.zeros_like(dist_params, requires_grad=True)
-    jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
-    jt_u = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jt_u, strict=True)]
-
-    # M w = d/dq <grad_q KL(old, q), w> at q = old: the first derivative's graph is built once
-    q = old.clone().requires_grad_()
-    kl_grad_q = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
-
-    def fisher_vp(v: Tensor) -> Tensor:
-        jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
-        mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
-        jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
-        jtmw = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jtmw, strict=True)]
-        return flatten(jtmw) + cg_damping * v
-
+    fisher_vp = fisher_vector_product(leaves, dist_params, kl_fn=kl_fn, damping=cg_damping)
     step_dir, f_step = conjugate_gradient_with_product(fisher_vp, -g.detach(), iters=cg_iters)
     shs = 0.5 * step_dir.dot(f_step)
     if not bool(torch.isfinite(shs)) or shs.item() <= 0:
         warn_skip("TRPO (curvature)", float(shs))
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
     full_step = step_dir * torch.sqrt(2 * max_kl / (2 * shs))  # = step / sqrt(shs / max_kl)
+    return _line_search(
+        leaves,
+        evaluate,
+        full_step=full_step,
+        loss_before=loss.item(),
+        max_kl=max_kl,
+        backtrack_ratio=backtrack_ratio,
+        max_backtracks=max_backtracks,
+        grad_norm=grad_norm,
+    )
 
-    loss_before = loss.item()
+
+def _zeros_for_none(leaves: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
+    return [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, grads, strict=True)]
+
+
+def fisher_vector_product(
+    leaves: list[Tensor],
+    dist_params: Tensor,
+    *,
+    kl_fn: Callable[[Tensor, Tensor], Tensor],
+    damping: float,
+) -> Callable[[Tensor], Tensor]:
+    """v -> (J^T M J + damping I) v with J = d dist_params / d leaves (through the
+    adaptation) and M the KL's Hessian in distribution-parameter space at the old policy.
+    J v by the double-backward trick (the VJP is linear in its cotangent u), J^T w by a VJP;
+    the graphs are built once and reused by every product of the conjugate gradient."""
+    old = dist_params.detach()
+    u = torch.zeros_like(dist_params, requires_grad=True)
+    jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
+    jt_u = _zeros_for_none(leaves, jt_u)
+    # M w = d/dq <grad_q KL(old, q), w> at q = old: the first derivative's graph is built once
+    q = old.clone().requires_grad_()
+    kl_grad_q = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
+
+    def product(v: Tensor) -> Tensor:
+        jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
+        mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
+        jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
+        return flatten(_zeros_for_none(leaves, jtmw)) + damping * v
+
+    return product
+
+
+def _line_search(
+    leaves: list[Tensor],
+    evaluate: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    *,
+    full_step: Tensor,
+    loss_before: float,
+    max_kl: float,
+    backtrack_ratio: float,
+    max_backtracks: int,
+    grad_norm: float,
+) -> TRPOResult:
+    """Backtrack from ``full_step`` until the loss improves with KL < max_kl (Schulman et
+    al., 2015, appendix C); the leaves are restored when no fraction is accepted."""
     originals = [p.detach().clone() for p in leaves]
     fraction = 1.0
     with torch.no_grad():
@@ -174,14 +205,9 @@ def trpo_step(
             for p, p0, s in zip(leaves, originals, unflatten(full_step, leaves), strict=True):
                 p.copy_(p0 + fraction * s)
             new_loss, new_kl, _ = evaluate(differentiable=False)
-            if (
-                math.isfinite(new_loss.item())
-                and new_loss.item() < loss_before
-                and new_kl.item() < max_kl
-            ):
-                return TRPOResult(
-                    True, fraction, loss_before, new_loss.item(), new_kl.item(), grad_norm, False
-                )
+            loss_now, kl_now = new_loss.item(), new_kl.item()
+            if math.isfinite(loss_now) and loss_now < loss_before and kl_now < max_kl:
+                return TRPOResult(True, fraction, loss_before, loss_now, kl_now, grad_norm, False)
             fraction *= backtrack_ratio
         for p, p0 in zip(leaves, originals, strict=True):
             p.copy_(p0)
