@@ -149,26 +149,60 @@ def _run_demo(
     console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")
     t0 = time.perf_counter()
     result = commands.run_meta_test(
-        cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console,
+        cfg,
+        policy,
+        run_dir,
+        ppo_agent=ppo_trainer.agent,
+        console=console,
         inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
-    )  # fmt: skip
+    )
     console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
 
     # 4. Backtest reports of the adapted policies (k = the largest adaptation step).
+    reports = _backtest_reports(
+        cfg, loader, heldout, result, policy, ppo_trainer.agent.policy, console
+    )
+    # 5. Walk-forward meta-test (issue 14): re-adapt before every fold, stitched record.
+    from metatrade.training.walkforward import demo_walkforward
+
+    console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
+    wf = demo_walkforward(cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console)
+    total = time.perf_counter() - t_start
+    console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
+    return {
+        "evaluation": result,
+        "reports": reports,
+        "walkforward": wf,
+        "seconds": total,
+        "run_dir": Path(run_dir),
+    }
+
+
+def _backtest_reports(
+    cfg: RunConfig,
+    loader: Any,
+    heldout: list[Any],
+    result: Any,
+    maml_policy: torch.nn.Module,
+    ppo_policy: torch.nn.Module,
+    console: Any,
+) -> dict[str, Any]:
+    """Whole-test-split backtest reports of MAML and PPO adapted with k = max steps on
+    every held-out task (the first task's report printed)."""
+    run_dir = cfg.run_dir()
     k = max(cfg.evaluation.adaptation_steps)
     console.print(f"\n[bold]4/4 backtests of the adapted policies (k={k}) on the test split[/bold]")
     env_cfg = build.make_env_config(cfg)
     reports: dict[str, Any] = {}
     for i, task in enumerate(heldout):
         arrays = loader.get_task_arrays(*task)
-        for label, start_policy in (("MAML", policy), ("PPO", ppo_trainer.agent.policy)):
+        for label, start_policy in (("MAML", maml_policy), ("PPO", ppo_policy)):
             adapted = result.adapted.get((label, k))
             if adapted is None:
                 continue
-            params = {n: v[i] for n, v in adapted.items()}
             out = run_dir / "reports" / f"{task.instrument}_{task.timeframe}" / label.lower()
             reports[f"{task}/{label}"] = commands.backtest_and_report(
-                (start_policy, params),
+                (start_policy, {n: v[i] for n, v in adapted.items()}),
                 arrays,
                 out,
                 stress_bps=cfg.evaluation.stress_cost_bps,
@@ -183,12 +217,4 @@ def _run_demo(
         f"reports, trade lists and equity plots for all {len(heldout)} held-out task(s): "
         f"{run_dir / 'reports'}"
     )
-    # 5. Walk-forward meta-test (issue 14): re-adapt before every fold, stitched record.
-    from metatrade.training.walkforward import demo_walkforward
-
-    console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
-    wf = demo_walkforward(cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console)
-    total = time.perf_counter() - t_start
-    console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
-    return {"evaluation": result, "reports": reports, "walkforward": wf, "seconds": total,
-            "run_dir": Path(run_dir)}  # fmt: skip
+    return reports
