@@ -42,10 +42,10 @@ def make_agent(**policy_kw) -> tuple[MAMLAgent, Navigation2DFamily]:
 
 
 def test_learn_changes_meta_parameters_and_logs() -> None:
-    agent, _ = make_agent()
+    agent, family = make_agent()
     before = {k: v.clone() for k, v in agent.params.items()}
     seen: list[int] = []
-    agent.learn(2, log_fn=lambda logs, it: seen.append(it))
+    agent.learn(family, 2, log_fn=lambda logs, it: seen.append(it))
     assert seen == [1, 2] and len(agent.logs) == 2
     assert {"meta/loss", "meta/return_pre", "meta/return_post"} <= set(agent.logs[-1])
     assert any(not torch.equal(before[k], v) for k, v in agent.params.items())
@@ -78,13 +78,13 @@ def test_learn_without_family_is_a_clear_error() -> None:
     agent, _ = make_agent()
     agent.learner.family = None
     with pytest.raises(ValueError, match="task family"):
-        agent.learn(1)
+        agent.learn(None, 1)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "moe"])
 def test_save_load_roundtrip(tmp_path: Path, kind: str) -> None:
     agent, family = make_agent(policy_kind=kind, num_experts=2)
-    agent.learn(1)
+    agent.learn(family, 1)
     obs = np.random.default_rng(0).uniform(-0.5, 0.5, (6, 2)).astype(np.float32)
 
     path = tmp_path / "maml.pt"
@@ -109,3 +109,13 @@ def test_save_load_roundtrip(tmp_path: Path, kind: str) -> None:
     other, _ = make_agent(policy_kind=kind, num_experts=3)
     with pytest.raises(CheckpointError, match="num_experts: checkpoint has 2, expected 3"):
         other.load_model(path)
+
+
+def test_predict_is_sb3s_action_and_no_state() -> None:
+    """BaseAgent.predict follows Stable-Baselines3: (action, None), the same action as
+    select_action with the mode."""
+    agent, _ = make_agent()
+    obs = np.zeros((3, 2), dtype=np.float32)
+    action, state = agent.predict(obs, deterministic=True)
+    assert state is None
+    np.testing.assert_array_equal(action, agent.select_action(obs, deterministic=True))

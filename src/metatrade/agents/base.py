@@ -1,7 +1,8 @@
 """``BaseAgent``: the small public surface every agent shares (SB3-like).
 
-``select_action`` (numpy in, numpy out; one observation or a batch), ``learn`` (train on a
-``BatchEnv``), ``adapt`` (fine-tune a copy on a new task), ``save_model`` / ``load_model``
+``select_action`` / ``predict`` (numpy in, numpy out; one observation or a batch),
+``learn(source, budget)`` (train in place), ``adapt(batch_env, num_steps)`` (fine-tune a
+copy on a new task), ``save_model`` / ``load_model``
 (one checkpoint file, see ``agents/checkpoint.py``). ``load_model`` is both a classmethod
 (``PPOAgent.load_model(path)`` builds a new agent) and an instance method
 (``agent.load_model(path)`` loads in place after checking the checkpoint fits this agent's
@@ -85,14 +86,22 @@ class BaseAgent(ABC):
         """Distribution parameters the agent acts with (override to act with other params)."""
         return self.policy(obs)
 
+    def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[Any, None]:
+        """Stable-Baselines3's ``predict``: ``(action, None)`` (no recurrent state)."""
+        return self.select_action(obs, deterministic=deterministic), None
+
     # ---- learning ---------------------------------------------------------------------
     @abstractmethod
-    def learn(self, *args: Any, **kwargs: Any) -> BaseAgent:
-        """Train in place; returns ``self``."""
+    def learn(self, source: Any, budget: int, **kwargs: Any) -> BaseAgent:
+        """Train in place on ``source`` for ``budget`` units and return ``self``: PPO on a
+        ``BatchEnv`` for ``budget`` environment steps, MAML on a ``TaskFamily`` for
+        ``budget`` meta-iterations (SB3's ``learn(total_timesteps)``, with the data given
+        here rather than at construction, since one agent trains on many tasks)."""
 
     @abstractmethod
-    def adapt(self, *args: Any, **kwargs: Any) -> BaseAgent:
-        """Fine-tune a copy of this agent on a new task's data; ``self`` is unchanged."""
+    def adapt(self, batch_env: Any, num_steps: int = 1, **kwargs: Any) -> BaseAgent:
+        """A copy fine-tuned on the single task of ``batch_env`` by ``num_steps`` gradient
+        steps on fresh episodes; ``self`` is unchanged."""
 
     # ---- checkpoints ------------------------------------------------------------------
     @abstractmethod

@@ -10,7 +10,7 @@ episodes sampled with the current adapted policy, as in the MAML paper's test pr
 
 Example:
     >>> agent = MAMLAgent(env.observation_space, env.action_space, family)   # doctest: +SKIP
-    >>> agent.learn(num_meta_iterations=100)                                 # doctest: +SKIP
+    >>> agent.learn(family, 100)                                 # doctest: +SKIP
     >>> fast = agent.adapt(family.make_batch_env([task], 20), num_steps=1)   # doctest: +SKIP
     >>> fast.select_action(obs, deterministic=True)                          # doctest: +SKIP
 """
@@ -97,18 +97,20 @@ class MAMLAgent(BaseAgent):
     # ---- learning ---------------------------------------------------------------------
     def learn(
         self,
+        task_family: TaskFamily | None,
         num_meta_iterations: int,
-        task_family: TaskFamily | None = None,
+        *,
         callback: Callable[[MAMLAgent, dict[str, float]], bool | None] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
     ) -> MAMLAgent:
-        """Run ``num_meta_iterations`` meta-iterations (``MetaLearner.step``); logs carry
-        ``meta/`` and ``time/`` keys. A callback returning False stops early."""
+        """Run ``num_meta_iterations`` meta-iterations (``MetaLearner.step``) on
+        ``task_family`` (None: the family given to the constructor); logs carry ``meta/``
+        and ``time/`` keys. A callback returning False stops early."""
         if task_family is not None:
             self.learner.family = task_family
         if self.learner.family is None:
             raise ValueError(
-                "MAMLAgent.learn needs a task family: pass task_family= here or to the constructor"
+                "MAMLAgent.learn needs a task family: pass it here or to the constructor"
             )
         for _ in range(int(num_meta_iterations)):
             logs = self.learner.step()
