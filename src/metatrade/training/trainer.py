@@ -447,7 +447,7 @@ class Trainer:
 
 def meta_section_from(meta_config: Any) -> Any:
     """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
-    from metatrade.training.config import MetaSection
+    from metatrade.training.sections import MetaSection
 
     return MetaSection(**asdict(meta_config))
 
