@@ -17,7 +17,8 @@ from metatrade.agents.maml_agent import MAMLAgent
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.learner import MetaConfig
 from metatrade.training.config import load_config
-from metatrade.training.trainer import Trainer, meta_section_from
+from metatrade.training.sections import meta_section_from
+from metatrade.training.trainer import Trainer
 
 
 def small_agent(family: Navigation2DFamily, **meta) -> MAMLAgent:

@@ -212,3 +212,28 @@ def load_run_checkpoint(
             f"{exc} (the checkpoint was written by an incompatible version)"
         ) from None
     return cfg, state
+
+
+# Budget keys may grow: a resumed run continues up to the new total.
+_BUDGET_KEYS = {"num_meta_iterations", "total_timesteps"}
+
+
+def check_same_run(
+    path: str | Path, *, ours: RunConfig, theirs: RunConfig, sections: tuple[str, ...]
+) -> None:
+    """``CheckpointError`` unless the run resuming from checkpoint ``path`` has its config
+    (the ``sections`` named and the seed; budgets may differ)."""
+    mine, saved = ours.to_dict(), theirs.to_dict()
+    diffs = [
+        f"{section}.{key}"
+        for section in sections
+        for key in mine[section]
+        if key not in _BUDGET_KEYS and mine[section][key] != saved[section].get(key)
+    ]
+    if mine["run"]["seed"] != saved["run"]["seed"]:
+        diffs.append("run.seed")
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was written with a different config ({', '.join(diffs)}); "
+            "resume with the run's own config (its run directory's config.yaml)"
+        )

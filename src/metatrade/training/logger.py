@@ -136,3 +136,11 @@ def progress_bar(
     with progress:
         task = progress.add_task(description, total=total, completed=completed, status="")
         yield progress, task
+
+
+def status_text(metrics: dict[str, float]) -> str:
+    """The progress bar's one-number status: the post-update return, or PPO's episode return."""
+    for key in ("meta/return_post", "rollout/ep_rew_mean"):
+        if key in metrics:
+            return f"{key.split('/')[-1]} {metrics[key]:.4g}"
+    return ""

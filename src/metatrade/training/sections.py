@@ -6,6 +6,7 @@ and a one-line description (``docs/configuration.md`` is the reference).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -253,3 +254,8 @@ class RunSection(_Section):
         description="keep freed memory in the process for reuse (glibc mallopt; ~17% faster "
         "meta-iterations, resident memory stays at its peak)",
     )
+
+
+def meta_section_from(meta_config: MetaConfig) -> MetaSection:
+    """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
+    return MetaSection(**asdict(meta_config))

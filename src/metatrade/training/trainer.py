@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +37,15 @@ from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
     RNGStreams,
+    check_same_run,
     checkpoint_path,
     claim_run_dir,
     load_run_checkpoint,
     save_run_checkpoint,
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
-from metatrade.training.logger import MetricsLogger, progress_bar, summary_line
+from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
+from metatrade.training.sections import meta_section_from
 
 if TYPE_CHECKING:
     from metatrade.agents.maml_agent import MAMLAgent
@@ -53,13 +54,11 @@ if TYPE_CHECKING:
 
 META_KIND = "MetaTrainer"
 PPO_KIND = "PPOTrainer"
-# Config sections that must match between a checkpoint and the run resuming from it (the
-# budget keys may grow: a resumed run continues up to the new total).
+# Config sections that must match between a checkpoint and the run resuming from it.
 _RESUME_SECTIONS = {
     META_KIND: ("data", "env", "policy", "meta"),
     PPO_KIND: ("data", "env", "policy", "ppo"),
 }
-_BUDGET_KEYS = {"num_meta_iterations", "total_timesteps"}
 
 
 class Trainer:
@@ -265,20 +264,7 @@ class Trainer:
         """Load checkpoint ``resume`` into ``target`` (a MetaLearner, or for PPO a
         ``(PPOAgent, env)`` pair) and the RNG streams; returns its iteration."""
         ck_cfg, state = load_run_checkpoint(resume, kind)
-        ours, theirs = self.config.to_dict(), ck_cfg.to_dict()
-        diffs = [
-            f"{section}.{key}"
-            for section in _RESUME_SECTIONS[kind]
-            for key in ours[section]
-            if key not in _BUDGET_KEYS and ours[section][key] != theirs[section].get(key)
-        ]
-        if ours["run"]["seed"] != theirs["run"]["seed"]:
-            diffs.append("run.seed")
-        if diffs:
-            raise CheckpointError(
-                f"checkpoint {resume} was written with a different config ({', '.join(diffs)}); "
-                "resume with the run's own config (its run directory's config.yaml)"
-            )
+        check_same_run(resume, ours=self.config, theirs=ck_cfg, sections=_RESUME_SECTIONS[kind])
         try:
             if kind == PPO_KIND:
                 target.load_training_state(state["learner"], resume)
@@ -342,7 +328,7 @@ class Trainer:
         self.history.append(metrics)
         if logger is not None:
             logger.log(done, metrics)
-        bar.update(task, completed=done, status=_status(metrics))
+        bar.update(task, completed=done, status=status_text(metrics))
         if done % self.log_interval == 0 or done == total:
             bar.console.print(summary_line(done, total, metrics), highlight=False, soft_wrap=True)
 
@@ -443,17 +429,3 @@ class Trainer:
         return backtest_and_report(
             agent, env, out_dir, stress_bps=self.config.evaluation.stress_cost_bps, echo=echo
         )
-
-
-def meta_section_from(meta_config: Any) -> Any:
-    """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
-    from metatrade.training.sections import MetaSection
-
-    return MetaSection(**asdict(meta_config))
-
-
-def _status(metrics: dict[str, float]) -> str:
-    for key in ("meta/return_post", "rollout/ep_rew_mean"):
-        if key in metrics:
-            return f"{key.split('/')[-1]} {metrics[key]:.4g}"
-    return ""
