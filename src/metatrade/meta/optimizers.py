@@ -143,6 +143,32 @@ def trpo_step(
 
     if fisher_evaluate is not None:
         dist_params = fisher_evaluate()
+    fisher = fisher_product(leaves, dist_params, kl_fn)
+
+    def line_search_eval() -> tuple[Tensor, Tensor]:
+        new_loss, new_kl, _ = evaluate(differentiable=False)
+        return new_loss, new_kl
+
+    return trpo_search(
+        leaves,
+        g,
+        loss.item(),
+        lambda v: fisher(v) + cg_damping * v,
+        line_search_eval,
+        grad_norm=grad_norm,
+        max_kl=max_kl,
+        cg_iters=cg_iters,
+        backtrack_ratio=backtrack_ratio,
+        max_backtracks=max_backtracks,
+    )
+
+
+def fisher_product(
+    leaves: list[Tensor], dist_params: Tensor, kl_fn: Callable[[Tensor, Tensor], Tensor]
+) -> Callable[[Tensor], Tensor]:
+    """``v -> J^T M J v`` (flat, no damping) at ``dist_params`` = f(leaves), which must still
+    hold its graph. The graphs it builds once (J^T u, the KL's first derivative) are kept, so
+    every product after the first costs two backward passes (see the module docstring)."""
     old = dist_params.detach()
     u = torch.zeros_like(dist_params, requires_grad=True)
     jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
@@ -152,28 +178,48 @@ def trpo_step(
     q = old.clone().requires_grad_()
     kl_grad_q = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
 
-    def fisher_vp(v: Tensor) -> Tensor:
+    def product(v: Tensor) -> Tensor:
         jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
         mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
         jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
         jtmw = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jtmw, strict=True)]
-        return flatten(jtmw) + cg_damping * v
+        return flatten(jtmw)
 
+    return product
+
+
+def trpo_search(
+    leaves: list[Tensor],
+    g: Tensor,
+    loss_before: float,
+    fisher_vp: Callable[[Tensor], Tensor],
+    evaluate: Callable[[], tuple[Tensor, Tensor]],
+    *,
+    grad_norm: float,
+    max_kl: float,
+    cg_iters: int,
+    backtrack_ratio: float,
+    max_backtracks: int,
+) -> TRPOResult:
+    """TRPO after the gradient: the direction F x = -g by conjugate gradient (``fisher_vp``
+    includes the damping), the step scaled to the trust region, and the backtracking line
+    search; ``evaluate()`` gives (loss, kl) at the current values of ``leaves`` (no graph
+    needed). Shared by ``trpo_step`` and the per-task backends, whose products and
+    evaluations are sums over tasks computed elsewhere."""
     step_dir, f_step = conjugate_gradient_with_product(fisher_vp, -g.detach(), iters=cg_iters)
     shs = 0.5 * step_dir.dot(f_step)
     if not bool(torch.isfinite(shs)) or shs.item() <= 0:
         warn_skip("TRPO (curvature)", float(shs))
-        return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
+        return TRPOResult(False, 0.0, loss_before, loss_before, 0.0, grad_norm, True)
     full_step = step_dir * torch.sqrt(2 * max_kl / (2 * shs))  # = step / sqrt(shs / max_kl)
 
-    loss_before = loss.item()
     originals = [p.detach().clone() for p in leaves]
     fraction = 1.0
     with torch.no_grad():
         for _ in range(max_backtracks):
             for p, p0, s in zip(leaves, originals, unflatten(full_step, leaves), strict=True):
                 p.copy_(p0 + fraction * s)
-            new_loss, new_kl, _ = evaluate(differentiable=False)
+            new_loss, new_kl = evaluate()
             if (
                 math.isfinite(new_loss.item())
                 and new_loss.item() < loss_before
