@@ -24,7 +24,7 @@ from rich.console import Console
 from metatrade.cli import app
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
-from metatrade.training.config import RunConfig, load_config, save_config
+from metatrade.training.config import RunConfig, apply_overrides, load_config, save_config
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -124,6 +124,13 @@ def meta_train_cmd(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     strict: bool = StrictOpt,
+    backend: str | None = typer.Option(
+        None, "--backend", help="batched | local | ray (default: run.backend; docs/distributed.md)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or host:port (default: run.address)"
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors (default: run.workers)"),
 ) -> None:
     """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir."""
     from metatrade.training.build import make_family
@@ -143,6 +150,8 @@ def meta_train_cmd(
             console.print(f"no checkpoint in {run_dir}: starting from iteration 0")
     if iterations is not None:
         cfg = cfg.model_copy(update={"meta": replace(cfg.meta, num_meta_iterations=iterations)})
+    given = {"run.backend": backend, "run.address": address, "run.workers": workers}
+    cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None})
     console.print(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "
         f"iterations={cfg.meta.num_meta_iterations} seed={cfg.run.seed} -> {run_dir}"

@@ -150,8 +150,13 @@ class Trainer:
             )
         logger = self._open_logger(start)
         last: dict[str, float] = {}
+        from metatrade.training.backend import backend_for_run
+
         try:
-            with progress_bar("meta-train", total, start, self.progress) as (bar, task):
+            with (
+                backend_for_run(cfg, learner, self.env),
+                progress_bar("meta-train", total, start, self.progress) as (bar, task),
+            ):
                 for it in range(start, total):
                     stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
                     metrics = {k: float(v) for k, v in stats.items()}
