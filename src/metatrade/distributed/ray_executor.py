@@ -88,12 +88,16 @@ class RayExecutor:
             max_task_retries=-1,  # retried until the actor is dead for good
             scheduling_strategy="SPREAD",
         )
-        self.actors = [actor.remote(policy, family, threads) for _ in range(workers)]
+        # the executor owns the constructor arguments, so a restarted actor can read them
+        # for as long as the executor lives (ray-project/ray#53727)
+        self._init_refs = (ray.put(policy), ray.put(family))
+        self.actors = [actor.remote(*self._init_refs, threads) for _ in range(workers)]
         self.num_workers = workers
         self.round_hook = round_hook
         self.rounds = 0
         self.bytes_sent = self.bytes_received = 0
         self._spec: tuple[tuple[str, int], Any] | None = None
+        self._pending: list[Any] = []
 
     def _spec_ref(self, spec: IterationSpec) -> Any:
         if self._spec is None or self._spec[0] != spec.key:
@@ -111,6 +115,8 @@ class RayExecutor:
         self, method: str, spec: IterationSpec, *args: Any, indices: Sequence[int] | None = None
     ) -> list[Any]:
         indices = list(range(spec.num_tasks) if indices is None else indices)
+        self.ray.get(self._pending)
+        self._pending = []
         first_of_iteration = self._spec is None or self._spec[0] != spec.key
         spec_ref = self._spec_ref(spec)
         arg_refs = [self.ray.put(a) for a in args]
@@ -134,8 +140,8 @@ class RayExecutor:
         return results
 
     def release(self, spec: IterationSpec) -> None:
-        for actor in self.actors:
-            actor.release.remote(spec.key)
+        """Free the iteration's units on every actor (waited for at the next round)."""
+        self._pending = [actor.release.remote(spec.key) for actor in self.actors]
         self._spec = None
 
     def pids(self) -> list[int]:
@@ -144,6 +150,7 @@ class RayExecutor:
 
     def close(self) -> None:
         """End the actors (Ray itself stays connected: it may be the caller's)."""
+        self.ray.get(self._pending)
         for actor in self.actors:
             self.ray.kill(actor, no_restart=True)
-        self.actors = []
+        self.actors, self._pending = [], []

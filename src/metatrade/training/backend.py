@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from metatrade.errors import ConfigError
 from metatrade.training.config import RunConfig
 
 
@@ -29,6 +30,13 @@ def backend_for_run(cfg: RunConfig, learner: Any, family: Any) -> Iterator[None]
     if cfg.run.backend == "batched" or learner.backend is not None:
         yield
         return
+    device = next(iter(learner.params.values())).device
+    if device.type != "cpu":
+        raise ConfigError(
+            f"run.backend: {cfg.run.backend} computes every task unit on the CPU, but the "
+            f"policy is on {device} (run.device: {cfg.run.device}); use run.device: cpu "
+            "with it, or run.backend: batched on the GPU."
+        )
     source = family if cfg.run.backend == "local" else partial(make_family, cfg)
     executor = make_executor(
         cfg.run.backend,

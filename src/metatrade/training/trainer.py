@@ -136,7 +136,10 @@ class Trainer:
             own.family = self.env
             self.learner = learner = own
         else:
-            self.learner = learner = make_learner(self.config, self.env, self._policy(), self.rng)
+            from metatrade.runtime import resolve_device
+
+            policy = self._policy().to(resolve_device(self.config.run.device))
+            self.learner = learner = make_learner(self.config, self.env, policy, self.rng)
         cfg = self.config
         start = int(getattr(learner, "iteration", 0)) if own is not None else 0
         if resume is not None:
