@@ -17,7 +17,7 @@ What is measured, per family (each backend from the same initial policy and seed
 
 Cost model (per family): an iteration on W workers takes
 ``ceil(T / W) * c_task + R * latency + bytes(T) / bandwidth``, with c_task the per-task
-compute (local backend's s/it / T), latency the per-round overhead ((Ray x1 - local) / R)
+compute (local backend's s/it / T), latency an empty round trip to the actors (measured)
 and bytes(T) linear in T; the batched path takes ``T * c_batched``. Predictions for 100 to
 1,000 tasks on 1 to 32 nodes assume 16 workers a node and 1.25 GB/s (10 GbE) links. The
 last line printed is one JSON object.
@@ -53,11 +53,11 @@ def family_config(name: str, quick: bool) -> RunConfig:
     """The demo's trading tasks (its network and batch) or the paper's 2D navigation."""
     overrides: dict[str, Any] = {"meta.seed": 0}
     if quick:
-        overrides |= {"meta.meta_batch_size": 4}
-        if name == "trading":
-            overrides |= {"meta.episodes_per_task": 8, "meta.num_evaluation_episodes": 8}
-        if name == "nav2d":
-            overrides |= {"meta.episodes_per_task": 10, "meta.num_evaluation_episodes": 10}
+        overrides |= {
+            "meta.meta_batch_size": 4,
+            "meta.episodes_per_task": 4,
+            "meta.num_evaluation_episodes": 4,
+        }
     return load_config("demo" if name == "trading" else "nav2d", overrides=overrides)
 
 
@@ -82,6 +82,7 @@ def time_backend(
             sent.append(stats.get("comm/bytes_sent", 0.0))
             received.append(stats.get("comm/bytes_received", 0.0))
         rounds = (getattr(executor, "rounds", 0) - rounds0) / timed
+        latency = round_trip_s(executor) if backend == "ray" else 0.0
     finally:
         if executor is not None:
             executor.close()
@@ -91,7 +92,18 @@ def time_backend(
         "bytes_sent": statistics.mean(sent),
         "bytes_received": statistics.mean(received),
         "rounds": rounds,
+        "round_trip_s": latency,
     }
+
+
+def round_trip_s(executor: Any, repeats: int = 20) -> float:
+    """Median time of an empty call to every actor and back: a round's fixed cost."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        executor.pids()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def cost_model(rows: dict[str, dict[str, float]], num_tasks: int) -> dict[str, Any]:
@@ -99,19 +111,22 @@ def cost_model(rows: dict[str, dict[str, float]], num_tasks: int) -> dict[str, A
     c_task = rows["local"]["s_per_it"] / num_tasks
     c_batched = rows["batched"]["s_per_it"] / num_tasks
     rounds = max(rows["ray x1"]["rounds"], 1.0)
-    latency = max(rows["ray x1"]["s_per_it"] - rows["local"]["s_per_it"], 0.0) / rounds
+    latency = rows["ray x1"]["round_trip_s"]
     # sent: the spec and each round's argument, once per node (Ray's object store);
     # received: every task's gradient / products / scalars, into the driver
     sent_per_node = rows["ray x1"]["bytes_sent"]
     received_per_task = rows["ray x1"]["bytes_received"] / num_tasks
 
-    def predict(tasks: int, nodes: int) -> float:
-        workers = nodes * WORKERS_PER_NODE
+    def predict(tasks: int, nodes: int, per_node: int = WORKERS_PER_NODE) -> float:
+        workers = nodes * per_node
         comm = (nodes * sent_per_node + tasks * received_per_task) / BANDWIDTH
         return math.ceil(tasks / workers) * c_task + rounds * latency + comm
 
+    def pays_off(per_node: int) -> int | None:
+        wins = (t for t in range(1, 5001) if predict(t, 1, per_node) < t * c_batched)
+        return next(wins, None)
+
     table = {f"T={t}": {f"N={n}": round(predict(t, n), 3) for n in NODES} for t in TASKS}
-    pays_off = next((t for t in range(1, 100_001) if predict(t, 1) < t * c_batched), None)
     return {
         "c_task_s": c_task,
         "c_batched_s": c_batched,
@@ -121,7 +136,9 @@ def cost_model(rows: dict[str, dict[str, float]], num_tasks: int) -> dict[str, A
         "bytes_received_per_task": received_per_task,
         "predicted_s_per_it": table,
         "batched_s_per_it": {f"T={t}": round(t * c_batched, 3) for t in TASKS},
-        "ray_pays_off_from_tasks_on_1_node": pays_off,
+        "ray_pays_off_from_tasks_on_1_node": pays_off(WORKERS_PER_NODE),
+        "ray_pays_off_from_tasks_on_2_workers": pays_off(2),
+        "x2_ideal_over_batched_per_task": c_task / 2 / c_batched,
     }
 
 
