@@ -146,7 +146,7 @@ class PerTaskStep:
         }
 
 
-def _grad_and_loss(learner: MetaLearner, results: list[TaskResult]) -> tuple[Tensor, Tensor]:
+def _grad_and_loss(results: list[TaskResult]) -> tuple[Tensor, Tensor]:
     num = len(results)
     return ordered_sum([r.grad for r in results]) / num, ordered_sum(
         [r.loss for r in results]
@@ -161,7 +161,7 @@ def _current(learner: MetaLearner) -> tuple[dict[str, np.ndarray], dict[str, np.
 def _adam(
     learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
 ) -> dict[str, float]:
-    g, loss = _grad_and_loss(learner, results)
+    g, loss = _grad_and_loss(results)
     leaves = learner.leaves()
     grads = [t.clone() for t in _unflatten(g, leaves)]
     norm, skipped = apply_gradient_values(learner, grads, loss, "Adam")
@@ -185,7 +185,7 @@ def _trpo(
     learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
 ) -> dict[str, float]:
     cfg, num = learner.config, spec.num_tasks
-    g, loss = _grad_and_loss(learner, results)
+    g, loss = _grad_and_loss(results)
     grad_norm = g.norm().item()
     if not np.isfinite(grad_norm):
         warn_skip("TRPO", grad_norm)
