@@ -60,6 +60,7 @@ def train(executor) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in learner.params.items()}
 
 
+@pytest.mark.slow  # ~20 s: starts a 2-node cluster (still part of `make test`)
 def test_node_removed_mid_iteration_completes_with_the_same_parameters(cluster):
     ex = make_executor("ray", nav_policy(), FAMILY, workers=2)
     try:
