@@ -1,5 +1,5 @@
 """The Ray backend on one module-scoped local Ray instance (2 CPUs): Ray with 1 and 2
-workers is bitwise equal to the local backend (Adam, TRPO); a worker SIGKILLed in the middle
+workers is bitwise equal to the local backend (Adam, TRPO, ProMP); a worker SIGKILLed in the middle
 of an iteration is restarted and the run ends with the same parameters; a Ray run resumed
 from its checkpoint equals an uninterrupted local run (trading tasks, actors load the data).
 RAY_AUTH_MODE=disabled: a throwaway local instance, no token written to the home folder."""
@@ -78,7 +78,7 @@ def assert_bitwise(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> No
         assert torch.equal(a[k], b[k]), f"{k}: max diff {(a[k] - b[k]).abs().max().item()}"
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "trpo"])
+@pytest.mark.parametrize("optimizer", ["adam", "trpo", "promp"])
 def test_ray_with_one_and_two_workers_is_bitwise_the_local_backend(executors, optimizer):
     local, local_stats = train(optimizer, None)
     for workers in (1, 2):

@@ -1,7 +1,8 @@
 """Per-task meta-iteration units (meta.tasks, meta.pertask) without Ray: their summed
 contributions are the batched meta-gradient and Fisher product on the same batches; the
 task streams depend on (seed, iteration, index) only; the local backend is reproducible and
-learns; ProMP and bad seeds are refused clearly."""
+moves theta (Adam, TRPO, ProMP, Meta-SGD, the exact estimator); bad seeds and unknown
+backends are refused clearly."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.inner import expand_to_tasks, inner_loop
 from metatrade.meta.learner import MetaConfig, MetaLearner
-from metatrade.meta.objective import kl_weights, post_update_dist_params
+from metatrade.meta.objective import (
+    clipped_loss,
+    kl_weights,
+    mean_kl,
+    outer_loss,
+    post_update_dist_params,
+)
 from metatrade.meta.optimizers import fisher_product, flatten
 from metatrade.meta.pertask import ordered_sum
+from metatrade.meta.surrogates import lvc_loss
 from metatrade.meta.tasks import IterationSpec, TaskWorker, task_streams, to_arrays
 from metatrade.meta.updates import MetaBatch, meta_loss
 
@@ -73,6 +81,30 @@ def test_task_contributions_sum_to_the_batched_gradient_and_fisher_product() -> 
     torch.testing.assert_close(per_task, fvp(v), rtol=1e-4, atol=1e-7)
 
 
+def test_task_promp_contributions_sum_to_the_batched_promp_gradient() -> None:
+    policy, cfg = nav_policy(), config(optimizer="promp")
+    params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
+    tasks = FAMILY.sample_tasks(3, "train", np.random.default_rng(2))
+    spec = IterationSpec("p", 0, tuple(tasks), to_arrays(params), None, cfg)
+    worker = TaskWorker(policy, FAMILY)
+    outs = worker.promp(spec, [0, 1, 2], spec.theta, None)
+    pre = stack([worker.units[i].batch.inner_batches[0] for i in range(3)])
+    post = stack([worker.units[i].batch.post for i in range(3)])
+    adapted = inner_loop(
+        policy,
+        expand_to_tasks(params, 3),
+        lambda k, c: pre,
+        config=cfg,
+        second_order=True,
+        loss=lvc_loss,
+    )[-1]
+    loss = outer_loss(policy, adapted, post, clipped_loss(cfg.promp_clip))
+    total = loss + cfg.promp_kl_coef * mean_kl(policy, expand_to_tasks(params, 3), pre)
+    grad = flatten(torch.autograd.grad(total, list(params.values())))
+    torch.testing.assert_close(ordered_sum([o[2] for o in outs]) / 3, grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ordered_sum([o[0] for o in outs]) / 3, loss.detach())
+
+
 def test_task_streams_depend_on_seed_iteration_and_index_only() -> None:
     draw = [torch.rand(3, generator=task_streams(5, 2, 1)[0]) for _ in range(2)]
     assert torch.equal(draw[0], draw[1])
@@ -92,20 +124,12 @@ def run_local(optimizer: str, iterations: int = 2) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in learner.params.items()}
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "trpo"])
+@pytest.mark.parametrize("optimizer", ["adam", "trpo", "promp"])
 def test_local_backend_is_reproducible_and_moves_theta(optimizer: str) -> None:
     first, second = run_local(optimizer), run_local(optimizer)
     assert all(torch.equal(first[k], second[k]) for k in first)
     start = dict(nav_policy().named_parameters())
     assert any(not torch.equal(first[k], start[k].detach()) for k in first)
-
-
-def test_promp_is_refused_on_the_per_task_backends() -> None:
-    policy = nav_policy()
-    learner = MetaLearner(policy, FAMILY, config(optimizer="promp"))
-    attach(learner, make_executor("local", policy, FAMILY))
-    with pytest.raises(ValueError, match="batched path only"):
-        learner.step()
 
 
 def test_unknown_backend_is_refused() -> None:

@@ -7,6 +7,8 @@ contributions) runs wherever the ``TaskExecutor`` puts it, and the driver sums t
 contributions in task-index order and applies the meta-update:
 
 * Adam: grad = (sum_i grad L_i) / T, then the usual clipping and Adam step;
+* ProMP (Rothfuss et al., 2019): ``promp_steps`` such Adam steps, each from the tasks'
+  gradients of the clipped objective at the current theta;
 * TRPO (Schulman et al., 2015): g = (sum_i grad L_i) / T; every conjugate-gradient product
   F v = (sum_i J_i^T M_i J_i v) / T + damping v; every line-search point
   (sum_i L_i / T, sum_i KL_i / T) (``optimizers.trpo_search``, shared with the batched TRPO).
@@ -127,7 +129,7 @@ class PerTaskStep:
         results: list[TaskResult] = ex.map("begin", spec)
         t1 = time.perf_counter()
         try:
-            update = _trpo if cfg.optimizer == "trpo" else _adam
+            update = {"adam": _adam, "trpo": _trpo, "promp": _promp}[cfg.optimizer]
             stats = update(learner, ex, spec, results)
         finally:
             ex.release(spec)
@@ -167,10 +169,39 @@ def _adam(
     norm, skipped = apply_gradient_values(learner, grads, loss, "Adam")
     stats = {"meta/loss": loss.item(), "meta/grad_norm": norm, "meta/skipped": float(skipped)}
     if spec.config.estimator == "sampled":
-        head = range(min(spec.num_tasks, KL_LOG_TASKS))
-        kls = ex.map("kl", spec, *_current(learner), indices=head)
-        stats["meta/kl"] = sum(kls) / len(kls)
+        stats["meta/kl"] = _logged_kl(learner, ex, spec)
     return stats
+
+
+def _logged_kl(learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec) -> float:
+    """Adam's / ProMP's logged KL after the update, on the first ``KL_LOG_TASKS`` tasks."""
+    head = range(min(spec.num_tasks, KL_LOG_TASKS))
+    kls = ex.map("kl", spec, *_current(learner), indices=head)
+    return sum(kls) / len(kls)
+
+
+def _promp(
+    learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
+) -> dict[str, float]:
+    """ProMP's ``promp_steps`` Adam steps, each on the tasks' summed contributions at the
+    current theta (as ``updates.ProMPUpdate``)."""
+    num, leaves = spec.num_tasks, learner.leaves()
+    first_loss, norm, skipped_any = float("nan"), 0.0, False
+    for k in range(learner.config.promp_steps):
+        outs = ex.map("promp", spec, *_current(learner))
+        total = ordered_sum([o[1] for o in outs]) / num
+        g = ordered_sum([o[2] for o in outs]) / num
+        if k == 0:
+            first_loss = (ordered_sum([o[0] for o in outs]) / num).item()
+        grads = [t.clone() for t in _unflatten(g, leaves)]
+        norm, skipped = apply_gradient_values(learner, grads, total, "ProMP")
+        skipped_any |= skipped
+    return {
+        "meta/loss": first_loss,
+        "meta/kl": _logged_kl(learner, ex, spec),
+        "meta/grad_norm": norm,
+        "meta/skipped": float(skipped_any),
+    }
 
 
 def _unflatten(flat: Tensor, like: list[Tensor]) -> list[Tensor]:

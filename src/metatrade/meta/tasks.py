@@ -30,16 +30,20 @@ from metatrade.meta.config import MetaConfig
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
 from metatrade.meta.inner import expand_to_tasks, inner_loop
-from metatrade.meta.objective import kl_weights, mean_kl, post_update_dist_params
+from metatrade.meta.objective import (
+    clipped_loss,
+    kl_weights,
+    mean_kl,
+    outer_loss,
+    post_update_dist_params,
+)
 from metatrade.meta.optimizers import fisher_product, flatten
 from metatrade.meta.protocols import TaskFamily
+from metatrade.meta.surrogates import lvc_loss
 from metatrade.meta.updates import MetaBatch, fisher_on_subset, meta_loss
 
 Params = dict[str, Tensor]
 Arrays = dict[str, np.ndarray]
-
-PER_TASK_OPTIMIZERS = ("adam", "trpo")
-"""meta-optimizers the per-task backends implement (ProMP runs on the batched path only)"""
 
 
 @dataclass(frozen=True)
@@ -109,11 +113,6 @@ class TaskUnit:
 
     def __init__(self, policy: nn.Module, family: TaskFamily, spec: IterationSpec, index: int):
         cfg = self.config = spec.config
-        if cfg.optimizer not in PER_TASK_OPTIMIZERS:
-            raise ValueError(
-                f"meta.optimizer={cfg.optimizer!r} runs on the batched path only; use "
-                "run.backend: batched, or optimizer adam or trpo for the local / ray backends."
-            )
         self.policy = policy
         generator, rng = task_streams(cfg.seed, spec.iteration, index)
         task = [spec.tasks[index]]
@@ -131,15 +130,16 @@ class TaskUnit:
             inner_batches.append(source.inner_batch(k, current))
             return inner_batches[-1]
 
-        steps = inner_loop(
-            policy,
-            expand_to_tasks(self.params, 1),
-            batch_for_step,
-            config=cfg,
-            second_order=not cfg.first_order,
-            inner_lrs=self.inner_lrs,
-            loss=source.inner_loss,
-        )
+        with torch.set_grad_enabled(cfg.optimizer != "promp"):  # ProMP re-adapts per step
+            steps = inner_loop(
+                policy,
+                expand_to_tasks(self.params, 1),
+                batch_for_step,
+                config=cfg,
+                second_order=not cfg.first_order,
+                inner_lrs=self.inner_lrs,
+                loss=source.inner_loss,
+            )
         post = source.post_batch(steps[-1])
         self.batch = MetaBatch(
             inner_batches, post, steps, generator, source.inner_loss, source.outer_loss
@@ -156,6 +156,8 @@ class TaskUnit:
         """L_i and grad L_i (Adam's whole contribution; TRPO keeps the graph for F_i v)."""
         cfg, batch = self.config, self.batch
         multi = cfg.multi_step_loss
+        if cfg.optimizer == "promp":  # its contributions come from ``promp`` calls
+            return TaskResult(np.array(np.nan, np.float32), np.zeros(0, np.float32), *self.returns)
         if cfg.optimizer == "trpo":
             self._dist = post_update_dist_params(self.policy, batch.steps[-1], batch.post)
             loss = meta_loss(
@@ -229,6 +231,32 @@ class TaskUnit:
             kl = (kl_weights(batch.post) * dist.kl(old, new)).sum()
         return loss.numpy().copy(), kl.numpy().copy()
 
+    def promp(self, theta: Arrays, inner_lrs: Arrays | None) -> tuple[np.ndarray, ...]:
+        """ProMP at theta (Rothfuss et al., 2019, eq. 11): the clipped loss L_i of the policy
+        re-adapted with the lvc surrogate, L_i + kl_coef KL_i(pre-update), and its gradient."""
+        cfg, batch = self.config, self.batch
+        params = _tensors(theta, requires_grad=True) or {}
+        lrs = _tensors(inner_lrs, requires_grad=True)
+        leaves = [*params.values(), *(lrs or {}).values()]
+        adapted = inner_loop(
+            self.policy,
+            expand_to_tasks(params, 1),
+            lambda k, current: batch.inner_batches[k],
+            config=cfg,
+            second_order=not cfg.first_order,
+            inner_lrs=lrs,
+            loss=lvc_loss,
+            num_steps=len(batch.inner_batches),
+        )[-1]
+        loss = outer_loss(self.policy, adapted, batch.post, clipped_loss(cfg.promp_clip))
+        pre_kl = mean_kl(self.policy, expand_to_tasks(params, 1), batch.pre)
+        total = loss + cfg.promp_kl_coef * pre_kl
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
+        ]
+        return loss.detach().numpy().copy(), total.detach().numpy().copy(), flatten(grads).numpy()
+
     def kl(self, theta: Arrays, inner_lrs: Arrays | None) -> float:
         """KL(post-update policy before || after an update) on D'_i: Adam's logged KL."""
         if not isinstance(self.batch.post, Episodes):
@@ -281,6 +309,11 @@ class TaskWorker:
         self, spec: IterationSpec, indices: Sequence[int], theta: Arrays, lrs: Arrays | None
     ) -> list[float]:
         return [self._unit(spec, i).kl(theta, lrs) for i in indices]
+
+    def promp(
+        self, spec: IterationSpec, indices: Sequence[int], theta: Arrays, lrs: Arrays | None
+    ) -> list[tuple[np.ndarray, ...]]:
+        return [self._unit(spec, i).promp(theta, lrs) for i in indices]
 
     def release(self, key: tuple[str, int]) -> None:
         """Free an iteration's units (their graphs) once the driver has updated theta."""
