@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned here: 2.13.0 is the CPU wheel on local disk; anything else pulls CUDA.
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,ray]" "torch==$(TORCH_VERSION)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,3 +70,20 @@ def configure_cpu(threads: int | None = 1, keep_memory: bool = True) -> None:
         torch.set_num_threads(int(threads))
     if keep_memory:
         keep_freed_memory()
+
+
+def resolve_device(name: str) -> str:
+    """``run.device`` as a torch device: "cpu", "cuda", or "auto" (cuda when torch sees a
+    GPU, else cpu). Asking for cuda without one is an error, not a silent fallback."""
+    import torch
+
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"run.device={name!r}: use cpu, cuda or auto.")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "run.device: cuda, but torch sees no CUDA GPU (torch "
+            f"{torch.__version__}); use run.device: cpu or auto."
+        )
+    return name

@@ -25,7 +25,7 @@ from rich.console import Console
 from metatrade.cli import app
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
-from metatrade.training.config import RunConfig, load_config
+from metatrade.training.config import RunConfig, apply_overrides, load_config
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -159,14 +159,23 @@ def meta_train_cmd(
     overwrite: bool = OverwriteOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     strict: bool = StrictOpt,
+    backend: str | None = typer.Option(
+        None, "--backend", help="batched | local | ray (default: run.backend; docs/distributed.md)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or host:port (default: run.address)"
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors (default: run.workers)"),
 ) -> None:
     """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir."""
     cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
+    given = {"run.backend": backend, "run.address": address, "run.workers": workers}
+    backend_overrides = {k: v for k, v in given.items() if v is not None}
     run_dir = cfg.run_dir()
     with _writing(run_dir, f"metatrade meta-train --resume --out {run_dir}"):
         _meta_train(
             cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, backend_overrides=backend_overrides,
         )  # fmt: skip
 
 
@@ -179,6 +188,7 @@ def _meta_train(
     resume: bool,
     overwrite: bool,
     progress: bool,
+    backend_overrides: dict[str, Any],
 ) -> None:
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
@@ -197,6 +207,7 @@ def _meta_train(
             console.print(f"no checkpoint in {run_dir}: starting from iteration 0")
     if iterations is not None:
         cfg = cfg.model_copy(update={"meta": replace(cfg.meta, num_meta_iterations=iterations)})
+    cfg = apply_overrides(cfg, backend_overrides)  # --backend/--address/--workers, also on resume
     console.print(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "
         f"iterations={cfg.meta.num_meta_iterations} seed={cfg.run.seed} -> {run_dir}"

@@ -156,7 +156,9 @@ class LinearFeatureBaseline:
             xty = x.transpose(1, 2) @ y
             eye = torch.eye(num_feats, dtype=x.dtype, device=x.device)
             reg = self.reg_coeff
-            weights = torch.full((num_tasks, num_feats, 1), float("nan"), dtype=x.dtype)
+            weights = torch.full(
+                (num_tasks, num_feats, 1), float("nan"), dtype=x.dtype, device=x.device
+            )
             for _ in range(5):
                 sol, info = torch.linalg.solve_ex(xtx + reg * eye, xty)
                 ok = (info == 0) & torch.isfinite(sol).all(dim=(1, 2))

@@ -17,6 +17,24 @@ from torch import Tensor
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _draw_device(generator: torch.Generator | None, like: Tensor) -> torch.device:
+    """Draw on the generator's device (a CPU generator gives the same numbers whatever
+    device the policy runs on), then move to ``like``'s device."""
+    return like.device if generator is None else generator.device
+
+
+def _uniform(shape: torch.Size, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    device = _draw_device(generator, like)
+    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=device)
+    return u.to(like.device)
+
+
+def _normal(shape: torch.Size, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    device = _draw_device(generator, like)
+    z = torch.randn(shape, generator=generator, dtype=like.dtype, device=device)
+    return z.to(like.device)
+
+
 @dataclass(frozen=True)
 class Categorical:
     """Discrete actions 0..n-1; parameters are logits [..., n]; actions are int64 [...]."""
@@ -47,7 +65,7 @@ class Categorical:
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
         # Gumbel-max: one draw per row with an explicit generator (reproducible, batched).
-        u = torch.rand(params.shape, generator=generator, dtype=params.dtype, device=params.device)
+        u = _uniform(params.shape, generator, params)
         gumbel = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
         return torch.argmax(params.detach() + gumbel, dim=-1)
 
@@ -90,7 +108,7 @@ class DiagGaussian:
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean, log_std = self.split(params.detach())
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        noise = _normal(mean.shape, generator, mean)
         return mean + torch.exp(log_std) * noise
 
     def mode(self, params: Tensor) -> Tensor:

@@ -183,5 +183,6 @@ def random_episode_subset(
         raise ValueError(f"random_episode_subset: fraction={fraction} must be in (0, 1].")
     nonempty = episodes.lengths > 0
     k = max(1, math.ceil(fraction * int(nonempty.sum(dim=1).max())))
-    keys = torch.rand(nonempty.shape, generator=generator) + (~nonempty).float()
+    keys = torch.rand(nonempty.shape, generator=generator).to(nonempty.device)
+    keys = keys + (~nonempty).float()
     return keys.argsort(dim=1)[:, :k]

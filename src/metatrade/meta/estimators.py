@@ -140,12 +140,15 @@ class ExactSource:
             )
         self.policy = policy
         self.inner_loss = self.outer_loss = family.objective_loss
-        self.adapt_batch, self.eval_batch = family.objective_batches(
+        batches = family.objective_batches(
             tasks,
             num_windows=config.episodes_per_task,
             num_eval_windows=config.num_evaluation_episodes,
             rng=rng,
         )
+        # windows are built in numpy on the CPU; moved once to the policy's device
+        device = next(iter(policy.parameters())).device
+        self.adapt_batch, self.eval_batch = (_to_device(b, device) for b in batches)
 
     def inner_batch(self, k: int, params: Params) -> Any:
         return self.adapt_batch
@@ -161,3 +164,9 @@ class ExactSource:
 
         with torch.no_grad():
             return -vmap(one)(params, batch.tensors()).mean().item()
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch
+    return type(batch).from_tensors({k: v.to(device) for k, v in batch.tensors().items()})

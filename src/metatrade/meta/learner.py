@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -64,6 +65,9 @@ class MetaLearner:
         self.rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
+        self.backend: Callable[[MetaLearner, np.random.Generator], dict[str, float]] | None = None
+        """None: the batched in-process step; else per-task units through a backend
+        (``meta.pertask.PerTaskStep``: the local or Ray executor), same maths, own rounding"""
 
     def leaves(self) -> list[Tensor]:
         """What the meta-update changes: theta, and the Meta-SGD step sizes if learned."""
@@ -110,6 +114,8 @@ class MetaLearner:
         """One meta-iteration, line by line Algorithm 3 of Finn et al. (2017)."""
         cfg = self.config
         rng = rng if rng is not None else self.rng
+        if self.backend is not None:  # per-task units; randomness from (seed, iteration, task)
+            return self.backend(self, rng)
         generator = generator if generator is not None else self.generator
         t0 = time.perf_counter()
         # line 3: sample a batch of tasks T_i ~ p(T)

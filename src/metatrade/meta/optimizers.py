@@ -88,6 +88,13 @@ def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def kl_hessian_product(kl_fn: Callable[[Tensor, Tensor], Tensor], old: Tensor, w: Tensor) -> Tensor:
+    """M w, M = Hessian of sum(kl_fn(old, q)) wrt q at q = old (per-sample blocks)."""
+    q = old.detach().requires_grad_()
+    g = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
+    return torch.autograd.grad((g * w).sum(), q)[0]
+
+
 @dataclass
 class TRPOResult:
     accepted: bool
@@ -127,51 +134,46 @@ def trpo_step(
     grads = torch.autograd.grad(
         loss, leaves, retain_graph=fisher_evaluate is None, allow_unused=True
     )
-    g = flatten(_zeros_for_none(leaves, grads))
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
+    g = flatten(grads)
     grad_norm = g.norm().item()
     if not math.isfinite(grad_norm):
         warn_skip("TRPO", grad_norm)
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
+
     if fisher_evaluate is not None:
         dist_params = fisher_evaluate()
-    fisher_vp = fisher_vector_product(leaves, dist_params, kl_fn=kl_fn, damping=cg_damping)
-    step_dir, f_step = conjugate_gradient_with_product(fisher_vp, -g.detach(), iters=cg_iters)
-    shs = 0.5 * step_dir.dot(f_step)
-    if not bool(torch.isfinite(shs)) or shs.item() <= 0:
-        warn_skip("TRPO (curvature)", float(shs))
-        return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
-    full_step = step_dir * torch.sqrt(2 * max_kl / (2 * shs))  # = step / sqrt(shs / max_kl)
-    return _line_search(
+    fisher = fisher_product(leaves, dist_params, kl_fn)
+
+    def line_search_eval() -> tuple[Tensor, Tensor]:
+        new_loss, new_kl, _ = evaluate(differentiable=False)
+        return new_loss, new_kl
+
+    return trpo_search(
         leaves,
-        evaluate,
-        full_step=full_step,
-        loss_before=loss.item(),
+        g,
+        loss.item(),
+        lambda v: fisher(v) + cg_damping * v,
+        line_search_eval,
+        grad_norm=grad_norm,
         max_kl=max_kl,
+        cg_iters=cg_iters,
         backtrack_ratio=backtrack_ratio,
         max_backtracks=max_backtracks,
-        grad_norm=grad_norm,
     )
 
 
-def _zeros_for_none(leaves: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
-    return [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, grads, strict=True)]
-
-
-def fisher_vector_product(
-    leaves: list[Tensor],
-    dist_params: Tensor,
-    *,
-    kl_fn: Callable[[Tensor, Tensor], Tensor],
-    damping: float,
+def fisher_product(
+    leaves: list[Tensor], dist_params: Tensor, kl_fn: Callable[[Tensor, Tensor], Tensor]
 ) -> Callable[[Tensor], Tensor]:
-    """v -> (J^T M J + damping I) v with J = d dist_params / d leaves (through the
-    adaptation) and M the KL's Hessian in distribution-parameter space at the old policy.
-    J v by the double-backward trick (the VJP is linear in its cotangent u), J^T w by a VJP;
-    the graphs are built once and reused by every product of the conjugate gradient."""
+    """``v -> J^T M J v`` (flat, no damping) at ``dist_params`` = f(leaves), which must still
+    hold its graph. The graphs it builds once (J^T u, the KL's first derivative) are kept, so
+    every product after the first costs two backward passes (see the module docstring)."""
     old = dist_params.detach()
     u = torch.zeros_like(dist_params, requires_grad=True)
     jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
-    jt_u = _zeros_for_none(leaves, jt_u)
+    jt_u = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jt_u, strict=True)]
+
     # M w = d/dq <grad_q KL(old, q), w> at q = old: the first derivative's graph is built once
     q = old.clone().requires_grad_()
     kl_grad_q = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
@@ -180,34 +182,52 @@ def fisher_vector_product(
         jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
         mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
         jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
-        return flatten(_zeros_for_none(leaves, jtmw)) + damping * v
+        jtmw = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jtmw, strict=True)]
+        return flatten(jtmw)
 
     return product
 
 
-def _line_search(
+def trpo_search(
     leaves: list[Tensor],
-    evaluate: Callable[..., tuple[Tensor, Tensor, Tensor]],
-    *,
-    full_step: Tensor,
+    g: Tensor,
     loss_before: float,
+    fisher_vp: Callable[[Tensor], Tensor],
+    evaluate: Callable[[], tuple[Tensor, Tensor]],
+    *,
+    grad_norm: float,
     max_kl: float,
+    cg_iters: int,
     backtrack_ratio: float,
     max_backtracks: int,
-    grad_norm: float,
 ) -> TRPOResult:
-    """Backtrack from ``full_step`` until the loss improves with KL < max_kl (Schulman et
-    al., 2015, appendix C); the leaves are restored when no fraction is accepted."""
+    """TRPO after the gradient: the direction F x = -g by conjugate gradient (``fisher_vp``
+    includes the damping), the step scaled to the trust region, and the backtracking line
+    search; ``evaluate()`` gives (loss, kl) at the current values of ``leaves`` (no graph
+    needed). Shared by ``trpo_step`` and the per-task backends, whose products and
+    evaluations are sums over tasks computed elsewhere."""
+    step_dir, f_step = conjugate_gradient_with_product(fisher_vp, -g.detach(), iters=cg_iters)
+    shs = 0.5 * step_dir.dot(f_step)
+    if not bool(torch.isfinite(shs)) or shs.item() <= 0:
+        warn_skip("TRPO (curvature)", float(shs))
+        return TRPOResult(False, 0.0, loss_before, loss_before, 0.0, grad_norm, True)
+    full_step = step_dir * torch.sqrt(2 * max_kl / (2 * shs))  # = step / sqrt(shs / max_kl)
+
     originals = [p.detach().clone() for p in leaves]
     fraction = 1.0
     with torch.no_grad():
         for _ in range(max_backtracks):
             for p, p0, s in zip(leaves, originals, unflatten(full_step, leaves), strict=True):
                 p.copy_(p0 + fraction * s)
-            new_loss, new_kl, _ = evaluate(differentiable=False)
-            loss_now, kl_now = new_loss.item(), new_kl.item()
-            if math.isfinite(loss_now) and loss_now < loss_before and kl_now < max_kl:
-                return TRPOResult(True, fraction, loss_before, loss_now, kl_now, grad_norm, False)
+            new_loss, new_kl = evaluate()
+            if (
+                math.isfinite(new_loss.item())
+                and new_loss.item() < loss_before
+                and new_kl.item() < max_kl
+            ):
+                return TRPOResult(
+                    True, fraction, loss_before, new_loss.item(), new_kl.item(), grad_norm, False
+                )
             fraction *= backtrack_ratio
         for p, p0 in zip(leaves, originals, strict=True):
             p.copy_(p0)

@@ -144,6 +144,7 @@ def sample_episodes(
     dist = policy.distribution
     horizon = int(num_steps or batch_env.max_episode_steps)
     dtype = _param_dtype(params)
+    device = next(iter(params.values())).device  # envs stay numpy on the CPU
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     obs_np = batch_env.reset(seed=seed)
@@ -161,10 +162,10 @@ def sample_episodes(
         detached = {k: v.detach() for k, v in params.items()}
         forward = make_forward(policy, detached)
         for _ in range(horizon):
-            obs_t = torch.as_tensor(obs_np, dtype=dtype)
+            obs_t = torch.as_tensor(obs_np, dtype=dtype, device=device)
             dparams = forward(obs_t)
             actions = dist.sample(dparams, generator=generator)
-            next_obs, reward, terminated, truncated, info = batch_env.step(actions.numpy())
+            next_obs, reward, terminated, truncated, info = batch_env.step(actions.cpu().numpy())
             obs_l.append(obs_t)
             act_l.append(actions)
             dp_l.append(dparams)
@@ -200,7 +201,8 @@ def sample_episodes(
         lengths = alive.sum(axis=2)
 
         def padded(xs: list[np.ndarray]) -> Tensor:
-            return torch.as_tensor(np.where(alive, np.stack(xs, axis=2), 0.0), dtype=dtype)
+            stacked = np.where(alive, np.stack(xs, axis=2), 0.0)
+            return torch.as_tensor(stacked, dtype=dtype, device=device)
 
         actions_all = torch.stack(act_l, dim=2)
         dist_params = torch.stack(dp_l, dim=2)
@@ -209,13 +211,13 @@ def sample_episodes(
         obs=torch.stack(obs_l, dim=2),
         actions=actions_all,
         rewards=padded(rew_l),
-        mask=torch.as_tensor(alive, dtype=dtype),
-        terminated=torch.as_tensor(terminated & alive),
-        truncated=torch.as_tensor(truncated),
+        mask=torch.as_tensor(alive, dtype=dtype, device=device),
+        terminated=torch.as_tensor(terminated & alive, device=device),
+        truncated=torch.as_tensor(truncated, device=device),
         log_probs=log_probs,
         dist_params=dist_params,
-        last_obs=torch.as_tensor(last_obs, dtype=dtype),
-        lengths=torch.as_tensor(lengths, dtype=torch.int64),
+        last_obs=torch.as_tensor(last_obs, dtype=dtype, device=device),
+        lengths=torch.as_tensor(lengths, dtype=torch.int64, device=device),
         pnl_rewards=padded(pnl_l) if pnl_l else None,
     )
 

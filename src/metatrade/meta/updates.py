@@ -107,6 +107,15 @@ def apply_gradients(learner: MetaLearner, loss: Tensor, what: str) -> tuple[floa
     leaves = learner.leaves()
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
+    return apply_gradient_values(learner, grads, loss, what)
+
+
+def apply_gradient_values(
+    learner: MetaLearner, grads: list[Tensor], loss: Tensor, what: str
+) -> tuple[float, bool]:
+    """``apply_gradients`` given the gradients (one per ``learner.leaves()``), e.g. summed
+    from per-task contributions by a backend (``meta.pertask``)."""
+    leaves = learner.leaves()
     if not all_finite(grads) or not bool(torch.isfinite(loss)):
         norm = float("nan") if not all_finite(grads) else float("inf")
         warn_skip(what, norm)

@@ -254,6 +254,24 @@ class RunSection(_Section):
         description="keep freed memory in the process for reuse (glibc mallopt; ~17% faster "
         "meta-iterations, resident memory stays at its peak)",
     )
+    backend: Literal["batched", "local", "ray"] = Field(
+        "batched",
+        description="where a meta-iteration's per-task work runs: batched (all tasks in one "
+        "vmapped computation here, fastest on one machine), local (per-task units here, the "
+        "reference ray is bitwise equal to) or ray (per-task units on Ray actors; "
+        "pip install 'metatrade[ray]'; docs/distributed.md)",
+    )
+    workers: int = Field(2, gt=0, description="Ray actors (run.backend: ray), 1 CPU each")
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join: 'auto' (the one `ray start` runs here) or host:port; "
+        "null: start a local Ray instance",
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="device of the policy parameters and the meta-step's tensors (envs stay "
+        "numpy on the CPU); auto: cuda when available, else cpu",
+    )
 
 
 def meta_section_from(meta_config: MetaConfig) -> MetaSection:

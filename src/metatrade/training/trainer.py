@@ -33,6 +33,8 @@ import torch
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.io import run_dir_lock
 from metatrade.meta.protocols import BatchEnv, TaskFamily
+from metatrade.runtime import resolve_device
+from metatrade.training.backend import backend_for_run
 from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
@@ -170,7 +172,10 @@ class Trainer:
             logger = self._open_logger(self.run_dir, start)
             last: dict[str, float] = {}
             try:
-                with progress_bar("meta-train", total, start, self.progress) as (bar, task):
+                with (
+                    backend_for_run(self.config, learner, self.env),  # batched | local | ray
+                    progress_bar("meta-train", total, start, self.progress) as (bar, task),
+                ):
                     for done in range(start + 1, total + 1):
                         stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
                         last = {k: float(v) for k, v in stats.items()}
@@ -203,7 +208,8 @@ class Trainer:
             if hasattr(self.agent, "learner"):
                 self.agent.learner, self.agent.meta_config = learner, learner.config
         else:
-            learner = make_learner(self.config, self.env, self._policy(), self.rng)
+            policy = self._policy().to(resolve_device(self.config.run.device))
+            learner = make_learner(self.config, self.env, policy, self.rng)
         self.learner = learner
         start = int(learner.iteration) if own is not None else 0
         if resume is not None:

@@ -1,0 +1,156 @@
+"""``RayExecutor``: a meta-iteration's task units on Ray actors, fault tolerant.
+
+Each actor is a ``meta.tasks.TaskWorker``: it builds the task family once (its data loaded
+once per actor) and serves the task slots placed on it, slot i on actor i mod W. Per
+meta-iteration the driver puts one ``IterationSpec`` (theta, the sampled task ids, the config)
+in Ray's object store; every call names it by reference, so its bytes travel once per node.
+Calls carry only small arrays: a Fisher-product vector, a trial theta; results are per-task
+gradients, products and scalars (``comm/bytes_*`` in the step's stats).
+
+Fault tolerance: actors are created with ``max_restarts`` and ``max_task_retries``. A worker
+process killed mid-iteration (or lost with its node) is restarted by Ray, which resubmits
+the calls it had not finished; the restarted ``TaskWorker`` has lost its units and rebuilds
+them from the spec (``TaskWorker._unit``). A unit's numbers depend only on (spec, task
+index), so the iteration ends bitwise as if nothing had failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from metatrade.meta.pertask import payload_bytes
+from metatrade.meta.protocols import TaskFamily
+from metatrade.meta.tasks import IterationSpec, TaskWorker
+
+RoundHook = Callable[[str, int], None]
+"""``(method, round number)``: called after a round's calls are submitted, before they are
+awaited (progress reports; fault-injection tests kill a worker here)."""
+
+
+def import_ray() -> Any:
+    """``ray``, or an error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "run.backend: ray needs Ray: pip install 'metatrade[ray]' (ray==2.60.0)"
+        ) from None
+    return ray
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+    """Connect to Ray (``address``: "auto" or "host:port" of a running cluster) or start a
+    local instance (None). An existing connection of this process is reused as it is."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        if address is None:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(address=address, **kwargs)
+    return ray
+
+
+class RayExecutor:
+    """``meta.pertask.TaskExecutor`` on ``workers`` Ray actors (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        family: TaskFamily | Callable[[], TaskFamily],
+        *,
+        workers: int,
+        address: str | None = None,
+        threads: int | None = None,
+        cpus_per_worker: float = 1.0,
+        max_restarts: int = 5,
+        round_hook: RoundHook | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"RayExecutor: workers={workers}; use at least one worker.")
+        self.ray = ray = connect(address, num_cpus=None if address else max(workers, 1))
+        total = ray.cluster_resources().get("CPU", 0.0)
+        if workers * cpus_per_worker > total:
+            raise ValueError(
+                f"run.workers={workers} x {cpus_per_worker} CPU > the Ray cluster's {total:g} "
+                "CPUs: the extra actors would wait forever; lower run.workers or add nodes."
+            )
+        import torch
+
+        threads = threads or torch.get_num_threads()  # the driver's: same rounding
+        actor = ray.remote(TaskWorker).options(
+            num_cpus=cpus_per_worker,
+            max_restarts=max_restarts,
+            max_task_retries=-1,  # retried until the actor is dead for good
+            scheduling_strategy="SPREAD",
+        )
+        # the executor owns the constructor arguments, so a restarted actor can read them
+        # for as long as the executor lives (ray-project/ray#53727)
+        self._init_refs = (ray.put(policy), ray.put(family))
+        self.actors = [actor.remote(*self._init_refs, threads) for _ in range(workers)]
+        self.num_workers = workers
+        self.round_hook = round_hook
+        self.rounds = 0
+        self.bytes_sent = self.bytes_received = 0
+        self._spec: tuple[tuple[str, int], Any] | None = None
+        self._pending: list[Any] = []
+
+    def _spec_ref(self, spec: IterationSpec) -> Any:
+        if self._spec is None or self._spec[0] != spec.key:
+            self._spec = (spec.key, self.ray.put(spec))
+        return self._spec[1]
+
+    def placement(self, indices: Sequence[int]) -> list[list[int]]:
+        """The task slots of each actor: slot i on actor i mod W."""
+        groups: list[list[int]] = [[] for _ in self.actors]
+        for i in indices:
+            groups[i % self.num_workers].append(i)
+        return groups
+
+    def map(
+        self, method: str, spec: IterationSpec, *args: Any, indices: Sequence[int] | None = None
+    ) -> list[Any]:
+        indices = list(range(spec.num_tasks) if indices is None else indices)
+        self.ray.get(self._pending)
+        self._pending = []
+        first_of_iteration = self._spec is None or self._spec[0] != spec.key
+        spec_ref = self._spec_ref(spec)
+        arg_refs = [self.ray.put(a) for a in args]
+        groups = self.placement(indices)
+        futures = {}
+        for actor, group in zip(self.actors, groups, strict=True):
+            if group:
+                futures[tuple(group)] = getattr(actor, method).remote(spec_ref, group, *arg_refs)
+        busy = len(futures)
+        self.bytes_sent += busy * payload_bytes(list(args)) + 8 * len(indices)
+        if first_of_iteration:
+            self.bytes_sent += busy * payload_bytes(spec)
+        self.rounds += 1
+        if self.round_hook is not None:
+            self.round_hook(method, self.rounds)
+        by_task: dict[int, Any] = {}
+        for group, values in zip(futures, self.ray.get(list(futures.values())), strict=True):
+            by_task.update(zip(group, values, strict=True))
+        results = [by_task[i] for i in indices]
+        self.bytes_received += payload_bytes(results)
+        return results
+
+    def release(self, spec: IterationSpec) -> None:
+        """Free the iteration's units on every actor (waited for at the next round)."""
+        self._pending = [actor.release.remote(spec.key) for actor in self.actors]
+        self._spec = None
+
+    def pids(self) -> list[int]:
+        """The actors' process ids (for the fault-injection tests and diagnostics)."""
+        return self.ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        """End the actors (Ray itself stays connected: it may be the caller's)."""
+        self.ray.get(self._pending)
+        for actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+        self.actors, self._pending = [], []

@@ -1,0 +1,129 @@
+"""The Ray backend on one module-scoped local Ray instance (2 CPUs): Ray with 1 and 2
+workers is bitwise equal to the local backend (Adam, TRPO, ProMP); a worker SIGKILLed in the middle
+of an iteration is restarted and the run ends with the same parameters; a Ray run resumed
+from its checkpoint equals an uninterrupted local run (trading tasks, actors load the data).
+RAY_AUTH_MODE=disabled: a throwaway local instance, no token written to the home folder."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from metatrade.agents.policies import make_policy  # noqa: E402
+from metatrade.distributed import attach, make_executor  # noqa: E402
+from metatrade.envs.nav2d import Navigation2DFamily  # noqa: E402
+from metatrade.meta.learner import MetaConfig, MetaLearner  # noqa: E402
+from metatrade.training.build import make_family  # noqa: E402
+from metatrade.training.config import load_config  # noqa: E402
+from metatrade.training.trainer import Trainer  # noqa: E402
+
+FAMILY = Navigation2DFamily(max_episode_steps=8)
+ITERATIONS = 3
+# fractions of a CPU so two executors (3 actors) and a Trainer's actor fit in 2 CPUs
+SHARE = 0.25
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def nav_policy() -> torch.nn.Module:
+    env = FAMILY.make_batch_env(FAMILY.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
+
+
+@pytest.fixture(scope="module")
+def executors(ray_instance):
+    made = {
+        n: make_executor("ray", nav_policy(), FAMILY, workers=n, cpus_per_worker=SHARE)
+        for n in (1, 2)
+    }
+    yield made
+    for ex in made.values():
+        ex.close()
+
+
+def train(optimizer: str, executor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    cfg = MetaConfig(
+        optimizer=optimizer,
+        meta_batch_size=3,
+        episodes_per_task=3,
+        num_evaluation_episodes=3,
+        lr=0.05,
+        seed=3,
+    )
+    policy = nav_policy()
+    learner = MetaLearner(policy, FAMILY, cfg)
+    attach(learner, executor or make_executor("local", copy.deepcopy(policy), FAMILY))
+    for _ in range(ITERATIONS):
+        stats = learner.step()
+    return {k: v.detach().clone() for k, v in learner.params.items()}, stats
+
+
+def assert_bitwise(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k}: max diff {(a[k] - b[k]).abs().max().item()}"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "trpo", "promp"])
+def test_ray_with_one_and_two_workers_is_bitwise_the_local_backend(executors, optimizer):
+    local, local_stats = train(optimizer, None)
+    for workers in (1, 2):
+        params, stats = train(optimizer, executors[workers])
+        assert_bitwise(local, params)
+        assert stats["meta/loss"] == local_stats["meta/loss"]
+        assert stats["comm/bytes_sent"] > 0 and stats["comm/bytes_received"] > 0
+    start = dict(nav_policy().named_parameters())
+    assert any(not torch.equal(local[k], start[k].detach()) for k in local)
+
+
+def test_worker_killed_mid_iteration_is_restarted_with_the_same_result(executors):
+    ex = executors[2]
+    reference, _ = train("trpo", None)
+    pids = ex.pids()
+    killed: list[int] = []
+    begun: list[int] = []
+
+    def kill_once(method: str, round_number: int) -> None:
+        # in the second iteration's conjugate gradient: the unit's graph is lost with it
+        begun.extend([round_number] if method == "begin" else [])
+        if method == "fisher" and len(begun) == 2 and not killed:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    ex.round_hook = kill_once
+    try:
+        params, _ = train("trpo", ex)
+    finally:
+        ex.round_hook = None
+    assert killed, "the worker was never killed"
+    assert ex.pids()[0] != pids[0] and ex.pids()[1] == pids[1]  # restarted by Ray
+    assert_bitwise(reference, params)
+
+
+def test_resumed_ray_run_equals_an_uninterrupted_local_run(ray_instance, tmp_path: Path):
+    def trainer(backend: str, out: Path) -> Trainer:
+        overrides = {"run.backend": backend, "run.workers": 1}
+        cfg = load_config("tiny", out_dir=out, overrides=overrides)
+        return Trainer(make_family(cfg), None, config=cfg, run_dir=out, progress=False)
+
+    straight = trainer("local", tmp_path / "local")
+    straight.meta_train(3)
+    trainer("ray", tmp_path / "ray").meta_train(2)
+    resumed = trainer("ray", tmp_path / "ray")
+    resumed.meta_train(3, resume=tmp_path / "ray")
+    assert_bitwise(straight.params, resumed.params)
+    assert resumed.learner.backend is None  # the trainer closed its actors
