@@ -88,13 +88,6 @@ def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def kl_hessian_product(kl_fn: Callable[[Tensor, Tensor], Tensor], old: Tensor, w: Tensor) -> Tensor:
-    """M w, M = Hessian of sum(kl_fn(old, q)) wrt q at q = old (per-sample blocks)."""
-    q = old.detach().requires_grad_()
-    g = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
-    return torch.autograd.grad((g * w).sum(), q)[0]
-
-
 @dataclass
 class TRPOResult:
     accepted: bool
