@@ -164,7 +164,7 @@ def test_user_errors_are_one_line_but_bugs_keep_their_traceback() -> None:
     """Reproduction: every ValueError became a one-line "error:", hiding bugs."""
     import typer
 
-    from metatrade.cli.run import cli_errors
+    from metatrade.cli.common import cli_errors
     from metatrade.errors import CheckpointError
 
     def raising(exc: Exception):

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from metatrade.cli import app
-from metatrade.cli.run import (
+from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
     OutOpt,

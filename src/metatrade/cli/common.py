@@ -1,0 +1,203 @@
+"""What every ``metatrade`` run command shares: the options, the error wrapper (a user
+error is one line and exit 2, a bug keeps its traceback), resolving a ``RunConfig``, locking
+the run directory, and loading a meta-training run's checkpoint.
+
+Bad input (``metatrade.errors.UserError``: config, data, checkpoint; or an ``OSError``: a
+missing file, no permission, a full disk) ends with a one-line error and exit code 2 (set
+``METATRADE_DEBUG=1`` to see the traceback); any other exception is a bug and shows its
+traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from metatrade.errors import ConfigError, UserError
+from metatrade.runtime import configure_cpu
+from metatrade.training.config import RunConfig, load_config
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="YAML config (a file, or a packaged name: demo, tiny, nav2d)"
+)
+DataOpt = typer.Option(None, "--data", help="folder of OHLCV files (default: embedded data)")
+TasksOpt = typer.Option(None, "--tasks", help="tasks to use, e.g. Nifty:5,Finnifty:15")
+SeedOpt = typer.Option(None, "--seed", help="seed of every random stream (default: config)")
+OutOpt = typer.Option(None, "--out", help="run directory (default: runs/<name>-seed<seed>)")
+CheckpointOpt = typer.Option(
+    ..., "--checkpoint", help="a meta-train run directory or checkpoint file"
+)
+StrictOpt = typer.Option(
+    False, "--strict", help="stop on any unusable data file (default: skip it with a warning)"
+)
+AllowSeenOpt = typer.Option(
+    False,
+    "--allow-seen",
+    help="evaluate tasks the run meta-trained on anyway (flagged in the output)",
+)
+ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's run")
+OverwriteOpt = typer.Option(
+    False, "--overwrite", help="replace what an earlier run wrote in the run directory"
+)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What the user can fix: ``UserError`` (config, data, checkpoint) and ``OSError`` (a
+    missing file, an --out under a regular file, no permission, a full disk). A plain
+    ``ValueError``/``KeyError``/... is a bug: it keeps its traceback."""
+    from metatrade.agents.checkpoint import CheckpointError  # until it is errors.CheckpointError
+
+    return (UserError, CheckpointError, OSError)
+
+
+def cli_errors(func: F) -> F:
+    """Turn bad-input exceptions into ``error: <message>`` and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except _user_errors() as err:
+            if os.environ.get("METATRADE_DEBUG"):
+                raise
+            message = " ".join(str(err).split())
+            err_console.print(f"[red]error:[/red] {message}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            # TrainingInterrupted says what was saved; a command that can continue says how
+            what = getattr(exc, "message", "interrupted")
+            hint = getattr(exc, "resume_command", None)
+            err_console.print(f"{what}; continue with: {hint}" if hint else what)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(
+    config: str | None,
+    data: Path | None,
+    tasks: str | None,
+    seed: int | None,
+    out: Path | None,
+    default: str | None = None,
+    strict: bool = False,
+) -> RunConfig:
+    overrides = {"data.strict": True} if strict else None
+    cfg = load_config(
+        config or default, seed=seed, tasks=tasks, data_dir=data, out_dir=out, overrides=overrides
+    )
+    configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
+    return cfg
+
+
+@contextlib.contextmanager
+def _writing(run_dir: Path, resume_command: str | None = None) -> Iterator[Path]:
+    """Hold ``run_dir``'s lock; on Ctrl-C attach the command that continues the run."""
+    from metatrade.io import run_dir_lock
+
+    with run_dir_lock(run_dir) as path:
+        try:
+            yield path
+        except KeyboardInterrupt as exc:
+            exc.resume_command = resume_command  # type: ignore[attr-defined]
+            if not hasattr(exc, "message"):
+                exc.message = "interrupted; the run directory keeps its last checkpoints"  # type: ignore[attr-defined]
+            raise
+
+
+def _fresh_output(folder: Path, *, overwrite: bool) -> None:
+    """Refuse to replace an earlier command's results in ``folder`` without --overwrite."""
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        from metatrade.io import RunDirError
+
+        raise RunDirError(
+            f"{folder} already holds results of an earlier run of this command; pass "
+            "--overwrite to replace them or --out DIR to write elsewhere"
+        )
+
+
+def _run_name(cfg: RunConfig, config: str | None) -> RunConfig:
+    """Name default run directories after the config file (runs/<stem>-seed<seed>)."""
+    if cfg.run.name is None and cfg.run.out_dir is None and config:
+        return cfg.model_copy(
+            update={"run": cfg.run.model_copy(update={"name": Path(config).stem})}
+        )
+    return cfg
+
+
+# ---- adapt / backtest / evaluate ----------------------------------------------------------
+def _output_dir(checkpoint: Path, out: Path | None) -> Path:
+    """``--out``, else the run directory of ``<run>/checkpoints/<file>.pt`` (or of a run
+    directory), else the folder of a loose checkpoint file: never a folder above it."""
+    from metatrade.training.checkpoint import CHECKPOINT_DIR
+
+    if out is not None:
+        return Path(out)
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def _load_run(
+    checkpoint: Path, data: Path | None, tasks: str | None, seed: int | None, out: Path | None
+) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+    """The run's config (with the CLI's data/tasks/seed/out applied), its meta-policy, the
+    output directory and what evaluating needs besides: ``trained`` (the run's exact
+    meta-training tasks) and ``inner_lrs`` (its learned Meta-SGD step sizes, or None)."""
+    from metatrade.training.build import load_inner_lrs, load_meta_policy
+    from metatrade.training.checkpoint import load_run_checkpoint, resolve_checkpoint
+    from metatrade.training.config import apply_overrides, parse_tasks
+
+    path = resolve_checkpoint(checkpoint)
+    ck_cfg, state = load_run_checkpoint(path)
+    flat: dict[str, Any] = {}
+    if data is not None:
+        flat["data.data_dir"] = str(data)
+    if seed is not None:
+        flat["run.seed"] = seed
+    run_dir = _output_dir(path, out)
+    flat["run.out_dir"] = str(run_dir)
+    if tasks is not None:
+        # Named tasks are the evaluation tasks: hold exactly them out, train on none of them.
+        names = parse_tasks(tasks)
+        flat["data.tasks"] = None
+        flat["data.heldout.tasks"] = names
+        flat["data.heldout.instruments"] = []
+        flat["data.heldout.timeframes"] = []
+    cfg = apply_overrides(ck_cfg, flat)
+    if cfg.data.family == "nav2d":
+        raise ConfigError(
+            f"checkpoint {path}: a nav2d run; adapt/backtest/evaluate work on trading and "
+            "synthetic runs (for nav2d see benchmarks/nav2d_maml.py)"
+        )
+    policy = load_meta_policy(cfg, state, path)
+    extra = {"trained": _trained_tasks(ck_cfg, state), "inner_lrs": load_inner_lrs(state)}
+    return cfg, policy, run_dir, extra
+
+
+def _trained_tasks(ck_cfg: RunConfig, state: dict[str, Any]) -> list[str] | None:
+    """The checkpoint's record of its meta-training tasks; for a checkpoint written before
+    it kept one, the tasks its own config trains on (None if that data is gone)."""
+    recorded = (state.get("extra") or {}).get("train_tasks")
+    if recorded is not None:
+        return list(recorded)
+    from metatrade.training.task_sets import make_loader, task_pool
+
+    try:
+        return [str(t) for t in task_pool(ck_cfg, make_loader(ck_cfg), "train")]
+    except UserError:
+        return None

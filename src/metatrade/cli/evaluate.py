@@ -1,0 +1,113 @@
+"""``metatrade evaluate | adapt | backtest``: a meta-training run on held-out tasks.
+
+Each reads the run's own config from its checkpoint, refuses a task the run trained on
+(unless ``--allow-seen``), and writes its results beside the run (or under ``--out``)
+without replacing an earlier result unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from metatrade.cli import app
+from metatrade.cli.common import (
+    AllowSeenOpt,
+    CheckpointOpt,
+    DataOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    TasksOpt,
+    _fresh_output,
+    _load_run,
+    _output_dir,
+    _writing,
+    cli_errors,
+    console,
+)
+from metatrade.errors import ConfigError
+
+
+@app.command("evaluate")
+@cli_errors
+def evaluate_cmd(
+    checkpoint: Path = CheckpointOpt,
+    data: Path | None = DataOpt,
+    tasks: str | None = TasksOpt,
+    seed: int | None = SeedOpt,
+    out: Path | None = OutOpt,
+    ppo: Path | None = typer.Option(
+        None,
+        "--ppo",
+        help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)",
+    ),
+    allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
+    The run's own config (stored in the checkpoint) sets everything else."""
+    from metatrade.training.checkpoint import resolve_checkpoint
+    from metatrade.training.commands import run_meta_test
+
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "eval", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        if ppo is None:
+            # The baseline trained next to the meta-policy (<run>/ppo/checkpoints/ppo.pt).
+            source = _output_dir(resolve_checkpoint(checkpoint), None)
+            found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
+            ppo = next((p for p in found if p.is_file()), None)
+        run_meta_test(
+            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+        )
+
+
+@app.command("adapt")
+@cli_errors
+def adapt_cmd(
+    checkpoint: Path = CheckpointOpt,
+    data: Path | None = DataOpt,
+    tasks: str | None = TasksOpt,
+    seed: int | None = SeedOpt,
+    out: Path | None = OutOpt,
+    steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
+    allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
+    from metatrade.training.commands import adapt_to_tasks
+
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+
+
+@app.command("backtest")
+@cli_errors
+def backtest_cmd(
+    checkpoint: Path = CheckpointOpt,
+    data: Path | None = DataOpt,
+    tasks: str | None = TasksOpt,
+    seed: int | None = SeedOpt,
+    out: Path | None = OutOpt,
+    steps: int = typer.Option(0, "--steps", "-k", min=0, help="adapt with k steps first"),
+    split: str = typer.Option(
+        "test", "--split", help="time split to backtest: train/validation/test"
+    ),
+    allow_seen: bool = AllowSeenOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
+    from metatrade.training.commands import backtest_tasks
+
+    if split not in ("train", "validation", "test"):
+        raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
+    with _writing(_output_dir(checkpoint, out)) as run_dir:
+        _fresh_output(run_dir / "reports", overwrite=overwrite)
+        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        backtest_tasks(
+            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+        )
