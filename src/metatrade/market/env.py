@@ -179,23 +179,10 @@ class TradingEnv(gym.Env):
         t = self._t + 1
         eng = self.engine
         ts = self._ts[t]
-        invalid = False
-        order_cost = 0.0
-        agent_trade = trade = None
         if not 0 <= a < NUM_ACTIONS:
             raise ValueError(f"action {action!r}: use an integer in [0, {NUM_ACTIONS})")
-        order = ORDER_ROWS[a][eng.position + 1]
-        if order == _HOLD_ORDER:
-            pass
-        elif order == _INVALID_ORDER:
-            invalid = True  # the engine's rules, without building a rejected TradeResult
-        else:
-            res = eng.execute_trade(a, self._open[t], None, ts)
-            if res.accepted:
-                order_cost = res.cost
-                agent_trade = trade = res.trade
-            else:
-                invalid = True
+        invalid, order_cost, agent_trade = self._agent_order(a, t, ts)
+        trade = agent_trade
         squared_off = False
         if self.config.square_off and eng.position != 0 and self._session_end[t]:
             res = eng.execute_trade(
@@ -208,18 +195,7 @@ class TradingEnv(gym.Env):
         self._t = t
 
         pnl_reward = (equity - self._equity) / self._capital
-        reward = pnl_reward
-        sh = self._shaping
-        if sh.invalid_action_penalty and invalid:
-            reward = reward - sh.invalid_action_penalty
-        if sh.losing_hold_penalty and eng.position != 0 and eng.unrealised_pnl < 0.0:
-            reward = reward - sh.losing_hold_penalty
-        if sh.winning_close_bonus and agent_trade is not None and agent_trade.net_pnl > 0.0:
-            reward = reward + sh.winning_close_bonus
-        if equity > self._peak:
-            self._peak = equity
-        if sh.drawdown_penalty:
-            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        reward = self._shaped_reward(pnl_reward, equity, invalid, agent_trade)
         self._equity = equity
 
         terminated = equity <= self._ruin_equity
@@ -245,6 +221,39 @@ class TradingEnv(gym.Env):
                 trade_costs=trade.entry_cost + trade.exit_cost,
             )
         return self._observation(), _to_f32(reward), terminated, truncated, info
+
+    def _agent_order(self, a: int, t: int, ts: Any) -> tuple[bool, float, Any]:
+        """The agent's order at bar t's open, by the rules' table: ``(invalid, cost, the
+        closed trade or None)``; a hold or a rejected order costs nothing."""
+        eng = self.engine
+        order = ORDER_ROWS[a][eng.position + 1]
+        if order == _HOLD_ORDER:
+            return False, 0.0, None
+        if order == _INVALID_ORDER:
+            return True, 0.0, None  # the engine's rules, without building a rejected TradeResult
+        res = eng.execute_trade(a, self._open[t], None, ts)
+        if res.accepted:
+            return False, res.cost, res.trade
+        return True, 0.0, None
+
+    def _shaped_reward(
+        self, pnl_reward: float, equity: float, invalid: bool, agent_trade: Any
+    ) -> float:
+        """The P&L reward plus ``config.reward``'s shaping terms; updates the running peak."""
+        eng = self.engine
+        reward = pnl_reward
+        sh = self._shaping
+        if sh.invalid_action_penalty and invalid:
+            reward = reward - sh.invalid_action_penalty
+        if sh.losing_hold_penalty and eng.position != 0 and eng.unrealised_pnl < 0.0:
+            reward = reward - sh.losing_hold_penalty
+        if sh.winning_close_bonus and agent_trade is not None and agent_trade.net_pnl > 0.0:
+            reward = reward + sh.winning_close_bonus
+        if equity > self._peak:
+            self._peak = equity
+        if sh.drawdown_penalty:
+            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        return reward
 
     # ---------------------------------------------------------------- helpers
     def _observation(self) -> np.ndarray:
