@@ -79,6 +79,11 @@ class Collector:
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.level == "error"]
 
+    def masked(self, rows: np.ndarray, mask: np.ndarray, field: str, shown, message) -> None:
+        """Report ``rows[mask]``; ``message(value)`` gets each reported row's ``shown[k]``."""
+        idx = np.flatnonzero(mask)
+        self.rows(rows[mask], field, lambda i: message(shown[idx[i]]))
+
     def rows(self, rows: np.ndarray, field: str, message_of) -> None:
         """``rows``: 1-based file rows; ``message_of(i)`` builds the message for the i-th."""
         for i, row in enumerate(rows[:_MAX_ROWS_PER_KIND]):
@@ -190,12 +195,13 @@ def check_times(
     """Parse the datetime column; returns ``(UTC ns as float, mask of rows with a usable time)``."""
     ts = parse_datetime(shown, tz).to_numpy()
     bad_ts = ~np.isfinite(ts)
-    bad_idx = np.flatnonzero(bad_ts)
-    out.rows(
-        rows[bad_ts],
+    out.masked(
+        rows,
+        bad_ts,
         "datetime",
-        lambda i: (
-            f"cannot parse {str(shown.iloc[bad_idx[i]])!r} as a time; use Unix epoch seconds or "
+        shown.iloc,
+        lambda v: (
+            f"cannot parse {str(v)!r} as a time; use Unix epoch seconds or "
             "ISO-8601 like 2024-03-18T09:15:00+05:30"
         ),
     )
@@ -207,13 +213,12 @@ def check_column(out: Collector, rows: np.ndarray, col: str, orig: pd.Series) ->
     """One OHLCV column as float64 (NaN where unusable), with its problems reported."""
     num = pd.to_numeric(orig, errors="coerce").astype("float64").to_numpy()
     non_numeric = np.isnan(num) & orig.notna().to_numpy()
-    idx = np.flatnonzero(non_numeric)
-    out.rows(
-        rows[non_numeric],
+    out.masked(
+        rows,
+        non_numeric,
         col,
-        lambda i, idx=idx, orig=orig: (
-            f"non-numeric value {str(orig.iloc[idx[i]])!r}; write a plain number like 22450.5"
-        ),
+        orig.iloc,
+        lambda v: f"non-numeric value {str(v)!r}; write a plain number like 22450.5",
     )
     missing_v = np.isnan(num) & ~non_numeric
     out.rows(
@@ -237,13 +242,13 @@ def check_values(
         valid &= np.isfinite(num)
         if col in PRICE_COLUMNS:
             nonpos = np.isfinite(num) & (num <= 0)
-            idx_np = np.flatnonzero(nonpos)
-            out.rows(
-                rows[nonpos],
+            out.masked(
+                rows,
+                nonpos,
                 col,
-                lambda i, idx=idx_np, num=num: (
-                    f"price {num[idx[i]]:g} is not positive; prices "
-                    "must be > 0 (fix the bar or drop the row)"
+                num,
+                lambda v: (
+                    f"price {v:g} is not positive; prices must be > 0 (fix the bar or drop the row)"
                 ),
             )
             valid &= ~nonpos
