@@ -14,16 +14,14 @@ description of that sample, not a trading signal), the features themselves use b
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
 
 from metatrade.agents.policies import MoEPolicy
-from metatrade.agents.ppo import PPOAgent, PPOConfig
+from metatrade.agents.ppo import PPOAgent
 
 REGIMES = ("trend/high_vol", "trend/low_vol", "range/high_vol", "range/low_vol")
 
@@ -126,18 +124,7 @@ class MoEAgent(PPOAgent):
         >>> print(agent.regime_report(obs, regime_labels(feats, names)))      # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Space,
-        config: PPOConfig | None = None,
-        window_shape: tuple[int, int] | None = None,
-        account_dim: int = 0,
-    ) -> None:
-        config = config or PPOConfig(policy_kind="moe")
-        if config.policy_kind != "moe":
-            config = dataclasses.replace(config, policy_kind="moe")
-        super().__init__(observation_space, action_space, config, window_shape, account_dim)
+    forced_policy_kind = "moe"
 
     def gate_weights(self, obs: np.ndarray) -> np.ndarray:
         """Gate weights [..., K] for observations [..., obs_dim]."""

@@ -22,13 +22,13 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import (
@@ -37,91 +37,13 @@ from metatrade.agents.checkpoint import (
     load_env_state,
     load_module_state,
 )
-from metatrade.agents.policies import (
-    POLICY_KINDS,
-    make_policy,
-    make_value_net,
-    space_from_spec,
-    space_to_spec,
-)
-from metatrade.meta.advantages import gae, normalize
+from metatrade.agents.policies import make_policy, make_value_net, space_from_spec, space_to_spec
+from metatrade.agents.ppo_config import PPOConfig
+from metatrade.agents.ppo_rollout import Rollout, true_next_obs
+from metatrade.agents.ppo_update import UpdateBatch, ppo_update
+from metatrade.meta.advantages import gae
 from metatrade.meta.distributions import DiagGaussian
 from metatrade.meta.protocols import BatchEnv
-
-
-@dataclass
-class PPOConfig:
-    """PPO hyperparameters (defaults follow CleanRL's ``ppo.py``)."""
-
-    learning_rate: float = 3e-4  # Adam step size for policy and value net
-    n_steps: int = 128  # steps per environment per rollout (batch = n_steps * T * E)
-    gamma: float = 0.99  # discount factor
-    gae_lambda: float = 0.95  # GAE lambda
-    num_minibatches: int = 4  # minibatches per epoch
-    update_epochs: int = 4  # passes over each rollout batch
-    norm_adv: bool = True  # normalise advantages per minibatch
-    clip_coef: float = 0.2  # surrogate clipping epsilon
-    clip_vloss: bool = True  # clip the value loss as in the PPO2 implementation
-    ent_coef: float = 0.01  # entropy bonus coefficient
-    vf_coef: float = 0.5  # value-loss coefficient
-    max_grad_norm: float = 0.5  # global gradient-norm clip
-    target_kl: float | None = None  # stop the epochs early when approx KL exceeds it
-    anneal_lr: bool = False  # linearly decay the learning rate to 0 over learn()
-    reward_scale: float = 1.0  # rewards are multiplied by this before GAE (logs stay unscaled)
-    policy_kind: str = "mlp"  # "mlp", "gru" or "moe" (metatrade.agents.policies)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # hidden layers of policy and value net
-    activation: str = "tanh"  # "tanh", "relu" or "elu"
-    num_experts: int = 4  # experts of the "moe" policy
-    init_log_std: float = 0.0  # initial Gaussian log-std (continuous actions)
-    seed: int = 0  # seeds the networks, action sampling, minibatches and env resets
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "n_steps": self.n_steps >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0,
-            "gae_lambda": 0.0 <= self.gae_lambda <= 1.0,
-            "num_minibatches": self.num_minibatches >= 1,
-            "update_epochs": self.update_epochs >= 1,
-            "clip_coef": self.clip_coef > 0,
-            "reward_scale": self.reward_scale > 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "policy_kind": self.policy_kind in POLICY_KINDS,
-            "hidden_sizes": len(self.hidden_sizes) >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"PPOConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
-                "(see the field comments in metatrade/agents/ppo.py for valid ranges)"
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
-        """Build from a plain dict; an unknown key is an error naming it."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"PPOConfig: unknown key(s) {unknown}; valid keys: {sorted(known)}")
-        return cls(**values)
-
-
-@dataclass
-class Rollout:
-    """One PPO rollout, tensors shaped [n_steps, N=T*E, ...]; ``next_obs`` is the true next
-    observation (``info["final_obs"]`` where the episode ended)."""
-
-    obs: Tensor
-    next_obs: Tensor
-    actions: Tensor
-    logprobs: Tensor
-    rewards: Tensor
-    terminated: Tensor
-    dones: Tensor  # terminated | truncated
-    episode_returns: list[float] = dataclasses.field(default_factory=list)
-    episode_lengths: list[int] = dataclasses.field(default_factory=list)
-
 
 LogFn = Callable[[dict[str, float], int], None]
 Callback = Callable[["PPOAgent", dict[str, float]], bool | None]
@@ -137,6 +59,8 @@ class PPOAgent(BaseAgent):
         window_shape, account_dim: trading observation layout (needed by the "gru" policy).
     """
 
+    forced_policy_kind: ClassVar[str | None] = None  # a subclass for one network family
+
     def __init__(
         self,
         observation_space: gym.spaces.Box,
@@ -145,7 +69,10 @@ class PPOAgent(BaseAgent):
         window_shape: tuple[int, int] | None = None,
         account_dim: int = 0,
     ) -> None:
-        self.config = cfg = config or PPOConfig()
+        cfg = config or PPOConfig()
+        if self.forced_policy_kind is not None and cfg.policy_kind != self.forced_policy_kind:
+            cfg = dataclasses.replace(cfg, policy_kind=self.forced_policy_kind)
+        self.config = cfg
         self.observation_space = observation_space
         self.action_space = action_space
         self.window_shape = None if window_shape is None else tuple(int(x) for x in window_shape)
@@ -322,13 +249,20 @@ class PPOAgent(BaseAgent):
         advantages, returns, values = self.compute_advantages(rollout)
         obs_dim = self.observation_space.shape[0]
         act_shape = self.policy.distribution.action_shape
-        train_logs = self._update(
-            rollout.obs.reshape(-1, obs_dim),
-            rollout.actions.reshape(-1, *act_shape),
-            rollout.logprobs.reshape(-1),
-            advantages.reshape(-1),
-            returns.reshape(-1),
-            values.reshape(-1),
+        train_logs = ppo_update(
+            policy=self.policy,
+            value=self.value,
+            optimizer=self.optimizer,
+            generator=self.generator,
+            cfg=self.config,
+            batch=UpdateBatch(
+                obs=rollout.obs.reshape(-1, obs_dim),
+                actions=rollout.actions.reshape(-1, *act_shape),
+                logprobs=rollout.logprobs.reshape(-1),
+                advantages=advantages.reshape(-1),
+                returns=returns.reshape(-1),
+                values=values.reshape(-1),
+            ),
         )
         elapsed = time.perf_counter() - start
         ep_returns, ep_lengths = rollout.episode_returns, rollout.episode_lengths
@@ -358,15 +292,7 @@ class PPOAgent(BaseAgent):
 
         # Storage [steps, N, ...] (CleanRL layout). next_obs holds the TRUE next observation
         # (info["final_obs"] where an episode ended) for the truncation bootstrap.
-        r = Rollout(
-            obs=torch.zeros(steps, n, obs_dim, dtype=dtype),
-            next_obs=torch.zeros(steps, n, obs_dim, dtype=dtype),
-            actions=torch.zeros(steps, n, *act_shape, dtype=dtype if act_shape else torch.long),
-            logprobs=torch.zeros(steps, n, dtype=dtype),
-            rewards=torch.zeros(steps, n, dtype=dtype),
-            terminated=torch.zeros(steps, n, dtype=torch.bool),
-            dones=torch.zeros(steps, n, dtype=torch.bool),
-        )
+        r = Rollout.zeros(steps, n, obs_dim, act_shape, dtype)
         for step in range(steps):
             obs_t = torch.as_tensor(obs.reshape(n, obs_dim), dtype=dtype)
             with torch.no_grad():
@@ -378,16 +304,7 @@ class PPOAgent(BaseAgent):
                 env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             done = np.logical_or(terminated, truncated)
-            true_next = next_obs
-            if done.any():
-                if "final_obs" not in info:
-                    raise ValueError(
-                        f"{type(env).__name__}.step ended an episode without info['final_obs']: "
-                        "BatchEnv autoresets in the same step and must return the last "
-                        "observation there (see metatrade.meta.protocols.BatchEnv)"
-                    )
-                true_next = next_obs.copy()
-                true_next[done] = info["final_obs"][done]
+            true_next = true_next_obs(env, next_obs, done, info)
 
             r.obs[step] = obs_t
             r.next_obs[step] = torch.as_tensor(true_next.reshape(n, obs_dim), dtype=dtype)
@@ -427,79 +344,6 @@ class PPOAgent(BaseAgent):
                 self.config.gae_lambda,
             )
         return advantages.T, returns.T, values
-
-    def _update(
-        self,
-        b_obs: Tensor,
-        b_actions: Tensor,
-        b_logprobs: Tensor,
-        b_advantages: Tensor,
-        b_returns: Tensor,
-        b_values: Tensor,
-    ) -> dict[str, float]:
-        """Clipped-surrogate updates over minibatches (PPO paper eq. 7 and 9; CleanRL)."""
-        cfg = self.config
-        dist = self.policy.distribution
-        batch_size = b_obs.shape[0]
-        minibatch_size = max(1, batch_size // cfg.num_minibatches)
-        params = [*self.policy.parameters(), *self.value.parameters()]
-        clipfracs: list[float] = []
-        approx_kl = old_approx_kl = pg_loss = v_loss = entropy_loss = torch.zeros(())
-        for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(batch_size, generator=self.generator)
-            for start in range(0, batch_size, minibatch_size):
-                mb = perm[start : start + minibatch_size]
-                dist_params = self.policy(b_obs[mb])
-                newlogprob = dist.log_prob(dist_params, b_actions[mb])
-                entropy = dist.entropy(dist_params)
-                newvalue = self.value(b_obs[mb])
-                logratio = newlogprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    # http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(float(((ratio - 1.0).abs() > cfg.clip_coef).float().mean()))
-
-                mb_adv = b_advantages[mb]
-                if cfg.norm_adv:
-                    mb_adv = normalize(mb_adv)  # safe for a minibatch of one (no NaN)
-                pg_loss1 = -mb_adv * ratio
-                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                if cfg.clip_vloss:
-                    v_unclipped = (newvalue - b_returns[mb]).pow(2)
-                    v_clipped = b_values[mb] + torch.clamp(
-                        newvalue - b_values[mb], -cfg.clip_coef, cfg.clip_coef
-                    )
-                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]).pow(2)).mean()
-                else:
-                    v_loss = 0.5 * (newvalue - b_returns[mb]).pow(2).mean()
-
-                entropy_loss = entropy.mean()
-                loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
-                self.optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                self.optimizer.step()
-            if cfg.target_kl is not None and approx_kl > cfg.target_kl:
-                break
-
-        var_y = b_returns.var()
-        explained_var = (
-            float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-        )
-        return {
-            "train/policy_loss": float(pg_loss.detach()),
-            "train/value_loss": float(v_loss.detach()),
-            "train/entropy": float(entropy_loss.detach()),
-            "train/approx_kl": float(approx_kl.detach()),
-            "train/old_approx_kl": float(old_approx_kl.detach()),
-            "train/clipfrac": float(np.mean(clipfracs)),
-            "train/explained_variance": explained_var,
-            "train/learning_rate": float(self.optimizer.param_groups[0]["lr"]),
-        }
 
     def _check_env(self, env: BatchEnv) -> None:
         if tuple(env.observation_space.shape) != tuple(self.observation_space.shape):

@@ -168,6 +168,36 @@ def stressed_config(config: TradingEnvConfig, extra_bps: float = STRESS_BPS) -> 
     return replace(config, costs=bump(config.costs), instruments=instruments)
 
 
+_TRADE_COLUMNS = (
+    "side", "quantity", "entry_time", "entry_price", "exit_time", "exit_price",
+    "entry_cost", "exit_cost", "gross_pnl", "net_pnl", "bars_held",
+)  # fmt: skip
+
+
+def _drive(env: TradingEnv, decide: Callable[[np.ndarray, TradingEnv], int]) -> list[int]:
+    """Run one episode from reset to its end; the position after reset and after each step."""
+    obs, _ = env.reset()
+    positions = [env.engine.position]
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(decide(obs, env))
+        positions.append(info["position"])
+        done = terminated or truncated
+    return positions
+
+
+def _liquidated_equity(env: TradingEnv, arrays: TaskArrays) -> np.ndarray:
+    """The engine's equity curve, an open position closed at the last close so the exit cost
+    is paid and counted (in the last value and the engine's trades)."""
+    eng = env.engine
+    equity = np.asarray(eng.equity_curve, dtype=np.float64)
+    if eng.position != 0:  # liquidate at the last close so the exit cost is paid and counted
+        close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
+        eng.execute_trade(close, float(arrays.close[env.bar]), None, eng.equity_times[-1])
+        equity[-1] = eng.equity
+    return equity
+
+
 def run_backtest(
     policy: Backtestable,
     arrays: TaskArrays,
@@ -185,27 +215,10 @@ def run_backtest(
     """
     cfg = (config or TradingEnvConfig()).with_overrides(split=split, episode_length=None)
     env = TradingEnv(arrays, cfg)
-    decide = _decider(policy, arrays)
-    obs, _ = env.reset()
-    positions = [env.engine.position]
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(decide(obs, env))
-        positions.append(info["position"])
-        done = terminated or truncated
+    positions = _drive(env, _decider(policy, arrays))
+    equity = _liquidated_equity(env, arrays)
     eng = env.engine
-    equity = np.asarray(eng.equity_curve, dtype=np.float64)
-    if eng.position != 0:  # liquidate at the last close so the exit cost is paid and counted
-        close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
-        eng.execute_trade(close, float(arrays.close[env.bar]), None, eng.equity_times[-1])
-        equity[-1] = eng.equity
-    trades = pd.DataFrame(
-        [t.to_dict() for t in eng.trades],
-        columns=[
-            "side", "quantity", "entry_time", "entry_price", "exit_time", "exit_price",
-            "entry_cost", "exit_cost", "gross_pnl", "net_pnl", "bars_held",
-        ],
-    )  # fmt: skip
+    trades = pd.DataFrame([t.to_dict() for t in eng.trades], columns=list(_TRADE_COLUMNS))
     timestamps = np.asarray(eng.equity_times, dtype=np.int64)
     costs, _ = cfg.market_for(arrays.task.instrument)
     # positions[i + 1] is held over the bar return i -> i + 1 (the order filled at its open).

@@ -133,12 +133,7 @@ def compute_metrics(
         num_bars, bars_per_year. ``turnover`` = traded notional (entries and exits)
         / mean equity over the period.
     """
-    equity = np.asarray(list(equity_curve), dtype=np.float64)
-    if equity.ndim != 1 or equity.size == 0:
-        raise ValueError(f"equity_curve has shape {equity.shape}: pass a 1-D series of >= 1 values")
-    if not np.isfinite(equity).all():
-        bad = int(np.argmax(~np.isfinite(equity)))
-        raise ValueError(f"equity_curve[{bad}] = {equity[bad]}: equity must be finite")
+    equity = _equity_array(equity_curve)
     ppy = float(periods_per_year) if periods_per_year is not None else bars_per_year(bar_minutes)
     start = float(initial_capital) if initial_capital is not None else float(equity[0])
     n_ret = equity.size - 1
@@ -147,7 +142,61 @@ def compute_metrics(
     solvent = bool((equity > 0.0).all())
 
     trades = list(trades)
-    pnl = np.array([_get(t, "net_pnl") for t in trades], dtype=np.float64)
+    trade_stats = _trade_stats(np.array([_get(t, "net_pnl") for t in trades], dtype=np.float64))
+    rf = risk_free_rate / ppy
+    max_dd, max_dd_abs = drawdowns(equity)
+    annual_return = _annual_return(equity, ppy) if solvent and n_ret > 0 else float("nan")
+    calmar = annual_return / max_dd if max_dd > 0 and math.isfinite(annual_return) else float("nan")
+
+    return {
+        "total_pnl": float(equity[-1] - start),
+        "total_return": float(equity[-1] / start - 1.0),
+        "annual_return": annual_return,
+        **trade_stats,
+        "sharpe": sharpe_ratio(returns, ppy, rf),
+        "sortino": sortino_ratio(returns, ppy, rf),
+        "max_drawdown": max_dd,
+        "max_drawdown_abs": max_dd_abs,
+        "calmar": calmar,
+        "exposure": _exposure(positions, trades, n_ret),
+        "turnover": _turnover(trades, equity),
+        "num_bars": float(n_ret),
+        "bars_per_year": float(ppy),
+    }
+
+
+def _equity_array(equity_curve: Iterable[float]) -> np.ndarray:
+    """The equity curve as a finite 1-D float64 array of >= 1 values (else a clear error)."""
+    equity = np.asarray(list(equity_curve), dtype=np.float64)
+    if equity.ndim != 1 or equity.size == 0:
+        raise ValueError(f"equity_curve has shape {equity.shape}: pass a 1-D series of >= 1 values")
+    if not np.isfinite(equity).all():
+        bad = int(np.argmax(~np.isfinite(equity)))
+        raise ValueError(f"equity_curve[{bad}] = {equity[bad]}: equity must be finite")
+    return equity
+
+
+def _exposure(positions: Iterable[float] | None, trades: list[Any], n_ret: int) -> float:
+    """Fraction of the ``n_ret`` bar returns held with a position: from ``positions`` when
+    given, else from the trades' ``bars_held`` (capped at 1)."""
+    if positions is not None:
+        pos = np.asarray(list(positions), dtype=np.float64)
+        return float((pos != 0).mean()) if pos.size else 0.0
+    held = sum(_get(t, "bars_held") for t in trades) if trades else 0.0
+    return min(1.0, held / n_ret) if n_ret > 0 else 0.0
+
+
+def _turnover(trades: list[Any], equity: np.ndarray) -> float:
+    """Traded notional (entries and exits) / mean equity over the period."""
+    notional = sum(
+        _get(t, "quantity") * (_get(t, "entry_price") + _get(t, "exit_price")) for t in trades
+    )
+    return float(notional / equity.mean()) if equity.mean() > 0 else float("nan")
+
+
+def _trade_stats(pnl: np.ndarray) -> dict[str, float]:
+    """num_trades, win_rate, avg_trade_pnl, gross_profit, gross_loss, profit_factor of the
+    closed trades' net P&L (NaN ratios when there are no trades)."""
     n_trades = int(pnl.size)
     gross_profit = float(pnl[pnl > 0].sum())
     gross_loss = float(-pnl[pnl < 0].sum())
@@ -157,47 +206,19 @@ def compute_metrics(
         profit_factor = gross_profit / gross_loss if gross_loss > 0 else float("nan")
     else:
         win_rate = avg_pnl = profit_factor = float("nan")
-
-    rf = risk_free_rate / ppy
-    sharpe = sharpe_ratio(returns, ppy, rf)
-    sortino = sortino_ratio(returns, ppy, rf)
-    max_dd, max_dd_abs = drawdowns(equity)
-    annual_return = float("nan")
-    if solvent and n_ret > 0:
-        with np.errstate(over="ignore"):  # a short, strongly growing series compounds past 1e308
-            growth = float((equity[-1] / equity[0]) ** (ppy / n_ret))
-        if math.isfinite(growth):
-            annual_return = growth - 1.0
-    calmar = annual_return / max_dd if max_dd > 0 and math.isfinite(annual_return) else float("nan")
-
-    if positions is not None:
-        pos = np.asarray(list(positions), dtype=np.float64)
-        exposure = float((pos != 0).mean()) if pos.size else 0.0
-    else:
-        held = sum(_get(t, "bars_held") for t in trades) if n_trades else 0.0
-        exposure = min(1.0, held / n_ret) if n_ret > 0 else 0.0
-    notional = sum(
-        _get(t, "quantity") * (_get(t, "entry_price") + _get(t, "exit_price")) for t in trades
-    )
-    turnover = float(notional / equity.mean()) if equity.mean() > 0 else float("nan")
-
     return {
-        "total_pnl": float(equity[-1] - start),
-        "total_return": float(equity[-1] / start - 1.0),
-        "annual_return": annual_return,
         "num_trades": float(n_trades),
         "win_rate": win_rate,
         "avg_trade_pnl": avg_pnl,
         "gross_profit": gross_profit,
         "gross_loss": gross_loss,
         "profit_factor": profit_factor,
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": max_dd,
-        "max_drawdown_abs": max_dd_abs,
-        "calmar": calmar,
-        "exposure": exposure,
-        "turnover": turnover,
-        "num_bars": float(n_ret),
-        "bars_per_year": float(ppy),
     }
+
+
+def _annual_return(equity: np.ndarray, ppy: float) -> float:
+    """Compound annual growth of a solvent equity curve of >= 2 values (NaN on overflow)."""
+    n_ret = equity.size - 1
+    with np.errstate(over="ignore"):  # a short, strongly growing series compounds past 1e308
+        growth = float((equity[-1] / equity[0]) ** (ppy / n_ret))
+    return growth - 1.0 if math.isfinite(growth) else float("nan")

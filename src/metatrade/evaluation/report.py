@@ -187,6 +187,42 @@ def _resolve(
     )
 
 
+def _write_report_files(
+    out: Path,
+    report: str,
+    results: Mapping[str, BacktestResult],
+    arrays: TaskArrays,
+    *,
+    split: str,
+    config: TradingEnvConfig,
+    benchmark: bool,
+) -> dict[str, Path]:
+    """``backtest_and_report``'s files: report, trades CSVs, metrics JSON, equity plot."""
+    cfg = config
+    default = next(iter(results.values()))
+    metrics = {label: r.metrics for label, r in results.items()}
+    files: dict[str, Path] = {}
+    files["report"] = atomic_write_text(out / "report.txt", report + "\n")
+    for i, r in enumerate(results.values()):
+        key = "trades" if i == 0 else "trades_stressed"
+        files[key] = atomic_write_text(out / f"{key}.csv", r.trades.to_csv(index=False))
+    files["metrics"] = atomic_write_text(
+        out / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n"
+    )
+    curves = {label: r.equity for label, r in results.items()}
+    if benchmark:
+        bh = run_backtest(buy_and_hold(), arrays, split=split, config=cfg)
+        curves["buy-and-hold"] = bh.equity
+    files["equity_plot"] = plot_equity_curve(
+        out / "equity.png",
+        curves,
+        default.timestamps,
+        title=f"{default.name} on {default.task} ({split} split)",
+        initial_capital=default.initial_capital,
+    )
+    return files
+
+
 def backtest_and_report(
     policy_or_agent: Backtestable,
     env_or_task: TradingEnv | TaskArrays,
@@ -225,24 +261,8 @@ def backtest_and_report(
     metrics = {label: r.metrics for label, r in results.items()}
     files: dict[str, Path] = {}
     if out_dir is not None:
-        out = Path(out_dir)
-        files["report"] = atomic_write_text(out / "report.txt", report + "\n")
-        for i, r in enumerate(results.values()):
-            key = "trades" if i == 0 else "trades_stressed"
-            files[key] = atomic_write_text(out / f"{key}.csv", r.trades.to_csv(index=False))
-        files["metrics"] = atomic_write_text(
-            out / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n"
-        )
-        curves = {label: r.equity for label, r in results.items()}
-        if benchmark:
-            bh = run_backtest(buy_and_hold(), arrays, split=split, config=cfg)
-            curves["buy-and-hold"] = bh.equity
-        files["equity_plot"] = plot_equity_curve(
-            out / "equity.png",
-            curves,
-            default.timestamps,
-            title=f"{default.name} on {default.task} ({split} split)",
-            initial_capital=default.initial_capital,
+        files = _write_report_files(
+            Path(out_dir), report, results, arrays, split=split, config=cfg, benchmark=benchmark
         )
     if echo:
         print(report)

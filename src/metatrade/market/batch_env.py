@@ -22,6 +22,7 @@ import numpy as np
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market import rules
 from metatrade.market.actions import NUM_ACTIONS
+from metatrade.market.bars import concatenate_bars
 from metatrade.market.config import (
     TradingEnvConfig,
     episode_bounds,
@@ -34,6 +35,21 @@ _CODE_BASE = np.arange(NUM_ACTIONS, dtype=np.int64) * 3 + 1
 _WANT_OPEN = (ORDER == Order.OPEN).ravel()
 _WANT_CLOSE = (ORDER == Order.CLOSE).ravel()
 _INVALID = (ORDER == Order.INVALID).ravel()
+
+
+def _feature_width(task_arrays_list: Sequence[TaskArrays], episodes_per_task: int) -> int:
+    """The tasks' shared feature width F, after checking the constructor's inputs."""
+    if not task_arrays_list:
+        raise ValueError("BatchTradingEnv needs at least one TaskArrays")
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
+    widths = {ta.num_features for ta in task_arrays_list}
+    if len(widths) != 1:
+        detail = {str(ta.task): ta.num_features for ta in task_arrays_list}
+        raise ValueError(f"all tasks need the same feature width F; got {detail}")
+    for ta in task_arrays_list:
+        validate_arrays(ta)
+    return widths.pop()
 
 
 class BatchTradingEnv:
@@ -64,20 +80,10 @@ class BatchTradingEnv:
         seed: int | None = None,
         **overrides: Any,
     ) -> None:
-        if not task_arrays_list:
-            raise ValueError("BatchTradingEnv needs at least one TaskArrays")
-        if episodes_per_task < 1:
-            raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
+        n_feat = _feature_width(task_arrays_list, episodes_per_task)
         cfg = (config or TradingEnvConfig()).with_overrides(**overrides)
         self.config = cfg
         self.task_arrays = list(task_arrays_list)
-        widths = {ta.num_features for ta in self.task_arrays}
-        if len(widths) != 1:
-            detail = {str(ta.task): ta.num_features for ta in self.task_arrays}
-            raise ValueError(f"all tasks need the same feature width F; got {detail}")
-        for ta in self.task_arrays:
-            validate_arrays(ta)
-        n_feat = widths.pop()
         self.num_tasks = len(self.task_arrays)
         self.episodes_per_task = int(episodes_per_task)
         self.tasks = [ta.task for ta in self.task_arrays]
@@ -85,60 +91,28 @@ class BatchTradingEnv:
         n_slots = self.num_tasks * self.episodes_per_task
         lookback = cfg.lookback
 
-        # Concatenate every task's bars once; offsets map a task's row to a global row.
-        lengths = np.array([len(ta) for ta in self.task_arrays])
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        self._open = np.concatenate([ta.open for ta in self.task_arrays]).astype(np.float64)
-        self._close = np.concatenate([ta.close for ta in self.task_arrays]).astype(np.float64)
-        self._session_end = np.concatenate([ta.session_end for ta in self.task_arrays]).astype(bool)
-        flat = np.concatenate(
-            [np.ascontiguousarray(ta.features, dtype=np.float32).ravel() for ta in self.task_arrays]
-        )
         self._window_size = lookback * n_feat
-        self.account_dim = n_acc = cfg.account_dim
+        self.account_dim = cfg.account_dim
         self._full_account = cfg.observation == "full"
-        # Item g of this view is the raw bytes of features[g : g + L] (flattened) followed by
-        # A more floats (the next row's start, or padding): exactly one observation row,
-        # whose last A floats ``_observe`` overwrites with the account. Items overlap (no
-        # copy); a gather is one memcpy per observation straight into the returned array.
-        n_rows = len(flat) // n_feat
-        flat = np.concatenate([flat, np.zeros(n_acc, dtype=np.float32)])
-        self._windows = np.ndarray(
-            (n_rows - lookback + 1,),
-            dtype=np.dtype((np.void, 4 * (self._window_size + n_acc))),
-            buffer=flat,
-            strides=(4 * n_feat,),
-        )
-        self._flat_features = flat  # keeps the buffer alive
-
-        bounds = np.array([episode_bounds(ta, cfg) for ta in self.task_arrays])  # first,last,stop
+        bars = concatenate_bars(self.task_arrays, lookback=lookback, account_dim=cfg.account_dim)
+        offsets = bars.offsets
+        self._open, self._close, self._session_end = bars.open, bars.close, bars.session_end
+        self._windows = bars.windows
+        self._flat_features = bars.flat  # keeps the windows' buffer alive
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
-        self._offset = offsets[slot]
-        self._first = (bounds[:, 0] + offsets)[slot]
-        self._last = (bounds[:, 1] + offsets)[slot]
-        self._stop = (bounds[:, 2] + offsets)[slot]
-        if cfg.episode_length is None:
-            self.max_episode_steps = int((bounds[:, 2] - 1 - bounds[:, 0]).max())
-        else:
-            self.max_episode_steps = int(cfg.episode_length)
-
-        markets = [cfg.market_for(ta.task.instrument) for ta in self.task_arrays]
-        self._entry_fee = np.array([float(c.entry_fee) for c, _ in markets])[slot]
-        self._exit_fee = np.array([float(c.exit_fee) for c, _ in markets])[slot]
-        self._prop = np.array([c.proportional_rate for c, _ in markets])[slot]
-        self._slip = np.array([c.slippage_rate for c, _ in markets])[slot]
-        self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
-        self._capital = float(cfg.initial_capital)
-        self._ruin_equity = cfg.ruin_fraction * self._capital
-        self._held_scale = float(cfg.bars_held_scale)
-
+        self._slot_bounds(offsets, slot)
+        self._slot_markets(slot)
         self.window_shape = (lookback, n_feat)
         self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (self._window_size + n_acc,), np.float32
+            -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
 
         self._rng = np.random.default_rng(seed)
+        self._init_slots(n_slots)
+
+    def _init_slots(self, n_slots: int) -> None:
+        """Per-slot episode and account state (no episode yet: ``_t`` is -1 until reset)."""
         z = np.zeros(n_slots)
         self._t = np.full(n_slots, -1, dtype=np.int64)
         self._start, self._end = self._t.copy(), self._t.copy()
@@ -150,6 +124,32 @@ class BatchTradingEnv:
             z + self._capital,
             z + self._capital,
         )
+
+    def _slot_bounds(self, offsets: np.ndarray, slot: np.ndarray) -> None:
+        """Per slot: its task's offset and first / last start bar and stop (global rows)."""
+        cfg = self.config
+        bounds = np.array([episode_bounds(ta, cfg) for ta in self.task_arrays])  # first,last,stop
+        self._offset = offsets[slot]
+        self._first = (bounds[:, 0] + offsets)[slot]
+        self._last = (bounds[:, 1] + offsets)[slot]
+        self._stop = (bounds[:, 2] + offsets)[slot]
+        if cfg.episode_length is None:
+            self.max_episode_steps = int((bounds[:, 2] - 1 - bounds[:, 0]).max())
+        else:
+            self.max_episode_steps = int(cfg.episode_length)
+
+    def _slot_markets(self, slot: np.ndarray) -> None:
+        """Per slot: its instrument's costs and lot size; the account constants."""
+        cfg = self.config
+        markets = [cfg.market_for(ta.task.instrument) for ta in self.task_arrays]
+        self._entry_fee = np.array([float(c.entry_fee) for c, _ in markets])[slot]
+        self._exit_fee = np.array([float(c.exit_fee) for c, _ in markets])[slot]
+        self._prop = np.array([c.proportional_rate for c, _ in markets])[slot]
+        self._slip = np.array([c.slippage_rate for c, _ in markets])[slot]
+        self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
+        self._capital = float(cfg.initial_capital)
+        self._ruin_equity = cfg.ruin_fraction * self._capital
+        self._held_scale = float(cfg.bars_held_scale)
 
     # ---------------------------------------------------------------- API
     def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
@@ -176,57 +176,22 @@ class BatchTradingEnv:
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if self._t[0] < 0:
-            raise RuntimeError("BatchTradingEnv.step called before reset()")
-        a = np.asarray(actions).reshape(-1)
-        if a.shape != self._t.shape:
-            raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
-        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= NUM_ACTIONS:
-            raise ValueError(f"actions must be integers in [0, {NUM_ACTIONS}); got {a.dtype} {a}")
+        a = self._check_actions(actions)
         t = self._t + 1
         o = self._open[t]
         # Validity by table lookup on (action, position): one gather instead of a dozen ops.
         code = _CODE_BASE[a] + self._pos
-        want_open = _WANT_OPEN[code]
         closed = _WANT_CLOSE[code]
         invalid = _INVALID[code]
-
-        # Entries (engine._open): fill at the next open, size on cash (= equity when flat).
-        side = rules.ENTRY_SIDE[a]
-        fill_in = rules.entry_fill(o, side, self._slip)
-        units = self.config.sizer.units_array(
-            self._cash, fill_in, self._entry_fee, self._prop, self._lot
-        )
-        opened = want_open & (units >= self._lot)
-        invalid |= want_open & ~opened
-        cost_in = rules.order_cost(
-            fee=self._entry_fee, fill=fill_in, quantity=units, proportional_rate=self._prop
-        )
-        # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
-        # where an entry fills and leaves every other slot unchanged (x is always finite);
-        # cheaper than masked copies. bars held is already 0 when flat.
-        order_cost = cost_in * opened
-        self._cash -= order_cost
-        self._pos += side * opened
-        self._qty += units * opened
-        self._entry += fill_in * opened
-        self._entry_cost += order_cost
+        order_cost, unfilled = self._enter(a, _WANT_OPEN[code], o)
+        invalid |= unfilled
 
         # Agent closes (engine._close) at the next open.
         trade = self._close_positions(closed, o)
         order_cost += trade.pop("cost") * closed
         agent_win = closed & (trade["trade_pnl"] > 0.0)
-
-        # Optional square-off at the close of a session's last bar.
-        squared = np.zeros_like(closed)
-        if self.config.square_off:
-            squared = (self._pos != 0) & self._session_end[t]
-            if squared.any():
-                so = self._close_positions(squared, self._close[t])
-                order_cost += so.pop("cost") * squared
-                for key, value in so.items():
-                    np.copyto(trade[key], value, where=squared)
-                closed = closed | squared
+        squared = self._square_off(t, trade, order_cost)
+        closed = closed | squared if self.config.square_off else closed
 
         # Mark to the close (engine.mark).
         c = self._close[t]
@@ -238,18 +203,7 @@ class BatchTradingEnv:
         equity = self._cash + mtm
         unreal = mtm - self._entry_cost
         pnl_reward = (equity - self._equity) / self._capital
-        reward = pnl_reward
-        sh = self.config.reward
-        if sh.invalid_action_penalty:
-            reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
-        if sh.losing_hold_penalty:
-            losing = (self._pos != 0) & (unreal < 0.0)
-            reward = np.where(losing, reward - sh.losing_hold_penalty, reward)
-        if sh.winning_close_bonus:
-            reward = np.where(agent_win, reward + sh.winning_close_bonus, reward)
-        self._peak = np.maximum(self._peak, equity)
-        if sh.drawdown_penalty:
-            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        reward = self._shaped_reward(pnl_reward, equity, unreal, invalid, agent_win)
         self._equity = equity
 
         terminated = equity <= self._ruin_equity
@@ -267,6 +221,92 @@ class BatchTradingEnv:
             "trade_closed": closed,
             **{k: v for k, v in trade.items() if k != "cost"},
         }
+        return self._autoreset(obs, reward, terminated, truncated, info)
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """The actions as a flat integer array [T * E], or a clear error."""
+        if self._t[0] < 0:
+            raise RuntimeError("BatchTradingEnv.step called before reset()")
+        a = np.asarray(actions).reshape(-1)
+        if a.shape != self._t.shape:
+            raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
+        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= NUM_ACTIONS:
+            raise ValueError(f"actions must be integers in [0, {NUM_ACTIONS}); got {a.dtype} {a}")
+        return a
+
+    def _enter(
+        self, a: np.ndarray, want_open: np.ndarray, o: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Entries (engine._open): fill at the next open ``o``, size on cash (= equity when
+        flat). Returns each slot's entry cost and where an entry was refused (too small)."""
+        side = rules.ENTRY_SIDE[a]
+        fill_in = rules.entry_fill(o, side, self._slip)
+        units = self.config.sizer.units_array(
+            self._cash, fill_in, self._entry_fee, self._prop, self._lot
+        )
+        opened = want_open & (units >= self._lot)
+        cost_in = rules.order_cost(
+            fee=self._entry_fee, fill=fill_in, quantity=units, proportional_rate=self._prop
+        )
+        # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
+        # where an entry fills and leaves every other slot unchanged (x is always finite);
+        # cheaper than masked copies. bars held is already 0 when flat.
+        order_cost = cost_in * opened
+        self._cash -= order_cost
+        self._pos += side * opened
+        self._qty += units * opened
+        self._entry += fill_in * opened
+        self._entry_cost += order_cost
+        return order_cost, want_open & ~opened
+
+    def _square_off(
+        self, t: np.ndarray, trade: dict[str, np.ndarray], order_cost: np.ndarray
+    ) -> np.ndarray:
+        """Optional square-off at the close of a session's last bar; adds its cost to
+        ``order_cost`` and its trades to ``trade`` in place. Returns where it closed."""
+        if not self.config.square_off:
+            return np.zeros(t.shape, dtype=bool)
+        squared = (self._pos != 0) & self._session_end[t]
+        if squared.any():
+            so = self._close_positions(squared, self._close[t])
+            order_cost += so.pop("cost") * squared
+            for key, value in so.items():
+                np.copyto(trade[key], value, where=squared)
+        return squared
+
+    def _shaped_reward(
+        self,
+        pnl_reward: np.ndarray,
+        equity: np.ndarray,
+        unreal: np.ndarray,
+        invalid: np.ndarray,
+        agent_win: np.ndarray,
+    ) -> np.ndarray:
+        """The P&L reward plus ``config.reward``'s shaping terms; updates the running peak."""
+        reward = pnl_reward
+        sh = self.config.reward
+        if sh.invalid_action_penalty:
+            reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
+        if sh.losing_hold_penalty:
+            losing = (self._pos != 0) & (unreal < 0.0)
+            reward = np.where(losing, reward - sh.losing_hold_penalty, reward)
+        if sh.winning_close_bonus:
+            reward = np.where(agent_win, reward + sh.winning_close_bonus, reward)
+        self._peak = np.maximum(self._peak, equity)
+        if sh.drawdown_penalty:
+            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
+        return reward
+
+    def _autoreset(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        info: dict[str, Any],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Same-step autoreset of the slots whose episode ended (their last observation in
+        ``info["final_obs"]``), then everything reshaped to [T, E, ...]."""
         done = terminated | truncated
         final_obs = obs
         if done.any():

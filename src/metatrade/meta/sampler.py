@@ -18,6 +18,8 @@ once, vectorised, after it. For the plain MLP policy the per-step forward is a c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,84 +143,120 @@ def sample_episodes(
         Episodes with H' <= H steps (the loop stops once every slot has ended); steps after
         a slot's first end are masked out (mask 0, reward 0).
     """
-    dist = policy.distribution
     horizon = int(num_steps or batch_env.max_episode_steps)
     dtype = _param_dtype(params)
     device = next(iter(params.values())).device  # envs stay numpy on the CPU
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     obs_np = batch_env.reset(seed=seed)
-    num_tasks, num_eps = obs_np.shape[:2]
+    num_tasks = obs_np.shape[0]
     lead = {k: v.shape[0] for k, v in params.items()}
     if any(n != num_tasks for n in lead.values()):
         raise ValueError(
             f"sample_episodes: params' leading axes {lead} must equal the env's "
             f"num_tasks={num_tasks}; pass params shaped [T, ...] (expand_to_tasks for theta)."
         )
-
-    obs_l, act_l, dp_l, rew_l, term_l, trunc_l, final_l, pnl_l = ([] for _ in range(8))
-    ended = np.zeros((num_tasks, num_eps), dtype=bool)
     with torch.no_grad():
-        detached = {k: v.detach() for k, v in params.items()}
-        forward = make_forward(policy, detached)
-        for _ in range(horizon):
-            obs_t = torch.as_tensor(obs_np, dtype=dtype, device=device)
-            dparams = forward(obs_t)
-            actions = dist.sample(dparams, generator=generator)
-            next_obs, reward, terminated, truncated, info = batch_env.step(actions.cpu().numpy())
-            obs_l.append(obs_t)
-            act_l.append(actions)
-            dp_l.append(dparams)
-            rew_l.append(reward)
-            term_l.append(terminated)
-            trunc_l.append(truncated)
-            final_l.append(info.get("final_obs", next_obs))
-            if "pnl_reward" in info:
-                pnl_l.append(info["pnl_reward"])
-            ended |= terminated | truncated
-            obs_np = next_obs
-            if ended.all():
-                break
+        forward = make_forward(policy, {k: v.detach() for k, v in params.items()})
+        trace = _roll(
+            forward, policy.distribution, batch_env, obs_np, horizon, generator, dtype, device
+        )
+        return _episodes(trace, policy.distribution, dtype, device)
 
-        # Vectorised bookkeeping over [T, E, H']: a slot is alive up to and including its
-        # first end; everything after it is padding.
-        terminated = np.stack(term_l, axis=2)
-        truncated = np.stack(trunc_l, axis=2)
-        done = terminated | truncated
-        alive = np.cumsum(done, axis=2) - done == 0
-        done &= alive
-        steps = done.shape[2]
-        # Slots still running when the sampler stopped: cut by the sampler -> truncated.
-        still = ~done.any(axis=2)
-        truncated = truncated & alive
-        truncated[:, :, -1] |= still
-        last_step = np.where(still, steps - 1, done.argmax(axis=2))  # [T, E]
-        finals = np.stack(final_l, axis=2)  # [T, E, H', *obs_shape]
-        last_obs = np.take_along_axis(
-            finals, last_step.reshape(num_tasks, num_eps, 1, *([1] * (finals.ndim - 3))), axis=2
-        ).squeeze(2)
-        last_obs[still] = obs_np[still]
-        lengths = alive.sum(axis=2)
 
-        def padded(xs: list[np.ndarray]) -> Tensor:
-            stacked = np.where(alive, np.stack(xs, axis=2), 0.0)
-            return torch.as_tensor(stacked, dtype=dtype, device=device)
+@dataclass
+class _Trace:
+    """What ``sample_episodes``' time loop recorded: one entry per step (H' steps), and the
+    env's observation when the loop stopped."""
 
-        actions_all = torch.stack(act_l, dim=2)
-        dist_params = torch.stack(dp_l, dim=2)
-        log_probs = dist.log_prob(dist_params, actions_all)
+    obs: list[Tensor]
+    actions: list[Tensor]
+    dist_params: list[Tensor]
+    rewards: list[np.ndarray]
+    terminated: list[np.ndarray]
+    truncated: list[np.ndarray]
+    final_obs: list[np.ndarray]
+    pnl_rewards: list[np.ndarray]
+    last_obs: np.ndarray
+
+
+def _roll(
+    forward: Callable[[Tensor], Tensor],
+    dist: Any,
+    batch_env: BatchEnv,
+    obs_np: np.ndarray,
+    horizon: int,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> _Trace:
+    """The time loop: forward, sample, env step, until ``horizon`` or every slot has ended.
+    It does the minimum per step (all bookkeeping is vectorised afterwards, in
+    ``_episodes``); local lists, not the trace's attributes, keep the appends cheap."""
+    obs_l, act_l, dp_l, rew_l, term_l, trunc_l, final_l, pnl_l = ([] for _ in range(8))
+    ended = np.zeros(obs_np.shape[:2], dtype=bool)
+    for _ in range(horizon):
+        obs_t = torch.as_tensor(obs_np, dtype=dtype, device=device)
+        dparams = forward(obs_t)
+        actions = dist.sample(dparams, generator=generator)
+        next_obs, reward, terminated, truncated, info = batch_env.step(actions.cpu().numpy())
+        obs_l.append(obs_t)
+        act_l.append(actions)
+        dp_l.append(dparams)
+        rew_l.append(reward)
+        term_l.append(terminated)
+        trunc_l.append(truncated)
+        final_l.append(info.get("final_obs", next_obs))
+        if "pnl_reward" in info:
+            pnl_l.append(info["pnl_reward"])
+        ended |= terminated | truncated
+        obs_np = next_obs
+        if ended.all():
+            break
+    return _Trace(obs_l, act_l, dp_l, rew_l, term_l, trunc_l, final_l, pnl_l, obs_np)
+
+
+def _episodes(trace: _Trace, dist: Any, dtype: torch.dtype, device: torch.device) -> Episodes:
+    """Vectorised bookkeeping over [T, E, H']: a slot is alive up to and including its
+    first end; everything after it is padding. A slot still running when the sampler
+    stopped is truncated at its last step."""
+    terminated = np.stack(trace.terminated, axis=2)
+    truncated = np.stack(trace.truncated, axis=2)
+    num_tasks, num_eps = terminated.shape[:2]
+    done = terminated | truncated
+    alive = np.cumsum(done, axis=2) - done == 0
+    done &= alive
+    steps = done.shape[2]
+    # Slots still running when the sampler stopped: cut by the sampler -> truncated.
+    still = ~done.any(axis=2)
+    truncated = truncated & alive
+    truncated[:, :, -1] |= still
+    last_step = np.where(still, steps - 1, done.argmax(axis=2))  # [T, E]
+    finals = np.stack(trace.final_obs, axis=2)  # [T, E, H', *obs_shape]
+    last_obs = np.take_along_axis(
+        finals, last_step.reshape(num_tasks, num_eps, 1, *([1] * (finals.ndim - 3))), axis=2
+    ).squeeze(2)
+    last_obs[still] = trace.last_obs[still]
+    lengths = alive.sum(axis=2)
+
+    def padded(xs: list[np.ndarray]) -> Tensor:
+        stacked = np.where(alive, np.stack(xs, axis=2), 0.0)
+        return torch.as_tensor(stacked, dtype=dtype, device=device)
+
+    actions_all = torch.stack(trace.actions, dim=2)
+    dist_params = torch.stack(trace.dist_params, dim=2)
     return Episodes(
-        obs=torch.stack(obs_l, dim=2),
+        obs=torch.stack(trace.obs, dim=2),
         actions=actions_all,
-        rewards=padded(rew_l),
+        rewards=padded(trace.rewards),
         mask=torch.as_tensor(alive, dtype=dtype, device=device),
         terminated=torch.as_tensor(terminated & alive, device=device),
         truncated=torch.as_tensor(truncated, device=device),
-        log_probs=log_probs,
+        log_probs=dist.log_prob(dist_params, actions_all),
         dist_params=dist_params,
         last_obs=torch.as_tensor(last_obs, dtype=dtype, device=device),
         lengths=torch.as_tensor(lengths, dtype=torch.int64, device=device),
-        pnl_rewards=padded(pnl_l) if pnl_l else None,
+        pnl_rewards=padded(trace.pnl_rewards) if trace.pnl_rewards else None,
     )
 
 

@@ -114,6 +114,115 @@ def decide_one(policy: nn.Module, params: Params, obs: np.ndarray) -> tuple[int,
     return int(act[0]), probs[0]
 
 
+class _Ledger:
+    """``trade_task``'s state: one env and record per row, the policy rows grouped by their
+    shared module (one batched forward per group), and which rows still trade."""
+
+    def __init__(
+        self,
+        base: TaskArrays,
+        cfg: TradingEnvConfig,
+        rows: Sequence[Row],
+        *,
+        num_folds: int,
+        first: int,
+        last: int,
+        carry: bool,
+        generator: torch.Generator | None,
+    ) -> None:
+        self.rows, self.first, self.carry, self.generator = rows, first, carry, generator
+        self.envs = [FoldTradingEnv(base, cfg) for _ in rows]
+        self.c0 = c0 = float(cfg.initial_capital)
+        n = last - first + 1
+        self.recs = [
+            RowRecord(
+                np.full(n, c0), np.zeros(n, np.int8), np.zeros(num_folds), np.zeros(num_folds)
+            )
+            for _ in rows
+        ]
+        self.alive = np.ones(len(rows), dtype=bool)
+        self.offset = np.zeros(len(rows))  # flatten: P&L banked by earlier folds
+        self.groups: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            if r.policy is not None:
+                self.groups.setdefault(id(r.policy), []).append(i)
+
+    def stacked_params(
+        self, f: int, params_by_fold: Callable[[int, Row], Params]
+    ) -> dict[int, Params]:
+        """Each group's parameters on fold f, stacked [R, ...]."""
+        rows = self.rows
+        return {
+            key: {
+                n_: torch.stack([params_by_fold(f, rows[i])[n_] for i in idx])
+                for n_ in params_by_fold(f, rows[idx[0]])
+            }
+            for key, idx in self.groups.items()
+        }
+
+    def open_fold(self, f: int, a: int, feats: np.ndarray) -> np.ndarray:
+        """Swap in fold f's features; reset to bar ``a`` (first fold, or flatten); returns
+        each row's equity at the fold start."""
+        start_eq = np.empty(len(self.rows))
+        for i, env in enumerate(self.envs):
+            env.set_features(feats)
+            if f == 0 or not self.carry:
+                env.reset(options={"start": a})
+                self.alive[i] = True
+            start_eq[i] = env.engine.equity
+        return start_eq
+
+    def actions(self, t: int, a: int, stacked: dict[int, Params], obs: np.ndarray) -> np.ndarray:
+        """Every row's action at bar t (policy rows by group, rule rows from their targets);
+        the fold's first decision (t == a) and its probabilities are recorded."""
+        rows, recs = self.rows, self.recs
+        actions = np.full(len(rows), int(Action.HOLD), dtype=np.int64)
+        for key, idx in self.groups.items():
+            act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], self.generator)
+            actions[idx] = act
+            if t == a:
+                for j, i in enumerate(idx):
+                    recs[i].first_action.append(int(act[j]))
+                    recs[i].first_probs.append(probs[j].tolist())
+        for i, r in enumerate(rows):
+            if r.targets is not None:
+                pos = np.int8(self.envs[i].engine.position)
+                actions[i] = int(target_to_action(r.targets[t], pos))
+        return actions
+
+    def step(self, t: int, actions: np.ndarray, obs: np.ndarray) -> None:
+        """Step every live row's env; ``obs`` is updated in place. A ruined row liquidates
+        and stops; a stopped row's equity stays flat."""
+        recs, offset, alive = self.recs, self.offset, self.alive
+        for i, env in enumerate(self.envs):
+            j = t + 1 - self.first
+            if not alive[i]:
+                recs[i].equity[j] = recs[i].equity[j - 1]
+                continue
+            o, _, terminated, _, info = env.step(actions[i])
+            obs[i] = o
+            recs[i].equity[j] = offset[i] + info["equity"]
+            recs[i].positions[j] = info["position"]
+            if terminated:
+                recs[i].equity[j] = offset[i] + env.liquidate()
+                alive[i] = False
+
+    def close_fold(self, f: int, b: int, start_eq: np.ndarray, *, last_fold: bool) -> None:
+        """Fold P&L and return per row; flatten (or the last fold) liquidates and banks."""
+        recs, offset, carry = self.recs, self.offset, self.carry
+        for i, env in enumerate(self.envs):
+            j = b - self.first
+            if not carry or last_fold:
+                if self.alive[i]:
+                    recs[i].equity[j] = offset[i] + env.liquidate()
+                recs[i].trades.extend(env.engine.trades)
+            end_eq = recs[i].equity[j] - offset[i]
+            recs[i].fold_pnl[f] = end_eq - start_eq[i]
+            recs[i].fold_returns[f] = end_eq / start_eq[i] - 1.0
+            if not carry:
+                offset[i] += end_eq - self.c0
+
+
 def trade_task(
     arrays_by_fold: Callable[[int], TaskArrays],
     folds: Sequence[Any],
@@ -133,71 +242,23 @@ def trade_task(
     arrays0 = arrays_by_fold(0)
     cfg = env_config.with_overrides(split="wf", episode_length=None)
     base = replace(arrays0, splits={**arrays0.splits, "wf": (first, last + 1)})
-    envs = [FoldTradingEnv(base, cfg) for _ in rows]
-    c0 = float(cfg.initial_capital)
-    n = last - first + 1
-    recs = [
-        RowRecord(np.full(n, c0), np.zeros(n, np.int8), np.zeros(len(folds)), np.zeros(len(folds)))
-        for _ in rows
-    ]
-    alive = np.ones(len(rows), dtype=bool)
-    offset = np.zeros(len(rows))  # flatten: P&L banked by earlier folds
-    groups: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        if r.policy is not None:
-            groups.setdefault(id(r.policy), []).append(i)
+    ledger = _Ledger(
+        base,
+        cfg,
+        rows,
+        num_folds=len(folds),
+        first=first,
+        last=last,
+        carry=carry,
+        generator=generator,
+    )
     for f, fold in enumerate(folds):
         a, b = fold.trade
         feats = arrays_by_fold(f).features
-        stacked = {
-            key: {
-                n_: torch.stack([params_by_fold(f, rows[i])[n_] for i in idx])
-                for n_ in params_by_fold(f, rows[idx[0]])
-            }
-            for key, idx in groups.items()
-        }
-        start_eq = np.empty(len(rows))
-        for i, env in enumerate(envs):
-            env.set_features(feats)
-            if f == 0 or not carry:
-                env.reset(options={"start": a})
-                alive[i] = True
-            start_eq[i] = env.engine.equity
-        obs = np.stack([env.observe() for env in envs])
+        stacked = ledger.stacked_params(f, params_by_fold)
+        start_eq = ledger.open_fold(f, a, feats)
+        obs = np.stack([env.observe() for env in ledger.envs])
         for t in range(a, b):
-            actions = np.full(len(rows), int(Action.HOLD), dtype=np.int64)
-            for key, idx in groups.items():
-                act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], generator)
-                actions[idx] = act
-                if t == a:
-                    for j, i in enumerate(idx):
-                        recs[i].first_action.append(int(act[j]))
-                        recs[i].first_probs.append(probs[j].tolist())
-            for i, r in enumerate(rows):
-                if r.targets is not None:
-                    pos = np.int8(envs[i].engine.position)
-                    actions[i] = int(target_to_action(r.targets[t], pos))
-            for i, env in enumerate(envs):
-                j = t + 1 - first
-                if not alive[i]:
-                    recs[i].equity[j] = recs[i].equity[j - 1]
-                    continue
-                o, _, terminated, _, info = env.step(actions[i])
-                obs[i] = o
-                recs[i].equity[j] = offset[i] + info["equity"]
-                recs[i].positions[j] = info["position"]
-                if terminated:
-                    recs[i].equity[j] = offset[i] + env.liquidate()
-                    alive[i] = False
-        for i, env in enumerate(envs):
-            j = b - first
-            if not carry or f == len(folds) - 1:
-                if alive[i]:
-                    recs[i].equity[j] = offset[i] + env.liquidate()
-                recs[i].trades.extend(env.engine.trades)
-            end_eq = recs[i].equity[j] - offset[i]
-            recs[i].fold_pnl[f] = end_eq - start_eq[i]
-            recs[i].fold_returns[f] = end_eq / start_eq[i] - 1.0
-            if not carry:
-                offset[i] += end_eq - c0
-    return recs
+            ledger.step(t, ledger.actions(t, a, stacked, obs), obs)
+        ledger.close_fold(f, b, start_eq, last_fold=f == len(folds) - 1)
+    return ledger.recs

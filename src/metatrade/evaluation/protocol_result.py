@@ -1,0 +1,202 @@
+"""What the meta-test protocol measured (``EvaluationResult``) and its outputs: the rich
+table, CSV, JSON and the adaptation-curve plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
+from metatrade.evaluation.protocol_config import Params
+from metatrade.io import atomic_write_text, json_safe
+
+
+@dataclass
+class EvaluationRow:
+    """One line of the results table."""
+
+    method: str
+    k: int | None
+    mean_return: ConfidenceInterval
+    backtest_return: float | None = None
+    oracle_fraction: ConfidenceInterval | None = None
+    backtest_oracle_fraction: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"method": self.method, "k": self.k}
+        d.update(
+            return_mean=self.mean_return.estimate,
+            return_ci_low=self.mean_return.low,
+            return_ci_high=self.mean_return.high,
+            backtest_return=self.backtest_return,
+        )
+        if self.oracle_fraction is not None:
+            d.update(
+                oracle_fraction=self.oracle_fraction.estimate,
+                oracle_fraction_ci_low=self.oracle_fraction.low,
+                oracle_fraction_ci_high=self.oracle_fraction.high,
+                backtest_oracle_fraction=self.backtest_oracle_fraction,
+            )
+        return d
+
+
+@dataclass
+class EvaluationResult:
+    """Everything the protocol measured.
+
+    ``returns[label]`` is [T, E] test-window returns (P&L / C0) with label "MAML@k1",
+    "buy-and-hold", ...; ``backtests[label]`` [T] whole-split backtest returns;
+    ``adapted[(start, k)]`` the adapted parameters [T, ...] (for reports on them).
+    """
+
+    tasks: list[str]
+    rows: list[EvaluationRow]
+    returns: dict[str, np.ndarray]
+    backtests: dict[str, np.ndarray]
+    oracle_returns: np.ndarray | None
+    adapted: dict[tuple[str, int], Params]
+    config: dict[str, Any]
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+    """tasks the evaluated run meta-trained on (``--allow-seen``): flagged in every output"""
+
+    # ---- lookups
+    def row(self, method: str, k: int | None = None) -> EvaluationRow:
+        for r in self.rows:
+            if r.method == method and (k is None or r.k == k):
+                return r
+        raise KeyError(f"no row {method!r} k={k}; rows: {[(r.method, r.k) for r in self.rows]}")
+
+    def difference(self, a: str, b: str, *, oracle: bool = False) -> ConfidenceInterval:
+        """Paired CI of row ``a`` minus row ``b`` (labels like "MAML@k1", "PPO@k1")."""
+        key = "fraction" if oracle else "return"
+        ra, rb = self.replicates[f"{key}:{a}"], self.replicates[f"{key}:{b}"]
+        src = self._normalised() if oracle else self.returns
+        est = float(task_mean(src[a]) - task_mean(src[b]))
+        return percentile_interval(ra - rb, est, self.config.get("confidence", 0.95))
+
+    def _normalised(self) -> dict[str, np.ndarray]:
+        assert self.oracle_returns is not None
+        denom = task_mean(self.oracle_returns)
+        return {k: v / denom for k, v in self.returns.items()}
+
+    # ---- outputs
+    def records(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.rows]
+
+    def to_csv(self, path: str | Path) -> Path:
+        records = self.records()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+        return atomic_write_text(path, buf.getvalue())
+
+    def to_json(self, path: str | Path) -> Path:
+        doc = {
+            "tasks": self.tasks,
+            "seen_in_meta_training": self.seen,
+            "rows": self.records(),
+            "config": self.config,
+            "per_task": {
+                label: {
+                    "test_window_mean": json_safe(v.mean(axis=1).tolist()),
+                    "backtest": json_safe(self.backtests[label].tolist())
+                    if label in self.backtests
+                    else None,
+                }
+                for label, v in self.returns.items()
+            },
+        }
+        if self.oracle_returns is not None:
+            doc["oracle_test_window_mean"] = self.oracle_returns.mean(axis=1).tolist()
+        return atomic_write_text(path, json.dumps(json_safe(doc), indent=2) + "\n")
+
+    def plot(self, path: str | Path) -> Path:
+        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start."""
+        use_oracle = self.oracle_returns is not None
+        curves: dict[str, CurveBand] = {}
+        refs: dict[str, tuple[float, float, float]] = {}
+        for r in self.rows:
+            ci = (
+                r.oracle_fraction if use_oracle and r.oracle_fraction is not None else r.mean_return
+            )
+            if r.k is None:
+                refs[r.method] = (ci.estimate, ci.low, ci.high)
+                continue
+            band = curves.setdefault(r.method, CurveBand([], [], [], []))
+            band.ks.append(r.k)  # type: ignore[attr-defined]
+            band.estimate.append(ci.estimate)  # type: ignore[attr-defined]
+            band.low.append(ci.low)  # type: ignore[attr-defined]
+            band.high.append(ci.high)  # type: ignore[attr-defined]
+        ylabel = (
+            "test return / oracle's return" if use_oracle else "mean test-window return (P&L / C0)"
+        )
+        title = f"Adaptation on {len(self.tasks)} held-out task(s)"
+        return plot_adaptation_curve(path, curves, refs, ylabel=ylabel, title=title)
+
+    def table(self) -> Any:
+        """A rich Table of the rows (print it with ``rich.console.Console().print``)."""
+        from rich.table import Table
+
+        use_oracle = self.oracle_returns is not None
+        conf = int(round(100 * self.config.get("confidence", 0.95)))
+        title = f"Held-out evaluation on {', '.join(self.tasks)}"
+        if self.seen:
+            title = (
+                f"WARNING: NOT HELD OUT: {', '.join(self.seen)} were meta-training tasks "
+                f"(--allow-seen)\n{title}"
+            )
+        t = Table(title=title)
+        t.add_column("method")
+        t.add_column("k", justify="right")
+        t.add_column("test-window return %", justify="right")
+        t.add_column(f"{conf}% CI", justify="right")
+        t.add_column("backtest return %", justify="right")
+        if use_oracle:
+            t.add_column("fraction of oracle", justify="right")
+            t.add_column(f"{conf}% CI ", justify="right")
+        for r in self.rows:
+            cells = [
+                r.method,
+                "-" if r.k is None else str(r.k),
+                f"{100 * r.mean_return.estimate:+.3f}",
+                f"[{100 * r.mean_return.low:+.3f}, {100 * r.mean_return.high:+.3f}]",
+                "-" if r.backtest_return is None else f"{100 * r.backtest_return:+.3f}",
+            ]
+            if use_oracle:
+                f = r.oracle_fraction
+                cells += ["-", "-"] if f is None else [
+                    f"{f.estimate:+.3f}", f"[{f.low:+.3f}, {f.high:+.3f}]"
+                ]  # fmt: skip
+            t.add_row(*cells)
+        return t
+
+    def format_table(self, width: int = 140) -> str:
+        """The rich table rendered to plain text."""
+        from rich.console import Console
+
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(self.table())
+        return console.export_text()
+
+    def save(self, out_dir: str | Path, prefix: str = "evaluation") -> dict[str, str]:
+        """Write ``<prefix>.csv``, ``.json``, ``.txt`` (the table) and ``_adaptation.png``."""
+        out = Path(out_dir)
+        return {
+            "csv": str(self.to_csv(out / f"{prefix}.csv")),
+            "json": str(self.to_json(out / f"{prefix}.json")),
+            "table": str(atomic_write_text(out / f"{prefix}.txt", self.format_table())),
+            "plot": str(self.plot(out / f"{prefix}_adaptation.png")),
+        }
+
+
+def task_mean(v: np.ndarray) -> float:
+    return float(v.mean(axis=1).mean())

@@ -1,0 +1,116 @@
+"""Rollouts of the meta-test protocol on test windows and whole-split backtests: the
+liquidating env (a position open at the end is closed with the exit cost, as
+``run_backtest`` does), policy and rule actors, and the per-start random streams."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from metatrade.data.task_arrays import TaskArrays
+from metatrade.evaluation.backtest import target_to_action
+from metatrade.evaluation.protocol_config import Params
+from metatrade.market.batch_env import BatchTradingEnv
+from metatrade.market.config import TradingEnvConfig, episode_bounds
+from metatrade.meta.sampler import policy_forward
+
+
+def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: str) -> int:
+    """Longest episode that fits the split of every task (>= 1)."""
+    lengths = []
+    for a in arrays:
+        first, last, stop = episode_bounds(a, cfg.with_overrides(split=split, episode_length=None))
+        lengths.append(stop - 1 - first)
+    return max(1, min(lengths))
+
+
+def policy_actions(
+    policy: nn.Module,
+    params: Params,
+    obs: np.ndarray,
+    deterministic: bool,
+    generators: Sequence[torch.Generator],
+) -> np.ndarray:
+    """Actions [R * T, E] of R stacked rows; row i samples with ``generators[i]`` alone, so
+    its draws do not depend on which other rows share the batch."""
+    dtype = next(iter(params.values())).dtype
+    with torch.no_grad():
+        out = policy_forward(policy, params, torch.as_tensor(obs, dtype=dtype))
+        dist = policy.distribution
+        if deterministic:
+            return dist.mode(out).numpy()
+        chunks = out.chunk(len(generators))
+        act = torch.cat(
+            [dist.sample(c, generator=g) for c, g in zip(chunks, generators, strict=True)]
+        )
+    return act.numpy()
+
+
+def stream_seed(seed: int, label: str, purpose: str) -> int:
+    """The seed of one start's (or row's) stream for one purpose, independent of the others."""
+    return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
+
+
+class LiquidatingEnv(BatchTradingEnv):
+    """A BatchTradingEnv that also records, per slot, the equity at the end of its episode
+    after closing any open position at the last bar's close with the exit cost (what
+    ``run_backtest`` does): ``liquidated`` [T * E], refreshed at each episode end."""
+
+    def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+        self._recording = False
+        obs = super().reset(seed=seed, starts=starts)
+        self.liquidated = np.full(self._t.size, np.nan)
+        self._recording = True
+        return obs
+
+    def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
+        if getattr(self, "_recording", False):
+            still_open = mask & (self._pos != 0)
+            if still_open.any():
+                self._close_positions(still_open, self._close[self._t])
+            self.liquidated[mask] = self._cash[mask]  # flat: cash is the equity
+        super()._restart(mask, glob_starts)
+
+
+def rollout_returns(env: LiquidatingEnv, act, starts: np.ndarray | None) -> np.ndarray:
+    """Return (final equity / C0 - 1) of each slot's first episode, [T, E], an open position
+    liquidated at the last bar's close with the exit cost.
+
+    ``act(obs, env, position)`` gives actions [T, E]; ``starts`` [T, E] fixes the start bar
+    of every slot (None: backtest mode, each split's first bar)."""
+    obs = env.reset(starts=starts)
+    shape = obs.shape[:2]
+    done = np.zeros(shape, dtype=bool)
+    final = np.zeros(shape)
+    position = np.zeros(shape)
+    capital = env.config.initial_capital
+    for _ in range(env.max_episode_steps + 1):
+        actions = act(obs, env, position)
+        obs, _, terminated, truncated, info = env.step(actions)
+        ending = (terminated | truncated) & ~done
+        final[ending] = env.liquidated.reshape(shape)[ending]
+        position = info["position"]
+        done |= ending
+        if done.all():
+            break
+    if not done.all():
+        raise RuntimeError("protocol rollout: episodes did not end within max_episode_steps")
+    return final / capital - 1.0
+
+
+def rule_actor(rules: Sequence[np.ndarray]):
+    """Actions from per-task target positions [T][N_t] given the current bars."""
+    width = max(len(r) for r in rules)
+    table = np.zeros((len(rules), width), dtype=np.int8)
+    for i, r in enumerate(rules):
+        table[i, : len(r)] = r
+
+    def act(obs: np.ndarray, env: BatchTradingEnv, position: np.ndarray) -> np.ndarray:
+        targets = np.take_along_axis(table, env.bars, axis=1)
+        return target_to_action(targets, position)
+
+    return act
