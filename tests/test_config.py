@@ -116,17 +116,29 @@ def test_meta_section_is_meta_config_validated_once() -> None:
     assert meta.seed == 3 and meta.num_inner_steps == cfg.meta.num_inner_steps
 
 
-def test_ppo_section_fields_exist_in_ppo_config() -> None:
-    from metatrade.agents.ppo import PPOConfig
+def test_ppo_section_is_ppo_hyperparameters_validated_once() -> None:
+    """The ppo section is metatrade.agents.ppo_config.PPOHyperparameters (plus the run's
+    budget): validation names the key path, and PPOAgent's config gets its values, the
+    policy section's network and run.seed."""
+    from metatrade.agents.ppo_config import PPOConfig
+    from metatrade.training.build import make_ppo_config
 
-    known = {f.name for f in dataclasses.fields(PPOConfig)}
-    ours = set(RunConfig().ppo.model_dump()) - {
-        "total_timesteps",
-        "match_meta_budget",
-        "tasks_per_batch",
-        "episodes_per_task",
-    }
-    assert ours <= known, sorted(ours - known)
+    with pytest.raises(ConfigError, match=r"ppo\.clip_coef"):
+        validate_config({"ppo": {"clip_coef": 0.0}})
+    with pytest.raises(ConfigError, match=r"ppo\.clip_cof"):
+        validate_config({"ppo": {"clip_cof": 0.1}})
+    cfg = validate_config(
+        {
+            "ppo": {"n_steps": 16, "reward_scale": 10.0},
+            "policy": {"hidden_sizes": [8]},
+            "run": {"seed": 4},
+        }
+    )
+    ppo = make_ppo_config(cfg)
+    assert type(ppo) is PPOConfig
+    assert (ppo.n_steps, ppo.reward_scale, ppo.hidden_sizes, ppo.seed) == (16, 10.0, (8,), 4)
+    with pytest.raises(ValueError, match="learning_rate"):
+        PPOConfig(learning_rate=-1.0)
 
 
 @pytest.mark.parametrize("name", ["demo", "tiny", "nav2d", "synthetic"])

@@ -283,9 +283,9 @@ def test_corrupted_or_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_bad_config_and_env_mismatch_are_clear() -> None:
-    with pytest.raises(ValueError, match="gamma=1.5"):
+    with pytest.raises(ValueError, match=r"gamma\n.*less than or equal to 1"):
         PPOConfig(gamma=1.5)
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="learning_rte"):
         PPOConfig.from_dict({"learning_rte": 1e-3})
     agent = PPOAgent(
         gym.spaces.Box(-1, 1, (4,), dtype=np.float32), gym.spaces.Discrete(3), PPOConfig()

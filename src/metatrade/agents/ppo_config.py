@@ -1,67 +1,67 @@
-"""PPO's hyperparameters (``PPOAgent``'s config; defaults follow CleanRL's ``ppo.py``)."""
+"""PPO's settings, defined once (defaults follow CleanRL's ``ppo.py``).
+
+``PPOHyperparameters`` is the update rule's settings; the run config's ``ppo`` section is
+that class (plus the run's budget and batch shape), so each field is declared, defaulted and
+validated here only. ``PPOConfig`` adds the network and the seed: what ``PPOAgent`` needs.
+Both are validated pydantic dataclasses: a bad value or an unknown key raises naming it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from metatrade.agents.policies import POLICY_KINDS
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid")
 
 
-@dataclass
-class PPOConfig:
-    """PPO hyperparameters (defaults follow CleanRL's ``ppo.py``)."""
+@dataclass(frozen=True, config=_STRICT)
+class PPOHyperparameters:
+    """PPO's update rule (Schulman et al., 2017; CleanRL's ``ppo.py`` defaults)."""
 
-    learning_rate: float = 3e-4  # Adam step size for policy and value net
-    n_steps: int = 128  # steps per environment per rollout (batch = n_steps * T * E)
-    gamma: float = 0.99  # discount factor
-    gae_lambda: float = 0.95  # GAE lambda
-    num_minibatches: int = 4  # minibatches per epoch
-    update_epochs: int = 4  # passes over each rollout batch
-    norm_adv: bool = True  # normalise advantages per minibatch
-    clip_coef: float = 0.2  # surrogate clipping epsilon
-    clip_vloss: bool = True  # clip the value loss as in the PPO2 implementation
-    ent_coef: float = 0.01  # entropy bonus coefficient
-    vf_coef: float = 0.5  # value-loss coefficient
-    max_grad_norm: float = 0.5  # global gradient-norm clip
-    target_kl: float | None = None  # stop the epochs early when approx KL exceeds it
-    anneal_lr: bool = False  # linearly decay the learning rate to 0 over learn()
-    reward_scale: float = 1.0  # rewards are multiplied by this before GAE (logs stay unscaled)
-    policy_kind: str = "mlp"  # "mlp", "gru" or "moe" (metatrade.agents.policies)
-    hidden_sizes: tuple[int, ...] = (64, 64)  # hidden layers of policy and value net
-    activation: str = "tanh"  # "tanh", "relu" or "elu"
-    num_experts: int = 4  # experts of the "moe" policy
-    init_log_std: float = 0.0  # initial Gaussian log-std (continuous actions)
-    seed: int = 0  # seeds the networks, action sampling, minibatches and env resets
+    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
+    n_steps: int = Field(
+        128, gt=0, description="steps per environment per rollout (batch = n_steps x T x E)"
+    )
+    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
+    update_epochs: int = Field(4, gt=0, description="passes over each rollout batch")
+    norm_adv: bool = Field(True, description="normalise advantages per minibatch")
+    clip_coef: float = Field(0.2, gt=0, description="surrogate clipping epsilon")
+    clip_vloss: bool = Field(True, description="clip the value loss (PPO2)")
+    ent_coef: float = Field(0.01, ge=0, description="entropy bonus coefficient")
+    vf_coef: float = Field(0.5, ge=0, description="value-loss coefficient")
+    max_grad_norm: float = Field(0.5, gt=0, description="global gradient-norm clip")
+    target_kl: float | None = Field(None, gt=0, description="early-stop epochs above this KL")
+    anneal_lr: bool = Field(False, description="linearly decay the learning rate to 0")
+    reward_scale: float = Field(
+        1.0, gt=0, description="rewards are multiplied by this before GAE (logs stay unscaled)"
+    )
 
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "n_steps": self.n_steps >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0,
-            "gae_lambda": 0.0 <= self.gae_lambda <= 1.0,
-            "num_minibatches": self.num_minibatches >= 1,
-            "update_epochs": self.update_epochs >= 1,
-            "clip_coef": self.clip_coef > 0,
-            "reward_scale": self.reward_scale > 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "policy_kind": self.policy_kind in POLICY_KINDS,
-            "hidden_sizes": len(self.hidden_sizes) >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"PPOConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
-                "(see the field comments in metatrade/agents/ppo_config.py for valid ranges)"
-            )
+
+@dataclass(frozen=True, config=_STRICT)
+class PPOConfig(PPOHyperparameters):
+    """``PPOAgent``'s config: the hyperparameters, the network and the seed."""
+
+    policy_kind: Literal["mlp", "gru", "moe"] = Field(
+        "mlp", description="network trunk (metatrade.agents.policies)"
+    )
+    hidden_sizes: tuple[int, ...] = Field(
+        (64, 64), min_length=1, description="hidden layers of policy and value net"
+    )
+    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
+    num_experts: int = Field(4, gt=0, description='experts of the "moe" policy')
+    init_log_std: float = Field(0.0, description="initial Gaussian log-std (continuous actions)")
+    seed: int = Field(0, description="seeds the networks, sampling, minibatches and env resets")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
-        """Build from a plain dict; an unknown key is an error naming it."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"PPOConfig: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        """Build from a plain dict (a checkpoint's); an unknown key is an error naming it."""
         return cls(**values)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}

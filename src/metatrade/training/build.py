@@ -135,9 +135,9 @@ def make_learner(
 
 def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:
     from metatrade.agents.ppo import PPOConfig
+    from metatrade.agents.ppo_config import PPOHyperparameters
 
-    known = {f.name for f in fields(PPOConfig)}
-    values = {k: v for k, v in cfg.ppo.model_dump().items() if k in known}
+    values = {f.name: getattr(cfg.ppo, f.name) for f in fields(PPOHyperparameters)}
     p = cfg.policy
     values.update(
         policy_kind=p.kind,

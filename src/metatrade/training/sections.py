@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from metatrade.agents.ppo_config import PPOHyperparameters
 from metatrade.meta.config import MetaConfig
 
 
@@ -174,11 +175,11 @@ class MetaSection(MetaConfig):
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
 
 
-class PPOSection(_Section):
-    """PPO (metatrade.agents.ppo.PPOConfig): the standard-RL trainer and the multi-task baseline.
-
-    The network comes from the ``policy`` section and the seed from ``run.seed``.
-    """
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class PPOSection(PPOHyperparameters):
+    """PPO: ``metatrade.agents.ppo_config.PPOHyperparameters`` (defined and validated there
+    once) plus the run's budget and batch shape. The network comes from the ``policy``
+    section and the seed from ``run.seed``."""
 
     total_timesteps: int = Field(
         100_000, gt=0, description="environment steps of `train` (and of the baseline)"
@@ -189,20 +190,6 @@ class PPOSection(_Section):
     )
     tasks_per_batch: int = Field(8, gt=0, description="tasks stepped together (the BatchEnv's T)")
     episodes_per_task: int = Field(4, gt=0, description="parallel episodes per task (E)")
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
-    n_steps: int = Field(128, gt=0, description="steps per environment per rollout")
-    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
-    update_epochs: int = Field(4, gt=0, description="passes over each rollout batch")
-    norm_adv: bool = Field(True, description="normalise advantages per minibatch")
-    clip_coef: float = Field(0.2, gt=0, description="surrogate clipping epsilon")
-    clip_vloss: bool = Field(True, description="clip the value loss (PPO2)")
-    ent_coef: float = Field(0.01, ge=0, description="entropy bonus coefficient")
-    vf_coef: float = Field(0.5, ge=0, description="value-loss coefficient")
-    max_grad_norm: float = Field(0.5, gt=0, description="global gradient-norm clip")
-    target_kl: float | None = Field(None, gt=0, description="early-stop epochs above this KL")
-    anneal_lr: bool = Field(False, description="linearly decay the learning rate to 0")
 
 
 class EvaluationSection(_Section):
