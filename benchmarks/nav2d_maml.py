@@ -143,7 +143,9 @@ def make_learner(
     meta_batch_size: int = 20,
 ) -> MetaLearner:
     family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
-    probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     policy = preset.make_policy(probe.observation_space, probe.action_space, seed)
     cfg = MetaConfig(
         meta_batch_size=meta_batch_size,
@@ -200,10 +202,12 @@ class Tester:
             self.goals = paper_test_goals()
         else:
             rng = np.random.default_rng(10_000 + seed)
-            self.goals = learner.family.sample_tasks(num_goals, "test", rng)
+            self.goals = learner.family.sample_tasks(num_goals, task_set="test", rng=rng)
         # for choosing a meta-iteration: choosing it on the test goals would flatter it
         rng = np.random.default_rng(20_000 + seed)
-        self.validation_goals = learner.family.sample_tasks(num_goals, "validation", rng)
+        self.validation_goals = learner.family.sample_tasks(
+            num_goals, task_set="validation", rng=rng
+        )
 
     def evaluate(
         self,

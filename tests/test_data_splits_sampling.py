@@ -63,12 +63,12 @@ def test_heldout_never_sampled_for_training(loader: DataLoader) -> None:
     rng = np.random.default_rng(0)
     seen = {t for _ in range(50) for t in loader.sample_tasks(8, rng=rng)}
     assert seen.isdisjoint(test_pool) and seen == set(loader.tasks("train"))
-    assert set(loader.sample_tasks(100, rng=1, split="test")) == test_pool
+    assert set(loader.sample_tasks(100, rng=1, task_set="test")) == test_pool
 
 
 def test_sampling_without_heldout_refuses_test_split() -> None:
     with pytest.raises(ValueError, match="HeldOut"):
-        DataLoader(cache_dir=False).sample_tasks(2, rng=0, split="test")
+        DataLoader(cache_dir=False).sample_tasks(2, rng=0, task_set="test")
 
 
 def test_sampling_is_balanced_without_repeats() -> None:

@@ -54,7 +54,9 @@ def test_meta_train_with_device_auto_runs_where_auto_points() -> None:
 @pytest.mark.parametrize("optimizer", ["adam", "trpo"])
 def test_one_iteration_on_cuda_matches_the_cpu(optimizer: str) -> None:
     family = Navigation2DFamily(max_episode_steps=10)
-    env = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     results = {}
     for device in ("cpu", "cuda"):
         policy = make_policy(

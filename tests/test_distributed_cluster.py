@@ -44,7 +44,9 @@ def cluster():
 
 
 def nav_policy() -> torch.nn.Module:
-    env = FAMILY.make_batch_env(FAMILY.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = FAMILY.make_batch_env(
+        FAMILY.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
 
 

@@ -36,7 +36,9 @@ def _family() -> TradingTaskFamily:
 
 
 def _policy(family: TradingTaskFamily) -> torch.nn.Module:
-    probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     return make_policy(
         "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
     ).double()
@@ -56,7 +58,7 @@ def test_meta_gradient_is_the_exact_second_order_gradient_of_the_meta_objective(
         episodes_per_task=2,
         num_evaluation_episodes=2,
     )
-    tasks = family.sample_tasks(3, "train", np.random.default_rng(1))
+    tasks = family.sample_tasks(3, task_set="train", rng=np.random.default_rng(1))
     source = ExactSource(policy, family, tasks, config=cfg, rng=np.random.default_rng(2))
     adapt_w = source.adapt_batch.to(torch.float64)
     eval_w = source.eval_batch.to(torch.float64)
@@ -120,7 +122,9 @@ def test_exact_estimator_is_refused_where_it_cannot_work() -> None:
     with pytest.raises(ValueError, match="multi_step_loss"):
         MetaConfig(estimator="exact", optimizer="adam", num_inner_steps=2, multi_step_loss=True)
     nav = Navigation2DFamily()
-    probe = nav.make_batch_env(nav.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = nav.make_batch_env(
+        nav.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     policy = make_policy("mlp", probe.observation_space, probe.action_space, hidden_sizes=(4,))
     learner = MetaLearner(policy, nav, MetaConfig(estimator="exact", optimizer="adam"))
     with pytest.raises(TypeError, match="exact objective"):

@@ -55,7 +55,7 @@ def test_random_subset_takes_non_empty_slots_first_without_repeats() -> None:
 
 def _learner(cg_subsample: float, cg_iters: int = 10) -> MetaLearner:
     fam = Navigation2DFamily(max_episode_steps=10)
-    env = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = fam.make_batch_env(fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1)
     policy = make_policy(
         "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
     )

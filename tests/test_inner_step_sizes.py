@@ -23,7 +23,7 @@ from metatrade.meta.updates import MetaBatch, meta_loss
 
 def _policy_and_family() -> tuple[torch.nn.Module, Navigation2DFamily]:
     fam = Navigation2DFamily(max_episode_steps=10)
-    env = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = fam.make_batch_env(fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1)
     policy = make_policy(
         "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
     )
@@ -32,7 +32,7 @@ def _policy_and_family() -> tuple[torch.nn.Module, Navigation2DFamily]:
 
 def test_adapt_takes_each_steps_own_size_and_repeats_the_last() -> None:
     policy, fam = _policy_and_family()
-    env = fam.make_batch_env(fam.sample_tasks(2, "train", np.random.default_rng(1)), 3)
+    env = fam.make_batch_env(fam.sample_tasks(2, task_set="train", rng=np.random.default_rng(1)), 3)
     params = {k: v.detach() for k, v in policy.named_parameters()}
     gen = torch.Generator().manual_seed(0)
     ep = compute_advantages(
@@ -75,7 +75,7 @@ def test_meta_learner_trains_and_evaluates_with_its_schedule() -> None:
     assert np.isfinite(stats["meta/loss"])
     assert any(not torch.equal(before[k], v.detach()) for k, v in learner.params.items())
 
-    tasks = fam.sample_tasks(2, "test", np.random.default_rng(5))
+    tasks = fam.sample_tasks(2, task_set="test", rng=np.random.default_rng(5))
 
     def run(step_sizes: tuple[float, ...] | None) -> dict[int, float]:
         adaptation = None if step_sizes is None else replace(cfg, inner_step_sizes=step_sizes)
@@ -116,7 +116,7 @@ def test_multi_step_loss_is_the_mean_over_the_adapted_policies_batches() -> None
     from metatrade.meta.objective import outer_loss
 
     learner = _two_step_learner("adam", True)
-    tasks = learner.family.sample_tasks(2, "train", np.random.default_rng(2))
+    tasks = learner.family.sample_tasks(2, task_set="train", rng=np.random.default_rng(2))
     env = learner.family.make_batch_env(tasks, 3)
     gen = torch.Generator().manual_seed(4)
 

@@ -143,7 +143,9 @@ def test_num_inner_steps_zero_trains_plain_policy_gradient() -> None:
 
     assert validate_config({"meta": {"num_inner_steps": 0}}).meta.num_inner_steps == 0
     fam = Navigation2DFamily(max_episode_steps=10)
-    probe = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = fam.make_batch_env(
+        fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     policy = make_policy("mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,))
     for optimizer in ("adam", "trpo"):
         cfg = MetaConfig(

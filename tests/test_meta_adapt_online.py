@@ -21,7 +21,9 @@ from metatrade.meta.surrogates import vpg_loss
 def setup():
     torch.set_num_threads(1)
     family = Navigation2DFamily(max_episode_steps=20)
-    env = family.make_batch_env(family.sample_tasks(3, "test", np.random.default_rng(0)), 4)
+    env = family.make_batch_env(
+        family.sample_tasks(3, task_set="test", rng=np.random.default_rng(0)), 4
+    )
     policy = make_policy("mlp", env.observation_space, env.action_space, hidden_sizes=(8,), seed=0)
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
     return policy, params, env

@@ -16,7 +16,7 @@ from metatrade.meta.learner import MetaConfig, MetaLearner
 
 def _learner(**overrides) -> MetaLearner:
     fam = Navigation2DFamily(max_episode_steps=10)
-    env = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = fam.make_batch_env(fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1)
     policy = make_policy(
         "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
     )
@@ -96,7 +96,7 @@ def test_multi_step_meta_sgd_and_evaluate_adaptation() -> None:
     lrs_before = {k: v.detach().clone() for k, v in learner.inner_lrs.items()}
     learner.step()
     assert any(not torch.equal(lrs_before[k], v.detach()) for k, v in learner.inner_lrs.items())
-    tasks = Navigation2DFamily().sample_tasks(2, "test", np.random.default_rng(9))
+    tasks = Navigation2DFamily().sample_tasks(2, task_set="test", rng=np.random.default_rng(9))
     theta = {k: v.detach().clone() for k, v in learner.params.items()}
     returns = learner.evaluate_adaptation(tasks, num_steps_list=(0, 1, 3))
     assert sorted(returns) == [0, 1, 3] and all(np.isfinite(v) for v in returns.values())
@@ -113,7 +113,7 @@ def test_config_rejects_unknown_choices() -> None:
 
 def test_evaluate_adaptation_step_sizes_per_step() -> None:
     learner = _learner(optimizer="adam")
-    tasks = Navigation2DFamily().sample_tasks(2, "test", np.random.default_rng(9))
+    tasks = Navigation2DFamily().sample_tasks(2, task_set="test", rng=np.random.default_rng(9))
 
     def run(sizes: tuple[float, ...] | None) -> dict[int, float]:
         gen = torch.Generator().manual_seed(3)

@@ -38,7 +38,9 @@ FAMILY = Navigation2DFamily(max_episode_steps=8)
 
 
 def nav_policy() -> torch.nn.Module:
-    env = FAMILY.make_batch_env(FAMILY.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = FAMILY.make_batch_env(
+        FAMILY.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
 
 
@@ -55,7 +57,7 @@ def stack(batches: list[Episodes]) -> Episodes:
 def test_task_contributions_sum_to_the_batched_gradient_and_fisher_product() -> None:
     policy, cfg = nav_policy(), config(optimizer="trpo")
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
-    tasks = FAMILY.sample_tasks(3, "train", np.random.default_rng(1))
+    tasks = FAMILY.sample_tasks(3, task_set="train", rng=np.random.default_rng(1))
     spec = IterationSpec("t", 0, tuple(tasks), to_arrays(params), None, cfg)
     worker = TaskWorker(policy, FAMILY)
     results = worker.begin(spec, [0, 1, 2])
@@ -84,7 +86,7 @@ def test_task_contributions_sum_to_the_batched_gradient_and_fisher_product() -> 
 def test_task_promp_contributions_sum_to_the_batched_promp_gradient() -> None:
     policy, cfg = nav_policy(), config(optimizer="promp")
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
-    tasks = FAMILY.sample_tasks(3, "train", np.random.default_rng(2))
+    tasks = FAMILY.sample_tasks(3, task_set="train", rng=np.random.default_rng(2))
     spec = IterationSpec("p", 0, tuple(tasks), to_arrays(params), None, cfg)
     worker = TaskWorker(policy, FAMILY)
     outs = worker.promp(spec, [0, 1, 2], spec.theta, None)
@@ -156,7 +158,9 @@ def test_trpo_with_meta_sgd_fisher_subset_and_two_inner_steps_is_reproducible() 
 def test_exact_estimator_runs_per_task_on_trading_windows() -> None:
     env_cfg = TradingEnvConfig(lookback=4, episode_length=16, observation="position")
     family = TradingTaskFamily(DataLoader(), env_cfg, period="train", seed=0)
-    probe = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     policy = make_policy(
         "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
     )

@@ -41,7 +41,9 @@ def test_env_reward_clipping_termination_and_autoreset() -> None:
 def test_normalized_actions_scale_the_unit_box_to_the_step_bound() -> None:
     """rllab's ``normalize`` view: the policy acts in [-1, 1], the env moves 0.1 x that."""
     fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=5)
-    env = fam.make_batch_env([fam.sample_tasks(1, "test", np.random.default_rng(0))[0]], 3)
+    env = fam.make_batch_env(
+        [fam.sample_tasks(1, task_set="test", rng=np.random.default_rng(0))[0]], 3
+    )
     assert env.action_space.low.tolist() == [-1.0, -1.0]
     assert env.action_space.high.tolist() == [1.0, 1.0]
     env.reset()
@@ -54,15 +56,15 @@ def test_normalized_actions_scale_the_unit_box_to_the_step_bound() -> None:
 def test_family_samples_goals_in_the_square_reproducibly() -> None:
     fam = Navigation2DFamily()
     assert isinstance(fam, TaskFamily)
-    a = fam.sample_tasks(50, "train", np.random.default_rng(3))
-    b = fam.sample_tasks(50, "train", np.random.default_rng(3))
+    a = fam.sample_tasks(50, task_set="train", rng=np.random.default_rng(3))
+    b = fam.sample_tasks(50, task_set="train", rng=np.random.default_rng(3))
     assert a == b
     goals = np.array([t.goal for t in a])
     assert goals.min() >= -0.5 and goals.max() <= 0.5
     env = fam.make_batch_env(a[:4], episodes_per_task=3)
     assert (env.num_tasks, env.episodes_per_task, env.max_episode_steps) == (4, 3, 100)
-    with pytest.raises(ValueError, match="split"):
-        fam.sample_tasks(2, "dev", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="task_set"):
+        fam.sample_tasks(2, task_set="dev", rng=np.random.default_rng(0))
 
 
 def test_sampler_masks_after_first_end_and_records_last_obs() -> None:
@@ -94,7 +96,7 @@ def test_sampler_masks_after_first_end_and_records_last_obs() -> None:
 
 def test_sampler_per_task_params_no_leakage_and_seeded_determinism() -> None:
     fam = Navigation2DFamily()
-    env = fam.make_batch_env(fam.sample_tasks(3, "train", np.random.default_rng(0)), 4)
+    env = fam.make_batch_env(fam.sample_tasks(3, task_set="train", rng=np.random.default_rng(0)), 4)
     policy = ConstantPolicy((0.0, 0.0), log_std=-1.0)
     per_task = {
         "mean": torch.tensor([[0.1, 0.0], [0.0, 0.1], [-0.1, 0.0]]),

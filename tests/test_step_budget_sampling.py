@@ -47,7 +47,7 @@ def test_whole_episodes_until_each_task_reaches_the_budget() -> None:
 
 def test_emptied_slots_count_for_nothing_in_advantages_and_losses() -> None:
     fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=20)
-    env = fam.make_batch_env(fam.sample_tasks(2, "train", np.random.default_rng(1)), 5)
+    env = fam.make_batch_env(fam.sample_tasks(2, task_set="train", rng=np.random.default_rng(1)), 5)
     policy = ConstantPolicy((0.3, -0.2), log_std=0.0)
     params = dict(policy.named_parameters())
     theta = expand_to_tasks(params, 2)
@@ -103,7 +103,7 @@ def test_adapt_online_by_steps_reports_the_mean_over_the_batch_episodes() -> Non
     # averages agree; the budget changes how many episodes enter, not what one returns
     torch.testing.assert_close(by_steps.task_returns[0], by_count.task_returns[0])
     fam = Navigation2DFamily(normalized_actions=True)
-    env2 = fam.make_batch_env(fam.sample_tasks(3, "test", np.random.default_rng(0)), 4)
+    env2 = fam.make_batch_env(fam.sample_tasks(3, task_set="test", rng=np.random.default_rng(0)), 4)
     stochastic = ConstantPolicy((0.0, 0.0), log_std=0.0)
     res = adapt_online(
         stochastic,
@@ -122,7 +122,9 @@ def test_meta_learner_trains_on_step_budget_batches() -> None:
     from metatrade.meta.learner import MetaConfig, MetaLearner
 
     fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=20)
-    probe = fam.make_batch_env(fam.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    probe = fam.make_batch_env(
+        fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     policy = make_policy(
         "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
     )
@@ -130,7 +132,7 @@ def test_meta_learner_trains_on_step_budget_batches() -> None:
         meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=4, steps_per_task=150
     )
     learner = MetaLearner(policy, fam, cfg)
-    env = fam.make_batch_env(fam.sample_tasks(3, "train", np.random.default_rng(1)), 4)
+    env = fam.make_batch_env(fam.sample_tasks(3, task_set="train", rng=np.random.default_rng(1)), 4)
     theta = expand_to_tasks(learner.params, 3)
     batch = sample_for_inner_loop(
         policy, theta, env, config=cfg, generator=torch.Generator().manual_seed(0)

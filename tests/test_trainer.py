@@ -181,7 +181,9 @@ def test_meta_train_trains_a_maml_agent_in_place(tmp_path: Path) -> None:
     from metatrade.meta.learner import MetaConfig
 
     family = Navigation2DFamily(max_episode_steps=10)
-    env = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     agent = MAMLAgent(
         env.observation_space,
         env.action_space,
@@ -229,7 +231,9 @@ def test_each_entry_point_names_the_kind_of_env_it_needs() -> None:
     """Trainer.meta_train takes a TaskFamily, Trainer.train a BatchEnv: the wrong one is a
     TypeError that names the other entry point, not an AttributeError deep in a loop."""
     family = Navigation2DFamily()
-    env = family.make_batch_env(family.sample_tasks(2, "train", np.random.default_rng(0)), 2)
+    env = family.make_batch_env(
+        family.sample_tasks(2, task_set="train", rng=np.random.default_rng(0)), 2
+    )
     with pytest.raises(TypeError, match="Trainer.train"):
         Trainer(env, None).meta_train(num_meta_iterations=1)
     with pytest.raises(TypeError, match="Trainer.meta_train"):

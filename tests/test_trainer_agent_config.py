@@ -22,7 +22,9 @@ from metatrade.training.trainer import Trainer
 
 
 def small_agent(family: Navigation2DFamily, **meta) -> MAMLAgent:
-    env = family.make_batch_env(family.sample_tasks(1, "train", np.random.default_rng(0)), 1)
+    env = family.make_batch_env(
+        family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
+    )
     config = MetaConfig(meta_batch_size=2, episodes_per_task=2, num_evaluation_episodes=2, **meta)
     return MAMLAgent(env.observation_space, env.action_space, meta_config=config, hidden_sizes=(8,))
 

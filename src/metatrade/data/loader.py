@@ -45,7 +45,7 @@ class DataLoader:
             sample data set (``metatrade/data/sample``, all 36 real tasks).
         tz: time zone of the returned index and of session logic.
         splits: how each task's time axis is cut into train/validation/test.
-        heldout: tasks meta-training never sees (``sample_tasks(split="test")`` returns them).
+        heldout: tasks meta-training never sees (``sample_tasks(task_set="test")`` returns them).
         cache_dir: on-disk cache folder; None = ``$METATRADE_CACHE`` or ``~/.cache/metatrade``;
             False disables the disk cache.
         strict: a file that cannot be used (bad name, bad rows, too short) is an error for
@@ -168,29 +168,31 @@ class DataLoader:
         self._check_files()
         return sorted(self._files, key=lambda t: (t.instrument, int(t.timeframe)))
 
-    def tasks(self, split: str = "train") -> list[TaskId]:
-        """Task pool of a meta-split: "train" (not held out), "test" (held out) or "all"."""
+    def tasks(self, task_set: str = "train") -> list[TaskId]:
+        """A task set: "train" (not held out), "test" (held out) or "all" (a set of tasks,
+        not a time split of their bars)."""
         every = self.get_available_tasks()
-        if split == "all":
+        if task_set == "all":
             return every
-        if split == "train":
+        if task_set == "train":
             return [t for t in every if t not in self.heldout]
-        if split == "test":
+        if task_set == "test":
             return [t for t in every if t in self.heldout]
         raise ValueError(
-            f"split={split!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
+            f"task_set={task_set!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
         )
 
     def sample_tasks(
-        self, n: int, rng: np.random.Generator | int | None = None, split: str = "train"
+        self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
     ) -> list[TaskId]:
-        """``n`` tasks of a meta-split, balanced over instruments and timeframes, no repeats when
-        n <= pool size; reproducible for a seed (scheme: ``metatrade.data.sampling``)."""
-        pool = self.tasks(split)
+        """``n`` tasks of a task set ("train": meta-training, "test": held out), balanced over
+        instruments and timeframes, no repeats when n <= pool size; reproducible for a seed
+        (scheme: ``metatrade.data.sampling``)."""
+        pool = self.tasks(task_set)
         if not pool:
             raise ValueError(
-                f"no tasks in meta-split {split!r} (held out: {self.heldout}); "
-                "configure HeldOut(...) to hold some tasks out, or sample split='train'"
+                f"no tasks in task set {task_set!r} (held out: {self.heldout}); "
+                "configure HeldOut(...) to hold some tasks out, or sample task_set='train'"
             )
         return balanced_sample(pool, n, rng)
 

@@ -120,12 +120,16 @@ class Navigation2DFamily:
         self.max_episode_steps = max_episode_steps
         self.normalized_actions = normalized_actions
 
-    def sample_tasks(self, n: int, split: str, rng: np.random.Generator) -> list[NavTask]:
-        if split not in ("train", "test", "validation"):
+    def sample_tasks(
+        self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
+    ) -> list[NavTask]:
+        """``n`` goals uniform in the square; every task set draws from the same distribution
+        (the tasks are continuous), so "test" goals are unseen by construction."""
+        if task_set not in ("train", "test", "validation"):
             raise ValueError(
-                f"Navigation2DFamily.sample_tasks: split={split!r}; use 'train' or 'test'."
+                f"Navigation2DFamily.sample_tasks: task_set={task_set!r}; use 'train' or 'test'."
             )
-        goals = rng.uniform(self.low, self.high, size=(n, 2))
+        goals = np.random.default_rng(rng).uniform(self.low, self.high, size=(n, 2))
         return [NavTask((float(g[0]), float(g[1]))) for g in goals]
 
     def make_batch_env(self, tasks: list[NavTask], episodes_per_task: int) -> Navigation2DBatchEnv:

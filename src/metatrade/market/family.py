@@ -17,7 +17,7 @@ from metatrade.market.config import TradingEnvConfig
 class TaskSource(Protocol):
     """What the family needs from ``metatrade.data.DataLoader``."""
 
-    def sample_tasks(self, n: int, rng: Any = None, split: str = "train") -> list[Any]: ...
+    def sample_tasks(self, n: int, *, task_set: str = "train", rng: Any = None) -> list[Any]: ...
 
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays: ...
 
@@ -44,9 +44,9 @@ class TradingTaskFamily:
     ``metatrade.meta.estimators.ObjectiveFamily`` (the exact expected P&L) when the env
     exposes the position-only observation.
 
-    Two different splits meet here: ``sample_tasks(split=...)`` is the *task* split
+    Two different things meet here: ``sample_tasks(task_set=...)`` picks from a *task set*
     (held-out instruments/timeframes never appear in "train"), while ``period`` is the
-    *time* split the episodes trade in ("train", "validation", "test" rows of each task).
+    *time split* the episodes trade in ("train", "validation", "test" rows of each task).
 
     Args:
         loader: a ``DataLoader`` (anything with ``sample_tasks`` and ``get_task_arrays``).
@@ -70,9 +70,11 @@ class TradingTaskFamily:
         self.period = period
         self.seed = seed
 
-    def sample_tasks(self, n: int, split: str, rng: np.random.Generator) -> list[Any]:
-        """``n`` tasks of the task split ``split`` ("train" or "test"), drawn with ``rng``."""
-        return self.loader.sample_tasks(n, rng=rng, split=split)
+    def sample_tasks(
+        self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
+    ) -> list[Any]:
+        """``n`` tasks of the task set ``task_set`` ("train" or "test"), drawn with ``rng``."""
+        return self.loader.sample_tasks(n, task_set=task_set, rng=rng)
 
     def make_batch_env(self, tasks: Sequence[Any], episodes_per_task: int) -> BatchTradingEnv:
         """A BatchTradingEnv with one row per task, trading the ``period`` rows of each."""

@@ -119,7 +119,7 @@ class MetaLearner:
         generator = generator if generator is not None else self.generator
         t0 = time.perf_counter()
         # line 3: sample a batch of tasks T_i ~ p(T)
-        tasks = self.family.sample_tasks(cfg.meta_batch_size, "train", rng)
+        tasks = self.family.sample_tasks(cfg.meta_batch_size, task_set="train", rng=rng)
         source = self._batch_source(tasks, rng, generator)
         # lines 5-7: sample trajectories D_i with f_theta (or the task's adaptation windows),
         # adapt theta'_i = theta - alpha grad L_i; inner step k > 1 samples with theta'_{k-1}

@@ -117,7 +117,7 @@ class PerTaskStep:
         cfg, ex = learner.config, self.executor
         t0 = time.perf_counter()
         sent0, recv0 = ex.bytes_sent, ex.bytes_received
-        tasks = learner.family.sample_tasks(cfg.meta_batch_size, "train", rng)
+        tasks = learner.family.sample_tasks(cfg.meta_batch_size, task_set="train", rng=rng)
         spec = IterationSpec(
             self.run_id,
             learner.iteration,

@@ -42,7 +42,7 @@ def pretrain_on_objective(
     optimizer = torch.optim.Adam(params.values(), lr=config.lr)
     losses = []
     for _ in range(num_steps):
-        tasks = family.sample_tasks(config.meta_batch_size, "train", rng)
+        tasks = family.sample_tasks(config.meta_batch_size, task_set="train", rng=rng)
         adapt_windows, eval_windows = family.objective_batches(
             tasks,
             num_windows=config.episodes_per_task,

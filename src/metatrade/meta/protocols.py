@@ -43,8 +43,11 @@ class BatchEnv(Protocol):
 class TaskFamily(Protocol):
     """A distribution over tasks and a factory of batched environments for them."""
 
-    def sample_tasks(self, n: int, split: str, rng: np.random.Generator) -> list[Any]:
-        """n tasks from ``split`` ("train" or "test": held-out tasks never appear in "train")."""
+    def sample_tasks(
+        self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
+    ) -> list[Any]:
+        """n tasks of a task set ("train" or "test": held-out tasks never appear in "train");
+        a task *set*, not a time split of the tasks' data."""
         ...
 
     def make_batch_env(self, tasks: list[Any], episodes_per_task: int) -> BatchEnv:

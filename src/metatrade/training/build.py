@@ -85,7 +85,7 @@ def make_family(
 def probe_spaces(family: TaskFamily) -> BatchEnv:
     """A one-task BatchEnv of the family, to read observation/action spaces and layout."""
     rng = np.random.default_rng(_PROBE_SEED)
-    tasks = family.sample_tasks(1, "train", rng)
+    tasks = family.sample_tasks(1, task_set="train", rng=rng)
     return family.make_batch_env(tasks, 1)
 
 
@@ -164,7 +164,7 @@ def multitask_env(cfg: RunConfig, family: TaskFamily) -> BatchEnv:
         tasks = source.tasks("train")
     else:
         rng = np.random.default_rng(cfg.run.seed)
-        tasks = family.sample_tasks(cfg.ppo.tasks_per_batch, "train", rng)
+        tasks = family.sample_tasks(cfg.ppo.tasks_per_batch, task_set="train", rng=rng)
     return family.make_batch_env(tasks, cfg.ppo.episodes_per_task)
 
 

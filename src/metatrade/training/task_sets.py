@@ -133,9 +133,9 @@ def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
         )
 
 
-def task_pool(cfg: RunConfig, loader: DataLoader, split: str) -> list[TaskId]:
-    """Tasks of a meta-split ("train" or "test"), restricted to ``data.tasks`` when set."""
-    pool = loader.tasks(split)
+def task_pool(cfg: RunConfig, loader: DataLoader, task_set: str) -> list[TaskId]:
+    """A task set ("train" or "test"), restricted to ``data.tasks`` when set."""
+    pool = loader.tasks(task_set)
     if cfg.data.tasks is not None:
         wanted = {_task_id(t) for t in cfg.data.tasks}
         pool = [t for t in pool if t in wanted]
@@ -143,7 +143,7 @@ def task_pool(cfg: RunConfig, loader: DataLoader, split: str) -> list[TaskId]:
 
 
 class TaskSubset:
-    """A DataLoader seen through ``data.tasks``: task splits restricted to the listed tasks.
+    """A DataLoader seen through ``data.tasks``: task sets restricted to the listed tasks.
 
     Implements what ``TradingTaskFamily`` needs (``sample_tasks``, ``get_task_arrays``) and
     samples with the loader's own balanced scheme, so an unrestricted run and a run listing
@@ -154,18 +154,18 @@ class TaskSubset:
         self.loader = loader
         self.pools = {"train": list(train), "test": list(test), "all": [*train, *test]}
 
-    def tasks(self, split: str = "train") -> list[TaskId]:
-        return list(self.pools[split])
+    def tasks(self, task_set: str = "train") -> list[TaskId]:
+        return list(self.pools[task_set])
 
     def sample_tasks(
-        self, n: int, rng: np.random.Generator | int | None = None, split: str = "train"
+        self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
     ) -> list[TaskId]:
         from metatrade.data.sampling import balanced_sample
 
-        pool = self.pools.get(split)
+        pool = self.pools.get(task_set)
         if not pool:
             raise ConfigError(
-                f"no {split!r} tasks among data.tasks after data.heldout; "
+                f"no {task_set!r} tasks among data.tasks after data.heldout; "
                 "list more tasks or change the held-out set"
             )
         return balanced_sample(pool, n, rng)
