@@ -215,7 +215,7 @@ def eval_tasks(
     trained: Collection[str] | None = None,
     allow_seen: bool = False,
 ) -> list[TaskId]:
-    """Held-out tasks (the "test" meta-split), restricted to ``data.tasks`` when that lists
+    """Held-out tasks (the "test" task set), restricted to ``data.tasks`` when that lists
     some of them (a run trained on a few listed tasks is evaluated on every held-out task).
     Tasks in ``trained`` (the run's meta-training tasks) are refused: ``check_unseen``."""
     tasks = task_pool(cfg, loader, "test") or loader.tasks("test")
