@@ -140,3 +140,33 @@ def test_signal_on_a_file_cut_at_a_fold_gives_that_folds_decision(setup) -> None
         assert sig.decision_row == row and sig.adapt_rows == rec.folds[f].adapt
         assert sig.action == wf.first_action[f]
         np.testing.assert_allclose(list(sig.probabilities.values()), wf.first_probs[f], atol=1e-6)
+
+
+def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -> None:
+    """The exact estimator behind the Adapter protocol: k steps of the expected-P&L gradient
+    on the latest windows of the adaptation rows; bars after the window change nothing, and
+    the walk-forward run trades the adapted policy in the ledger."""
+    import gymnasium as gym
+
+    from metatrade.agents.policies import make_policy
+    from metatrade.evaluation.walkforward import ExactAdapter
+    from metatrade.market.family import ObjectiveSettings
+    from walkforward_helpers import N_FEATURES
+
+    env = TradingEnvConfig(lookback=LOOKBACK, episode_length=16, observation="position")
+    _, task = ar_task(0.4, n_bars=1300)
+    space = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * N_FEATURES + 1,))  # window + position
+    policy = make_policy("mlp", space, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=0)
+    start = Start(policy, module_params(policy))
+    adaptation = AdaptationConfig(episodes_per_task=3, inner_lr=5.0)
+    adapter = ExactAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)
+    rows = (560, 700)
+    steps = adapter(start, task.arrays, rows, seed=0)
+    assert len(steps) == 2
+    assert any(not torch.equal(steps[0][k], start.params[k]) for k in start.params)
+    later = adapter(start, _perturbed(task, 700).arrays, rows, seed=1)  # the future changes
+    for a, b in zip(steps, later, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)  # no sampling, no look-ahead
+    res = run_walkforward({"MAML": start}, [task], adapter, _config(env=env))
+    record = res.tasks[0].records["MAML@k2"]
+    assert np.isfinite(record.equity).all() and len(record.fold_returns) == len(res.tasks[0].folds)
