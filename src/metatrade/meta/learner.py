@@ -160,9 +160,14 @@ class MetaLearner:
         stats = self.update(self, batch)
         t2 = time.perf_counter()
         self.iteration += 1
+        # exact: the meta-loss is minus the post-update return on the same windows (no
+        # second forward for the log; ~10% of an exact iteration, benchmarks/exact_trading.py)
+        exact_post = cfg.estimator == "exact" and "meta/loss" in stats
         return stats | {
             "meta/return_pre": source.mean_return(batch.pre, steps[0]),
-            "meta/return_post": source.mean_return(post, steps[-1]),
+            "meta/return_post": -stats["meta/loss"]
+            if exact_post
+            else source.mean_return(post, steps[-1]),
             "meta/iteration": float(self.iteration),
             "time/sample_s": t1 - t0,
             "time/update_s": t2 - t1,
