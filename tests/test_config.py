@@ -129,7 +129,7 @@ def test_ppo_section_fields_exist_in_ppo_config() -> None:
     assert ours <= known, sorted(ours - known)
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "nav2d", "synthetic"])
+@pytest.mark.parametrize("name", ["demo", "tiny", "nav2d", "synthetic", "exact"])
 def test_shipped_configs_load_and_match_packaged(name: str) -> None:
     user = REPO / "configs" / f"{name}.yaml"
     assert load_config(user) == load_config(name)
