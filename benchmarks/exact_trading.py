@@ -110,7 +110,10 @@ def train_starts(cfg: RunConfig, loader: Any, *, iterations: int | None) -> dict
         agent.learn(env, total_timesteps=meta_env_steps(cfg, horizon, iters))
         pretrained = Start(agent.policy, module_params(agent.policy))
     t2 = time.perf_counter()
-    print(f"{cfg.meta.estimator}: MAML {iters} it {t1 - t0:.0f} s, pretrained {t2 - t1:.0f} s")
+    print(
+        f"{cfg.meta.estimator}: MAML {iters} it {t1 - t0:.0f} s, pretrained {t2 - t1:.0f} s",
+        flush=True,
+    )
     return {
         "MAML": Start(policy, maml),
         "pretrained": pretrained,
@@ -167,7 +170,7 @@ def main() -> None:
     loader = build.make_loader(exact)
     out: dict[str, Any] = {"benchmark": "exact_trading", "quick": args.quick}
     out |= time_iterations(
-        sampled, exact, loader, iterations=3 if args.quick else 10, warmup=1 if args.quick else 2
+        sampled, exact, loader, iterations=8 if args.quick else 12, warmup=2
     )
     print(f"speed: {out}", flush=True)
     if not args.quick:

@@ -135,7 +135,7 @@ def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[d
     """Meta-train MAML-exact, pretrain on the objective, draw a random start: (starts,
     timings, (meta config, env config, objective))."""
     env = TradingEnvConfig(
-        lookback=LOOKBACK, episode_length=args.window_bars, observation="position"
+        lookback=args.exact_lookback, episode_length=args.window_bars, observation="position"
     )
     objective = ObjectiveSettings(normalize=not args.raw_pnl, risk=args.risk)
     family = TradingTaskFamily(train, env, period="train", seed=seed, objective=objective)
@@ -265,6 +265,7 @@ def summarise(per_seed: list[dict[str, Any]], args: argparse.Namespace) -> dict[
         "target_differences_above_zero_every_seed": bool(every_seed_positive),
         "settings_exact": {
             "iterations": args.exact_iterations,
+            "lookback": args.exact_lookback,
             "inner_lr": args.exact_inner_lr,
             "adam_lr": args.exact_lr,
             "windows": args.windows,
@@ -288,6 +289,7 @@ def main() -> None:
     ap.add_argument("--exact-lr", type=float, default=EXACT_LR, help="Adam learning rate")
     ap.add_argument("--windows", type=int, default=EXACT_WINDOWS, help="windows per side of a cut")
     ap.add_argument("--window-bars", type=int, default=EXACT_WINDOW_BARS)
+    ap.add_argument("--exact-lookback", type=int, default=LOOKBACK, help="exact: env.lookback")
     ap.add_argument("--raw-pnl", action="store_true", help="objective.normalize false")
     ap.add_argument("--risk", type=float, default=0.0, help="objective.risk")
     args = ap.parse_args()
