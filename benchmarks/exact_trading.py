@@ -23,7 +23,7 @@ Settings: configs/exact.yaml's, chosen on the held-out tasks' VALIDATION split o
 
 Usage:
     python benchmarks/exact_trading.py --quick            # speed only (< 45 s)
-    python benchmarks/exact_trading.py                    # speed + held-out table (~15 min)
+    python benchmarks/exact_trading.py                    # speed + held-out table (~19 min under load)
     python benchmarks/exact_trading.py --split validation --exact-only   # choosing settings
 The last line printed is one JSON object.
 """
@@ -169,9 +169,7 @@ def main() -> None:
     sampled = load_config(args.sampled_config)
     loader = build.make_loader(exact)
     out: dict[str, Any] = {"benchmark": "exact_trading", "quick": args.quick}
-    out |= time_iterations(
-        sampled, exact, loader, iterations=8 if args.quick else 12, warmup=2
-    )
+    out |= time_iterations(sampled, exact, loader, iterations=8 if args.quick else 12, warmup=2)
     print(f"speed: {out}", flush=True)
     if not args.quick:
         todo = [(exact, args.iterations)] + ([] if args.exact_only else [(sampled, None)])
