@@ -108,10 +108,17 @@ def test_exact_meta_training_updates_theta_and_logs_the_objective() -> None:
     )
     learner = MetaLearner(policy, family, cfg)
     before = {k: v.detach().clone() for k, v in learner.params.items()}
-    stats = learner.step()
+    stats = learner.step(rng=np.random.default_rng(5))
     assert stats["meta/skipped"] == 0.0 and np.isfinite(stats["meta/grad_norm"])
     # the logged post-update return is minus the meta-loss (same windows, same params)
     assert stats["meta/return_post"] == pytest.approx(-stats["meta/loss"], rel=1e-5)
+    # the logged pre-update return (read off the inner loop's losses, no second forward)
+    # is the objective of theta on the same task batch's adaptation windows
+    rng = np.random.default_rng(5)
+    tasks = family.sample_tasks(2, "train", rng)
+    source = ExactSource(policy, family, tasks, config=cfg, rng=rng)
+    pre = source.mean_return(source.adapt_batch, expand_to_tasks(before, 2))
+    assert stats["meta/return_pre"] == pytest.approx(pre, rel=1e-5)
     assert "meta/kl" not in stats  # no behaviour policy to take a KL against
     assert any(not torch.equal(before[k], v.detach()) for k, v in learner.params.items())
 

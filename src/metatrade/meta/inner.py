@@ -63,11 +63,13 @@ def task_gradients(
     batch: Batch,
     *,
     create_graph: bool,
+    losses_out: list[Tensor] | None = None,
 ) -> Params:
     """grad L_i(params_i) for every task i, each [T, *shape] (params are [T, *shape]).
 
     With ``create_graph`` the gradients are differentiable in the params that require grad
     (the second-order term of the meta-gradient); otherwise they are constants.
+    ``losses_out``: the T losses (detached) are appended to it (a log for free).
     """
     create_graph = create_graph and any(v.requires_grad for v in params.values())
     with torch.enable_grad():
@@ -77,6 +79,8 @@ def task_gradients(
                 value = value.detach().requires_grad_()  # a new leaf: the caller's is untouched
             inputs[name] = value
         losses = vmap(task_loss)(inputs, batch.tensors())
+        if losses_out is not None:
+            losses_out.append(losses.detach())
         grads = torch.autograd.grad(
             losses.sum(), list(inputs.values()), create_graph=create_graph, allow_unused=True
         )
@@ -96,6 +100,7 @@ def inner_loop(
     inner_lrs: Params | None = None,
     loss: TaskLoss | None = None,
     num_steps: int | None = None,
+    losses_out: list[Tensor] | None = None,
 ) -> list[Params]:
     """The parameters after 0, 1, ..., K inner steps: ``[params, theta'_1, ..., theta'_K]``.
 
@@ -111,6 +116,7 @@ def inner_loop(
         loss: the per-task loss (default: ``config.surrogate``; ProMP re-adapts with "lvc",
             the exact estimator passes its expected-P&L loss).
         num_steps: K (default ``config.num_inner_steps``).
+        losses_out: step k's per-task losses [T] (detached) are appended to it.
 
     ``params`` is never modified; every returned tensor is [T, *shape].
     """
@@ -124,7 +130,9 @@ def inner_loop(
         def task_loss(p: Params, tensors: dict[str, Tensor], _type: Any = batch_type) -> Tensor:
             return loss_fn(policy, p, _type.from_tensors(tensors))
 
-        grads = task_gradients(task_loss, current, batch, create_graph=second_order)
+        grads = task_gradients(
+            task_loss, current, batch, create_graph=second_order, losses_out=losses_out
+        )
         alpha = config.step_size(k)
         rates = {n: inner_lrs[n] if inner_lrs and n in inner_lrs else alpha for n in current}
         # Meta-SGD rates [*shape] broadcast against the per-task gradients [T, *shape]
