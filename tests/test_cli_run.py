@@ -208,3 +208,20 @@ def test_incompatible_checkpoint_is_a_clear_error(tiny_run: Path, tmp_path: Path
     res = invoke("evaluate", "--checkpoint", other, "--out", tmp_path)
     assert res.exit_code == 2
     assert "meta-parameters does not match the model" in " ".join(res.output.split())
+
+
+def test_walkforward_and_signal_on_a_sampled_run(tiny_run: Path, tmp_path: Path) -> None:
+    """`metatrade walkforward` / `signal` on the tiny sampled run with its PPO baseline:
+    MAML, pretrained (PPO) and random rows, frozen and re-adapted, and one decision."""
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40"]
+    out = tmp_path / "wf"
+    args = ["walkforward", "--checkpoint", str(tiny_run), "--out", str(out), *geometry]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == f"report: {out / 'walkforward.html'}"
+    rows = set(pd.read_csv(out / "walkforward.csv").row)
+    assert {f"{s}@k{k}" for s in ("MAML", "pretrained", "random") for k in (0, 1)} <= rows
+    res = runner.invoke(app, ["signal", "--checkpoint", str(tiny_run), *geometry])
+    assert res.exit_code == 0, res.output
+    [signal] = json.loads(res.output.strip().splitlines()[-1])
+    assert signal["position"] == 0 and signal["steps"] == 1

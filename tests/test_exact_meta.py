@@ -207,3 +207,26 @@ def test_pretraining_on_the_objective_is_seeded_and_leaves_the_policy_alone() ->
     for k, v in policy.named_parameters():
         assert torch.equal(v.detach(), before[k])  # the module is untouched
         assert torch.equal(a[k], b[k]) and not torch.equal(a[k], before[k])
+
+
+def test_cli_walkforward_and_signal_on_an_exact_run(tmp_path: Path) -> None:
+    """`metatrade walkforward` and `signal` on a real meta-training run (exact estimator,
+    position-only observation): the report is written and named, the signal's probabilities
+    are a distribution over the five orders."""
+    import json
+
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["meta-train", "-c", str(_exact_config(tmp_path)), "--out", str(run),
+                              "-n", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40"]
+    res = runner.invoke(app, ["walkforward", "--checkpoint", str(run), *geometry])
+    assert res.exit_code == 0, res.output
+    html = Path(res.output.strip().splitlines()[-1].removeprefix("report: "))
+    assert html.is_file() and html.parent == run / "walkforward"
+    assert {"MAML@k0", "MAML@k1", "buy-and-hold"} <= set(pd.read_csv(html.with_suffix(".csv")).row)
+    res = runner.invoke(app, ["signal", "--checkpoint", str(run), *geometry])
+    assert res.exit_code == 0, res.output
+    [signal] = json.loads(res.output.strip().splitlines()[-1])
+    assert signal["task"] == "Finnifty:60" and signal["order"] in signal["probabilities"]
+    assert sum(signal["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -26,6 +26,7 @@ from metatrade.cli.common import (
     console,
 )
 from metatrade.training.config import ConfigError
+from metatrade.training.pretrained import load_pretrained
 
 FoldBarsOpt = typer.Option(None, "--fold-bars", min=1, help="bars per fold (cadence)")
 AdaptBarsOpt = typer.Option(None, "--adapt-bars", min=2, help="bars of each adaptation window")
@@ -95,14 +96,25 @@ def walkforward_cmd(
     from metatrade.training.walkforward import run_walkforward_eval
 
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir = _load_run(checkpoint, data, tasks, seed, out)
+    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
     out_dir = Path(out) if out is not None else run_dir / "walkforward"
     first: str | int = int(start) if start.isdigit() else start
     run_walkforward_eval(
-        cfg, policy, out_dir, spec=spec, steps=steps, ppo_path=_ppo_file(checkpoint, ppo),
-        console=console, carry=carry, start=first, deterministic=not sampled,
+        cfg,
+        policy,
+        out_dir,
+        spec=spec,
+        steps=steps,
+        ppo_path=_ppo_file(checkpoint, ppo),
+        pretrained=load_pretrained(run_dir),
+        inner_lrs=extra["inner_lrs"],
+        trained=extra["trained"],
+        console=console,
+        carry=carry,
+        start=first,
+        deterministic=not sampled,
         configurations=configurations,
-    )  # fmt: skip
+    )
 
 
 @app.command("signal")
@@ -135,9 +147,19 @@ def signal_cmd(
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, _ = _load_run(checkpoint, data, tasks, seed, None)
-    out = signals(cfg, policy, spec=spec, steps=steps, start=start, position=pos,
-                  ppo_path=_ppo_file(checkpoint, ppo))  # fmt: skip
+    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, None)
+    out = signals(
+        cfg,
+        policy,
+        spec=spec,
+        steps=steps,
+        start=start,
+        position=pos,
+        ppo_path=_ppo_file(checkpoint, ppo),
+        pretrained=load_pretrained(run_dir),
+        inner_lrs=extra["inner_lrs"],
+        trained=extra["trained"],
+    )
     table = Table(title=f"next decision ({start}, k={steps}, position assumed {position})")
     for col in ("task", "last bar", "order", *out[0].probabilities, "adapted on rows"):
         table.add_column(col)

@@ -20,6 +20,7 @@ from metatrade.training.build import (
     make_protocol_config,
 )
 from metatrade.training.config import RunConfig
+from metatrade.training.pretrained import load_pretrained
 from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
 
 if TYPE_CHECKING:
@@ -200,13 +201,16 @@ def run_meta_test(
     trained: Collection[str] | None = None,
     allow_seen: bool = False,
     inner_lrs: dict[str, torch.Tensor] | None = None,
+    pretrained: dict[str, torch.Tensor] | None = None,
 ) -> EvaluationResult:
     """``metatrade evaluate``: the meta-test protocol on the held-out tasks.
 
     Starts: the MAML meta-parameters (adapted with the run's Meta-SGD step sizes
     ``inner_lrs`` when it learned them), the multi-task PPO policy (``ppo_agent``, or the
     file ``ppo_path``, or ``<run_dir>/ppo/checkpoints/ppo.pt`` when present) and a random
-    initialisation; reference rows per ``evaluation.baselines``. ``trained``/``allow_seen``:
+    initialisation, and with the exact estimator the multi-task start trained on the same
+    objective (``pretrained``, or the run's ``pretrained/params.pt``: ``training.pretrained``);
+    reference rows per ``evaluation.baselines``. ``trained``/``allow_seen``:
     see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
     ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
     """
@@ -237,6 +241,10 @@ def run_meta_test(
             starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
         elif console is not None:
             console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
+    if "pretrained" in wanted:
+        pretrained = pretrained if pretrained is not None else load_pretrained(run_dir)
+        if pretrained is not None:
+            starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
         starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
     result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)

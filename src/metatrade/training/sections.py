@@ -203,9 +203,10 @@ class EvaluationSection(_Section):
     )
     test_episodes: int = Field(10, gt=0, description="evaluation episodes per task and k")
     bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
-    baselines: list[Literal["maml", "ppo", "random", "buy_and_hold", "flat"]] = Field(
-        default_factory=lambda: ["maml", "ppo", "random", "buy_and_hold", "flat"],
-        description="rows of the results table",
+    baselines: list[Literal["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"]] = Field(
+        default_factory=lambda: ["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"],
+        description="rows of the results table (pretrained: the exact estimator's multi-task "
+        "start on the same objective, when the run has one)",
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"

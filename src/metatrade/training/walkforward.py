@@ -8,6 +8,7 @@ adapts exactly as meta-training's inner loop did; only k and the windows are new
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,16 +87,22 @@ def make_starts(
     *,
     ppo_agent: PPOAgent | None = None,
     ppo_path: str | Path | None = None,
+    pretrained: dict[str, torch.Tensor] | None = None,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """MAML, pretrained (the multi-task PPO policy, when there is one) and random starts,
-    filtered by ``evaluation.baselines`` (random uses the same seed as ``evaluate``)."""
+    """MAML (with its learned Meta-SGD step sizes ``inner_lrs``, if any), pretrained and
+    random starts, filtered by ``evaluation.baselines`` (random uses
+    the same seed as ``evaluate``). Pretrained: the run's multi-task start on the exact
+    objective (``pretrained``) when it has one, else the multi-task PPO policy."""
     from metatrade.evaluation.protocol import Start, module_params, random_start
 
     wanted = set(cfg.evaluation.baselines)
     starts: dict[str, Any] = {}
     if "maml" in wanted:
-        starts["MAML"] = Start(policy, module_params(policy))
-    if "ppo" in wanted:
+        starts["MAML"] = Start(policy, module_params(policy), inner_lrs)
+    if "pretrained" in wanted and pretrained is not None:
+        starts["pretrained"] = Start(policy, pretrained)
+    elif "ppo" in wanted:
         agent = ppo_agent or (build.load_ppo_agent(ppo_path) if ppo_path else None)
         if agent is not None:
             starts["pretrained"] = Start(agent.policy, module_params(agent.policy))
@@ -113,16 +120,27 @@ def run_walkforward_eval(
     steps: int = 1,
     ppo_agent: PPOAgent | None = None,
     ppo_path: str | Path | None = None,
+    pretrained: dict[str, torch.Tensor] | None = None,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+    trained: Collection[str] | None = None,
     console: Console | None = None,
     **overrides: Any,
 ) -> tuple[WalkForwardResult, dict[str, Path]]:
-    """Walk forward on the run's held-out tasks; writes the report into ``out_dir``."""
+    """Walk forward on the run's held-out tasks (``trained``: the run's training tasks,
+    refused); writes the report into ``out_dir``."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
     from metatrade.evaluation.walkforward.report import save_report, text_table
 
     loader = task_sets.make_loader(cfg)
-    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader))
-    starts = make_starts(cfg, policy, ppo_agent=ppo_agent, ppo_path=ppo_path)
+    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    starts = make_starts(
+        cfg,
+        policy,
+        ppo_agent=ppo_agent,
+        ppo_path=ppo_path,
+        pretrained=pretrained,
+        inner_lrs=inner_lrs,
+    )
     if not starts:
         raise ConfigError("evaluation.baselines names no start (maml, ppo, random)")
     result = run_walkforward(
@@ -145,14 +163,17 @@ def signals(
     start: str = "MAML",
     position: int = 0,
     ppo_path: str | Path | None = None,
+    pretrained: dict[str, torch.Tensor] | None = None,
+    inner_lrs: dict[str, torch.Tensor] | None = None,
+    trained: Collection[str] | None = None,
 ) -> list[Any]:
     """``metatrade signal``: the next decision of ``start`` on every held-out task."""
     from metatrade.evaluation.walkforward import load_tasks
     from metatrade.evaluation.walkforward.signal import next_decision
 
     loader = task_sets.make_loader(cfg)
-    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader))
-    starts = make_starts(cfg, policy, ppo_path=ppo_path)
+    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    starts = make_starts(cfg, policy, ppo_path=ppo_path, pretrained=pretrained, inner_lrs=inner_lrs)
     if start not in starts:
         raise ConfigError(f"--start {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
@@ -166,6 +187,7 @@ def signals(
             lookback=cfg.env.lookback,
             seed=cfg.run.seed,
             position=position,
+            account_dim=build.make_env_config(cfg).account_dim,
         )  # fmt: skip
         for t in tasks
     ]
@@ -177,6 +199,7 @@ def demo_walkforward(
     run_dir: Path,
     *,
     ppo_agent: PPOAgent | None = None,
+    pretrained: dict[str, torch.Tensor] | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """The demo's walk-forward step: default geometry (5-session folds after 10-session
@@ -186,7 +209,13 @@ def demo_walkforward(
 
     t0 = time.perf_counter()
     result, files = run_walkforward_eval(
-        cfg, policy, Path(run_dir) / "walkforward", spec=fold_spec(), steps=1, ppo_agent=ppo_agent
+        cfg,
+        policy,
+        Path(run_dir) / "walkforward",
+        spec=fold_spec(),
+        steps=1,
+        ppo_agent=ppo_agent,
+        pretrained=pretrained,
     )
     seconds = time.perf_counter() - t0
     if console is not None:

@@ -49,13 +49,16 @@ class Signal:
         return dict(vars(self))
 
 
-def observation(features: np.ndarray, row: int, lookback: int, position: int) -> np.ndarray:
+def observation(
+    features: np.ndarray, row: int, lookback: int, position: int, account_dim: int = ACCOUNT_DIM
+) -> np.ndarray:
     """``TradingEnv``'s observation at ``row``: the window of the last ``lookback`` feature
-    rows, then the account (position, unrealised P&L 0, equity return 0, bars held 0)."""
+    rows, then the account: (position, unrealised P&L 0, equity return 0, bars held 0), or
+    the position alone (``account_dim`` 1: ``TradingEnvConfig(observation="position")``)."""
     if row - lookback + 1 < 0:
         raise ValueError(f"row {row}: needs {lookback - 1} earlier rows for the window")
     window = np.asarray(features[row - lookback + 1 : row + 1], dtype=np.float32).ravel()
-    account = np.zeros(ACCOUNT_DIM, dtype=np.float32)
+    account = np.zeros(account_dim, dtype=np.float32)
     account[0] = position
     return np.concatenate([window, account])
 
@@ -70,6 +73,7 @@ def next_decision(
     lookback: int,
     seed: int,
     position: int = 0,
+    account_dim: int = ACCOUNT_DIM,
     tz: str = "Asia/Kolkata",
 ) -> Signal:
     """Adapt ``start`` on the latest window and decide for the bar after the last one."""
@@ -84,7 +88,7 @@ def next_decision(
             start, arrays, fold.adapt, seed=job_seed(seed, label, str(task.task), row)
         )[-1]
     action, probs = decide_one(
-        start.policy, params, observation(arrays.features, row, lookback, position)
+        start.policy, params, observation(arrays.features, row, lookback, position, account_dim)
     )
     when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
     return Signal(
