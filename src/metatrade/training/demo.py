@@ -144,6 +144,7 @@ def _run_demo(
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(trainer.params[name])
+    pretrained = _pretrained_exact(cfg, family, policy, console, resume=resume)
 
     # 3. Meta-test on the held-out tasks.
     console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")
@@ -155,6 +156,7 @@ def _run_demo(
         ppo_agent=ppo_trainer.agent,
         console=console,
         inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
+        pretrained=pretrained,
     )
     console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
 
@@ -166,7 +168,9 @@ def _run_demo(
     from metatrade.training.walkforward import demo_walkforward
 
     console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
-    wf = demo_walkforward(cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, console=console)
+    wf = demo_walkforward(
+        cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, pretrained=pretrained, console=console
+    )
     total = time.perf_counter() - t_start
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
     return {
@@ -218,3 +222,26 @@ def _backtest_reports(
         f"{run_dir / 'reports'}"
     )
     return reports
+
+
+def _pretrained_exact(
+    cfg: RunConfig, family: Any, policy: torch.nn.Module, console: Any, *, resume: bool
+) -> dict[str, torch.Tensor] | None:
+    """With the exact estimator, the fair "pretrained" start: the same objective over all
+    training tasks, MAML's budget of gradient evaluations (saved in the run; a resumed demo
+    reuses it). None with the sampled estimator (the PPO baseline is its pretrained start)."""
+    from metatrade.training.pretrained import load_pretrained, save_pretrained, train_pretrained
+
+    if cfg.meta.estimator != "exact" or "pretrained" not in cfg.evaluation.baselines:
+        return None
+    if resume and (saved := load_pretrained(cfg.run_dir())) is not None:
+        console.print("pretrained start on the exact objective: loaded from the run")
+        return saved
+    t0 = time.perf_counter()
+    out = train_pretrained(cfg, family, policy)
+    path = save_pretrained(cfg.run_dir(), out["params"])
+    console.print(
+        f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
+        f"evaluations), {time.perf_counter() - t0:.0f} s -> {path}"
+    )
+    return out["params"]
