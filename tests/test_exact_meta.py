@@ -115,7 +115,7 @@ def test_exact_meta_training_updates_theta_and_logs_the_objective() -> None:
     # the logged pre-update return (read off the inner loop's losses, no second forward)
     # is the objective of theta on the same task batch's adaptation windows
     rng = np.random.default_rng(5)
-    tasks = family.sample_tasks(2, "train", rng)
+    tasks = family.sample_tasks(2, task_set="train", rng=rng)
     source = ExactSource(policy, family, tasks, config=cfg, rng=rng)
     pre = source.mean_return(source.adapt_batch, expand_to_tasks(before, 2))
     assert stats["meta/return_pre"] == pytest.approx(pre, rel=1e-5)

@@ -69,6 +69,28 @@ class MetaLearner:
         """None: the batched in-process step; else per-task units through a backend
         (``meta.pertask.PerTaskStep``: the local or Ray executor), same maths, own rounding"""
 
+    def with_config(self, config: MetaConfig) -> MetaLearner:
+        """This learner under new settings: ``self`` if they are its own, else a learner
+        rebuilt from ``config`` (so the Adam learning rate, the Meta-SGD rates and everything
+        derived from it follow) that keeps theta, the iteration, the random streams and the
+        optimizer state that still applies."""
+        if config == self.config:
+            return self
+        new = MetaLearner(self.policy, self.family, config)
+        state = self.state_dict()
+        if self.config.inner_lr != config.inner_lr:
+            state["inner_lrs"] = None  # Meta-SGD rates start again from the new inner_lr
+        same_leaves = self.config.learn_inner_lr == config.learn_inner_lr
+        if new.optimizer is None or self.optimizer is None or not same_leaves:
+            state["optimizer"] = None
+        new.load_state_dict(state)
+        if new.optimizer is not None:
+            for group in new.optimizer.param_groups:
+                group["lr"] = config.lr
+        new.rng, new.generator = self.rng, self.generator
+        new.backend = self.backend
+        return new
+
     def leaves(self) -> list[Tensor]:
         """What the meta-update changes: theta, and the Meta-SGD step sizes if learned."""
         leaves = list(self.params.values())

@@ -214,11 +214,51 @@ def run_meta_test(
     see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
     ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
     """
-    from metatrade.evaluation.protocol import MetaTestProtocol, Start, module_params, random_start
+    from metatrade.evaluation.protocol import MetaTestProtocol
 
     loader = make_loader(cfg)
     tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
     seen = check_unseen(tasks, trained, allow_seen=True)
+    first = loader.get_task_arrays(*tasks[0])
+    starts = _meta_test_starts(
+        cfg,
+        policy,
+        run_dir,
+        first,
+        ppo_path=ppo_path,
+        ppo_agent=ppo_agent,
+        console=console,
+        inner_lrs=inner_lrs,
+        pretrained=pretrained,
+    )
+    result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)
+    result.seen = seen
+    files = result.save(run_dir / "eval")
+    if console is not None:
+        warn_seen(console, seen)
+        console.print(
+            f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
+        )
+        console.print(result.format_table(), soft_wrap=True)
+        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+    return result
+
+
+def _meta_test_starts(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    run_dir: Path,
+    first_task: Any,
+    *,
+    ppo_path: str | Path | None,
+    ppo_agent: PPOAgent | None,
+    console: Console | None,
+    inner_lrs: dict[str, torch.Tensor] | None,
+    pretrained: dict[str, torch.Tensor] | None,
+) -> dict[str, Any]:
+    """The starts ``evaluation.baselines`` asks for, of those the run has."""
+    from metatrade.evaluation.protocol import Start, module_params, random_start
+
     wanted = set(cfg.evaluation.baselines)
     starts: dict[str, Any] = {}
     if "maml" in wanted:
@@ -237,7 +277,7 @@ def run_meta_test(
             path = ppo_path or (found[0] if found else None)
             ppo_agent = load_ppo_agent(path) if path is not None else None
         if ppo_agent is not None:
-            check_ppo_fits(cfg, ppo_agent, loader.get_task_arrays(*tasks[0]), path=path)
+            check_ppo_fits(cfg, ppo_agent, first_task, path=path)
             starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
         elif console is not None:
             console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
@@ -247,14 +287,4 @@ def run_meta_test(
             starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
         starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
-    result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)
-    result.seen = seen
-    files = result.save(run_dir / "eval")
-    if console is not None:
-        warn_seen(console, seen)
-        console.print(
-            f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
-        )
-        console.print(result.format_table(), soft_wrap=True)
-        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
-    return result
+    return starts

@@ -167,26 +167,31 @@ class Trainer:
                 )
             if resume is None:
                 self._claim(self.run_dir, META_KIND)
-            path = checkpoint_path(self.run_dir) if self.run_dir is not None else None
-            saver = self._checkpoints(path, META_KIND, total, start)
-            logger = self._open_logger(self.run_dir, start)
-            last: dict[str, float] = {}
-            try:
-                with (
-                    backend_for_run(self.config, learner, self.env),  # batched | local | ray
-                    progress_bar("meta-train", total, start, self.progress) as (bar, task),
-                ):
-                    for done in range(start + 1, total + 1):
-                        stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
-                        last = {k: float(v) for k, v in stats.items()}
-                        self._record(bar, task, logger, done=done, total=total, metrics=last)
-                        saver.after(done, learner.state_dict)
-            except KeyboardInterrupt:
-                raise saver.interrupted("meta-training") from None
-            finally:
-                if logger is not None:
-                    logger.close()
-            return last
+            return self._meta_loop(learner, start, total)
+
+    def _meta_loop(self, learner: MetaLearner, start: int, total: int) -> dict[str, float]:
+        """Iterations start+1..total of ``learner.step()``: logged, checkpointed, and on
+        Ctrl-C the last completed iteration saved (``TrainingInterrupted``)."""
+        path = checkpoint_path(self.run_dir) if self.run_dir is not None else None
+        saver = self._checkpoints(path, META_KIND, total, start)
+        logger = self._open_logger(self.run_dir, start)
+        last: dict[str, float] = {}
+        try:
+            with (
+                backend_for_run(self.config, learner, self.env),  # batched | local | ray
+                progress_bar("meta-train", total, start, self.progress) as (bar, task),
+            ):
+                for done in range(start + 1, total + 1):
+                    stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
+                    last = {k: float(v) for k, v in stats.items()}
+                    self._record(bar, task, logger, done=done, total=total, metrics=last)
+                    saver.after(done, learner.state_dict)
+        except KeyboardInterrupt:
+            raise saver.interrupted("meta-training") from None
+        finally:
+            if logger is not None:
+                logger.close()
+        return last
 
     def restore(self, resume: str | Path) -> int:
         """Build the meta-learner and load the checkpoint ``resume`` into it without
@@ -216,31 +221,14 @@ class Trainer:
             start = self._restore(resume, learner, META_KIND)
         return learner, start
 
-    def _with_run_config(self, old: Any) -> Any:
-        """``old`` (a MetaLearner) under this run's ``meta`` settings: unchanged if they are
-        its own, else a MetaLearner rebuilt from the validated config (so the Adam learning
-        rate, Meta-SGD rates and everything else derived from it follow) that keeps theta,
-        the iteration, the random streams and whatever optimizer state still applies."""
-        from metatrade.meta.learner import MetaLearner
+    def _with_run_config(self, old: MetaLearner) -> MetaLearner:
+        """``old`` under this run's ``meta`` settings (``MetaLearner.with_config``)."""
         from metatrade.training.build import make_meta_config
 
-        new_cfg = dataclasses.replace(make_meta_config(self.config), seed=old.config.seed)
         old.family = self.env
-        if new_cfg == old.config:
-            return old
-        new = MetaLearner(old.policy, self.env, new_cfg)
-        state = old.state_dict()
-        if old.config.inner_lr != new_cfg.inner_lr:
-            state["inner_lrs"] = None  # Meta-SGD rates start again from the new inner_lr
-        same_leaves = old.config.learn_inner_lr == new_cfg.learn_inner_lr
-        if new.optimizer is None or old.optimizer is None or not same_leaves:
-            state["optimizer"] = None
-        new.load_state_dict(state)
-        if new.optimizer is not None:
-            for group in new.optimizer.param_groups:
-                group["lr"] = new_cfg.lr
-        new.rng, new.generator = old.rng, old.generator
-        return new
+        return old.with_config(
+            dataclasses.replace(make_meta_config(self.config), seed=old.config.seed)
+        )
 
     def _policy(self) -> torch.nn.Module:
         agent = self.agent
