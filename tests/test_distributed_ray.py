@@ -129,3 +129,39 @@ def test_resumed_ray_run_equals_an_uninterrupted_local_run(ray_instance, tmp_pat
     resumed.meta_train(3, resume=tmp_path / "ray")
     assert_bitwise(straight.params, resumed.params)
     assert resumed.learner.backend is None  # the trainer closed its actors
+
+
+def test_walkforward_fans_out_over_tasks_on_ray_bitwise(ray_instance) -> None:
+    """Evaluation fans out like meta-training: the walk-forward's per-task work as one Ray
+    task per held-out task gives the in-process records bit for bit (every fold is adapted
+    with its own seed), in task order."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from metatrade.distributed.fanout import ray_task_map
+    from metatrade.evaluation.protocol import Start, module_params
+    from metatrade.evaluation.walkforward import (
+        FoldSpec,
+        SampledAdapter,
+        WalkForwardConfig,
+        run_walkforward,
+    )
+    from metatrade.market.config import TradingEnvConfig
+    from metatrade.meta.config import AdaptationConfig
+    from walkforward_helpers import ar_task, tiny_policy
+
+    env = TradingEnvConfig(lookback=4, episode_length=16)
+    tasks = [
+        ar_task(phi, n_bars=900, seed=i, name=f"Syn{i}")[1] for i, phi in enumerate((0.4, -0.3))
+    ]
+    policy = tiny_policy(4)
+    starts = {"MAML": Start(policy, module_params(policy))}
+    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
+    cfg = WalkForwardConfig(folds=FoldSpec(90, 120), env=env, start=600, bootstrap_samples=20)
+    local = run_walkforward(starts, tasks, adapter, cfg)
+    remote = run_walkforward(starts, tasks, adapter, cfg, task_map=ray_task_map(workers=2))
+    assert [r.task for r in remote.tasks] == [r.task for r in local.tasks]
+    for a, b in zip(local.tasks, remote.tasks, strict=True):
+        for label, rec in a.records.items():
+            np.testing.assert_array_equal(rec.equity, b.records[label].equity)

@@ -143,8 +143,17 @@ def run_walkforward_eval(
     )
     if not starts:
         raise ConfigError("evaluation.baselines names no start (maml, ppo, random)")
+    task_map = None
+    if cfg.run.backend == "ray":  # one Ray task per held-out task (docs/distributed.md)
+        from metatrade.distributed.fanout import ray_task_map
+
+        task_map = ray_task_map(address=cfg.run.address, workers=cfg.run.workers)
     result = run_walkforward(
-        starts, tasks, make_adapter(cfg, steps), make_config(cfg, spec, **overrides)
+        starts,
+        tasks,
+        make_adapter(cfg, steps),
+        make_config(cfg, spec, **overrides),
+        task_map=task_map,
     )
     files = save_report(result, out_dir)
     if console is not None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -140,15 +141,22 @@ def run_walkforward(
     tasks: Sequence[WalkForwardTask],
     adapter: Adapter,
     config: WalkForwardConfig | None = None,
+    *,
+    task_map: Callable[[Callable[..., Any], Sequence[Any]], list[Any]] | None = None,
 ) -> WalkForwardResult:
-    """Walk every task forward (``runner.run_task``) and score per task and pooled."""
+    """Walk every task forward (``runner.run_task``) and score per task and pooled.
+
+    ``task_map``: how the per-task work is mapped over the tasks (default in-process;
+    ``metatrade.distributed.fanout.ray_task_map`` fans it out over Ray workers, with the
+    same records bit for bit: every fold is adapted with its own seed)."""
     cfg = config or WalkForwardConfig()
     if not tasks:
         raise ValueError("run_walkforward: no tasks; pass the held-out tasks")
     if not starts:
         raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
     t0 = time.perf_counter()
-    records = [run_task(t, starts, adapter, cfg) for t in tasks]
+    one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
+    records = list(task_map(one_task, list(tasks))) if task_map else [one_task(t) for t in tasks]
     labels = list(records[0].records)
     names = list(starts)
     c0 = cfg.env.initial_capital
