@@ -138,3 +138,29 @@ def inner_loop(
         # Meta-SGD rates [*shape] broadcast against the per-task gradients [T, *shape]
         steps.append({n: v - rates[n] * grads[n] for n, v in current.items()})
     return steps
+
+
+def replay_inner_loop(
+    policy: nn.Module,
+    theta: Params,
+    inner_batches: list[Any],
+    *,
+    num_tasks: int,
+    config: AdaptationConfig,
+    second_order: bool,
+    inner_lrs: Params | None = None,
+    loss: TaskLoss | None = None,
+) -> list[Params]:
+    """``inner_loop`` from theta (no task axis) on stored batches, one step per batch (step
+    k on ``inner_batches[k]``): how TRPO's line search, ProMP's outer steps and the per-task
+    units re-adapt after theta moved, on the data the iteration already sampled."""
+    return inner_loop(
+        policy,
+        expand_to_tasks(theta, num_tasks),
+        lambda k, current: inner_batches[k],
+        config=config,
+        second_order=second_order,
+        inner_lrs=inner_lrs,
+        loss=loss,
+        num_steps=len(inner_batches),
+    )

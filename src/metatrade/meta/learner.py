@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from metatrade.meta.adapt import adapt_online
 from metatrade.meta.config import AdaptationConfig, MetaConfig
 from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
-from metatrade.meta.inner import TaskLoss, expand_to_tasks, inner_loop
+from metatrade.meta.inner import TaskLoss, expand_to_tasks, inner_loop, replay_inner_loop
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import MetaBatch, make_update
 
@@ -108,15 +108,15 @@ class MetaLearner:
     ) -> list[Params]:
         """The inner loop from the current theta on stored batches, one step per batch (step k
         on ``inner_batches[k]``): TRPO's line search and ProMP's outer steps re-adapt so."""
-        return inner_loop(
+        return replay_inner_loop(
             self.policy,
-            expand_to_tasks(self.params, num_tasks),
-            lambda k, current: inner_batches[k],
+            self.params,
+            inner_batches,
+            num_tasks=num_tasks,
             config=self.config,
             second_order=second_order,
             inner_lrs=self.inner_lrs,
             loss=loss,
-            num_steps=len(inner_batches),
         )
 
     def _batch_source(

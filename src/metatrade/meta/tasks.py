@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from metatrade.meta.config import MetaConfig
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
-from metatrade.meta.inner import expand_to_tasks, inner_loop
+from metatrade.meta.inner import expand_to_tasks, inner_loop, replay_inner_loop
 from metatrade.meta.objective import (
     clipped_loss,
     kl_weights,
@@ -176,15 +176,15 @@ class TaskUnit:
     def readapt(
         self, inner_batches: list[Any], *, num_tasks: int, second_order: bool, loss: Any = None
     ) -> list[Params]:
-        return inner_loop(
+        return replay_inner_loop(
             self.policy,
-            expand_to_tasks(self.params, num_tasks),
-            lambda k, current: inner_batches[k],
+            self.params,
+            inner_batches,
+            num_tasks=num_tasks,
             config=self.config,
             second_order=second_order,
             inner_lrs=self.inner_lrs,
             loss=loss,
-            num_steps=len(inner_batches),
         )
 
     def fisher(self, v: np.ndarray) -> np.ndarray:
