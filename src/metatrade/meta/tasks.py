@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from metatrade.meta.config import MetaConfig
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
-from metatrade.meta.inner import expand_to_tasks, inner_loop, replay_inner_loop
+from metatrade.meta.inner import expand_to_tasks, inner_loop
+from metatrade.meta.learner import MetaLearner
 from metatrade.meta.objective import (
     clipped_loss,
     kl_weights,
@@ -172,20 +173,9 @@ class TaskUnit:
         ]
         return TaskResult(loss.detach().numpy().copy(), flatten(grads).numpy(), *self.returns)
 
-    # the duck-typed learner ``updates.fisher_on_subset`` re-adapts through
-    def readapt(
-        self, inner_batches: list[Any], *, num_tasks: int, second_order: bool, loss: Any = None
-    ) -> list[Params]:
-        return replay_inner_loop(
-            self.policy,
-            self.params,
-            inner_batches,
-            num_tasks=num_tasks,
-            config=self.config,
-            second_order=second_order,
-            inner_lrs=self.inner_lrs,
-            loss=loss,
-        )
+    # the duck-typed learner ``updates.fisher_on_subset`` re-adapts through: the learner's
+    # own method (it reads only policy, params, config and inner_lrs, which a unit has)
+    readapt = MetaLearner.readapt
 
     def fisher(self, v: np.ndarray) -> np.ndarray:
         """J_i^T M_i J_i v for TRPO's conjugate gradient (no damping: the driver adds it)."""
