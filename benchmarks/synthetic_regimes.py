@@ -152,6 +152,7 @@ def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[d
         optimizer="adam",
         lr=args.exact_lr,
         inner_lr=args.exact_inner_lr,
+        learn_inner_lr=args.learn_inner_lr,
         meta_batch_size=2 if args.quick else EXACT_META_BATCH,
         episodes_per_task=4 if args.quick else args.windows,  # quick: short splits
         num_evaluation_episodes=4 if args.quick else args.windows,
@@ -169,7 +170,9 @@ def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[d
     )
     t2 = time.perf_counter()
     starts = {
-        "MAML": Start(policy, {k: v.detach().clone() for k, v in learner.params.items()}),
+        "MAML": Start(
+            policy, {k: v.detach().clone() for k, v in learner.params.items()}, learner.inner_lrs
+        ),
         "pretrained": Start(policy, pretrained),
         "random": random_start(policy, seed=seed + 2),
     }
@@ -296,6 +299,9 @@ def main() -> None:
     ap.add_argument("--exact-lookback", type=int, default=LOOKBACK, help="exact: env.lookback")
     ap.add_argument("--raw-pnl", action="store_true", help="objective.normalize false")
     ap.add_argument("--risk", type=float, default=0.0, help="objective.risk")
+    ap.add_argument(
+        "--learn-inner-lr", action="store_true", help="MAML-exact with Meta-SGD step sizes"
+    )
     args = ap.parse_args()
     configure_cpu(threads=1)  # + keep freed memory (metatrade.runtime)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
