@@ -43,7 +43,6 @@ from metatrade.training.checkpoint import (
     checkpoint_path,
     claim_run_dir,
     load_run_checkpoint,
-    save_run_checkpoint,
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
@@ -237,22 +236,6 @@ class Trainer:
 
             self.agent = agent = make_policy_for(self.config, self.env)
         return agent if isinstance(agent, torch.nn.Module) else agent.policy
-
-    def save_checkpoint(self, iteration: int) -> Path | None:
-        """Write ``checkpoints/last.pt`` (and nothing when the trainer has no run dir)."""
-        if self.run_dir is None or self.learner is None:
-            return None
-        from metatrade.training.task_sets import training_task_names
-
-        return save_run_checkpoint(
-            checkpoint_path(self.run_dir),
-            META_KIND,
-            self.config,
-            iteration,
-            self.learner.state_dict(),
-            self.rng,
-            extra={"train_tasks": training_task_names(self.env)},
-        )
 
     def _restore(self, resume: str | Path, target: Any, kind: str) -> int:
         """Load checkpoint ``resume`` into ``target`` (a MetaLearner, or for PPO a
