@@ -72,7 +72,7 @@ def test_regime_report_counts_leaders(task: TaskArrays) -> None:
         window_shape=env.window_shape,
         account_dim=env.account_dim,
     )
-    assert agent.config.policy_kind == "moe"
+    assert agent.config.kind == "moe"
     rows = np.arange(LOOKBACK - 1, len(task))
     obs = flat_observations(task.features, rows, LOOKBACK, env.account_dim)
     labels = regime_labels(task.features[rows], task.feature_names)

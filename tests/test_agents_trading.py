@@ -39,7 +39,7 @@ def test_ppo_trains_on_batch_trading_env(
     tasks: list[TaskArrays], kind: str, tmp_path: Path
 ) -> None:
     env = BatchTradingEnv(tasks, 3, lookback=6, episode_length=32, seed=0)
-    config = PPOConfig(n_steps=16, policy_kind=kind, hidden_sizes=(16,), reward_scale=100.0)
+    config = PPOConfig(n_steps=16, kind=kind, hidden_sizes=(16,), reward_scale=100.0)
     agent = PPOAgent.from_env(env, config)
     assert agent.window_shape == env.window_shape and agent.account_dim == env.account_dim
     before = {k: v.clone() for k, v in agent.policy.state_dict().items()}

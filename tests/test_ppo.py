@@ -206,7 +206,7 @@ def test_adapt_returns_a_trained_copy_and_leaves_self_unchanged() -> None:
 @pytest.mark.parametrize("kind", ["mlp", "moe"])
 def test_save_load_roundtrip_identical_actions(tmp_path: Path, kind: str) -> None:
     env = BanditBatchEnv()
-    agent = PPOAgent.from_env(env, PPOConfig(n_steps=8, policy_kind=kind, hidden_sizes=(16,)))
+    agent = PPOAgent.from_env(env, PPOConfig(n_steps=8, kind=kind, hidden_sizes=(16,)))
     agent.learn(env, 8 * 16)
     path = tmp_path / "agent.pt"
     agent.save_model(path)
@@ -222,9 +222,7 @@ def test_save_load_roundtrip_identical_actions(tmp_path: Path, kind: str) -> Non
     # The sampling RNG is saved too: stochastic actions match as well.
     np.testing.assert_array_equal(agent.select_action(obs), loaded.select_action(obs))
     # Loading into an existing compatible agent (instance call) works in place.
-    other = PPOAgent.from_env(
-        env, PPOConfig(n_steps=8, policy_kind=kind, hidden_sizes=(16,), seed=9)
-    )
+    other = PPOAgent.from_env(env, PPOConfig(n_steps=8, kind=kind, hidden_sizes=(16,), seed=9))
     assert other.load_model(path) is other
     for k, v in agent.policy.state_dict().items():
         assert torch.equal(v, other.policy.state_dict()[k])

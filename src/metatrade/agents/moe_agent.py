@@ -116,7 +116,7 @@ def regime_report(policy: MoEPolicy, obs_batch: np.ndarray, regimes: np.ndarray)
 class MoEAgent(PPOAgent):
     """PPO on a mixture-of-experts policy, with gate inspection and a regime report.
 
-    Same arguments as ``PPOAgent``; ``config.policy_kind`` is forced to ``"moe"``.
+    Same arguments as ``PPOAgent``; ``config.kind`` is forced to ``"moe"``.
 
     Example:
         >>> agent = MoEAgent.from_env(batch_env, PPOConfig(num_experts=4))   # doctest: +SKIP

@@ -70,8 +70,8 @@ class PPOAgent(BaseAgent):
         account_dim: int = 0,
     ) -> None:
         cfg = config or PPOConfig()
-        if self.forced_policy_kind is not None and cfg.policy_kind != self.forced_policy_kind:
-            cfg = dataclasses.replace(cfg, policy_kind=self.forced_policy_kind)
+        if self.forced_policy_kind is not None and cfg.kind != self.forced_policy_kind:
+            cfg = dataclasses.replace(cfg, kind=self.forced_policy_kind)
         self.config = cfg
         self.observation_space = observation_space
         self.action_space = action_space
@@ -84,7 +84,7 @@ class PPOAgent(BaseAgent):
             "account_dim": self.account_dim,
         }
         self.policy = make_policy(
-            cfg.policy_kind,
+            cfg.kind,
             observation_space,
             action_space,
             num_experts=cfg.num_experts,
@@ -92,9 +92,7 @@ class PPOAgent(BaseAgent):
             seed=cfg.seed,
             **net_kw,
         )
-        self.value = make_value_net(
-            observation_space, kind=cfg.policy_kind, seed=cfg.seed + 1, **net_kw
-        )
+        self.value = make_value_net(observation_space, kind=cfg.kind, seed=cfg.seed + 1, **net_kw)
         self.optimizer = self._make_optimizer(cfg.learning_rate)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0

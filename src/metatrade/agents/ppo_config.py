@@ -9,10 +9,12 @@ Both are validated pydantic dataclasses: a bad value or an unknown key raises na
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
+
+from metatrade.agents.networks.config import NetworkConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -43,23 +45,20 @@ class PPOHyperparameters:
 
 
 @dataclass(frozen=True, config=_STRICT)
-class PPOConfig(PPOHyperparameters):
-    """``PPOAgent``'s config: the hyperparameters, the network and the seed."""
+class PPOConfig(PPOHyperparameters, NetworkConfig):
+    """``PPOAgent``'s config: the hyperparameters, the network (``NetworkConfig``: kind,
+    hidden_sizes, activation, num_experts, init_log_std) and the seed."""
 
-    policy_kind: Literal["mlp", "gru", "moe"] = Field(
-        "mlp", description="network trunk (metatrade.agents.policies)"
-    )
-    hidden_sizes: tuple[int, ...] = Field(
-        (64, 64), min_length=1, description="hidden layers of policy and value net"
-    )
-    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
-    num_experts: int = Field(4, gt=0, description='experts of the "moe" policy')
-    init_log_std: float = Field(0.0, description="initial Gaussian log-std (continuous actions)")
     seed: int = Field(0, description="seeds the networks, sampling, minibatches and env resets")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
-        """Build from a plain dict (a checkpoint's); an unknown key is an error naming it."""
+        """Build from a plain dict (a checkpoint's); an unknown key is an error naming it.
+        Checkpoints written before the network settings were shared call the kind
+        ``policy_kind``."""
+        values = dict(values)
+        if "policy_kind" in values:
+            values["kind"] = values.pop("policy_kind")
         return cls(**values)
 
     @classmethod

@@ -134,20 +134,13 @@ def make_learner(
 
 
 def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:
+    from metatrade.agents.networks.config import NetworkConfig
     from metatrade.agents.ppo import PPOConfig
     from metatrade.agents.ppo_config import PPOHyperparameters
 
     values = {f.name: getattr(cfg.ppo, f.name) for f in fields(PPOHyperparameters)}
-    p = cfg.policy
-    values.update(
-        policy_kind=p.kind,
-        hidden_sizes=tuple(p.hidden_sizes),
-        activation=p.activation,
-        num_experts=p.num_experts,
-        init_log_std=p.init_log_std,
-        seed=cfg.run.seed if seed is None else seed,
-    )
-    return PPOConfig(**values)
+    values |= {f.name: getattr(cfg.policy, f.name) for f in fields(NetworkConfig)}
+    return PPOConfig(**values, seed=cfg.run.seed if seed is None else seed)
 
 
 def make_ppo_agent(cfg: RunConfig, env: BatchEnv) -> PPOAgent:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
 from metatrade.meta.config import MetaConfig
 
@@ -147,23 +148,10 @@ class EnvSection(_Section):
     shaping: ShapingSection = Field(default_factory=ShapingSection)
 
 
-class PolicySection(_Section):
-    """The policy network (metatrade.agents.policies.make_policy)."""
-
-    kind: Literal["mlp", "gru", "moe"] = Field("mlp", description="network trunk")
-    hidden_sizes: list[int] = Field(
-        default_factory=lambda: [64, 64], min_length=1, description="hidden layer widths"
-    )
-    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
-    num_experts: int = Field(4, gt=0, description="moe only: number of experts")
-    init_log_std: float = Field(0.0, description="continuous actions only: initial log-std")
-
-    @field_validator("hidden_sizes")
-    @classmethod
-    def _positive_widths(cls, v: list[int]) -> list[int]:
-        if any(h <= 0 for h in v):
-            raise ValueError(f"expected positive layer widths, got {v}")
-        return v
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class PolicySection(NetworkConfig):
+    """The policy network: ``metatrade.agents.networks.config.NetworkConfig`` (defined and
+    validated there once; ``PPOConfig`` shares it)."""
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
