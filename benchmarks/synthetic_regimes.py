@@ -114,8 +114,10 @@ def protocol(
     seed: int,
     quick: bool,
     test_split: str,
+    deterministic: bool = False,
 ) -> EvaluationResult:
-    """The meta-test protocol: the same test windows for every start (paired rows)."""
+    """The meta-test protocol: the same test windows for every start (paired rows);
+    ``deterministic``: every start trades its policy's mode instead of sampled actions."""
     cfg = ProtocolConfig(
         adaptation_steps=KS,
         adaptation_episodes=adaptation.episodes_per_task,
@@ -131,6 +133,7 @@ def protocol(
         oracle_threshold=60.0 / 1e6,
         backtest=False,
         test_split=test_split,
+        deterministic_test=deterministic,
     )
     return MetaTestProtocol(cfg).run(starts, loader.get_available_tasks(), loader)
 
@@ -225,7 +228,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         kw = {"seed": seed, "quick": args.quick, "test_split": split}
         t0 = time.perf_counter()
         res = protocol(
-            starts, held_loader, held, adaptation=cfg, env=env, objective=objective, **kw
+            starts,
+            held_loader,
+            held,
+            adaptation=cfg,
+            env=env,
+            objective=objective,
+            deterministic=args.deterministic_test,
+            **kw,
         )
         timings["sec_eval_exact"] = time.perf_counter() - t0
         print(f"seed {seed}, exact estimator:\n{res.format_table()}", flush=True)
@@ -243,7 +253,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_sampled:
             starts, t_s, (cfg, env, objective) = run_sampled(train, seed, args)
             res = protocol(
-                starts, held_loader, held, adaptation=cfg, env=env, objective=objective, **kw
+                starts,
+                held_loader,
+                held,
+                adaptation=cfg,
+                env=env,
+                objective=objective,
+                deterministic=args.deterministic_test,
+                **kw,
             )
             print(f"seed {seed}, sampled estimator:\n{res.format_table()}", flush=True)
             for k in KS:
@@ -301,6 +318,11 @@ def main() -> None:
     ap.add_argument("--risk", type=float, default=0.0, help="objective.risk")
     ap.add_argument(
         "--learn-inner-lr", action="store_true", help="MAML-exact with Meta-SGD step sizes"
+    )
+    ap.add_argument(
+        "--deterministic-test",
+        action="store_true",
+        help="every start (exact and sampled) trades its policy's mode on the test windows",
     )
     args = ap.parse_args()
     configure_cpu(threads=1)  # + keep freed memory (metatrade.runtime)
