@@ -48,17 +48,14 @@ def evaluate_cmd(
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
-    from metatrade.training.checkpoint import resolve_checkpoint
+    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
     from metatrade.training.commands import run_meta_test
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "eval", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        if ppo is None:
-            # The baseline trained next to the meta-policy (<run>/ppo/checkpoints/ppo.pt).
-            source = _output_dir(resolve_checkpoint(checkpoint), None)
-            found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
-            ppo = next((p for p in found if p.is_file()), None)
+        if ppo is None:  # the baseline trained beside the meta-policy
+            ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
         run_meta_test(
             cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
         )

@@ -22,6 +22,7 @@ from metatrade.cli.common import (
     SeedOpt,
     TasksOpt,
     _load_run,
+    _output_dir,
     cli_errors,
     console,
 )
@@ -56,13 +57,10 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
 
 
 def _ppo_file(checkpoint: Path, ppo: Path | None) -> Path | None:
-    from metatrade.training.checkpoint import resolve_checkpoint
+    """``--ppo``, else the baseline trained beside the run (never a folder above it)."""
+    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
 
-    if ppo is not None:
-        return ppo
-    source = resolve_checkpoint(checkpoint).parent.parent
-    found = [source / "ppo" / "checkpoints" / "ppo.pt", source / "checkpoints" / "ppo.pt"]
-    return next((p for p in found if p.is_file()), None)
+    return ppo or ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
 
 
 @app.command("walkforward")

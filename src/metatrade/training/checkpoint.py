@@ -237,3 +237,11 @@ def check_same_run(
             f"checkpoint {path} was written with a different config ({', '.join(diffs)}); "
             "resume with the run's own config (its run directory's config.yaml)"
         )
+
+
+def ppo_baseline_path(run_dir: str | Path) -> Path | None:
+    """The PPO baseline trained beside a meta-training run (``<run>/ppo/checkpoints/ppo.pt``,
+    or a PPO run's own ``checkpoints/ppo.pt``), or None when there is none."""
+    run_dir = Path(run_dir)
+    found = [run_dir / PPO_DIR / "checkpoints" / "ppo.pt", run_dir / "checkpoints" / "ppo.pt"]
+    return next((p for p in found if p.is_file()), None)

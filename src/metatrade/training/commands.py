@@ -19,6 +19,7 @@ from metatrade.training.build import (
     make_meta_config,
     make_protocol_config,
 )
+from metatrade.training.checkpoint import ppo_baseline_path
 from metatrade.training.config import RunConfig
 from metatrade.training.pretrained import load_pretrained
 from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
@@ -266,15 +267,7 @@ def _meta_test_starts(
     if "ppo" in wanted:
         path = ppo_path
         if ppo_agent is None:
-            found = [
-                p
-                for p in (
-                    run_dir / "ppo" / "checkpoints" / "ppo.pt",
-                    run_dir / "checkpoints" / "ppo.pt",
-                )
-                if p.is_file()
-            ]
-            path = ppo_path or (found[0] if found else None)
+            path = ppo_path or ppo_baseline_path(run_dir)
             ppo_agent = load_ppo_agent(path) if path is not None else None
         if ppo_agent is not None:
             check_ppo_fits(cfg, ppo_agent, first_task, path=path)
