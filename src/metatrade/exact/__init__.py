@@ -16,7 +16,6 @@ from metatrade.exact.objective import (
     position_recursion,
     recursion_from_probs,
 )
-from metatrade.exact.sizing import FixedUnitsSizer
 from metatrade.exact.windows import (
     PnlWindows,
     build_windows,
@@ -26,6 +25,7 @@ from metatrade.exact.windows import (
     window_quantity,
     windows_before,
 )
+from metatrade.market.sizing import FixedUnitsSizer  # the exactness setting of the ledger
 
 __all__ = [
     "POSITIONS",

@@ -26,7 +26,7 @@ Python loop over bars. An optional variance term uses the same scan on the 9x9 b
 of the first two moments of the accumulated P&L.
 
 Against the ledger: exact (up to float rounding) when every entry trades the same quantity
-(``metatrade.exact.FixedUnitsSizer``); otherwise each window trades the quantity the sizer
+(``metatrade.market.FixedUnitsSizer``); otherwise each window trades the quantity the sizer
 gives at its first bar instead of re-sizing at each entry from the equity then (the one
 approximation; ``metatrade.exact.windows``, measured in docs/exact.md). The ledger's ruin
 termination (equity <= ruin_fraction * C0) is not modelled: it needs a 50% loss in a window.

@@ -15,7 +15,7 @@ initial capital C0 (a long position; a short earns the negative):
 Quantity, the ONE approximation against the ledger: Q_w is what ``config.sizer`` buys with
 the initial capital at the close of the window's first bar (whole lots); the ledger sizes
 each entry from the equity and the fill price then. Exact when the sizer's quantity does
-not depend on them (``metatrade.exact.FixedUnitsSizer``; the exactness tests run so).
+not depend on them (``metatrade.market.FixedUnitsSizer``; the exactness tests run so).
 Measured on the embedded bars (docs/exact.md): 1.7% of the mean |P&L| of a 128-bar window
 with the default all-equity sizer.
 

@@ -14,7 +14,7 @@ from metatrade.market.costs import CostModel, InstrumentSpec
 from metatrade.market.engine import BacktestingEngine, Trade, TradeResult
 from metatrade.market.env import TradingEnv
 from metatrade.market.family import TradingTaskFamily
-from metatrade.market.sizing import FixedFractionSizer, PositionSizer
+from metatrade.market.sizing import FixedFractionSizer, FixedUnitsSizer, PositionSizer
 
 ENV_ID = "metatrade/Trading-v0"
 if ENV_ID not in gym.registry:
@@ -27,6 +27,7 @@ __all__ = [
     "BatchTradingEnv",
     "CostModel",
     "FixedFractionSizer",
+    "FixedUnitsSizer",
     "InstrumentSpec",
     "PositionSizer",
     "RewardShaping",

@@ -83,3 +83,41 @@ class FixedFractionSizer:
         budget = self.fraction * equity - entry_fee
         lots = np.floor(budget / (fill_price * (1.0 + proportional_rate)) / lot_size)
         return np.where(budget > 0.0, lots, 0.0) * lot_size  # budget > 0 implies lots >= 0
+
+
+@dataclass(frozen=True)
+class FixedUnitsSizer:
+    """Every entry trades ``quantity`` units, rounded down to whole lots of the instrument:
+    the ledger setting in which the exact objective (``metatrade.exact``) has no
+    approximation, since a bar's P&L then depends only on the position held.
+
+    Implements ``metatrade.market.sizing.PositionSizer``; ignores equity and price (no
+    affordability check beyond one lot: the ledger rejects an entry of 0 lots).
+    """
+
+    quantity: int
+
+    def __post_init__(self) -> None:
+        if int(self.quantity) != self.quantity or self.quantity < 1:
+            raise ValueError(f"FixedUnitsSizer.quantity={self.quantity!r}: use an integer >= 1")
+
+    def units(
+        self,
+        equity: float,
+        fill_price: float,
+        entry_fee: float,
+        proportional_rate: float,
+        lot_size: int,
+    ) -> int:
+        return int(self.quantity) // int(lot_size) * int(lot_size)
+
+    def units_array(
+        self,
+        equity: np.ndarray,
+        fill_price: np.ndarray,
+        entry_fee: np.ndarray,
+        proportional_rate: np.ndarray,
+        lot_size: np.ndarray,
+    ) -> np.ndarray:
+        lots = np.floor(float(self.quantity) / np.asarray(lot_size, dtype=np.float64))
+        return np.broadcast_to(lots * lot_size, np.shape(equity)).astype(np.float64)
