@@ -94,7 +94,23 @@ def sample_for_inner_loop(
 ) -> Episodes:
     """One batch of ``batch_env`` sampled with ``params`` [T, ...], advantages computed as
     ``config`` says (the baseline refitted on this batch)."""
-    batch = sample_batch(
+    batch = sample_by_config(
+        policy, params, batch_env, config=config, generator=generator, seed=seed
+    )
+    return with_advantages(batch, config=config)
+
+
+def sample_by_config(
+    policy: nn.Module,
+    params: Params,
+    batch_env: BatchEnv,
+    *,
+    config: AdaptationConfig,
+    generator: torch.Generator | None,
+    seed: int | None = None,
+) -> Episodes:
+    """One batch, sized as ``config`` says (episodes or a step budget, rollout length)."""
+    return sample_batch(
         policy,
         params,
         batch_env,
@@ -103,6 +119,10 @@ def sample_for_inner_loop(
         generator=generator,
         seed=seed,
     )
+
+
+def with_advantages(batch: Episodes, *, config: AdaptationConfig) -> Episodes:
+    """``batch`` with the baseline refitted on it and advantages as ``config`` says."""
     return compute_advantages(
         batch,
         config.gamma,
@@ -163,18 +183,21 @@ def adapt_online(
 
     def measured_batch(k: int, current: Params) -> Episodes:
         seed = None if env_seed is None else env_seed(k)
-        batch = sample_for_inner_loop(
+        batch = sample_by_config(
             policy, current, batch_env, config=config, generator=generator, seed=seed
         )
         task_returns.append(batch.task_mean_returns())  # [T]
         return batch
 
+    def batch_for_step(k: int, current: Params) -> Episodes:
+        return with_advantages(measured_batch(k, current), config=config)
+
     with torch.no_grad():
         start = {k: v.detach() for k, v in params.items()}
         steps = inner_loop(
-            policy, start, measured_batch, config=config, second_order=False, inner_lrs=lrs
+            policy, start, batch_for_step, config=config, second_order=False, inner_lrs=lrs
         )
-        if measure_final:
+        if measure_final:  # measured only: no step follows, so no baseline fit
             measured_batch(num_steps, steps[-1])
     snapshots = {k: steps[k] for k in keep if k <= num_steps}
     returns = [r.mean().item() for r in task_returns]
