@@ -71,8 +71,10 @@ class BatchSource(Protocol):
         """The post-update batch, given the adapted parameters [T, ...]."""
         ...
 
-    def mean_return(self, batch: Any, params: Params) -> float:
-        """The mean over tasks of the return ``params`` get on ``batch`` (for the log)."""
+    def mean_return(self, batch: Any, params: Params, *, mean_loss: float | None) -> float:
+        """The mean over tasks of the return ``params`` get on ``batch`` (for the log).
+        ``mean_loss``: the mean loss of ``params`` on ``batch`` when already computed (a
+        source whose loss is minus its return reads the return off it)."""
         ...
 
 
@@ -114,8 +116,8 @@ class SampledSource:
     def post_batch(self, params: Params) -> Any:
         return self._sample(params, self.env_post)
 
-    def mean_return(self, batch: Any, params: Params) -> float:
-        return batch.task_mean_returns().mean().item()
+    def mean_return(self, batch: Any, params: Params, *, mean_loss: float | None) -> float:
+        return batch.task_mean_returns().mean().item()  # the surrogate loss is no return
 
 
 class ExactSource:
@@ -156,7 +158,9 @@ class ExactSource:
     def post_batch(self, params: Params) -> Any:
         return self.eval_batch
 
-    def mean_return(self, batch: Any, params: Params) -> float:
+    def mean_return(self, batch: Any, params: Params, *, mean_loss: float | None) -> float:
+        if mean_loss is not None:  # the objective is minus the expected return: no forward
+            return -mean_loss
         type_ = type(batch)
 
         def one(p: Params, tensors: dict[str, Tensor]) -> Tensor:

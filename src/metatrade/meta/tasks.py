@@ -146,8 +146,8 @@ class TaskUnit:
             inner_batches, post, steps, generator, source.inner_loss, source.outer_loss
         )
         self.returns = (
-            source.mean_return(self.batch.pre, steps[0]),
-            source.mean_return(post, steps[-1]),
+            source.mean_return(self.batch.pre, steps[0], mean_loss=None),
+            source.mean_return(post, steps[-1], mean_loss=None),
         )
         self._dist: Tensor | None = None
         self._fisher: Callable[[Tensor], Tensor] | None = None
