@@ -50,7 +50,8 @@ NODES = (1, 2, 4, 8, 16, 32)
 
 
 def family_config(name: str, quick: bool) -> RunConfig:
-    """The demo's trading tasks (its network and batch) or the paper's 2D navigation."""
+    """The demo's trading tasks with the sampled estimator (configs/sampled.yaml) or the
+    paper's 2D navigation."""
     overrides: dict[str, Any] = {"meta.seed": 0}
     if quick:
         overrides |= {
@@ -58,7 +59,7 @@ def family_config(name: str, quick: bool) -> RunConfig:
             "meta.episodes_per_task": 4,
             "meta.num_evaluation_episodes": 4,
         }
-    return load_config("demo" if name == "trading" else "nav2d", overrides=overrides)
+    return load_config("sampled" if name == "trading" else "nav2d", overrides=overrides)
 
 
 def time_backend(
