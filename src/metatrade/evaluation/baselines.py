@@ -235,6 +235,8 @@ def fit_classical(
     the best rule (module docstring)."""
     cfg = config or ClassicalConfig()
     names = check_names(names, "fit_classical")
+    if not names:
+        return {}
     needed = CLASSICAL[:4] if SELECTED in names else names
     lo, hi = rows
     win = window_arrays(arrays, rows)

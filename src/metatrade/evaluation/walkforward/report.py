@@ -73,6 +73,7 @@ def _summary(res: WalkForwardResult) -> str:
         f"folds of {f['fold_bars']} {f['unit']}, adaptation window {f['adapt_bars']} {f['unit']}, "
         f"embargo {f['embargo']} {f['unit']}, start: {c['start']}",
         f"adaptation: {c['adapter']}, k = {res.steps} inner step(s) before every fold",
+        *_classical_line(c),
         f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
         f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
@@ -83,6 +84,16 @@ def _summary(res: WalkForwardResult) -> str:
         f"{c['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _classical_line(c: dict[str, Any]) -> list[str]:
+    """The summary's line on the classical rows (none without them)."""
+    if not c.get("classical"):
+        return []
+    s = c["classical_settings"]
+    return [f"classical rows re-fitted before every fold on the rows the starts adapt on: "
+            f"AR({s['ar_order']}), momentum / reversal h in {list(s['horizons'])}, time of day "
+            f"in {s['buckets']} buckets; classical-selected = best in-sample ledger P&L"]  # fmt: skip
 
 
 def _differences(res: WalkForwardResult) -> str:
@@ -148,6 +159,7 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
             "folds": [{"adapt": f.adapt, "norm": f.norm, "trade": f.trade} for f in t.folds],
             "fold_returns": {k: r.fold_returns.tolist() for k, r in t.records.items()},
             "first_decisions": {k: r.first_action for k, r in t.records.items() if r.first_action},
+            "classical_fits": t.classical_fits,
             "seconds": {"adapt": t.adapt_seconds, "trade": t.trade_seconds},
         }
         for t in res.tasks
