@@ -74,6 +74,8 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "folds": spec,
         "env": build.make_env_config(cfg),
         "references": refs,
+        "classical": build.classical_rows(cfg),
+        "classical_settings": build.make_classical_config(cfg),
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
     }
