@@ -12,6 +12,7 @@ from classical_helpers import ar1_task, seasonal_task, trend_task
 from metatrade.evaluation.backtest import fixed_positions, run_backtest
 from metatrade.evaluation.baselines import (
     CLASSICAL,
+    AdaptiveRule,
     ClassicalConfig,
     fit_classical,
     ledger_returns,
@@ -59,6 +60,8 @@ def test_each_rule_recovers_the_oracle_on_its_own_task(case) -> None:
         assert chosen.params["h"] == 4  # the generator's horizon
     others = [f.insample_return for k, f in fits.items() if k != "classical-selected"]
     assert chosen.insample_return == max(others)
+    alone = AdaptiveRule(pick).fit(arrays, arrays.split_range("train"), env=ENV)
+    assert alone.params == fits[row].params  # one rule alone fits as it does among all
 
 
 def test_fit_reads_only_the_adaptation_rows(case) -> None:

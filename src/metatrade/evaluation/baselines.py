@@ -238,7 +238,6 @@ def fit_classical(
     if not names:
         return {}
     needed = CLASSICAL[:4] if SELECTED in names else names
-    lo, hi = rows
     win = window_arrays(arrays, rows)
     nb = session_buckets(win, cfg.buckets)
     cands = {n: _candidates(n, win.close, nb, cfg) for n in needed}
@@ -258,6 +257,19 @@ def fit_classical(
         params = {"rule": pick, **chosen.params}
         out[SELECTED_LABEL] = replace(chosen, name=SELECTED_LABEL, params=params)
     return out
+
+
+@dataclass(frozen=True)
+class AdaptiveRule:
+    """One classical rule by its config name (``CLASSICAL``): ``fit(arrays, rows, env=...)``
+    fits it on the adaptation rows and returns the ``PositionRule`` to trade."""
+
+    name: str
+    config: ClassicalConfig = field(default_factory=ClassicalConfig)
+
+    def fit(self, arrays: TaskArrays, rows: Rows, *, env: TradingEnvConfig) -> FittedRule:
+        fits = fit_classical([self.name], arrays, rows, env=env, config=self.config)
+        return fits[label(self.name, self.config)]
 
 
 def fit_tasks(
