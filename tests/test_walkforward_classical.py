@@ -21,7 +21,7 @@ from metatrade.evaluation.walkforward import (
 )
 from metatrade.evaluation.walkforward.classical import adapter_rows
 from metatrade.evaluation.walkforward.ledger import Row, trade_task
-from metatrade.evaluation.walkforward.report import save_report, text_table
+from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
 from metatrade.exact.windows import latest_windows
 from metatrade.market.config import TradingEnvConfig
 from metatrade.meta.config import AdaptationConfig
@@ -84,6 +84,8 @@ def test_rows_in_every_output_with_the_paired_difference(run, tmp_path) -> None:
     diff = res.pooled.differences["MAML@k1 - classical-selected"]["sharpe"]
     assert diff.low <= diff.estimate <= diff.high
     table = text_table(res)
+    (line,) = difference_lines(res)
+    assert line.startswith("paired (pooled) MAML@k1 - classical-selected: Sharpe")
     assert all(lab in table for lab in labels)
     files = save_report(res, tmp_path)
     with open(files["csv"]) as fh:

@@ -131,7 +131,7 @@ def run_walkforward_eval(
     """Walk forward on the run's held-out tasks (``trained``: the run's training tasks,
     refused); writes the report into ``out_dir``."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
-    from metatrade.evaluation.walkforward.report import save_report, text_table
+    from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
 
     loader = task_sets.make_loader(cfg)
     tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
@@ -160,6 +160,8 @@ def run_walkforward_eval(
     files = save_report(result, out_dir)
     if console is not None:
         console.print(text_table(result), soft_wrap=True, highlight=False)
+        for line in difference_lines(result):  # does adapting beat what a desk does?
+            console.print(line, soft_wrap=True, highlight=False)
         console.print(f"CSV {files['csv']}; JSON {files['json']}")
         console.print(f"report: {files['html']}")
     return result, files

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
 from metatrade.io import atomic_write, atomic_write_text, json_safe
 
@@ -53,6 +54,18 @@ def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
     cells = table_rows(res, res.scopes[scope])
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> list[str]:
+    """One line per pooled paired difference "<start> - ``against``" (for the terminal)."""
+    out = []
+    for name, d in res.pooled.differences.items():
+        if name.endswith(f" - {against}"):
+            s, r = d["sharpe"], d["annual_return"]
+            out.append(f"paired (pooled) {name}: Sharpe {s.estimate:+.2f} [{s.low:+.2f}, "
+                       f"{s.high:+.2f}], annual return {100 * r.estimate:+.1f} % "
+                       f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]")  # fmt: skip
+    return out
 
 
 def _html_table(cells: list[list[str]], cls: str) -> str:
