@@ -144,7 +144,8 @@ class EvaluationResult:
         return atomic_write_text(path, json.dumps(json_safe(doc), indent=2) + "\n")
 
     def plot(self, path: str | Path) -> Path:
-        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start."""
+        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start;
+        the references and classical-selected as bands (the other classical rows: the table)."""
         use_oracle = self.oracle_returns is not None
         curves: dict[str, CurveBand] = {}
         refs: dict[str, tuple[float, float, float]] = {}
@@ -153,7 +154,8 @@ class EvaluationResult:
                 r.oracle_fraction if use_oracle and r.oracle_fraction is not None else r.mean_return
             )
             if r.k is None:
-                refs[r.method] = (ci.estimate, ci.low, ci.high)
+                if r.method not in self.classical or r.method == SELECTED_LABEL:
+                    refs[r.method] = (ci.estimate, ci.low, ci.high)
                 continue
             band = curves.setdefault(r.method, CurveBand([], [], [], []))
             band.ks.append(r.k)  # type: ignore[attr-defined]
