@@ -32,7 +32,7 @@ first). Fitting reads nothing outside the adaptation rows [lo, hi).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -167,25 +167,27 @@ class FittedRule(PositionRule):
 
 @dataclass(frozen=True)
 class _Candidate:
-    """One way to trade: params and positions(close, next_bucket) on any run of rows."""
+    """One way to trade: rule ``kind`` with ``params``, applicable to any run of rows."""
 
+    kind: str
     params: dict[str, Any]
-    positions: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def positions(self, close: np.ndarray, next_bucket: np.ndarray) -> np.ndarray:
+        """Positions [n] on ``close`` [n] (``next_bucket`` [n]: time of day only)."""
+        if self.kind == "ar":
+            return ar_positions(close, np.asarray(self.params["coefs"]))
+        if self.kind in ("momentum", "reversal"):
+            return momentum_positions(close, self.params["h"], 1 if self.kind == "momentum" else -1)
+        return _sign(np.asarray(self.params["bucket_means"])[next_bucket])
 
 
 def _candidates(name: str, close: np.ndarray, nb: np.ndarray, cfg: ClassicalConfig):
     """The candidates of rule ``name`` fitted on a window's ``close`` and next buckets."""
     if name == "ar":
-        coefs = fit_ar(close, cfg.ar_order)
-        return [_Candidate({"coefs": coefs.tolist()}, lambda c, b, k=coefs: ar_positions(c, k))]
+        return [_Candidate(name, {"coefs": fit_ar(close, cfg.ar_order).tolist()})]
     if name in ("momentum", "reversal"):
-        d = 1 if name == "momentum" else -1
-        return [
-            _Candidate({"h": h}, lambda c, b, h=h: momentum_positions(c, h, d))
-            for h in cfg.horizons
-        ]
-    means = fit_time_of_day(close, nb, cfg.buckets)
-    return [_Candidate({"bucket_means": means.tolist()}, lambda c, b, m=means: _sign(m[b]))]
+        return [_Candidate(name, {"h": h}) for h in cfg.horizons]
+    return [_Candidate(name, {"bucket_means": fit_time_of_day(close, nb, cfg.buckets).tolist()})]
 
 
 def window_arrays(arrays: TaskArrays, rows: Rows) -> TaskArrays:

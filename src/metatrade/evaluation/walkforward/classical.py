@@ -27,13 +27,14 @@ def adapter_rows(adapter: Adapter, task: WalkForwardTask, rows: Rows) -> Rows:
     or the whole window for any other adapter."""
     if not isinstance(adapter, ExactAdapter | SampledAdapter):
         return rows
-    env = adapter.env
-    ta, cfg = _adaptation_rows(task.arrays, rows, env, env.episode_length)
+    env, length = adapter.env, adapter.env.episode_length
+    if length is None:
+        return rows
+    ta, cfg = _adaptation_rows(task.arrays, rows, env, length)
     exact = isinstance(adapter, ExactAdapter)
     vol_bars = adapter.objective.vol_bars if isinstance(adapter, ExactAdapter) else 2
-    return adaptation_rows(
-        [ta], cfg, exact=exact, num_windows=adapter.adaptation.episodes_per_task, vol_bars=vol_bars
-    )[0]
+    windows = adapter.adaptation.episodes_per_task
+    return adaptation_rows([ta], cfg, exact=exact, num_windows=windows, vol_bars=vol_bars)[0]
 
 
 def classical_targets(
