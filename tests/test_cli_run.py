@@ -68,7 +68,10 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
         (m, None if np.isnan(k) else int(k)) for m, k in zip(table.method, table.k, strict=True)
     ]
     starts = [(m, k) for m in ("MAML", "PPO", "random") for k in (0, 1)]  # tiny: k = 0, 1
-    assert rows == starts + [("buy-and-hold", None), ("flat", None)]
+    classical = ["AR(1)", "momentum", "reversal", "time-of-day", "classical-selected"]
+    refs = [(m, None) for m in (*classical, "buy-and-hold", "flat")]  # default baselines
+    assert rows == starts + refs
+    assert "paired MAML@k1 - classical-selected" in res.output
     flat = table[table.method == "flat"].iloc[0]
     assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
     for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent

@@ -20,8 +20,13 @@ Every start draws from streams of its own (action noise, adaptation resets, test
 actions), seeded from ``seed`` and the start's label: a row does not change when another
 row (e.g. PPO) is added or dropped.
 
-Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
-family (``oracle`` regimes given) every return is also reported as a fraction of the
+Buy-and-hold and flat are reference rows, run on the same windows. The classical adaptive
+rows (``ProtocolConfig.classical``: plug-in AR(p), momentum, reversal, time of day and
+classical-selected, ``metatrade.evaluation.baselines``) are fitted on each task's rows that
+the starts adapt on (``protocol_classical.adaptation_rows``: the exact estimator's latest
+windows, or every row a sampled episode may trade) and traded on the same windows and
+backtest; the paired difference "MAML k=1 minus classical-selected" is the table's headline.
+On the synthetic regime family (``oracle`` regimes given) every return is also reported as a fraction of the
 oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
 then windows within a task), with the same resample indices for every row.
 
@@ -45,6 +50,7 @@ from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
+from metatrade.evaluation.protocol_classical import classical_rows
 from metatrade.evaluation.protocol_config import (
     REF_LABEL,
     REFERENCES,
@@ -172,8 +178,13 @@ class MetaTestProtocol:
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
         for rows in _groups(starts, adapted).values():
             self._evaluate_group(rows, arrays, plan, returns, backtests)
+        classical, classical_bt, fits = classical_rows(cfg, arrays, plan)
+        returns.update(classical)
+        backtests.update(classical_bt)
         oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
-        return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        result = self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        result.windows, result.classical = plan.windows, fits
+        return result
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:
         """Episode lengths that fit every task, the env configs, and the explicit test windows
@@ -376,8 +387,9 @@ class MetaTestProtocol:
     def _config_record(self) -> dict[str, Any]:
         """The config as JSON-able values (stored in the result, for its outputs)."""
         cfg = self.config
-        skip = ("env", "oracle", "adaptation", "objective")
+        skip = ("env", "oracle", "adaptation", "objective", "classical_settings")
         conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in skip}
+        conf["classical_settings"] = asdict(cfg.classical_settings)
         conf["adaptation"] = asdict(cfg.adaptation)
         conf["objective"] = asdict(cfg.objective)
         conf["initial_capital"] = cfg.env.initial_capital

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from metatrade.evaluation.baselines import SELECTED_LABEL, FittedRule, describe
 from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.evaluation.protocol_config import Params
@@ -66,6 +67,10 @@ class EvaluationResult:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     """tasks the evaluated run meta-trained on (``--allow-seen``): flagged in every output"""
+    windows: np.ndarray | None = None
+    """[T, E] first decision rows of the test windows every row traded"""
+    classical: dict[str, list[FittedRule]] = field(default_factory=dict)
+    """the classical rows' fitted rules, {label: [per task]}"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -81,6 +86,19 @@ class EvaluationResult:
         src = self._normalised() if oracle else self.returns
         est = float(task_mean(src[a]) - task_mean(src[b]))
         return percentile_interval(ra - rb, est, self.config.get("confidence", 0.95))
+
+    def headline(self) -> dict[str, ConfidenceInterval]:
+        """Paired CIs of each start after one step (or its first k > 0) minus
+        classical-selected: "does adapting beat what a desk does?" (empty without that row)."""
+        if SELECTED_LABEL not in self.returns:
+            return {}
+        steps = sorted({r.k for r in self.rows if r.k is not None})
+        k = 1 if 1 in steps else max(steps, default=0)
+        starts = dict.fromkeys(r.method for r in self.rows if r.k == k)
+        return {
+            f"{s}@k{k} - {SELECTED_LABEL}": self.difference(f"{s}@k{k}", SELECTED_LABEL)
+            for s in starts
+        }
 
     def _normalised(self) -> dict[str, np.ndarray]:
         assert self.oracle_returns is not None
@@ -105,6 +123,12 @@ class EvaluationResult:
             "seen_in_meta_training": self.seen,
             "rows": self.records(),
             "config": self.config,
+            "paired_differences": {k: ci.as_dict() for k, ci in self.headline().items()},
+            "test_windows": None if self.windows is None else self.windows.tolist(),
+            "classical_fits": {
+                task: describe({k: v[i] for k, v in self.classical.items()})
+                for i, task in enumerate(self.tasks)
+            },
             "per_task": {
                 label: {
                     "test_window_mean": json_safe(v.mean(axis=1).tolist()),
@@ -120,7 +144,8 @@ class EvaluationResult:
         return atomic_write_text(path, json.dumps(json_safe(doc), indent=2) + "\n")
 
     def plot(self, path: str | Path) -> Path:
-        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start."""
+        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start;
+        the references and classical-selected as bands (the other classical rows: the table)."""
         use_oracle = self.oracle_returns is not None
         curves: dict[str, CurveBand] = {}
         refs: dict[str, tuple[float, float, float]] = {}
@@ -129,7 +154,8 @@ class EvaluationResult:
                 r.oracle_fraction if use_oracle and r.oracle_fraction is not None else r.mean_return
             )
             if r.k is None:
-                refs[r.method] = (ci.estimate, ci.low, ci.high)
+                if r.method not in self.classical or r.method == SELECTED_LABEL:
+                    refs[r.method] = (ci.estimate, ci.low, ci.high)
                 continue
             band = curves.setdefault(r.method, CurveBand([], [], [], []))
             band.ks.append(r.k)  # type: ignore[attr-defined]
@@ -154,7 +180,7 @@ class EvaluationResult:
                 f"WARNING: NOT HELD OUT: {', '.join(self.seen)} were meta-training tasks "
                 f"(--allow-seen)\n{title}"
             )
-        t = Table(title=title)
+        t = Table(title=title, caption=self._caption(), caption_justify="left")
         t.add_column("method")
         t.add_column("k", justify="right")
         t.add_column("test-window return %", justify="right")
@@ -178,6 +204,14 @@ class EvaluationResult:
                 ]  # fmt: skip
             t.add_row(*cells)
         return t
+
+    def _caption(self) -> str | None:
+        """The paired differences against classical-selected, one line each (% of C0)."""
+        lines = [
+            f"paired {k}: {100 * ci.estimate:+.3f} % [{100 * ci.low:+.3f}, {100 * ci.high:+.3f}]"
+            for k, ci in self.headline().items()
+        ]
+        return "\n".join(lines) or None
 
     def format_table(self, width: int = 140) -> str:
         """The rich table rendered to plain text."""

@@ -222,11 +222,28 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         adaptation=make_meta_config(cfg),
         objective=cfg.objective,
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
+        classical=classical_rows(cfg),
+        classical_settings=make_classical_config(cfg),
         bootstrap_samples=ev.bootstrap_samples,
         seed=cfg.run.seed,
         env=make_env_config(cfg),
         oracle=oracle,
     )
+
+
+def classical_rows(cfg: RunConfig) -> tuple[str, ...]:
+    """The classical rows ``evaluation.baselines`` asks for, in table order."""
+    from metatrade.evaluation.baselines import CLASSICAL
+
+    return tuple(b for b in CLASSICAL if b in cfg.evaluation.baselines)
+
+
+def make_classical_config(cfg: RunConfig) -> Any:
+    """``evaluation.classical`` as the evaluation layer's ``ClassicalConfig``."""
+    from metatrade.evaluation.baselines import ClassicalConfig
+
+    c = cfg.evaluation.classical
+    return ClassicalConfig(ar_order=c.ar_order, horizons=tuple(c.horizons), buckets=c.buckets)
 
 
 def check_ppo_fits(

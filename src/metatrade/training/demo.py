@@ -4,7 +4,9 @@
 2. pretrain the multi-task PPO baseline on the same tasks with the same number of
    environment steps (an honest comparison: same data, same budget);
 3. run the meta-test protocol on the held-out tasks (MAML, PPO and random init, each
-   adapted k = 0..3 steps, plus buy-and-hold and flat) and print the table;
+   adapted k = 0..3 steps; the classical adaptive rules (plug-in AR, momentum, reversal,
+   time of day and classical-selected) fitted on the same adaptation rows; buy-and-hold and
+   flat) and print the table with the paired difference MAML k=1 minus classical-selected;
 4. backtest the adapted MAML and PPO policies on each held-out task's test split, print the
    reports of the first task and write every report, trade list and plot to the run dir.
 
@@ -164,7 +166,8 @@ def _run_demo(
     reports = _backtest_reports(
         cfg, loader, heldout, result, policy, ppo_trainer.agent.policy, console
     )
-    # 5. Walk-forward meta-test (issue 14): re-adapt before every fold, stitched record.
+    # 5. Walk-forward meta-test (issue 14): re-adapt (and re-fit the classical rows) before
+    # every fold, stitched record.
     from metatrade.training.walkforward import demo_walkforward
 
     console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")

@@ -7,7 +7,7 @@ and a one-line description (``docs/configuration.md`` is the reference).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -180,6 +180,30 @@ class PPOSection(PPOHyperparameters):
     episodes_per_task: int = Field(4, gt=0, description="parallel episodes per task (E)")
 
 
+Baseline = Literal[
+    "maml", "ppo", "pretrained", "random", "ar", "momentum", "reversal", "time_of_day",
+    "classical_selected", "buy_and_hold", "flat",
+]  # fmt: skip
+
+
+class ClassicalSection(_Section):
+    """The classical adaptive rows (metatrade.evaluation.baselines.ClassicalConfig)."""
+
+    ar_order: int = Field(1, gt=0, description="p of the plug-in AR(p) row")
+    horizons: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32],
+        description="momentum / reversal lookbacks (bars) tried on the adaptation window",
+    )
+    buckets: int = Field(6, gt=0, description="time-of-day buckets per trading session")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError(f"expected a non-empty list of horizons >= 1 bar, got {v}")
+        return v
+
+
 class EvaluationSection(_Section):
     """The meta-test protocol (metatrade.evaluation.protocol)."""
 
@@ -191,10 +215,15 @@ class EvaluationSection(_Section):
     )
     test_episodes: int = Field(10, gt=0, description="evaluation episodes per task and k")
     bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
-    baselines: list[Literal["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"]] = Field(
-        default_factory=lambda: ["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"],
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(get_args(Baseline)),
         description="rows of the results table (pretrained: the exact estimator's multi-task "
-        "start on the same objective, when the run has one)",
+        "start on the same objective, when the run has one; ar, momentum, reversal, "
+        "time_of_day, classical_selected: the classical adaptive rules, fitted on the rows "
+        "the starts adapt on)",
+    )
+    classical: ClassicalSection = Field(
+        default_factory=ClassicalSection, description="settings of the classical rows"
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"

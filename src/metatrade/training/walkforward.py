@@ -74,6 +74,8 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "folds": spec,
         "env": build.make_env_config(cfg),
         "references": refs,
+        "classical": build.classical_rows(cfg),
+        "classical_settings": build.make_classical_config(cfg),
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
     }
@@ -129,7 +131,7 @@ def run_walkforward_eval(
     """Walk forward on the run's held-out tasks (``trained``: the run's training tasks,
     refused); writes the report into ``out_dir``."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
-    from metatrade.evaluation.walkforward.report import save_report, text_table
+    from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
 
     loader = task_sets.make_loader(cfg)
     tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
@@ -158,6 +160,8 @@ def run_walkforward_eval(
     files = save_report(result, out_dir)
     if console is not None:
         console.print(text_table(result), soft_wrap=True, highlight=False)
+        for line in difference_lines(result):  # does adapting beat what a desk does?
+            console.print(line, soft_wrap=True, highlight=False)
         console.print(f"CSV {files['csv']}; JSON {files['json']}")
         console.print(f"report: {files['html']}")
     return result, files

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.bootstrap import ConfidenceInterval
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter
@@ -81,12 +82,14 @@ class WalkForwardResult:
 def _differences(
     labels: list[str], starts: list[str], steps: int, diff
 ) -> dict[str, dict[str, ConfidenceInterval]]:
-    """Paired intervals: each start re-adapted minus frozen, minus buy-and-hold; MAML minus
-    every other start at the same k."""
+    """Paired intervals: each start re-adapted minus frozen, minus classical-selected, minus
+    buy-and-hold; MAML minus every other start at the same k."""
     pairs = []
     for s in starts:
         if steps:
             pairs.append((f"{s}@k{steps}", f"{s}@k0"))
+        if SELECTED_LABEL in labels:
+            pairs.append((f"{s}@k{steps}", SELECTED_LABEL))
         if "buy-and-hold" in labels:
             pairs.append((f"{s}@k{steps}", "buy-and-hold"))
     if starts:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
 from metatrade.io import atomic_write, atomic_write_text, json_safe
 
@@ -55,6 +56,18 @@ def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
 
 
+def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> list[str]:
+    """One line per pooled paired difference "<start> - ``against``" (for the terminal)."""
+    out = []
+    for name, d in res.pooled.differences.items():
+        if name.endswith(f" - {against}"):
+            s, r = d["sharpe"], d["annual_return"]
+            out.append(f"paired (pooled) {name}: Sharpe {s.estimate:+.2f} [{s.low:+.2f}, "
+                       f"{s.high:+.2f}], annual return {100 * r.estimate:+.1f} % "
+                       f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]")  # fmt: skip
+    return out
+
+
 def _html_table(cells: list[list[str]], cls: str) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join(
@@ -73,6 +86,7 @@ def _summary(res: WalkForwardResult) -> str:
         f"folds of {f['fold_bars']} {f['unit']}, adaptation window {f['adapt_bars']} {f['unit']}, "
         f"embargo {f['embargo']} {f['unit']}, start: {c['start']}",
         f"adaptation: {c['adapter']}, k = {res.steps} inner step(s) before every fold",
+        *_classical_line(c),
         f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
         f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
@@ -83,6 +97,16 @@ def _summary(res: WalkForwardResult) -> str:
         f"{c['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _classical_line(c: dict[str, Any]) -> list[str]:
+    """The summary's line on the classical rows (none without them)."""
+    if not c.get("classical"):
+        return []
+    s = c["classical_settings"]
+    return [f"classical rows re-fitted before every fold on the rows the starts adapt on: "
+            f"AR({s['ar_order']}), momentum / reversal h in {list(s['horizons'])}, time of day "
+            f"in {s['buckets']} buckets; classical-selected = best in-sample ledger P&L"]  # fmt: skip
 
 
 def _differences(res: WalkForwardResult) -> str:
@@ -148,6 +172,7 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
             "folds": [{"adapt": f.adapt, "norm": f.norm, "trade": f.trade} for f in t.folds],
             "fold_returns": {k: r.fold_returns.tolist() for k, r in t.records.items()},
             "first_decisions": {k: r.first_action for k, r in t.records.items() if r.first_action},
+            "classical_fits": t.classical_fits,
             "seconds": {"adapt": t.adapt_seconds, "trade": t.trade_seconds},
         }
         for t in res.tasks

@@ -4,7 +4,8 @@ For each held-out task, from ``start`` to its last bar, in folds of F bars: each
 (MAML, pretrained, random) is adapted with k inner steps by an ``Adapter`` on the W bars
 that end E bars (embargo) before the fold, then every row trades the fold in the ledger
 (``ledger.trade_task``): each start after 0..k steps (k = 0 is the frozen start, never
-re-adapted), buy-and-hold and flat. The folds' records are stitched per ``carry`` mode and
+re-adapted), the classical rows re-fitted on the same rows (``classical``), buy-and-hold
+and flat. The folds' records are stitched per ``carry`` mode and
 scored (``stats``), per task and pooled, with block-bootstrap intervals over days.
 """
 
@@ -18,8 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metatrade.evaluation.baselines import ClassicalConfig, check_names
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
+from metatrade.evaluation.walkforward.classical import classical_targets
 from metatrade.evaluation.walkforward.folds import (
     Fold,
     FoldSpec,
@@ -46,6 +49,9 @@ class WalkForwardConfig:
     deterministic: bool = True
     """trade the policy's mode (True) or sample its actions (seeded)"""
     references: tuple[str, ...] = ("buy_and_hold", "flat")
+    classical: tuple[str, ...] = ()
+    """classical adaptive rows (``baselines.CLASSICAL``), re-fitted before every fold"""
+    classical_settings: ClassicalConfig = field(default_factory=ClassicalConfig)
     env: TradingEnvConfig = field(default_factory=TradingEnvConfig)
     bootstrap_samples: int = 1000
     block_days: float = 5.0
@@ -62,6 +68,7 @@ class WalkForwardConfig:
         unknown = set(self.references) - set(REFERENCES)
         if unknown:
             raise ValueError(f"references: unknown {sorted(unknown)}; use {sorted(REFERENCES)}")
+        self.classical = check_names(self.classical, "WalkForwardConfig.classical")
         if self.configurations < 1 or self.bootstrap_samples < 10:
             raise ValueError(
                 f"configurations={self.configurations} (>= 1), bootstrap_samples="
@@ -81,15 +88,24 @@ class TaskRecord:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     adapt_seconds: float = 0.0
     trade_seconds: float = 0.0
+    classical_fits: list[dict] = field(default_factory=list)
+    """per fold, the classical rules fitted before it (rows, params, in-sample return)"""
 
 
-def make_rows(starts: Mapping[str, Start], steps: int, references: Sequence[str]) -> list[Row]:
-    """Policy rows ``<start>@k<k>`` for k = 0..steps, then the reference rows."""
+def make_rows(
+    starts: Mapping[str, Start],
+    steps: int,
+    references: Sequence[str],
+    classical: Sequence[str] = (),
+) -> list[Row]:
+    """Policy rows ``<start>@k<k>`` for k = 0..steps, the classical rows (labels), then the
+    reference rows."""
     rows = [
-        Row(f"{label}@k{k}", label, k, policy=s.policy)
-        for label, s in starts.items()
+        Row(f"{name}@k{k}", name, k, policy=s.policy)
+        for name, s in starts.items()
         for k in range(steps + 1)
     ]
+    rows += [Row(c, c, None) for c in classical]
     return rows + [Row(REFERENCES[r], REFERENCES[r], None) for r in references]
 
 
@@ -134,8 +150,12 @@ def run_task(
     """Walk forward on one task: folds, adaptation, trading, daily returns."""
     env = config.env
     folds = make_folds(task.arrays, config.folds, config.start, lookback=env.lookback)
-    rows = make_rows(starts, adapter.steps, config.references)
+    targets, fits = classical_targets(
+        task, folds, adapter, config.classical, env=env, settings=config.classical_settings
+    )
+    rows = make_rows(starts, adapter.steps, config.references, list(targets))
     for r in rows:
+        r.targets = targets.get(r.label, r.targets)
         if r.label == "buy-and-hold":
             r.targets = np.ones(len(task), dtype=np.int8)
         elif r.label == "flat":
@@ -163,4 +183,5 @@ def run_task(
             bps_now=costs.proportional_bps,
         )  # fmt: skip
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
+    out.classical_fits = fits
     return out
