@@ -19,10 +19,12 @@ from metatrade.cli.common import (
     OutOpt,
     OverwriteOpt,
     SeedOpt,
+    StepsOpt,
     TasksOpt,
     _fresh_output,
     _load_run,
     _output_dir,
+    _steps,
     _writing,
     cli_errors,
     console,
@@ -69,7 +71,7 @@ def adapt_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
+    steps: int | None = StepsOpt,
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -79,7 +81,8 @@ def adapt_cmd(
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "adapted", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+        k = _steps(cfg, steps)
+        adapt_to_tasks(cfg, policy, run_dir, k, console=console, allow_seen=allow_seen, **extra)
 
 
 @app.command("backtest")
@@ -90,7 +93,7 @@ def backtest_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(0, "--steps", "-k", min=0, help="adapt with k steps first"),
+    steps: int | None = StepsOpt,
     split: str = typer.Option(
         "test", "--split", help="time split to backtest: train/validation/test"
     ),
@@ -106,5 +109,12 @@ def backtest_cmd(
         _fresh_output(run_dir / "reports", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
         backtest_tasks(
-            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+            cfg,
+            policy,
+            run_dir,
+            _steps(cfg, steps),
+            split,
+            console=console,
+            allow_seen=allow_seen,
+            **extra,
         )

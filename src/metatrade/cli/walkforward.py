@@ -20,9 +20,11 @@ from metatrade.cli.common import (
     DataOpt,
     OutOpt,
     SeedOpt,
+    StepsOpt,
     TasksOpt,
     _load_run,
     _output_dir,
+    _steps,
     cli_errors,
     console,
 )
@@ -34,10 +36,22 @@ AdaptBarsOpt = typer.Option(None, "--adapt-bars", min=2, help="bars of each adap
 FoldDaysOpt = typer.Option(None, "--fold-days", min=1, help="sessions per fold (default 5)")
 AdaptDaysOpt = typer.Option(None, "--adapt-days", min=1, help="sessions per window (default 10)")
 EmbargoOpt = typer.Option(0, "--embargo", min=0, help="gap between window and fold (same unit)")
-StepsOpt = typer.Option(1, "--steps", "-k", min=0, help="inner steps before every fold")
 NormOpt = typer.Option(
     "expanding", "--normalisation", help="feature statistics: expanding (causal) or train-split"
 )
+# `--start` meant the first fold here and the start policy in `signal`: renamed to --from
+# and --start-policy, the old spelling is an error that names the new one.
+OldStartOpt = typer.Option(None, "--start", hidden=True)
+
+
+def _renamed_start(old: str | None, new: str) -> None:
+    if old is not None:
+        raise ConfigError(
+            f"--start {old!r}: renamed; use {new} (walkforward: --from, the first fold; "
+            "signal: --start-policy, the start that decides)"
+        )
+
+
 PpoOpt = typer.Option(None, "--ppo", help="PPO baseline agent file (default: the run's, if any)")
 
 
@@ -76,13 +90,14 @@ def walkforward_cmd(
     fold_days: int | None = FoldDaysOpt,
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
-    steps: int = StepsOpt,
+    steps: int | None = StepsOpt,
     carry: bool = typer.Option(
         True, "--carry/--flatten", help="carry position and equity across folds, or flatten"
     ),
-    start: str = typer.Option(
-        "validation", "--start", help="first fold: a split (validation, test), a row or a date"
+    first: str = typer.Option(
+        "validation", "--from", help="first fold: a split (validation, test), a row or a date"
     ),
+    old_start: str | None = OldStartOpt,
     sampled: bool = typer.Option(False, "--sampled", help="sample actions instead of the mode"),
     configurations: int = typer.Option(
         1, "--configurations", min=1, help="protocol configurations tried so far (DSR trials)"
@@ -91,25 +106,27 @@ def walkforward_cmd(
     ppo: Path | None = PpoOpt,
 ) -> None:
     """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch."""
+    from metatrade.evaluation.walkforward.folds import parse_start
     from metatrade.training.walkforward import run_walkforward_eval
 
+    _renamed_start(old_start, f"--from {old_start}")
+    start = parse_start(first)
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
     out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    first: str | int = int(start) if start.isdigit() else start
     run_walkforward_eval(
         cfg,
         policy,
         out_dir,
         spec=spec,
-        steps=steps,
+        steps=_steps(cfg, steps),
         ppo_path=_ppo_file(checkpoint, ppo),
         pretrained=load_pretrained(run_dir),
         inner_lrs=extra["inner_lrs"],
         trained=extra["trained"],
         console=console,
         carry=carry,
-        start=first,
+        start=start,
         deterministic=not sampled,
         configurations=configurations,
     )
@@ -127,8 +144,11 @@ def signal_cmd(
     fold_days: int | None = FoldDaysOpt,
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
-    steps: int = StepsOpt,
-    start: str = typer.Option("MAML", "--start", help="which start: MAML, pretrained, random"),
+    steps: int | None = StepsOpt,
+    start: str = typer.Option(
+        "MAML", "--start-policy", help="the start that decides: MAML, pretrained, random"
+    ),
+    old_start: str | None = OldStartOpt,
     position: str = typer.Option(
         "flat", "--position", help="current position assumption: flat, long or short"
     ),
@@ -141,11 +161,13 @@ def signal_cmd(
 
     from metatrade.training.walkforward import signals
 
+    _renamed_start(old_start, f"--start-policy {old_start}")
     pos = {"flat": 0, "long": 1, "short": -1}.get(position)
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, None)
+    steps = _steps(cfg, steps)
     out = signals(
         cfg,
         policy,
