@@ -88,7 +88,7 @@ def test_one_bad_file_does_not_stop_data_list_or_training(tmp_path: Path) -> Non
     res = runner.invoke(app, ["data", "list", "--data", str(folder)])
     assert res.exit_code == 0 and "Broken_5.csv" in res.output and "3 tasks" in res.output
     res = runner.invoke(app, ["data", "list", "--data", str(folder), "--strict"])
-    assert res.exit_code == 1 and "Broken_5.csv" in res.output
+    assert res.exit_code == 2 and "Broken_5.csv" in res.output
     with pytest.warns(DataWarning, match="Broken_5.csv"):
         assert len(DataLoader(folder, cache_dir=False).get_available_tasks()) == 3
     out = tmp_path / "run"

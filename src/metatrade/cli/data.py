@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from metatrade.cli import app
+from metatrade.cli.common import cli_errors, console
 from metatrade.data.loader import SAMPLE_DIR, DataLoader
 from metatrade.data.validation import Problem, session_gaps, validate_folder
 from metatrade.errors import DataWarning, UserError
 
 data_app = typer.Typer(help="Inspect and validate OHLCV data folders.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 DataOpt = typer.Option(
     None, "--data", help="folder of <INSTRUMENT>_<MINUTES>.csv|.parquet (default: embedded sample)"
@@ -25,12 +23,6 @@ DataOpt = typer.Option(
 LookbackOpt = typer.Option(
     32, "--lookback", min=1, help="observation window (env.lookback): shorter files are unusable"
 )
-
-
-def _fail(err: Exception) -> None:
-    """Bad input ends with its message and exit code 1, never a traceback."""
-    err_console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
@@ -53,6 +45,7 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
 
 
 @data_app.command("list")
+@cli_errors
 def list_tasks(
     data: Path | None = DataOpt,
     tz: str = typer.Option("Asia/Kolkata", help="time zone of the dates shown"),
@@ -62,14 +55,12 @@ def list_tasks(
     ),
 ) -> None:
     """Tasks with bar counts, date ranges and train/validation/test sizes (rows after warm-up);
-    files that cannot be used are listed as skipped with the reason (exit 1 with --strict)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataWarning)  # shown below as a table
-            loader = DataLoader(data, tz=tz, strict=strict, lookback=lookback)
-            table, gaps = _task_table(loader, f"tasks in {data or SAMPLE_DIR}")
-    except (UserError, OSError) as err:
-        _fail(err)
+    files that cannot be used are listed as skipped with the reason (with --strict: an
+    error, exit 2, as every bad input)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # shown below as a table
+        loader = DataLoader(data, tz=tz, strict=strict, lookback=lookback)
+        table, gaps = _task_table(loader, f"tasks in {data or SAMPLE_DIR}")
     console.print(table)
     console.print(f"{len(loader.get_available_tasks())} tasks")
     if loader.skipped:
@@ -84,6 +75,7 @@ def list_tasks(
 
 
 @data_app.command("validate")
+@cli_errors
 def validate(
     path: Path | None = typer.Argument(
         None, help="folder or file to check (default: --data, else the embedded sample)"
@@ -92,10 +84,10 @@ def validate(
     tz: str = typer.Option("Asia/Kolkata", help="time zone for naive ISO timestamps"),
     lookback: int = LookbackOpt,
 ) -> None:
-    """Report every problem in every file (file, row, field, fix); exit 1 if any error
-    (warnings, e.g. a gap of many sessions, are shown but do not fail)."""
+    """Report every problem in every file (file, row, field, fix); exit 1 if any error, like
+    a linter (warnings, e.g. a gap of many sessions, are shown but do not fail)."""
     if path is not None and data is not None and path != data:
-        _fail(UserError(f"give the folder once: {path} or --data {data}"))
+        raise UserError(f"give the folder once: {path} or --data {data}")
     target = path or data or SAMPLE_DIR
     problems = validate_folder(target, tz=tz, lookback=lookback)
     errors = [p for p in problems if p.level == "error"]
