@@ -131,11 +131,15 @@ def train_cmd(
     strict: bool = StrictOpt,
 ) -> None:
     """Train PPO on the training tasks (all of them together: the multi-task baseline).
-    Writes under <run dir>/ppo, beside a meta-training run, where evaluate finds it."""
+    Writes under <run dir>/ppo, beside a meta-training run, where evaluate finds it
+    (--out is the run directory; an --out that ends in /ppo is taken as that folder)."""
     from metatrade.training.build import make_family, multitask_env
     from metatrade.training.checkpoint import PPO_DIR, checkpoint_path
     from metatrade.training.trainer import Trainer
 
+    if out is not None and Path(out).name == PPO_DIR:  # `--out RUN/ppo` names the ppo folder
+        console.print(f"--out {out}: the PPO baseline of run directory {Path(out).parent}")
+        out = Path(out).parent
     cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
     own = run_dir / PPO_DIR
