@@ -38,7 +38,8 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
         first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
         table.add_row(str(task), str(len(bars)), first, last, *sizes)
         gaps += [
-            f"{task}: {n} weekdays without a bar between {a} and {b}"
+            f"{task}: {n} weekdays without a bar between {a} and {b} (fine if the exchange "
+            "was closed: holidays, a halt; else missing bars: `metatrade data validate`)"
             for a, b, n in session_gaps(bars.index)
         ]
     return table, gaps

@@ -118,6 +118,46 @@ def _shown(value: Any) -> str | None:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
+# Names other tools give a key, which no spelling distance finds.
+_KNOWN_AS = {
+    "path": "data.data_dir",
+    "data_path": "data.data_dir",
+    "dir": "data.data_dir",
+    "folder": "data.data_dir",
+    "iterations": "meta.num_meta_iterations",
+    "timesteps": "ppo.total_timesteps",
+    "window": "env.lookback",
+}
+
+
+def _config_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a config dict, sections included (``env``, ``env.costs``, ...)."""
+    keys = []
+    for name, value in node.items():
+        keys.append(prefix + name)
+        if isinstance(value, dict):
+            keys += _config_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def suggest_keys(loc: tuple[str, ...]) -> list[str]:
+    """Keys close to the unknown key at ``loc``: its section's keys within a typo (difflib),
+    else a key of that name in another section (``meta.lookback``: ``env.lookback``), else
+    the key other tools' name stands for (``data.path``: ``data.data_dir``)."""
+    import difflib
+
+    keys = _config_keys(RunConfig().to_dict())
+    section, leaf = ".".join(loc[:-1]), loc[-1]
+    siblings = {k.rsplit(".", 1)[-1]: k for k in keys if k.rpartition(".")[0] == section}
+    close = difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)
+    if close:
+        return [siblings[c] for c in close]
+    elsewhere = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    if elsewhere:
+        return elsewhere[:2]
+    return [_KNOWN_AS[leaf]] if leaf in _KNOWN_AS else []
+
+
 def _format_error(err: Any, options: dict[str, str] | None = None) -> str:
     """One pydantic error as ``key.path: what is wrong, got <value>`` (short: no section
     dumped; ``options``: the command-line option that set a key, named beside it)."""
@@ -126,7 +166,9 @@ def _format_error(err: Any, options: dict[str, str] | None = None) -> str:
         path = f"{options[path]} ({path})"
     kind = err["type"]
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"{path}: unknown key (check the spelling; see docs/configuration.md)"
+        close = suggest_keys(tuple(str(p) for p in err["loc"]))
+        hint = f"did you mean {' or '.join(close)}?" if close else "check the spelling;"
+        return f"{path}: unknown key ({hint} docs/configuration.md lists every key)"
     msg = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx", {})
     if kind in ("float_parsing", "float_type"):
