@@ -223,7 +223,12 @@ def test_walkforward_and_signal_on_a_sampled_run(tiny_run: Path, tmp_path: Path)
     assert {f"{s}@k{k}" for s in ("MAML", "pretrained", "random") for k in (0, 1)} <= rows
     res = runner.invoke(app, ["signal", "--checkpoint", str(tiny_run), *geometry])
     assert res.exit_code == 0, res.output
-    [signal] = json.loads(res.output.strip().splitlines()[-1])
+    assert "next decision (MAML, k=1" in res.output
+    res = runner.invoke(
+        app, ["signal", "--checkpoint", str(tiny_run), *geometry, "--format", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    [signal] = json.loads(res.stdout)  # stdout holds the JSON alone
     assert signal["position"] == 0 and signal["steps"] == 1
 
 

@@ -16,6 +16,8 @@ from metatrade.cli.common import (
     AllowSeenOpt,
     CheckpointOpt,
     DataOpt,
+    Format,
+    FormatOpt,
     OutOpt,
     OverwriteOpt,
     SeedOpt,
@@ -26,8 +28,10 @@ from metatrade.cli.common import (
     _output_dir,
     _steps,
     _writing,
+    chatter,
     cli_errors,
     console,
+    emit,
 )
 from metatrade.errors import ConfigError
 
@@ -47,6 +51,7 @@ def evaluate_cmd(
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
@@ -58,9 +63,17 @@ def evaluate_cmd(
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
         if ppo is None:  # the baseline trained beside the meta-policy
             ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-        run_meta_test(
-            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+        result = run_meta_test(
+            cfg,
+            policy,
+            run_dir,
+            ppo_path=ppo,
+            console=chatter(fmt),
+            allow_seen=allow_seen,
+            **extra,
         )
+    if fmt != Format.table:  # the table itself was printed above, with its intervals
+        emit([r.as_dict() for r in result.rows], fmt)
 
 
 @app.command("adapt")
@@ -99,8 +112,10 @@ def backtest_cmd(
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
-    """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
+    """Backtest the (optionally adapted) meta-policy over a whole split of each task (the
+    report per task; --format csv/json: its metrics, a row per task and cost setting)."""
     from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
@@ -108,13 +123,23 @@ def backtest_cmd(
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "reports", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        backtest_tasks(
+        results = backtest_tasks(
             cfg,
             policy,
             run_dir,
             _steps(cfg, steps),
             split,
-            console=console,
+            console=chatter(fmt),
+            echo=fmt == Format.table,
             allow_seen=allow_seen,
             **extra,
+        )
+    if fmt != Format.table:
+        emit(
+            [
+                {"task": task, "costs": costs, **values}
+                for task, out in results.items()
+                for costs, values in out["metrics"].items()
+            ],
+            fmt,
         )

@@ -8,7 +8,6 @@ sessions. See docs/evaluation.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from metatrade.cli import app
 from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
+    Format,
+    FormatOpt,
     OutOpt,
     SeedOpt,
     StepsOpt,
@@ -25,8 +26,9 @@ from metatrade.cli.common import (
     _load_run,
     _output_dir,
     _steps,
+    chatter,
     cli_errors,
-    console,
+    emit,
 )
 from metatrade.training.config import ConfigError
 from metatrade.training.pretrained import load_pretrained
@@ -104,8 +106,10 @@ def walkforward_cmd(
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
-    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch."""
+    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch
+    (--format csv/json: a row per scope, task or pooled, and start)."""
     from metatrade.evaluation.walkforward.folds import parse_start
     from metatrade.training.walkforward import run_walkforward_eval
 
@@ -114,7 +118,7 @@ def walkforward_cmd(
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
     out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    run_walkforward_eval(
+    result, _ = run_walkforward_eval(
         cfg,
         policy,
         out_dir,
@@ -124,12 +128,14 @@ def walkforward_cmd(
         pretrained=load_pretrained(run_dir),
         inner_lrs=extra["inner_lrs"],
         trained=extra["trained"],
-        console=console,
+        console=chatter(fmt),
         carry=carry,
         start=start,
         deterministic=not sampled,
         configurations=configurations,
     )
+    if fmt != Format.table:  # the pooled table was printed above
+        emit(result.rows(), fmt)
 
 
 @app.command("signal")
@@ -154,11 +160,10 @@ def signal_cmd(
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
     """The next decision per task: adapt on the latest window as a walk-forward fold does,
-    then print the order for the bar after the last one (table, then one JSON line)."""
-    from rich.table import Table
-
+    then print the order for the bar after the last one (--format json: for a program)."""
     from metatrade.training.walkforward import signals
 
     _renamed_start(old_start, f"--start-policy {old_start}")
@@ -180,13 +185,12 @@ def signal_cmd(
         inner_lrs=extra["inner_lrs"],
         trained=extra["trained"],
     )
-    table = Table(title=f"next decision ({start}, k={steps}, position assumed {position})")
-    for col in ("task", "last bar", "order", *out[0].probabilities, "adapted on rows"):
-        table.add_column(col)
-    for s in out:
-        probs = [f"{p:.3f}" for p in s.probabilities.values()]
-        table.add_row(
-            s.task, s.last_bar, s.order, *probs, f"[{s.adapt_rows[0]}, {s.adapt_rows[1]})"
-        )
-    console.print(table)
-    console.print(json.dumps([s.as_dict() for s in out]), soft_wrap=True, highlight=False)
+    title = f"next decision ({start}, k={steps}, position assumed {position})"
+    emit([_signal_record(s) for s in out], fmt, title=title)
+
+
+def _signal_record(s: Any) -> dict[str, Any]:
+    """One task's decision: its fields, the probabilities as ``p_<action>`` columns."""
+    record = s.as_dict()
+    probabilities = record.pop("probabilities")
+    return record | {f"p_{k}": v for k, v in probabilities.items()}
