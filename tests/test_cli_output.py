@@ -92,16 +92,78 @@ def test_data_validate_as_json_lists_every_problem(folder: Path) -> None:
     }
 
 
-def test_evaluate_as_csv_is_the_evaluation_csv(tmp_path: Path) -> None:
-    run = tmp_path / "run"
+class Recorder:
+    """A ``metatrade.progress`` listener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, list[str | None]] = {}
+
+    def start(self, description: str, total: int) -> str:
+        self.stages[description] = []
+        return description
+
+    def advance(self, handle: str, detail: str | None) -> None:
+        self.stages[handle].append(detail)
+
+    def stop(self, handle: str) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
     res = invoke("meta-train", "-c", "tiny", "-n", "1", "--out", run, "--no-progress")
     assert res.exit_code == 0, res.output
-    res = invoke("evaluate", "--checkpoint", run, "--format", "csv")
+    return run
+
+
+def test_evaluate_as_csv_is_the_evaluation_csv_and_reports_each_start(tiny_run: Path) -> None:
+    """Reproduction: evaluate printed nothing for minutes; now it reports a step per start
+    and per batch of rows tested (bars on a terminal, nothing in a pipe)."""
+    from metatrade import progress
+
+    recorder = Recorder()
+    with progress.listen(recorder):
+        res = invoke("evaluate", "--checkpoint", tiny_run, "--format", "csv", "--overwrite")
     assert res.exit_code == 0, res.output
     printed = pd.read_csv(io.StringIO(res.stdout))
-    saved = pd.read_csv(run / "eval" / "evaluation.csv")
+    saved = pd.read_csv(tiny_run / "eval" / "evaluation.csv")
     pd.testing.assert_frame_equal(printed[saved.columns], saved)
     assert "held-out tasks" in res.stderr and "held-out tasks" not in res.stdout
+    assert recorder.stages["meta-test: adapting 2 starts"] == ["MAML", "random"]
+    assert recorder.stages["meta-test: testing"][-1] == "references"
+    assert "meta-test" not in res.stderr  # not a terminal: no bars
+
+
+def test_walkforward_shows_progress_bars_on_a_terminal(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproduction: walkforward printed nothing for minutes (174 s on four tasks); on a
+    terminal it now shows a bar per task and one over the task's folds."""
+    from metatrade.cli import output
+
+    screen = io.StringIO()
+    terminal = output._Console(file=screen, force_terminal=True, width=120)
+    monkeypatch.setattr(output, "err_console", terminal)
+    args = [
+        "walkforward",
+        "--checkpoint",
+        tiny_run,
+        "--out",
+        tmp_path,
+        "--fold-bars",
+        "250",
+        "--adapt-bars",
+        "40",
+    ]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    shown = screen.getvalue()
+    assert "walk-forward: 1 tasks" in shown and "Finnifty:60:" in shown and "folds" in shown
+    screen.truncate(0)
+    res = invoke(*args, "--no-progress", "--format", "json", "--out", tmp_path / "quiet")
+    assert res.exit_code == 0 and "walk-forward" not in screen.getvalue()
+    assert {r["row"] for r in json.loads(res.stdout)} >= {"MAML@k0", "MAML@k1"}
 
 
 def test_runs_lists_a_run_as_json(tmp_path: Path) -> None:

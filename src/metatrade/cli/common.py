@@ -11,11 +11,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
-import csv
-import enum
 import functools
-import io
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,52 +19,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console, ConsoleDimensions
-from rich.table import Table
 
+from metatrade.cli.output import err_console
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
 from metatrade.training.config import RunConfig, load_config
 
-# Not printing to a terminal (a pipe, a file, a test), a table is as wide as its cells: a
-# file name or a figure cut across lines is one grep misses.
-PIPE_WIDTH = 100_000
-
-
-class _Console(Console):
-    """A rich console at the terminal's width, and never wrapping when not a terminal."""
-
-    @property
-    def size(self) -> ConsoleDimensions:
-        size = super().size
-        if self._width is None and not self.is_terminal:
-            return ConsoleDimensions(PIPE_WIDTH, size.height)
-        return size
-
-    @size.setter
-    def size(self, new_size: tuple[int, int]) -> None:
-        self._width, self._height = new_size
-
-
-console = _Console(highlight=False, soft_wrap=True)
-err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-class Format(str, enum.Enum):
-    """How a command prints its table: for people, or for programs."""
-
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-FormatOpt = typer.Option(
-    Format.table,
-    "--format",
-    help="table (for people), csv or json (for programs: the table alone on stdout, "
-    "everything else on stderr)",
-)
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML config (a file, or a packaged name: demo, tiny, nav2d)"
@@ -100,57 +58,6 @@ ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's r
 OverwriteOpt = typer.Option(
     False, "--overwrite", help="replace what an earlier run wrote in the run directory"
 )
-
-
-def chatter(fmt: Format) -> Console:
-    """Where a command's other lines go: stdout beside a table, stderr beside CSV / JSON (so
-    stdout holds nothing but the data)."""
-    return console if fmt == Format.table else err_console
-
-
-def emit(
-    records: list[dict[str, Any]],
-    fmt: Format,
-    *,
-    title: str | None = None,
-    table: Table | None = None,
-) -> None:
-    """Print one table, the one renderer every table command uses: a rich table on stdout
-    (``table``, or one built from ``records``: a column per key), or ``records`` as CSV (a
-    header, then a row each) or JSON (a list of objects; NaN and infinities as null)."""
-    from metatrade.io import json_safe
-
-    if fmt == Format.json:
-        typer.echo(json.dumps(json_safe(records), indent=1))
-    elif fmt == Format.csv:
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        typer.echo(buf.getvalue(), nl=False)
-    else:
-        console.print(table if table is not None else records_table(records, title=title))
-
-
-def records_table(records: list[dict[str, Any]], *, title: str | None = None) -> Table:
-    """A rich table of ``records`` (a column per key; numbers right-aligned, floats 4 s.f.)."""
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    table = Table(title=title)
-    numeric = {c: all(isinstance(r.get(c), int | float) for r in records) for c in columns}
-    for c in columns:
-        table.add_column(c, justify="right" if numeric[c] and records else "left")
-    for r in records:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
-    return table
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

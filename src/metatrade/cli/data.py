@@ -10,7 +10,8 @@ import pandas as pd
 import typer
 
 from metatrade.cli import app
-from metatrade.cli.common import Format, FormatOpt, chatter, cli_errors, emit, records_table
+from metatrade.cli.common import cli_errors
+from metatrade.cli.output import Format, FormatOpt, chatter, emit, records_table
 from metatrade.data.loader import SAMPLE_DIR, DataLoader
 from metatrade.data.validation import Problem, session_gaps, validate_folder
 from metatrade.errors import DataWarning, UserError

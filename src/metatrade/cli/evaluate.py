@@ -16,8 +16,6 @@ from metatrade.cli.common import (
     AllowSeenOpt,
     CheckpointOpt,
     DataOpt,
-    Format,
-    FormatOpt,
     OutOpt,
     OverwriteOpt,
     SeedOpt,
@@ -28,10 +26,16 @@ from metatrade.cli.common import (
     _output_dir,
     _steps,
     _writing,
-    chatter,
     cli_errors,
+)
+from metatrade.cli.output import (
+    Format,
+    FormatOpt,
+    ProgressOpt,
+    chatter,
     console,
     emit,
+    progress_bars,
 )
 from metatrade.errors import ConfigError
 
@@ -52,13 +56,14 @@ def evaluate_cmd(
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
     fmt: Format = FormatOpt,
+    progress: bool = ProgressOpt,
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
     from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
     from metatrade.training.commands import run_meta_test
 
-    with _writing(_output_dir(checkpoint, out)) as run_dir:
+    with _writing(_output_dir(checkpoint, out)) as run_dir, progress_bars(progress):
         _fresh_output(run_dir / "eval", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
         if ppo is None:  # the baseline trained beside the meta-policy

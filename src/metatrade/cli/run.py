@@ -27,8 +27,8 @@ from metatrade.cli.common import (
     _run_name,
     _writing,
     cli_errors,
-    console,
 )
+from metatrade.cli.output import console
 from metatrade.training.config import RunConfig, apply_overrides, load_config
 
 

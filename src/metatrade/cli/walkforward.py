@@ -17,8 +17,6 @@ from metatrade.cli import app
 from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
-    Format,
-    FormatOpt,
     OutOpt,
     SeedOpt,
     StepsOpt,
@@ -26,10 +24,9 @@ from metatrade.cli.common import (
     _load_run,
     _output_dir,
     _steps,
-    chatter,
     cli_errors,
-    emit,
 )
+from metatrade.cli.output import Format, FormatOpt, ProgressOpt, chatter, emit, progress_bars
 from metatrade.training.config import ConfigError
 from metatrade.training.pretrained import load_pretrained
 
@@ -107,6 +104,7 @@ def walkforward_cmd(
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
     fmt: Format = FormatOpt,
+    progress: bool = ProgressOpt,
 ) -> None:
     """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch
     (--format csv/json: a row per scope, task or pooled, and start)."""
@@ -118,22 +116,23 @@ def walkforward_cmd(
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
     out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    result, _ = run_walkforward_eval(
-        cfg,
-        policy,
-        out_dir,
-        spec=spec,
-        steps=_steps(cfg, steps),
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
-        console=chatter(fmt),
-        carry=carry,
-        start=start,
-        deterministic=not sampled,
-        configurations=configurations,
-    )
+    with progress_bars(progress):
+        result, _ = run_walkforward_eval(
+            cfg,
+            policy,
+            out_dir,
+            spec=spec,
+            steps=_steps(cfg, steps),
+            ppo_path=_ppo_file(checkpoint, ppo),
+            pretrained=load_pretrained(run_dir),
+            inner_lrs=extra["inner_lrs"],
+            trained=extra["trained"],
+            console=chatter(fmt),
+            carry=carry,
+            start=start,
+            deterministic=not sampled,
+            configurations=configurations,
+        )
     if fmt != Format.table:  # the pooled table was printed above
         emit(result.rows(), fmt)
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metatrade import progress
 from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
@@ -163,16 +164,22 @@ class MetaTestProtocol:
             raise ValueError("MetaTestProtocol.run: no starts; pass e.g. {'MAML': Start(...)}")
         plan = self._plan(arrays)
         adapted: dict[tuple[str, int], Params] = {}
-        for label, start in starts.items():
-            snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
-            for k in cfg.adaptation_steps:
-                adapted[(label, k)] = snapshots[k]
+        with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
+            for label, start in starts.items():
+                snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
+                for k in cfg.adaptation_steps:
+                    adapted[(label, k)] = snapshots[k]
+                step(label)
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
-        for rows in _groups(starts, adapted).values():
-            self._evaluate_group(rows, arrays, plan, returns, backtests)
-        oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
+        groups = list(_groups(starts, adapted).values())
+        with progress.stage("meta-test: testing", len(groups) + 1) as step:
+            for rows in groups:
+                self._evaluate_group(rows, arrays, plan, returns, backtests)
+                step(", ".join(r[0] for r in rows))
+            oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
+            step("references")
         return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:

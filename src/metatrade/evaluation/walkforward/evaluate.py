@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metatrade import progress
 from metatrade.evaluation.bootstrap import ConfidenceInterval
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter
@@ -156,7 +157,14 @@ def run_walkforward(
         raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
     t0 = time.perf_counter()
     one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
-    records = list(task_map(one_task, list(tasks))) if task_map else [one_task(t) for t in tasks]
+    if task_map is not None:  # the workers report nothing back until they are done
+        records = list(task_map(one_task, list(tasks)))
+    else:
+        records = []
+        with progress.stage(f"walk-forward: {len(tasks)} tasks", len(tasks)) as step:
+            for t in tasks:
+                records.append(one_task(t))
+                step(str(t.task))
     labels = list(records[0].records)
     names = list(starts)
     c0 = cfg.env.initial_capital
