@@ -33,12 +33,9 @@ def one_line_error(res) -> str:
     return errors[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("tiny")
-    res = invoke("meta-train", "-c", "tiny", "--out", run, "-n", "1", "--no-progress")
-    assert res.exit_code == 0, res.output
-    return run
+@pytest.fixture
+def tiny_run(tiny_meta_run: Path) -> Path:
+    return tiny_meta_run
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -110,33 +110,46 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    res = invoke("meta-train", "-c", "tiny", "-n", "1", "--out", run, "--no-progress")
-    assert res.exit_code == 0, res.output
-    return run
+def evaluated(tiny_meta_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the tiny run evaluated with `--format csv` under a progress recorder,
+    beside a second run of another seed: what `metatrade runs` lists."""
+    import shutil
 
-
-def test_evaluate_as_csv_is_the_evaluation_csv_and_reports_each_start(tiny_run: Path) -> None:
-    """Reproduction: evaluate printed nothing for minutes; now it reports a step per start
-    and per batch of rows tested (bars on a terminal, nothing in a pipe)."""
     from metatrade import progress
 
+    root = tmp_path_factory.mktemp("runs")
+    run = root / "a"
+    shutil.copytree(tiny_meta_run, run)
     recorder = Recorder()
     with progress.listen(recorder):
-        res = invoke("evaluate", "--checkpoint", tiny_run, "--format", "csv", "--overwrite")
+        res = invoke("evaluate", "--checkpoint", run, "--format", "csv")
     assert res.exit_code == 0, res.output
-    printed = pd.read_csv(io.StringIO(res.stdout))
-    saved = pd.read_csv(tiny_run / "eval" / "evaluation.csv")
+    other = invoke(
+        "meta-train", "-c", "tiny", "-n", "1", "--seed", "7", "--out", root / "b", "--no-progress"
+    )
+    assert other.exit_code == 0, other.output
+    return run, res, recorder
+
+
+def test_evaluate_as_csv_is_the_evaluation_csv(evaluated) -> None:
+    run, res, _ = evaluated
+    printed = pd.read_csv(io.StringIO(res.stdout))  # stdout: the CSV alone
+    saved = pd.read_csv(run / "eval" / "evaluation.csv")
     pd.testing.assert_frame_equal(printed[saved.columns], saved)
     assert "held-out tasks" in res.stderr and "held-out tasks" not in res.stdout
+
+
+def test_evaluate_reports_progress_per_start(evaluated) -> None:
+    """Reproduction: evaluate printed nothing for minutes; now it reports a step per start
+    and per batch of rows tested (bars on a terminal, nothing in a pipe)."""
+    _, res, recorder = evaluated
     assert recorder.stages["meta-test: adapting 2 starts"] == ["MAML", "random"]
     assert recorder.stages["meta-test: testing"][-1] == "references"
     assert "meta-test" not in res.stderr  # not a terminal: no bars
 
 
 def test_walkforward_shows_progress_bars_on_a_terminal(
-    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_meta_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Reproduction: walkforward printed nothing for minutes (174 s on four tasks); on a
     terminal it now shows a bar per task and one over the task's folds."""
@@ -146,18 +159,17 @@ def test_walkforward_shows_progress_bars_on_a_terminal(
     screen = io.StringIO()
     terminal = output._Console(file=screen, force_terminal=True, width=120)
     monkeypatch.setattr(output, "err_console", terminal)
-    args = [
+    geometry = ["--fold-bars", "250", "--adapt-bars", "40"]
+    res = invoke(
         "walkforward",
         "--checkpoint",
-        tiny_run,
+        tiny_meta_run,
         "--out",
         tmp_path,
-        "--fold-bars",
-        "250",
-        "--adapt-bars",
-        "40",
-    ]
-    res = invoke(*args, "--format", "json")
+        *geometry,
+        "--format",
+        "json",
+    )
     assert res.exit_code == 0, res.output
     shown = screen.getvalue()
     assert "walk-forward: 1 tasks" in shown and "Finnifty:60:" in shown and "folds" in shown
@@ -168,8 +180,36 @@ def test_walkforward_shows_progress_bars_on_a_terminal(
     assert "hidden stage" not in screen.getvalue()
 
 
-def test_runs_lists_a_run_as_json(tmp_path: Path) -> None:
-    write_synthetic_tasks(tmp_path / "none", 1, seed=0, n_bars=400)  # not a run: not listed
-    res = invoke("runs", tmp_path, "--format", "json")
+def test_runs_lists_each_run_with_its_figures(evaluated) -> None:
+    """Reproduction: there was no command to list runs; `metatrade runs` shows each with its
+    figures, the MAML k = 1 row of its last evaluation among them."""
+    run, _, _ = evaluated
+    res = invoke("runs", run.parent, "--format", "json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout) == []
+    listed = {Path(r["run"]).name: r for r in json.loads(res.stdout)}
+    assert set(listed) == {"a", "b"}  # each run once, nothing for its sub-folders
+    a = listed["a"]
+    figures = (a["estimator"], a["iterations"], a["held_out"], a["seed"])
+    assert figures == ("sampled", "1/1", "Finnifty", 0)
+    row = pd.read_csv(run / "eval" / "evaluation.csv").query("method == 'MAML' and k == 1")
+    assert a["maml_k1_mean"] == pytest.approx(row.return_mean.item(), rel=1e-12)
+    assert a["maml_k1_ci_low"] == pytest.approx(row.return_ci_low.item(), rel=1e-12)
+    assert a["evaluated"] == "Finnifty:60" and listed["b"]["maml_k1_mean"] is None
+    assert f"{100 * row.return_mean.item():+.3f}" in invoke("runs", run.parent).output
+    empty = run.parent.parent / "no-runs-here"
+    empty.mkdir()
+    assert json.loads(invoke("runs", empty, "--format", "json").stdout) == []
+
+
+def test_runs_compare_shows_figures_and_config_differences(evaluated) -> None:
+    run, _, _ = evaluated
+    other = run.parent / "b"
+    res = invoke("runs", "--compare", run, other, "--format", "json")
+    assert res.exit_code == 0, res.output
+    rows = {r["key"]: r for r in json.loads(res.stdout)}
+    a, b = str(run), str(other)
+    assert (rows["run.seed"][a], rows["run.seed"][b]) == (0, 7)  # the one config difference
+    assert [k for k in rows if "." in k] == ["run.seed"]
+    assert rows["evaluated"][a] == "Finnifty:60" and rows["evaluated"][b] is None
+    res = invoke("runs", "--compare", run, run / "logs")
+    assert res.exit_code == 2 and "not a run directory" in res.output
