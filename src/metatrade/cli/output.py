@@ -24,12 +24,18 @@ PIPE_WIDTH = 100_000
 
 
 class _Console(Console):
-    """A rich console at the terminal's width, and never wrapping when not a terminal."""
+    """A rich console at the terminal's width, and never wrapping when not a terminal
+    (whatever ``COLUMNS`` says: rich reads it once, at start-up); a ``width`` given here
+    is kept."""
+
+    def __init__(self, *args: Any, width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, width=width, **kwargs)
+        self._chosen_width = width
 
     @property
     def size(self) -> ConsoleDimensions:
         size = super().size
-        if self._width is None and not self.is_terminal:
+        if self._chosen_width is None and not self.is_terminal:
             return ConsoleDimensions(PIPE_WIDTH, size.height)
         return size
 
