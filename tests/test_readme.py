@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 QUICKSTART = REPO / "docs" / "quickstart.md"
 HOWTOS = sorted((REPO / "docs" / "howto").glob("*.md"))
-MAX_ITERATIONS = 2
+MAX_ITERATIONS = 1
 MAX_TIMESTEPS = 256
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", flags=re.S | re.M)
 
