@@ -22,7 +22,7 @@ from metatrade import progress
 from metatrade.evaluation.bootstrap import ConfidenceInterval
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter
-from metatrade.evaluation.walkforward.folds import WalkForwardTask
+from metatrade.evaluation.walkforward.folds import WalkForwardTask, make_folds
 from metatrade.evaluation.walkforward.runner import TaskRecord, WalkForwardConfig, run_task
 from metatrade.evaluation.walkforward.stats import (
     add_deflated,
@@ -158,6 +158,8 @@ def run_walkforward(
     t0 = time.perf_counter()
     one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
     if task_map is not None:  # the workers report nothing back until they are done
+        for t in tasks:  # a geometry that does not fit: the user's error here, not a worker's
+            make_folds(t.arrays, cfg.folds, cfg.start, lookback=cfg.env.lookback)
         records = list(task_map(one_task, list(tasks)))
     else:
         records = []
