@@ -143,8 +143,8 @@ def backtest_cmd(
         emit(
             [
                 {"task": task, "costs": costs, **values}
-                for task, out in results.items()
-                for costs, values in out["metrics"].items()
+                for task, report in results.items()
+                for costs, values in report["metrics"].items()
             ],
             fmt,
         )

@@ -98,8 +98,8 @@ def evaluation_figures(run_dir: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return empty | {"evaluated": f"unreadable {path.name}"}
-    method, k = SUMMARY_ROW
-    row = next((r for r in doc.get("rows", []) if (r.get("method"), r.get("k")) == (method, k)), {})
+    rows: list[dict[str, Any]] = doc.get("rows", [])
+    row = next((r for r in rows if (r.get("method"), r.get("k")) == SUMMARY_ROW), {})
     return {
         "evaluated": ", ".join(doc.get("tasks", [])) or None,
         "maml_k1_mean": row.get("return_mean"),
