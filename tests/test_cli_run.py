@@ -226,5 +226,27 @@ def test_walkforward_and_signal_on_a_sampled_run(tiny_run: Path, tmp_path: Path)
     assert {f"{s}@k{k}" for s in ("MAML", "pretrained", "random") for k in (0, 1)} <= rows
     res = runner.invoke(app, ["signal", "--checkpoint", str(tiny_run), *geometry])
     assert res.exit_code == 0, res.output
-    [signal] = json.loads(res.output.strip().splitlines()[-1])
+    assert "next decision (MAML, k=1" in res.output
+    res = runner.invoke(
+        app, ["signal", "--checkpoint", str(tiny_run), *geometry, "--format", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    [signal] = json.loads(res.stdout)  # stdout holds the JSON alone
     assert signal["position"] == 0 and signal["steps"] == 1
+
+
+def test_train_out_ending_in_ppo_is_the_baseline_evaluate_finds(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: the quickstart's `train ... --out runs/tiny/ppo` wrote
+    `runs/tiny/ppo/ppo`, and `evaluate --checkpoint runs/tiny` then skipped the PPO row."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("ppo", "eval", "reports"))
+    res = invoke("train", "-c", "tiny", "--out", run / "ppo", "--timesteps", "64")
+    assert res.exit_code == 0, res.output
+    assert (run / "ppo" / "checkpoints" / "ppo.pt").is_file() and not (run / "ppo" / "ppo").exists()
+    res = invoke("evaluate", "--checkpoint", run, "--tasks", "Finnifty:60")
+    assert res.exit_code == 0, res.output
+    assert "PPO" in set(pd.read_csv(run / "eval" / "evaluation.csv").method)

@@ -170,3 +170,20 @@ def test_configuration_reference_documents_every_key() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
     missing = [k for k in _keys(RunConfig()) if f"`{k}`" not in doc]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("data:\n  path: my_bars\n", "did you mean data.data_dir?"),
+        ("meta:\n  inner_lrr: 0.1\n", "did you mean meta.inner_lr"),
+        ("meta:\n  lookback: 8\n", "did you mean env.lookback?"),
+        ("env:\n  costs: {entry_fe: 1}\n", "did you mean env.costs.entry_fee"),
+        ("metaa: {}\n", "did you mean meta?"),
+    ],
+)
+def test_unknown_key_suggests_the_key_meant(tmp_path: Path, text: str, suggestion: str) -> None:
+    """Reproduction: `data.path` said "unknown key" without naming `data.data_dir`."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert suggestion in str(exc.value)

@@ -13,20 +13,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from metatrade.cli.output import err_console
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
 from metatrade.training.config import RunConfig, load_config
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML config (a file, or a packaged name: demo, tiny, nav2d)"
@@ -46,6 +46,14 @@ AllowSeenOpt = typer.Option(
     "--allow-seen",
     help="evaluate tasks the run meta-trained on anyway (flagged in the output)",
 )
+StepsOpt = typer.Option(
+    None,
+    "--steps",
+    "-k",
+    min=0,
+    help="inner adaptation steps (default: the run's meta.num_inner_steps, the k its "
+    "meta-training optimised the adapted return for)",
+)
 ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's run")
 OverwriteOpt = typer.Option(
     False, "--overwrite", help="replace what an earlier run wrote in the run directory"
@@ -61,13 +69,29 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, CheckpointError, OSError)
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kw: Any
+) -> None:
+    """A user warning (e.g. ``DataWarning``: a skipped file) as one ``warning:`` line on
+    stderr, not Python's two lines with a source line; others as Python shows them."""
+    if issubclass(category, UserWarning):
+        err_console.print(f"[yellow]warning:[/yellow] {' '.join(str(message).split())}")
+    else:
+        _show_warning(message, category, *args, **kw)
+
+
+_show_warning = warnings.showwarning
+
+
 def cli_errors(func: F) -> F:
     """Turn bad-input exceptions into ``error: <message>`` and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except _user_errors() as err:
@@ -187,6 +211,12 @@ def _load_run(
     policy = load_meta_policy(cfg, state, path)
     extra = {"trained": _trained_tasks(ck_cfg, state), "inner_lrs": load_inner_lrs(state)}
     return cfg, policy, run_dir, extra
+
+
+def _steps(cfg: RunConfig, steps: int | None) -> int:
+    """``-k``, else the run's own number of inner steps: MAML optimises the return after
+    exactly that many steps (Finn et al., 2017, eq. 1), so it is the k to trade."""
+    return cfg.meta.num_inner_steps if steps is None else steps
 
 
 def _trained_tasks(ck_cfg: RunConfig, state: dict[str, Any]) -> list[str] | None:

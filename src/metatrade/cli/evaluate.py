@@ -19,13 +19,23 @@ from metatrade.cli.common import (
     OutOpt,
     OverwriteOpt,
     SeedOpt,
+    StepsOpt,
     TasksOpt,
     _fresh_output,
     _load_run,
     _output_dir,
+    _steps,
     _writing,
     cli_errors,
+)
+from metatrade.cli.output import (
+    Format,
+    FormatOpt,
+    ProgressOpt,
+    chatter,
     console,
+    emit,
+    progress_bars,
 )
 from metatrade.errors import ConfigError
 
@@ -45,20 +55,30 @@ def evaluate_cmd(
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
+    progress: bool = ProgressOpt,
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
     from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
     from metatrade.training.commands import run_meta_test
 
-    with _writing(_output_dir(checkpoint, out)) as run_dir:
+    with _writing(_output_dir(checkpoint, out)) as run_dir, progress_bars(progress):
         _fresh_output(run_dir / "eval", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
         if ppo is None:  # the baseline trained beside the meta-policy
             ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-        run_meta_test(
-            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+        result = run_meta_test(
+            cfg,
+            policy,
+            run_dir,
+            ppo_path=ppo,
+            console=chatter(fmt),
+            allow_seen=allow_seen,
+            **extra,
         )
+    if fmt != Format.table:  # the table itself was printed above, with its intervals
+        emit([r.as_dict() for r in result.rows], fmt)
 
 
 @app.command("adapt")
@@ -69,7 +89,7 @@ def adapt_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
+    steps: int | None = StepsOpt,
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -79,7 +99,8 @@ def adapt_cmd(
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "adapted", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+        k = _steps(cfg, steps)
+        adapt_to_tasks(cfg, policy, run_dir, k, console=console, allow_seen=allow_seen, **extra)
 
 
 @app.command("backtest")
@@ -90,14 +111,16 @@ def backtest_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(0, "--steps", "-k", min=0, help="adapt with k steps first"),
+    steps: int | None = StepsOpt,
     split: str = typer.Option(
         "test", "--split", help="time split to backtest: train/validation/test"
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
-    """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
+    """Backtest the (optionally adapted) meta-policy over a whole split of each task (the
+    report per task; --format csv/json: its metrics, a row per task and cost setting)."""
     from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
@@ -105,6 +128,23 @@ def backtest_cmd(
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "reports", overwrite=overwrite)
         cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        backtest_tasks(
-            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+        results = backtest_tasks(
+            cfg,
+            policy,
+            run_dir,
+            _steps(cfg, steps),
+            split,
+            console=chatter(fmt),
+            echo=fmt == Format.table,
+            allow_seen=allow_seen,
+            **extra,
+        )
+    if fmt != Format.table:
+        emit(
+            [
+                {"task": task, "costs": costs, **values}
+                for task, report in results.items()
+                for costs, values in report["metrics"].items()
+            ],
+            fmt,
         )

@@ -51,9 +51,19 @@ def read_table(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     first = str(df.columns[0]) if len(df.columns) else ""
     if first == "" or first.startswith("Unnamed"):
+        dropped = df[df.columns[0]]
         df = df.drop(columns=df.columns[0])  # the broker's row counter, or a saved pandas index
+        df.attrs["unnamed_first_column"] = dropped.head(20)  # for the missing-datetime hint
     df.columns = [str(c).strip().lower() for c in df.columns]
     return df
+
+
+def looks_like_timestamps(values: pd.Series) -> bool:
+    """Whether text values parse as date-times (a pandas index saved without a label)."""
+    text = values.dropna().astype(str)
+    if text.empty or text.str.fullmatch(r"\d+").all():  # a row counter, not times
+        return False
+    return bool(pd.to_datetime(text, errors="coerce", format="mixed").notna().all())
 
 
 def utc_index(ns: np.ndarray, tz: str) -> pd.DatetimeIndex:

@@ -77,6 +77,8 @@ class DataLoader:
         self.lookback = lookback
         self.skipped: dict[str, str] = {}
         """file name -> why it was skipped (never filled in strict mode)"""
+        self.too_short: dict[TaskId, int] = {}
+        """task -> its bar count, for files too short for ``lookback`` (strict mode too)"""
         self._checked = False
         self.cache = (
             None
@@ -137,6 +139,8 @@ class DataLoader:
             else:
                 short = too_short(len(bars), self.lookback)
                 found = [Problem(path.name, short)] if short else []
+                if short:
+                    self.too_short[task] = len(bars)
             if found:
                 problems.extend(found)
                 if not self.strict:
@@ -149,7 +153,9 @@ class DataLoader:
             raise DataValidationError(problems)
         self._checked = True
         if self.skipped:
-            listed = "; ".join(f"{name}: {why}" for name, why in self.skipped.items())
+            listed = "; ".join(f"{name}: {why}" for name, why in list(self.skipped.items())[:3])
+            if len(self.skipped) > 3:  # one readable line: `metatrade data list` shows them all
+                listed += f"; and {len(self.skipped) - 3} more"
             warnings.warn(
                 f"{self.data_dir}: skipped {len(self.skipped)} unusable file(s) ({listed}); "
                 "fix or remove them (strict mode stops instead)",

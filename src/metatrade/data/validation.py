@@ -39,6 +39,7 @@ from metatrade.data.checks import (
     check_spacing,
     check_times,
     check_values,
+    looks_like_timestamps,
     read_table,
     utc_index,
 )
@@ -100,9 +101,16 @@ def _read_checked(path: Path, out: Collector) -> tuple[pd.DataFrame, str] | None
         missing.insert(0, "datetime")
     if missing:
         names = ", ".join(f"'{c}'" for c in missing)
+        unnamed = raw.attrs.get("unnamed_first_column")
+        hint = (
+            "; the first column has no name but looks like timestamps (a pandas index saved "
+            'without a label): write the file with df.to_csv(path, index_label="datetime")'
+            if dt_name is None and unnamed is not None and looks_like_timestamps(unnamed)
+            else ""
+        )
         out.whole(
             f"missing column(s) {names} (found {list(raw.columns)}); the header must contain "
-            "datetime,open,high,low,close and optionally volume",
+            f"datetime,open,high,low,close and optionally volume{hint}",
             field=",".join(missing),
         )
         return None
@@ -146,9 +154,10 @@ def check_file(
         return None, out.problems
     for before, after, missing in session_gaps(index):
         out.whole(
-            f"gap of {missing} weekdays without a bar between {before} and {after}; "
-            "episodes across it see a jump the market never made (fill the missing "
-            "sessions or split the file)",
+            f"gap of {missing} weekdays without a bar between {before} and {after}: nothing "
+            "is wrong if the exchange was closed (holidays, a trading halt; a warning only, "
+            "the bars are used as they are); if bars are missing, get them from the data "
+            "source (never invent bars) or split the file at the gap",
             field="datetime",
             level="warning",
         )

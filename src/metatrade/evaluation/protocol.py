@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metatrade import progress
 from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
@@ -169,19 +170,26 @@ class MetaTestProtocol:
             raise ValueError("MetaTestProtocol.run: no starts; pass e.g. {'MAML': Start(...)}")
         plan = self._plan(arrays)
         adapted: dict[tuple[str, int], Params] = {}
-        for label, start in starts.items():
-            snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
-            for k in cfg.adaptation_steps:
-                adapted[(label, k)] = snapshots[k]
+        with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
+            for label, start in starts.items():
+                snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
+                for k in cfg.adaptation_steps:
+                    adapted[(label, k)] = snapshots[k]
+                step(label)
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
-        for rows in _groups(starts, adapted).values():
-            self._evaluate_group(rows, arrays, plan, returns, backtests)
-        classical, classical_bt, fits = classical_rows(cfg, arrays, plan)
-        returns.update(classical)
-        backtests.update(classical_bt)
-        oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
+        groups = list(_groups(starts, adapted).values())
+        with progress.stage("meta-test: testing", len(groups) + 2) as step:
+            for rows in groups:
+                self._evaluate_group(rows, arrays, plan, returns, backtests)
+                step(", ".join(r[0] for r in rows))
+            classical, classical_bt, fits = classical_rows(cfg, arrays, plan)
+            returns.update(classical)
+            backtests.update(classical_bt)
+            step("classical rules")
+            oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
+            step("references")
         result = self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
         result.windows, result.classical = plan.windows, fits
         return result

@@ -19,6 +19,7 @@ from metatrade.training.checkpoint import RNGStreams
 from metatrade.training.config import ConfigError, RunConfig
 from metatrade.training.task_sets import (
     TaskSubset,
+    check_episodes_fit,
     make_loader,
     synthetic_dir,
     task_pool,
@@ -79,6 +80,7 @@ def make_family(
             "data: no meta-training tasks left after data.tasks and data.heldout; "
             "hold out fewer tasks or list more in data.tasks"
         )
+    check_episodes_fit(cfg, loader, task_pool(cfg, loader, "train"))
     return TradingTaskFamily(source, make_env_config(cfg), period=period, objective=cfg.objective)
 
 
@@ -193,6 +195,7 @@ def eval_family(cfg: RunConfig, loader: DataLoader, tasks: list[TaskId]) -> Task
     so evaluating needs no meta-training task in the folder."""
     from metatrade.market.family import TradingTaskFamily
 
+    check_episodes_fit(cfg, loader, tasks)  # adaptation episodes on their train split
     subset = TaskSubset(loader, tasks, tasks)
     return TradingTaskFamily(subset, make_env_config(cfg), objective=cfg.objective)
 

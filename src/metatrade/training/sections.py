@@ -30,6 +30,9 @@ class _Section(BaseModel):
 
 
 PositiveInt = Field(gt=0)
+# Seeds reach numpy, torch (int64) and derived streams (seed * 1_000_003 + ...): the
+# 32-bit range every one of them takes, and the usual range of a seed.
+MAX_SEED = 2**32 - 1
 
 
 class SplitsSection(_Section):
@@ -240,7 +243,12 @@ class EvaluationSection(_Section):
 class RunSection(_Section):
     """Bookkeeping: seed, where outputs go, how often to log and checkpoint."""
 
-    seed: int = Field(0, ge=0, description="the one seed every RNG stream derives from")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="the one seed every RNG stream derives from, 0 to 2**32 - 1",
+    )
     out_dir: str | None = Field(
         None, description="the run directory; null = runs/<name>-seed<seed>"
     )

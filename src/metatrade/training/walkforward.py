@@ -188,7 +188,7 @@ def signals(
     tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
     starts = make_starts(cfg, policy, ppo_path=ppo_path, pretrained=pretrained, inner_lrs=inner_lrs)
     if start not in starts:
-        raise ConfigError(f"--start {start!r}: available {sorted(starts)}")
+        raise ConfigError(f"--start-policy {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
     return [
         next_decision(

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metatrade import progress
 from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.bootstrap import ConfidenceInterval
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter
-from metatrade.evaluation.walkforward.folds import WalkForwardTask
+from metatrade.evaluation.walkforward.folds import WalkForwardTask, make_folds
 from metatrade.evaluation.walkforward.runner import TaskRecord, WalkForwardConfig, run_task
 from metatrade.evaluation.walkforward.stats import (
     add_deflated,
@@ -159,7 +160,16 @@ def run_walkforward(
         raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
     t0 = time.perf_counter()
     one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
-    records = list(task_map(one_task, list(tasks))) if task_map else [one_task(t) for t in tasks]
+    if task_map is not None:  # the workers report nothing back until they are done
+        for t in tasks:  # a geometry that does not fit: the user's error here, not a worker's
+            make_folds(t.arrays, cfg.folds, cfg.start, lookback=cfg.env.lookback)
+        records = list(task_map(one_task, list(tasks)))
+    else:
+        records = []
+        with progress.stage(f"walk-forward: {len(tasks)} tasks", len(tasks)) as step:
+            for t in tasks:
+                records.append(one_task(t))
+                step(str(t.task))
     labels = list(records[0].records)
     names = list(starts)
     c0 = cfg.env.initial_capital

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metatrade import progress
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
@@ -121,11 +122,13 @@ class _FoldCache:
         self._arrays = None
         self._params: dict[str, list[Params]] = {}
         self.seconds = 0.0
+        self.on_fold: progress.Step = lambda detail=None: None  # a fold started
 
     def arrays(self, f: int):
         if f != self._f:
             self._f, self._params = f, {}
             self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
+            self.on_fold()
         return self._arrays
 
     def params(self, f: int, row: Row) -> Params:
@@ -163,9 +166,10 @@ def run_task(
     cache = _FoldCache(task, folds, config.folds, starts, adapter, config.seed)
     gen = None if config.deterministic else torch.Generator().manual_seed(config.seed + 17)
     t0 = time.perf_counter()
-    recs = trade_task(
-        cache.arrays, folds, rows, cache.params, env, carry=config.carry, generator=gen
-    )
+    with progress.stage(f"{task.task}: {len(folds)} folds", len(folds)) as cache.on_fold:
+        recs = trade_task(
+            cache.arrays, folds, rows, cache.params, env, carry=config.carry, generator=gen
+        )
     trade_s = time.perf_counter() - t0 - cache.seconds
     first, last = folds[0].trade[0], folds[-1].trade[1]
     ts = task.arrays.timestamps[first : last + 1]
