@@ -185,9 +185,9 @@ def build_windows(
 ) -> PnlWindows:
     """Windows of ``window_bars`` decisions starting on ``starts`` [T, W] (rows of each task).
 
-    ``config`` supplies what the ledger would use: lookback, costs per instrument, initial
-    capital, sizer (see the module docstring), ``square_off`` and the ``split`` whose rows
-    the windows must trade in (lookback rows may precede it).
+    ``config`` supplies what the ledger would use: lookback, feature columns, costs per
+    instrument, initial capital, sizer (see the module docstring), ``square_off`` and the
+    ``split`` whose rows the windows must trade in (lookback rows may precede it).
     """
     starts = np.asarray(starts, dtype=np.int64)
     if starts.ndim != 2 or starts.shape[0] != len(arrays_list):
@@ -196,6 +196,7 @@ def build_windows(
         )
     if window_bars < 1:
         raise ValueError(f"window_bars={window_bars}: use >= 1")
+    arrays_list = [a.select_features(config.features) for a in arrays_list]
     if len({a.num_features for a in arrays_list}) != 1:
         raise ValueError("all tasks need the same feature width F")
     per_task = []

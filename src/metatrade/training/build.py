@@ -54,6 +54,8 @@ def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
         "sizer": FixedFractionSizer(fraction=e.position_fraction),
         "observation": e.observation,
         "reward": RewardShaping(**e.shaping.model_dump()),
+        "actions": e.actions,
+        "features": None if e.features is None else tuple(e.features),
     }
     values.update(overrides)
     return TradingEnvConfig(**values)

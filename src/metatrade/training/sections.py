@@ -144,8 +144,26 @@ class EnvSection(_Section):
         description="account part of the observation: the 4 account values, or the position "
         "only (needed by meta.estimator: exact)",
     )
+    actions: Literal["orders", "target"] = Field(
+        "orders",
+        description="action space: the five orders (a reversal takes two bars), or the next "
+        "position short/flat/long (a reversal in one bar, both legs costed)",
+    )
+    features: list[str] | None = Field(
+        None,
+        description="feature columns observed, by name (metatrade.data.features."
+        "available_features()); null = the 22 standard features",
+    )
     costs: CostsSection = Field(default_factory=CostsSection)
     shaping: ShapingSection = Field(default_factory=ShapingSection)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v: list[str] | None) -> list[str] | None:
+        from metatrade.data.features import check_feature_names
+
+        check_feature_names(v)
+        return v
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))

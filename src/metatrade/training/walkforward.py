@@ -186,6 +186,7 @@ def signals(
     if start not in starts:
         raise ConfigError(f"--start {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
+    env = build.make_env_config(cfg)
     return [
         next_decision(
             t,
@@ -196,8 +197,10 @@ def signals(
             lookback=cfg.env.lookback,
             seed=cfg.run.seed,
             position=position,
-            account_dim=build.make_env_config(cfg).account_dim,
-        )  # fmt: skip
+            account_dim=env.account_dim,
+            features=env.features,
+            actions=env.actions,
+        )
         for t in tasks
     ]
 

@@ -254,7 +254,7 @@ def trade_task(
     )
     for f, fold in enumerate(folds):
         a, b = fold.trade
-        feats = arrays_by_fold(f).features
+        feats = arrays_by_fold(f).select_features(cfg.features).features
         stacked = ledger.stacked_params(f, params_by_fold)
         start_eq = ledger.open_fold(f, a, feats)
         obs = np.stack([env.observe() for env in ledger.envs])
