@@ -12,7 +12,8 @@ What can be backtested (``Backtestable``):
 * a ``BaseAgent`` (``select_action(obs, deterministic=True)``);
 * a torch policy with its parameters: ``(policy, params)`` (``functional_call``, mode);
 * a ``PositionRule``: a target position per bar (buy-and-hold, flat, the synthetic oracle),
-  turned into orders under the env's rules (to reverse, close, then open on the next bar).
+  turned into the env's actions under its rules (``env.actions``: with orders, to reverse,
+  close, then open on the next bar; with target positions, traded directly).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from metatrade.market.actions import Action
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
 from metatrade.market.env import TradingEnv
+from metatrade.market.rules import action_rules
 
 Params = dict[str, Tensor]
 STRESS_BPS = 2.0  # extra proportional cost per order side in the stressed run
@@ -80,18 +82,19 @@ def fixed_positions(name: str, positions: np.ndarray) -> PositionRule:
 Backtestable = BaseAgent | tuple[nn.Module, Params] | PositionRule
 
 
-def target_to_action(target: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Orders that move ``position`` toward ``target`` (arrays of {-1, 0, 1}), one order a bar.
+def target_to_action(
+    target: np.ndarray, position: np.ndarray, actions: str = "orders"
+) -> np.ndarray:
+    """Actions of the action space ``actions`` that move ``position`` toward ``target``
+    (arrays of {-1, 0, 1}): ``metatrade.market.rules.ActionRules.toward``.
 
-    Equal -> HOLD; flat -> BUY_LONG / SELL_SHORT; long (short) with another target ->
-    CLOSE_LONG (CLOSE_SHORT); a reversal completes on the next bar.
+    Orders, one a bar: equal -> HOLD; flat -> BUY_LONG / SELL_SHORT; long (short) with
+    another target -> CLOSE_LONG (CLOSE_SHORT); a reversal completes on the next bar.
+    Target positions: the target itself (``target + 1``), a reversal in one bar.
     """
-    target = np.asarray(target)
-    position = np.asarray(position)
-    open_order = np.where(target > 0, int(Action.BUY_LONG), int(Action.SELL_SHORT))
-    close_order = np.where(position > 0, int(Action.CLOSE_LONG), int(Action.CLOSE_SHORT))
-    action = np.where(position == 0, open_order, close_order)
-    return np.where(target == position, int(Action.HOLD), action).astype(np.int64)
+    table = action_rules(actions).toward
+    target = np.asarray(target).astype(np.int64)
+    return table[target + 1, np.asarray(position).astype(np.int64) + 1]
 
 
 @dataclass
@@ -128,7 +131,8 @@ def _decider(policy: Backtestable, arrays: TaskArrays) -> Callable[[np.ndarray, 
         targets = policy.positions(arrays)
 
         def rule(obs: np.ndarray, env: TradingEnv) -> int:
-            return int(target_to_action(targets[env.bar], np.int8(env.engine.position)))
+            pos = np.int8(env.engine.position)
+            return int(target_to_action(targets[env.bar], pos, env.config.actions))
 
         return rule
     if isinstance(policy, BaseAgent):

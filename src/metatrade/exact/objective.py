@@ -19,8 +19,9 @@ and the expected P&L of a window (fraction of the initial capital, costs include
 with the ledger's rules and cost functions (``metatrade.market.rules.transition_charge`` and
 ``exit_charge``, the ones ``BacktestingEngine`` and the envs use): an order on bar t fills at
 open[t+1] (slippage against the trader), pays its fee plus the proportional cost of the fill
-notional (a reversal pays the close and the open); the account is marked at close[t+1].
-No sampling: zero Monte Carlo
+notional (a reversal pays the close and the open); the account is marked at close[t+1]. A
+position still open at the window's last close is closed there, paying the exit, as every
+evaluation ledger does (``windows.squared`` is 1 on that bar). No sampling: zero Monte Carlo
 variance, O(N x 9) beyond the policy forwards, differentiable twice (torch.func.grad of
 grad), so the MAML meta-gradient through an inner step on it is exact. Moody and Saffell
 (2001, direct reinforcement) and Lim, Zohren and Roberts (2019, deep momentum networks)
@@ -84,8 +85,8 @@ def action_probs(policy, params: Mapping[str, Tensor], windows: PnlWindows) -> T
 def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     """(r [..., N, 3, 3], square-off mask [..., N]): r[t][s, s'] is the P&L (fraction of C0)
     of holding s through the gap and s' through bar t+1, net of the charges of the orders
-    s -> s' (``rules.transition_charge``: a reversal pays both legs) and of a square-off of
-    s' at the close of bar t+1 (``rules.exit_charge``). A window trades one
+    s -> s' (``rules.transition_charge``: a reversal pays both legs) and of a square-off or
+    the final exit of s' at the close of bar t+1 (``rules.exit_charge``). A window trades one
     unit of notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
     w = windows
     fees = {"entry_fee": w.entry_fee.unsqueeze(-1), "exit_fee": w.exit_fee.unsqueeze(-1)}

@@ -176,7 +176,7 @@ class _Ledger:
         """Every row's action at bar t (policy rows by group, rule rows from their targets);
         the fold's first decision (t == a) and its probabilities are recorded."""
         rows, recs = self.rows, self.recs
-        actions = np.full(len(rows), int(Action.HOLD), dtype=np.int64)
+        actions = np.zeros(len(rows), dtype=np.int64)  # every row is a policy or a rule
         for key, idx in self.groups.items():
             act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], self.generator)
             actions[idx] = act
@@ -186,8 +186,9 @@ class _Ledger:
                     recs[i].first_probs.append(probs[j].tolist())
         for i, r in enumerate(rows):
             if r.targets is not None:
-                pos = np.int8(self.envs[i].engine.position)
-                actions[i] = int(target_to_action(r.targets[t], pos))
+                env = self.envs[i]
+                pos = np.int8(env.engine.position)
+                actions[i] = int(target_to_action(r.targets[t], pos, env.config.actions))
         return actions
 
     def step(self, t: int, actions: np.ndarray, obs: np.ndarray) -> None:
