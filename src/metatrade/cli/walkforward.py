@@ -83,7 +83,9 @@ def walkforward_cmd(
     start: str = typer.Option(
         "validation", "--start", help="first fold: a split (validation, test), a row or a date"
     ),
-    sampled: bool = typer.Option(False, "--sampled", help="sample actions instead of the mode"),
+    sampled: bool = typer.Option(
+        False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
+    ),
     configurations: int = typer.Option(
         1, "--configurations", min=1, help="protocol configurations tried so far (DSR trials)"
     ),
@@ -110,7 +112,7 @@ def walkforward_cmd(
         console=console,
         carry=carry,
         start=first,
-        deterministic=not sampled,
+        **({"deterministic": False} if sampled else {}),
         configurations=configurations,
     )
 

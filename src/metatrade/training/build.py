@@ -228,6 +228,7 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         seed=cfg.run.seed,
         env=make_env_config(cfg),
         oracle=oracle,
+        deterministic_test=ev.actions == "mode",
     )
 
 

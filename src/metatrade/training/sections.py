@@ -217,6 +217,12 @@ class EvaluationSection(_Section):
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"
     )
+    actions: Literal["sample", "mode"] = Field(
+        "sample",
+        description="how every evaluation trades a policy (protocol test windows and "
+        "backtests, backtest, walkforward, signal): sample its actions (seeded: the stochastic "
+        "policy the exact objective optimises) or take its most probable action",
+    )
 
     @field_validator("adaptation_steps")
     @classmethod

@@ -76,6 +76,7 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "references": refs,
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
+        "deterministic": cfg.evaluation.actions == "mode",
     }
     values.update(overrides)
     return WalkForwardConfig(**values)
@@ -200,6 +201,7 @@ def signals(
             account_dim=env.account_dim,
             features=env.features,
             actions=env.actions,
+            sample=cfg.evaluation.actions == "sample",
         )
         for t in tasks
     ]

@@ -108,9 +108,12 @@ def _decide(
     return act.numpy().astype(np.int64), probs.numpy()
 
 
-def decide_one(policy: nn.Module, params: Params, obs: np.ndarray) -> tuple[int, np.ndarray]:
-    """The deterministic decision of one policy on one observation (what ``signal`` does)."""
-    act, probs = _decide(policy, {k: v[None] for k, v in params.items()}, obs[None], None)
+def decide_one(
+    policy: nn.Module, params: Params, obs: np.ndarray, generator: torch.Generator | None = None
+) -> tuple[int, np.ndarray]:
+    """The decision of one policy on one observation (what ``signal`` does): its mode, or an
+    action drawn with ``generator``."""
+    act, probs = _decide(policy, {k: v[None] for k, v in params.items()}, obs[None], generator)
     return int(act[0]), probs[0]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, job_seed
@@ -43,6 +44,7 @@ class Signal:
     probabilities: dict[str, float]
     position: int
     target: int  # the position after the order fills (-1, 0, +1)
+    sampled: bool  # the action was drawn from the policy (else its mode)
     adapt_rows: tuple[int, int]
     norm_rows: tuple[int, int]
     steps: int
@@ -79,9 +81,12 @@ def next_decision(
     tz: str = "Asia/Kolkata",
     features: Sequence[str] | None = None,
     actions: str = "orders",
+    sample: bool = False,
 ) -> Signal:
     """Adapt ``start`` on the latest window and decide for the bar after the last one
-    (``features``, ``actions``: the run's ``env.features`` and ``env.actions``)."""
+    (``features``, ``actions``: the run's ``env.features`` and ``env.actions``; ``sample``:
+    draw the action from the policy, seeded by the job, instead of taking its mode, as
+    ``evaluation.actions: sample`` trades it)."""
     if position not in (-1, 0, 1):
         raise ValueError(f"position={position}: use -1 (short), 0 (flat) or 1 (long)")
     rules = action_rules(actions)
@@ -89,13 +94,12 @@ def next_decision(
     arrays = fold_arrays(task, fold, spec).select_features(features)
     row = fold.trade[0]
     params = start.params
+    job = job_seed(seed, label, str(task.task), row)
     if adapter.steps:
-        params = adapter(
-            start, arrays, fold.adapt, seed=job_seed(seed, label, str(task.task), row)
-        )[-1]
-    action, probs = decide_one(
-        start.policy, params, observation(arrays.features, row, lookback, position, account_dim)
-    )
+        params = adapter(start, arrays, fold.adapt, seed=job)[-1]
+    generator = torch.Generator().manual_seed(job) if sample else None
+    obs = observation(arrays.features, row, lookback, position, account_dim)
+    action, probs = decide_one(start.policy, params, obs, generator)
     when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
     return Signal(
         task=str(task.task),
@@ -107,6 +111,7 @@ def next_decision(
         probabilities={rules.labels[i]: float(p) for i, p in enumerate(probs)},
         position=position,
         target=int(rules.next_position[action, position + 1]),
+        sampled=sample,
         adapt_rows=fold.adapt,
         norm_rows=fold.norm,
         steps=adapter.steps,
