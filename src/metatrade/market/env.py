@@ -211,14 +211,19 @@ class TradingEnv(gym.Env):
         elif order == _INVALID_ORDER:
             invalid = True  # the engine's rules, without building a rejected TradeResult
         else:
-            for leg in self._legs[a][eng.position + 1]:  # a reversal: close, then open
-                res = eng.execute_trade(leg, self._open[t], None, ts)
-                if not res.accepted:
-                    invalid = True
-                    break
-                order_cost = order_cost + res.cost
-                if res.trade is not None:
-                    agent_trade = trade = res.trade
+            legs = self._legs[a][eng.position + 1]
+            res = eng.execute_trade(legs[0], self._open[t], None, ts)
+            if res.accepted:
+                order_cost = res.cost
+                agent_trade = trade = res.trade
+                if len(legs) > 1:  # a reversal: the close filled, now the open
+                    res = eng.execute_trade(legs[1], self._open[t], None, ts)
+                    if res.accepted:
+                        order_cost = order_cost + res.cost
+                    else:
+                        invalid = True
+            else:
+                invalid = True
         squared_off = False
         if self.config.square_off and eng.position != 0 and self._session_end[t]:
             res = eng.execute_trade(
