@@ -118,10 +118,10 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         n_bars = 1500 if quick else 3000
         write_synthetic_tasks(
-            Path(tmp, "train"), 6 if quick else 16, seed=1000 + seed, n_bars=n_bars
+            Path(tmp, "train"), 3 if quick else 16, seed=1000 + seed, n_bars=n_bars
         )
         held = write_synthetic_tasks(
-            Path(tmp, "held"), 3 if quick else 12, seed=2000 + seed, n_bars=n_bars
+            Path(tmp, "held"), 2 if quick else 12, seed=2000 + seed, n_bars=n_bars
         )
         train = DataLoader(Path(tmp, "train"), cache_dir=False)
         held_loader = DataLoader(Path(tmp, "held"), cache_dir=False)
@@ -148,7 +148,7 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             seed=seed,
         )
         learner = MetaLearner(policy, family, meta)
-        for _ in range(3 if quick else args.iterations):
+        for _ in range(2 if quick else args.iterations):
             learner.step()
         starts = {
             "MAML": Start(policy, {k: v.detach().clone() for k, v in learner.params.items()}),
@@ -157,7 +157,7 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         cfg = ProtocolConfig(
             adaptation_steps=(0, 1),
             adaptation_episodes=meta.episodes_per_task,
-            test_episodes=8 if quick else 40,
+            test_episodes=4 if quick else 40,
             episode_length=64,
             test_episode_length=64,
             adaptation=meta,
