@@ -21,42 +21,8 @@ import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market import rules
-from metatrade.market.bars import concatenate_bars
-from metatrade.market.config import (
-    TradingEnvConfig,
-    episode_bounds,
-    validate_arrays,
-)
-from metatrade.market.rules import ActionRules, Order
-
-
-class _FlatRules:
-    """An action space's table, flattened: index action * 3 + position + 1 (one gather per
-    step instead of a dozen ops)."""
-
-    def __init__(self, table: ActionRules) -> None:
-        self.num_actions = table.num_actions
-        self.code_base = np.arange(table.num_actions, dtype=np.int64) * 3 + 1
-        self.want_open = table.opens.ravel()
-        self.want_close = table.closes.ravel()
-        self.invalid = (table.order == Order.INVALID).ravel()
-        self.entry_side = table.entry_side.ravel()
-
-
-def _feature_width(task_arrays_list: Sequence[TaskArrays], episodes_per_task: int) -> int:
-    """The tasks' shared feature width F, after checking the constructor's inputs (the
-    arrays' features already selected by the config)."""
-    if not task_arrays_list:
-        raise ValueError("BatchTradingEnv needs at least one TaskArrays")
-    if episodes_per_task < 1:
-        raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
-    widths = {ta.num_features for ta in task_arrays_list}
-    if len(widths) != 1:
-        detail = {str(ta.task): ta.num_features for ta in task_arrays_list}
-        raise ValueError(f"all tasks need the same feature width F; got {detail}")
-    for ta in task_arrays_list:
-        validate_arrays(ta)
-    return widths.pop()
+from metatrade.market.bars import concatenate_bars, feature_width
+from metatrade.market.config import TradingEnvConfig, episode_bounds
 
 
 class BatchTradingEnv:
@@ -89,7 +55,7 @@ class BatchTradingEnv:
     ) -> None:
         cfg = (config or TradingEnvConfig()).with_overrides(**overrides)
         task_arrays_list = [ta.select_features(cfg.features) for ta in task_arrays_list]
-        n_feat = _feature_width(task_arrays_list, episodes_per_task)
+        n_feat = feature_width(task_arrays_list, episodes_per_task)
         self.config = cfg
         self.task_arrays = list(task_arrays_list)
         self.num_tasks = len(self.task_arrays)
@@ -115,7 +81,7 @@ class BatchTradingEnv:
             -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
         self.rules = rules.action_rules(cfg.actions)
-        self._table = _FlatRules(self.rules)
+        self._table = self.rules.flat  # one gather per step instead of a dozen ops
         self.action_space = gym.spaces.Discrete(self.rules.num_actions)
 
         self._rng = np.random.default_rng(seed)
@@ -242,7 +208,7 @@ class BatchTradingEnv:
         a = np.asarray(actions).reshape(-1)
         if a.shape != self._t.shape:
             raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
-        n = self._table.num_actions
+        n = self.rules.num_actions
         if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= n:
             raise ValueError(f"actions must be integers in [0, {n}); got {a.dtype} {a}")
         return a

@@ -78,6 +78,18 @@ def _open_action(side: int) -> int:
 
 
 @dataclass(frozen=True, eq=False)
+class FlatTable:
+    """An action space's table flattened for vectorised lookups: index ``code_base[action] +
+    position`` (= action * 3 + position + 1)."""
+
+    code_base: np.ndarray
+    want_open: np.ndarray
+    want_close: np.ndarray
+    invalid: np.ndarray
+    entry_side: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class ActionRules:
     """One action space: ``order[a, position + 1]`` (an ``Order``) and ``next_position[a,
     position + 1]`` (after the order fills; INVALID and HOLD: unchanged; an OPEN that cannot
@@ -111,6 +123,17 @@ class ActionRules:
     def entry_side(self) -> np.ndarray:
         """[action, position + 1] the side an opening cell enters (0 elsewhere)."""
         return np.where(self.opens, self.next_position, 0)
+
+    @functools.cached_property
+    def flat(self) -> FlatTable:
+        """The table flattened (``BatchTradingEnv``'s one gather per step)."""
+        return FlatTable(
+            np.arange(self.num_actions, dtype=np.int64) * 3 + 1,
+            self.opens.ravel(),
+            self.closes.ravel(),
+            (self.order == Order.INVALID).ravel(),
+            self.entry_side.ravel(),
+        )
 
     @functools.cached_property
     def legs(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
