@@ -16,7 +16,7 @@ and the expected P&L of a window (fraction of the initial capital, costs include
     E[R] = sum_t sum_{s, s'} q[t][s] M[t][s, s'] r[t](s, s'),
     r[t](s, s') = s * gap[t] + s' * bar[t] - charge of s -> s' - square-off charge of s',
 
-with the ledger's rules and cost functions (``metatrade.market.rules.transition_charge`` and
+with the ledger's rules and cost functions (``metatrade.market.rules.transition_charges`` and
 ``exit_charge``, the ones ``BacktestingEngine`` and the envs use): an order on bar t fills at
 open[t+1] (slippage against the trader), pays its fee plus the proportional cost of the fill
 notional (a reversal pays the close and the open); the account is marked at close[t+1]. A
@@ -85,26 +85,23 @@ def action_probs(policy, params: Mapping[str, Tensor], windows: PnlWindows) -> T
 def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     """(r [..., N, 3, 3], square-off mask [..., N]): r[t][s, s'] is the P&L (fraction of C0)
     of holding s through the gap and s' through bar t+1, net of the charges of the orders
-    s -> s' (``rules.transition_charge``: a reversal pays both legs) and of a square-off or
+    s -> s' (``rules.transition_charges``: a reversal pays both legs) and of a square-off or
     the final exit of s' at the close of bar t+1 (``rules.exit_charge``). A window trades one
     unit of notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
     w = windows
     fees = {"entry_fee": w.entry_fee.unsqueeze(-1), "exit_fee": w.exit_fee.unsqueeze(-1)}
     rates = {"proportional_rate": w.prop.unsqueeze(-1), "slippage_rate": w.slip.unsqueeze(-1)}
+    orders = rules.transition_charges(w.notional, quantity=1.0, **fees, **rates)
     exit_fee = w.squared * fees["exit_fee"]
+    square = {
+        s: rules.exit_charge(w.square, side=s, quantity=1.0, fee=exit_fee, **rates) for s in (-1, 1)
+    }
     rows = []
     for s in POSITIONS:
         row = []
         for s2 in POSITIONS:
-            order = rules.transition_charge(
-                w.notional, position=s, next_position=s2, quantity=1.0, **fees, **rates
-            )
-            held = s * w.gap + s2 * w.bar - order
-            if s2 != 0:
-                held = held - rules.exit_charge(
-                    w.square, side=s2, quantity=1.0, fee=exit_fee, **rates
-                )
-            row.append(held)
+            held = s * w.gap + s2 * w.bar - orders[(s, s2)]
+            row.append(held - square[s2] if s2 != 0 else held)
         rows.append(torch.stack(row, dim=-1))
     return torch.stack(rows, dim=-2), w.squared
 

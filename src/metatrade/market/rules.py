@@ -319,28 +319,37 @@ def exit_charge(
     return cost + side * quantity * (price - fill)
 
 
-def transition_charge(
+def transition_legs(position: int, next_position: int) -> tuple[bool, bool]:
+    """(closes, opens): moving ``position`` -> ``next_position`` closes the old position if it
+    is left and opens the new one if one is entered (a reversal does both)."""
+    moved = next_position != position
+    return moved and position != 0, moved and next_position != 0
+
+
+def transition_charges(
     price: Any,
     *,
-    position: int,
-    next_position: int,
     quantity: Any,
     entry_fee: Any,
     exit_fee: Any,
     proportional_rate: Any,
     slippage_rate: Any,
-) -> Any:
-    """What moving from ``position`` to ``next_position`` at quoted ``price`` costs against the
-    quote: the close of the old position (if it is left) plus the open of the new one (if
-    one is entered), each an order of its own (a reversal pays both). 0.0 when unchanged."""
-    total: Any = 0.0
+) -> dict[tuple[int, int], Any]:
+    """(position, next_position) -> what that move at quoted ``price`` costs against the
+    quote (``transition_legs``: the close's ``exit_charge`` plus the open's ``entry_charge``,
+    each an order of its own; 0.0 when unchanged), every leg computed once."""
     rates = {"quantity": quantity, "proportional_rate": proportional_rate}
-    if position != 0 and next_position != position:
-        total = total + exit_charge(
-            price, side=position, fee=exit_fee, slippage_rate=slippage_rate, **rates
-        )
-    if next_position != 0 and next_position != position:
-        total = total + entry_charge(
-            price, side=next_position, fee=entry_fee, slippage_rate=slippage_rate, **rates
-        )
-    return total
+    rates["slippage_rate"] = slippage_rate
+    exits = {s: exit_charge(price, side=s, fee=exit_fee, **rates) for s in (-1, 1)}
+    entries = {s: entry_charge(price, side=s, fee=entry_fee, **rates) for s in (-1, 1)}
+    out: dict[tuple[int, int], Any] = {}
+    for s in (-1, 0, 1):
+        for s2 in (-1, 0, 1):
+            closes, opens = transition_legs(s, s2)
+            total: Any = 0.0
+            if closes:
+                total = total + exits[s]
+            if opens:
+                total = total + entries[s2]
+            out[(s, s2)] = total
+    return out
