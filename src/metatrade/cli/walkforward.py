@@ -97,7 +97,9 @@ def walkforward_cmd(
         "validation", "--from", help="first fold: a split (validation, test), a row or a date"
     ),
     old_start: str | None = OldStartOpt,
-    sampled: bool = typer.Option(False, "--sampled", help="sample actions instead of the mode"),
+    sampled: bool = typer.Option(
+        False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
+    ),
     configurations: int = typer.Option(
         1, "--configurations", min=1, help="protocol configurations tried so far (DSR trials)"
     ),
@@ -130,7 +132,7 @@ def walkforward_cmd(
             console=chatter(fmt),
             carry=carry,
             start=start,
-            deterministic=not sampled,
+            **({"deterministic": False} if sampled else {}),
             configurations=configurations,
         )
     if fmt != Format.table:  # the pooled table was printed above

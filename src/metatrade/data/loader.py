@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from metatrade.data.cache import DiskCache
-from metatrade.data.features import FEATURE_NAMES, FEATURE_VERSION, build_task_arrays
+from metatrade.data.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    available_features,
+    build_task_arrays,
+    check_feature_names,
+)
 from metatrade.data.naming import data_files, parse_task_name
 from metatrade.data.sampling import balanced_sample
 from metatrade.data.splits import HeldOut, SplitConfig
@@ -53,6 +59,9 @@ class DataLoader:
             reason, listed in ``skipped``, and every other task stays usable.
         lookback: files too short for one observation of this many bars after the feature
             warm-up (plus one bar to trade) count as unusable.
+        features: the feature columns ``get_task_arrays`` returns, by name (``env.features``);
+            None = ``FEATURE_NAMES``. Every available feature is computed and cached once; a
+            selection only picks columns, so loaders of different selections share the cache.
 
     The task list (``get_available_tasks``) reads and checks every file once (cached), so
     a bad file is found before training starts, not in the middle of it.
@@ -68,7 +77,10 @@ class DataLoader:
         cache_dir: str | Path | None | bool = None,
         strict: bool = False,
         lookback: int = 1,
+        features: tuple[str, ...] | list[str] | None = None,
     ):
+        check_feature_names(features, what="DataLoader features")
+        self.features = FEATURE_NAMES if features is None else tuple(features)
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else SAMPLE_DIR
         self.tz = tz
         self.splits = splits
@@ -238,22 +250,30 @@ class DataLoader:
 
     # ---- features --------------------------------------------------------------------------
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
-        """Bars + causal features + split ranges + session ends of one task (cached)."""
+        """Bars + causal features (the loader's ``features``) + split ranges + session ends of
+        one task (cached: every available feature on disk, the selection in memory)."""
         task = TaskId(instrument, str(timeframe))
         if task in self._arrays:
             return self._arrays[task]
         path = self.task_path(*task)
-        key = ("arrays", FEATURE_VERSION, _BARS_VERSION, self.tz, repr(self.splits))
+        every = available_features()
+        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, self.tz, repr(self.splits))
         hit = self.cache.load("arrays", path, key) if self.cache else None
         if hit is not None:
             arrays = _arrays_from_npz(task, hit)
         else:
             bars = self._load_bars(task)
             arrays = build_task_arrays(
-                task, bars, splits=self.splits, bar_minutes=int(task.timeframe), tz=self.tz
+                task,
+                bars,
+                splits=self.splits,
+                bar_minutes=int(task.timeframe),
+                tz=self.tz,
+                features=every,
             )
             if self.cache:
                 self.cache.save("arrays", path, key, _arrays_to_npz(arrays))
+        arrays = arrays.select_features(self.features)
         self._arrays[task] = arrays
         return arrays
 
@@ -284,7 +304,7 @@ def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray]) -> TaskArrays:
         low=ohlc[2],
         close=ohlc[3],
         features=z["features"],
-        feature_names=names if names != FEATURE_NAMES else FEATURE_NAMES,
+        feature_names=names,
         session_end=z["session_end"],
         bar_minutes=int(z["bar_minutes"]),
         splits={k: (int(a), int(b)) for k, (a, b) in zip(_SPLIT_ORDER, z["splits"], strict=True)},

@@ -10,7 +10,10 @@ evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,
   so comparisons are paired), each an episode whose return is its P&L over C0;
-* one deterministic whole-split backtest (mode actions) from the split's first bar.
+* one whole-split backtest from the split's first bar.
+
+Both trade the policy as ``deterministic_test`` says (the run config's ``evaluation.actions``):
+its sampled actions (each row from its own seeded streams) or its mode.
 
 Both end the same way as ``metatrade.evaluation.backtest.run_backtest``: a position still
 open after the last bar is closed at that bar's close, paying the exit cost, so a return
@@ -243,9 +246,12 @@ class MetaTestProtocol:
             returns[row] = out[i * num_tasks : (i + 1) * num_tasks]
         if cfg.backtest:
             env = LiquidatingEnv(arrays * reps, 1, plan.bt_cfg)
+            bt = [torch.Generator().manual_seed(stream_seed(cfg.seed, r[0], "bt")) for r in rows]
             out = rollout_returns(
                 env,
-                lambda o, e, p, pi=policy, th=stacked: policy_actions(pi, th, o, True, []),
+                lambda o, e, p, g=bt, pi=policy, th=stacked: policy_actions(
+                    pi, th, o, cfg.deterministic_test, g
+                ),
                 None,
             )[:, 0]
             for i, (row, _, _) in enumerate(rows):

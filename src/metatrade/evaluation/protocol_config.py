@@ -67,9 +67,10 @@ class ProtocolConfig:
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     """the exact objective's settings (``adaptation.estimator == "exact"``)"""
     deterministic_test: bool = False
-    """test windows with the policy's mode instead of sampled actions"""
+    """test windows and backtests with the policy's mode instead of sampled actions (the run
+    config's ``evaluation.actions: mode``)"""
     backtest: bool = True
-    """also run a deterministic whole-split backtest per task, start and k"""
+    """also run a whole-split backtest per task, start and k"""
     references: tuple[str, ...] = ("buy_and_hold", "flat")
     classical: tuple[str, ...] = ()
     """classical adaptive rows (``baselines.CLASSICAL``: ar, momentum, reversal, time_of_day,

@@ -103,7 +103,8 @@ def rollout_returns(env: LiquidatingEnv, act, starts: np.ndarray | None) -> np.n
 
 
 def rule_actor(rules: Sequence[np.ndarray]):
-    """Actions from per-task target positions [T][N_t] given the current bars."""
+    """Actions from per-task target positions [T][N_t] given the current bars, in the env's
+    action space (``env.config.actions``: target positions are traded directly)."""
     width = max(len(r) for r in rules)
     table = np.zeros((len(rules), width), dtype=np.int8)
     for i, r in enumerate(rules):
@@ -111,6 +112,6 @@ def rule_actor(rules: Sequence[np.ndarray]):
 
     def act(obs: np.ndarray, env: BatchTradingEnv, position: np.ndarray) -> np.ndarray:
         targets = np.take_along_axis(table, env.bars, axis=1)
-        return target_to_action(targets, position)
+        return target_to_action(targets, position, env.config.actions)
 
     return act

@@ -55,6 +55,8 @@ def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
         "sizer": FixedFractionSizer(fraction=e.position_fraction),
         "observation": e.observation,
         "reward": RewardShaping(**e.shaping.model_dump()),
+        "actions": e.actions,
+        "features": None if e.features is None else tuple(e.features),
     }
     values.update(overrides)
     return TradingEnvConfig(**values)
@@ -231,6 +233,7 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         seed=cfg.run.seed,
         env=make_env_config(cfg),
         oracle=oracle,
+        deterministic_test=ev.actions == "mode",
     )
 
 

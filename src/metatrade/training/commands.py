@@ -167,10 +167,21 @@ def backtest_tasks(
             config=env_cfg,
             name=name,
             echo=echo,
+            sample_seed=_backtest_seed(cfg, str(task)),
         )
     if console is not None:
         console.print(f"backtest reports in {run_dir / 'reports'}")
     return results
+
+
+def _backtest_seed(cfg: RunConfig, task: str) -> int | None:
+    """``evaluation.actions: sample``: the seed of one task's backtest draws (from the run
+    seed and the task); ``mode``: None."""
+    if cfg.evaluation.actions == "mode":
+        return None
+    import zlib
+
+    return (cfg.run.seed * 1_000_003 + zlib.crc32(f"backtest:{task}".encode())) % 2**62
 
 
 def backtest_and_report(

@@ -147,8 +147,26 @@ class EnvSection(_Section):
         description="account part of the observation: the 4 account values, or the position "
         "only (needed by meta.estimator: exact)",
     )
+    actions: Literal["orders", "target"] = Field(
+        "orders",
+        description="action space: the five orders (a reversal takes two bars), or the next "
+        "position short/flat/long (a reversal in one bar, both legs costed)",
+    )
+    features: list[str] | None = Field(
+        None,
+        description="feature columns observed, by name (metatrade.data.features."
+        "available_features()); null = the 22 standard features",
+    )
     costs: CostsSection = Field(default_factory=CostsSection)
     shaping: ShapingSection = Field(default_factory=ShapingSection)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v: list[str] | None) -> list[str] | None:
+        from metatrade.data.features import check_feature_names
+
+        check_feature_names(v)
+        return v
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -230,6 +248,12 @@ class EvaluationSection(_Section):
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"
+    )
+    actions: Literal["sample", "mode"] = Field(
+        "sample",
+        description="how every evaluation trades a policy (protocol test windows and "
+        "backtests, backtest, walkforward, signal): sample its actions (seeded: the stochastic "
+        "policy the exact objective optimises) or take its most probable action",
     )
 
     @field_validator("adaptation_steps")

@@ -65,6 +65,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         heldout=heldout,
         strict=d.strict,
         lookback=cfg.env.lookback,
+        features=cfg.env.features,
     )
     check_named_tasks(cfg, loader)
     return loader

@@ -78,6 +78,7 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "classical_settings": build.make_classical_config(cfg),
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
+        "deterministic": cfg.evaluation.actions == "mode",
     }
     values.update(overrides)
     return WalkForwardConfig(**values)
@@ -190,6 +191,7 @@ def signals(
     if start not in starts:
         raise ConfigError(f"--start-policy {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
+    env = build.make_env_config(cfg)
     return [
         next_decision(
             t,
@@ -200,8 +202,11 @@ def signals(
             lookback=cfg.env.lookback,
             seed=cfg.run.seed,
             position=position,
-            account_dim=build.make_env_config(cfg).account_dim,
-        )  # fmt: skip
+            account_dim=env.account_dim,
+            features=env.features,
+            actions=env.actions,
+            sample=cfg.evaluation.actions == "sample",
+        )
         for t in tasks
     ]
 

@@ -30,7 +30,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from metatrade.data.features import build_task_arrays, normalise, raw_features, warmup_rows
+from metatrade.data.features import (
+    FEATURE_NAMES,
+    all_raw_features,
+    available_features,
+    build_task_arrays,
+    normalise,
+    warmup_rows,
+)
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.errors import ConfigError
@@ -62,15 +69,18 @@ def prepare_task(
     bar_minutes: int,
     splits: SplitConfig | None = None,
     tz: str = "Asia/Kolkata",
+    features: Sequence[str] | None = None,
 ) -> WalkForwardTask:
-    """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them."""
+    """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them,
+    both with the columns ``features`` (default ``FEATURE_NAMES``)."""
+    names = tuple(FEATURE_NAMES if features is None else features)
     arrays = build_task_arrays(
-        task, bars, splits=splits or SplitConfig(), bar_minutes=bar_minutes, tz=tz
+        task, bars, splits=splits or SplitConfig(), bar_minutes=bar_minutes, tz=tz, features=names
     )
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
     cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
-    raw = raw_features(*cols, ts, bar_minutes=bar_minutes, tz=tz)
-    raw = raw[warmup_rows(raw) :]
+    raw = all_raw_features(*cols, ts, bar_minutes=bar_minutes, tz=tz)
+    raw = raw[warmup_rows(raw) :][:, [available_features().index(n) for n in names]]
     if raw.shape[0] != len(arrays):
         raise ValueError(
             f"task {task}: raw features ({raw.shape[0]} rows) != arrays ({len(arrays)})"
@@ -79,7 +89,8 @@ def prepare_task(
 
 
 def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
-    """``prepare_task`` for each task of a ``DataLoader`` (its split config and time zone)."""
+    """``prepare_task`` for each task of a ``DataLoader`` (its split config, time zone and
+    feature columns)."""
     out = []
     for t in tasks:
         task = TaskId(*t)
@@ -91,6 +102,7 @@ def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]
                 bar_minutes=int(task.timeframe),
                 splits=loader.splits,  # type: ignore[attr-defined]
                 tz=loader.tz,  # type: ignore[attr-defined]
+                features=getattr(loader, "features", None),
             )
         )
     return out
