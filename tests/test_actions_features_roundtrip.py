@@ -76,10 +76,12 @@ def test_evaluate_backtest_walkforward_and_signal_from_the_checkpoint(
     rows = set(pd.read_csv(wf / "walkforward.csv").row)
     assert {"MAML@k0", "MAML@k1"} <= rows
     for position in ("short", "long"):
-        line = _run("signal", "--checkpoint", target_run, "--position", position, *GEOMETRY)
-        [signal] = json.loads(line.strip().splitlines()[-1])
-        assert set(signal["probabilities"]) == {"SHORT", "FLAT", "LONG"}
-        assert signal["order"] in signal["probabilities"]
+        args = ["signal", "--checkpoint", target_run, "--position", position, *GEOMETRY]
+        res = runner.invoke(app, [str(a) for a in [*args, "--format", "json"]])
+        assert res.exit_code == 0, res.output
+        [signal] = json.loads(res.stdout)  # stdout holds the JSON alone
+        assert {k for k in signal if k.startswith("p_")} == {"p_SHORT", "p_FLAT", "p_LONG"}
+        assert f"p_{signal['order']}" in signal
         assert signal["target"] == {"SHORT": -1, "FLAT": 0, "LONG": 1}[signal["order"]]
         assert signal["sampled"] is True  # evaluation.actions: sample (the default)
 
