@@ -48,17 +48,23 @@ def evaluate_cmd(
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import run_meta_test
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "eval", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        if ppo is None:  # the baseline trained beside the meta-policy
-            ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
         run_meta_test(
-            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+            cfg,
+            policy,
+            run_dir,
+            ppo_path=ppo or run.artefacts.ppo,
+            console=console,
+            allow_seen=allow_seen,
+            pretrained=run.pretrained(),
+            **run.kwargs,
         )
+        stamp_results(run_dir / "eval", run.artefacts)
 
 
 @app.command("adapt")
@@ -74,12 +80,16 @@ def adapt_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "adapted", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        adapt_to_tasks(
+            cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **run.kwargs
+        )
+        stamp_results(run_dir / "adapted", run.artefacts)
 
 
 @app.command("backtest")
@@ -102,9 +112,19 @@ def backtest_cmd(
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
+    from metatrade.training.artefacts import stamp_results
+
     with _writing(_output_dir(checkpoint, out)) as run_dir:
         _fresh_output(run_dir / "reports", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
         backtest_tasks(
-            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+            cfg,
+            policy,
+            run_dir,
+            steps,
+            split,
+            console=console,
+            allow_seen=allow_seen,
+            **run.kwargs,
         )
+        stamp_results(run_dir / "reports", run.artefacts)

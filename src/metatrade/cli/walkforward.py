@@ -19,15 +19,17 @@ from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
     OutOpt,
+    OverwriteOpt,
     SeedOpt,
     TasksOpt,
+    _fresh_output,
     _load_run,
     _output_dir,
+    _writing,
     cli_errors,
     console,
 )
 from metatrade.training.config import ConfigError
-from metatrade.training.pretrained import load_pretrained
 
 FoldBarsOpt = typer.Option(None, "--fold-bars", min=1, help="bars per fold (cadence)")
 AdaptBarsOpt = typer.Option(None, "--adapt-bars", min=2, help="bars of each adaptation window")
@@ -56,13 +58,6 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     return fold_spec(fold_days, adapt_days, embargo, unit="days", normalisation=normalisation)
 
 
-def _ppo_file(checkpoint: Path, ppo: Path | None) -> Path | None:
-    """``--ppo``, else the baseline trained beside the run (never a folder above it)."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
-
-    return ppo or ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-
-
 @app.command("walkforward")
 @cli_errors
 def walkforward_cmd(
@@ -89,30 +84,37 @@ def walkforward_cmd(
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch."""
+    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch.
+    Writes <run>/walkforward/ (or --out DIR), refusing to replace an earlier report unless
+    --overwrite."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.walkforward import run_walkforward_eval
 
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    first: str | int = int(start) if start.isdigit() else start
-    run_walkforward_eval(
-        cfg,
-        policy,
-        out_dir,
-        spec=spec,
-        steps=steps,
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
-        console=console,
-        carry=carry,
-        start=first,
-        deterministic=not sampled,
-        configurations=configurations,
-    )
+    with _writing(_output_dir(checkpoint, out)) as where:
+        out_dir = where if out is not None else where / "walkforward"
+        _fresh_output(out_dir, overwrite=overwrite)
+        cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, out)
+        first: str | int = int(start) if start.isdigit() else start
+        run_walkforward_eval(
+            cfg,
+            policy,
+            out_dir,
+            spec=spec,
+            steps=steps,
+            ppo_path=ppo or run.artefacts.ppo,
+            pretrained=run.pretrained(),
+            inner_lrs=run.inner_lrs,
+            trained=run.trained,
+            console=console,
+            carry=carry,
+            start=first,
+            deterministic=not sampled,
+            configurations=configurations,
+        )
+        stamp_results(out_dir, run.artefacts)
 
 
 @app.command("signal")
@@ -145,7 +147,7 @@ def signal_cmd(
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, None)
+    cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, None)
     out = signals(
         cfg,
         policy,
@@ -153,10 +155,10 @@ def signal_cmd(
         steps=steps,
         start=start,
         position=pos,
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
+        ppo_path=ppo or run.artefacts.ppo,
+        pretrained=run.pretrained(),
+        inner_lrs=run.inner_lrs,
+        trained=run.trained,
     )
     table = Table(title=f"next decision ({start}, k={steps}, position assumed {position})")
     for col in ("task", "last bar", "order", *out[0].probabilities, "adapted on rows"):

@@ -19,9 +19,7 @@ from metatrade.training.build import (
     make_meta_config,
     make_protocol_config,
 )
-from metatrade.training.checkpoint import ppo_baseline_path
 from metatrade.training.config import RunConfig
-from metatrade.training.pretrained import load_pretrained
 from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
 
 if TYPE_CHECKING:
@@ -208,10 +206,11 @@ def run_meta_test(
 
     Starts: the MAML meta-parameters (adapted with the run's Meta-SGD step sizes
     ``inner_lrs`` when it learned them), the multi-task PPO policy (``ppo_agent``, or the
-    file ``ppo_path``, or ``<run_dir>/ppo/checkpoints/ppo.pt`` when present) and a random
-    initialisation, and with the exact estimator the multi-task start trained on the same
-    objective (``pretrained``, or the run's ``pretrained/params.pt``: ``training.pretrained``);
-    reference rows per ``evaluation.baselines``. ``trained``/``allow_seen``:
+    file ``ppo_path``) and a random initialisation, and with the exact estimator the
+    multi-task start trained on the same objective (``pretrained``); reference rows per
+    ``evaluation.baselines``. The caller finds the run's own baselines
+    (``training.artefacts.resolve_run``): nothing is looked up in ``run_dir``, which is
+    only where the results go. ``trained``/``allow_seen``:
     see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
     ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
     """
@@ -224,7 +223,6 @@ def run_meta_test(
     starts = _meta_test_starts(
         cfg,
         policy,
-        run_dir,
         first,
         ppo_path=ppo_path,
         ppo_agent=ppo_agent,
@@ -248,7 +246,6 @@ def run_meta_test(
 def _meta_test_starts(
     cfg: RunConfig,
     policy: torch.nn.Module,
-    run_dir: Path,
     first_task: Any,
     *,
     ppo_path: str | Path | None,
@@ -266,18 +263,15 @@ def _meta_test_starts(
         starts["MAML"] = Start(policy, module_params(policy), inner_lrs)
     if "ppo" in wanted:
         path = ppo_path
-        if ppo_agent is None:
-            path = ppo_path or ppo_baseline_path(run_dir)
-            ppo_agent = load_ppo_agent(path) if path is not None else None
+        if ppo_agent is None and path is not None:
+            ppo_agent = load_ppo_agent(path)
         if ppo_agent is not None:
             check_ppo_fits(cfg, ppo_agent, first_task, path=path)
             starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
         elif console is not None:
             console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
-    if "pretrained" in wanted:
-        pretrained = pretrained if pretrained is not None else load_pretrained(run_dir)
-        if pretrained is not None:
-            starts["pretrained"] = Start(policy, pretrained)
+    if "pretrained" in wanted and pretrained is not None:
+        starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
         starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
     return starts

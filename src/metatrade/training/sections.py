@@ -14,6 +14,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
+from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
 
@@ -24,9 +25,13 @@ def check_task(name: str) -> str:
     return str(parse_task_id(name))
 
 
+# Unknown keys are errors (a typo must not silently fall back to a default), and every
+# number must be finite (`meta.lr: .inf` made the parameters infinite, issue #18).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class _Section(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**_STRICT, validate_assignment=True)
 
 
 PositiveInt = Field(gt=0)
@@ -148,13 +153,13 @@ class EnvSection(_Section):
     shaping: ShapingSection = Field(default_factory=ShapingSection)
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PolicySection(NetworkConfig):
     """The policy network: ``metatrade.agents.networks.config.NetworkConfig`` (defined and
     validated there once; ``PPOConfig`` shares it)."""
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class MetaSection(MetaConfig):
     """MAML for RL: ``metatrade.meta.config.MetaConfig`` (every field, its default and its
     validation are defined there once) plus the number of meta-iterations. The seed is
@@ -163,7 +168,7 @@ class MetaSection(MetaConfig):
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PPOSection(PPOHyperparameters):
     """PPO: ``metatrade.agents.ppo_config.PPOHyperparameters`` (defined and validated there
     once) plus the run's budget and batch shape. The network comes from the ``policy``
@@ -248,6 +253,12 @@ class RunSection(_Section):
         description="device of the policy parameters and the meta-step's tensors (envs stay "
         "numpy on the CPU); auto: cuda when available, else cpu",
     )
+
+
+@pydantic_dataclass(frozen=True, config=_STRICT)
+class ObjectiveSection(ObjectiveSettings):
+    """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
+    validated there once), here with finite numbers only."""
 
 
 def meta_section_from(meta_config: MetaConfig) -> MetaSection:

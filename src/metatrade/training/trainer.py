@@ -8,8 +8,10 @@ log, atomic checkpoints every ``checkpoint_interval`` iterations and at the end,
 resume (parameters, optimizer state, RNG streams, PPO's env state and iteration restored,
 so a killed run continued with ``resume=`` ends with the same parameters as one that never
 stopped). The run directory is locked while a loop writes it (``metatrade.io.run_dir_lock``);
-a fresh run refuses to replace one already there unless ``overwrite=True``; Ctrl-C saves the
-last completed iteration and raises ``TrainingInterrupted`` saying what was kept.
+a fresh run refuses to replace one already there unless ``overwrite=True`` (then the old
+run is moved aside whole, to ``<run>.replaced-<time>/``); Ctrl-C saves the last completed
+iteration and raises ``TrainingInterrupted`` saying what was kept; an update that makes a
+parameter inf or nan stops the run (``TrainingDiverged``), keeping the last good checkpoint.
 
 Example:
     >>> from metatrade.envs.nav2d import Navigation2DFamily           # doctest: +SKIP
@@ -34,15 +36,18 @@ from metatrade.agents.checkpoint import CheckpointError
 from metatrade.io import run_dir_lock
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.runtime import resolve_device
+from metatrade.training.artefacts import run_record
 from metatrade.training.backend import backend_for_run
 from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
     RNGStreams,
+    check_run_id,
     check_same_run,
     checkpoint_path,
     claim_run_dir,
     load_run_checkpoint,
+    non_finite,
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
@@ -55,9 +60,10 @@ if TYPE_CHECKING:
 
 META_KIND = "MetaTrainer"
 PPO_KIND = "PPOTrainer"
-# Config sections that must match between a checkpoint and the run resuming from it.
+# Config sections that must match between a checkpoint and the run resuming from it: every
+# one that changes the run's mathematics (the exact objective's ``objective`` included).
 _RESUME_SECTIONS = {
-    META_KIND: ("data", "env", "policy", "meta"),
+    META_KIND: ("data", "env", "policy", "meta", "objective"),
     PPO_KIND: ("data", "env", "policy", "ppo"),
 }
 
@@ -80,7 +86,9 @@ class Trainer:
         progress: show the live progress bar (default: when stderr is a terminal).
         tensorboard: also write TensorBoard event files under ``<run_dir>/logs/tb``.
         overwrite: a fresh (not resumed) run may replace a run of its kind already in
-            ``run_dir`` (its files are deleted first); without it that is a ``RunDirError``.
+            ``run_dir``: the old run is moved aside whole to ``<run_dir>.replaced-<time>/``
+            (``replaced`` says where); without it that is a ``RunDirError`` saying to pass
+            ``overwrite=True`` or ``resume=``.
     """
 
     def __init__(
@@ -116,6 +124,8 @@ class Trainer:
         self.learner: MetaLearner | None = None
         self.history: list[dict[str, float]] = []
         self._claimed: set[str] = set()  # kinds of run this trainer started in run_dir
+        self.run_id: str | None = None  # the run's id (training.artefacts), once it writes
+        self.replaced: Path | None = None  # where overwrite=True moved a replaced run
 
     # ---- meta-training ----------------------------------------------------------------
     def meta_train(
@@ -165,7 +175,7 @@ class Trainer:
                     "meta.num_meta_iterations (meta-train -n N) to train further"
                 )
             if resume is None:
-                self._claim(self.run_dir, META_KIND)
+                self._claim(META_KIND)
             return self._meta_loop(learner, start, total)
 
     def _meta_loop(self, learner: MetaLearner, start: int, total: int) -> dict[str, float]:
@@ -182,6 +192,8 @@ class Trainer:
             ):
                 for done in range(start + 1, total + 1):
                     stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
+                    if bad := non_finite(learner.params):
+                        raise saver.diverged("meta-training", done, bad)
                     last = {k: float(v) for k, v in stats.items()}
                     self._record(bar, task, logger, done=done, total=total, metrics=last)
                     saver.after(done, learner.state_dict)
@@ -242,6 +254,7 @@ class Trainer:
         ``(PPOAgent, env)`` pair) and the RNG streams; returns its iteration."""
         ck_cfg, state = load_run_checkpoint(resume, kind)
         check_same_run(resume, ours=self.config, theirs=ck_cfg, sections=_RESUME_SECTIONS[kind])
+        self.run_id = check_run_id(resume, state, self.run_dir)
         try:
             if kind == PPO_KIND:
                 target.load_training_state(state["learner"], resume)
@@ -271,16 +284,20 @@ class Trainer:
             total=total,
             start=start,
             extra=extra,
+            run_id=self.run_id,
         )
 
     def _locked(self, run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
         return run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
 
-    def _claim(self, run_dir: Path | None, kind: str) -> None:
-        """A fresh run of ``kind`` may write ``run_dir`` (once per trainer: a second call
-        continues what this trainer wrote)."""
-        if run_dir is not None and kind not in self._claimed:
-            claim_run_dir(run_dir, kind, overwrite=self.overwrite)
+    def _claim(self, kind: str) -> None:
+        """A fresh run of ``kind`` may write the run directory (once per trainer: a second
+        call continues what this trainer wrote); it takes the directory's run id."""
+        if self.run_dir is not None and kind not in self._claimed:
+            self.run_id, moved = claim_run_dir(self.run_dir, kind, overwrite=self.overwrite)
+            if moved is not None:
+                self.replaced = moved
+                _say(f"overwrite: the replaced run was moved to {moved}")
             self._claimed.add(kind)
 
     def _open_logger(self, run_dir: Path | None, start: int) -> MetricsLogger | None:
@@ -352,10 +369,10 @@ class Trainer:
             if resume is not None:
                 start = self._restore(resume, agent, PPO_KIND)
             else:
-                self._claim(run_dir, PPO_KIND)
+                self._claim(PPO_KIND)
             last = self._ppo_loop(run_dir, total_timesteps, start=start, resume=resume is not None)
             if run_dir is not None:
-                agent.save_model(run_dir / "checkpoints" / "ppo.pt")
+                agent.save_model(run_dir / "checkpoints" / "ppo.pt", run=run_record(self.run_id))
         return last
 
     def _ppo_loop(
@@ -378,6 +395,8 @@ class Trainer:
 
                 def log_fn(logs: dict[str, float], num_timesteps: int) -> None:
                     nonlocal last
+                    if bad := non_finite(dict(agent.policy.named_parameters())):
+                        raise saver.diverged("PPO training", agent.iteration, bad)
                     last = {k: float(v) for k, v in logs.items()}
                     last["time/total_timesteps"] = float(num_timesteps)
                     self._record(bar, task, logger, done=agent.iteration, total=total, metrics=last)
@@ -406,3 +425,10 @@ class Trainer:
         return backtest_and_report(
             agent, env, out_dir, stress_bps=self.config.evaluation.stress_cost_bps, echo=echo
         )
+
+
+def _say(text: str) -> None:
+    """A line on stderr for the person running the trainer (what happened to their files)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
