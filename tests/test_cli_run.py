@@ -225,3 +225,56 @@ def test_walkforward_and_signal_on_a_sampled_run(tiny_run: Path, tmp_path: Path)
     assert res.exit_code == 0, res.output
     [signal] = json.loads(res.output.strip().splitlines()[-1])
     assert signal["position"] == 0 and signal["steps"] == 1
+
+
+def test_backtest_overwrite_replaces_the_whole_report_folder(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: `backtest --overwrite` left the old reports of other tasks beside the
+    new ones (reports/Nifty_5/ of an earlier --tasks Nifty:5 run stayed)."""
+    old = tmp_path / "reports" / "Nifty_5"
+    old.mkdir(parents=True)
+    (old / "trades.csv").write_text("an earlier backtest\n")
+    res = invoke("backtest", "--checkpoint", tiny_run, "--out", tmp_path, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "Finnifty_60",
+        "provenance.json",
+    ]
+
+
+def test_walkforward_refuses_to_replace_its_report_and_takes_the_run_lock(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: `metatrade walkforward` silently overwrote <run>/walkforward/, had no
+    --overwrite and took no run-directory lock."""
+    import os
+    import subprocess
+    import sys
+
+    from test_run_dirs import HOLD_LOCK
+
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--start", "test"]
+    out = tmp_path / "wf"
+    out.mkdir()
+    (out / "walkforward_old.png").write_bytes(b"an earlier report")
+    res = invoke("walkforward", "--checkpoint", tiny_run, "--out", out, *geometry)
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (out / "walkforward_old.png").read_bytes() == b"an earlier report"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tiny_run)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        res = invoke("walkforward", "--checkpoint", tiny_run, *geometry)
+        assert res.exit_code == 2 and "being written by another metatrade process" in res.output
+        assert not (tiny_run / "walkforward").exists()
+    finally:
+        holder.communicate("done\n", timeout=30)
+    res = invoke("walkforward", "--checkpoint", tiny_run, "--out", out, "--overwrite", *geometry)
+    assert res.exit_code == 0, res.output
+    assert not (out / "walkforward_old.png").exists() and (out / "walkforward.html").is_file()
