@@ -6,6 +6,7 @@ and a one-line description (``docs/configuration.md`` is the reference).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -28,6 +29,12 @@ def check_task(name: str) -> str:
 # Unknown keys are errors (a typo must not silently fall back to a default), and every
 # number must be finite (`meta.lr: .inf` made the parameters infinite, issue #18).
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path as stored in a config: absolute (``~`` expanded, resolved against the working
+    directory now), so a run read or resumed from another directory finds the same folder."""
+    return None if value is None else os.path.abspath(os.path.expanduser(value))
 
 
 class _Section(BaseModel):
@@ -90,7 +97,9 @@ class DataSection(_Section):
         description="task family: real OHLCV tasks, synthetic regime tasks, or 2D navigation",
     )
     data_dir: str | None = Field(
-        None, description="directory of OHLCV files; null = the embedded sample data"
+        None,
+        description="directory of OHLCV files; null = the embedded sample data (a relative path "
+        "is stored resolved against the working directory it was given in)",
     )
     tasks: list[str] | None = Field(
         None, description="tasks to use, 'Instrument:TF'; null = every task found"
@@ -113,6 +122,11 @@ class DataSection(_Section):
     @classmethod
     def _task_names(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [check_task(t) for t in v]
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
 
 
 class CostsSection(_Section):
@@ -218,7 +232,9 @@ class RunSection(_Section):
 
     seed: int = Field(0, ge=0, description="the one seed every RNG stream derives from")
     out_dir: str | None = Field(
-        None, description="the run directory; null = runs/<name>-seed<seed>"
+        None,
+        description="the run directory; null = runs/<name>-seed<seed> (a relative path is "
+        "stored resolved against the working directory it was given in)",
     )
     name: str | None = Field(
         None, description="run name used for the default run directory; null = data.family"
@@ -253,6 +269,11 @@ class RunSection(_Section):
         description="device of the policy parameters and the meta-step's tensors (envs stay "
         "numpy on the CPU); auto: cuda when available, else cpu",
     )
+
+    @field_validator("out_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
 
 
 @pydantic_dataclass(frozen=True, config=_STRICT)
