@@ -188,15 +188,6 @@ def load_inner_lrs(state: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     return None if lrs is None else {k: v.detach().clone() for k, v in lrs.items()}
 
 
-def eval_family(cfg: RunConfig, loader: DataLoader, tasks: list[TaskId]) -> TaskFamily:
-    """A family over the evaluation tasks alone (their adaptation window, the train split),
-    so evaluating needs no meta-training task in the folder."""
-    from metatrade.market.family import TradingTaskFamily
-
-    subset = TaskSubset(loader, tasks, tasks)
-    return TradingTaskFamily(subset, make_env_config(cfg), objective=cfg.objective)
-
-
 # ---- meta-test ----------------------------------------------------------------------------
 def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None) -> ProtocolConfig:
     """``ProtocolConfig`` from the ``evaluation``, ``meta`` and ``env`` sections.
