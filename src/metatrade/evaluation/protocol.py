@@ -54,7 +54,12 @@ from metatrade.evaluation.protocol_config import (
     module_params,
     random_start,
 )
-from metatrade.evaluation.protocol_result import EvaluationResult, EvaluationRow, task_mean
+from metatrade.evaluation.protocol_result import (
+    EvaluationResult,
+    EvaluationRow,
+    interval_warning,
+    task_mean,
+)
 from metatrade.evaluation.protocol_rollouts import (
     LiquidatingEnv,
     feasible_length,
@@ -168,7 +173,15 @@ class MetaTestProtocol:
         for rows in _groups(starts, adapted).values():
             self._evaluate_group(rows, arrays, plan, returns, backtests)
         oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
-        return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        result = self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        split_bars = [a.split_range(cfg.test_split) for a in arrays]
+        note = interval_warning(
+            split_bars=[stop - first for first, stop in split_bars],
+            window_bars=plan.test_cfg.episode_length or 1,
+            windows_per_task=cfg.test_episodes,
+        )
+        result.warnings = [note] if note else []
+        return result
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:
         """Episode lengths that fit every task, the env configs, and the explicit test windows
