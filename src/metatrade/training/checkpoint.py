@@ -225,16 +225,17 @@ def claim_run_dir(
     holding the lock."""
     run_dir = Path(run_dir)
     own = run_dir / PPO_DIR if kind == "PPOTrainer" else run_dir
-    existing = sorted((own / CHECKPOINT_DIR).glob("*.pt"))
+    existing = [p for p in sorted((own / CHECKPOINT_DIR).glob("*.pt")) if p.name != "ppo.pt"]
     moved = None
     if existing:
         if not overwrite:
             what = "meta-training" if kind == "MetaTrainer" else "PPO training"
             raise RunDirError(
-                f"run directory {run_dir} already holds a {what} run ({existing[-1]}); continue "
-                "it with --resume, or replace it with --overwrite (the old run is moved to "
-                f"{run_dir}.replaced-<time>/), or choose another --out (Python: "
-                "meta_train(resume=<run dir>) / train(resume=...), or Trainer(..., overwrite=True))"
+                f"run directory {run_dir} already holds a {what} run ({existing[-1]}); to "
+                "continue it pass --resume (Python: meta_train(resume=<run dir>) or "
+                "train(resume=...)); to start over pass --overwrite (Python: Trainer(..., "
+                f"overwrite=True)), which moves the old run to {run_dir}.replaced-<time>/; or "
+                "write elsewhere with --out (Python: run_dir=...)"
             )
         moved = replace_run(run_dir, _REPLACED[kind])
     run_id = run_id_for(run_dir)

@@ -51,7 +51,7 @@ from metatrade.training.checkpoint import (
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
-from metatrade.training.sections import meta_section_from
+from metatrade.training.recorded import recorded_config
 
 if TYPE_CHECKING:
     from metatrade.agents.maml_agent import MAMLAgent
@@ -79,7 +79,9 @@ class Trainer:
         num_episodes: ``train`` only: episodes per environment slot to train for (total env
             steps = num_episodes x max_episode_steps x slots); None = ``ppo.total_timesteps``.
         log_interval: iterations between terminal summary lines (every iteration goes to CSV).
-        config: the run configuration (defaults if None).
+        config: the run configuration; None: the settings ``env`` and ``agent`` carry
+            (``training.recorded``: data folder, held-out tasks, env, objective, policy, meta
+            or PPO settings), so ``config.yaml`` records the run that happened.
         run_dir: where logs, checkpoints and the resolved config go; None writes nothing.
             Meta-training writes at its top, PPO training under ``<run_dir>/ppo``.
         checkpoint_interval: iterations between checkpoints (None = ``run.checkpoint_interval``).
@@ -108,12 +110,8 @@ class Trainer:
         self.env = env
         self.agent = agent
         self.num_episodes = num_episodes
-        self.config = config or RunConfig()
-        if config is None and getattr(agent, "learner", None) is not None:
-            # A MAMLAgent without a run config: its own MetaConfig is the meta section.
-            self.config = self.config.model_copy(
-                update={"meta": meta_section_from(agent.learner.config)}
-            )
+        # Without a run config, the settings the objects carry (recorded in config.yaml)
+        self.config = config or recorded_config(env, agent)
         self.log_interval = log_interval or self.config.run.log_interval
         self.checkpoint_interval = checkpoint_interval or self.config.run.checkpoint_interval
         self.run_dir = Path(run_dir) if run_dir is not None else None
