@@ -13,7 +13,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import shutil
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +73,8 @@ def cli_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _first_interrupt_only():
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except _user_errors() as err:
@@ -86,6 +91,58 @@ def cli_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _first_interrupt_only() -> Iterator[None]:
+    """The first Ctrl-C stops the command (KeyboardInterrupt: it saves what it must and says
+    how to continue); every later one only prints "stopping, please wait", so quick repeated
+    presses never cut that save short or print a traceback. After a press the command is
+    ending: Ctrl-C stays ignored to the process's exit (SIG_IGN, which the interpreter keeps
+    while it shuts down; a Python handler would be reset to the default there and a late press
+    would kill the process). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        pressed.append(signum)
+        if len(pressed) == 1:
+            raise KeyboardInterrupt
+        print("stopping, please wait", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if pressed else previous)
+
+
+def resume_command(
+    command: str,
+    *,
+    config: str | None,
+    data: Path | None,
+    tasks: str | None,
+    seed: int | None,
+    out: Path,
+    extra: tuple[str, ...] = (),
+) -> str:
+    """The command line that continues an interrupted run as it was started: the same
+    config, data folder, tasks and seed (paths absolute, so it works from any directory),
+    ``--resume --out <run>``; ``extra``: the command's own options (e.g. ``-n 200``)."""
+    words = ["metatrade", command]
+    if config is not None:
+        words += ["-c", os.path.abspath(config) if Path(config).is_file() else config]
+    if data is not None:
+        words += ["--data", os.path.abspath(data)]
+    if tasks is not None:
+        words += ["--tasks", tasks]
+    if seed is not None:
+        words += ["--seed", str(seed)]
+    words += [*extra, "--resume", "--out", os.path.abspath(out)]
+    return shlex.join(words)
 
 
 def _config(

@@ -154,12 +154,13 @@ class LoopCheckpoints:
         """Iteration ``iteration`` finished; ``state()`` is the learner's state now."""
         if self.path is None:
             return
-        rng = self.rng.state_dict()
-        if iteration % self.interval == 0 or iteration == self.total:
-            with interrupts_deferred("saving the checkpoint, please wait"):
+        # a Ctrl-C meanwhile is held until the iteration is kept (on disk or in memory)
+        with interrupts_deferred("saving the checkpoint, please wait"):
+            rng = self.rng.state_dict()
+            if iteration % self.interval == 0 or iteration == self.total:
                 self._write(iteration, state(), rng)
-        else:
-            self.pending = (iteration, copy.deepcopy(state()), copy.deepcopy(rng))
+            else:
+                self.pending = (iteration, copy.deepcopy(state()), copy.deepcopy(rng))
 
     def _write(self, iteration: int, state: dict[str, Any], rng: dict[str, Any]) -> None:
         assert self.path is not None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,8 +194,7 @@ class Trainer:
                     if bad := non_finite(learner.params):
                         raise saver.diverged("meta-training", done, bad)
                     last = {k: float(v) for k, v in stats.items()}
-                    self._record(bar, task, logger, done=done, total=total, metrics=last)
-                    saver.after(done, learner.state_dict)
+                    self._record(bar, task, logger, saver, learner.state_dict, done, total, last)
         except KeyboardInterrupt:
             raise saver.interrupted("meta-training") from None
         finally:
@@ -311,15 +311,19 @@ class Trainer:
         bar: Any,
         task: Any,
         logger: MetricsLogger | None,
-        *,
+        saver: LoopCheckpoints,
+        state: Any,
         done: int,
         total: int,
         metrics: dict[str, float],
     ) -> None:
-        """One finished iteration: history, CSV/TensorBoard row, progress bar, summary line."""
+        """One finished iteration: history, CSV/TensorBoard row, its checkpoint (``saver``;
+        ``state()`` the learner's state), then the progress bar and summary line, so an
+        iteration shown as done is one a Ctrl-C keeps."""
         self.history.append(metrics)
         if logger is not None:
             logger.log(done, metrics)
+        saver.after(done, state)
         bar.update(task, completed=done, status=status_text(metrics))
         if done % self.log_interval == 0 or done == total:
             bar.console.print(summary_line(done, total, metrics), highlight=False, soft_wrap=True)
@@ -397,8 +401,8 @@ class Trainer:
                         raise saver.diverged("PPO training", agent.iteration, bad)
                     last = {k: float(v) for k, v in logs.items()}
                     last["time/total_timesteps"] = float(num_timesteps)
-                    self._record(bar, task, logger, done=agent.iteration, total=total, metrics=last)
-                    saver.after(agent.iteration, lambda: agent.training_state(env))
+                    state = functools.partial(agent.training_state, env)
+                    self._record(bar, task, logger, saver, state, agent.iteration, total, last)
 
                 agent.learn(env, total_timesteps, log_fn=log_fn, resume=resume)
         except KeyboardInterrupt:
