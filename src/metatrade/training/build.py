@@ -8,7 +8,7 @@ task families, policies, ``MetaConfig``, ``PPOConfig`` and learners, so the CLI,
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,13 @@ def make_learner(
     from metatrade.meta.learner import MetaLearner
 
     return MetaLearner(policy, family, make_meta_config(cfg))
+
+
+def rebuild_learner(cfg: RunConfig, old: MetaLearner, family: TaskFamily) -> MetaLearner:
+    """``old`` (theta, iteration, optimizer moments kept) under ``cfg``'s ``meta`` settings
+    and over ``family`` (``MetaLearner.with_config``): a MAMLAgent trained on by a run."""
+    old.family = family
+    return old.with_config(replace(make_meta_config(cfg), seed=old.config.seed))
 
 
 def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:

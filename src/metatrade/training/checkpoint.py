@@ -298,6 +298,45 @@ def check_run_id(path: str | Path, state: Mapping[str, Any], run_dir: Path | Non
     return run_id if run_id is not None else recorded
 
 
+# Config sections that must match between a checkpoint and the run resuming from it: every
+# one that changes the run's mathematics (the exact objective's ``objective`` included).
+RESUME_SECTIONS = {
+    "MetaTrainer": ("data", "env", "policy", "meta", "objective"),
+    "PPOTrainer": ("data", "env", "policy", "ppo"),
+}
+
+
+def restore_run(
+    resume: str | Path,
+    target: Any,
+    kind: str,
+    *,
+    config: RunConfig,
+    rng: RNGStreams,
+    run_dir: Path | None,
+) -> tuple[int, str | None]:
+    """Load checkpoint ``resume`` of ``kind`` into ``target`` (a MetaLearner, or a PPOAgent)
+    and ``rng``, after checking it is this run's (``check_same_run`` on ``RESUME_SECTIONS``,
+    ``check_run_id`` against ``run_dir``); returns ``(iteration, run id)``."""
+    ck_cfg, state = load_run_checkpoint(resume, kind)
+    check_same_run(resume, ours=config, theirs=ck_cfg, sections=RESUME_SECTIONS[kind])
+    run_id = check_run_id(resume, state, run_dir)
+    try:
+        if kind == "PPOTrainer":
+            target.load_training_state(state["learner"], resume)
+        else:
+            target.load_state_dict(state["learner"])
+    except CheckpointError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {resume}: the saved state does not fit this model "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    rng.load_state_dict(state["rng"])
+    return int(state["iteration"]), run_id
+
+
 # Budget keys may grow: a resumed run continues up to the new total.
 _BUDGET_KEYS = {"num_meta_iterations", "total_timesteps"}
 

@@ -12,20 +12,12 @@ a fresh run refuses to replace one already there unless ``overwrite=True`` (then
 run is moved aside whole, to ``<run>.replaced-<time>/``); Ctrl-C saves the last completed
 iteration and raises ``TrainingInterrupted`` saying what was kept; an update that makes a
 parameter inf or nan stops the run (``TrainingDiverged``), keeping the last good checkpoint.
-
-Example:
-    >>> from metatrade.envs.nav2d import Navigation2DFamily           # doctest: +SKIP
-    >>> from metatrade.training import Trainer, load_config           # doctest: +SKIP
-    >>> cfg = load_config("configs/nav2d.yaml")                        # doctest: +SKIP
-    >>> trainer = Trainer(Navigation2DFamily(), None, config=cfg, run_dir="runs/nav")  # doctest: +SKIP
-    >>> trainer.meta_train(num_meta_iterations=20, num_inner_loop_steps=1,
-    ...                    num_evaluation_steps=20, meta_batch_size=20)  # doctest: +SKIP
+(Example: ``metatrade.training``'s docstring, and the README's Python API.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -43,15 +35,19 @@ from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
     RNGStreams,
-    check_run_id,
-    check_same_run,
     checkpoint_path,
     claim_run_dir,
-    load_run_checkpoint,
     non_finite,
+    restore_run,
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
-from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
+from metatrade.training.logger import (
+    MetricsLogger,
+    notice,
+    progress_bar,
+    status_text,
+    summary_line,
+)
 from metatrade.training.recorded import recorded_config
 
 if TYPE_CHECKING:
@@ -61,12 +57,6 @@ if TYPE_CHECKING:
 
 META_KIND = "MetaTrainer"
 PPO_KIND = "PPOTrainer"
-# Config sections that must match between a checkpoint and the run resuming from it: every
-# one that changes the run's mathematics (the exact objective's ``objective`` included).
-_RESUME_SECTIONS = {
-    META_KIND: ("data", "env", "policy", "meta", "objective"),
-    PPO_KIND: ("data", "env", "policy", "ppo"),
-}
 
 
 class Trainer:
@@ -212,13 +202,13 @@ class Trainer:
     def _meta_learner(self, resume: str | Path | None) -> tuple[Any, int]:
         """The learner to train (a MAMLAgent's own, this trainer's from an earlier call, or
         a new one) and the iteration it starts at."""
-        from metatrade.training.build import make_learner
+        from metatrade.training.build import make_learner, rebuild_learner
 
         own = getattr(self.agent, "learner", None)
         if own is None and self.learner is not None and resume is None:
             own = self.learner  # a second call continues this trainer's learner
         if own is not None:
-            learner = self._with_run_config(own)
+            learner = rebuild_learner(self.config, own, self.env)
             if hasattr(self.agent, "learner"):
                 self.agent.learner, self.agent.meta_config = learner, learner.config
         else:
@@ -229,15 +219,6 @@ class Trainer:
         if resume is not None:
             start = self._restore(resume, learner, META_KIND)
         return learner, start
-
-    def _with_run_config(self, old: MetaLearner) -> MetaLearner:
-        """``old`` under this run's ``meta`` settings (``MetaLearner.with_config``)."""
-        from metatrade.training.build import make_meta_config
-
-        old.family = self.env
-        return old.with_config(
-            dataclasses.replace(make_meta_config(self.config), seed=old.config.seed)
-        )
 
     def _policy(self) -> torch.nn.Module:
         agent = self.agent
@@ -250,23 +231,10 @@ class Trainer:
     def _restore(self, resume: str | Path, target: Any, kind: str) -> int:
         """Load checkpoint ``resume`` into ``target`` (a MetaLearner, or for PPO a
         ``(PPOAgent, env)`` pair) and the RNG streams; returns its iteration."""
-        ck_cfg, state = load_run_checkpoint(resume, kind)
-        check_same_run(resume, ours=self.config, theirs=ck_cfg, sections=_RESUME_SECTIONS[kind])
-        self.run_id = check_run_id(resume, state, self.run_dir)
-        try:
-            if kind == PPO_KIND:
-                target.load_training_state(state["learner"], resume)
-            else:
-                target.load_state_dict(state["learner"])
-        except CheckpointError:
-            raise
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(
-                f"checkpoint {resume}: the saved state does not fit this model "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
-        self.rng.load_state_dict(state["rng"])
-        return int(state["iteration"])
+        iteration, self.run_id = restore_run(
+            resume, target, kind, config=self.config, rng=self.rng, run_dir=self.run_dir
+        )
+        return iteration
 
     def _checkpoints(self, path: Path | None, kind: str, total: int, start: int) -> LoopCheckpoints:
         from metatrade.training.task_sets import training_task_names
@@ -295,7 +263,7 @@ class Trainer:
             self.run_id, moved = claim_run_dir(self.run_dir, kind, overwrite=self.overwrite)
             if moved is not None:
                 self.replaced = moved
-                _say(f"overwrite: the replaced run was moved to {moved}")
+                notice(f"overwrite: the replaced run was moved to {moved}")
             self._claimed.add(kind)
 
     def _open_logger(self, run_dir: Path | None, start: int) -> MetricsLogger | None:
@@ -427,10 +395,3 @@ class Trainer:
         return backtest_and_report(
             agent, env, out_dir, stress_bps=self.config.evaluation.stress_cost_bps, echo=echo
         )
-
-
-def _say(text: str) -> None:
-    """A line on stderr for the person running the trainer (what happened to their files)."""
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
