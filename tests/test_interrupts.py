@@ -29,8 +29,8 @@ runner = CliRunner()
 NAV = {
     "data": {"family": "nav2d"},
     "env": {"episode_length": 10},
-    "policy": {"hidden_sizes": [64, 64]},
-    "meta": {"num_meta_iterations": 30, "meta_batch_size": 2, "episodes_per_task": 2},
+    "policy": {"hidden_sizes": [32]},
+    "meta": {"num_meta_iterations": 8, "meta_batch_size": 2, "episodes_per_task": 2},
     "run": {"checkpoint_interval": 1000, "torch_threads": 1},  # saved in memory, then on exit
 }
 
@@ -48,7 +48,7 @@ def test_four_quick_ctrl_cs_then_the_printed_command_resumes(tmp_path: Path) -> 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    while " 2/30 " not in proc.stderr.readline():  # two iterations done (summary lines)
+    while " 2/8 " not in proc.stderr.readline():  # two iterations done (summary lines)
         assert proc.poll() is None, proc.stderr.read()
     for _ in range(4):
         proc.send_signal(signal.SIGINT)
@@ -58,9 +58,9 @@ def test_four_quick_ctrl_cs_then_the_printed_command_resumes(tmp_path: Path) -> 
     assert "Traceback" not in err
     _, state = load_run_checkpoint(run)
     stopped = state["iteration"]
-    assert 2 <= stopped < 30 and not list(run.rglob("*.tmp"))
+    assert 2 <= stopped < 8 and not list(run.rglob("*.tmp"))
     message = " ".join(err.split())
-    assert f"iterations 1-{stopped} of 30 are saved" in message
+    assert f"iterations 1-{stopped} of 8 are saved" in message
     line = next(x for x in err.splitlines() if "continue with: " in x)
     printed = shlex.split(line.split("continue with: ")[1])
     assert printed[:2] == ["metatrade", "meta-train"] and "--seed" in printed
@@ -68,7 +68,7 @@ def test_four_quick_ctrl_cs_then_the_printed_command_resumes(tmp_path: Path) -> 
     res = runner.invoke(app, printed[1:])
     assert res.exit_code == 0, res.output
     cfg, state = load_run_checkpoint(run)
-    assert state["iteration"] == 30 and cfg.run.seed == 3
+    assert state["iteration"] == 8 and cfg.run.seed == 3
 
 
 def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_one(
