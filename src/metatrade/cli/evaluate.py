@@ -52,8 +52,8 @@ def evaluate_cmd(
     from metatrade.training.commands import run_meta_test
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "eval", overwrite=overwrite)
         cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "eval", overwrite=overwrite)  # (after the run is checked)
         run_meta_test(
             cfg,
             policy,
@@ -84,8 +84,8 @@ def adapt_cmd(
     from metatrade.training.commands import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "adapted", overwrite=overwrite)
         cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)  # (after the run is checked)
         adapt_to_tasks(
             cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **run.kwargs
         )
@@ -108,15 +108,14 @@ def backtest_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
-    from metatrade.training.artefacts import stamp_results
-
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "reports", overwrite=overwrite)
         cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "reports", overwrite=overwrite)  # (after the run is checked)
         backtest_tasks(
             cfg,
             policy,

@@ -95,8 +95,8 @@ def walkforward_cmd(
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     with _writing(_output_dir(checkpoint, out)) as where:
         out_dir = where if out is not None else where / "walkforward"
-        _fresh_output(out_dir, overwrite=overwrite)
         cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(out_dir, overwrite=overwrite)  # (after the run is checked)
         first: str | int = int(start) if start.isdigit() else start
         run_walkforward_eval(
             cfg,

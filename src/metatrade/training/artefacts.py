@@ -17,6 +17,7 @@ accepted as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint
-from metatrade.io import LOCK_NAME, RunDirError, atomic_write_text, run_dir_lock
+from metatrade.io import LOCK_NAME, atomic_write_text, run_dir_lock
 
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -209,33 +210,14 @@ def replace_run(run_dir: str | Path, entries: tuple[str, ...] = RUN_ENTRIES) -> 
     while target.exists():
         n += 1
         target = full.parent / f"{full.name}.replaced-{stamp}-{n}"
-    nested = [p for p in present if p.is_dir() and (p / LOCK_NAME).exists()]
-    with _all_locked(nested):
+    with contextlib.ExitStack() as locks:  # a nested run (ppo/) must not be being written
+        for path in present:
+            if path.is_dir() and (path / LOCK_NAME).exists():
+                locks.enter_context(run_dir_lock(path))
         target.mkdir(parents=True)
         for path in present:
             os.replace(path, target / path.name)
     return target
-
-
-class _all_locked:
-    """Hold the locks of nested run directories (one ``run_dir_lock`` each) while moving."""
-
-    def __init__(self, dirs: list[Path]) -> None:
-        self.dirs, self.held = dirs, []
-
-    def __enter__(self) -> None:
-        try:
-            for d in self.dirs:
-                lock = run_dir_lock(d)
-                lock.__enter__()
-                self.held.append(lock)
-        except RunDirError:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        while self.held:
-            self.held.pop().__exit__(None, None, None)
 
 
 # ---- provenance of results ------------------------------------------------------------------

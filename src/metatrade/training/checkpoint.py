@@ -103,7 +103,9 @@ class TrainingDiverged(UserError):
     """An update made parameters non-finite (inf / nan): the run stops at that iteration and
     keeps its last good checkpoint (``iteration``, ``path``; None: nothing was saved)."""
 
-    def __init__(self, what: str, iteration: int, names: list[str], saved: int, path: Path | None):
+    def __init__(
+        self, what: str, *, iteration: int, names: list[str], saved: int, path: Path | None
+    ) -> None:
         self.iteration, self.saved, self.path = iteration, saved, path
         kept = "nothing was saved"
         if path is not None:
@@ -121,8 +123,12 @@ class CheckpointWriteError(OSError):
 
 
 def non_finite(params: Mapping[str, Any]) -> list[str]:
-    """Names of the tensors in ``params`` holding an inf or a nan (checked after updates)."""
-    return [k for k, v in params.items() if not bool(torch.isfinite(v.detach()).all())]
+    """Names of the tensors in ``params`` holding an inf or a nan (checked after updates;
+    one reduction, and one device sync, when all are finite)."""
+    finite = [torch.isfinite(v.detach()).all() for v in params.values()]
+    if not finite or bool(torch.stack(finite).all()):
+        return []
+    return [k for k, ok in zip(params, finite, strict=True) if not bool(ok)]
 
 
 class LoopCheckpoints:
@@ -200,7 +206,7 @@ class LoopCheckpoints:
         """Iteration ``iteration`` left non-finite ``names``: save the last good one."""
         self.flush()
         path = self.path if self.saved > 0 else None
-        return TrainingDiverged(what, iteration, names, self.saved, path)
+        return TrainingDiverged(what, iteration=iteration, names=names, saved=self.saved, path=path)
 
 
 def _reason(exc: BaseException) -> str:
