@@ -52,8 +52,6 @@ from metatrade.training.artefacts import (
 )
 from metatrade.training.config import ConfigError, RunConfig, validate_config
 
-__all__ = ["CHECKPOINT_DIR", "PPO_DIR", "resolve_checkpoint"]  # re-exported for callers
-
 LAST = "last.pt"
 # What a fresh run of each kind moves aside with overwrite=True: meta-training, the whole run
 # (its baselines and results were made for the run it replaces); PPO, the baseline and the
