@@ -65,7 +65,7 @@ def _data_settings(env: Any) -> dict[str, Any]:
     out.update(
         {f"data.splits.{f.name}": getattr(loader.splits, f.name) for f in fields(loader.splits)}
     )
-    if source is not loader:  # a TaskSubset: the tasks it was restricted to
+    if source is not None and source is not loader:  # a TaskSubset: its tasks
         out["data.tasks"] = sorted(str(t) for t in source.tasks("all"))
     return out
 
