@@ -60,23 +60,23 @@ def evaluate_cmd(
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import run_meta_test
 
     with _writing(_output_dir(checkpoint, out)) as run_dir, progress_bars(progress):
-        _fresh_output(run_dir / "eval", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        if ppo is None:  # the baseline trained beside the meta-policy
-            ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "eval", overwrite=overwrite)  # (after the run is checked)
         result = run_meta_test(
             cfg,
             policy,
             run_dir,
-            ppo_path=ppo,
+            ppo_path=ppo or run.artefacts.ppo,
             console=chatter(fmt),
             allow_seen=allow_seen,
-            **extra,
+            pretrained=run.pretrained(),
+            **run.kwargs,
         )
+        stamp_results(run_dir / "eval", run.artefacts)
     if fmt != Format.table:  # the table itself was printed above, with its intervals
         emit([r.as_dict() for r in result.rows], fmt)
 
@@ -94,13 +94,17 @@ def adapt_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "adapted", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)  # (after the run is checked)
         k = _steps(cfg, steps)
-        adapt_to_tasks(cfg, policy, run_dir, k, console=console, allow_seen=allow_seen, **extra)
+        adapt_to_tasks(
+            cfg, policy, run_dir, k, console=console, allow_seen=allow_seen, **run.kwargs
+        )
+        stamp_results(run_dir / "adapted", run.artefacts)
 
 
 @app.command("backtest")
@@ -121,13 +125,14 @@ def backtest_cmd(
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task (the
     report per task; --format csv/json: its metrics, a row per task and cost setting)."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "reports", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "reports", overwrite=overwrite)  # (after the run is checked)
         results = backtest_tasks(
             cfg,
             policy,
@@ -137,8 +142,9 @@ def backtest_cmd(
             console=chatter(fmt),
             echo=fmt == Format.table,
             allow_seen=allow_seen,
-            **extra,
+            **run.kwargs,
         )
+        stamp_results(run_dir / "reports", run.artefacts)
     if fmt != Format.table:
         emit(
             [

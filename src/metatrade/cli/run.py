@@ -27,6 +27,7 @@ from metatrade.cli.common import (
     _run_name,
     _writing,
     cli_errors,
+    resume_command,
 )
 from metatrade.cli.output import console
 from metatrade.training.config import RunConfig, apply_overrides, load_config
@@ -63,7 +64,11 @@ def meta_train_cmd(
     given = {"run.backend": backend, "run.address": address, "run.workers": workers}
     backend_overrides = {k: v for k, v in given.items() if v is not None}
     run_dir = cfg.run_dir()
-    with _writing(run_dir, f"metatrade meta-train --resume --out {run_dir}"):
+    extra = ("-n", str(iterations)) if iterations is not None else ()
+    again = resume_command(
+        "meta-train", config=config, data=data, tasks=tasks, seed=seed, out=run_dir, extra=extra
+    )
+    with _writing(run_dir, again):
         _meta_train(
             cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
             overwrite=overwrite, progress=progress, backend_overrides=backend_overrides,
@@ -143,7 +148,11 @@ def train_cmd(
     cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
     own = run_dir / PPO_DIR
-    with _writing(own, f"metatrade train --resume --out {run_dir}"):
+    extra = ("--timesteps", str(timesteps)) if timesteps is not None else ()
+    again = resume_command(
+        "train", config=config, data=data, tasks=tasks, seed=seed, out=run_dir, extra=extra
+    )
+    with _writing(own, again):
         last = checkpoint_path(own)
         if resume and config is None and (own / "config.yaml").is_file():
             cfg = load_config(
@@ -188,6 +197,6 @@ def demo_cmd(
         _config(config, data, tasks, seed, out, default="demo", strict=strict), config or "demo"
     )
     run_dir = cfg.run_dir()
-    again = f"metatrade demo{f' -c {config}' if config else ''} --resume --out {run_dir}"
+    again = resume_command("demo", config=config, data=data, tasks=tasks, seed=seed, out=run_dir)
     with _writing(run_dir, again):
         run_demo(cfg, console=console, progress=progress, resume=resume, overwrite=overwrite)

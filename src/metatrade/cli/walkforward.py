@@ -18,17 +18,19 @@ from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
     OutOpt,
+    OverwriteOpt,
     SeedOpt,
     StepsOpt,
     TasksOpt,
+    _fresh_output,
     _load_run,
     _output_dir,
     _steps,
+    _writing,
     cli_errors,
 )
 from metatrade.cli.output import Format, FormatOpt, ProgressOpt, chatter, emit, progress_bars
 from metatrade.training.config import ConfigError
-from metatrade.training.pretrained import load_pretrained
 
 FoldBarsOpt = typer.Option(None, "--fold-bars", min=1, help="bars per fold (cadence)")
 AdaptBarsOpt = typer.Option(None, "--adapt-bars", min=2, help="bars of each adaptation window")
@@ -69,13 +71,6 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     return fold_spec(fold_days, adapt_days, embargo, unit="days", normalisation=normalisation)
 
 
-def _ppo_file(checkpoint: Path, ppo: Path | None) -> Path | None:
-    """``--ppo``, else the baseline trained beside the run (never a folder above it)."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
-
-    return ppo or ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-
-
 @app.command("walkforward")
 @cli_errors
 def walkforward_cmd(
@@ -107,34 +102,39 @@ def walkforward_cmd(
     ppo: Path | None = PpoOpt,
     fmt: Format = FormatOpt,
     progress: bool = ProgressOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch
-    (--format csv/json: a row per scope, task or pooled, and start)."""
+    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch.
+    Writes <run>/walkforward/ (or --out DIR), refusing to replace an earlier report unless
+    --overwrite (--format csv/json: a row per scope, task or pooled, and start)."""
     from metatrade.evaluation.walkforward.folds import parse_start
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.walkforward import run_walkforward_eval
 
     _renamed_start(old_start, f"--from {old_start}")
     start = parse_start(first)
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    with progress_bars(progress):
+    with _writing(_output_dir(checkpoint, out)) as where, progress_bars(progress):
+        out_dir = where if out is not None else where / "walkforward"
+        cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(out_dir, overwrite=overwrite)  # (after the run is checked)
         result, _ = run_walkforward_eval(
             cfg,
             policy,
             out_dir,
             spec=spec,
             steps=_steps(cfg, steps),
-            ppo_path=_ppo_file(checkpoint, ppo),
-            pretrained=load_pretrained(run_dir),
-            inner_lrs=extra["inner_lrs"],
-            trained=extra["trained"],
+            ppo_path=ppo or run.artefacts.ppo,
+            pretrained=run.pretrained(),
+            inner_lrs=run.inner_lrs,
+            trained=run.trained,
             console=chatter(fmt),
             carry=carry,
             start=start,
             **({"deterministic": False} if sampled else {}),
             configurations=configurations,
         )
+        stamp_results(out_dir, run.artefacts)
     if fmt != Format.table:  # the pooled table was printed above
         emit(result.rows(), fmt)
 
@@ -172,7 +172,7 @@ def signal_cmd(
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, None)
+    cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, None)
     steps = _steps(cfg, steps)
     out = signals(
         cfg,
@@ -181,10 +181,10 @@ def signal_cmd(
         steps=steps,
         start=start,
         position=pos,
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
+        ppo_path=ppo or run.artefacts.ppo,
+        pretrained=run.pretrained(),
+        inner_lrs=run.inner_lrs,
+        trained=run.trained,
     )
     title = f"next decision ({start}, k={steps}, position assumed {position})"
     emit([_signal_record(s) for s in out], fmt, title=title)

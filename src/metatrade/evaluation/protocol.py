@@ -41,8 +41,7 @@ imports from here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from functools import partial
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -54,6 +53,7 @@ from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
+from metatrade.evaluation.protocol_adapt import adapt_start, adaptation_env
 from metatrade.evaluation.protocol_classical import classical_rows
 from metatrade.evaluation.protocol_config import (
     REF_LABEL,
@@ -64,7 +64,12 @@ from metatrade.evaluation.protocol_config import (
     module_params,
     random_start,
 )
-from metatrade.evaluation.protocol_result import EvaluationResult, EvaluationRow, task_mean
+from metatrade.evaluation.protocol_result import (
+    EvaluationResult,
+    EvaluationRow,
+    interval_warning,
+    task_mean,
+)
 from metatrade.evaluation.protocol_rollouts import (
     LiquidatingEnv,
     feasible_length,
@@ -73,13 +78,8 @@ from metatrade.evaluation.protocol_rollouts import (
     rule_actor,
     stream_seed,
 )
-from metatrade.exact.objective import exact_loss
-from metatrade.exact.windows import latest_windows
 from metatrade.io import json_safe
-from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
-from metatrade.meta.adapt import adapt_on_batch, adapt_online
-from metatrade.meta.inner import expand_to_tasks
 
 __all__ = [
     "EvaluationResult",
@@ -175,7 +175,7 @@ class MetaTestProtocol:
         adapted: dict[tuple[str, int], Params] = {}
         with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
             for label, start in starts.items():
-                snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
+                snapshots = adapt_start(cfg, label, start, arrays, plan.train_cfg)
                 for k in cfg.adaptation_steps:
                     adapted[(label, k)] = snapshots[k]
                 step(label)
@@ -195,6 +195,13 @@ class MetaTestProtocol:
             step("references")
         result = self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
         result.windows, result.classical = plan.windows, fits
+        split_bars = [a.split_range(cfg.test_split) for a in arrays]
+        note = interval_warning(
+            split_bars=[stop - first for first, stop in split_bars],
+            window_bars=plan.test_cfg.episode_length or 1,
+            windows_per_task=cfg.test_episodes,
+        )
+        result.warnings = [note] if note else []
         return result
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:
@@ -202,12 +209,11 @@ class MetaTestProtocol:
         that every row (start, k, reference) trades."""
         cfg = self.config
         num_eps = cfg.test_episodes
-        adapt_len = min(cfg.episode_length, feasible_length(arrays, cfg.env, cfg.adaptation_split))
         test_len = min(
             cfg.test_episode_length,
             max(1, feasible_length(arrays, cfg.env, cfg.test_split) // 2),
         )
-        train_cfg = cfg.env.with_overrides(split=cfg.adaptation_split, episode_length=adapt_len)
+        train_cfg = adaptation_env(cfg, arrays)
         test_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=test_len)
         bt_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=None)
         # Explicit test windows: every row (start, k, reference) trades exactly these.
@@ -217,6 +223,18 @@ class MetaTestProtocol:
         test_env = LiquidatingEnv(arrays, num_eps, test_cfg)
         bt_env = LiquidatingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
         return _Plan(train_cfg, test_cfg, bt_cfg, windows, test_env, bt_env)
+
+    def adapt(
+        self, label: str, start: Start, arrays: list[TaskArrays]
+    ) -> tuple[dict[int, Params], list[float]]:
+        """``start`` (labelled ``label``: its streams) adapted on every task as ``run`` adapts
+        it: its parameters [T, ...] after each k in ``adaptation_steps`` and the mean return
+        (minus the exact loss) after k = 0..max(k) steps on the adaptation data. ``metatrade
+        adapt`` and ``backtest -k`` call it, so they adapt exactly as ``evaluate`` does."""
+        curve: list[float] = []
+        env = adaptation_env(self.config, arrays)
+        snapshots = adapt_start(self.config, label, start, arrays, env, curve=curve)
+        return snapshots, curve
 
     def _evaluate_group(
         self,
@@ -296,54 +314,6 @@ class MetaTestProtocol:
                     "tasks; its return cannot normalise; raise oracle_threshold to cover costs"
                 )
         return oracle_returns, oracle_bt
-
-    def _adapt_start(
-        self, label: str, start: Start, arrays: list[TaskArrays], train_cfg: TradingEnvConfig
-    ) -> dict[int, Params]:
-        """Parameters [T, ...] of ``start`` after each k in ``adaptation_steps`` inner steps on
-        the tasks' adaptation split: fresh episodes per step (sampled estimator), or the
-        ``adaptation_episodes`` windows that end at the split's last bar (exact)."""
-        cfg = self.config
-        max_k = max(cfg.adaptation_steps)
-        params = expand_to_tasks({k: v.detach() for k, v in start.params.items()}, len(arrays))
-        adaptation = replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes)
-        if adaptation.estimator == "exact":
-            windows = latest_windows(
-                arrays,
-                num_windows=cfg.adaptation_episodes,
-                config=train_cfg,
-                vol_bars=cfg.objective.vol_bars,
-                dtype=_dtype(params),
-            )
-            loss = partial(exact_loss, normalize=cfg.objective.normalize, risk=cfg.objective.risk)
-            steps = adapt_on_batch(
-                start.policy,
-                params,
-                windows,
-                config=adaptation,
-                loss=loss,
-                num_steps=max_k,
-                inner_lrs=start.inner_lrs,
-            )
-            return {k: steps[k] for k in cfg.adaptation_steps}
-        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, label, "adapt"))
-        env_seed = stream_seed(cfg.seed, label, "env")
-        train_env = BatchTradingEnv(arrays, cfg.adaptation_episodes, train_cfg, seed=env_seed)
-        # k inner steps, each on fresh adaptation-window episodes of the current policy;
-        # step k's batch resets the env with seed cfg.seed + 100 k.
-        result = adapt_online(
-            start.policy,
-            params,
-            train_env,
-            config=adaptation,
-            num_steps=max_k,
-            inner_lrs=start.inner_lrs,
-            generator=gen,
-            measure_final=False,
-            env_seed=lambda j: cfg.seed + 100 * (j + 1),
-            keep=cfg.adaptation_steps,
-        )
-        return result.snapshots
 
     def _summarise(
         self,

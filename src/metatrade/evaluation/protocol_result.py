@@ -71,6 +71,8 @@ class EvaluationResult:
     """[T, E] first decision rows of the test windows every row traded"""
     classical: dict[str, list[FittedRule]] = field(default_factory=dict)
     """the classical rows' fitted rules, {label: [per task]}"""
+    warnings: list[str] = field(default_factory=list)
+    """what limits how far the intervals can be trusted (``interval_warning``): in every output"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -121,6 +123,7 @@ class EvaluationResult:
         doc = {
             "tasks": self.tasks,
             "seen_in_meta_training": self.seen,
+            "warnings": self.warnings,
             "rows": self.records(),
             "config": self.config,
             "paired_differences": {k: ci.as_dict() for k, ci in self.headline().items()},
@@ -206,11 +209,13 @@ class EvaluationResult:
         return t
 
     def _caption(self) -> str | None:
-        """The paired differences against classical-selected, one line each (% of C0)."""
+        """The paired differences against classical-selected, one line each (% of C0), then
+        what limits how far the intervals can be trusted."""
         lines = [
             f"paired {k}: {100 * ci.estimate:+.3f} % [{100 * ci.low:+.3f}, {100 * ci.high:+.3f}]"
             for k, ci in self.headline().items()
         ]
+        lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines) or None
 
     def format_table(self, width: int = 140) -> str:
@@ -230,6 +235,36 @@ class EvaluationResult:
             "table": str(atomic_write_text(out / f"{prefix}.txt", self.format_table())),
             "plot": str(self.plot(out / f"{prefix}_adaptation.png")),
         }
+
+
+# Below this many effectively independent test windows a percentile interval is too narrow.
+MIN_INDEPENDENT_WINDOWS = 30
+
+
+def interval_warning(
+    *, split_bars: list[int], window_bars: int, windows_per_task: int
+) -> str | None:
+    """Why the table's intervals may be too narrow, or None.
+
+    The bootstrap resamples tasks, then test windows within a task; windows drawn from a
+    short test split overlap, so they are far fewer independent observations than their
+    count. Effectively independent windows: per task, at most split length / window length
+    (non-overlapping windows that fit), summed over the tasks. Warn with one task (nothing
+    to resample across tasks) or fewer than ``MIN_INDEPENDENT_WINDOWS``."""
+    per_task = [min(windows_per_task, max(1.0, n / window_bars)) for n in split_bars]
+    independent = sum(per_task)
+    few_tasks = len(split_bars) == 1
+    if not few_tasks and independent >= MIN_INDEPENDENT_WINDOWS:
+        return None
+    why = "one held-out task" if few_tasks else f"{len(split_bars)} held-out tasks"
+    lo, hi = min(split_bars), max(split_bars)
+    splits = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return (
+        f"the intervals are likely too narrow: {why} and about {independent:.0f} effectively "
+        f"independent test windows ({windows_per_task} windows of {window_bars} bars per task "
+        f"in test splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
+        "tasks, or use the walk-forward protocol (metatrade walkforward)"
+    )
 
 
 def task_mean(v: np.ndarray) -> float:

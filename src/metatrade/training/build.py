@@ -8,7 +8,7 @@ task families, policies, ``MetaConfig``, ``PPOConfig`` and learners, so the CLI,
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +137,13 @@ def make_learner(
     return MetaLearner(policy, family, make_meta_config(cfg))
 
 
+def rebuild_learner(cfg: RunConfig, old: MetaLearner, family: TaskFamily) -> MetaLearner:
+    """``old`` (theta, iteration, optimizer moments kept) under ``cfg``'s ``meta`` settings
+    and over ``family`` (``MetaLearner.with_config``): a MAMLAgent trained on by a run."""
+    old.family = family
+    return old.with_config(replace(make_meta_config(cfg), seed=old.config.seed))
+
+
 def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:
     from metatrade.agents.networks.config import NetworkConfig
     from metatrade.agents.ppo import PPOConfig
@@ -190,16 +197,6 @@ def load_inner_lrs(state: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     adaptation at test time uses them, as training did (Li et al., 2017)."""
     lrs = (state.get("learner") or {}).get("inner_lrs")
     return None if lrs is None else {k: v.detach().clone() for k, v in lrs.items()}
-
-
-def eval_family(cfg: RunConfig, loader: DataLoader, tasks: list[TaskId]) -> TaskFamily:
-    """A family over the evaluation tasks alone (their adaptation window, the train split),
-    so evaluating needs no meta-training task in the folder."""
-    from metatrade.market.family import TradingTaskFamily
-
-    check_episodes_fit(cfg, loader, tasks)  # adaptation episodes on their train split
-    subset = TaskSubset(loader, tasks, tasks)
-    return TradingTaskFamily(subset, make_env_config(cfg), objective=cfg.objective)
 
 
 # ---- meta-test ----------------------------------------------------------------------------

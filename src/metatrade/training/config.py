@@ -23,13 +23,13 @@ from pydantic_core import ArgsKwargs
 
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
-from metatrade.market.family import ObjectiveSettings
 from metatrade.training import sections
 from metatrade.training.sections import (
     DataSection,
     EnvSection,
     EvaluationSection,
     MetaSection,
+    ObjectiveSection,
     PolicySection,
     PPOSection,
     RunSection,
@@ -46,7 +46,7 @@ class RunConfig(sections._Section):
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     meta: MetaSection = Field(default_factory=MetaSection)
-    objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     run: RunSection = Field(default_factory=RunSection)
@@ -177,6 +177,8 @@ def _format_error(err: Any, options: dict[str, str] | None = None) -> str:
         msg = "expected an integer"
     elif kind in ("bool_parsing", "bool_type"):
         msg = "expected true or false"
+    elif kind == "finite_number":
+        msg = "expected a finite number (not inf or nan)"
     elif kind == "greater_than":
         msg = "expected a positive number" if ctx["gt"] == 0 else f"expected a value > {ctx['gt']}"
     elif kind == "greater_than_equal":

@@ -6,6 +6,7 @@ and a one-line description (``docs/configuration.md`` is the reference).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any, Literal, get_args
 
@@ -14,6 +15,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
+from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
 
@@ -24,9 +26,19 @@ def check_task(name: str) -> str:
     return str(parse_task_id(name))
 
 
+# Unknown keys are errors (a typo must not silently fall back to a default), and every
+# number must be finite (`meta.lr: .inf` made the parameters infinite, issue #18).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path as stored in a config: absolute (``~`` expanded, resolved against the working
+    directory now), so a run read or resumed from another directory finds the same folder."""
+    return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+
 class _Section(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**_STRICT, validate_assignment=True)
 
 
 PositiveInt = Field(gt=0)
@@ -88,7 +100,9 @@ class DataSection(_Section):
         description="task family: real OHLCV tasks, synthetic regime tasks, or 2D navigation",
     )
     data_dir: str | None = Field(
-        None, description="directory of OHLCV files; null = the embedded sample data"
+        None,
+        description="directory of OHLCV files; null = the embedded sample data (a relative path "
+        "is stored resolved against the working directory it was given in)",
     )
     tasks: list[str] | None = Field(
         None, description="tasks to use, 'Instrument:TF'; null = every task found"
@@ -111,6 +125,11 @@ class DataSection(_Section):
     @classmethod
     def _task_names(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [check_task(t) for t in v]
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
 
 
 class CostsSection(_Section):
@@ -169,13 +188,13 @@ class EnvSection(_Section):
         return v
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PolicySection(NetworkConfig):
     """The policy network: ``metatrade.agents.networks.config.NetworkConfig`` (defined and
     validated there once; ``PPOConfig`` shares it)."""
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class MetaSection(MetaConfig):
     """MAML for RL: ``metatrade.meta.config.MetaConfig`` (every field, its default and its
     validation are defined there once) plus the number of meta-iterations. The seed is
@@ -184,7 +203,7 @@ class MetaSection(MetaConfig):
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PPOSection(PPOHyperparameters):
     """PPO: ``metatrade.agents.ppo_config.PPOHyperparameters`` (defined and validated there
     once) plus the run's budget and batch shape. The network comes from the ``policy``
@@ -274,7 +293,9 @@ class RunSection(_Section):
         description="the one seed every RNG stream derives from, 0 to 2**32 - 1",
     )
     out_dir: str | None = Field(
-        None, description="the run directory; null = runs/<name>-seed<seed>"
+        None,
+        description="the run directory; null = runs/<name>-seed<seed> (a relative path is "
+        "stored resolved against the working directory it was given in)",
     )
     name: str | None = Field(
         None, description="run name used for the default run directory; null = data.family"
@@ -309,6 +330,17 @@ class RunSection(_Section):
         description="device of the policy parameters and the meta-step's tensors (envs stay "
         "numpy on the CPU); auto: cuda when available, else cpu",
     )
+
+    @field_validator("out_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
+
+
+@pydantic_dataclass(frozen=True, config=_STRICT)
+class ObjectiveSection(ObjectiveSettings):
+    """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
+    validated there once), here with finite numbers only."""
 
 
 def meta_section_from(meta_config: MetaConfig) -> MetaSection:

@@ -183,6 +183,7 @@ def run_walkforward(
     scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps)
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
     conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
+                ruin_fraction=cfg.env.ruin_fraction,
                 proportional_bps=cfg.env.costs.proportional_bps, adapter=type(adapter).__name__)  # fmt: skip
     seconds = {
         "adapt": sum(r.adapt_seconds for r in records),

@@ -88,6 +88,9 @@ class RowRecord:
     trades: list[Any] = field(default_factory=list)  # closed round trips (engine Trades)
     first_action: list[int] = field(default_factory=list)  # [folds] first decision per fold
     first_probs: list[list[float]] = field(default_factory=list)  # [folds][A] its probabilities
+    ruin_at: list[int] = field(
+        default_factory=list
+    )  # record indices where the ruin rule stopped it
 
     @property
     def notional(self) -> float:
@@ -209,6 +212,7 @@ class _Ledger:
             recs[i].positions[j] = info["position"]
             if terminated:
                 recs[i].equity[j] = offset[i] + env.liquidate()
+                recs[i].ruin_at.append(j)
                 alive[i] = False
 
     def close_fold(self, f: int, b: int, start_eq: np.ndarray, *, last_fold: bool) -> None:

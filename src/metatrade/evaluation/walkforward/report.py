@@ -1,6 +1,8 @@
 """The walk-forward report: one self-contained HTML page (figures embedded as base64 PNG,
 no script, no external resource), plus CSV, JSON, a text table and the PNGs.
-Every file is written atomically."""
+Every file is written atomically. A row the ruin rule stopped (equity at or below
+``ruin_fraction`` of the capital: it traded no more) is flagged ``[RUIN]`` in every table,
+with a note saying on which task and day: its metrics are not those of a full record."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
@@ -37,23 +41,59 @@ def _fmt(value: float, fmt: str, scale: float) -> str:
     return "n/a" if value is None or value != value else fmt.format(value * scale)
 
 
+RUIN_FLAG = " [RUIN]"
+
+
+def ruined(res: WalkForwardResult, scope: str = "pooled") -> dict[str, list[str]]:
+    """Rows of ``scope`` (a task, or every task when pooled) that the ruin rule stopped:
+    label -> ["<task> on <day>", ...]."""
+    out: dict[str, list[str]] = {}
+    for t in res.tasks:
+        if scope not in ("pooled", t.task):
+            continue
+        for label, rec in t.records.items():
+            for j in rec.ruin_at:
+                day = pd.Timestamp(int(t.timestamps[min(j, len(t.timestamps) - 1)]), tz="UTC")
+                out.setdefault(label, []).append(f"{t.task} on {day.date()}")
+    return out
+
+
+def ruin_note(res: WalkForwardResult, scope: str = "pooled") -> str:
+    """The line under a table that says which rows the ruin rule stopped ("" if none)."""
+    stopped = ruined(res, scope)
+    if not stopped:
+        return ""
+    fraction = res.config.get("ruin_fraction")
+    level = f"{100 * fraction:g}% of the capital" if fraction is not None else "the ruin level"
+    rows = "; ".join(f"{label} ({', '.join(where)})" for label, where in stopped.items())
+    return (
+        f"{RUIN_FLAG.strip()} stopped by the ruin rule (equity fell to {level}; no trading "
+        f"after): {rows}"
+    )
+
+
 def table_rows(res: WalkForwardResult, scope: Scope) -> list[list[str]]:
-    """Cells of a scope's table: row, metrics, Sharpe interval."""
+    """Cells of a scope's table: row (flagged when the ruin rule stopped it), metrics,
+    Sharpe interval."""
     conf = int(round(100 * res.config["confidence"]))
+    stopped = ruined(res, scope.name)
     out = [["row", *[h for _, h, _, _ in COLUMNS], f"Sharpe {conf}% CI"]]
     for label in res.labels:
         m = scope.metrics[label]
         ci = scope.cis[label]["sharpe"]
-        out.append([label, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
+        name = label + (RUIN_FLAG if label in stopped else "")
+        out.append([name, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
                     f"[{ci.low:+.2f}, {ci.high:+.2f}]"])  # fmt: skip
     return out
 
 
 def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
-    """A plain fixed-width table of one scope (for the terminal)."""
+    """A plain fixed-width table of one scope (for the terminal), with the ruin note."""
     cells = table_rows(res, res.scopes[scope])
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    note = ruin_note(res, scope)
+    return "\n".join([*lines, note] if note else lines)
 
 
 def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> list[str]:
@@ -62,9 +102,9 @@ def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> l
     for name, d in res.pooled.differences.items():
         if name.endswith(f" - {against}"):
             s, r = d["sharpe"], d["annual_return"]
-            out.append(f"paired (pooled) {name}: Sharpe {s.estimate:+.2f} [{s.low:+.2f}, "
-                       f"{s.high:+.2f}], annual return {100 * r.estimate:+.1f} % "
-                       f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]")  # fmt: skip
+            sharpe = f"Sharpe {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}]"
+            annual = f"{100 * r.estimate:+.1f} % [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
+            out.append(f"paired (pooled) {name}: {sharpe}, annual return {annual}")
     return out
 
 
@@ -126,6 +166,11 @@ _CSS = (
 )
 
 
+def _note(res: WalkForwardResult, scope: str) -> str:
+    note = ruin_note(res, scope)
+    return f'<p class="ruin"><b>{html.escape(note)}</b></p>' if note else ""
+
+
 def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
     """The page: summary, pooled table, paired differences, figures, per-task tables."""
     parts = [
@@ -136,6 +181,7 @@ def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
         _summary(res),
         "<h2>Pooled (equal-weight portfolio of the held-out tasks)</h2>",
         _html_table(table_rows(res, res.pooled), "metrics"),
+        _note(res, "pooled"),
         "<h2>Paired differences</h2>",
         _differences(res),
     ]
@@ -147,6 +193,7 @@ def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
         parts += [
             f"<h2>Task {html.escape(t.task)}</h2>",
             _html_table(table_rows(res, res.scopes[t.task]), "metrics"),
+            _note(res, t.task),
         ]
     parts.append("<p>Definitions: docs/evaluation.md (walk-forward protocol).</p></body></html>")
     return "\n".join(parts)
@@ -173,6 +220,7 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
             "fold_returns": {k: r.fold_returns.tolist() for k, r in t.records.items()},
             "first_decisions": {k: r.first_action for k, r in t.records.items() if r.first_action},
             "classical_fits": t.classical_fits,
+            "stopped_by_ruin": {k: r.ruin_at for k, r in t.records.items() if r.ruin_at},
             "seconds": {"adapt": t.adapt_seconds, "trade": t.trade_seconds},
         }
         for t in res.tasks
