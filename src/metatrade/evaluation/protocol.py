@@ -72,6 +72,7 @@ from metatrade.evaluation.protocol_result import (
 )
 from metatrade.evaluation.protocol_rollouts import (
     LiquidatingEnv,
+    backtest_seed,
     feasible_length,
     policy_actions,
     rollout_returns,
@@ -264,7 +265,12 @@ class MetaTestProtocol:
             returns[row] = out[i * num_tasks : (i + 1) * num_tasks]
         if cfg.backtest:
             env = LiquidatingEnv(arrays * reps, 1, plan.bt_cfg)
-            bt = [torch.Generator().manual_seed(stream_seed(cfg.seed, r[0], "bt")) for r in rows]
+            # one stream per (row, task), so `metatrade backtest` of one task draws the same
+            bt = [
+                torch.Generator().manual_seed(backtest_seed(cfg.seed, r[0], str(a.task)))
+                for r in rows
+                for a in arrays
+            ]
             out = rollout_returns(
                 env,
                 lambda o, e, p, g=bt, pi=policy, th=stacked: policy_actions(

@@ -55,6 +55,12 @@ def stream_seed(seed: int, label: str, purpose: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
 
 
+def backtest_seed(seed: int, label: str, task: str) -> int:
+    """The seed of one row's sampled whole-split backtest of one task: the protocol's
+    backtest column and ``metatrade backtest`` (row ``MAML@k<k>``) draw the same actions."""
+    return stream_seed(seed, f"{label}:{task}", "bt")
+
+
 class LiquidatingEnv(BatchTradingEnv):
     """A BatchTradingEnv that also records, per slot, the equity at the end of its episode
     after closing any open position at the last bar's close with the exit cost (what

@@ -139,21 +139,22 @@ def backtest_tasks(
             config=env_cfg,
             name=name,
             echo=echo,
-            sample_seed=_backtest_seed(cfg, str(task)),
+            sample_seed=_backtest_seed(cfg, steps, str(task)),
         )
     if console is not None:
         console.print(f"backtest reports in {run_dir / 'reports'}")
     return results
 
 
-def _backtest_seed(cfg: RunConfig, task: str) -> int | None:
-    """``evaluation.actions: sample``: the seed of one task's backtest draws (from the run
-    seed and the task); ``mode``: None."""
+def _backtest_seed(cfg: RunConfig, steps: int, task: str) -> int | None:
+    """``evaluation.actions: sample``: the seed of one task's backtest draws, the one the
+    meta-test protocol's backtest of row ``MAML@k<steps>`` uses (so both give the same
+    figure); ``mode``: None."""
+    from metatrade.evaluation.protocol_rollouts import backtest_seed
+
     if cfg.evaluation.actions == "mode":
         return None
-    import zlib
-
-    return (cfg.run.seed * 1_000_003 + zlib.crc32(f"backtest:{task}".encode())) % 2**62
+    return backtest_seed(cfg.run.seed, f"MAML@k{steps}", task)
 
 
 def backtest_and_report(
