@@ -35,6 +35,7 @@ DEFAULT_RESAMPLES = 2000
 # Cap on the number of floats gathered per chunk of resamples (keeps memory ~ 160 MB max).
 _MAX_GATHER = 20_000_000
 MIN_BLOCKS = 30
+_MIN_BLOCK_ESTIMATE = 10  # arch's estimator needs a few autocorrelation lags to look at
 """below this many independent blocks an interval is flagged as resting on too little"""
 
 
@@ -243,14 +244,15 @@ class BlockPlan:
 def block_length(series: ArrayLike, *, floor: float = 1.0) -> float:
     """Mean block length (observations) of a stationary bootstrap of ``series`` [n] or
     [n, k]: ``arch``'s ``optimal_block_length`` of each non-constant column, the largest
-    (every column is resampled with the same blocks), at least ``floor``, at most n."""
+    (every column is resampled with the same blocks), at least ``floor``, at most n.
+    Below ``_MIN_BLOCK_ESTIMATE`` observations there is nothing to estimate: ``floor``."""
     from arch.bootstrap import optimal_block_length
 
     x = np.asarray(series, dtype=np.float64)
     x = x.reshape(len(x), -1)
     keep = [j for j in range(x.shape[1]) if np.nanstd(x[:, j]) > 0]
     best = float(floor)
-    if len(x) >= 3 and keep:
+    if len(x) >= _MIN_BLOCK_ESTIMATE and keep:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             est = optimal_block_length(np.nan_to_num(x[:, keep]))["stationary"].to_numpy()

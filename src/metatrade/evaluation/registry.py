@@ -29,11 +29,12 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.errors import UserError
@@ -286,6 +287,49 @@ def _trial(r: tuple) -> Trial:
         json.loads(metrics),
         None if returns is None else json.loads(returns),
     )
+
+
+@dataclass(frozen=True)
+class TrialLog:
+    """Where an evaluation records its trials: the registry, the run that writes them and
+    the hash of its configuration (``kind``, ``seed``, ``prefix`` of every label)."""
+
+    registry: TrialRegistry
+    run: str
+    config_hash: str
+    kind: str = "walkforward"
+    seed: int | None = None
+    prefix: str = ""
+
+    def with_settings(self, settings: Mapping[str, Any]) -> TrialLog:
+        """The same log with the protocol's own settings folded into the config hash."""
+        return replace(self, config_hash=config_hash({"run": self.config_hash, **settings}))
+
+    def record(self, *, label: str, data_hash: str, split: str, returns: pd.Series) -> int:
+        """One trial from a per-day return series indexed by date (``series_metrics``)."""
+        by_day = {str(pd.Timestamp(d).date()): float(r) for d, r in returns.dropna().items()}
+        return self.registry.record_trial(
+            kind=self.kind,
+            run=self.run,
+            config_hash=self.config_hash,
+            data_hash=data_hash,
+            split=split,
+            seed=self.seed,
+            label=self.prefix + label,
+            metrics=series_metrics(returns.to_numpy()),
+            returns=by_day,
+        )
+
+
+def covered_splits(arrays: TaskArrays, first: int, last: int) -> str:
+    """The split label of rows [first, last] of a task: the names of the splits they
+    overlap, joined by "+" in time order (e.g. "validation+test")."""
+    names = [
+        k
+        for k, (a, b) in sorted(arrays.splits.items(), key=lambda kv: kv[1])
+        if a <= last and b > first
+    ]
+    return "+".join(names) or "rows"
 
 
 def registry_path(run_dir: str | Path, override: str | Path | None = None) -> Path:

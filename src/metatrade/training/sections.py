@@ -243,6 +243,11 @@ class RunSection(_Section):
         description="Ray cluster to join: 'auto' (the one `ray start` runs here) or host:port; "
         "null: start a local Ray instance",
     )
+    registry: str | None = Field(
+        None,
+        description="the trial registry (SQLite) every evaluation and tuning trial is counted "
+        "in; null = trials.sqlite in the folder holding the run directory (runs/trials.sqlite)",
+    )
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu",
         description="device of the policy parameters and the meta-step's tensors (envs stay "
