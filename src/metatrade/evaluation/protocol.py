@@ -22,8 +22,11 @@ row (e.g. PPO) is added or dropped.
 
 Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
 family (``oracle`` regimes given) every return is also reported as a fraction of the
-oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
-then windows within a task), with the same resample indices for every row.
+oracle's return on the same windows (a paired ratio of means). 95% CIs come from the day
+bootstrap (``bootstrap.day_bootstrap_means``): whole trading days resampled in blocks,
+jointly for every task (a window belongs to the day of its first bar; the timeframes of an
+instrument and the instruments of a day move together), blocks at least as long as a window
+spans, with the same resamples for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
 ``protocol_rollouts``, the result and its outputs in ``protocol_result``; every public name
@@ -44,7 +47,11 @@ from torch import nn
 from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
-from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
+from metatrade.evaluation.bootstrap import (
+    day_bootstrap_means,
+    percentile_interval,
+    session_dates,
+)
 from metatrade.evaluation.protocol_config import (
     REF_LABEL,
     REFERENCES,
@@ -114,6 +121,18 @@ def _groups(
     return groups
 
 
+def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, float]:
+    """The trading day of each test window's first bar [T, E] and the median number of
+    days a window spans (the shortest block that keeps overlapping windows together)."""
+    length = plan.test_cfg.episode_length or 1
+    days, spans = [], []
+    for a, starts in zip(arrays, plan.windows, strict=True):
+        dates = session_dates(a.timestamps)
+        days.append(dates[starts])
+        spans += [len(np.unique(dates[s : s + length])) for s in starts]
+    return np.stack(days), float(np.median(spans))
+
+
 class MetaTestProtocol:
     """Adapt each start on every held-out task and evaluate out of sample (module docstring).
 
@@ -173,7 +192,7 @@ class MetaTestProtocol:
         for rows in _groups(starts, adapted).values():
             self._evaluate_group(rows, arrays, plan, returns, backtests)
         oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
-        return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted, plan)
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:
         """Episode lengths that fit every task, the env configs, and the explicit test windows
@@ -328,6 +347,7 @@ class MetaTestProtocol:
         oracle_returns: np.ndarray | None,
         oracle_bt: np.ndarray | None,
         adapted: dict[tuple[str, int], Params],
+        plan: _Plan,
     ) -> EvaluationResult:
         cfg = self.config
         labels = list(returns)
@@ -335,7 +355,10 @@ class MetaTestProtocol:
         if oracle_returns is not None:  # the oracle shares the resample indices (paired)
             stacked = np.concatenate([stacked, oracle_returns[None]])
         rng = np.random.default_rng(cfg.seed + 99)
-        reps = hierarchical_bootstrap_means(stacked, num_resamples=cfg.bootstrap_samples, rng=rng)
+        days, span = _window_days(arrays, plan)
+        reps, blocks = day_bootstrap_means(
+            stacked, days, min_block=span, num_resamples=cfg.bootstrap_samples, rng=rng
+        )
         replicates = {f"return:{k}": reps[i] for i, k in enumerate(labels)}
         oracle_mean = None
         if oracle_returns is not None:
@@ -371,6 +394,7 @@ class MetaTestProtocol:
             adapted=adapted,
             config=self._config_record(),
             replicates=replicates,
+            bootstrap=blocks,
         )
 
     def _config_record(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval, percentile_interval
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.evaluation.protocol_config import Params
 from metatrade.io import atomic_write_text, json_safe
@@ -66,6 +66,8 @@ class EvaluationResult:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     """tasks the evaluated run meta-trained on (``--allow-seen``): flagged in every output"""
+    bootstrap: BlockPlan | None = None
+    """how the day bootstrap resampled (its warning goes under the table)"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -105,6 +107,7 @@ class EvaluationResult:
             "seen_in_meta_training": self.seen,
             "rows": self.records(),
             "config": self.config,
+            "bootstrap": self.bootstrap.as_dict() if self.bootstrap is not None else None,
             "per_task": {
                 label: {
                     "test_window_mean": json_safe(v.mean(axis=1).tolist()),
@@ -155,6 +158,8 @@ class EvaluationResult:
                 f"(--allow-seen)\n{title}"
             )
         t = Table(title=title)
+        if self.bootstrap is not None and self.bootstrap.warning:
+            t.caption = f"WARNING: {self.bootstrap.warning}"
         t.add_column("method")
         t.add_column("k", justify="right")
         t.add_column("test-window return %", justify="right")
