@@ -305,18 +305,28 @@ class TrialLog:
         """The same log with the protocol's own settings folded into the config hash."""
         return replace(self, config_hash=config_hash({"run": self.config_hash, **settings}))
 
-    def record(self, *, label: str, data_hash: str, split: str, returns: pd.Series) -> int:
-        """One trial from a per-day return series indexed by date (``series_metrics``)."""
+    def record(
+        self,
+        *,
+        label: str,
+        data_hash: str,
+        split: str,
+        returns: pd.Series,
+        extra: Mapping[str, Any] | None = None,
+        config_hash: str | None = None,
+    ) -> int:
+        """One trial from a per-day return series indexed by date (``series_metrics``, plus
+        ``extra`` metrics); ``config_hash`` overrides the log's (a tuning trial's own)."""
         by_day = {str(pd.Timestamp(d).date()): float(r) for d, r in returns.dropna().items()}
         return self.registry.record_trial(
             kind=self.kind,
             run=self.run,
-            config_hash=self.config_hash,
+            config_hash=config_hash or self.config_hash,
             data_hash=data_hash,
             split=split,
             seed=self.seed,
             label=self.prefix + label,
-            metrics=series_metrics(returns.to_numpy()),
+            metrics={**series_metrics(returns.to_numpy()), **(extra or {})},
             returns=by_day,
         )
 
