@@ -76,3 +76,12 @@ def test_dsr_counts_every_trial_of_the_registry_and_pbo_reads_them(tmp_path: Pat
     assert "PBO (CSCV" in html and "looks at the test period" in html
     assert "independent blocks" in html
     assert np.isfinite(res.pooled.bootstrap.block)
+
+
+def test_one_task_is_counted_once(tmp_path: Path) -> None:
+    # with one task the pooled scope is that task's data set: its rows are not recorded twice
+    _, t1 = ar_task(0.4, n_bars=1500, seed=1, name="SynA")
+    reg = TrialRegistry(tmp_path / "trials.sqlite")
+    res = _run([t1], 0, TrialLog(reg, run="runs/a", config_hash="cfgA", seed=0))
+    assert reg.count_trials(data_hash([t1.arrays])) == 4 == res.pooled.trials["n_trials"]
+    assert res.scopes["SynA:5"].trials["n_trials"] == 4

@@ -3,6 +3,7 @@ a data set: what the deflated Sharpe ratio's N and PBO count) and its looks at t
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def trials_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per trial"),
 ) -> None:
     """List the trials of the registry, oldest first, and how many there are per data set."""
+    from rich.console import Console
     from rich.table import Table
 
     from metatrade.evaluation.registry import TrialRegistry
@@ -88,7 +90,9 @@ def trials_cmd(
             f"{t.metrics.get('n_obs', 0):.0f}",
             t.run,
         )
-    console.print(table, width=max(console.width, 180))  # a pipe is 80 wide: keep cells whole
+    wide = Console(width=max(console.width, 200), record=True, file=io.StringIO())
+    wide.print(table)  # a pipe is 80 columns: render wide enough to keep every cell whole
+    console.print(wide.export_text().rstrip(), soft_wrap=True, highlight=False)
     for h in sorted({t.data_hash for t in found}):
         looks = len(reg.looks(h, "test"))
         console.print(

@@ -105,11 +105,14 @@ def _differences(
 
 @dataclass(frozen=True)
 class _Evidence:
-    """Where a scope's trials go: the log (None: no registry), its data set and split."""
+    """Where a scope's trials go: the log (None: no registry), its data set and split;
+    ``record`` False when a scope of this run already recorded them under the same hash
+    (the pooled scope of one task is that task)."""
 
     log: TrialLog | None
     data_hash: str
     split: str
+    record: bool = True
 
 
 def _scope(
@@ -129,7 +132,12 @@ def _scope(
     arrays = {k: daily[k].dropna().to_numpy() for k in labels}
     policy = [k for k in labels if "@k" in k]
     found = trial_evidence(
-        daily, policy, log=evidence.log, data_hash=evidence.data_hash, split=evidence.split
+        daily,
+        policy,
+        log=evidence.log,
+        data_hash=evidence.data_hash,
+        split=evidence.split,
+        record=evidence.record,
     )
     trials = add_deflated(metrics, arrays, found, cfg.configurations)
     seed = cfg.seed + zlib.crc32(name.encode()) % 997
@@ -212,9 +220,8 @@ def run_walkforward(
         scopes[rec.task] = _scope(
             rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps, found
         )
-    pooled = _Evidence(
-        log, data_hash([t.arrays for t in tasks]), "+".join(sorted(set(splits.values())))
-    )
+    whole = data_hash([t.arrays for t in tasks])
+    pooled = _Evidence(log, whole, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)
     scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps, pooled)
     seconds = {
         "adapt": sum(r.adapt_seconds for r in records),

@@ -170,8 +170,10 @@ def trial_evidence(
     log: TrialLog | None,
     data_hash: str,
     split: str,
+    record: bool = True,
 ) -> dict[str, Any]:
-    """Record ``policy_rows`` (their daily returns) as trials of ``data_hash`` / ``split``,
+    """Record ``policy_rows`` (their daily returns) as trials of ``data_hash`` / ``split``
+    (unless ``record`` is False: already recorded under the same hash by this run),
     then read back what the deflated Sharpe ratio and PBO need: N (``count_trials``), the
     variance of the trials' per-day Sharpe ratios (``sharpe_variance``) and the PBO of the
     trials on the same split. Without a registry (``log`` None) the evidence is this run's
@@ -181,7 +183,7 @@ def trial_evidence(
             own = TrialLog(TrialRegistry(Path(tmp) / "trials.sqlite"), run="", config_hash="")
             out = trial_evidence(daily, policy_rows, log=own, data_hash=data_hash, split=split)
         return {**out, "source": "this run's rows (no registry)"}
-    for k in policy_rows:
+    for k in policy_rows if record else ():
         log.record(label=k, data_hash=data_hash, split=split, returns=daily[k])
     reg = log.registry
     return {
