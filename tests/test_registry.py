@@ -15,14 +15,13 @@ import pytest
 import metatrade
 from metatrade.errors import UserError
 from metatrade.evaluation.registry import (
-    SealedSplitError,
     TrialRegistry,
     config_hash,
     data_hash,
-    open_split,
     registry_path,
     series_metrics,
 )
+from metatrade.evaluation.sealed import SealedSplitError, open_split
 from walkforward_helpers import ar_task
 
 METRICS = {"sharpe": 0.1, "n_obs": 40, "mean_return": 1e-4}

@@ -6,12 +6,20 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from metatrade.cli import app
 from metatrade.cli.common import cli_errors, console
 from metatrade.errors import UserError
+
+if TYPE_CHECKING:
+    from metatrade.evaluation.registry import Trial, TrialRegistry
+
+_FIELDS = tuple(
+    ["id", "time", "kind", "run", "config_hash", "data_hash", "split", "seed", "label", "metrics"]
+)
 
 
 @app.command("trials")
@@ -31,9 +39,6 @@ def trials_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per trial"),
 ) -> None:
     """List the trials of the registry, oldest first, and how many there are per data set."""
-    from rich.console import Console
-    from rich.table import Table
-
     from metatrade.evaluation.registry import TrialRegistry
 
     if not Path(registry).is_file():
@@ -42,24 +47,22 @@ def trials_cmd(
     found = reg.trials(data_hash=data_hash, kind=kind, split=split, label=label, run=run)
     found = found[-last:] if last else found
     if as_json:
-        for t in found:
-            doc = {
-                k: getattr(t, k)
-                for k in (
-                    "id",
-                    "time",
-                    "kind",
-                    "run",
-                    "config_hash",
-                    "data_hash",
-                    "split",
-                    "seed",
-                    "label",
-                    "metrics",
-                )
-            }
-            console.print(json.dumps(doc), soft_wrap=True, highlight=False)
-        return
+        _print_json(found)
+    else:
+        _print_table(reg, found, registry)
+
+
+def _print_json(found: list[Trial]) -> None:
+    for t in found:
+        doc = {k: getattr(t, k) for k in _FIELDS}
+        console.print(json.dumps(doc), soft_wrap=True, highlight=False)
+
+
+def _print_table(reg: TrialRegistry, found: list[Trial], registry: Path) -> None:
+    """The trials as a table, then each data set's count of trials and looks at test."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"{len(found)} trial(s) in {registry}")
     for col in (
         "id",

@@ -12,7 +12,7 @@ set (``data_hash``: the bars and split boundaries of the tasks scored) over one 
 Its ``metrics`` hold at least the per-period Sharpe ratio of its return series (``sharpe``,
 not annualised), the number of observations (``n_obs``) and the mean return
 (``mean_return``); ``returns`` (optional) maps each period (a date) to its return, for PBO.
-A *look* is one read of a sealed split (``open_split``).
+A *look* is one read of a sealed split (``metatrade.evaluation.sealed.open_split``).
 
 Concurrency: WAL journal, one short connection per call, every write in a ``BEGIN
 IMMEDIATE`` transaction with a busy timeout, so two processes appending at once both land.
@@ -43,8 +43,6 @@ from metatrade.io import json_safe
 REGISTRY_FILE = "trials.sqlite"
 KINDS = ("meta-train", "train", "evaluate", "walkforward", "tune")
 REQUIRED_METRICS = ("sharpe", "n_obs", "mean_return")
-SEALED = ("test",)
-FINAL_FLAG = "--final"
 _TIMEOUT_S = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_trials (
@@ -71,10 +69,6 @@ CREATE TABLE IF NOT EXISTS registry_looks (
 );
 CREATE INDEX IF NOT EXISTS registry_looks_data ON registry_looks (data_hash, split);
 """
-
-
-class SealedSplitError(UserError):
-    """A sealed split (test) was asked for without the flag that makes it a final act."""
 
 
 @dataclass(frozen=True)
@@ -348,32 +342,6 @@ def registry_path(run_dir: str | Path, override: str | Path | None = None) -> Pa
     if override is not None:
         return Path(override)
     return Path(run_dir).resolve().parent / REGISTRY_FILE
-
-
-def open_split(
-    split: str,
-    *,
-    final: bool,
-    registry: TrialRegistry | None,
-    run: str | Path,
-    command: str,
-    data_hash: str,
-) -> int:
-    """Open ``split`` for scoring: every evaluation entry point calls this before it reads a
-    split. A sealed split (test) is refused unless ``final`` (the ``--final`` flag), and
-    each read of it is recorded as a look. Returns how many times the split has been looked
-    at, this time included (0 for an unsealed split)."""
-    if split not in SEALED:
-        return 0
-    if not final:
-        raise SealedSplitError(
-            f"the {split} split is sealed: selection reads validation only; pass {FINAL_FLAG} "
-            "to score it (each look is recorded)"
-        )
-    if registry is None:
-        raise ValueError(f"open_split({split!r}, final=True): a look needs a registry")
-    registry.record_look(run=run, data_hash=data_hash, split=split, command=command)
-    return len(registry.looks(data_hash, split))
 
 
 def _digest(h: Any) -> str:
