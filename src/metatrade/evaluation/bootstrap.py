@@ -14,7 +14,8 @@ indices, so differences between methods are paired.
 Dependence (``day_bootstrap_means``, ``block_length``): the timeframes of one instrument
 trade one market, and every instrument trades the same days, so tasks are not independent
 draws. The day bootstrap resamples whole trading days, jointly for every task (a day drawn
-brings the windows of every task on it), in stationary blocks (Politis & Romano 1994,
+brings the windows of every task on it), then (by default) the tasks themselves, each
+drawn task keeping the replicate's one day draw; days come in stationary blocks (Politis & Romano 1994,
 ``arch.bootstrap.StationaryBootstrap``) whose mean length comes from
 ``arch.bootstrap.optimal_block_length`` (Politis & White 2004; Patton, Politis & White
 2009). An interval resting on fewer than ``MIN_BLOCKS`` independent blocks is flagged.
@@ -281,6 +282,7 @@ def day_bootstrap_means(
     days: ArrayLike,
     *,
     min_block: float = 1.0,
+    resample_tasks: bool = True,
     num_resamples: int = DEFAULT_RESAMPLES,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, BlockPlan]:
@@ -291,6 +293,10 @@ def day_bootstrap_means(
         days: [T, E] the trading day of each window (any sortable labels, e.g.
             ``session_dates`` of its first bar); the same label in two tasks is one day.
         min_block: the shortest mean block (days), e.g. how many days a window spans.
+        resample_tasks: also draw the tasks with replacement after the days (a task drawn
+            twice keeps its one day draw): the held-out tasks as a sample of tasks, whose
+            differences then count too, not only the days'. Default: both stages, which
+            measured wider than either alone and covered best (docs/evaluation.md).
         num_resamples: B. rng: the only source of randomness.
 
     Returns:
@@ -325,5 +331,9 @@ def day_bootstrap_means(
     den = w.sum(-1)  # [B, T]
     num = np.einsum("bte,mte->mbt", w, v)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.nanmean(np.where(den > 0, num / den, np.nan), axis=-1)
+        task_means = np.where(den > 0, num / den, np.nan)  # [M, B, T]
+    if resample_tasks:
+        drawn = rng.integers(0, v.shape[1], size=(num_resamples, v.shape[1]))
+        task_means = task_means[:, np.arange(num_resamples)[:, None], drawn]
+    out = np.nanmean(task_means, axis=-1)
     return (out[0] if single else out), plan

@@ -26,7 +26,8 @@ oracle's return on the same windows (a paired ratio of means). 95% CIs come from
 bootstrap (``bootstrap.day_bootstrap_means``): whole trading days resampled in blocks,
 jointly for every task (a window belongs to the day of its first bar; the timeframes of an
 instrument and the instruments of a day move together), blocks at least as long as a window
-spans, with the same resamples for every row.
+spans, then the tasks drawn with replacement (each keeping the day draw), with the same
+resamples for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
 ``protocol_rollouts``, the result and its outputs in ``protocol_result``; every public name
