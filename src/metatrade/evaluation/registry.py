@@ -44,6 +44,7 @@ REGISTRY_FILE = "trials.sqlite"
 KINDS = ("meta-train", "train", "evaluate", "walkforward", "tune")
 REQUIRED_METRICS = ("sharpe", "n_obs", "mean_return")
 _TIMEOUT_S = 60.0
+_TRIAL_COLUMNS = "id, time, kind, run, config_hash, data_hash, split, seed, label, metrics, returns"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_trials (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -220,7 +221,7 @@ class TrialRegistry:
             if value is not None:
                 where.append(f"{col} = ?")
                 args.append(str(value))
-        sql = "SELECT * FROM registry_trials"
+        sql = f"SELECT {_TRIAL_COLUMNS} FROM registry_trials"
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._connect() as con:
@@ -267,20 +268,9 @@ class TrialRegistry:
 
 
 def _trial(r: tuple) -> Trial:
-    rid, when, kind, run, chash, dhash, split, seed, label, metrics, returns = r
-    return Trial(
-        int(rid),
-        when,
-        kind,
-        run,
-        chash,
-        dhash,
-        split,
-        seed,
-        label,
-        json.loads(metrics),
-        None if returns is None else json.loads(returns),
-    )
+    """A row of ``_TRIAL_COLUMNS`` -> Trial (metrics and returns decoded from JSON)."""
+    metrics, returns = json.loads(r[9]), None if r[10] is None else json.loads(r[10])
+    return Trial(int(r[0]), *r[1:9], metrics, returns)
 
 
 @dataclass(frozen=True)
