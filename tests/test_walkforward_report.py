@@ -79,7 +79,9 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     rows = list(csv.DictReader(files["csv"].open()))
     assert len(rows) == 3 * len(res.labels)  # two tasks + pooled
     doc = json.loads(files["json"].read_text())
-    assert doc["scopes"]["pooled"]["trials"]["n_trials"] == 5  # 4 policy rows + buy-and-hold
+    trials = doc["scopes"]["pooled"]["trials"]
+    assert trials["n_trials"] == 4  # the 4 policy rows: no registry, this run's rows alone
+    assert trials["source"] == "this run's rows (no registry)"
     assert set(doc["tasks"]) == {"SynA:5", "SynB:5"}
     assert files["txt"].read_text().splitlines()[0].split()[0] == "row"
 

@@ -29,9 +29,13 @@ classical-selected, ``metatrade.evaluation.baselines``) are fitted on each task'
 the starts adapt on (``protocol_classical.adaptation_rows``: the exact estimator's latest
 windows, or every row a sampled episode may trade) and traded on the same windows and
 backtest; the paired difference "MAML k=1 minus classical-selected" is the table's headline.
-On the synthetic regime family (``oracle`` regimes given) every return is also reported as a fraction of the
-oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
-then windows within a task), with the same resample indices for every row.
+On the synthetic regime family (``oracle`` regimes given) every return is also reported as
+a fraction of the oracle's return on the same windows (a paired ratio of means). 95% CIs
+come from the day bootstrap (``bootstrap.day_bootstrap_means``): whole trading days
+resampled in blocks, jointly for every task (a window belongs to the day of its first bar;
+the timeframes of an instrument and the instruments of a day move together), blocks at
+least as long as a window spans, then the tasks drawn with replacement (each keeping the day
+draw), with the same resamples for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
 ``protocol_rollouts``, the result and its outputs in ``protocol_result``; every public name
@@ -52,7 +56,11 @@ from metatrade import progress
 from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
-from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
+from metatrade.evaluation.bootstrap import (
+    day_bootstrap_means,
+    percentile_interval,
+    session_dates,
+)
 from metatrade.evaluation.protocol_adapt import adapt_start, adaptation_env
 from metatrade.evaluation.protocol_classical import classical_rows
 from metatrade.evaluation.protocol_config import (
@@ -125,6 +133,18 @@ def _groups(
     return groups
 
 
+def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, float]:
+    """The trading day of each test window's first bar [T, E] and the median number of
+    days a window spans (the shortest block that keeps overlapping windows together)."""
+    length = plan.test_cfg.episode_length or 1
+    days, spans = [], []
+    for a, starts in zip(arrays, plan.windows, strict=True):
+        dates = session_dates(a.timestamps)
+        days.append(dates[starts])
+        spans += [len(np.unique(dates[s : s + length])) for s in starts]
+    return np.stack(days), float(np.median(spans))
+
+
 class MetaTestProtocol:
     """Adapt each start on every held-out task and evaluate out of sample (module docstring).
 
@@ -194,7 +214,9 @@ class MetaTestProtocol:
             step("classical rules")
             oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
             step("references")
-        result = self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        result = self._summarise(
+            arrays, returns, backtests, oracle_returns, oracle_bt, adapted, plan
+        )
         result.windows, result.classical = plan.windows, fits
         split_bars = [a.split_range(cfg.test_split) for a in arrays]
         note = interval_warning(
@@ -329,6 +351,7 @@ class MetaTestProtocol:
         oracle_returns: np.ndarray | None,
         oracle_bt: np.ndarray | None,
         adapted: dict[tuple[str, int], Params],
+        plan: _Plan,
     ) -> EvaluationResult:
         cfg = self.config
         labels = list(returns)
@@ -336,7 +359,10 @@ class MetaTestProtocol:
         if oracle_returns is not None:  # the oracle shares the resample indices (paired)
             stacked = np.concatenate([stacked, oracle_returns[None]])
         rng = np.random.default_rng(cfg.seed + 99)
-        reps = hierarchical_bootstrap_means(stacked, num_resamples=cfg.bootstrap_samples, rng=rng)
+        days, span = _window_days(arrays, plan)
+        reps, blocks = day_bootstrap_means(
+            stacked, days, min_block=span, num_resamples=cfg.bootstrap_samples, rng=rng
+        )
         replicates = {f"return:{k}": reps[i] for i, k in enumerate(labels)}
         oracle_mean = None
         if oracle_returns is not None:
@@ -372,6 +398,7 @@ class MetaTestProtocol:
             adapted=adapted,
             config=self._config_record(),
             replicates=replicates,
+            bootstrap=blocks,
         )
 
     def _config_record(self) -> dict[str, Any]:

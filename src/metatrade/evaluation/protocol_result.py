@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from metatrade.evaluation.baselines import SELECTED_LABEL, FittedRule, describe
-from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval, percentile_interval
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.evaluation.protocol_config import Params
 from metatrade.io import atomic_write_text, json_safe
@@ -73,6 +73,8 @@ class EvaluationResult:
     """the classical rows' fitted rules, {label: [per task]}"""
     warnings: list[str] = field(default_factory=list)
     """what limits how far the intervals can be trusted (``interval_warning``): in every output"""
+    bootstrap: BlockPlan | None = None
+    """how the day bootstrap resampled (its warning goes under the table)"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -132,6 +134,7 @@ class EvaluationResult:
                 task: describe({k: v[i] for k, v in self.classical.items()})
                 for i, task in enumerate(self.tasks)
             },
+            "bootstrap": self.bootstrap.as_dict() if self.bootstrap is not None else None,
             "per_task": {
                 label: {
                     "test_window_mean": json_safe(v.mean(axis=1).tolist()),
@@ -216,6 +219,8 @@ class EvaluationResult:
             for k, ci in self.headline().items()
         ]
         lines += [f"WARNING: {w}" for w in self.warnings]
+        if self.bootstrap is not None and self.bootstrap.warning:
+            lines.append(f"WARNING: {self.bootstrap.warning}")
         return "\n".join(lines) or None
 
     def format_table(self, width: int = 140) -> str:

@@ -33,6 +33,7 @@ from metatrade.training.sections import (
     PolicySection,
     PPOSection,
     RunSection,
+    TuneSection,
     check_task,
 )
 
@@ -50,6 +51,21 @@ class RunConfig(sections._Section):
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     run: RunSection = Field(default_factory=RunSection)
+    tune: TuneSection = Field(default_factory=TuneSection)
+
+    @model_validator(mode="after")
+    def _tune_paths_exist(self) -> RunConfig:
+        known = self.model_dump(mode="json")
+        for path in self.tune.space:
+            node: Any = known
+            for part in path.split("."):
+                if not isinstance(node, dict) or part not in node or part == "tune":
+                    raise ValueError(
+                        f"tune.space: got {path!r}, which is not a key of the config "
+                        "(a dotted path such as meta.inner_lr)"
+                    )
+                node = node[part]
+        return self
 
     @model_validator(mode="after")
     def _exact_needs_position_observation(self) -> RunConfig:

@@ -325,6 +325,11 @@ class RunSection(_Section):
         description="Ray cluster to join: 'auto' (the one `ray start` runs here) or host:port; "
         "null: start a local Ray instance",
     )
+    registry: str | None = Field(
+        None,
+        description="the trial registry (SQLite) every evaluation and tuning trial is counted "
+        "in; null = trials.sqlite in the folder holding the run directory (runs/trials.sqlite)",
+    )
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu",
         description="device of the policy parameters and the meta-step's tensors (envs stay "
@@ -341,6 +346,52 @@ class RunSection(_Section):
 class ObjectiveSection(ObjectiveSettings):
     """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
     validated there once), here with finite numbers only."""
+
+
+class ParamRange(_Section):
+    """One dimension of the search space of ``metatrade tune`` (Optuna's distributions)."""
+
+    type: Literal["log_uniform", "uniform", "int", "categorical"] = Field(
+        ..., description="log_uniform / uniform (floats), int (integers), categorical (choices)"
+    )
+    low: float | None = Field(None, description="lower bound (log_uniform, uniform, int)")
+    high: float | None = Field(None, description="upper bound (log_uniform, uniform, int)")
+    choices: list[Any] | None = Field(None, description="the values to choose from (categorical)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamRange:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty list of choices")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high, got low={self.low}, high={self.high}")
+        if self.type == "log_uniform" and self.low <= 0:
+            raise ValueError(f"log_uniform needs low > 0, got {self.low}")
+        return self
+
+
+class TuneSection(_Section):
+    """``metatrade tune``: the search space and how each trial is scored (on validation)."""
+
+    n_trials: int = Field(20, gt=0, description="trials of a `metatrade tune` run")
+    space: dict[str, ParamRange] = Field(
+        default_factory=dict,
+        description="parameter path (e.g. meta.inner_lr) -> its range; every path must be a "
+        "key of this config",
+    )
+    study: str | None = Field(
+        None, description="Optuna study name; null = <config name>-<data hash>"
+    )
+    checkpoints: int = Field(
+        2, gt=0, description="validation scores per trial during meta-training (for pruning)"
+    )
+    steps: int = Field(1, ge=0, description="inner steps before every validation fold")
+    fold_days: int = Field(5, gt=0, description="sessions per validation fold")
+    adapt_days: int = Field(10, gt=0, description="sessions of each adaptation window")
+    startup_trials: int = Field(
+        2, ge=0, description="trials that are never pruned (MedianPruner's n_startup_trials)"
+    )
 
 
 def meta_section_from(meta_config: MetaConfig) -> MetaSection:

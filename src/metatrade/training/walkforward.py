@@ -17,6 +17,7 @@ import torch
 
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
+from metatrade.training.trials import trial_log
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -157,6 +158,7 @@ def run_walkforward_eval(
         make_adapter(cfg, steps),
         make_config(cfg, spec, **overrides),
         task_map=task_map,
+        trials=trial_log(cfg, kind="walkforward", run=out_dir),  # DSR's N, PBO: issue 21
     )
     files = save_report(result, out_dir)
     if console is not None:

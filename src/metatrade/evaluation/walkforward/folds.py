@@ -88,6 +88,28 @@ def prepare_task(
     return WalkForwardTask(arrays, raw)
 
 
+def cut_after(task: WalkForwardTask, split: str) -> WalkForwardTask:
+    """The task as if its file ended at the last bar of ``split``: a walk-forward over the
+    result never reads a later bar (tuning walks over validation without the test split
+    in memory). Later splits become empty ranges at the end."""
+    stop = task.arrays.split_range(split)[1]
+    a = task.arrays
+    cut = {k: (min(lo, stop), min(hi, stop)) for k, (lo, hi) in a.splits.items()}
+    rows = slice(0, stop)
+    arrays = replace(
+        a,
+        timestamps=a.timestamps[rows],
+        open=a.open[rows],
+        high=a.high[rows],
+        low=a.low[rows],
+        close=a.close[rows],
+        features=a.features[rows],
+        session_end=a.session_end[rows],
+        splits=cut,
+    )
+    return WalkForwardTask(arrays, task.raw[rows])
+
+
 def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
     """``prepare_task`` for each task of a ``DataLoader`` (its split config, time zone and
     feature columns)."""

@@ -93,7 +93,12 @@ def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     note = ruin_note(res, scope)
-    return "\n".join([*lines, note] if note else lines)
+    if note:
+        lines.append(note)
+    plan = res.scopes[scope].bootstrap
+    if plan is not None and plan.warning:
+        lines.append(f"WARNING: {plan.warning}")
+    return "\n".join(lines)
 
 
 def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> list[str]:
@@ -116,10 +121,40 @@ def _html_table(cells: list[list[str]], cls: str) -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def evidence_lines(scope: Scope) -> list[str]:
+    """How sceptical to be: the DSR's trials (from the registry), PBO, looks at the test
+    period, and the bootstrap's blocks (with the warning when they are too few)."""
+    p = scope.trials
+    outside = (
+        f" x {p['configurations']:.0f} configurations tried outside it"
+        if p["configurations"] > 1
+        else ""
+    )
+    partitions = (
+        f", S = {p['pbo_partitions']:.0f}" if "pbo_partitions" in p else " (needs 2 trials, 4 days)"
+    )
+    lines = [
+        f"DSR trials: N = {p['n_trials']:.0f} ({p['n_registry']:.0f} trial(s) on this data set "
+        f"in {p['source']}{outside}); per-day Sharpe std of the trials "
+        f"{p['trial_sharpe_std_daily']:.4f}; SR0 = {p['sr0_daily']:.4f} per day",
+        f"PBO (CSCV, Bailey et al. 2017): {p['pbo']:.2f} over {p['pbo_trials']:.0f} trials on "
+        f"{p['pbo_periods']:.0f} common days of the {p['split']} split{partitions}",
+        f"looks at the test period of this data set (recorded): {p['test_looks']:.0f}",
+    ]
+    plan = scope.bootstrap
+    if plan is not None:
+        lines.append(
+            f"intervals: stationary bootstrap over whole days, mean block {plan.block:.1f} days, "
+            f"{plan.blocks:.1f} independent blocks over {plan.days} days"
+        )
+        if plan.warning:
+            lines.append(f"WARNING: {plan.warning}")
+    return lines
+
+
 def _summary(res: WalkForwardResult) -> str:
     c = res.config
     f = c["folds"]
-    p = res.pooled.trials
     mode = "carry (live account)" if c["carry"] else "flatten at fold ends (fixed capital)"
     items = [
         f"held-out tasks: {', '.join(t.task for t in res.tasks)}",
@@ -130,11 +165,9 @@ def _summary(res: WalkForwardResult) -> str:
         f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
         f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
-        f"DSR trials: N = {p['n_trials']:.0f} ({p['rows_with_sharpe']:.0f} rows with a Sharpe x "
-        f"{p['configurations']:.0f} configuration(s)); SR0 = {p['sr0_daily']:.4f} per day",
+        *evidence_lines(res.pooled),
         f"costs: {c['proportional_bps']:g} bps per side plus fixed fees; capital {c['initial_capital']:,.0f}",
-        f"intervals: stationary bootstrap over days, mean block {c['block_days']:g} days, "
-        f"{c['bootstrap_samples']} resamples, paired across rows",
+        f"intervals: {res.config['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
@@ -210,6 +243,7 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
                 k: {st: ci.as_dict() for st, ci in v.items()} for k, v in s.differences.items()
             },
             "trials": s.trials,
+            "bootstrap": s.bootstrap.as_dict() if s.bootstrap is not None else None,
             "cost_sweep_total_return": s.sweep,
             "daily_returns": {k: s.daily[k].tolist() for k in s.daily},
             "days": [str(d.date()) for d in s.daily.index],

@@ -55,12 +55,13 @@ class WalkForwardConfig:
     classical_settings: ClassicalConfig = field(default_factory=ClassicalConfig)
     env: TradingEnvConfig = field(default_factory=TradingEnvConfig)
     bootstrap_samples: int = 1000
-    block_days: float = 5.0
-    """mean block length (trading days) of the stationary bootstrap"""
+    block_days: float | None = None
+    """mean block length (trading days) of the stationary bootstrap; None: arch's
+    ``optimal_block_length`` of the daily returns"""
     confidence: float = 0.95
     configurations: int = 1
-    """protocol configurations tried before this one (F, W, k, ...): multiplies the DSR's
-    number of trials"""
+    """configurations tried outside the trial registry (before it, or elsewhere): multiplies
+    the DSR's number of trials, which otherwise comes from the registry"""
     cost_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
     """per-side proportional costs (bps) of the cost sweep"""
     seed: int = 0
