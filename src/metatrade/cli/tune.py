@@ -18,8 +18,8 @@ from metatrade.cli.common import (
     _run_name,
     _writing,
     cli_errors,
-    console,
 )
+from metatrade.cli.output import console
 
 
 @app.command("tune")

@@ -154,11 +154,17 @@ def hierarchical_bootstrap_means(
 def percentile_interval(
     replicates: ArrayLike, estimate: float, confidence: float = 0.95
 ) -> ConfidenceInterval:
-    """Percentile interval of bootstrap replicates [B] around a given point estimate."""
+    """Percentile interval of bootstrap replicates [B] around a given point estimate.
+    Undefined replicates (NaN: e.g. a day draw on which no drawn task has a window,
+    ``day_bootstrap_means``) are left out; all undefined gives a NaN interval."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"bootstrap: confidence must be in (0, 1), got {confidence}")
     alpha = 1.0 - confidence
-    low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0:
+        return ConfidenceInterval(float(estimate), float("nan"), float("nan"), confidence)
+    low, high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     # The point estimate lies inside unless the bootstrap distribution is extremely skewed;
     # widen to include it so that a reported interval never excludes its own estimate.
     return ConfidenceInterval(
