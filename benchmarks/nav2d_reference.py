@@ -115,10 +115,9 @@ def drive(directory: str, *, iterations: int, seed: int, workers: int) -> None:
     """``train.py``'s loop for ``iterations`` meta-iterations, one JSON line each."""
     sys.path.insert(0, directory)
     import gym  # noqa: PLC0415 - the reference's environment only
+    import maml_rl.envs  # noqa: F401, PLC0415 - registers 2DNavigation-v0
     import torch  # noqa: PLC0415
     import yaml  # noqa: PLC0415
-
-    import maml_rl.envs  # noqa: F401, PLC0415 - registers 2DNavigation-v0
     from maml_rl.baseline import LinearFeatureBaseline  # noqa: PLC0415
     from maml_rl.metalearners import MAMLTRPO  # noqa: PLC0415
     from maml_rl.samplers import MultiTaskSampler  # noqa: PLC0415
