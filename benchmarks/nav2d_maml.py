@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -58,6 +59,13 @@ from metatrade.envs.nav2d import Navigation2DFamily, NavTask
 from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
+from nav2d_reference import (
+    ENV_DIR,
+    REFERENCE_COMMIT,
+    find_reference,
+    median_ratio,
+    run_reference,
+)
 
 PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
 # Standard error across the paper's 40 test goals, from the per-goal returns the original
@@ -314,6 +322,14 @@ def build_parser(presets: dict[str, Preset]) -> argparse.ArgumentParser:
     )
     add("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration (full mode)")
     add("--seed", type=int, default=1)
+    add(
+        "--reference",
+        metavar="DIR",
+        help="pytorch-maml-rl checkout to time side by side in --quick (default "
+        "$METATRADE_MAML_RL_DIR; absent: skipped); recipe in benchmarks/nav2d_reference.py",
+    )
+    add("--reference-python", metavar="PATH", help="its venv's python (default DIR/../venv)")
+    add("--rounds", type=int, default=2, help="interleaved reference/metatrade rounds (--quick)")
     add("--preset", choices=sorted(presets), default="reference")
     add("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     add(
@@ -364,14 +380,58 @@ def _setting(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def side_by_side(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
+    """Interleaved rounds of the reference (pytorch-maml-rl) and metatrade's TRPO, each
+    round's medians and their ratio; the TRPO of the last round is reported as ours."""
+    ref = find_reference(args.reference, args.reference_python)
+    if ref is None or args.preset != "reference":
+        print(f"reference: skipped (set {ENV_DIR} or --reference; reference preset only)")
+        return {}
+    rows: dict[str, list[float]] = {"reference": [], "metatrade": [], "load": []}
+    for r in range(args.rounds):
+        rows["load"].append(os.getloadavg()[0])
+        ref_times = run_reference(
+            ref, warmup=REFERENCE_WARMUP, timed=REFERENCE_TIMED, seed=args.seed
+        )
+        ours = time_iterations(
+            "trpo",
+            n=TIMED_ITERATIONS,
+            seed=args.seed,
+            cg_subsample=args.cg_subsample,
+            preset=preset,
+        )
+        rows["reference"].append(statistics.median(ref_times))
+        rows["metatrade"].append(ours[0])
+        ratio = rows["reference"][-1] / ours[0]
+        print(
+            f"round {r + 1}: reference {rows['reference'][-1]:.2f} s/iter "
+            f"({[round(t, 2) for t in ref_times]}), metatrade TRPO {ours[0]:.3f} s/iter: "
+            f"{ratio:.1f}x (load {rows['load'][-1]:.1f})",
+            flush=True,
+        )
+    return {
+        "sec_per_iter_reference_rounds": rows["reference"],
+        "sec_per_iter_trpo_rounds": rows["metatrade"],
+        "load_average_rounds": rows["load"],
+        "ratio_reference_over_trpo": median_ratio(rows["reference"], rows["metatrade"]),
+        "reference_commit": REFERENCE_COMMIT,
+    }
+
+
+REFERENCE_WARMUP, REFERENCE_TIMED = 1, 3
+"""the reference's untimed and timed meta-iterations per round (~6 s each on 2 cores)"""
+
+
 def run_quick(args: argparse.Namespace, preset: Preset, adam: tuple) -> None:
-    """Time TRPO after Adam; print both timings and the seed-fixed figures."""
+    """Time TRPO after Adam (and the reference, interleaved, when installed); print the
+    timings and the seed-fixed figures."""
     adam_med, _, adam_figures = adam
     trpo_med, trpo_times, trpo_figures = time_iterations(
         "trpo", n=TIMED_ITERATIONS, seed=args.seed, cg_subsample=args.cg_subsample, preset=preset
     )
     rounded = [round(t, 3) for t in trpo_times]
     print(f"trpo: median {trpo_med:.3f} s/iter over {TIMED_ITERATIONS} ({rounded})", flush=True)
+    reference = side_by_side(args, preset)
     result = {
         "sec_per_iter_adam": adam_med,
         "sec_per_iter_trpo": trpo_med,
@@ -379,6 +439,7 @@ def run_quick(args: argparse.Namespace, preset: Preset, adam: tuple) -> None:
         **{f"trpo_{k}": v for k, v in trpo_figures.items()},
         "seed": args.seed,
         **_setting(args),
+        **reference,
         "mode": "quick",
     }
     print(json.dumps(result))

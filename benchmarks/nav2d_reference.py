@@ -55,6 +55,7 @@ from pathlib import Path
 ENV_DIR = "METATRADE_MAML_RL_DIR"
 ENV_PYTHON = "METATRADE_MAML_RL_PYTHON"
 CONFIG = "configs/maml/2d-navigation.yaml"
+REFERENCE_COMMIT = "21d4ba1ccd300a403928e6db553c9529bcc3fbdf"
 
 
 @dataclass(frozen=True)
