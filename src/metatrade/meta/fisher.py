@@ -101,8 +101,8 @@ class InnerStep:
         self.net.set_cotangent(self.loss.grad.detach())
 
     def hvp(self, x: Params) -> Params:
-        jx, dzs = self.net.jvp(x)
-        return self.net.hessian(x, dzs, self.loss.hvp(jx))
+        jx, dhs = self.net.jvp(x)
+        return self.net.hessian(x, dhs, self.loss.hvp(jx))
 
 
 def closed_form_supported(policy: nn.Module, config: MetaConfig, names: Sequence[str]) -> bool:

@@ -46,6 +46,10 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[..., Any]]] = 
 }
 
 
+MOMENT_INPUTS = 8
+"""inputs below this many dimensions (2D navigation: 2) use ``_FirstLayerMoments``"""
+
+
 def mlp_plan(policy: nn.Module, names: list[str]) -> tuple[list[str], str, str | None] | None:
     """(layer prefixes, activation, log-std name) when ``policy`` is the plain MLP with the
     parameters ``names`` and an activation written out here; else None."""
@@ -72,6 +76,15 @@ def _linear_t(g: Tensor, w: Tensor) -> Tensor:
     if w.dim() == 2:
         return (g.reshape(-1, g.shape[-1]) @ w).reshape(*g.shape[:-1], w.shape[1])
     return torch.bmm(g, w)
+
+
+def _linear_add(acc: Tensor, x: Tensor, w: Tensor, *, transpose: bool = True) -> Tensor:
+    """acc + x @ w^T (or x @ w) in one accumulating matrix product."""
+    wt = w.t() if transpose and w.dim() == 2 else w.transpose(1, 2) if transpose else w
+    if w.dim() == 2:
+        flat = torch.addmm(acc.reshape(-1, acc.shape[-1]), x.reshape(-1, x.shape[-1]), wt)
+        return flat.reshape(acc.shape)
+    return torch.baddbmm(acc, x, wt)
 
 
 def _outer(g: Tensor, x: Tensor) -> Tensor:
@@ -116,28 +129,31 @@ class MLPLinearization:
             out = torch.cat([out, log_std], dim=-1)
         self.output = out.reshape(*self.lead, out.shape[-1])
         self._g: list[Tensor] = []
-        self._gh: list[Tensor] = []
+        self._k: list[Tensor | None] = []
+        self._moments: _FirstLayerMoments | None = None
 
     def _flat(self, t: Tensor) -> Tensor:
         return t.reshape(self.inputs[0].shape[0], -1, t.shape[-1])
 
     def jvp(self, tangent: Params) -> tuple[Tensor, list[Tensor]]:
-        """(J u [T, ..., P] for the parameter tangent u [T, ...], the hidden dz_l)."""
+        """(J u [T, ..., P] for the parameter tangent u [T, ...], the hidden dh_l)."""
         dh: Tensor | None = None
-        dzs: list[Tensor] = []
+        dhs: list[Tensor] = []
+        self._dzs: list[Tensor] = []
         for i, (name, w) in enumerate(zip(self.layers, self.ws, strict=True)):
             dz = _linear(self.inputs[i], _shared_or_all(tangent[f"{name}.weight"]))
             dz = dz + tangent[f"{name}.bias"].unsqueeze(1)
             if dh is not None:
-                dz = dz + _linear(dh, w)
+                dz = _linear_add(dz, dh, w)
             if i == len(self.ws) - 1:
                 break
-            dzs.append(dz)
+            self._dzs.append(dz)
             dh = self.p[i] * dz
+            dhs.append(dh)
         if self.log_std is not None:
             dls = tangent[self.log_std].unsqueeze(1).expand_as(dz)
             dz = torch.cat([dz, dls], dim=-1)
-        return dz.reshape(*self.lead, dz.shape[-1]), dzs
+        return dz.reshape(*self.lead, dz.shape[-1]), dhs
 
     def vjp(self, cotangent: Tensor) -> Params:
         """J^T w per task [T, ...] for w [T, ..., P] on the outputs."""
@@ -165,33 +181,75 @@ class MLPLinearization:
             gs.append(g)
             ghs.append(gh)
         if keep:
-            self._g, self._gh = gs[::-1], ghs[::-1]  # layer order: g_z1 .. g_out
+            self._g, gh = gs[::-1], ghs[::-1]  # layer order: g_z0 .. g_out; g_h0 ..
+            self._k = [None if q is None else q * h for q, h in zip(self.q, gh, strict=True)]
+            x = self.inputs[0]
+            if len(self.ws) > 1 and x.shape[-1] < MOMENT_INPUTS:
+                self._moments = _FirstLayerMoments(x, self._g[1], self.p[0], self._k[0])
         return grads
 
-    def hessian(self, tangent: Params, dzs: list[Tensor], dcot: Tensor) -> Params:
-        """d/de [J(theta + e u)^T c] for the cotangent c of ``set_cotangent``, given u, its
-        ``jvp`` hidden tangents and dc = (d-space Hessian of the loss) J u: with dc that is
-        the loss's Hessian-vector product H u per task."""
+    def hessian(self, tangent: Params, dhs: list[Tensor], dcot: Tensor) -> Params:
+        """d/de [J(theta + e u)^T c] for the cotangent c of ``set_cotangent``, right after
+        ``jvp(u)`` (its hidden tangents dh_l), given dc = (d-space Hessian of the loss) J u:
+        with that dc it is the loss's Hessian-vector product H u per task."""
         hv: Params = {}
         dg = self._flat(dcot)
         if self.log_std is not None:
             hv[self.log_std] = dg[..., self.out_dim :].sum(1)
         dg = dg[..., : self.out_dim]
-        last = len(self.ws) - 1
-        for i in range(last, -1, -1):
+        for i in range(len(self.ws) - 1, -1, -1):
             name, x = self.layers[i], self.inputs[i]
-            g = self._g[i]
-            hw = _outer(dg, x)
-            if i > 0:
-                hw = hw + _outer(g, self.p[i - 1] * dzs[i - 1])
-            hv[f"{name}.weight"] = hw
             hv[f"{name}.bias"] = dg.sum(1)
+            if i == 1 and self._moments is not None:
+                first = f"{self.layers[0]}.weight"
+                u = torch.cat([tangent[first], tangent[f"{self.layers[0]}.bias"].unsqueeze(-1)], -1)
+                dw = tangent[f"{name}.weight"]
+                hw, h0 = self._moments.terms(u, dw if dw.dim() == 3 else dw.unsqueeze(0))
+                hv[f"{name}.weight"] = _outer(dg, x) + hw
+                h0 = h0 + _outer(self.p[0] * _linear_t(dg, self.ws[1]), self._moments.x)
+                hv[first], hv[f"{self.layers[0]}.bias"] = h0[..., :-1], h0[..., -1]
+                break
+            hw = _outer(dg, x)
+            hv[f"{name}.weight"] = hw if i == 0 else hw + _outer(self._g[i], dhs[i - 1])
             if i == 0:
                 break
             dw = _shared_or_all(tangent[f"{name}.weight"])
-            dgh = _linear_t(g, dw) + _linear_t(dg, self.ws[i])
-            q = self.q[i - 1]
+            dgh = _linear_add(_linear_t(self._g[i], dw), dg, self.ws[i], transpose=False)
             dg = self.p[i - 1] * dgh
-            if q is not None:
-                dg = dg + q * dzs[i - 1] * self._gh[i - 1]
+            if self._k[i - 1] is not None:
+                dg = torch.addcmul(dg, self._k[i - 1], self._dzs[i - 1])
         return hv
+
+
+class _FirstLayerMoments:
+    """Sums over the samples that depend only on the linearisation point, for an MLP whose
+    input x has few dimensions: with x~ = [x, 1] and u = [dW_0, db_0] (so dz_0 = u x~),
+
+        sum_n g_1 (p_0 * dz_0)^T          = sum_m u[:, m] * E_m,   E_m = sum_n g_1 (p_0 x~_m)^T
+        sum_n (p_0 * dW_1^T g_1) x~^T      = sum_k dW_1[k, :] E[k]
+        sum_n (phi''_0 dz_0 g_h0) x~^T     = sum_m' u[:, m'] Q_m',  Q = sum_n (phi''_0 g_h0) x~ x~^T
+
+    so two of the Hessian-vector product's matrix products over all samples (and the
+    elementwise work around them) become products of small tensors."""
+
+    def __init__(self, x: Tensor, g1: Tensor, p0: Tensor, k0: Tensor | None) -> None:
+        num_tasks, n = x.shape[:2]
+        self.x = torch.cat([x, x.new_ones(num_tasks, n, 1)], dim=-1)  # [T, N, D + 1]
+        m = self.x.shape[-1]
+        scaled = (p0.unsqueeze(-2) * self.x.unsqueeze(-1)).reshape(num_tasks, n, -1)
+        self.e = _outer(g1, scaled).reshape(num_tasks, g1.shape[-1], m, p0.shape[-1])
+        self.q = None
+        if k0 is not None:
+            weighted = (k0.unsqueeze(-1) * self.x.unsqueeze(-2)).reshape(num_tasks, n, -1)
+            self.q = _outer(weighted, self.x).reshape(num_tasks, k0.shape[-1], m, m)
+
+    def terms(self, u: Tensor, dw1: Tensor) -> tuple[Tensor, Tensor]:
+        """(layer 1's weight term [T, o1, o0], layer 0's [T, o0, D + 1]) for the tangents
+        u [T or 1, o0, D + 1] and dW_1 [T or 1, o1, o0]."""
+        if u.dim() == 2:
+            u = u.unsqueeze(0)
+        hw1 = torch.einsum("tjm,tkmj->tkj", u, self.e)
+        h0 = torch.einsum("tkj,tkmj->tjm", dw1, self.e)
+        if self.q is not None:
+            h0 = h0 + torch.einsum("tjm,tjmn->tjn", u, self.q)
+        return hw1, h0
