@@ -58,6 +58,7 @@ from metatrade.agents.policies import Policy, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily, NavTask
 from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
+from metatrade.meta.updates import TRPOUpdate
 from metatrade.runtime import configure_cpu
 from nav2d_reference import (
     ENV_DIR,
@@ -149,6 +150,7 @@ def make_learner(
     preset: Preset,
     cg_subsample: float = 1.0,
     meta_batch_size: int = 20,
+    closed_form: bool = True,
 ) -> MetaLearner:
     family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
     probe = family.make_batch_env(
@@ -172,7 +174,10 @@ def make_learner(
         cg_subsample=cg_subsample,
         seed=seed,
     )
-    return MetaLearner(policy, family, cfg)
+    learner = MetaLearner(policy, family, cfg)
+    if optimizer == "trpo" and not closed_form:  # the autograd Fisher product, for comparison
+        learner.update = TRPOUpdate(closed_form=False)
+    return learner
 
 
 WARMUP_ITERATIONS = 4
@@ -181,12 +186,20 @@ search backtracks more than it does for the rest of a run"""
 
 
 def time_iterations(
-    optimizer: str, *, n: int, seed: int, cg_subsample: float, preset: Preset
+    optimizer: str,
+    *,
+    n: int,
+    seed: int,
+    cg_subsample: float,
+    preset: Preset,
+    closed_form: bool = True,
 ) -> tuple[float, list[float], dict[str, float]]:
     """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner,
     the times, and the last iteration's figures (fixed by the seed: a change that should
     not alter the maths must leave them as they were)."""
-    learner = make_learner(optimizer, seed=seed, cg_subsample=cg_subsample, preset=preset)
+    learner = make_learner(
+        optimizer, seed=seed, cg_subsample=cg_subsample, preset=preset, closed_form=closed_form
+    )
     for _ in range(WARMUP_ITERATIONS):
         learner.step()
     times = []
@@ -330,6 +343,11 @@ def build_parser(presets: dict[str, Preset]) -> argparse.ArgumentParser:
     )
     add("--reference-python", metavar="PATH", help="its venv's python (default DIR/../venv)")
     add("--rounds", type=int, default=2, help="interleaved reference/metatrade rounds (--quick)")
+    add(
+        "--compare-autograd",
+        action="store_true",
+        help="each round also times TRPO with the autograd Fisher product (before issue 23)",
+    )
     add("--preset", choices=sorted(presets), default="reference")
     add("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     add(
@@ -402,6 +420,17 @@ def side_by_side(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         )
         rows["reference"].append(statistics.median(ref_times))
         rows["metatrade"].append(ours[0])
+        if args.compare_autograd:
+            slow = time_iterations(
+                "trpo",
+                n=TIMED_ITERATIONS,
+                seed=args.seed,
+                cg_subsample=args.cg_subsample,
+                preset=preset,
+                closed_form=False,
+            )
+            rows.setdefault("autograd", []).append(slow[0])
+            print(f"round {r + 1}: metatrade TRPO, autograd Fisher {slow[0]:.3f} s/iter")
         ratio = rows["reference"][-1] / ours[0]
         print(
             f"round {r + 1}: reference {rows['reference'][-1]:.2f} s/iter "
@@ -409,9 +438,16 @@ def side_by_side(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             f"{ratio:.1f}x (load {rows['load'][-1]:.1f})",
             flush=True,
         )
+    autograd = rows.get("autograd")
     return {
         "sec_per_iter_reference_rounds": rows["reference"],
         "sec_per_iter_trpo_rounds": rows["metatrade"],
+        **({"sec_per_iter_trpo_autograd_fisher_rounds": autograd} if autograd else {}),
+        **(
+            {"ratio_reference_over_trpo_autograd": median_ratio(rows["reference"], autograd)}
+            if autograd
+            else {}
+        ),
         "load_average_rounds": rows["load"],
         "ratio_reference_over_trpo": median_ratio(rows["reference"], rows["metatrade"]),
         "reference_commit": REFERENCE_COMMIT,
