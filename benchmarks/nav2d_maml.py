@@ -31,6 +31,15 @@ Other commands::
 TRPO's Fisher-vector products use a quarter of every task's episodes by default
 (``--cg-subsample 0.25``, rllab's ``subsample_factor``; 1 for the exact Fisher).
 
+Side by side with pytorch-maml-rl (the recipe is in ``benchmarks/nav2d_reference.py``)::
+
+    METATRADE_MAML_RL_DIR=/work/ref/pytorch-maml-rl python benchmarks/nav2d_maml.py \
+      --quick --cg-subsample 1.0 --threads 2 --rounds 2 [--compare-autograd]
+
+alternates the reference and metatrade's TRPO for ``--rounds`` rounds and adds each round's
+medians, load averages and the median ratio to the JSON line (like for like: every episode
+in the Fisher, ``--cg-subsample 1.0``); without the reference ``--quick`` says it skipped it.
+
 How the paper measured (``test_maml_point.py``): rllab's sampler collects whole episodes
 until a batch holds 4000 steps, and the reported "AverageReturn" is the mean over that
 batch's episodes; presets with ``test_steps_per_goal`` report both that
