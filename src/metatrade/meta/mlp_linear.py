@@ -183,8 +183,8 @@ class MLPLinearization:
             gs.append(g)
             ghs.append(gh)
         if keep:
-            self._g, gh = gs[::-1], ghs[::-1]  # layer order: g_z0 .. g_out; g_h0 ..
-            self._k = [None if q is None else q * h for q, h in zip(self.q, gh, strict=True)]
+            self._g, ghs = gs[::-1], ghs[::-1]  # layer order: g_z0 .. g_out; g_h0 ..
+            self._k = [None if q is None else q * h for q, h in zip(self.q, ghs, strict=True)]
             x = self.inputs[0]
             if len(self.ws) > 1 and x.shape[-1] < MOMENT_INPUTS:
                 self._moments = _FirstLayerMoments(x, self._g[1], self.p[0], self._k[0])
@@ -218,8 +218,9 @@ class MLPLinearization:
             dw = _shared_or_all(tangent[f"{name}.weight"])
             dgh = _linear_add(_linear_t(self._g[i], dw), dg, self.ws[i], transpose=False)
             dg = self.p[i - 1] * dgh
-            if self._k[i - 1] is not None:
-                dg = torch.addcmul(dg, self._k[i - 1], self._dzs[i - 1])
+            k = self._k[i - 1]
+            if k is not None:
+                dg = torch.addcmul(dg, k, self._dzs[i - 1])
         return hv
 
 
