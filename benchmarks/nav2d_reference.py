@@ -68,23 +68,28 @@ class Reference:
 
 def find_reference(directory: str | None, python: str | None) -> Reference | None:
     """The reference named by the options or the environment, or None when none is named.
-    A named one that is incomplete is a user error (SystemExit with a one-line message)."""
+    A named one that is incomplete is a user error (a one-line message, exit status 2)."""
     directory = directory or os.environ.get(ENV_DIR)
     if not directory:
         return None
     root = Path(directory)
     exe = Path(python or os.environ.get(ENV_PYTHON) or root.parent / "venv" / "bin" / "python")
     if not (root / CONFIG).is_file() or not (root / "maml_rl").is_dir():
-        raise SystemExit(
-            f"error: --reference {root}: no pytorch-maml-rl checkout there (expected {CONFIG} "
-            "and maml_rl/); see benchmarks/nav2d_reference.py for the recipe"
+        _fail(
+            f"--reference {root}: no pytorch-maml-rl checkout there (expected {CONFIG} and "
+            "maml_rl/); see benchmarks/nav2d_reference.py for the recipe"
         )
     if not exe.is_file():
-        raise SystemExit(
-            f"error: reference Python {exe} not found; pass --reference-python or set "
-            f"{ENV_PYTHON} (the recipe is in benchmarks/nav2d_reference.py)"
+        _fail(
+            f"reference Python {exe} not found; pass --reference-python or set {ENV_PYTHON} "
+            "(the recipe is in benchmarks/nav2d_reference.py)"
         )
     return Reference(root, exe)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def run_reference(
