@@ -410,7 +410,7 @@ def _setting(args: argparse.Namespace) -> dict[str, Any]:
 def side_by_side(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     """Interleaved rounds of the reference (pytorch-maml-rl) and metatrade's TRPO, each
     round's medians and their ratio; the TRPO of the last round is reported as ours."""
-    ref = find_reference(args.reference, args.reference_python)
+    ref = args.reference_install
     if ref is None or args.preset != "reference":
         print(f"reference: skipped (set {ENV_DIR} or --reference; reference preset only)")
         return {}
@@ -561,6 +561,9 @@ TIMED_ITERATIONS = 12
 def main(argv: list[str] | None = None, presets: dict[str, Preset] = PRESETS) -> None:
     """The command line; ``experiments/`` calls it with more presets."""
     args = build_parser(presets).parse_args(argv)
+    args.reference_install = (  # a bad path fails now, not after the timings
+        find_reference(args.reference, args.reference_python) if args.quick else None
+    )
     configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
     preset = presets[args.preset]
     if args.evaluate_params:
