@@ -31,6 +31,15 @@ Other commands::
 TRPO's Fisher-vector products use a quarter of every task's episodes by default
 (``--cg-subsample 0.25``, rllab's ``subsample_factor``; 1 for the exact Fisher).
 
+Side by side with pytorch-maml-rl (the recipe is in ``benchmarks/nav2d_reference.py``)::
+
+    METATRADE_MAML_RL_DIR=/work/ref/pytorch-maml-rl python benchmarks/nav2d_maml.py \
+      --quick --cg-subsample 1.0 --threads 2 --rounds 2 [--compare-autograd]
+
+alternates the reference and metatrade's TRPO for ``--rounds`` rounds and adds each round's
+medians, load averages and the median ratio to the JSON line (like for like: every episode
+in the Fisher, ``--cg-subsample 1.0``); without the reference ``--quick`` says it skipped it.
+
 How the paper measured (``test_maml_point.py``): rllab's sampler collects whole episodes
 until a batch holds 4000 steps, and the reported "AverageReturn" is the mean over that
 batch's episodes; presets with ``test_steps_per_goal`` report both that
@@ -45,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -57,7 +67,15 @@ from metatrade.agents.policies import Policy, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily, NavTask
 from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
+from metatrade.meta.updates import TRPOUpdate
 from metatrade.runtime import configure_cpu
+from nav2d_reference import (
+    ENV_DIR,
+    REFERENCE_COMMIT,
+    find_reference,
+    median_ratio,
+    run_reference,
+)
 
 PAPER_TABLE4 = {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}  # MAML, 2D navigation
 # Standard error across the paper's 40 test goals, from the per-goal returns the original
@@ -141,6 +159,7 @@ def make_learner(
     preset: Preset,
     cg_subsample: float = 1.0,
     meta_batch_size: int = 20,
+    closed_form: bool = True,
 ) -> MetaLearner:
     family = Navigation2DFamily(normalized_actions=preset.normalized_actions)
     probe = family.make_batch_env(
@@ -164,7 +183,10 @@ def make_learner(
         cg_subsample=cg_subsample,
         seed=seed,
     )
-    return MetaLearner(policy, family, cfg)
+    learner = MetaLearner(policy, family, cfg)
+    if optimizer == "trpo" and not closed_form:  # the autograd Fisher product, for comparison
+        learner.update = TRPOUpdate(closed_form=False)
+    return learner
 
 
 WARMUP_ITERATIONS = 4
@@ -173,12 +195,20 @@ search backtracks more than it does for the rest of a run"""
 
 
 def time_iterations(
-    optimizer: str, *, n: int, seed: int, cg_subsample: float, preset: Preset
+    optimizer: str,
+    *,
+    n: int,
+    seed: int,
+    cg_subsample: float,
+    preset: Preset,
+    closed_form: bool = True,
 ) -> tuple[float, list[float], dict[str, float]]:
     """Median wall time of meta-iterations WARMUP_ITERATIONS + 1 .. + n of a fresh learner,
     the times, and the last iteration's figures (fixed by the seed: a change that should
     not alter the maths must leave them as they were)."""
-    learner = make_learner(optimizer, seed=seed, cg_subsample=cg_subsample, preset=preset)
+    learner = make_learner(
+        optimizer, seed=seed, cg_subsample=cg_subsample, preset=preset, closed_form=closed_form
+    )
     for _ in range(WARMUP_ITERATIONS):
         learner.step()
     times = []
@@ -314,6 +344,19 @@ def build_parser(presets: dict[str, Preset]) -> argparse.ArgumentParser:
     )
     add("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration (full mode)")
     add("--seed", type=int, default=1)
+    add(
+        "--reference",
+        metavar="DIR",
+        help="pytorch-maml-rl checkout to time side by side in --quick (default "
+        "$METATRADE_MAML_RL_DIR; absent: skipped); recipe in benchmarks/nav2d_reference.py",
+    )
+    add("--reference-python", metavar="PATH", help="its venv's python (default DIR/../venv)")
+    add("--rounds", type=int, default=2, help="interleaved reference/metatrade rounds (--quick)")
+    add(
+        "--compare-autograd",
+        action="store_true",
+        help="each round also times TRPO with the autograd Fisher product (before issue 23)",
+    )
     add("--preset", choices=sorted(presets), default="reference")
     add("--test-tasks", type=int, default=40, help="fresh goals for the evaluation")
     add(
@@ -364,14 +407,76 @@ def _setting(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def side_by_side(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
+    """Interleaved rounds of the reference (pytorch-maml-rl) and metatrade's TRPO, each
+    round's medians and their ratio; the TRPO of the last round is reported as ours."""
+    ref = args.reference_install
+    if ref is None or args.preset != "reference":
+        print(f"reference: skipped (set {ENV_DIR} or --reference; reference preset only)")
+        return {}
+    rows: dict[str, list[float]] = {"reference": [], "metatrade": [], "load": []}
+    for r in range(args.rounds):
+        rows["load"].append(os.getloadavg()[0])
+        ref_times = run_reference(
+            ref, warmup=REFERENCE_WARMUP, timed=REFERENCE_TIMED, seed=args.seed
+        )
+        ours = time_iterations(
+            "trpo",
+            n=TIMED_ITERATIONS,
+            seed=args.seed,
+            cg_subsample=args.cg_subsample,
+            preset=preset,
+        )
+        rows["reference"].append(statistics.median(ref_times))
+        rows["metatrade"].append(ours[0])
+        if args.compare_autograd:
+            slow = time_iterations(
+                "trpo",
+                n=TIMED_ITERATIONS,
+                seed=args.seed,
+                cg_subsample=args.cg_subsample,
+                preset=preset,
+                closed_form=False,
+            )
+            rows.setdefault("autograd", []).append(slow[0])
+            print(f"round {r + 1}: metatrade TRPO, autograd Fisher {slow[0]:.3f} s/iter")
+        ratio = rows["reference"][-1] / ours[0]
+        print(
+            f"round {r + 1}: reference {rows['reference'][-1]:.2f} s/iter "
+            f"({[round(t, 2) for t in ref_times]}), metatrade TRPO {ours[0]:.3f} s/iter: "
+            f"{ratio:.1f}x (load {rows['load'][-1]:.1f})",
+            flush=True,
+        )
+    autograd = rows.get("autograd")
+    return {
+        "sec_per_iter_reference_rounds": rows["reference"],
+        "sec_per_iter_trpo_rounds": rows["metatrade"],
+        **({"sec_per_iter_trpo_autograd_fisher_rounds": autograd} if autograd else {}),
+        **(
+            {"ratio_reference_over_trpo_autograd": median_ratio(rows["reference"], autograd)}
+            if autograd
+            else {}
+        ),
+        "load_average_rounds": rows["load"],
+        "ratio_reference_over_trpo": median_ratio(rows["reference"], rows["metatrade"]),
+        "reference_commit": REFERENCE_COMMIT,
+    }
+
+
+REFERENCE_WARMUP, REFERENCE_TIMED = 1, 3
+"""the reference's untimed and timed meta-iterations per round (~6 s each on 2 cores)"""
+
+
 def run_quick(args: argparse.Namespace, preset: Preset, adam: tuple) -> None:
-    """Time TRPO after Adam; print both timings and the seed-fixed figures."""
+    """Time TRPO after Adam (and the reference, interleaved, when installed); print the
+    timings and the seed-fixed figures."""
     adam_med, _, adam_figures = adam
     trpo_med, trpo_times, trpo_figures = time_iterations(
         "trpo", n=TIMED_ITERATIONS, seed=args.seed, cg_subsample=args.cg_subsample, preset=preset
     )
     rounded = [round(t, 3) for t in trpo_times]
     print(f"trpo: median {trpo_med:.3f} s/iter over {TIMED_ITERATIONS} ({rounded})", flush=True)
+    reference = side_by_side(args, preset)
     result = {
         "sec_per_iter_adam": adam_med,
         "sec_per_iter_trpo": trpo_med,
@@ -379,6 +484,7 @@ def run_quick(args: argparse.Namespace, preset: Preset, adam: tuple) -> None:
         **{f"trpo_{k}": v for k, v in trpo_figures.items()},
         "seed": args.seed,
         **_setting(args),
+        **reference,
         "mode": "quick",
     }
     print(json.dumps(result))
@@ -455,6 +561,9 @@ TIMED_ITERATIONS = 12
 def main(argv: list[str] | None = None, presets: dict[str, Preset] = PRESETS) -> None:
     """The command line; ``experiments/`` calls it with more presets."""
     args = build_parser(presets).parse_args(argv)
+    args.reference_install = (  # a bad path fails now, not after the timings
+        find_reference(args.reference, args.reference_python) if args.quick else None
+    )
     configure_cpu(args.threads, keep_memory=not args.no_keep_memory)
     preset = presets[args.preset]
     if args.evaluate_params:

@@ -110,6 +110,7 @@ def trpo_step(
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
     fisher_evaluate: Callable[[], Tensor] | None = None,
+    fisher_vp: Callable[[Tensor], Tensor] | None = None,
 ) -> TRPOResult:
     """One TRPO update of ``leaves`` (in place, only if a step is accepted).
 
@@ -121,12 +122,13 @@ def trpo_step(
     ``fisher_evaluate()`` (optional) returns the post-update distribution parameters of a
     subset of the data, with ``kl_fn`` weighting them accordingly, for a cheaper Fisher
     (rllab's ``subsample_factor``); the gradient and the line search always use all data.
+    ``fisher_vp`` (optional): the product v -> F v already built (``meta.fisher``); then
+    neither ``kl_fn`` nor the graph of the distribution parameters is used.
     """
     loss, _, dist_params = evaluate(differentiable=True)
-    # with a separate Fisher subset the full graph is not needed again: free it now
-    grads = torch.autograd.grad(
-        loss, leaves, retain_graph=fisher_evaluate is None, allow_unused=True
-    )
+    # with a separate Fisher subset or product the graph is not needed again: free it now
+    keep = fisher_evaluate is None and fisher_vp is None
+    grads = torch.autograd.grad(loss, leaves, retain_graph=keep, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
     g = flatten(grads)
     grad_norm = g.norm().item()
@@ -134,9 +136,12 @@ def trpo_step(
         warn_skip("TRPO", grad_norm)
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
 
-    if fisher_evaluate is not None:
-        dist_params = fisher_evaluate()
-    fisher = fisher_product(leaves, dist_params, kl_fn)
+    if fisher_vp is not None:
+        fisher = fisher_vp
+    else:
+        if fisher_evaluate is not None:
+            dist_params = fisher_evaluate()
+        fisher = fisher_product(leaves, dist_params, kl_fn)
 
     def line_search_eval() -> tuple[Tensor, Tensor]:
         new_loss, new_kl, _ = evaluate(differentiable=False)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from metatrade.meta.config import MetaConfig
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
+from metatrade.meta.fisher import closed_form_supported
 from metatrade.meta.inner import expand_to_tasks, inner_loop
 from metatrade.meta.learner import MetaLearner
 from metatrade.meta.objective import (
@@ -41,7 +42,7 @@ from metatrade.meta.objective import (
 from metatrade.meta.optimizers import fisher_product, flatten
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.surrogates import lvc_loss
-from metatrade.meta.updates import MetaBatch, fisher_on_subset, meta_loss
+from metatrade.meta.updates import MetaBatch, closed_form_fisher, fisher_on_subset, meta_loss
 
 Params = dict[str, Tensor]
 Arrays = dict[str, np.ndarray]
@@ -166,7 +167,8 @@ class TaskUnit:
             )
         else:
             loss = meta_loss(self.policy, batch.steps, batch, multi_step=multi)
-        keep = cfg.optimizer == "trpo" and cfg.cg_subsample >= 1.0
+        closed = closed_form_supported(self.policy, cfg, list(self.params))
+        keep = cfg.optimizer == "trpo" and cfg.cg_subsample >= 1.0 and not closed
         grads = torch.autograd.grad(loss, self.leaves, retain_graph=keep, allow_unused=True)
         grads = [
             torch.zeros_like(p) if g is None else g for p, g in zip(self.leaves, grads, strict=True)
@@ -179,6 +181,8 @@ class TaskUnit:
 
     def fisher(self, v: np.ndarray) -> np.ndarray:
         """J_i^T M_i J_i v for TRPO's conjugate gradient (no damping: the driver adds it)."""
+        if self._fisher is None:
+            self._fisher = closed_form_fisher(self, self.batch)  # type: ignore[arg-type]
         if self._fisher is None:
             dist, kl_fn = self._dist, None
             if self.config.cg_subsample < 1.0:

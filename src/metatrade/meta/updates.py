@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from metatrade.meta.episodes import Episodes, random_episode_subset, select_episodes
+from metatrade.meta.fisher import ClosedFormFisher, closed_form_supported
 from metatrade.meta.inner import TaskLoss, expand_to_tasks
 from metatrade.meta.objective import (
     clipped_loss,
@@ -199,9 +200,17 @@ KLFn = Callable[[Tensor, Tensor], Tensor]
 class TRPOUpdate:
     """TRPO on the meta-loss (Schulman et al., 2015; the MAML paper's meta-optimizer): the
     Fisher of the post-update policies' KL through the adaptation, a line search that
-    re-adapts from every trial theta (``optimizers.trpo_step``)."""
+    re-adapts from every trial theta (``optimizers.trpo_step``).
+
+    The Fisher-vector products come from ``meta.fisher.ClosedFormFisher`` where it applies
+    (the plain MLP policy, second-order MAML without Meta-SGD rates), else from autograd
+    through the adaptation's graph (``optimizers.fisher_product``); the same mathematics.
+    ``closed_form=False`` forces the autograd path (the tests compare the two)."""
 
     keeps_adaptation_graph = True
+
+    def __init__(self, closed_form: bool = True) -> None:
+        self.closed_form = closed_form
 
     def __call__(self, learner: MetaLearner, batch: MetaBatch) -> dict[str, float]:
         cfg, policy = learner.config, learner.policy
@@ -228,7 +237,8 @@ class TRPOUpdate:
             return weights * dist.kl(p_old, p_new)
 
         fisher_kl_fn, fisher_evaluate = kl_fn, None
-        if cfg.cg_subsample < 1.0:
+        fisher_vp = closed_form_fisher(learner, batch) if self.closed_form else None
+        if fisher_vp is None and cfg.cg_subsample < 1.0:
             fisher_kl_fn, fisher_evaluate = fisher_on_subset(learner, batch)
         res = trpo_step(
             learner.leaves(),
@@ -240,6 +250,7 @@ class TRPOUpdate:
             backtrack_ratio=cfg.ls_backtrack_ratio,
             max_backtracks=cfg.ls_max_steps,
             fisher_evaluate=fisher_evaluate,
+            fisher_vp=fisher_vp,
         )
         return {
             "meta/loss": res.loss_before,
@@ -252,25 +263,61 @@ class TRPOUpdate:
         }
 
 
-def fisher_on_subset(learner: MetaLearner, batch: MetaBatch) -> tuple[KLFn, Callable[[], Tensor]]:
-    """rllab's ``subsample_factor``: TRPO's Fisher from a random fraction of every task's
-    episodes, drawn from the iteration's generator (so a resumed run draws the same). The
-    pre-update subset gives the adaptation's Jacobian, the post-update one the KL; the
-    Jacobian is taken at the full batch's theta' (the subset's theta' shifted onto it)."""
-    cfg, policy = learner.config, learner.policy
+def fisher_subsets(cg_subsample: float, batch: MetaBatch) -> tuple[list[Episodes], Episodes]:
+    """rllab's ``subsample_factor``: a random fraction of every task's episodes of each
+    inner batch and of the post batch, drawn from the iteration's generator (so a resumed
+    run draws the same), in the order pre-update, post-update, later inner batches."""
     subsets: dict[int, Episodes] = {}
 
     def subset(ep: Episodes) -> Episodes:
         if id(ep) not in subsets:  # a reused inner batch is subsampled once
-            slots = random_episode_subset(ep, cfg.cg_subsample, batch.generator)
+            slots = random_episode_subset(ep, cg_subsample, batch.generator)
             subsets[id(ep)] = select_episodes(ep, slots)
         return subsets[id(ep)]
 
-    # draw order: pre-update, post-update, later inner batches
     if batch.inner_batches:
         subset(batch.inner_batches[0])
     fisher_post = subset(batch.post)
-    fisher_inner = [subset(b) for b in batch.inner_batches]
+    return [subset(b) for b in batch.inner_batches], fisher_post
+
+
+def closed_form_fisher(learner: MetaLearner, batch: MetaBatch) -> ClosedFormFisher | None:
+    """TRPO's product v -> F v from cached linearisations (``meta.fisher``), on all
+    episodes or on ``cg_subsample`` of them (the Hessians of the subset's adaptation, G at
+    the full batch's theta', as ``fisher_on_subset``); None where it does not apply."""
+    cfg, policy = learner.config, learner.policy
+    supported = closed_form_supported(policy, cfg, list(learner.params))
+    if not supported or batch.inner_loss is not None or not isinstance(batch.post, Episodes):
+        return None
+    inner, post, starts = batch.inner_batches, batch.post, batch.steps[:-1]
+    if cfg.cg_subsample < 1.0:
+        inner, post = fisher_subsets(cfg.cg_subsample, batch)
+        with torch.no_grad():
+            starts = learner.readapt(inner, num_tasks=batch.num_tasks, second_order=False)[:-1]
+    weights = kl_weights(post)
+
+    def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
+        return weights * policy.distribution.kl(p_old, p_new)
+
+    theta = {k: v.detach() for k, v in learner.params.items()}
+    return ClosedFormFisher(
+        policy,
+        theta,
+        starts=starts,
+        inner_batches=inner,
+        adapted=batch.steps[-1],
+        post=post,
+        kl_fn=kl_fn,
+        config=cfg,
+    )
+
+
+def fisher_on_subset(learner: MetaLearner, batch: MetaBatch) -> tuple[KLFn, Callable[[], Tensor]]:
+    """rllab's ``subsample_factor`` through autograd: the pre-update subset gives the
+    adaptation's Jacobian, the post-update one the KL; the Jacobian is taken at the full
+    batch's theta' (the subset's theta' shifted onto it)."""
+    cfg, policy = learner.config, learner.policy
+    fisher_inner, fisher_post = fisher_subsets(cfg.cg_subsample, batch)
     weights = kl_weights(fisher_post)
     at_full = {k: v.detach() for k, v in batch.steps[-1].items()}
 
