@@ -20,7 +20,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOpt = typer.Option(
-    None, "--data", help="folder of <INSTRUMENT>_<MINUTES>.csv|.parquet (default: embedded sample)"
+    None,
+    "--data",
+    help="folder of <INSTRUMENT>_<TIMEFRAME>.csv|.parquet and its instruments.yaml "
+    "(default: embedded sample)",
 )
 LookbackOpt = typer.Option(
     32, "--lookback", min=1, help="observation window (env.lookback): shorter files are unusable"
@@ -36,18 +39,24 @@ def _fail(err: Exception) -> None:
 def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
     """The table of usable tasks, and a warning line per gap of many sessions."""
     table = Table(title=title)
-    for col in ("task", "bars", "first", "last", "train", "validation", "test"):
-        table.add_column(col, justify="left" if col in ("task", "first", "last") else "right")
+    left = ("task", "first", "last", "market")
+    for col in ("task", "bars", "first", "last", "train", "validation", "test", "market"):
+        table.add_column(col, justify="left" if col in left else "right")
     gaps: list[str] = []
     for task in loader.get_available_tasks():
         bars = loader.get_task_data(*task)
         arrays = loader.get_task_arrays(*task)
         sizes = [str(b - a) for a, b in (arrays.splits[k] for k in ("train", "validation", "test"))]
         first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
-        table.add_row(str(task), str(len(bars)), first, last, *sizes)
+        inst = loader.instrument(task.instrument)
+        market = (
+            f"{inst.calendar.describe()}, {inst.timezone}, {inst.currency}, costs "
+            f"{inst.cost_name}, {arrays.bars_per_year:,g} bars/year"
+        )
+        table.add_row(str(task), str(len(bars)), first, last, *sizes, market)
         gaps += [
-            f"{task}: {n} weekdays without a bar between {a} and {b}"
-            for a, b, n in session_gaps(bars.index)
+            f"{task}: {n} {inst.calendar.describe()} sessions without a bar between {a} and {b}"
+            for a, b, n in session_gaps(bars.index, inst)
         ]
     return table, gaps
 
@@ -55,7 +64,9 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
 @data_app.command("list")
 def list_tasks(
     data: Path | None = DataOpt,
-    tz: str = typer.Option("Asia/Kolkata", help="time zone of the dates shown"),
+    tz: str | None = typer.Option(
+        None, help="time zone of every instrument (default: each one's, instruments.yaml)"
+    ),
     lookback: int = LookbackOpt,
     strict: bool = typer.Option(
         False, "--strict", help="fail on any unusable file instead of listing it as skipped"
@@ -89,7 +100,9 @@ def validate(
         None, help="folder or file to check (default: --data, else the embedded sample)"
     ),
     data: Path | None = DataOpt,
-    tz: str = typer.Option("Asia/Kolkata", help="time zone for naive ISO timestamps"),
+    tz: str | None = typer.Option(
+        None, help="time zone of naive timestamps (default: each instrument's, instruments.yaml)"
+    ),
     lookback: int = LookbackOpt,
 ) -> None:
     """Report every problem in every file (file, row, field, fix); exit 1 if any error

@@ -68,7 +68,7 @@ def _hhmm(text: str, what: str) -> tuple[time, int]:
     if (h, m) == (24, 0):
         return time(0), 1
     if not (0 <= h < 24 and 0 <= m < 60):
-        raise DataError(f"calendar {what}: {text!r} is not a time; write it as \"HH:MM\"")
+        raise DataError(f'calendar {what}: {text!r} is not a time; write it as "HH:MM"')
     return time(h, m), 0
 
 
@@ -153,7 +153,7 @@ def _build(cal: MarketCalendar, first_year: int, last_year: int) -> ExchangeCale
             f"calendar {cal.describe()} knows sessions from {lo.date() if lo is not None else '-'} "
             f"to {hi.date() if hi is not None else '-'}, but the data spans {first_year} to "
             f"{last_year}; trim the data or describe the market with regular hours "
-            "(calendar: {open: \"HH:MM\", close: \"HH:MM\"})"
+            '(calendar: {open: "HH:MM", close: "HH:MM"})'
         )
     start = start if lo is None else max(start, lo)
     end = end if hi is None else min(end, hi)
@@ -173,7 +173,7 @@ def resolve_calendar(spec: str | Mapping[str, object], tz: str | None = None) ->
     if code not in xcals.get_calendar_names(include_aliases=True):
         raise DataError(
             f"calendar {name!r}: not an exchange_calendars name; use e.g. XNYS, XLON, CMES, "
-            "NSE (= XBOM), 24/5, 24/7, or regular hours {open: \"09:30\", close: \"16:00\"}"
+            'NSE (= XBOM), 24/5, 24/7, or regular hours {open: "09:30", close: "16:00"}'
         )
     code = xcals.resolve_alias(code)
     return MarketCalendar(name, "exchange", str(_exchange_class(code).tz), code=code)
@@ -183,7 +183,7 @@ def _resolve_hours(spec: Mapping[str, object], tz: str | None) -> MarketCalendar
     unknown = sorted(set(spec) - {"open", "close", "weekdays"})
     if unknown or "open" not in spec or "close" not in spec:
         raise DataError(
-            f"calendar {dict(spec)}: regular hours take open, close (\"HH:MM\") and optionally "
+            f'calendar {dict(spec)}: regular hours take open, close ("HH:MM") and optionally '
             f"weekdays (default Mon-Fri){'; unknown: ' + ', '.join(unknown) if unknown else ''}"
         )
     if tz is None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metatrade.data.naming import parse_task_name
+from metatrade.data.calendar import Sessions
+from metatrade.data.naming import Timeframe, parse_task_name, parse_timeframe
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -163,29 +164,92 @@ def check_time_range(
     return bad
 
 
-def check_spacing(out: Collector, path: Path, index: pd.DatetimeIndex) -> None:
-    """The usual spacing of bars within a day must be the minutes the file name says."""
+def check_spacing(out: Collector, path: Path, ts: np.ndarray, sessions: Sessions) -> None:
+    """Bars must be spaced as the file name says, counted in the calendar's sessions: the
+    usual gap within a session is the minutes of an intraday name, and a ``<N>D`` / ``<N>W``
+    file has one bar per N sessions / N weeks (daily bars named ``_5`` are refused)."""
     try:
-        minutes = int(parse_task_name(path).timeframe)
+        task = parse_task_name(path)
     except ValueError:
         return  # reported already
-    if len(index) < 3:
+    tf = parse_timeframe(task.timeframe)
+    if len(ts) < 3:
         return
-    ns = index.asi8
-    day = index.normalize().asi8
-    same_day = day[1:] == day[:-1]
-    gaps = (ns[1:] - ns[:-1])[same_day] // 60_000_000_000
-    if len(gaps) < 2:
-        return  # daily or coarser bars: nothing to compare within a day
-    values, counts = np.unique(gaps, return_counts=True)
-    usual = int(values[np.argmax(counts)])
-    if usual != minutes:
-        task = parse_task_name(path)
+    same = sessions.label[1:] == sessions.label[:-1]
+    n_sessions = len(np.unique(sessions.label))
+    gaps = ((ts[1:] - ts[:-1])[same] // 60_000_000_000).astype(np.int64)
+    usual = int(np.bincount(gaps).argmax()) if len(gaps) else None
+    daily_like = len(gaps) < 0.5 * n_sessions
+    rename = f"rename it {task.instrument}_{{}}{path.suffix}"
+    if tf.intraday and daily_like:
         out.whole(
-            f"bars are usually {usual} minutes apart within a day, but the file name says "
-            f"{minutes}; rename it {task.instrument}_{usual}{path.suffix} or resample the bars "
-            f"to {minutes} minutes",
+            f"bars come one per trading session (daily or coarser), but the file name says "
+            f"{tf.count} minutes; {rename.format('1D')} (or _1W for weekly bars)",
             field="datetime",
+        )
+    elif tf.intraday and usual != tf.count:
+        out.whole(
+            f"bars are usually {usual} minutes apart within a session, but the file name says "
+            f"{tf.count}; {rename.format(usual)} or resample the bars to {tf.count} minutes",
+            field="datetime",
+        )
+    elif not tf.intraday and not daily_like:
+        out.whole(
+            f"bars are usually {usual} minutes apart within a session, but the file name says "
+            f"{tf} (one bar per {'session' if tf.unit == 'D' else 'week'}); "
+            f"{rename.format(usual)} or resample the bars to {tf}",
+            field="datetime",
+        )
+    elif not tf.intraday:
+        _check_coarse_step(out, sessions, tf, rename)
+
+
+def _check_coarse_step(out: Collector, sessions: Sessions, tf: Timeframe, rename: str) -> None:
+    """Daily / weekly files: the usual step between bars is N sessions (D) or N weeks (W)."""
+    days = np.diff(np.unique(sessions.label))
+    weeks = max(1, int(np.round(np.median(days) / 7))) if len(days) else tf.count
+    is_weekly = len(days) > 0 and np.median(days) >= 5
+    if tf.unit == "D" and is_weekly:
+        out.whole(
+            f"bars are usually {int(np.median(days))} days apart (weekly bars), but the file "
+            f"name says {tf}; {rename.format(f'{weeks}W')}",
+            field="datetime",
+        )
+    elif tf.unit == "W" and not is_weekly:
+        out.whole(
+            f"bars come about one per session (daily bars), but the file name says {tf}; "
+            f"{rename.format('1D')}",
+            field="datetime",
+        )
+
+
+def check_closed_days(out: Collector, sessions: Sessions, calendar: str) -> None:
+    """Bars on days the calendar lists as closed. A few are special sessions (kept as their
+    own trading day, a warning); most of a file is a time zone or calendar mix-up (an error:
+    every clock-based figure would be wrong)."""
+    first = np.ones(len(sessions.label), dtype=bool)
+    first[1:] = sessions.label[1:] != sessions.label[:-1]
+    closed = np.unique(sessions.label[first & ~sessions.scheduled])
+    if not len(closed):
+        return
+    total = len(np.unique(sessions.label))
+    shown = ", ".join(str(np.datetime64(int(d), "D")) for d in closed[:5])
+    more = f" and {len(closed) - 5} more" if len(closed) > 5 else ""
+    if len(closed) * 2 > total:
+        out.whole(
+            f"{len(closed)} of {total} trading days fall on days the {calendar} calendar lists "
+            f"as closed ({shown}{more}): the timestamps are in another time zone than the "
+            "instrument's (daily bars stamped at UTC midnight: timezone: UTC in "
+            "instruments.yaml) or the calendar is not this market's",
+            field="datetime",
+        )
+    else:
+        out.whole(
+            f"bars on {len(closed)} day(s) the {calendar} calendar lists as closed ({shown}"
+            f"{more}); each is kept as its own session (a special session such as Muhurat "
+            "trading), check the dates if the market did not trade then",
+            field="datetime",
+            level="warning",
         )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from metatrade.data.calendar import MarketCalendar, resolve_calendar
+from metatrade.data.calendar import (
+    MarketCalendar,
+    Sessions,
+    bars_per_session,
+    bars_per_year,
+    modal_session_minutes,
+    resolve_calendar,
+    sessions_to_bars,
+)
 from metatrade.errors import DataError
 
 INSTRUMENTS_FILE = "instruments.yaml"
@@ -105,11 +113,59 @@ class Instrument:
         return self.costs if isinstance(self.costs, str) else "custom"
 
 
+@dataclass(frozen=True)
+class Market:
+    """An instrument on one timeframe, with the regular session length its data shows:
+    the clock every figure of a task reads (``TaskArrays.market``)."""
+
+    instrument: Instrument
+    timeframe: str
+    session_minutes: float
+
+    @classmethod
+    def of(cls, instrument: Instrument, timeframe: str, sessions: Sessions) -> Market:
+        return cls(instrument, str(timeframe), modal_session_minutes(sessions))
+
+    @property
+    def timezone(self) -> str:
+        return self.instrument.timezone
+
+    @property
+    def currency(self) -> str:
+        return self.instrument.currency
+
+    @property
+    def sessions_per_year(self) -> float:
+        return self.instrument.annual_sessions
+
+    @property
+    def bars_per_session(self) -> float:
+        return bars_per_session(self.timeframe, self.session_minutes)
+
+    @property
+    def bars_per_year(self) -> float:
+        """Annualisation factor of per-bar returns (``metatrade.data.calendar``)."""
+        ppy = bars_per_year(
+            self.timeframe,
+            session_minutes=self.session_minutes,
+            sessions_per_year=self.sessions_per_year,
+        )
+        return int(ppy) if float(ppy).is_integer() else ppy
+
+    def sessions_to_bars(self, sessions: int) -> int:
+        """Bars in ``sessions`` sessions (walk-forward folds given in sessions)."""
+        return sessions_to_bars(sessions, self.timeframe, self.session_minutes)
+
+    def describe(self) -> str:
+        return (
+            f"{self.instrument.name}: {self.instrument.calendar.describe()}, "
+            f"{self.timezone}, {self.currency}"
+        )
+
+
 def snippet(names: list[str]) -> str:
     """The instruments.yaml lines that describe ``names`` (one flow-style line)."""
-    body = ", ".join(
-        f"{n}: {{calendar: XNYS, currency: USD, costs: bps}}" for n in names[:3]
-    )
+    body = ", ".join(f"{n}: {{calendar: XNYS, currency: USD, costs: bps}}" for n in names[:3])
     return f"instruments: {{{body}}}"
 
 
@@ -222,9 +278,11 @@ def read_descriptions(path: Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise DataError(f"{path}: not valid YAML ({err}); see docs/data.md") from None
-    unknown = sorted(set(doc) - {"instruments", "default", "lot_tables"}) if isinstance(
-        doc, dict
-    ) else ["(not a mapping)"]
+    unknown = (
+        sorted(set(doc) - {"instruments", "default", "lot_tables"})
+        if isinstance(doc, dict)
+        else ["(not a mapping)"]
+    )
     if unknown:
         raise DataError(
             f"{path}: top-level keys are instruments, default, lot_tables; found {unknown} "
@@ -303,8 +361,3 @@ class InstrumentRegistry:
             f"in {self.path}{has}, e.g. {snippet(names)} (keys: {', '.join(KEYS)}; "
             "schema: docs/data.md)"
         )
-
-
-def with_timezone(instrument: Instrument, timezone: str | None) -> Instrument:
-    """``instrument`` with its time zone replaced (``None``: unchanged)."""
-    return instrument if not timezone else replace(instrument, timezone=timezone)

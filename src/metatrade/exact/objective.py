@@ -95,13 +95,16 @@ def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     w = windows
     fee_in, fee_out = w.entry_fee.unsqueeze(-1), w.exit_fee.unsqueeze(-1)
     prop, slip = w.prop.unsqueeze(-1), w.slip.unsqueeze(-1)
+    # The rate of a buy / sell order: every order's plus the side's own (stamp duty, STT).
+    prop_buy = prop + w.buy_rate.unsqueeze(-1)
+    prop_sell = prop + w.sell_rate.unsqueeze(-1)
     # Fill notional * (prop + slippage): buys fill at open * (1 + slip), sells at (1 - slip).
-    buy = w.notional * ((1.0 + slip) * prop + slip)
-    sell = w.notional * ((1.0 - slip) * prop + slip)
+    buy = w.notional * ((1.0 + slip) * prop_buy + slip)
+    sell = w.notional * ((1.0 - slip) * prop_sell + slip)
     entry = {-1: fee_in + sell, 1: fee_in + buy}
     exit_ = {-1: fee_out + buy, 1: fee_out + sell}
-    sq = {-1: w.squared * fee_out + w.square * ((1.0 + slip) * prop + slip), 0: 0.0}
-    sq[1] = w.squared * fee_out + w.square * ((1.0 - slip) * prop + slip)
+    sq = {-1: w.squared * fee_out + w.square * ((1.0 + slip) * prop_buy + slip), 0: 0.0}
+    sq[1] = w.squared * fee_out + w.square * ((1.0 - slip) * prop_sell + slip)
     zero = torch.zeros_like(w.gap)
     rows = []
     for s in POSITIONS:

@@ -96,7 +96,10 @@ class BatchTradingEnv:
         self._full_account = cfg.observation == "full"
         bars = concatenate_bars(self.task_arrays, lookback=lookback, account_dim=cfg.account_dim)
         offsets = bars.offsets
-        self._open, self._close, self._session_end = bars.open, bars.close, bars.session_end
+        self._open, self._close = bars.open, bars.close
+        # Square-off rows: session ends of the tasks whose instrument allows it.
+        allowed = [np.full(len(ta), cfg.squares_off(ta)) for ta in self.task_arrays]
+        self._session_end = bars.session_end & np.concatenate(allowed)
         self._windows = bars.windows
         self._flat_features = bars.flat  # keeps the windows' buffer alive
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
@@ -141,12 +144,27 @@ class BatchTradingEnv:
     def _slot_markets(self, slot: np.ndarray) -> None:
         """Per slot: its instrument's costs and lot size; the account constants."""
         cfg = self.config
-        markets = [cfg.market_for(ta.task.instrument) for ta in self.task_arrays]
+        markets = [cfg.market_for(ta) for ta in self.task_arrays]
         self._entry_fee = np.array([float(c.entry_fee) for c, _ in markets])[slot]
         self._exit_fee = np.array([float(c.exit_fee) for c, _ in markets])[slot]
         self._prop = np.array([c.proportional_rate for c, _ in markets])[slot]
         self._slip = np.array([c.slippage_rate for c, _ in markets])[slot]
+        self._side_costs = any(c.side_dependent for c, _ in markets)
+        self._buy = np.array([c.buy_rate for c, _ in markets])[slot]
+        self._sell = np.array([c.sell_rate for c, _ in markets])[slot]
         self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
+        # Lots the exchange revised over time: the lot of every bar (global rows).
+        dated = any(s.lot_changes for _, s in markets)
+        self._lot_rows = (
+            np.concatenate(
+                [
+                    s.lot_at(ta.timestamps)
+                    for ta, (_, s) in zip(self.task_arrays, markets, strict=True)
+                ]
+            ).astype(np.float64)
+            if dated
+            else None
+        )
         self._capital = float(cfg.initial_capital)
         self._ruin_equity = cfg.ruin_fraction * self._capital
         self._held_scale = float(cfg.bars_held_scale)
@@ -183,7 +201,7 @@ class BatchTradingEnv:
         code = _CODE_BASE[a] + self._pos
         closed = _WANT_CLOSE[code]
         invalid = _INVALID[code]
-        order_cost, unfilled = self._enter(a, _WANT_OPEN[code], o)
+        order_cost, unfilled = self._enter(a, _WANT_OPEN[code], o, t)
         invalid |= unfilled
 
         # Agent closes (engine._close) at the next open.
@@ -235,18 +253,26 @@ class BatchTradingEnv:
         return a
 
     def _enter(
-        self, a: np.ndarray, want_open: np.ndarray, o: np.ndarray
+        self, a: np.ndarray, want_open: np.ndarray, o: np.ndarray, t: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Entries (engine._open): fill at the next open ``o``, size on cash (= equity when
-        flat). Returns each slot's entry cost and where an entry was refused (too small)."""
+        """Entries (engine._open): fill at the next open ``o`` of bars ``t``, size on cash
+        (= equity when flat). Returns each slot's entry cost and where an entry was refused
+        (too small)."""
         side = rules.ENTRY_SIDE[a]
         fill_in = rules.entry_fill(o, side, self._slip)
-        units = self.config.sizer.units_array(
-            self._cash, fill_in, self._entry_fee, self._prop, self._lot
-        )
-        opened = want_open & (units >= self._lot)
+        side_rate, rate = 0.0, self._prop
+        if self._side_costs:
+            side_rate = rules.order_side_rate(side, buy_rate=self._buy, sell_rate=self._sell)
+            rate = self._prop + side_rate
+        lot = self._lot if self._lot_rows is None else self._lot_rows[t]
+        units = self.config.sizer.units_array(self._cash, fill_in, self._entry_fee, rate, lot)
+        opened = want_open & (units >= lot)
         cost_in = rules.order_cost(
-            fee=self._entry_fee, fill=fill_in, quantity=units, proportional_rate=self._prop
+            fee=self._entry_fee,
+            fill=fill_in,
+            quantity=units,
+            proportional_rate=self._prop,
+            side_rate=side_rate,
         )
         # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
         # where an entry fills and leaves every other slot unchanged (x is always finite);
@@ -342,6 +368,9 @@ class BatchTradingEnv:
         outside ``mask``).
         """
         pos, qty = self._pos, self._qty
+        side_rate = 0.0
+        if self._side_costs:  # closing a long sells, closing a short buys
+            side_rate = rules.order_side_rate(-pos, buy_rate=self._buy, sell_rate=self._sell)
         fill, gross, cost, net = rules.close_position(
             price,
             side=pos,
@@ -351,6 +380,7 @@ class BatchTradingEnv:
             exit_fee=self._exit_fee,
             proportional_rate=self._prop,
             slippage_rate=self._slip,
+            side_rate=side_rate,
         )
         trade = {
             "cost": cost,

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 _GST = 0.18
 """Goods and services tax on brokerage, exchange and SEBI charges (India)"""
 _SEBI_BPS = 0.01
@@ -185,13 +187,37 @@ def cost_model(spec: str | Mapping[str, Any] | CostModel | None) -> CostModel:
 
 @dataclass(frozen=True)
 class InstrumentSpec:
-    """Contract specification: orders are whole multiples of ``lot_size`` units."""
+    """Contract specification: orders are whole multiples of ``lot_size`` units, or, with
+    ``lot_changes`` ((from ns UTC, size), ...; an exchange revising its lots), of the lot in
+    force when the entry fills (``lot_at``)."""
 
     name: str = "generic"
     lot_size: int = 1
+    lot_changes: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if int(self.lot_size) != self.lot_size or self.lot_size < 1:
-            raise ValueError(
-                f"InstrumentSpec({self.name!r}).lot_size={self.lot_size!r}: use a positive integer"
+        for size in (self.lot_size, *(s for _, s in self.lot_changes)):
+            if int(size) != size or size < 1:
+                raise ValueError(
+                    f"InstrumentSpec({self.name!r}) lot size {size!r}: use a positive integer"
+                )
+
+    def lot_at(self, timestamps: Any) -> Any:
+        """Lot in force at each time (int64 ns UTC; a scalar gives an int)."""
+        if not self.lot_changes:
+            return (
+                self.lot_size
+                if np.ndim(timestamps) == 0
+                else np.full(np.shape(timestamps), self.lot_size, dtype=np.int64)
             )
+        starts = np.array([t for t, _ in self.lot_changes], dtype=np.int64)
+        sizes = np.array([self.lot_size, *(s for _, s in self.lot_changes)], dtype=np.int64)
+        out = sizes[np.searchsorted(starts, timestamps, side="right")]
+        return int(out) if np.ndim(timestamps) == 0 else out
+
+
+def instrument_spec(instrument: Any) -> InstrumentSpec:
+    """``InstrumentSpec`` of a data-layer ``Instrument`` (its lot size, dated or not)."""
+    lots = instrument.lot_size
+    changes = tuple(zip(lots.starts[1:], lots.sizes[1:], strict=True))
+    return InstrumentSpec(instrument.name, lots.sizes[0], changes)

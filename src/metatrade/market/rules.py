@@ -21,11 +21,14 @@ Positions are -1 short, 0 flat, +1 long; a table's column is ``position + 1``.
 
 An OPEN also needs the money for one lot (else it is rejected like an INVALID order); an
 INVALID order changes nothing. Who pays what: an OPEN pays
-``entry_fee + proportional_rate * fill * quantity`` and fills at
+``entry_fee + (proportional_rate + side_rate) * fill * quantity`` and fills at
 ``price * (1 + side * slippage_rate)``; a CLOSE pays
-``exit_fee + proportional_rate * fill * quantity`` and fills at
+``exit_fee + (proportional_rate + side_rate) * fill * quantity`` and fills at
 ``price * (1 - side * slippage_rate)`` (slippage always against the trader). HOLD pays
-nothing.
+nothing. ``side_rate`` is the order's side-only charge (``order_side_rate``: stamp duty on a
+buy, securities transaction tax on a sell): a long entry and a short's exit are buys, a
+short entry and a long's exit are sells. It defaults to 0.0, which leaves every other
+term's arithmetic bit for bit as it was.
 """
 
 from __future__ import annotations
@@ -100,14 +103,25 @@ def exit_fill(price: Any, side: Any, slippage_rate: Any) -> Any:
     return price * (1.0 - side * slippage_rate)
 
 
-def order_cost(*, fee: Any, fill: Any, quantity: Any, proportional_rate: Any) -> Any:
-    """What one order pays: its fixed fee plus the proportional cost of its notional."""
-    return fee + fill * quantity * proportional_rate
+def order_side_rate(order_side: Any, *, buy_rate: Any, sell_rate: Any) -> Any:
+    """The side-only proportional rate of an order: ``buy_rate`` on a buy (``order_side``
+    +1: a long entry, a short's exit), ``sell_rate`` on a sell (-1), 0 for no order."""
+    return buy_rate * (order_side > 0) + sell_rate * (order_side < 0)
 
 
-def entry_outlay(*, fee: Any, fill: Any, quantity: Any, proportional_rate: Any) -> Any:
+def order_cost(
+    *, fee: Any, fill: Any, quantity: Any, proportional_rate: Any, side_rate: Any = 0.0
+) -> Any:
+    """What one order pays: its fixed fee plus the proportional cost of its notional, at the
+    rate of every order plus the order side's own (``order_side_rate``)."""
+    return fee + fill * quantity * (proportional_rate + side_rate)
+
+
+def entry_outlay(
+    *, fee: Any, fill: Any, quantity: Any, proportional_rate: Any, side_rate: Any = 0.0
+) -> Any:
     """Cash an entry of ``quantity`` needs: notional plus its cost (must not exceed equity)."""
-    return fill * quantity * (1.0 + proportional_rate) + fee
+    return fill * quantity * (1.0 + (proportional_rate + side_rate)) + fee
 
 
 def position_pnl(*, side: Any, quantity: Any, price: Any, entry_price: Any) -> Any:
@@ -125,12 +139,18 @@ def close_position(
     exit_fee: Any,
     proportional_rate: Any,
     slippage_rate: Any,
+    side_rate: Any = 0.0,
 ) -> tuple[Any, Any, Any, Any]:
     """Close a ``side`` position at quoted ``price``: (fill, gross P&L, exit cost, net P&L),
-    where net = gross - entry cost - exit cost (each cost attributed once to its trade)."""
+    where net = gross - entry cost - exit cost (each cost attributed once to its trade);
+    ``side_rate``: the exit order's side-only rate (a sell for a long, a buy for a short)."""
     fill = exit_fill(price, side, slippage_rate)
     gross = position_pnl(side=side, quantity=quantity, price=fill, entry_price=entry_price)
     cost = order_cost(
-        fee=exit_fee, fill=fill, quantity=quantity, proportional_rate=proportional_rate
+        fee=exit_fee,
+        fill=fill,
+        quantity=quantity,
+        proportional_rate=proportional_rate,
+        side_rate=side_rate,
     )
     return fill, gross, cost, gross - entry_cost - cost

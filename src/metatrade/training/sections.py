@@ -96,6 +96,16 @@ class DataSection(_Section):
         False,
         description="a file that cannot be used stops the run (default: skipped with a warning)",
     )
+    timezone: str | None = Field(
+        None,
+        description="time zone of every instrument (naive timestamps, shown times); null = "
+        "each instrument's (instruments.yaml, default its calendar's)",
+    )
+    instruments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="instrument -> instruments.yaml keys replacing the data folder's "
+        "description (calendar, timezone, currency, lot_size, tick_size, costs, square_off)",
+    )
     num_synthetic_tasks: int = Field(
         24, gt=0, description="synthetic family only: how many tasks to generate"
     )
@@ -111,12 +121,53 @@ class DataSection(_Section):
 
 
 class CostsSection(_Section):
-    """What one order costs (metatrade.market.costs.CostModel)."""
+    """What one order costs (metatrade.market.costs.cost_model): a preset, explicit terms,
+    or a preset with some terms replaced; a bare preset name is accepted for the section.
+    Terms not given are 0 (or the preset's)."""
 
-    entry_fee: float = Field(25.0, ge=0, description="INR per entry order")
-    exit_fee: float = Field(35.0, ge=0, description="INR per exit order")
-    proportional_bps: float = Field(0.0, ge=0, description="basis points of notional per order")
-    slippage_bps: float = Field(0.0, ge=0, description="fill price moved against the trader, bps")
+    preset: str | None = Field(
+        None,
+        description="origin, zero, nse_index_futures, nse_cash_intraday or bps "
+        "(docs/market.md has each preset's source and date)",
+    )
+    entry_fee: float | None = Field(None, ge=0, description="money per entry order")
+    exit_fee: float | None = Field(None, ge=0, description="money per exit order")
+    proportional_bps: float | None = Field(None, ge=0, description="bps of notional, every order")
+    buy_bps: float | None = Field(None, ge=0, description="bps of notional, buy orders only")
+    sell_bps: float | None = Field(None, ge=0, description="bps of notional, sell orders only")
+    slippage_bps: float | None = Field(
+        None, ge=0, description="fill price moved against the trader, bps"
+    )
+    commission_bps: float | None = Field(None, ge=0, description="generic model: commission")
+    half_spread_bps: float | None = Field(None, ge=0, description="generic model: half-spread")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_name(cls, v: Any) -> Any:
+        return {"preset": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _valid(self) -> CostsSection:
+        self.cost_model()
+        return self
+
+    def cost_model(self) -> Any:
+        """The ``CostModel`` these terms describe (``ValueError`` naming a bad one)."""
+        from dataclasses import replace
+
+        from metatrade.market.costs import cost_model
+
+        terms = {k: v for k, v in self.model_dump().items() if v is not None and k != "preset"}
+        if self.preset is None:
+            return cost_model(terms or "zero")
+        base = cost_model(self.preset)
+        try:
+            return replace(base, **terms) if terms else base
+        except TypeError:
+            raise ValueError(
+                f"{sorted(terms)} cannot adjust preset {self.preset!r}: use CostModel's terms "
+                "(entry_fee, exit_fee, proportional_bps, buy_bps, sell_bps, slippage_bps)"
+            ) from None
 
 
 class ShapingSection(_Section):
@@ -133,8 +184,14 @@ class EnvSection(_Section):
 
     lookback: int = Field(32, gt=0, description="bars in the observation window")
     episode_length: int = Field(256, gt=0, description="bars per training episode")
-    initial_capital: float = Field(1_000_000.0, gt=0, description="starting equity, INR")
-    square_off: bool = Field(False, description="close open positions at each session's end")
+    initial_capital: float = Field(
+        1_000_000.0, gt=0, description="starting equity, in each instrument's currency"
+    )
+    square_off: bool = Field(
+        False,
+        description="close open positions at each session's end (instruments with "
+        "square_off: session_end)",
+    )
     ruin_fraction: float = Field(
         0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
     )
@@ -144,7 +201,11 @@ class EnvSection(_Section):
         description="account part of the observation: the 4 account values, or the position "
         "only (needed by meta.estimator: exact)",
     )
-    costs: CostsSection = Field(default_factory=CostsSection)
+    costs: CostsSection | None = Field(
+        None,
+        description="costs of every instrument: a preset name or terms; null = each "
+        "instrument's own (instruments.yaml costs)",
+    )
     shaping: ShapingSection = Field(default_factory=ShapingSection)
 
 

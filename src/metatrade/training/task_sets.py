@@ -61,6 +61,8 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     )
     loader = DataLoader(
         data_dir,
+        tz=d.timezone,
+        instruments=d.instruments,
         splits=SplitConfig(**d.splits.model_dump()),
         heldout=heldout,
         strict=d.strict,
@@ -104,11 +106,13 @@ def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
 
 def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
     """``ConfigError`` for a task, held-out instrument or timeframe the folder does not hold."""
+    from metatrade.data.naming import timeframe_sort_key
+
     d = cfg.data
     available = loader.get_available_tasks()
     names = {str(t) for t in available}
     instruments = sorted({t.instrument for t in available})
-    timeframes = sorted({t.timeframe for t in available}, key=int)
+    timeframes = sorted({t.timeframe for t in available}, key=timeframe_sort_key)
     where = f"in {loader.data_dir}" + (
         f" (skipped: {', '.join(loader.skipped)})" if loader.skipped else ""
     )

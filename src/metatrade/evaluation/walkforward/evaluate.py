@@ -98,17 +98,19 @@ def _differences(
 
 
 def _scope(name: str, daily: pd.DataFrame, metrics: dict, pnl: dict, notional: dict,
-           capital: float, cfg: WalkForwardConfig, starts: list[str], steps: int) -> Scope:  # fmt: skip
-    """DSR, bootstrap intervals, paired differences and cost sweep of one scope."""
+           capital: float, cfg: WalkForwardConfig, starts: list[str], steps: int,
+           clock: tuple[float, float]) -> Scope:  # fmt: skip
+    """DSR, bootstrap intervals, paired differences and cost sweep of one scope;
+    ``clock`` = (sessions per year, the costs' proportional bps per side now)."""
+    periods, bps = clock
     labels = list(daily.columns)
     arrays = {k: daily[k].dropna().to_numpy() for k in labels}
     trials = add_deflated(metrics, arrays, cfg.configurations)
     seed = cfg.seed + zlib.crc32(name.encode()) % 997
     cis, diff = bootstrap_daily(
         daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
-        seed=seed, confidence=cfg.confidence,
+        seed=seed, periods_per_year=periods, confidence=cfg.confidence,
     )  # fmt: skip
-    bps = cfg.env.costs.proportional_bps
     grid = np.asarray(cfg.cost_grid)
     sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
     return Scope(
@@ -124,16 +126,21 @@ def _pooled(
     daily = daily.sort_index()
     pnl = {k: sum(t.records[k].equity[-1] - c0 for t in tasks) for k in labels}
     notional = {k: sum(t.records[k].notional for t in tasks) for k in labels}
+    # Tasks of different markets: the mean of their sessions per year and of their costs.
+    clock = (
+        float(np.mean([t.sessions_per_year for t in tasks])),
+        float(np.mean([t.bps_now for t in tasks])),
+    )
     metrics = {}
     for k in labels:
         eq = c0 * np.concatenate([[1.0], np.cumprod(1.0 + daily[k].to_numpy())])
         trades = [tr for t in tasks for tr in t.records[k].trades]
         m = record_metrics(eq, daily[k], c0=c0, trades=trades, notional=notional[k],
-                           bps_now=cfg.env.costs.proportional_bps)  # fmt: skip
-        m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], cfg.env.costs.proportional_bps)
+                           bps_now=clock[1], periods_per_year=clock[0])  # fmt: skip
+        m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], clock[1])
         m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
         metrics[k] = m
-    return _scope(POOLED, daily, metrics, pnl, notional, c0 * len(tasks), cfg, starts, steps)
+    return _scope(POOLED, daily, metrics, pnl, notional, c0 * len(tasks), cfg, starts, steps, clock)
 
 
 def run_walkforward(
@@ -165,12 +172,13 @@ def run_walkforward(
         pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
         notional = {k: rec.records[k].notional for k in labels}
         scopes[rec.task] = _scope(
-            rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps
-        )
+            rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps,
+            (rec.sessions_per_year, rec.bps_now),
+        )  # fmt: skip
     scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps)
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
     conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
-                proportional_bps=cfg.env.costs.proportional_bps, adapter=type(adapter).__name__)  # fmt: skip
+                markets={r.task: r.market for r in records}, adapter=type(adapter).__name__)  # fmt: skip
     seconds = {
         "adapt": sum(r.adapt_seconds for r in records),
         "trade": sum(r.trade_seconds for r in records),

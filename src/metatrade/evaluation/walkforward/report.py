@@ -78,7 +78,9 @@ def _summary(res: WalkForwardResult) -> str:
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
         f"DSR trials: N = {p['n_trials']:.0f} ({p['rows_with_sharpe']:.0f} rows with a Sharpe x "
         f"{p['configurations']:.0f} configuration(s)); SR0 = {p['sr0_daily']:.4f} per day",
-        f"costs: {c['proportional_bps']:g} bps per side plus fixed fees; capital {c['initial_capital']:,.0f}",
+        "markets (calendar, time zone, currency, cost preset): "
+        + "; ".join(f"{t}: {m}" for t, m in c["markets"].items()),
+        f"capital {c['initial_capital']:,.0f} (in each task's currency)",
         f"intervals: stationary bootstrap over days, mean block {c['block_days']:g} days, "
         f"{c['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip

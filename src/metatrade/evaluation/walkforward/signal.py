@@ -35,7 +35,7 @@ class Signal:
 
     task: str
     start: str
-    last_bar: str  # time of the file's last bar, exchange clock
+    last_bar: str  # time of the file's last bar, in the instrument's time zone
     decision_row: int
     action: int
     order: str
@@ -74,9 +74,9 @@ def next_decision(
     seed: int,
     position: int = 0,
     account_dim: int = ACCOUNT_DIM,
-    tz: str = "Asia/Kolkata",
 ) -> Signal:
-    """Adapt ``start`` on the latest window and decide for the bar after the last one."""
+    """Adapt ``start`` on the latest window and decide for the bar after the last one
+    (``last_bar`` in the instrument's time zone)."""
     if position not in (-1, 0, 1):
         raise ValueError(f"position={position}: use -1 (short), 0 (flat) or 1 (long)")
     fold = live_fold(task.arrays, spec)
@@ -90,6 +90,7 @@ def next_decision(
     action, probs = decide_one(
         start.policy, params, observation(arrays.features, row, lookback, position, account_dim)
     )
+    tz = arrays.require_market().timezone
     when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
     return Signal(
         task=str(task.task), start=label, last_bar=when.strftime("%Y-%m-%d %H:%M %Z"),

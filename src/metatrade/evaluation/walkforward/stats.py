@@ -3,9 +3,11 @@ and deflated versions, drawdown, turnover, hit rate, cost break-even, block boot
 
 Conventions (docs/evaluation.md has the derivations):
 
-* Daily returns: the stitched equity at the last bar of each exchange day (Asia/Kolkata),
-  over the previous day's (the first day over C0). Annualisation: 252 days.
-* Sharpe = mean / std (ddof 1) of daily returns, times sqrt(252) when annualised.
+* Daily returns: the stitched equity at the last bar of each trading session (the task's
+  calendar, ``TaskArrays.sessions``), over the previous session's (the first over C0).
+  Annualisation: the market's sessions per year (``metatrade.data.calendar``: 252 for an
+  exchange, 260 for 24/5, 365 for 24/7), ``periods_per_year`` below.
+* Sharpe = mean / std (ddof 1) of daily returns, times sqrt(periods_per_year) when annualised.
 * PSR(SR*) = Phi((SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2)), per-day SR,
   g3 skewness and g4 (non-excess) kurtosis, both population moments (Bailey & Lopez de
   Prado 2012, "The Sharpe ratio efficient frontier", eq. 11 of their notation).
@@ -15,7 +17,9 @@ Conventions (docs/evaluation.md has the derivations):
   Matches ``skfolio.measures.deflated_sharpe_ratio`` (tested).
 * Cost break-even: the per-side proportional cost (bps of notional) at which the net
   P&L is zero with the trades held fixed: ``bps_now + 1e4 * pnl / notional``, notional
-  summed over both sides of every round trip. Fixed fees and slippage stay as configured.
+  summed over both sides of every round trip, ``bps_now`` the cost preset's mean
+  proportional cost per side (``CostModel.per_side_bps``: side-only charges such as STT
+  count half). Fixed fees and slippage stay as configured.
 """
 
 from __future__ import annotations
@@ -29,17 +33,17 @@ from arch.bootstrap import StationaryBootstrap
 from scipy import stats as st
 
 from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
-from metatrade.evaluation.metrics import TRADING_DAYS_PER_YEAR, drawdowns
+from metatrade.evaluation.metrics import breakeven_bps, drawdowns  # noqa: F401 (re-exported)
 
 EULER_GAMMA = 0.5772156649015329
 
 
-def daily_returns(
-    equity: np.ndarray, timestamps: np.ndarray, c0: float, tz: str = "Asia/Kolkata"
-) -> pd.Series:
-    """Daily simple returns of a stitched equity curve [n] (int64 ns UTC times) by local date."""
-    idx = pd.DatetimeIndex(np.asarray(timestamps, dtype="datetime64[ns]")).tz_localize("UTC")
-    days = idx.tz_convert(tz).normalize().tz_localize(None)
+def daily_returns(equity: np.ndarray, sessions: np.ndarray, c0: float) -> pd.Series:
+    """Session returns of a stitched equity curve [n], grouped by each bar's trading session
+    ``sessions`` (int64 [n], days since 1970-01-01: ``TaskArrays.sessions``), indexed by the
+    session's date."""
+    days = pd.DatetimeIndex(np.asarray(sessions, dtype=np.int64).astype("datetime64[D]"))
+    days = days.as_unit("ns")
     close = pd.Series(np.asarray(equity, dtype=np.float64), index=days).groupby(level=0).last()
     prev = close.shift(1)
     prev.iloc[0] = c0
@@ -101,13 +105,6 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(returns, expected_max_sharpe(n_trials, trial_sharpe_std))
 
 
-def breakeven_bps(pnl: float, notional: float, bps_now: float) -> float:
-    """Per-side proportional cost (bps) at which net P&L is zero, trades held fixed."""
-    if not notional > 0:
-        return float("nan")
-    return bps_now + 1e4 * pnl / notional
-
-
 def cost_sweep(
     pnl: float, notional: float, bps_now: float, c0: float, grid: np.ndarray
 ) -> np.ndarray:
@@ -123,8 +120,10 @@ def record_metrics(
     trades: list,
     notional: float,
     bps_now: float,
+    periods_per_year: float,
 ) -> dict[str, float]:
-    """Metrics of one stitched record (module docstring for the definitions)."""
+    """Metrics of one stitched record (module docstring for the definitions);
+    ``periods_per_year``: sessions a year of the market (annualises the daily figures)."""
     r = daily.to_numpy()
     days = max(1, r.size)
     total = float(equity[-1] / c0 - 1.0)
@@ -133,15 +132,11 @@ def record_metrics(
     mean_eq = float(np.mean(equity))
     return {
         "total_return": total,
-        "annual_return": growth ** (TRADING_DAYS_PER_YEAR / days) - 1.0
-        if growth > 0
-        else float("nan"),
-        "sharpe": sharpe(r, TRADING_DAYS_PER_YEAR),
+        "annual_return": growth ** (periods_per_year / days) - 1.0 if growth > 0 else float("nan"),
+        "sharpe": sharpe(r, periods_per_year),
         "psr": probabilistic_sharpe_ratio(r),
         "max_drawdown": drawdowns(equity)[0],
-        "turnover": notional / mean_eq * TRADING_DAYS_PER_YEAR / days
-        if mean_eq > 0
-        else float("nan"),
+        "turnover": notional / mean_eq * periods_per_year / days if mean_eq > 0 else float("nan"),
         "trades": float(pnl.size),
         "hit_rate": float((pnl > 0).mean()) if pnl.size else float("nan"),
         "breakeven_bps": breakeven_bps(float(equity[-1] - c0), notional, bps_now),
@@ -176,6 +171,7 @@ def bootstrap_daily(
     reps: int,
     block_days: float,
     seed: int,
+    periods_per_year: float,
     confidence: float = 0.95,
 ) -> tuple[dict[str, dict[str, ConfidenceInterval]], Callable[[str, str, str], ConfidenceInterval]]:
     """Stationary block bootstrap over days (Politis & Romano 1994, ``arch.bootstrap``)
@@ -190,11 +186,8 @@ def bootstrap_daily(
         mu = data.mean(axis=0)
         sd = data.std(axis=0, ddof=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sr = np.where(sd > 1e-15, mu / sd, 0.0) * math.sqrt(TRADING_DAYS_PER_YEAR)
-        ann = (
-            np.exp(np.log1p(np.clip(data, -0.999999, None)).mean(axis=0) * TRADING_DAYS_PER_YEAR)
-            - 1
-        )
+            sr = np.where(sd > 1e-15, mu / sd, 0.0) * math.sqrt(periods_per_year)
+        ann = np.exp(np.log1p(np.clip(data, -0.999999, None)).mean(axis=0) * periods_per_year) - 1
         return np.concatenate([sr, ann])
 
     est = stat(x)
