@@ -26,7 +26,8 @@ def test_data_list_synthetic(tmp_path: Path, monkeypatch) -> None:
         cells = [c.strip() for c in row.split("│") if c.strip()]
         splits = loader.get_task_arrays(*task).splits
         sizes = [str(hi - lo) for lo, hi in (splits[s] for s in ("train", "validation", "test"))]
-        assert cells[1] == "400" and cells[4:] == sizes
+        assert cells[1] == "400" and cells[4:7] == sizes
+        assert "INR, origin" in cells[7]
 
 
 def test_data_validate_ok_and_bad(tmp_path: Path, monkeypatch) -> None:

@@ -41,7 +41,9 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
     table = Table(title=title)
     left = ("task", "first", "last", "market")
     for col in ("task", "bars", "first", "last", "train", "validation", "test", "market"):
-        table.add_column(col, justify="left" if col in left else "right")
+        table.add_column(
+            col, justify="left" if col in left else "right", overflow="fold", no_wrap=False
+        )
     gaps: list[str] = []
     for task in loader.get_available_tasks():
         bars = loader.get_task_data(*task)
@@ -50,8 +52,8 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
         first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
         inst = loader.instrument(task.instrument)
         market = (
-            f"{inst.calendar.describe()}, {inst.timezone}, {inst.currency}, costs "
-            f"{inst.cost_name}, {arrays.bars_per_year:,g} bars/year"
+            f"{inst.calendar.describe()}, {inst.currency}, {inst.cost_name}, "
+            f"{arrays.bars_per_year:,g} bars/yr"
         )
         table.add_row(str(task), str(len(bars)), first, last, *sizes, market)
         gaps += [

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import time
@@ -111,8 +112,10 @@ class MarketCalendar:
         if self.kind == "hours":
             assert self.hours is not None
             open_, close, mask = self.hours
-            days = ",".join(d for d, on in zip(_WEEKDAYS, mask, strict=True) if on == "1")
-            return f"{open_}-{close} {days} ({self.tz})"
+            on = [d for d, bit in zip(_WEEKDAYS, mask, strict=True) if bit == "1"]
+            run = mask.strip("0") == "1" * len(on)  # consecutive days: "Mon-Fri"
+            days = f"{on[0]}-{on[-1]}" if run and len(on) > 2 else ",".join(on)
+            return f"{open_}-{close} {days}"
         alias = f" ({self.code})" if self.code and self.code != self.name else ""
         return f"{self.name}{alias}"
 
@@ -157,7 +160,9 @@ def _build(cal: MarketCalendar, first_year: int, last_year: int) -> ExchangeCale
         )
     start = start if lo is None else max(start, lo)
     end = end if hi is None else min(end, hi)
-    return cls(start=start, end=end)
+    with warnings.catch_warnings():  # exchange_calendars' own use of deprecated pandas API
+        warnings.simplefilter("ignore", getattr(pd.errors, "Pandas4Warning", FutureWarning))
+        return cls(start=start, end=end)
 
 
 def resolve_calendar(spec: str | Mapping[str, object], tz: str | None = None) -> MarketCalendar:
@@ -212,7 +217,7 @@ class Schedule:
 
 
 def _ns(col: pd.Series) -> np.ndarray:
-    return np.asarray(pd.DatetimeIndex(col).as_unit("ns").asi8, dtype=np.int64)
+    return np.asarray(col.array.as_unit("ns").asi8, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=32)

@@ -353,8 +353,10 @@ class InstrumentRegistry:
         tables = {**_embedded().get("lot_tables", {}), **self.doc.get("lot_tables", {})}
         return build_instrument(name, desc, where=where, tables=tables)
 
-    def missing_message(self, names: list[str]) -> str:
+    def missing_message(self, names: list[str], files: list[str] | None = None) -> str:
         listed = ", ".join(repr(n) for n in names)
+        if files:
+            listed += f" ({', '.join(files)})"
         has = "" if self.path.is_file() else " (the folder has none)"
         return (
             f"{self.folder}: no market description for instrument(s) {listed}; describe each "

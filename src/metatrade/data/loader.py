@@ -137,8 +137,9 @@ class DataLoader:
         return files
 
     def _check_instruments(self) -> None:
-        """Every instrument of the folder has a market description (else one error listing
-        the names without one and the lines that describe them)."""
+        """Every instrument needs a market description: the files of one without are
+        unusable (skipped with the lines that would describe it, or, strict, an error); a
+        description with a mistake is an error for the whole folder."""
         missing: list[str] = []
         for name in sorted({t.instrument for t in self._files}):
             try:
@@ -147,8 +148,14 @@ class DataLoader:
                 if "no market description" not in str(err):
                     raise  # a description with a mistake: its own message
                 missing.append(name)
-        if missing:
-            raise DataError(self.registry.missing_message(missing))
+        if not missing:
+            return
+        files = sorted(p.name for t, p in self._files.items() if t.instrument in missing)
+        message = self.registry.missing_message(missing, files)
+        if self.strict or all(t.instrument in missing for t in self._files):
+            raise DataError(message)
+        for task in [t for t in self._files if t.instrument in missing]:
+            self.skipped[self._files.pop(task).name] = message.split(": ", 1)[1]
 
     def instrument(self, name: str) -> Instrument:
         """The market description of instrument ``name`` (``metatrade.data.instruments``)."""
