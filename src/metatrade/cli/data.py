@@ -39,11 +39,8 @@ def _fail(err: Exception) -> None:
 def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
     """The table of usable tasks, and a warning line per gap of many sessions."""
     table = Table(title=title)
-    left = ("task", "first", "last", "market")
-    for col in ("task", "bars", "first", "last", "train", "validation", "test", "market"):
-        table.add_column(
-            col, justify="left" if col in left else "right", overflow="fold", no_wrap=False
-        )
+    for col in ("task", "bars", "first", "last", "train", "validation", "test"):
+        table.add_column(col, justify="left" if col in ("task", "first", "last") else "right")
     gaps: list[str] = []
     for task in loader.get_available_tasks():
         bars = loader.get_task_data(*task)
@@ -51,11 +48,7 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
         sizes = [str(b - a) for a, b in (arrays.splits[k] for k in ("train", "validation", "test"))]
         first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
         inst = loader.instrument(task.instrument)
-        market = (
-            f"{inst.calendar.describe()}, {inst.currency}, {inst.cost_name}, "
-            f"{arrays.bars_per_year:,g} bars/yr"
-        )
-        table.add_row(str(task), str(len(bars)), first, last, *sizes, market)
+        table.add_row(str(task), str(len(bars)), first, last, *sizes)
         gaps += [
             f"{task}: {n} {inst.calendar.describe()} sessions without a bar between {a} and {b}"
             for a, b, n in session_gaps(bars.index, inst)
@@ -85,6 +78,7 @@ def list_tasks(
         _fail(err)
     console.print(table)
     console.print(f"{len(loader.get_available_tasks())} tasks")
+    console.print(_market_table(loader))
     if loader.skipped:
         skipped = Table(title=f"{len(loader.skipped)} file(s) skipped (fix them or use --strict)")
         skipped.add_column("file")
@@ -121,6 +115,20 @@ def validate(
     if errors:
         raise typer.Exit(1)
     console.print(f"[green]OK[/green]: no errors in {target} ({len(problems)} warning(s))")
+
+
+def _market_table(loader: DataLoader) -> Table:
+    """One row per instrument: how its bars are read (calendar, zone, currency, costs)."""
+    table = Table(title="markets (instruments.yaml; docs/data.md)")
+    for col in ("instrument", "calendar", "time zone", "currency", "costs", "lot", "square-off"):
+        table.add_column(col, overflow="fold")
+    for name in sorted({t.instrument for t in loader.get_available_tasks()}):
+        inst = loader.instrument(name)
+        table.add_row(
+            name, inst.calendar.describe(), inst.timezone, inst.currency, inst.cost_name,
+            inst.lot_size.describe(), inst.square_off,
+        )  # fmt: skip
+    return table
 
 
 def _problem_table(problems: list[Problem], target: Path) -> Table:
