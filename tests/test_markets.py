@@ -5,6 +5,7 @@ and the NSE's own figures stay as they were."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -12,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from instrument_helpers import write_us_fx_folder
+from metatrade.cli import app
 from metatrade.data import DataLoader, validate_folder
 from metatrade.data.calendar import assign_sessions
 from metatrade.data.features import FEATURE_NAMES, raw_features
+from metatrade.data.instruments import InstrumentRegistry, Market
+from metatrade.data.loader import SAMPLE_DIR
 from metatrade.errors import DataError
 from metatrade.evaluation.backtest import buy_and_hold, run_backtest
 from metatrade.evaluation.protocol import Start, module_params
@@ -261,3 +267,57 @@ def test_a_dated_lot_table_sizes_each_entry_with_the_lot_then(folder) -> None:
         if truncated:
             break
     assert sizes[True] % 25 == 0 and sizes[False] % 75 == 0 and sizes[True] % 75 != 0
+
+
+def test_the_commands_run_on_us_and_fx_data(folder: Path, tmp_path: Path) -> None:
+    """`data validate`, `meta-train`, `evaluate`, `walkforward`, `signal` and `backtest` on the
+    US and FX tasks (meta-trained on the US 30-minute task, evaluated on the others)."""
+    runner = CliRunner()
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "tiny.yaml").read_text())
+    config["data"] = {"tasks": None, "heldout": {"instruments": ["SPX", "EURUSD"]}}
+    (tmp_path / "us.yaml").write_text(yaml.safe_dump(config))
+    run, out = tmp_path / "run", {}
+    for args in (
+        ["data", "validate", str(folder)],
+        ["meta-train", "-c", str(tmp_path / "us.yaml"), "--data", str(folder), "-n", "1",
+         "--out", str(run), "--no-progress"],
+        ["evaluate", "--checkpoint", str(run)],
+        ["walkforward", "--checkpoint", str(run), "--fold-bars", "60", "--adapt-bars", "40",
+         "--out", str(tmp_path / "wf")],
+        ["backtest", "--checkpoint", str(run), "--out", str(tmp_path / "bt")],
+    ):  # fmt: skip
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args[0], res.output)
+        out[args[0]] = res.output
+    assert "Held-out evaluation on EURUSD:60, SPX:1D" in out["evaluate"]
+    assert "Market: XNYS, USD: 252 sessions/year x 1 bars/session = 252 bars/year" in res.output
+    assert "Market: 24/5, USD: 260 sessions/year x 24 bars/session = 6,240 bars/year" in res.output
+    assert "Period (America/New_York)" in res.output and "Maximum Drawdown (USD)" in res.output
+    rows = pd.read_csv(tmp_path / "wf" / "walkforward.csv")
+    assert {"EURUSD:60", "SPX:1D"} <= set(rows.scope)
+    res = runner.invoke(app, ["signal", "--checkpoint", str(run), "--fold-bars", "20",
+                              "--adapt-bars", "40"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    signals = {s["task"]: s for s in json.loads(res.output.strip().splitlines()[-1])}
+    assert signals["SPX:1D"]["last_bar"].endswith(("EST", "EDT"))  # New York time
+
+
+@pytest.mark.parametrize("minutes", [2, 45, 240])
+def test_the_embedded_nse_clock_is_the_origin_clock(minutes: int) -> None:
+    """Under the NSE calendar the embedded tasks keep the origin's clock: trading days are
+    the Asia/Kolkata dates, bars per year 252 x ceil(375 / minutes); their special sessions
+    (a Saturday, Muhurat trading) are declared, so the sample validates without a problem."""
+    loader = DataLoader(cache_dir=False)
+    bars = loader.get_task_data("Nifty", str(minutes))
+    nifty = loader.instrument("Nifty")
+    ts = np.asarray(bars.index.as_unit("ns").asi8)
+    sessions = assign_sessions(ts, nifty.calendar, nifty.timezone)
+    local = bars.index.tz_convert("Asia/Kolkata").tz_localize(None).normalize()
+    assert np.array_equal(sessions.label, local.as_unit("ns").asi8 // 86_400_000_000_000)
+    market = Market.of(nifty, str(minutes), sessions)
+    assert market.bars_per_year == 252 * math.ceil(375 / minutes)
+    assert validate_folder(loader.task_path("Nifty", str(minutes))) == []
+    futures = InstrumentRegistry(
+        SAMPLE_DIR, overrides={"Nifty": {"lot_size": "nse_index_futures"}}
+    ).get("Nifty")
+    assert futures.lot_size.describe() == "50, 25 from 2024-04-26, 75 from 2024-12-27"

@@ -223,13 +223,17 @@ def _check_coarse_step(out: Collector, sessions: Sessions, tf: Timeframe, rename
         )
 
 
-def check_closed_days(out: Collector, sessions: Sessions, calendar: str) -> None:
-    """Bars on days the calendar lists as closed. A few are special sessions (kept as their
-    own trading day, a warning); most of a file is a time zone or calendar mix-up (an error:
-    every clock-based figure would be wrong)."""
+def check_closed_days(
+    out: Collector, sessions: Sessions, calendar: str, special: tuple[int, ...] = ()
+) -> None:
+    """Bars on days the calendar lists as closed and the description does not list as
+    ``special_sessions``. A few are special sessions (kept as their own trading day, a
+    warning); most of a file is a time zone or calendar mix-up (an error: every clock-based
+    figure would be wrong)."""
     first = np.ones(len(sessions.label), dtype=bool)
     first[1:] = sessions.label[1:] != sessions.label[:-1]
     closed = np.unique(sessions.label[first & ~sessions.scheduled])
+    closed = closed[~np.isin(closed, np.asarray(special, dtype=np.int64))]
     if not len(closed):
         return
     total = len(np.unique(sessions.label))
@@ -246,8 +250,9 @@ def check_closed_days(out: Collector, sessions: Sessions, calendar: str) -> None
     else:
         out.whole(
             f"bars on {len(closed)} day(s) the {calendar} calendar lists as closed ({shown}"
-            f"{more}); each is kept as its own session (a special session such as Muhurat "
-            "trading), check the dates if the market did not trade then",
+            f"{more}); each is kept as its own session: list the dates as special_sessions "
+            "in instruments.yaml if the exchange traded then (Muhurat trading, a Saturday "
+            "session), else remove those bars",
             field="datetime",
             level="warning",
         )

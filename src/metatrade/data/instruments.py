@@ -47,7 +47,7 @@ INSTRUMENTS_FILE = "instruments.yaml"
 EMBEDDED_FILE = Path(__file__).resolve().parent / "sample" / INSTRUMENTS_FILE
 KEYS = (
     "calendar", "timezone", "currency", "lot_size", "tick_size", "costs", "square_off",
-    "sessions_per_year",
+    "sessions_per_year", "special_sessions",
 )  # fmt: skip
 SQUARE_OFF = ("session_end", "none")
 
@@ -94,6 +94,8 @@ class Instrument:
     tick_size: float | None = None
     square_off: str = "session_end"
     sessions_per_year: float | None = None
+    special_sessions: tuple[int, ...] = ()
+    """days (since 1970-01-01) the calendar lists as closed but the exchange traded"""
     source: str = ""
 
     @property
@@ -204,11 +206,11 @@ def _lot_sizes(value: Any, where: str, name: str, tables: Mapping[str, Any]) -> 
     return LotSizes(tuple(starts), tuple(sizes))
 
 
-def _date_ns(when: Any, where: str, name: str) -> int:
+def _date_ns(when: Any, where: str, name: str, key: str = "lot_size") -> int:
     try:
         return int(pd.Timestamp(str(when)).tz_localize("UTC").value)
     except (ValueError, TypeError):
-        raise _error(where, name, "lot_size", f"date {when!r}: write it as YYYY-MM-DD") from None
+        raise _error(where, name, key, f"date {when!r}: write it as YYYY-MM-DD") from None
 
 
 def _costs(value: Any, where: str, name: str) -> str | tuple[tuple[str, float], ...]:
@@ -258,6 +260,11 @@ def build_instrument(
     spy = desc.get("sessions_per_year")
     if spy is not None and not (isinstance(spy, int | float) and spy > 0):
         raise _error(where, name, "sessions_per_year", f"{spy!r}: use a positive number")
+    special = desc.get("special_sessions") or []
+    if not isinstance(special, list):
+        raise _error(where, name, "special_sessions", "list the dates, e.g. [2024-11-01]")
+    days = tuple(sorted(_date_ns(d, where, name, "special_sessions") // 86_400_000_000_000
+                        for d in special))  # fmt: skip
     return Instrument(
         name=name,
         calendar=cal,
@@ -268,6 +275,7 @@ def build_instrument(
         tick_size=None if tick is None else float(tick),
         square_off=square_off,
         sessions_per_year=None if spy is None else float(spy),
+        special_sessions=days,
         source=where,
     )
 

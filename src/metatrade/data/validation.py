@@ -158,7 +158,7 @@ def check_file(
         out.whole(str(err), field="datetime")
         return None, out.problems
     check_spacing(out, path, ns, sessions)
-    check_closed_days(out, sessions, instrument.calendar.describe())
+    check_closed_days(out, sessions, instrument.calendar.describe(), instrument.special_sessions)
     if out.errors:
         return None, out.problems
     for before, after, missing in missing_sessions(

@@ -177,7 +177,8 @@ def stressed_config(
     each of ``tasks`` (their own market's, when ``costs`` is None)."""
 
     def bump(c: CostModel) -> CostModel:
-        return replace(c, proportional_bps=c.proportional_bps + extra_bps)
+        name = f"{c.label} +{extra_bps:g} bps/side"
+        return replace(c, proportional_bps=c.proportional_bps + extra_bps, name=name)
 
     instruments = {k: (bump(c), s) for k, (c, s) in config.instruments.items()}
     for arrays in tasks:

@@ -171,7 +171,8 @@ def _details(result: BacktestResult, others: Mapping[str, BacktestResult]) -> di
     cur = market.currency if market else ""
     ts = result.timestamps
     first, last = exchange_time_labels(ts[[0, -1]], tz)
-    unit = f"{result.bar_minutes} min" if market is None else market.timeframe
+    tf = str(result.bar_minutes) if market is None else market.timeframe
+    unit = f"{tf} min" if tf.isdigit() else tf
     out = {f"Period ({tz})": f"{first} .. {last} ({len(ts) - 1} bars of {unit})"}
     if market is not None:
         out["Market"] = (
