@@ -49,7 +49,11 @@ EXACT = TradingEnvConfig(
     square_off=True,
     sizer=FixedUnitsSizer(60),
     costs=CostModel(25.0, 35.0, 2.0, 3.0),
-    instruments={"Bank_Nifty": (CostModel(20.0, 20.0, 1.0, 5.0), InstrumentSpec("Bank_Nifty", 15))},
+    instruments={
+        "Bank_Nifty": (CostModel(20.0, 20.0, 1.0, 5.0), InstrumentSpec("Bank_Nifty", 15)),
+        # side-only charges: stamp duty on buys, STT on sells (the nse_index_futures terms)
+        "Finnifty": (CostModel(23.6, 23.6, 0.2, 1.0, 0.2, 2.0), InstrumentSpec("Finnifty")),
+    },
 )
 
 
