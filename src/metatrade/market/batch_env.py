@@ -28,6 +28,7 @@ from metatrade.market.config import (
     episode_bounds,
     validate_arrays,
 )
+from metatrade.market.costs import lots_by_row
 from metatrade.market.rules import ORDER, Order
 
 # The rules' table, flattened: index action * 3 + position + 1 (one gather per step).
@@ -97,9 +98,8 @@ class BatchTradingEnv:
         bars = concatenate_bars(self.task_arrays, lookback=lookback, account_dim=cfg.account_dim)
         offsets = bars.offsets
         self._open, self._close = bars.open, bars.close
-        # Square-off rows: session ends of the tasks whose instrument allows it.
         allowed = [np.full(len(ta), cfg.squares_off(ta)) for ta in self.task_arrays]
-        self._session_end = bars.session_end & np.concatenate(allowed)
+        self._session_end = bars.session_end & np.concatenate(allowed)  # square-off rows
         self._windows = bars.windows
         self._flat_features = bars.flat  # keeps the windows' buffer alive
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
@@ -153,18 +153,7 @@ class BatchTradingEnv:
         self._buy = np.array([c.buy_rate for c, _ in markets])[slot]
         self._sell = np.array([c.sell_rate for c, _ in markets])[slot]
         self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
-        # Lots the exchange revised over time: the lot of every bar (global rows).
-        dated = any(s.lot_changes for _, s in markets)
-        self._lot_rows = (
-            np.concatenate(
-                [
-                    s.lot_at(ta.timestamps)
-                    for ta, (_, s) in zip(self.task_arrays, markets, strict=True)
-                ]
-            ).astype(np.float64)
-            if dated
-            else None
-        )
+        self._lot_rows = lots_by_row(self.task_arrays, [s for _, s in markets])  # dated lots
         self._capital = float(cfg.initial_capital)
         self._ruin_equity = cfg.ruin_fraction * self._capital
         self._held_scale = float(cfg.bars_held_scale)

@@ -221,3 +221,12 @@ def instrument_spec(instrument: Any) -> InstrumentSpec:
     lots = instrument.lot_size
     changes = tuple(zip(lots.starts[1:], lots.sizes[1:], strict=True))
     return InstrumentSpec(instrument.name, lots.sizes[0], changes)
+
+
+def lots_by_row(arrays_list: Any, specs: list[InstrumentSpec]) -> np.ndarray | None:
+    """The lot in force at every bar of tasks laid end to end (float64 [sum of N]), or None
+    when no instrument's lot changes (then one lot per task does)."""
+    if not any(s.lot_changes for s in specs):
+        return None
+    rows = [s.lot_at(a.timestamps) for a, s in zip(arrays_list, specs, strict=True)]
+    return np.concatenate(rows).astype(np.float64)
