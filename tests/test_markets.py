@@ -70,6 +70,23 @@ def test_daily_bars_named_as_5_minute_bars_are_refused(folder: Path, tmp_path: P
         DataLoader(tmp_path, cache_dir=False, strict=True).get_available_tasks()
 
 
+def test_weekly_bars_are_one_bar_per_week(folder: Path, tmp_path: Path) -> None:
+    """Weekly bars (dated on Mondays, holidays included) validate as ``_1W`` with no gap or
+    closed-day warning, annualise by 52, and are refused under a daily name."""
+    daily = pd.read_csv(folder / "SPX_1D.csv", parse_dates=["datetime"]).set_index("datetime")
+    weekly = daily.resample("W-MON", label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last"}
+    )
+    weekly.dropna().to_csv(tmp_path / "SPX_1W.csv", date_format="%Y-%m-%d")
+    shutil.copy(folder / "instruments.yaml", tmp_path)
+    assert validate_folder(tmp_path) == []
+    arrays = DataLoader(tmp_path, cache_dir=False).get_task_arrays("SPX", "1W")
+    assert arrays.bars_per_year == 52 and arrays.market.session_returns_per_year == 52
+    (tmp_path / "SPX_1W.csv").rename(tmp_path / "SPX_1D.csv")
+    [problem] = [p for p in validate_folder(tmp_path) if p.level == "error"]
+    assert "weekly bars" in problem.message and "rename it SPX_1W.csv" in problem.message
+
+
 def test_an_undescribed_instrument_is_refused_with_the_lines_to_add(folder, tmp_path) -> None:
     shutil.copy(folder / "SPX_1D.csv", tmp_path)
     with pytest.raises(DataError) as info:
@@ -290,7 +307,7 @@ def test_the_commands_run_on_us_and_fx_data(folder: Path, tmp_path: Path) -> Non
         assert res.exit_code == 0, (args[0], res.output)
         out[args[0]] = res.output
     assert "Held-out evaluation on EURUSD:60, SPX:1D" in out["evaluate"]
-    assert "Market: XNYS, USD: 252 sessions/year x 1 bars/session = 252 bars/year" in res.output
+    assert "Market: XNYS, USD: 252 sessions/year / 1 session(s) a bar = 252 bars/year" in res.output
     assert "Market: 24/5, USD: 260 sessions/year x 24 bars/session = 6,240 bars/year" in res.output
     assert "Period (America/New_York)" in res.output and "Maximum Drawdown (USD)" in res.output
     rows = pd.read_csv(tmp_path / "wf" / "walkforward.csv")

@@ -51,7 +51,7 @@ def _task_table(loader: DataLoader, title: str) -> tuple[Table, list[str]]:
         table.add_row(str(task), str(len(bars)), first, last, *sizes)
         gaps += [
             f"{task}: {n} {inst.calendar.describe()} sessions without a bar between {a} and {b}"
-            for a, b, n in session_gaps(bars.index, inst)
+            for a, b, n in session_gaps(bars.index, inst, task.timeframe)
         ]
     return table, gaps
 

@@ -309,10 +309,19 @@ def session_ends(labels: np.ndarray) -> np.ndarray:
     return end
 
 
-def missing_sessions(labels: np.ndarray, cal: MarketCalendar, first_ns: int, last_ns: int):
+def sessions_per_bar(timeframe: str | Timeframe) -> int:
+    """Sessions one bar spans: 1 intraday, N for ``<N>D``, 5N for ``<N>W``."""
+    tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
+    return 1 if tf.intraday else tf.count * (5 if tf.unit == "W" else 1)
+
+
+def missing_sessions(
+    labels: np.ndarray, cal: MarketCalendar, first_ns: int, last_ns: int, per_bar: int = 1
+):
     """``(label before, label after, scheduled sessions between)`` for every pair of
     consecutive traded sessions of ``labels`` [N] with more than ``GAP_SESSIONS`` scheduled
-    sessions and no bar between them (holidays are not scheduled, so not a gap)."""
+    sessions and no bar between them, beyond the ``per_bar - 1`` a bar spanning ``per_bar``
+    sessions leaves (holidays are not scheduled, so not a gap)."""
     days = np.unique(np.asarray(labels, dtype=np.int64))
     if len(days) < 2:
         return []
@@ -322,7 +331,7 @@ def missing_sessions(labels: np.ndarray, cal: MarketCalendar, first_ns: int, las
     )
     return [
         (_date(days[i]), _date(days[i + 1]), int(between[i]))
-        for i in np.flatnonzero(between > GAP_SESSIONS)
+        for i in np.flatnonzero(between > GAP_SESSIONS + per_bar - 1)
     ]
 
 
@@ -367,5 +376,4 @@ def sessions_to_bars(sessions: int, timeframe: str | Timeframe, session_minutes:
     tf = timeframe if isinstance(timeframe, Timeframe) else parse_timeframe(timeframe)
     if tf.intraday:
         return int(sessions * bars_per_session(tf, session_minutes))
-    per_bar = tf.count * (5 if tf.unit == "W" else 1)
-    return max(1, math.ceil(sessions / per_bar))
+    return max(1, math.ceil(sessions / sessions_per_bar(tf)))

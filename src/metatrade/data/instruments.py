@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from metatrade.data.calendar import (
+    WEEKS_PER_YEAR,
     MarketCalendar,
     Sessions,
     bars_per_session,
@@ -41,6 +42,7 @@ from metatrade.data.calendar import (
     resolve_calendar,
     sessions_to_bars,
 )
+from metatrade.data.naming import parse_timeframe
 from metatrade.errors import DataError
 
 INSTRUMENTS_FILE = "instruments.yaml"
@@ -141,6 +143,13 @@ class Market:
         return self.instrument.annual_sessions
 
     @property
+    def session_returns_per_year(self) -> float:
+        """Returns a year of an equity curve taken once per session (the walk-forward's daily
+        returns): the sessions a year, or the bars a year when a bar spans several sessions
+        (2D, weekly bars: one return per bar)."""
+        return min(self.sessions_per_year, float(self.bars_per_year))
+
+    @property
     def bars_per_session(self) -> float:
         return bars_per_session(self.timeframe, self.session_minutes)
 
@@ -158,11 +167,15 @@ class Market:
         """Bars in ``sessions`` sessions (walk-forward folds given in sessions)."""
         return sessions_to_bars(sessions, self.timeframe, self.session_minutes)
 
-    def describe(self) -> str:
-        return (
-            f"{self.instrument.name}: {self.instrument.calendar.describe()}, "
-            f"{self.timezone}, {self.currency}"
-        )
+    def annualisation(self) -> str:
+        """How ``bars_per_year`` comes about, for reports."""
+        tf = parse_timeframe(self.timeframe)
+        spy, bpy = f"{self.sessions_per_year:g}", f"{self.bars_per_year:,g}"
+        if tf.unit == "W":
+            return f"{WEEKS_PER_YEAR} weeks/year / {tf.count} = {bpy} bars/year"
+        if tf.unit == "D":
+            return f"{spy} sessions/year / {tf.count} session(s) a bar = {bpy} bars/year"
+        return f"{spy} sessions/year x {self.bars_per_session:g} bars/session = {bpy} bars/year"
 
 
 def snippet(names: list[str]) -> str:

@@ -32,7 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metatrade.data.calendar import GAP_SESSIONS, assign_sessions, missing_sessions
+from metatrade.data.calendar import (
+    GAP_SESSIONS,
+    assign_sessions,
+    missing_sessions,
+    sessions_per_bar,
+)
 from metatrade.data.checks import (
     DATETIME_ALIASES,
     EARLIEST,
@@ -50,7 +55,7 @@ from metatrade.data.checks import (
     utc_index,
 )
 from metatrade.data.instruments import Instrument, InstrumentRegistry
-from metatrade.data.naming import data_files, parse_task_name
+from metatrade.data.naming import data_files, parse_task_name, parse_timeframe
 from metatrade.errors import DataError
 
 __all__ = [
@@ -152,26 +157,38 @@ def check_file(
     if "volume" not in bars:
         bars["volume"] = 0.0
     bars.index.name = "datetime"
-    try:
-        sessions = assign_sessions(ns, instrument.calendar, tz)
-    except DataError as err:
-        out.whole(str(err), field="datetime")
-        return None, out.problems
-    check_spacing(out, path, ns, sessions)
-    check_closed_days(out, sessions, instrument.calendar.describe(), instrument.special_sessions)
+    _check_sessions(out, path, ns, instrument)
     if out.errors:
         return None, out.problems
-    for before, after, missing in missing_sessions(
-        sessions.label, instrument.calendar, ns[0], ns[-1]
-    ):
+    return bars[list(OHLCV_COLUMNS)], out.problems
+
+
+def _check_sessions(out: Collector, path: Path, ns: np.ndarray, instrument: Instrument) -> None:
+    """Spacing against the file name, closed days and gaps, in the instrument's sessions."""
+    try:
+        sessions = assign_sessions(ns, instrument.calendar, instrument.timezone)
+    except DataError as err:
+        out.whole(str(err), field="datetime")
+        return
+    check_spacing(out, path, ns, sessions)
+    try:
+        tf = parse_timeframe(parse_task_name(path).timeframe)
+    except ValueError:
+        return  # reported already
+    cal = instrument.calendar
+    if tf.unit != "W":  # a weekly bar's date labels a week: it need not be a session
+        check_closed_days(out, sessions, cal.describe(), instrument.special_sessions)
+    if out.errors:
+        return
+    gaps = missing_sessions(sessions.label, cal, ns[0], ns[-1], sessions_per_bar(tf))
+    for before, after, missing in gaps:
         out.whole(
-            f"gap of {missing} {instrument.calendar.describe()} sessions without a bar between "
-            f"{before} and {after}; episodes across it see a jump the market never made "
-            "(fill the missing sessions or split the file)",
+            f"gap of {missing} {cal.describe()} sessions without a bar between {before} and "
+            f"{after}; episodes across it see a jump the market never made (fill the missing "
+            "sessions or split the file)",
             field="datetime",
             level="warning",
         )
-    return bars[list(OHLCV_COLUMNS)], out.problems
 
 
 def _instrument_of(path: Path, out: Collector) -> Instrument | None:
@@ -187,15 +204,18 @@ def _instrument_of(path: Path, out: Collector) -> Instrument | None:
         return None
 
 
-def session_gaps(index: pd.DatetimeIndex, instrument: Instrument) -> list[tuple[str, str, int]]:
+def session_gaps(
+    index: pd.DatetimeIndex, instrument: Instrument, timeframe: str = "1"
+) -> list[tuple[str, str, int]]:
     """``(last session before, first session after, scheduled sessions missing)`` for every
     gap of more than ``GAP_SESSIONS`` sessions of the instrument's calendar between
-    consecutive traded sessions of ``index``."""
+    consecutive traded sessions of ``index`` (bars of ``timeframe``)."""
     ns = np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
     if len(ns) < 2:
         return []
     sessions = assign_sessions(ns, instrument.calendar, instrument.timezone)
-    return missing_sessions(sessions.label, instrument.calendar, ns[0], ns[-1])
+    per_bar = sessions_per_bar(timeframe)
+    return missing_sessions(sessions.label, instrument.calendar, ns[0], ns[-1], per_bar)
 
 
 def load_bars(path: str | Path, instrument: Instrument | None = None) -> pd.DataFrame:

@@ -176,9 +176,7 @@ def _details(result: BacktestResult, others: Mapping[str, BacktestResult]) -> di
     out = {f"Period ({tz})": f"{first} .. {last} ({len(ts) - 1} bars of {unit})"}
     if market is not None:
         out["Market"] = (
-            f"{market.instrument.calendar.describe()}, {market.currency}: "
-            f"{market.sessions_per_year:g} sessions/year x {market.bars_per_session:g} "
-            f"bars/session = {market.bars_per_year:,g} bars/year"
+            f"{market.instrument.calendar.describe()}, {market.currency}: {market.annualisation()}"
         )
     out["Initial capital"] = f"{result.initial_capital:,.2f} {cur}".rstrip()
     for label, r in others.items():

@@ -166,7 +166,7 @@ def run_task(
         str(task.task), folds, ts, {r.label: rec for r, rec in zip(rows, recs, strict=True)}, daily
     )
     costs, _ = env.market_for(task.arrays)
-    out.sessions_per_year = task.arrays.require_market().sessions_per_year
+    out.sessions_per_year = task.arrays.require_market().session_returns_per_year
     out.bps_now = costs.per_side_bps
     out.market = _market_label(task.arrays, costs)
     for label, rec in out.records.items():
