@@ -87,6 +87,23 @@ def test_weekly_bars_are_one_bar_per_week(folder: Path, tmp_path: Path) -> None:
     assert "weekly bars" in problem.message and "rename it SPX_1W.csv" in problem.message
 
 
+def test_daily_bars_stamped_at_utc_midnight_need_a_utc_timezone(folder, tmp_path) -> None:
+    """Read in New York, midnight UTC is the evening before: refused with the fix; with
+    ``timezone: UTC`` the same file is the same trading days as the dated one."""
+    daily = pd.read_csv(folder / "SPX_1D.csv")
+    stamps = pd.DatetimeIndex(daily["datetime"]).tz_localize("UTC")
+    daily["datetime"] = stamps.as_unit("s").asi8  # epoch seconds of midnight UTC
+    daily.to_csv(tmp_path / "SPX_1D.csv", index=False)
+    shutil.copy(folder / "instruments.yaml", tmp_path)
+    [problem] = validate_folder(tmp_path)
+    assert "stamped after their session's close" in problem.message
+    assert "set timezone: UTC" in problem.message
+    fixed = DataLoader(tmp_path, cache_dir=False, instruments={"SPX": {"timezone": "UTC"}})
+    ref = DataLoader(folder, cache_dir=False)
+    utc, dated = fixed.get_task_arrays("SPX", "1D"), ref.get_task_arrays("SPX", "1D")
+    assert np.array_equal(utc.sessions, dated.sessions)
+
+
 def test_an_undescribed_instrument_is_refused_with_the_lines_to_add(folder, tmp_path) -> None:
     shutil.copy(folder / "SPX_1D.csv", tmp_path)
     with pytest.raises(DataError) as info:

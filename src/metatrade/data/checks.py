@@ -223,6 +223,26 @@ def _check_coarse_step(out: Collector, sessions: Sessions, tf: Timeframe, rename
         )
 
 
+def check_daily_stamps(out: Collector, ts: np.ndarray, sessions: Sessions, tz: str) -> None:
+    """Daily and weekly bars label a date: stamped at midnight or inside their session. Most
+    bars stamped after their session's close is a zone mix-up (dates at midnight UTC read in
+    a zone west of UTC land on the evening before): an error, since every trading day would
+    be off by one."""
+    local = utc_index(ts, tz)
+    midnight = (local.hour == 0) & (local.minute == 0)
+    late = (ts > sessions.close) & ~np.asarray(midnight)
+    if late.sum() * 2 <= len(ts):
+        return
+    first = local[np.argmax(late)].strftime("%Y-%m-%d %H:%M")
+    out.whole(
+        f"{int(late.sum())} of {len(ts)} daily bars are stamped after their session's close "
+        f"(e.g. {first} {tz}): dates written at midnight UTC and read in {tz} land on the "
+        "evening before; set timezone: UTC for this instrument in instruments.yaml (or write "
+        "the dates as YYYY-MM-DD)",
+        field="datetime",
+    )
+
+
 def check_closed_days(
     out: Collector, sessions: Sessions, calendar: str, special: tuple[int, ...] = ()
 ) -> None:

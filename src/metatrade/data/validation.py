@@ -46,6 +46,7 @@ from metatrade.data.checks import (
     Collector,
     Problem,
     check_closed_days,
+    check_daily_stamps,
     check_duplicates,
     check_ohlc,
     check_spacing,
@@ -176,6 +177,10 @@ def _check_sessions(out: Collector, path: Path, ns: np.ndarray, instrument: Inst
     except ValueError:
         return  # reported already
     cal = instrument.calendar
+    if not tf.intraday:
+        check_daily_stamps(out, ns, sessions, instrument.timezone)
+    if out.errors:
+        return
     if tf.unit != "W":  # a weekly bar's date labels a week: it need not be a session
         check_closed_days(out, sessions, cal.describe(), instrument.special_sessions)
     if out.errors:
