@@ -355,3 +355,26 @@ def test_the_embedded_nse_clock_is_the_origin_clock(minutes: int) -> None:
         SAMPLE_DIR, overrides={"Nifty": {"lot_size": "nse_index_futures"}}
     ).get("Nifty")
     assert futures.lot_size.describe() == "50, 25 from 2024-04-26, 75 from 2024-12-27"
+
+
+@pytest.mark.parametrize(
+    ("desc", "names"),
+    [
+        ({"calendar": "XNYS", "currency": "USD", "cost": "bps"}, ["'cost'", "unknown key"]),
+        ({"calendar": "NASDAQ-ish", "currency": "USD"}, ["'calendar'", "XNYS"]),
+        ({"calendar": "XNYS"}, ["'currency'", "missing"]),
+        ({"calendar": "XNYS", "currency": "USD", "costs": "cheap"}, ["'costs'", "nse_index"]),
+        ({"calendar": "XNYS", "currency": "USD", "timezone": "Mars/Base"}, ["'timezone'"]),
+        ({"calendar": "XNYS", "currency": "USD", "lot_size": [{"size": 5}, {"size": 10}]},
+         ["'lot_size'", "'from' date"]),
+        ({"calendar": {"open": "9:30"}, "currency": "USD", "timezone": "UTC"}, ["close"]),
+        ({"calendar": "XNYS", "currency": "USD", "square_off": "noon"}, ["session_end or none"]),
+    ],
+)  # fmt: skip
+def test_a_bad_description_is_one_line_naming_the_key(tmp_path, desc, names) -> None:
+    (tmp_path / "instruments.yaml").write_text(yaml.safe_dump({"instruments": {"SPX": desc}}))
+    with pytest.raises(DataError) as info:
+        InstrumentRegistry(tmp_path).get("SPX")
+    message = str(info.value)
+    assert "instruments.yaml: instrument 'SPX'" in message and "\n" not in message
+    assert all(n in message for n in names), message

@@ -298,7 +298,8 @@ def read_descriptions(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise DataError(f"{path}: not valid YAML ({err}); see docs/data.md") from None
+        flat = " ".join(str(err).split())
+        raise DataError(f"{path}: not valid YAML ({flat}); see docs/data.md") from None
     unknown = (
         sorted(set(doc) - {"instruments", "default", "lot_tables"})
         if isinstance(doc, dict)
@@ -312,6 +313,12 @@ def read_descriptions(path: Path) -> dict[str, Any]:
     for key in ("instruments", "default", "lot_tables"):
         if not isinstance(doc.get(key, {}), dict):
             raise DataError(f"{path}: '{key}' must be a mapping (e.g. {snippet(['SPX'])})")
+    for name, desc in doc.get("instruments", {}).items():
+        if not isinstance(desc, dict):
+            raise DataError(
+                f"{path}: instrument {name!r} must be a mapping of keys, got {desc!r} "
+                f"(e.g. {snippet([str(name)])})"
+            )
     return doc
 
 
