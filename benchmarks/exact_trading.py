@@ -16,6 +16,9 @@ meta-iteration, the embedded data). ``configs/exact.yaml`` is the same run with
    * sampled: MAML (the demo's settings), multi-task PPO with the same env steps, random;
    * exact: MAML-exact, pretrained-exact (``pretrain_on_objective``, the same gradient
      evaluations), random. Buy-and-hold and flat beside them.
+   The classical adaptive rows (configs/exact.yaml's ``evaluation.baselines``: plug-in AR,
+   momentum, reversal, time of day, classical-selected) are fitted on the same adaptation
+   rows and traded on the same windows.
    Goal (measured, not pass/fail): MAML-exact after one step not below flat at default costs
    and above random with a paired CI above zero.
 
@@ -153,6 +156,9 @@ def table_figures(res: EvaluationResult) -> dict[str, Any]:
         "maml_k1_minus_random_k1": _ci(res.difference("MAML@k1", "random@k1")),
         "maml_k1_minus_flat": _ci(res.difference("MAML@k1", "flat")),
         "maml_k1_minus_pretrained_k1": _ci(res.difference("MAML@k1", "pretrained@k1")),
+        "maml_k1_minus_classical_selected": _ci(res.difference("MAML@k1", "classical-selected"))
+        if "classical-selected" in res.returns
+        else None,
     }
 
 

@@ -45,7 +45,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import time
@@ -56,6 +55,7 @@ import numpy as np
 
 from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
+from metatrade.data.features import FEATURE_NAMES, available_features
 from metatrade.data.synthetic import write_synthetic_tasks
 from metatrade.evaluation.protocol import (
     EvaluationResult,
@@ -100,35 +100,19 @@ TARGET_DIFFS = (
 
 def write_tasks(tmp: str, seed: int, *, quick: bool, tasks: str) -> tuple[Any, Any, dict]:
     """(train loader, held-out loader, held-out regimes). ``tasks``: "test" (seeds 2000 + S,
-    the reported figures) or "validation" (seeds 5000 + S, for choosing settings)."""
+    the reported figures) or "validation" (seeds 5000 + S, for choosing settings). The
+    loaders hold every available feature; each run's ``env.features`` selects its own."""
     n_train, n_test = (6, 3) if quick else (20, 24)
     n_bars, n_bars_test = (1500, 1500) if quick else (3000, 6000)
     held_seed = (2000 if tasks == "test" else 5000) + seed
     write_synthetic_tasks(Path(tmp, "train"), n_train, seed=1000 + seed, n_bars=n_bars)
     held = write_synthetic_tasks(Path(tmp, "held"), n_test, seed=held_seed, n_bars=n_bars_test)
+    every = available_features()
     return (
-        DataLoader(Path(tmp, "train"), cache_dir=False),
-        DataLoader(Path(tmp, "held"), cache_dir=False),
+        DataLoader(Path(tmp, "train"), cache_dir=False, features=every),
+        DataLoader(Path(tmp, "held"), cache_dir=False, features=every),
         held,
     )
-
-
-class FeatureSubset:
-    """A DataLoader whose tasks' features are the named columns only (the exact estimator's
-    observation in ``--exact-features`` mode); everything else is the loader's."""
-
-    def __init__(self, loader: DataLoader, names: tuple[str, ...]) -> None:
-        self.loader, self.names = loader, names
-
-    def get_task_arrays(self, instrument: str, timeframe: str) -> Any:
-        arrays = self.loader.get_task_arrays(instrument, timeframe)
-        cols = [arrays.feature_names.index(n) for n in self.names]
-        return dataclasses.replace(
-            arrays, features=arrays.features[:, cols], feature_names=self.names
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
 
 
 def protocol(
@@ -169,8 +153,12 @@ def protocol(
 def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[dict, dict, Any]:
     """Meta-train MAML-exact, pretrain on the objective, draw a random start: (starts,
     timings, (meta config, env config, objective))."""
+    features = None if args.exact_features == "all" else tuple(args.exact_features.split(","))
     env = TradingEnvConfig(
-        lookback=args.exact_lookback, episode_length=args.window_bars, observation="position"
+        lookback=args.exact_lookback,
+        episode_length=args.window_bars,
+        observation="position",
+        features=FEATURE_NAMES if features is None else features,
     )
     objective = ObjectiveSettings(normalize=not args.raw_pnl, risk=args.risk)
     family = TradingTaskFamily(train, env, period="train", seed=seed, objective=objective)
@@ -214,7 +202,7 @@ def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[d
 def run_sampled(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[dict, dict, Any]:
     """Issue 4's sampled MAML (TRPO, REINFORCE inner step, full observation)."""
     horizon = 32 if args.quick else 64
-    env = TradingEnvConfig(lookback=LOOKBACK, episode_length=horizon)
+    env = TradingEnvConfig(lookback=LOOKBACK, episode_length=horizon, features=FEATURE_NAMES)
     family = TradingTaskFamily(train, env, period="train", seed=seed)
     probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
     policy = make_policy(
@@ -252,16 +240,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed}
     with tempfile.TemporaryDirectory() as tmp:
         train, held_loader, held = write_tasks(tmp, seed, quick=args.quick, tasks=args.tasks)
-        exact_train, exact_held = train, held_loader
-        if args.exact_features != "all":
-            names = tuple(args.exact_features.split(","))
-            exact_train, exact_held = FeatureSubset(train, names), FeatureSubset(held_loader, names)
-        starts, timings, (cfg, env, objective) = run_exact(exact_train, seed, args)
+        starts, timings, (cfg, env, objective) = run_exact(train, seed, args)
         kw = {"seed": seed, "quick": args.quick, "test_split": split}
         t0 = time.perf_counter()
         res = protocol(
             starts,
-            exact_held,
+            held_loader,
             held,
             adaptation=cfg,
             env=env,
@@ -357,7 +341,8 @@ def main() -> None:
     ap.add_argument(
         "--exact-features",
         default=EXACT_FEATURES,
-        help="exact rows: observe only these feature columns (comma-separated); 'all': every one",
+        help="exact rows' env.features: these columns (comma-separated names of "
+        "metatrade.data.features.available_features()); 'all': the 22 standard ones",
     )
     ap.add_argument(
         "--deterministic-test",

@@ -1,6 +1,8 @@
 """Walk-forward meta-test benchmark (issue 14): the stitched out-of-sample record of MAML,
 pretrained (multi-task PPO) and random starts, each re-adapted before every fold, next to
-the same starts frozen, buy-and-hold and flat; pooled over held-out tasks.
+the same starts frozen, the classical adaptive rules re-fitted on the same rows before every
+fold (plug-in AR, momentum, reversal, time of day, classical-selected), buy-and-hold and
+flat; pooled over held-out tasks.
 
 Two families:
 
@@ -31,6 +33,7 @@ from metatrade.agents.ppo import PPOAgent, PPOConfig
 from metatrade.data import DataLoader, HeldOut
 from metatrade.data.synthetic import write_synthetic_tasks
 from metatrade.data.task_arrays import TaskId
+from metatrade.evaluation.baselines import CLASSICAL
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
     FoldSpec,
@@ -93,7 +96,8 @@ def walk(name: str, loader: DataLoader, tasks: list, args, quick: bool, out: Pat
     adapter = SampledAdapter(env, adaptation, steps=1)
     spec = FoldSpec(fold_bars=5, adapt_bars=10, unit="days")
     cfg = WalkForwardConfig(folds=spec, env=env, start="validation", carry=True,
-                            bootstrap_samples=200 if quick else 2000, seed=args.seed)  # fmt: skip
+                            classical=CLASSICAL, bootstrap_samples=200 if quick else 2000,
+                            seed=args.seed)  # fmt: skip
     res = run_walkforward(starts, tasks, adapter, cfg)
     print(f"\n== {name}: pooled over {', '.join(t.task for t in res.tasks)}")
     print(text_table(res))

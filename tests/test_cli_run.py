@@ -68,7 +68,10 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
         (m, None if np.isnan(k) else int(k)) for m, k in zip(table.method, table.k, strict=True)
     ]
     starts = [(m, k) for m in ("MAML", "PPO", "random") for k in (0, 1)]  # tiny: k = 0, 1
-    assert rows == starts + [("buy-and-hold", None), ("flat", None)]
+    classical = ["AR(1)", "momentum", "reversal", "time-of-day", "classical-selected"]
+    refs = [(m, None) for m in (*classical, "buy-and-hold", "flat")]  # default baselines
+    assert rows == starts + refs
+    assert "paired MAML@k1 - classical-selected" in res.output
     flat = table[table.method == "flat"].iloc[0]
     assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
     for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent
@@ -223,5 +226,98 @@ def test_walkforward_and_signal_on_a_sampled_run(tiny_run: Path, tmp_path: Path)
     assert {f"{s}@k{k}" for s in ("MAML", "pretrained", "random") for k in (0, 1)} <= rows
     res = runner.invoke(app, ["signal", "--checkpoint", str(tiny_run), *geometry])
     assert res.exit_code == 0, res.output
-    [signal] = json.loads(res.output.strip().splitlines()[-1])
+    assert "next decision (MAML, k=1" in res.output
+    res = runner.invoke(
+        app, ["signal", "--checkpoint", str(tiny_run), *geometry, "--format", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    [signal] = json.loads(res.stdout)  # stdout holds the JSON alone
     assert signal["position"] == 0 and signal["steps"] == 1
+
+
+def test_train_out_ending_in_ppo_is_the_baseline_evaluate_finds(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: the quickstart's `train ... --out runs/tiny/ppo` wrote
+    `runs/tiny/ppo/ppo`, and `evaluate --checkpoint runs/tiny` then skipped the PPO row."""
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("ppo", "eval", "reports"))
+    res = invoke("train", "-c", "tiny", "--out", run / "ppo", "--timesteps", "64")
+    assert res.exit_code == 0, res.output
+    assert (run / "ppo" / "checkpoints" / "ppo.pt").is_file() and not (run / "ppo" / "ppo").exists()
+    res = invoke("evaluate", "--checkpoint", run, "--tasks", "Finnifty:60")
+    assert res.exit_code == 0, res.output
+    assert "PPO" in set(pd.read_csv(run / "eval" / "evaluation.csv").method)
+
+
+def test_backtest_overwrite_replaces_the_whole_report_folder(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: `backtest --overwrite` left the old reports of other tasks beside the
+    new ones (reports/Nifty_5/ of an earlier --tasks Nifty:5 run stayed)."""
+    old = tmp_path / "reports" / "Nifty_5"
+    old.mkdir(parents=True)
+    (old / "trades.csv").write_text("an earlier backtest\n")
+    res = invoke("backtest", "--checkpoint", tiny_run, "--out", tmp_path, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "Finnifty_60",
+        "provenance.json",
+    ]
+
+
+def test_walkforward_refuses_to_replace_its_report_and_takes_the_run_lock(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: `metatrade walkforward` silently overwrote <run>/walkforward/, had no
+    --overwrite and took no run-directory lock."""
+    import os
+    import subprocess
+    import sys
+
+    from test_run_dirs import HOLD_LOCK
+
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--from", "test"]
+    out = tmp_path / "wf"
+    out.mkdir()
+    (out / "walkforward_old.png").write_bytes(b"an earlier report")
+    res = invoke("walkforward", "--checkpoint", tiny_run, "--out", out, *geometry)
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (out / "walkforward_old.png").read_bytes() == b"an earlier report"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tiny_run)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        res = invoke("walkforward", "--checkpoint", tiny_run, *geometry)
+        assert res.exit_code == 2 and "being written by another metatrade process" in res.output
+        assert not (tiny_run / "walkforward").exists()
+    finally:
+        holder.communicate("done\n", timeout=30)
+    res = invoke("walkforward", "--checkpoint", tiny_run, "--out", out, "--overwrite", *geometry)
+    assert res.exit_code == 0, res.output
+    assert not (out / "walkforward_old.png").exists() and (out / "walkforward.html").is_file()
+
+
+def test_backtest_k1_equals_evaluates_maml_k1_backtest_on_a_sampled_run(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Reproduction: on a sampled-estimator run, `backtest -k 1` and the MAML k = 1 backtest
+    of `evaluate` (same checkpoint, seed and k) disagreed (-6.74 % vs +10.06 % on tiny):
+    backtest adapted on meta.episodes_per_task episodes from its own streams, evaluate on
+    evaluation.adaptation_episodes from the protocol's. Both now adapt through
+    MetaTestProtocol.adapt, so they backtest the same parameters."""
+    res = invoke("evaluate", "--checkpoint", tiny_run, "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "eval" / "evaluation.csv")
+    maml_k1 = table[(table.method == "MAML") & (table.k == 1)].backtest_return.item()
+    res = invoke("backtest", "--checkpoint", tiny_run, "-k", "1", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "reports" / "Finnifty_60" / "metrics.json").read_text())
+    assert report["default costs"]["total_return"] == pytest.approx(maml_k1, rel=1e-9, abs=1e-12)

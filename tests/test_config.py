@@ -170,3 +170,46 @@ def test_configuration_reference_documents_every_key() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
     missing = [k for k in _keys(RunConfig()) if f"`{k}`" not in doc]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("data:\n  path: my_bars\n", "did you mean data.data_dir?"),
+        ("meta:\n  inner_lrr: 0.1\n", "did you mean meta.inner_lr"),
+        ("meta:\n  lookback: 8\n", "did you mean env.lookback?"),
+        ("env:\n  costs: {entry_fe: 1}\n", "did you mean env.costs.entry_fee"),
+        ("metaa: {}\n", "did you mean meta?"),
+    ],
+)
+def test_unknown_key_suggests_the_key_meant(tmp_path: Path, text: str, suggestion: str) -> None:
+    """Reproduction: `data.path` said "unknown key" without naming `data.data_dir`."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert suggestion in str(exc.value)
+
+
+def test_relative_data_and_out_are_stored_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproduction: `meta-train --data data2` stored "data2" as written, so evaluating or
+    resuming from another working directory read another folder (or none). Now the run's
+    config.yaml holds the absolute path, and reading it elsewhere loads the same files."""
+    import shutil
+
+    from metatrade.data.loader import SAMPLE_DIR
+    from metatrade.training.task_sets import make_loader
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    (here / "data2").mkdir(parents=True)
+    (elsewhere / "data2").mkdir(parents=True)  # a different folder of the same name
+    for name in ("Nifty_60", "Bank_Nifty_60", "Finnifty_60"):
+        shutil.copy(SAMPLE_DIR / f"{name}.parquet", here / "data2")
+    monkeypatch.chdir(here)
+    cfg = load_config("tiny", data_dir="data2", out_dir="runs/r")
+    assert cfg.data.data_dir == str(here / "data2") and cfg.run_dir() == here / "runs" / "r"
+    saved = save_config(cfg, cfg.run_dir() / "config.yaml")
+    monkeypatch.chdir(elsewhere)
+    again = load_config(saved)
+    assert again.data.data_dir == str(here / "data2") and again.run_dir() == here / "runs" / "r"
+    assert len(make_loader(again).get_available_tasks()) == 3

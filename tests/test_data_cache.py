@@ -37,17 +37,28 @@ def test_warm_hit_returns_identical_arrays(folder: Path, tmp_path: Path) -> None
     assert bars.equals(DataLoader(folder, cache_dir=False).get_task_data(*task))
 
 
-def test_hit_does_not_read_the_file(folder: Path, tmp_path: Path) -> None:
+def test_an_edit_keeping_size_and_mtime_is_not_served_stale(folder: Path, tmp_path: Path) -> None:
+    """Reproduction: the cache was keyed on size and mtime only, so a file edited in place
+    with its size and mtime kept (a copy tool, a fixed-width correction, a restored mtime)
+    was served from the cache with its old prices. Now the key is a hash of the bytes."""
     cache = tmp_path / "cache"
     loader = DataLoader(folder, cache_dir=cache)
     task = loader.get_available_tasks()[0]
-    loader.get_task_arrays(*task)
+    before = loader.get_task_arrays(*task).close.copy()
     path = loader.task_path(*task)
     st = path.stat()
-    # same size and mtime but unreadable content: a cache hit never looks inside
-    path.write_bytes(b"x" * st.st_size)
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1].split(",")
+    close_col = text.split("\n", 1)[0].split(",").index("close")
+    edited = last.copy()
+    edited[close_col] = last[close_col][:-1] + ("1" if last[close_col][-1] != "1" else "2")
+    path.write_text(text.replace(",".join(last), ",".join(edited)))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert len(DataLoader(folder, cache_dir=cache).get_task_arrays(*task)) > 0
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    after = DataLoader(folder, cache_dir=cache).get_task_arrays(*task).close
+    assert after[:-1].tolist() == before[:-1].tolist()
+    assert after[-1] != before[-1]
+    assert after[-1] == DataLoader(folder, cache_dir=False).get_task_arrays(*task).close[-1]
 
 
 def test_changed_file_invalidates(folder: Path, tmp_path: Path) -> None:

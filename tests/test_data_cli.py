@@ -46,5 +46,16 @@ def test_data_validate_ok_and_bad(tmp_path: Path, monkeypatch) -> None:
 
 def test_data_list_bad_folder_exits_cleanly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "list", "--data", str(tmp_path / "missing")])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert "no such folder" in result.output
+
+
+def test_data_list_strict_on_a_bad_file_exits_2(tmp_path: Path) -> None:
+    """Reproduction: `data list --strict` exited 1 on a bad file; bad input is exit 2 in
+    every command (`data validate` alone exits 1 for "problems found", like a linter)."""
+    write_synthetic_tasks(tmp_path / "d", 1, seed=0, n_bars=400)
+    (tmp_path / "d" / "Bad_5.csv").write_text("x\n1\n")
+    result = runner.invoke(app, ["data", "list", "--data", str(tmp_path / "d"), "--strict"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and "Bad_5.csv" in result.output
+    assert "Traceback" not in result.output

@@ -165,3 +165,40 @@ def test_walkforward_fans_out_over_tasks_on_ray_bitwise(ray_instance) -> None:
     for a, b in zip(local.tasks, remote.tasks, strict=True):
         for label, rec in a.records.items():
             np.testing.assert_array_equal(rec.equity, b.records[label].equity)
+
+
+@pytest.fixture
+def no_ray_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if this process had no Ray connection, and starting one were a failure: the
+    checks below must refuse before Ray is asked (cheap, no Ray instance started)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init reached")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def test_unreachable_address_fails_fast_naming_it(no_ray_start) -> None:
+    """Reproduction: `--address 127.0.0.1:1` hung in Ray's reconnect loop with no output."""
+    import time
+
+    from metatrade.distributed.ray_executor import CONNECT_TIMEOUT_S, connect
+    from metatrade.errors import ConfigError
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"--address 127\.0\.0\.1:1 \(run\.address\)"):
+        connect("127.0.0.1:1")
+    assert time.perf_counter() - t0 < CONNECT_TIMEOUT_S + 1
+    with pytest.raises(ConfigError, match="use auto or host:port"):
+        connect("no-port-here")
+
+
+def test_more_local_workers_than_cpus_is_an_error(no_ray_start) -> None:
+    """Reproduction: `--workers 100` started 100 worker processes on a 2-core machine and
+    never finished an iteration."""
+    from metatrade.distributed.ray_executor import connect, usable_cpus
+    from metatrade.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"--workers {usable_cpus() + 1} \(run\.workers\)"):
+        connect(None, num_cpus=usable_cpus() + 1)

@@ -116,3 +116,24 @@ def test_learned_meta_sgd_step_sizes_are_used_by_adapt_and_evaluate(tmp_path) ->
     start = dict(policy.named_parameters())
     assert all(torch.equal(learned[n], start[n].detach()) for n in start)
     assert not all(torch.equal(scalar[n], start[n].detach()) for n in start)
+
+
+def test_a_narrow_interval_from_overlapping_windows_is_flagged(setup, tmp_path) -> None:
+    """Reproduction: with one held-out task the interval came from heavily overlapping test
+    windows of a short split, and nothing said it was too narrow. Now the table (and its
+    JSON) carry a warning computed from the number of effectively independent windows."""
+    import json
+
+    from metatrade.evaluation.protocol_result import interval_warning
+
+    arrays, pol, _, cfg = setup
+    res = MetaTestProtocol(cfg).run({"MAML": Start(pol, module_params(pol))}, arrays[:1])
+    table = " ".join(res.format_table().split())
+    assert "WARNING: the intervals are likely too narrow: one held-out task" in table
+    doc = json.loads(res.to_json(tmp_path / "e.json").read_text())
+    assert doc["warnings"] == res.warnings and len(res.warnings) == 1
+    # independent windows = sum over tasks of min(windows, split / window length)
+    assert "about 8 effectively independent" in interval_warning(
+        split_bars=[100, 100], window_bars=25, windows_per_task=16
+    )
+    assert interval_warning(split_bars=[2000] * 4, window_bars=24, windows_per_task=10) is None

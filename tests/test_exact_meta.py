@@ -225,8 +225,9 @@ def test_cli_walkforward_and_signal_on_an_exact_run(tmp_path: Path) -> None:
     html = Path(res.output.strip().splitlines()[-1].removeprefix("report: "))
     assert html.is_file() and html.parent == run / "walkforward"
     assert {"MAML@k0", "MAML@k1", "buy-and-hold"} <= set(pd.read_csv(html.with_suffix(".csv")).row)
-    res = runner.invoke(app, ["signal", "--checkpoint", str(run), *geometry])
+    res = runner.invoke(app, ["signal", "--checkpoint", str(run), *geometry, "--format", "json"])
     assert res.exit_code == 0, res.output
-    [signal] = json.loads(res.output.strip().splitlines()[-1])
-    assert signal["task"] == "Finnifty:60" and signal["order"] in signal["probabilities"]
-    assert sum(signal["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    [signal] = json.loads(res.stdout)
+    probabilities = {k.removeprefix("p_"): v for k, v in signal.items() if k.startswith("p_")}
+    assert signal["task"] == "Finnifty:60" and signal["order"] in probabilities
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)

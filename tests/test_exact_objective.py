@@ -1,5 +1,8 @@
-"""The exact expected P&L against the ledger, in float64 on the embedded real bars.
+"""The exact expected P&L against the ledger, in float64 on the embedded real bars, under
+both action spaces (``env.actions``: the five orders, target positions).
 
+Every window ends as the evaluation ledgers end it: a position still open after the last
+bar is closed at its close, paying the exit (``LiquidatingEnv``, ``run_backtest``).
 (a) a stochastic policy: exact expectation = mean of sampled ledger episodes (3 SE);
 (b) one-hot probabilities: exact = the ledger's P&L of that action sequence (1e-9 relative);
 (c) gradients and the one-step meta-gradient = central finite differences;
@@ -19,6 +22,7 @@ import torch
 
 from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
+from metatrade.evaluation.protocol_rollouts import LiquidatingEnv
 from metatrade.exact import (
     FixedUnitsSizer,
     build_windows,
@@ -29,14 +33,13 @@ from metatrade.exact import (
     recursion_from_probs,
 )
 from metatrade.market import (
-    BatchTradingEnv,
     CostModel,
     FixedFractionSizer,
     InstrumentSpec,
     TradingEnv,
     TradingEnvConfig,
 )
-from metatrade.market.actions import NUM_ACTIONS
+from metatrade.market.actions import Action
 
 F64 = torch.float64
 LOOKBACK, N_BARS = 4, 48
@@ -63,54 +66,101 @@ def arrays() -> list:
     return [loader.get_task_arrays(*task) for task in TASKS]
 
 
-def _policy(seed: int, hidden: tuple[int, ...] = (16,), scale: float = 1.0):
+ACTIONS = pytest.mark.parametrize("actions", ["orders", "target"])
+NUM = {"orders": 5, "target": 3}
+
+
+def _policy(seed: int, hidden: tuple[int, ...] = (16,), scale: float = 1.0, actions="orders"):
     obs = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * 22 + 1,))
-    pol = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden, dtype=F64, seed=seed)
+    space = gym.spaces.Discrete(NUM[actions])
+    pol = make_policy("mlp", obs, space, hidden, dtype=F64, seed=seed)
     params = {k: v.detach().clone() for k, v in pol.named_parameters()}
     params["net.out.weight"] *= scale  # 0.01 gain at init: logits ~ N(0, (scale / 100)^2)
     return pol, params
 
 
 def _ledger_pnl(arrays, config, start: int, choose) -> tuple[float, int]:
-    """P&L (fraction of C0) of one TradingEnv episode from ``start``; choose(step, obs) -> a."""
+    """P&L (fraction of C0) of one TradingEnv episode from ``start``, an open position closed
+    at the last close with its exit cost (as ``run_backtest``); choose(step, obs) -> a."""
     env = TradingEnv(arrays, config)
     obs, _ = env.reset(options={"start": start})
     for i in range(config.episode_length):
         obs, _, term, trunc, info = env.step(choose(i, obs))
         assert not term
     assert trunc
-    return (info["equity"] - config.initial_capital) / config.initial_capital, len(
-        env.engine.trades
-    )
+    eng = env.engine
+    if eng.position != 0:
+        close = Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT
+        assert eng.execute_trade(close, float(arrays.close[env.bar])).accepted
+    return (eng.equity - config.initial_capital) / config.initial_capital, len(eng.trades)
 
 
-def test_one_hot_action_tables_match_the_ledger_exactly(arrays) -> None:
-    """(b) Every (action, position) pair, invalid orders, square-offs, both sides."""
+@ACTIONS
+def test_one_hot_action_tables_match_the_ledger_exactly(arrays, actions: str) -> None:
+    """(b) Every (action, position) pair, invalid orders or reversals, square-offs, both
+    sides, the final exit."""
     rng = np.random.default_rng(0)
+    config = EXACT.with_overrides(actions=actions)
     starts = np.array([[600, 1500], [3000, 9000], [300, 700]])
-    windows = build_windows(arrays, starts, window_bars=N_BARS, config=EXACT, dtype=F64)
-    table = rng.integers(0, NUM_ACTIONS, size=(3, 2, N_BARS, 3))  # action per bar, position
-    probs = torch.nn.functional.one_hot(torch.from_numpy(table), NUM_ACTIONS).to(F64)
+    windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
+    n = NUM[actions]
+    table = rng.integers(0, n, size=(3, 2, N_BARS, 3))  # action per bar, position
+    probs = torch.nn.functional.one_hot(torch.from_numpy(table), n).to(F64)
     exact = recursion_from_probs(probs, windows)["expected_reward"].sum(-1)
     trades = 0
     for i, task_arrays in enumerate(arrays):
         for j, start in enumerate(starts[i]):
-            pnl, n = _ledger_pnl(
+            pnl, n_trades = _ledger_pnl(
                 task_arrays,
-                EXACT,
+                config,
                 int(start),
                 lambda k, o, i=i, j=j: table[i, j, k, int(o[-1]) + 1],
             )
-            trades += n
+            trades += n_trades
             assert exact[i, j].item() == pytest.approx(pnl, rel=1e-9, abs=1e-15)
     assert trades > 30
 
 
-def test_deterministic_policy_matches_the_ledger_exactly(arrays) -> None:
+# Only side-only charges, far apart (a buy pays 0.5 bps, a sell 8 bps), on every task.
+SIDE_ONLY = EXACT.with_overrides(costs=CostModel(0.0, 0.0, buy_bps=0.5, sell_bps=8.0))
+SIDE_ONLY = replace(SIDE_ONLY, instruments={})
+
+
+@ACTIONS
+def test_side_only_charges_are_priced_per_leg_as_the_ledger_does(arrays, actions: str) -> None:
+    """(b) with charges on one side only: each leg pays its own side's rate (a long entry and
+    a short's exit buy; a short entry, a long's exit and a long's square-off or final exit
+    sell), in both action spaces, a target reversal's two legs included; exact = ledger to
+    1e-9, and swapping the two rates moves the exact P&L (the side of each leg is read)."""
+    rng = np.random.default_rng(1)
+    config = SIDE_ONLY.with_overrides(actions=actions)
+    starts = np.array([[600, 1500], [3000, 9000], [300, 700]])
+    windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
+    n = NUM[actions]
+    table = rng.integers(0, n, size=(3, 2, N_BARS, 3))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(table), n).to(F64)
+    exact = recursion_from_probs(probs, windows)["expected_reward"].sum(-1)
+    for i, task_arrays in enumerate(arrays):
+        for j, start in enumerate(starts[i]):
+            pnl, _ = _ledger_pnl(
+                task_arrays,
+                config,
+                int(start),
+                lambda k, o, i=i, j=j: table[i, j, k, int(o[-1]) + 1],
+            )
+            assert exact[i, j].item() == pytest.approx(pnl, rel=1e-9, abs=1e-15)
+    swapped = replace(windows, buy_rate=windows.sell_rate, sell_rate=windows.buy_rate)
+    moved = recursion_from_probs(probs, swapped)["expected_reward"].sum(-1)
+    assert not torch.allclose(moved, exact, rtol=1e-6, atol=0.0)
+
+
+@ACTIONS
+def test_deterministic_policy_matches_the_ledger_exactly(arrays, actions: str) -> None:
     """(b) A policy whose probabilities are exactly one-hot, through logits_by_position."""
-    pol, params = _policy(1, scale=1e7)
+    pol, params = _policy(1, scale=1e7, actions=actions)
+    config = EXACT.with_overrides(actions=actions)
     starts = np.array([[800], [5000], [400]])
-    windows = build_windows(arrays, starts, window_bars=N_BARS, config=EXACT, dtype=F64)
+    windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
     rec = position_recursion(pol, params, windows)
     assert (rec["probs"].max(-1).values == 1.0).all()  # one-hot in float64
     trades = 0
@@ -120,32 +170,36 @@ def test_deterministic_policy_matches_the_ledger_exactly(arrays) -> None:
             x = torch.from_numpy(obs).to(F64)
             return int(torch.func.functional_call(pol, params, (x,)).argmax())
 
-        pnl, n = _ledger_pnl(task_arrays, EXACT, int(starts[i, 0]), act)
+        pnl, n = _ledger_pnl(task_arrays, config, int(starts[i, 0]), act)
         trades += n
         assert rec["expected_reward"][i, 0].sum().item() == pytest.approx(pnl, rel=1e-9)
     assert trades > 3
 
 
-def test_stochastic_policy_matches_the_mean_of_sampled_ledger_episodes(arrays) -> None:
-    """(a) BatchTradingEnv in the position-observation mode, 3000 episodes per task."""
-    pol, params = _policy(2, scale=150.0)
+@ACTIONS
+def test_stochastic_policy_matches_the_mean_of_sampled_ledger_episodes(
+    arrays, actions: str
+) -> None:
+    """(a) LiquidatingEnv (the protocol's BatchTradingEnv that pays the final exit) in the
+    position-observation mode, 3000 episodes per task."""
+    pol, params = _policy(2, scale=150.0, actions=actions)
+    config = EXACT.with_overrides(actions=actions)
     episodes = 3000
     starts = np.array([[900], [7000], [500]])
-    windows = build_windows(arrays, starts, window_bars=N_BARS, config=EXACT, dtype=F64)
+    windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
     exact = expected_pnl(pol, params, windows)[:, 0].numpy()
-    env = BatchTradingEnv(arrays, episodes, EXACT, seed=0)
+    env = LiquidatingEnv(arrays, episodes, config, seed=0)
     obs = env.reset(starts=np.repeat(starts, episodes, axis=1))
     rng = np.random.default_rng(0)
-    total = np.zeros((3, episodes))
     for _ in range(N_BARS):
         with torch.no_grad():
             logits = torch.func.functional_call(pol, params, (torch.from_numpy(obs).to(F64),))
         cdf = torch.softmax(logits, -1).cumsum(-1).numpy()
-        actions = (rng.random((3, episodes, 1)) > cdf).sum(-1).clip(0, NUM_ACTIONS - 1)
-        obs, _, term, trunc, info = env.step(actions)
-        total += info["pnl_reward"]
+        actions_ = (rng.random((3, episodes, 1)) > cdf).sum(-1).clip(0, NUM[actions] - 1)
+        obs, _, term, trunc, info = env.step(actions_)
         assert not term.any()
     assert trunc.all()
+    total = env.liquidated.reshape(3, episodes) / config.initial_capital - 1.0
     mean, se = total.mean(1), total.std(1, ddof=1) / np.sqrt(episodes)
     assert (np.abs(total).max(1) > 0).all() and (se > 0).all()
     np.testing.assert_array_less(np.abs(mean - exact), 3.0 * se)
@@ -167,12 +221,17 @@ def _unflat(vec: torch.Tensor, like: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("risk", [0.0, 0.5])
-def test_gradient_and_meta_gradient_match_finite_differences(arrays, risk: float) -> None:
+@pytest.mark.parametrize(
+    ("risk", "actions"), [(0.0, "orders"), (0.5, "orders"), (0.0, "target"), (0.5, "target")]
+)
+def test_gradient_and_meta_gradient_match_finite_differences(
+    arrays, risk: float, actions: str
+) -> None:
     """(c) grad of the loss and of J_eval(theta + alpha * grad J_adapt(theta))."""
-    pol, params = _policy(3, hidden=(8,), scale=30.0)
-    adapt = build_windows(arrays[:1], [[1000, 1048]], window_bars=N_BARS, config=EXACT, dtype=F64)
-    evaluate = build_windows(arrays[:1], [[1100]], window_bars=N_BARS, config=EXACT, dtype=F64)
+    pol, params = _policy(3, hidden=(8,), scale=30.0, actions=actions)
+    config = EXACT.with_overrides(actions=actions)
+    adapt = build_windows(arrays[:1], [[1000, 1048]], window_bars=N_BARS, config=config, dtype=F64)
+    evaluate = build_windows(arrays[:1], [[1100]], window_bars=N_BARS, config=config, dtype=F64)
     adapt, evaluate = (w.tensors() for w in (adapt, evaluate))
     alpha = 0.05
 
@@ -239,7 +298,7 @@ def test_constant_notional_approximation_is_bounded(arrays) -> None:
     starts = np.array([[2000, 4000], [8000, 11000], [1000, 1500]])
     windows = build_windows(arrays, starts, window_bars=128, config=config, dtype=F64)
     table = np.where(rng.random((3, 2, 128, 3)) < 0.9, 4, rng.integers(0, 4, (3, 2, 128, 3)))
-    probs = torch.nn.functional.one_hot(torch.from_numpy(table), NUM_ACTIONS).to(F64)
+    probs = torch.nn.functional.one_hot(torch.from_numpy(table), 5).to(F64)
     steps = recursion_from_probs(probs, windows)["expected_reward"]
     for i, task_arrays in enumerate(arrays):
         for j, start in enumerate(starts[i]):

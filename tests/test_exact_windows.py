@@ -70,7 +70,9 @@ def test_windows_hold_the_ledgers_prices_costs_and_a_causal_volatility() -> None
     t = np.arange(290, 300)
     np.testing.assert_allclose(w.gap[0, 1], q[1] * (task.open[t + 1] - task.close[t]) / 1e6)
     np.testing.assert_allclose(w.bar[0, 1], q[1] * (task.close[t + 1] - task.open[t + 1]) / 1e6)
-    np.testing.assert_array_equal(w.squared[0, 1], task.session_end[t + 1])
+    # square-off at session ends, and the final exit at the window's last close
+    np.testing.assert_array_equal(w.squared[0, 1, :-1], task.session_end[t + 1][:-1])
+    assert (w.squared[:, :, -1] == 1.0).all()
     np.testing.assert_array_equal(w.features[0, 1], task.features[287:300])  # L-1 rows before
     assert w.entry_fee[0, 0] == 20.0 / 1e6 and w.slip[0, 0] == pytest.approx(2e-4)
     returns = task.close[1:291] / task.close[:290] - 1.0

@@ -91,7 +91,7 @@ def test_one_bad_file_does_not_stop_data_list_or_training(tmp_path: Path) -> Non
     res = runner.invoke(app, ["data", "list", "--data", str(folder)])
     assert res.exit_code == 0 and "Broken_5.csv" in res.output and "3 tasks" in res.output
     res = runner.invoke(app, ["data", "list", "--data", str(folder), "--strict"])
-    assert res.exit_code == 1 and "Broken_5.csv" in res.output
+    assert res.exit_code == 2 and "Broken_5.csv" in res.output
     with pytest.warns(DataWarning, match="Broken_5.csv"):
         assert len(DataLoader(folder, cache_dir=False).get_available_tasks()) == 3
     out = tmp_path / "run"
@@ -188,3 +188,32 @@ def test_user_errors_are_one_line_but_bugs_keep_their_traceback() -> None:
     for bug in (ValueError("internal"), KeyError("internal")):
         with pytest.raises(type(bug)):
             raising(bug)()
+
+
+def test_timestamps_saved_as_an_unnamed_index_get_the_index_label_hint(tmp_path: Path) -> None:
+    """Reproduction: a frame with the times as its (unnamed) pandas index, saved with
+    `df.to_csv(path)`, got "missing column 'datetime'" and no hint how to save it."""
+    frame = pd.read_csv(bars_csv(tmp_path / "x.csv", 300, 15))
+    frame.index = pd.to_datetime(frame.pop("datetime"), unit="s", utc=True).rename(None)
+    frame.to_csv(tmp_path / "Nifty_15.csv")
+    [problem] = validate_folder(tmp_path / "Nifty_15.csv")
+    assert "'datetime'" in problem.message
+    assert 'df.to_csv(path, index_label="datetime")' in problem.message
+    frame.to_csv(tmp_path / "Nifty_15.csv", index_label="datetime")  # the fix it names works
+    assert validate_folder(tmp_path / "Nifty_15.csv") == []
+    counter = frame.reset_index(drop=True)  # a row counter is not taken for timestamps
+    counter.to_csv(tmp_path / "Nifty_15.csv")
+    [problem] = validate_folder(tmp_path / "Nifty_15.csv")
+    assert "index_label" not in problem.message
+
+
+def test_a_gap_warning_does_not_advise_inventing_bars(tmp_path: Path) -> None:
+    """Reproduction: a gap on a market holiday came with the advice to fill the missing
+    sessions, i.e. to invent bars; it now says a closed exchange is fine."""
+    path = bars_csv(tmp_path / "Nifty_60.csv", 200, 60)
+    df = pd.read_csv(path)
+    df.loc[100:, "datetime"] += 14 * 86_400  # two weeks without bars (8 NSE sessions)
+    df.to_csv(path, index=False)
+    [problem] = [p for p in validate_folder(path) if "gap" in p.message]
+    assert "fill" not in problem.message and "holidays" in problem.message
+    assert "never invent bars" in problem.message

@@ -59,10 +59,25 @@ TRADE_KEYS = ("trade_pnl", "trade_side", "trade_quantity", "trade_entry_price", 
 
 @pytest.mark.parametrize(
     "config",
-    [SHAPED, RUINOUS, POSITION_OBS, SIDE_COSTS],
-    ids=["shaped", "backtest_ruin", "position_obs", "side_costs_dated_lots"],
+    [
+        SHAPED,
+        RUINOUS,
+        POSITION_OBS,
+        SIDE_COSTS,
+        *(c.with_overrides(actions="target") for c in (SHAPED, RUINOUS, SIDE_COSTS)),
+    ],
+    ids=[
+        "shaped",
+        "backtest_ruin",
+        "position_obs",
+        "side_costs_dated_lots",
+        "target_shaped",
+        "target_backtest_ruin",
+        "target_side_costs_dated_lots",
+    ],
 )
 def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
+    """Both action spaces: with target positions a reversal closes and opens in one step."""
     n_ep, n_steps = 3, 90
     batch = BatchTradingEnv(TASKS, n_ep, config, seed=0)
     obs = batch.reset(seed=0)
@@ -74,10 +89,14 @@ def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
     rng = np.random.default_rng(42)
     batch_trades: list[list[tuple]] = [[] for _ in range(len(TASKS) * n_ep)]
     single_trades: list[list[tuple]] = [[] for _ in range(len(TASKS) * n_ep)]
-    dones = 0
+    single_info_trades: list[list[tuple]] = [[] for _ in range(len(TASKS) * n_ep)]
+    dones = flips = 0
+    held = np.zeros((len(TASKS), n_ep))
     for _ in range(n_steps):
-        actions = rng.integers(0, 5, size=(len(TASKS), n_ep))
+        actions = rng.integers(0, batch.action_space.n, size=(len(TASKS), n_ep))
         obs, reward, term, trunc, info = batch.step(actions)
+        flips += int(np.sum(held * info["position"] < 0))  # a reversal within one step
+        held = np.where(term | trunc, 0, info["position"])
         for i, row in enumerate(singles):
             for j, env in enumerate(row):
                 k = i * n_ep + j
@@ -89,6 +108,7 @@ def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
                 assert s_info["trade_closed"] == info["trade_closed"][i, j]
                 if info["trade_closed"][i, j]:
                     batch_trades[k].append(tuple(info[key][i, j] for key in TRADE_KEYS))
+                    single_info_trades[k].append(tuple(s_info[key] for key in TRADE_KEYS))
                 if s_term or s_trunc:
                     dones += 1
                     single_trades[k] += [
@@ -106,7 +126,16 @@ def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
             ]
             assert env.engine.equity == batch._equity[k]  # final equity, bit for bit
     assert dones > 0 and sum(map(len, batch_trades)) > 10
-    assert batch_trades == single_trades
+    assert batch_trades == single_info_trades  # the (last) trade each step closed
+    if config.actions == "orders":  # one trade a step at most: info lists every trade
+        assert batch_trades == single_trades and flips == 0
+    else:  # a reversal and a square-off in one step close two; info holds the last
+        assert sum(map(len, single_trades)) >= sum(map(len, batch_trades)) and flips > 5
+    assert (
+        batch.action_space.n
+        == singles[0][0].action_space.n
+        == {"orders": 5, "target": 3}[config.actions]
+    )
 
 
 def test_protocol_shapes_and_autoreset() -> None:

@@ -330,9 +330,9 @@ def test_the_commands_run_on_us_and_fx_data(folder: Path, tmp_path: Path) -> Non
     rows = pd.read_csv(tmp_path / "wf" / "walkforward.csv")
     assert {"EURUSD:60", "SPX:1D"} <= set(rows.scope)
     res = runner.invoke(app, ["signal", "--checkpoint", str(run), "--fold-bars", "20",
-                              "--adapt-bars", "40"])  # fmt: skip
+                              "--adapt-bars", "40", "--format", "json"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    signals = {s["task"]: s for s in json.loads(res.output.strip().splitlines()[-1])}
+    signals = {s["task"]: s for s in json.loads(res.stdout)}
     assert signals["SPX:1D"]["last_bar"].endswith(("EST", "EDT"))  # New York time
 
 

@@ -94,6 +94,10 @@ def test_outputs(result, tmp_path) -> None:
     assert doc["tasks"] == ["Syn000_p040:5", "Syn001_m040:5"] and len(doc["rows"]) == 14
     text = (tmp_path / "evaluation.txt").read_text()
     assert "buy-and-hold" in text and "fraction of oracle" in text
+    # two tasks on the same days, 3 windows each: the day bootstrap has few blocks and says so
+    plan = result.bootstrap
+    assert plan.days <= 6 and plan.warning and "independent blocks" in " ".join(text.split())
+    assert doc["bootstrap"]["days"] == plan.days
     png = (tmp_path / "evaluation_adaptation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     diff = result.difference("MAML@k1", "PPO@k1")

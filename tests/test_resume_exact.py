@@ -137,7 +137,7 @@ def test_ctrl_c_in_train_saves_and_train_resume_continues_bitwise(tmp_path: Path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     message = " ".join(err.split())
-    assert f"continue with: metatrade train --resume --out {run}" in message
+    assert f"continue with: metatrade train -c {config} --resume --out {run}" in message
     _, state = load_run_checkpoint(checkpoint_path(run / PPO_DIR))
     stopped = state["iteration"]
     assert f"iterations 1-{stopped} of" in message

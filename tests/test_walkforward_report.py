@@ -19,7 +19,8 @@ from metatrade.evaluation.walkforward import (
     WalkForwardConfig,
     run_walkforward,
 )
-from metatrade.evaluation.walkforward.report import save_report
+from metatrade.evaluation.walkforward.figures import FIGURES
+from metatrade.evaluation.walkforward.report import render_html, save_report, text_table, to_json
 from metatrade.market.config import TradingEnvConfig
 from metatrade.meta.config import AdaptationConfig
 from walkforward_helpers import ar_task, tiny_policy
@@ -78,7 +79,9 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     rows = list(csv.DictReader(files["csv"].open()))
     assert len(rows) == 3 * len(res.labels)  # two tasks + pooled
     doc = json.loads(files["json"].read_text())
-    assert doc["scopes"]["pooled"]["trials"]["n_trials"] == 5  # 4 policy rows + buy-and-hold
+    trials = doc["scopes"]["pooled"]["trials"]
+    assert trials["n_trials"] == 4  # the 4 policy rows: no registry, this run's rows alone
+    assert trials["source"] == "this run's rows (no registry)"
     assert set(doc["tasks"]) == {"SynA:5", "SynB:5"}
     assert files["txt"].read_text().splitlines()[0].split()[0] == "row"
 
@@ -88,3 +91,25 @@ def test_cli_rejects_mixed_fold_units_in_one_line(tmp_path: Path) -> None:
                                    "--fold-bars", "50", "--adapt-days", "2"])  # fmt: skip
     assert res.exit_code == 2
     assert "in bars" in res.output and "Traceback" not in res.output
+
+
+def test_rows_stopped_by_the_ruin_rule_are_flagged_in_the_text_and_the_html() -> None:
+    """Reproduction: a row the ruin rule stopped (equity at ruin_fraction of the capital)
+    looked like any other row in the text table and the HTML. With the ruin level at 99.99%
+    of the capital, the first loss stops a trading row; flat never trades and is not flagged."""
+    env = TradingEnvConfig(lookback=4, episode_length=16, ruin_fraction=0.9999)
+    _, task = ar_task(0.4, n_bars=600, seed=1, name="SynA")
+    pol = tiny_policy(4)
+    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
+    cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=300, bootstrap_samples=20)
+    res = run_walkforward({"random": random_start(pol, 1)}, [task], adapter, cfg)
+    text = text_table(res)
+    flagged = {line.split()[0] for line in text.splitlines() if "[RUIN]" in line.split()[1:2]}
+    assert "random@k0" in flagged and "buy-and-hold" in flagged and "flat" not in flagged
+    assert "stopped by the ruin rule (equity fell to 99.99% of the capital" in text
+    assert "random@k0 (SynA:5 on 20" in text
+    page = render_html(res, dict.fromkeys(FIGURES, b""))  # (the figures are not the point)
+    assert page.count("random@k0 [RUIN]") == 2  # the pooled table and the task's
+    assert page.count('<p class="ruin">') == 2
+    stopped = to_json(res)["tasks"]["SynA:5"]["stopped_by_ruin"]
+    assert set(stopped) == {"random@k0", "buy-and-hold"}

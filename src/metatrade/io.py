@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,6 +122,34 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[Path]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def interrupts_deferred(notice: str, deliver: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while the body writes a file that must not be cut short: each
+    press only prints ``notice`` (once); after the body, one held interrupt is delivered to
+    the handler that was in place (``deliver``), or dropped. In threads other than the main
+    one (where signals cannot be handled) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if not held:
+            print(notice, file=sys.stderr, flush=True)
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and deliver:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def clean_stale_tmp(run_dir: str | Path, max_depth: int = 3) -> list[Path]:

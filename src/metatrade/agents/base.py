@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -129,9 +130,14 @@ class BaseAgent(ABC):
             "policy": self.policy.spec,
         }
 
-    def save_model(self, path: str | os.PathLike[str]) -> None:
-        """Write the agent to ``path`` atomically (loads with ``torch.load(weights_only=True)``)."""
+    def save_model(
+        self, path: str | os.PathLike[str], *, run: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write the agent to ``path`` atomically (loads with ``torch.load(weights_only=True)``).
+        ``run``: the record of the run it belongs to (its run id), kept in the config."""
         config = {"agent": self._config(), **self._compat()}
+        if run is not None:
+            config["run"] = dict(run)
         save_checkpoint(path, type(self).__name__, config, self._state())
 
     @_class_or_instance_method

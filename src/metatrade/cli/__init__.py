@@ -16,4 +16,4 @@ app = typer.Typer(
 
 
 # Each sub-command module adds its commands to ``app`` on import (after ``app`` exists).
-from metatrade.cli import data, evaluate, run, walkforward  # noqa: E402, F401
+from metatrade.cli import data, evaluate, run, runs, trials, tune, walkforward  # noqa: E402, F401

@@ -13,20 +13,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from metatrade.cli.output import err_console
 from metatrade.errors import ConfigError, UserError
 from metatrade.runtime import configure_cpu
 from metatrade.training.config import RunConfig, load_config
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML config (a file, or a packaged name: demo, tiny, nav2d)"
@@ -46,6 +52,14 @@ AllowSeenOpt = typer.Option(
     "--allow-seen",
     help="evaluate tasks the run meta-trained on anyway (flagged in the output)",
 )
+StepsOpt = typer.Option(
+    None,
+    "--steps",
+    "-k",
+    min=0,
+    help="inner adaptation steps (default: the run's meta.num_inner_steps, the k its "
+    "meta-training optimised the adapted return for)",
+)
 ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's run")
 OverwriteOpt = typer.Option(
     False, "--overwrite", help="replace what an earlier run wrote in the run directory"
@@ -61,13 +75,29 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, CheckpointError, OSError)
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kw: Any
+) -> None:
+    """A user warning (e.g. ``DataWarning``: a skipped file) as one ``warning:`` line on
+    stderr, not Python's two lines with a source line; others as Python shows them."""
+    if issubclass(category, UserWarning):
+        err_console.print(f"[yellow]warning:[/yellow] {' '.join(str(message).split())}")
+    else:
+        _show_warning(message, category, *args, **kw)
+
+
+_show_warning = warnings.showwarning
+
+
 def cli_errors(func: F) -> F:
     """Turn bad-input exceptions into ``error: <message>`` and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings(), _first_interrupt_only():
+                warnings.showwarning = _one_line_warning
+                return func(*args, **kwargs)
         except typer.Exit:
             raise
         except _user_errors() as err:
@@ -84,6 +114,58 @@ def cli_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _first_interrupt_only() -> Iterator[None]:
+    """The first Ctrl-C stops the command (KeyboardInterrupt: it saves what it must and says
+    how to continue); every later one only prints "stopping, please wait", so quick repeated
+    presses never cut that save short or print a traceback. After a press the command is
+    ending: Ctrl-C stays ignored to the process's exit (SIG_IGN, which the interpreter keeps
+    while it shuts down; a Python handler would be reset to the default there and a late press
+    would kill the process). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        pressed.append(signum)
+        if len(pressed) == 1:
+            raise KeyboardInterrupt
+        print("stopping, please wait", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if pressed else previous)
+
+
+def resume_command(
+    command: str,
+    *,
+    config: str | None,
+    data: Path | None,
+    tasks: str | None,
+    seed: int | None,
+    out: Path,
+    extra: tuple[str, ...] = (),
+) -> str:
+    """The command line that continues an interrupted run as it was started: the same
+    config, data folder, tasks and seed (paths absolute, so it works from any directory),
+    ``--resume --out <run>``; ``extra``: the command's own options (e.g. ``-n 200``)."""
+    words = ["metatrade", command]
+    if config is not None:
+        words += ["-c", os.path.abspath(config) if Path(config).is_file() else config]
+    if data is not None:
+        words += ["--data", os.path.abspath(data)]
+    if tasks is not None:
+        words += ["--tasks", tasks]
+    if seed is not None:
+        words += ["--seed", str(seed)]
+    words += [*extra, "--resume", "--out", os.path.abspath(out)]
+    return shlex.join(words)
 
 
 def _config(
@@ -119,14 +201,21 @@ def _writing(run_dir: Path, resume_command: str | None = None) -> Iterator[Path]
 
 
 def _fresh_output(folder: Path, *, overwrite: bool) -> None:
-    """Refuse to replace an earlier command's results in ``folder`` without --overwrite."""
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        from metatrade.io import RunDirError
+    """Refuse to replace an earlier command's results in ``folder`` without --overwrite; with
+    it, the whole folder goes (no result of the earlier run stays beside the new ones)."""
+    from metatrade.io import LOCK_NAME, RunDirError
 
+    found = [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
+    if found and not overwrite:
         raise RunDirError(
             f"{folder} already holds results of an earlier run of this command; pass "
             "--overwrite to replace them or --out DIR to write elsewhere"
         )
+    for path in found:  # the folder's own lock (walkforward --out DIR) stays
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _run_name(cfg: RunConfig, config: str | None) -> RunConfig:
@@ -142,27 +231,46 @@ def _run_name(cfg: RunConfig, config: str | None) -> RunConfig:
 def _output_dir(checkpoint: Path, out: Path | None) -> Path:
     """``--out``, else the run directory of ``<run>/checkpoints/<file>.pt`` (or of a run
     directory), else the folder of a loose checkpoint file: never a folder above it."""
-    from metatrade.training.checkpoint import CHECKPOINT_DIR
+    from metatrade.training.artefacts import run_dir_of
 
-    if out is not None:
-        return Path(out)
-    path = Path(checkpoint)
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    return Path(out) if out is not None else run_dir_of(checkpoint)
+
+
+@dataclass
+class LoadedRun:
+    """What evaluating a run needs besides its config and policy: ``trained`` (the run's
+    exact meta-training tasks), ``inner_lrs`` (its learned Meta-SGD step sizes, or None) and
+    ``artefacts`` (``training.artefacts.resolve_run``: its checkpoint, PPO baseline and
+    pretrained start, each checked to be of this run, never of the output folder)."""
+
+    trained: list[str] | None
+    inner_lrs: dict[str, Any] | None
+    artefacts: Any
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"trained": self.trained, "inner_lrs": self.inner_lrs}
+
+    def pretrained(self) -> dict[str, Any] | None:
+        """The run's pretrained start (hash-verified), or None."""
+        from metatrade.training.pretrained import load_pretrained_file
+
+        path = self.artefacts.pretrained
+        return None if path is None else load_pretrained_file(path)
 
 
 def _load_run(
     checkpoint: Path, data: Path | None, tasks: str | None, seed: int | None, out: Path | None
-) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+) -> tuple[RunConfig, Any, Path, LoadedRun]:
     """The run's config (with the CLI's data/tasks/seed/out applied), its meta-policy, the
-    output directory and what evaluating needs besides: ``trained`` (the run's exact
-    meta-training tasks) and ``inner_lrs`` (its learned Meta-SGD step sizes, or None)."""
+    output directory and the rest of the run (``LoadedRun``)."""
+    from metatrade.training.artefacts import resolve_run
     from metatrade.training.build import load_inner_lrs, load_meta_policy
-    from metatrade.training.checkpoint import load_run_checkpoint, resolve_checkpoint
+    from metatrade.training.checkpoint import load_run_checkpoint
     from metatrade.training.config import apply_overrides, parse_tasks
 
-    path = resolve_checkpoint(checkpoint)
+    artefacts = resolve_run(checkpoint)
+    path = artefacts.checkpoint
     ck_cfg, state = load_run_checkpoint(path)
     flat: dict[str, Any] = {}
     if data is not None:
@@ -185,8 +293,14 @@ def _load_run(
             "synthetic runs (for nav2d see benchmarks/nav2d_maml.py)"
         )
     policy = load_meta_policy(cfg, state, path)
-    extra = {"trained": _trained_tasks(ck_cfg, state), "inner_lrs": load_inner_lrs(state)}
-    return cfg, policy, run_dir, extra
+    run = LoadedRun(_trained_tasks(ck_cfg, state), load_inner_lrs(state), artefacts)
+    return cfg, policy, run_dir, run
+
+
+def _steps(cfg: RunConfig, steps: int | None) -> int:
+    """``-k``, else the run's own number of inner steps: MAML optimises the return after
+    exactly that many steps (Finn et al., 2017, eq. 1), so it is the k to trade."""
+    return cfg.meta.num_inner_steps if steps is None else steps
 
 
 def _trained_tasks(ck_cfg: RunConfig, state: dict[str, Any]) -> list[str] | None:

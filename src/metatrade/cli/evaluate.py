@@ -19,13 +19,23 @@ from metatrade.cli.common import (
     OutOpt,
     OverwriteOpt,
     SeedOpt,
+    StepsOpt,
     TasksOpt,
     _fresh_output,
     _load_run,
     _output_dir,
+    _steps,
     _writing,
     cli_errors,
+)
+from metatrade.cli.output import (
+    Format,
+    FormatOpt,
+    ProgressOpt,
+    chatter,
     console,
+    emit,
+    progress_bars,
 )
 from metatrade.errors import ConfigError
 
@@ -45,20 +55,30 @@ def evaluate_cmd(
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
+    progress: bool = ProgressOpt,
 ) -> None:
     """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
     The run's own config (stored in the checkpoint) sets everything else."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import run_meta_test
 
-    with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "eval", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        if ppo is None:  # the baseline trained beside the meta-policy
-            ppo = ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-        run_meta_test(
-            cfg, policy, run_dir, ppo_path=ppo, console=console, allow_seen=allow_seen, **extra
+    with _writing(_output_dir(checkpoint, out)) as run_dir, progress_bars(progress):
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "eval", overwrite=overwrite)  # (after the run is checked)
+        result = run_meta_test(
+            cfg,
+            policy,
+            run_dir,
+            ppo_path=ppo or run.artefacts.ppo,
+            console=chatter(fmt),
+            allow_seen=allow_seen,
+            pretrained=run.pretrained(),
+            **run.kwargs,
         )
+        stamp_results(run_dir / "eval", run.artefacts)
+    if fmt != Format.table:  # the table itself was printed above, with its intervals
+        emit([r.as_dict() for r in result.rows], fmt)
 
 
 @app.command("adapt")
@@ -69,17 +89,22 @@ def adapt_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(1, "--steps", "-k", min=0, help="inner adaptation steps"),
+    steps: int | None = StepsOpt,
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Adapt the meta-policy to each task with k inner steps on its adaptation window."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import adapt_to_tasks
 
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "adapted", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        adapt_to_tasks(cfg, policy, run_dir, steps, console=console, allow_seen=allow_seen, **extra)
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "adapted", overwrite=overwrite)  # (after the run is checked)
+        k = _steps(cfg, steps)
+        adapt_to_tasks(
+            cfg, policy, run_dir, k, console=console, allow_seen=allow_seen, **run.kwargs
+        )
+        stamp_results(run_dir / "adapted", run.artefacts)
 
 
 @app.command("backtest")
@@ -90,21 +115,42 @@ def backtest_cmd(
     tasks: str | None = TasksOpt,
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
-    steps: int = typer.Option(0, "--steps", "-k", min=0, help="adapt with k steps first"),
+    steps: int | None = StepsOpt,
     split: str = typer.Option(
         "test", "--split", help="time split to backtest: train/validation/test"
     ),
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
-    """Backtest the (optionally adapted) meta-policy over a whole split of each task."""
+    """Backtest the (optionally adapted) meta-policy over a whole split of each task (the
+    report per task; --format csv/json: its metrics, a row per task and cost setting)."""
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import backtest_tasks
 
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
     with _writing(_output_dir(checkpoint, out)) as run_dir:
-        _fresh_output(run_dir / "reports", overwrite=overwrite)
-        cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-        backtest_tasks(
-            cfg, policy, run_dir, steps, split, console=console, allow_seen=allow_seen, **extra
+        cfg, policy, run_dir, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(run_dir / "reports", overwrite=overwrite)  # (after the run is checked)
+        results = backtest_tasks(
+            cfg,
+            policy,
+            run_dir,
+            _steps(cfg, steps),
+            split,
+            console=chatter(fmt),
+            echo=fmt == Format.table,
+            allow_seen=allow_seen,
+            **run.kwargs,
+        )
+        stamp_results(run_dir / "reports", run.artefacts)
+    if fmt != Format.table:
+        emit(
+            [
+                {"task": task, "costs": costs, **values}
+                for task, report in results.items()
+                for costs, values in report["metrics"].items()
+            ],
+            fmt,
         )

@@ -8,7 +8,6 @@ what the commands share; ``cli.evaluate`` the commands that read a run).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,9 @@ from metatrade.cli.common import (
     _run_name,
     _writing,
     cli_errors,
-    console,
+    resume_command,
 )
+from metatrade.cli.output import console
 from metatrade.training.config import RunConfig, apply_overrides, load_config
 
 
@@ -64,7 +64,11 @@ def meta_train_cmd(
     given = {"run.backend": backend, "run.address": address, "run.workers": workers}
     backend_overrides = {k: v for k, v in given.items() if v is not None}
     run_dir = cfg.run_dir()
-    with _writing(run_dir, f"metatrade meta-train --resume --out {run_dir}"):
+    extra = ("-n", str(iterations)) if iterations is not None else ()
+    again = resume_command(
+        "meta-train", config=config, data=data, tasks=tasks, seed=seed, out=run_dir, extra=extra
+    )
+    with _writing(run_dir, again):
         _meta_train(
             cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
             overwrite=overwrite, progress=progress, backend_overrides=backend_overrides,
@@ -97,9 +101,9 @@ def _meta_train(
             resume_from = checkpoint_path(run_dir)
         else:
             console.print(f"no checkpoint in {run_dir}: starting from iteration 0")
-    if iterations is not None:
-        cfg = cfg.model_copy(update={"meta": replace(cfg.meta, num_meta_iterations=iterations)})
-    cfg = apply_overrides(cfg, backend_overrides)  # --backend/--address/--workers, also on resume
+    given = {"meta.num_meta_iterations": iterations, **backend_overrides}
+    # -n, --backend/--address/--workers (also on resume), validated as the config keys they set
+    cfg = apply_overrides(cfg, {k: v for k, v in given.items() if v is not None})
     console.print(
         f"meta-train: family={cfg.data.family} optimizer={cfg.meta.optimizer} "
         f"iterations={cfg.meta.num_meta_iterations} seed={cfg.run.seed} -> {run_dir}"
@@ -132,15 +136,23 @@ def train_cmd(
     strict: bool = StrictOpt,
 ) -> None:
     """Train PPO on the training tasks (all of them together: the multi-task baseline).
-    Writes under <run dir>/ppo, beside a meta-training run, where evaluate finds it."""
+    Writes under <run dir>/ppo, beside a meta-training run, where evaluate finds it
+    (--out is the run directory; an --out that ends in /ppo is taken as that folder)."""
     from metatrade.training.build import make_family, multitask_env
     from metatrade.training.checkpoint import PPO_DIR, checkpoint_path
     from metatrade.training.trainer import Trainer
 
+    if out is not None and Path(out).name == PPO_DIR:  # `--out RUN/ppo` names the ppo folder
+        console.print(f"--out {out}: the PPO baseline of run directory {Path(out).parent}")
+        out = Path(out).parent
     cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
     run_dir = cfg.run_dir()
     own = run_dir / PPO_DIR
-    with _writing(own, f"metatrade train --resume --out {run_dir}"):
+    extra = ("--timesteps", str(timesteps)) if timesteps is not None else ()
+    again = resume_command(
+        "train", config=config, data=data, tasks=tasks, seed=seed, out=run_dir, extra=extra
+    )
+    with _writing(own, again):
         last = checkpoint_path(own)
         if resume and config is None and (own / "config.yaml").is_file():
             cfg = load_config(
@@ -148,6 +160,8 @@ def train_cmd(
             )
         if resume and not last.is_file():
             console.print(f"no checkpoint in {own}: starting from iteration 0")
+        if timesteps is not None:  # validated as the key it sets (0 is an error, not a no-op)
+            cfg = apply_overrides(cfg, {"ppo.total_timesteps": timesteps})
         env = multitask_env(cfg, make_family(cfg))
         console.print(
             f"train (PPO): {env.num_tasks} tasks x {env.episodes_per_task} episodes, "
@@ -183,6 +197,6 @@ def demo_cmd(
         _config(config, data, tasks, seed, out, default="demo", strict=strict), config or "demo"
     )
     run_dir = cfg.run_dir()
-    again = f"metatrade demo{f' -c {config}' if config else ''} --resume --out {run_dir}"
+    again = resume_command("demo", config=config, data=data, tasks=tasks, seed=seed, out=run_dir)
     with _writing(run_dir, again):
         run_demo(cfg, console=console, progress=progress, resume=resume, overwrite=overwrite)

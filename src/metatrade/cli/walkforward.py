@@ -8,7 +8,6 @@ sessions. See docs/evaluation.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,41 @@ from metatrade.cli.common import (
     CheckpointOpt,
     DataOpt,
     OutOpt,
+    OverwriteOpt,
     SeedOpt,
+    StepsOpt,
     TasksOpt,
+    _fresh_output,
     _load_run,
     _output_dir,
+    _steps,
+    _writing,
     cli_errors,
-    console,
 )
+from metatrade.cli.output import Format, FormatOpt, ProgressOpt, chatter, emit, progress_bars
 from metatrade.training.config import ConfigError
-from metatrade.training.pretrained import load_pretrained
 
 FoldBarsOpt = typer.Option(None, "--fold-bars", min=1, help="bars per fold (cadence)")
 AdaptBarsOpt = typer.Option(None, "--adapt-bars", min=2, help="bars of each adaptation window")
 FoldDaysOpt = typer.Option(None, "--fold-days", min=1, help="sessions per fold (default 5)")
 AdaptDaysOpt = typer.Option(None, "--adapt-days", min=1, help="sessions per window (default 10)")
 EmbargoOpt = typer.Option(0, "--embargo", min=0, help="gap between window and fold (same unit)")
-StepsOpt = typer.Option(1, "--steps", "-k", min=0, help="inner steps before every fold")
 NormOpt = typer.Option(
     "expanding", "--normalisation", help="feature statistics: expanding (causal) or train-split"
 )
+# `--start` meant the first fold here and the start policy in `signal`: renamed to --from
+# and --start-policy, the old spelling is an error that names the new one.
+OldStartOpt = typer.Option(None, "--start", hidden=True)
+
+
+def _renamed_start(old: str | None, new: str) -> None:
+    if old is not None:
+        raise ConfigError(
+            f"--start {old!r}: renamed; use {new} (walkforward: --from, the first fold; "
+            "signal: --start-policy, the start that decides)"
+        )
+
+
 PpoOpt = typer.Option(None, "--ppo", help="PPO baseline agent file (default: the run's, if any)")
 
 
@@ -56,13 +71,6 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     return fold_spec(fold_days, adapt_days, embargo, unit="days", normalisation=normalisation)
 
 
-def _ppo_file(checkpoint: Path, ppo: Path | None) -> Path | None:
-    """``--ppo``, else the baseline trained beside the run (never a folder above it)."""
-    from metatrade.training.checkpoint import ppo_baseline_path, resolve_checkpoint
-
-    return ppo or ppo_baseline_path(_output_dir(resolve_checkpoint(checkpoint), None))
-
-
 @app.command("walkforward")
 @cli_errors
 def walkforward_cmd(
@@ -76,43 +84,59 @@ def walkforward_cmd(
     fold_days: int | None = FoldDaysOpt,
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
-    steps: int = StepsOpt,
+    steps: int | None = StepsOpt,
     carry: bool = typer.Option(
         True, "--carry/--flatten", help="carry position and equity across folds, or flatten"
     ),
-    start: str = typer.Option(
-        "validation", "--start", help="first fold: a split (validation, test), a row or a date"
+    first: str = typer.Option(
+        "validation", "--from", help="first fold: a split (validation, test), a row or a date"
     ),
-    sampled: bool = typer.Option(False, "--sampled", help="sample actions instead of the mode"),
+    old_start: str | None = OldStartOpt,
+    sampled: bool = typer.Option(
+        False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
+    ),
     configurations: int = typer.Option(
         1, "--configurations", min=1, help="protocol configurations tried so far (DSR trials)"
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    fmt: Format = FormatOpt,
+    progress: bool = ProgressOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch."""
+    """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch.
+    Writes <run>/walkforward/ (or --out DIR), refusing to replace an earlier report unless
+    --overwrite (--format csv/json: a row per scope, task or pooled, and start)."""
+    from metatrade.evaluation.walkforward.folds import parse_start
+    from metatrade.training.artefacts import stamp_results
     from metatrade.training.walkforward import run_walkforward_eval
 
+    _renamed_start(old_start, f"--from {old_start}")
+    start = parse_start(first)
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, out)
-    out_dir = Path(out) if out is not None else run_dir / "walkforward"
-    first: str | int = int(start) if start.isdigit() else start
-    run_walkforward_eval(
-        cfg,
-        policy,
-        out_dir,
-        spec=spec,
-        steps=steps,
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
-        console=console,
-        carry=carry,
-        start=first,
-        deterministic=not sampled,
-        configurations=configurations,
-    )
+    with _writing(_output_dir(checkpoint, out)) as where, progress_bars(progress):
+        out_dir = where if out is not None else where / "walkforward"
+        cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, out)
+        _fresh_output(out_dir, overwrite=overwrite)  # (after the run is checked)
+        result, _ = run_walkforward_eval(
+            cfg,
+            policy,
+            out_dir,
+            spec=spec,
+            steps=_steps(cfg, steps),
+            ppo_path=ppo or run.artefacts.ppo,
+            pretrained=run.pretrained(),
+            inner_lrs=run.inner_lrs,
+            trained=run.trained,
+            console=chatter(fmt),
+            carry=carry,
+            start=start,
+            **({"deterministic": False} if sampled else {}),
+            configurations=configurations,
+        )
+        stamp_results(out_dir, run.artefacts)
+    if fmt != Format.table:  # the pooled table was printed above
+        emit(result.rows(), fmt)
 
 
 @app.command("signal")
@@ -127,25 +151,29 @@ def signal_cmd(
     fold_days: int | None = FoldDaysOpt,
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
-    steps: int = StepsOpt,
-    start: str = typer.Option("MAML", "--start", help="which start: MAML, pretrained, random"),
+    steps: int | None = StepsOpt,
+    start: str = typer.Option(
+        "MAML", "--start-policy", help="the start that decides: MAML, pretrained, random"
+    ),
+    old_start: str | None = OldStartOpt,
     position: str = typer.Option(
         "flat", "--position", help="current position assumption: flat, long or short"
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    fmt: Format = FormatOpt,
 ) -> None:
     """The next decision per task: adapt on the latest window as a walk-forward fold does,
-    then print the order for the bar after the last one (table, then one JSON line)."""
-    from rich.table import Table
-
+    then print the order for the bar after the last one (--format json: for a program)."""
     from metatrade.training.walkforward import signals
 
+    _renamed_start(old_start, f"--start-policy {old_start}")
     pos = {"flat": 0, "long": 1, "short": -1}.get(position)
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
-    cfg, policy, run_dir, extra = _load_run(checkpoint, data, tasks, seed, None)
+    cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, None)
+    steps = _steps(cfg, steps)
     out = signals(
         cfg,
         policy,
@@ -153,18 +181,17 @@ def signal_cmd(
         steps=steps,
         start=start,
         position=pos,
-        ppo_path=_ppo_file(checkpoint, ppo),
-        pretrained=load_pretrained(run_dir),
-        inner_lrs=extra["inner_lrs"],
-        trained=extra["trained"],
+        ppo_path=ppo or run.artefacts.ppo,
+        pretrained=run.pretrained(),
+        inner_lrs=run.inner_lrs,
+        trained=run.trained,
     )
-    table = Table(title=f"next decision ({start}, k={steps}, position assumed {position})")
-    for col in ("task", "last bar", "order", *out[0].probabilities, "adapted on rows"):
-        table.add_column(col)
-    for s in out:
-        probs = [f"{p:.3f}" for p in s.probabilities.values()]
-        table.add_row(
-            s.task, s.last_bar, s.order, *probs, f"[{s.adapt_rows[0]}, {s.adapt_rows[1]})"
-        )
-    console.print(table)
-    console.print(json.dumps([s.as_dict() for s in out]), soft_wrap=True, highlight=False)
+    title = f"next decision ({start}, k={steps}, position assumed {position})"
+    emit([_signal_record(s) for s in out], fmt, title=title)
+
+
+def _signal_record(s: Any) -> dict[str, Any]:
+    """One task's decision: its fields, the probabilities as ``p_<action>`` columns."""
+    record = s.as_dict()
+    probabilities = record.pop("probabilities")
+    return record | {f"p_{k}": v for k, v in probabilities.items()}

@@ -1,8 +1,11 @@
 """On-disk cache of parsed bars and feature arrays, as uncompressed ``.npz`` files.
 
-Key: the data file's resolved path + size + mtime (ns) + whatever else the cached value
-depends on (feature version, time zone, split config). A changed file gets a new key, and the
-stale entry of the same file is deleted when the new one is written. Writes go to a temporary
+Key: the data file's resolved path + a hash of its bytes (blake2b) + whatever else the cached
+value depends on (feature version, time zone, split config). A file edited in any way gets a
+new key, even one whose size and modification time are the same as before (issue #18: such a
+file used to be served stale), and the stale entry of the same file is deleted when the new
+one is written. A file's hash is computed once per process for each (size, mtime, ctime,
+inode) it has: hashing reads the file at disk speed (~1 GB/s), parsing is 100x slower. Writes go to a temporary
 file in the same folder and are moved into place with ``os.replace`` (atomic on POSIX), so a
 crash or a concurrent reader never sees half a file.
 """
@@ -31,6 +34,20 @@ def _digest(*parts: object, size: int = 16) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=size // 2).hexdigest()
 
 
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}  # (path, size, mtime, ctime, inode)
+
+
+def content_hash(path: Path) -> str:
+    """blake2b of the file's bytes, memoised per process on its full ``stat`` (a write or an
+    ``os.utime`` changes the ctime, so a memo is never stale)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _HASHES:
+        with open(path, "rb") as f:
+            _HASHES[key] = hashlib.file_digest(f, "blake2b").hexdigest()[:32]
+    return _HASHES[key]
+
+
 class DiskCache:
     """``load``/``save`` dicts of numpy arrays per (kind, data file, extra key)."""
 
@@ -41,8 +58,7 @@ class DiskCache:
         return f"{kind}-{path.stem}-{_digest(str(path.resolve()), size=8)}"
 
     def _file(self, kind: str, path: Path, extra: tuple) -> Path:
-        st = path.stat()
-        state = _digest(st.st_size, st.st_mtime_ns, extra)
+        state = _digest(content_hash(path), extra)
         return self.root / f"{self._prefix(kind, path)}-{state}.npz"
 
     def load(self, kind: str, path: Path, extra: tuple = ()) -> dict[str, np.ndarray] | None:

@@ -14,7 +14,10 @@ docs/data.md).
 
 from __future__ import annotations
 
+import difflib
 import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -54,6 +57,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "minutes_to_close",  # (session close - bar end) / session length; 0 for daily bars
     "day_of_week",  # (weekday of the session - 2) / 2, Monday -1 .. Friday +1
 )
+"""The standard features: ``raw_features``' columns, and what a task's arrays hold unless
+``env.features`` selects others (``available_features()`` lists every name)."""
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -131,6 +136,107 @@ def time_features(
     return [since, to_close, (weekday - 2.0) / 2.0]
 
 
+# ---- Registered features: named columns beyond the standard set --------------------------------
+@dataclass(frozen=True)
+class Bars:
+    """What a registered feature reads: one task's bars (float64 [N]) and bar start times
+    (int64 ns UTC [N]), sorted in time."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    timestamps: np.ndarray
+    bar_minutes: int
+    sessions: Sessions  # each bar's session in the exchange's clock (``assign_sessions``)
+
+    @functools.cached_property
+    def log_return(self) -> np.ndarray:
+        """One-bar log return log(close_t / close_{t-1}), NaN on row 0."""
+        r = np.full(len(self.close), np.nan)
+        r[1:] = np.diff(np.log(self.close))
+        return r
+
+    @functools.cached_property
+    def volatility(self) -> np.ndarray:
+        """Causal volatility: std of the last ``VOL_SCALE_BARS`` one-bar log returns up to
+        and including row t (``rvol_48`` before its z-score)."""
+        return talib.STDDEV(self.log_return, timeperiod=VOL_SCALE_BARS, nbdev=1.0)
+
+
+FeatureFn = Callable[[Bars], np.ndarray]
+"""A registered feature: bars -> float [N], causal (row t reads bars 0..t), NaN in its warm-up
+rows (at most ``feature_warmup_rows()`` of the standard set, else every task loses more)."""
+REGISTERED_FEATURES: dict[str, FeatureFn] = {}
+"""name -> definition of every feature beyond ``FEATURE_NAMES``, in column order (add one with
+``register_feature``; bump ``FEATURE_VERSION`` when a definition changes)."""
+VOL_SCALE_BARS = 48
+RETURN_LAGS = 8
+
+
+def register_feature(name: str, fn: FeatureFn) -> None:
+    """Add a named feature that ``env.features`` can select (computed for every task)."""
+    if name in FEATURE_NAMES or name in REGISTERED_FEATURES:
+        raise ValueError(f"feature {name!r} is already defined")
+    REGISTERED_FEATURES[name] = fn
+
+
+def available_features() -> tuple[str, ...]:
+    """Every feature name ``env.features`` can select: the standard set, then the registered."""
+    return FEATURE_NAMES + tuple(REGISTERED_FEATURES)
+
+
+def _lagged_scaled_return(bars: Bars, *, lag: int) -> np.ndarray:
+    """r_{t-lag} / sigma_t: the one-bar log return ``lag`` bars back in units of today's causal
+    volatility (every lag on one scale, so a window of them keeps its shape across regimes)."""
+    r = np.full(len(bars.close), np.nan)
+    r[lag:] = bars.log_return[: len(r) - lag]
+    return _safe_div(r, bars.volatility)
+
+
+for _lag in range(RETURN_LAGS):
+    register_feature(f"ret_1_lag{_lag}", functools.partial(_lagged_scaled_return, lag=_lag))
+
+
+def all_raw_features(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    timestamps: np.ndarray,
+    *,
+    bar_minutes: int,
+    sessions: Sessions,
+) -> np.ndarray:
+    """``raw_features`` followed by every registered feature: float64 [N, F_all] in
+    ``available_features()`` order (computed once; a selection picks columns after)."""
+    base = raw_features(
+        open_, high, low, close, timestamps, bar_minutes=bar_minutes, sessions=sessions
+    )
+    if not REGISTERED_FEATURES:
+        return base
+    o, h, lo, c = (np.asarray(x, dtype=np.float64) for x in (open_, high, low, close))
+    bars = Bars(o, h, lo, c, np.asarray(timestamps), bar_minutes, sessions)
+    extra = [np.asarray(fn(bars), dtype=np.float64) for fn in REGISTERED_FEATURES.values()]
+    return np.concatenate([base, np.stack(extra, axis=1)], axis=1)
+
+
+def check_feature_names(names: Sequence[str] | None, *, what: str = "") -> None:
+    """Refuse unknown or repeated names in one line, with close matches."""
+    if names is None:
+        return
+    known = available_features()
+    prefix = f"{what}: " if what else ""
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+            raise ValueError(f"{prefix}unknown feature {name!r}; {hint}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated or not names:
+        raise ValueError(f"{prefix}list each feature once (repeated: {repeated}), at least one")
+
+
 def warmup_rows(raw: np.ndarray) -> int:
     """Number of leading rows to drop: after them every feature is defined."""
     bad = ~np.isfinite(raw).all(axis=1)
@@ -142,13 +248,14 @@ def warmup_rows(raw: np.ndarray) -> int:
 
 @functools.cache
 def feature_warmup_rows() -> int:
-    """Warm-up rows every task loses (the longest indicator window: SMA(50) -> 49), measured
-    on a synthetic series so it follows the feature definitions."""
+    """Warm-up rows every task loses (the longest indicator window of every feature, registered
+    ones included: SMA(50) -> 49), measured on a synthetic series so it follows the feature
+    definitions."""
     n = 400
     close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 1e-3, n)))
     ts = (1_700_000_000 + 60 * np.arange(n, dtype=np.int64)) * 1_000_000_000
     sessions = assign_sessions(ts, resolve_calendar("24/7"), "UTC")
-    raw = raw_features(
+    raw = all_raw_features(
         close, close * 1.001, close * 0.999, close, ts, bar_minutes=1, sessions=sessions
     )
     return warmup_rows(raw)
@@ -173,16 +280,25 @@ def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.n
 
 
 def build_task_arrays(
-    task: TaskId, bars: pd.DataFrame, *, splits: SplitConfig, instrument: Instrument
+    task: TaskId,
+    bars: pd.DataFrame,
+    *,
+    splits: SplitConfig,
+    instrument: Instrument,
+    features: Sequence[str] | None = None,
 ) -> TaskArrays:
     """The features entry point: clean bars of one task -> ``TaskArrays`` (warm-up dropped,
     splits computed on the remaining rows, features z-scored with the train split's stats,
-    sessions and market figures from ``instrument``)."""
+    sessions and market figures from ``instrument``).
+
+    Every available feature is computed (so every selection drops the same warm-up rows and
+    gets the same values); the arrays hold ``features`` (default ``FEATURE_NAMES``), in order.
+    """
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
     o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
     bar_minutes = parse_timeframe(task.timeframe).minutes
-    raw = raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, sessions=sessions)
+    raw = all_raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, sessions=sessions)
     w = warmup_rows(raw)
     if len(ts) - w < 2:
         raise DataError(
@@ -193,19 +309,20 @@ def build_task_arrays(
     ts, o, h, lo, c, raw = ts[w:], o[w:], h[w:], lo[w:], c[w:], raw[w:]
     labels = sessions.label[w:]
     ranges = splits.ranges(ts, instrument.timezone)
-    features, _, _ = normalise(raw, ranges["train"])
-    return TaskArrays(
+    normalised, _, _ = normalise(raw, ranges["train"])
+    every = TaskArrays(
         task=task,
         timestamps=ts,
         open=o,
         high=h,
         low=lo,
         close=c,
-        features=features,
-        feature_names=FEATURE_NAMES,
+        features=normalised,
+        feature_names=available_features(),
         session_end=session_ends(labels),
         bar_minutes=bar_minutes,
         splits=ranges,
         sessions=labels,
         market=market,
     )
+    return every.select_features(FEATURE_NAMES if features is None else features)

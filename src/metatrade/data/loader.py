@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from metatrade.data.cache import DiskCache
-from metatrade.data.features import FEATURE_NAMES, FEATURE_VERSION, build_task_arrays
+from metatrade.data.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    available_features,
+    build_task_arrays,
+    check_feature_names,
+)
 from metatrade.data.instruments import Instrument, InstrumentRegistry, Market
 from metatrade.data.naming import data_files, parse_task_name, timeframe_sort_key
 from metatrade.data.sampling import balanced_sample
@@ -62,6 +68,9 @@ class DataLoader:
             reason, listed in ``skipped``, and every other task stays usable.
         lookback: files too short for one observation of this many bars after the feature
             warm-up (plus one bar to trade) count as unusable.
+        features: the feature columns ``get_task_arrays`` returns, by name (``env.features``);
+            None = ``FEATURE_NAMES``. Every available feature is computed and cached once; a
+            selection only picks columns, so loaders of different selections share the cache.
 
     The task list (``get_available_tasks``) reads and checks every file once (cached), so
     a bad file is found before training starts, not in the middle of it.
@@ -78,7 +87,10 @@ class DataLoader:
         cache_dir: str | Path | None | bool = None,
         strict: bool = False,
         lookback: int = 1,
+        features: tuple[str, ...] | list[str] | None = None,
     ):
+        check_feature_names(features, what="DataLoader features")
+        self.features = FEATURE_NAMES if features is None else tuple(features)
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else SAMPLE_DIR
         self.tz = tz
         self.splits = splits
@@ -87,6 +99,8 @@ class DataLoader:
         self.lookback = lookback
         self.skipped: dict[str, str] = {}
         """file name -> why it was skipped (never filled in strict mode)"""
+        self.too_short: dict[TaskId, int] = {}
+        """task -> its bar count, for files too short for ``lookback`` (strict mode too)"""
         self._checked = False
         self.cache = (
             None
@@ -174,6 +188,8 @@ class DataLoader:
             else:
                 short = too_short(len(bars), self.lookback)
                 found = [Problem(path.name, short)] if short else []
+                if short:
+                    self.too_short[task] = len(bars)
             if found:
                 problems.extend(found)
                 if not self.strict:
@@ -186,7 +202,9 @@ class DataLoader:
             raise DataValidationError(problems)
         self._checked = True
         if self.skipped:
-            listed = "; ".join(f"{name}: {why}" for name, why in self.skipped.items())
+            listed = "; ".join(f"{name}: {why}" for name, why in list(self.skipped.items())[:3])
+            if len(self.skipped) > 3:  # one readable line: `metatrade data list` shows them all
+                listed += f"; and {len(self.skipped) - 3} more"
             warnings.warn(
                 f"{self.data_dir}: skipped {len(self.skipped)} unusable file(s) ({listed}); "
                 "fix or remove them (strict mode stops instead)",
@@ -270,21 +288,26 @@ class DataLoader:
 
     # ---- features --------------------------------------------------------------------------
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
-        """Bars + causal features + split ranges + sessions + market of one task (cached)."""
+        """Bars + causal features (the loader's ``features``) + split ranges + sessions + market
+        of one task (cached: every available feature on disk, the selection in memory)."""
         task = TaskId(instrument, str(timeframe))
         if task in self._arrays:
             return self._arrays[task]
         path = self.task_path(*task)
         inst = self.instrument(task.instrument)
-        key = ("arrays", FEATURE_VERSION, _BARS_VERSION, repr(inst), repr(self.splits))
+        every = available_features()
+        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, repr(inst), repr(self.splits))
         hit = self.cache.load("arrays", path, key) if self.cache else None
         if hit is not None:
             arrays = _arrays_from_npz(task, hit, inst)
         else:
             bars = self._load_bars(task)
-            arrays = build_task_arrays(task, bars, splits=self.splits, instrument=inst)
+            arrays = build_task_arrays(
+                task, bars, splits=self.splits, instrument=inst, features=every
+            )
             if self.cache:
                 self.cache.save("arrays", path, key, _arrays_to_npz(arrays))
+        arrays = arrays.select_features(self.features)
         self._arrays[task] = arrays
         return arrays
 
@@ -317,7 +340,7 @@ def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray], instrument: Instrum
         low=ohlc[2],
         close=ohlc[3],
         features=z["features"],
-        feature_names=names if names != FEATURE_NAMES else FEATURE_NAMES,
+        feature_names=names,
         session_end=z["session_end"],
         bar_minutes=int(z["bar_minutes"]),
         splits={k: (int(a), int(b)) for k, (a, b) in zip(_SPLIT_ORDER, z["splits"], strict=True)},

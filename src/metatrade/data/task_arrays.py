@@ -6,7 +6,9 @@ contract numpy-only keeps `data/` free of torch and `market/` free of pandas in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -90,3 +92,23 @@ class TaskArrays:
                 f"task {self.task}: no split {split!r}; available: {sorted(self.splits)} or 'all'"
             )
         return self.splits[split]
+
+    def select_features(self, names: Sequence[str] | None) -> TaskArrays:
+        """These arrays with the feature columns ``names``, in that order (None, or the names
+        they already hold: these arrays themselves, no copy). ``env.features`` reaches every
+        env, window and signal through this one function."""
+        if names is None or tuple(names) == self.feature_names:
+            return self
+        missing = [n for n in names if n not in self.feature_names]
+        if missing:
+            close = difflib.get_close_matches(missing[0], self.feature_names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(
+                f"task {self.task}: no feature {missing[0]!r} in its arrays; {hint}they hold "
+                f"{', '.join(self.feature_names)} (a DataLoader computes the names given to its "
+                "features argument, the standard set by default)"
+            )
+        cols = [self.feature_names.index(n) for n in names]
+        return replace(
+            self, features=np.ascontiguousarray(self.features[:, cols]), feature_names=tuple(names)
+        )

@@ -45,18 +45,17 @@ from metatrade.data.checks import (
     PRICE_COLUMNS,
     Collector,
     Problem,
-    check_closed_days,
-    check_daily_stamps,
     check_duplicates,
     check_ohlc,
-    check_spacing,
     check_times,
     check_values,
+    looks_like_timestamps,
     read_table,
     utc_index,
 )
 from metatrade.data.instruments import Instrument, InstrumentRegistry
 from metatrade.data.naming import data_files, parse_task_name, parse_timeframe
+from metatrade.data.session_checks import check_closed_days, check_daily_stamps, check_spacing
 from metatrade.errors import DataError
 
 __all__ = [
@@ -112,9 +111,16 @@ def _read_checked(path: Path, out: Collector) -> tuple[pd.DataFrame, str] | None
         missing.insert(0, "datetime")
     if missing:
         names = ", ".join(f"'{c}'" for c in missing)
+        unnamed = raw.attrs.get("unnamed_first_column")
+        hint = (
+            "; the first column has no name but looks like timestamps (a pandas index saved "
+            'without a label): write the file with df.to_csv(path, index_label="datetime")'
+            if dt_name is None and unnamed is not None and looks_like_timestamps(unnamed)
+            else ""
+        )
         out.whole(
             f"missing column(s) {names} (found {list(raw.columns)}); the header must contain "
-            "datetime,open,high,low,close and optionally volume",
+            f"datetime,open,high,low,close and optionally volume{hint}",
             field=",".join(missing),
         )
         return None
@@ -189,8 +195,10 @@ def _check_sessions(out: Collector, path: Path, ns: np.ndarray, instrument: Inst
     for before, after, missing in gaps:
         out.whole(
             f"gap of {missing} {cal.describe()} sessions without a bar between {before} and "
-            f"{after}; episodes across it see a jump the market never made (fill the missing "
-            "sessions or split the file)",
+            f"{after} (the calendar's holidays are not counted): nothing is wrong if the "
+            "exchange was closed anyway (a trading halt, an unscheduled closure; a warning "
+            "only, the bars are used as they are); if bars are missing, get them from the "
+            "data source (never invent bars) or split the file at the gap",
             field="datetime",
             level="warning",
         )

@@ -16,11 +16,14 @@ index), so the iteration ends bitwise as if nothing had failed.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
+from metatrade.errors import ConfigError
 from metatrade.meta.pertask import payload_bytes
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.tasks import IterationSpec, TaskWorker
@@ -41,14 +44,56 @@ def import_ray() -> Any:
     return ray
 
 
+# How long a cluster address may take to accept a connection before it counts as down
+# (Ray itself retries for minutes with no output).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """``ConfigError`` unless something accepts connections at ``address`` ("host:port")
+    within ``timeout`` seconds; "auto" is left to Ray (which fails fast without a cluster)."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} (run.address): use auto or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--address {address} (run.address): no Ray cluster answers there within "
+            f"{timeout:g} s ({err.strerror or err}); start one with `ray start --head` and pass "
+            "the address it prints, or leave --address out to start a local instance"
+        ) from None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect to Ray (``address``: "auto" or "host:port" of a running cluster) or start a
-    local instance (None). An existing connection of this process is reused as it is."""
+    local instance (None) of ``num_cpus`` CPUs, at most the machine's: more would start
+    that many worker processes on too few cores. An existing connection of this process is
+    reused as it is. ``ConfigError`` (one line) for an address nothing answers at or too
+    many local CPUs, instead of Ray waiting for ever."""
     ray = import_ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if address is None:
+            if num_cpus is not None and num_cpus > usable_cpus():
+                raise ConfigError(
+                    f"--workers {num_cpus} (run.workers): this machine has {usable_cpus()} "
+                    "CPUs and a local Ray instance runs one worker per CPU; use --workers "
+                    f"<= {usable_cpus()}, or join a cluster with --address"
+                )
             kwargs["num_cpus"] = num_cpus
+        else:
+            check_address(address)
         ray.init(address=address, **kwargs)
     return ray
 
@@ -75,7 +120,7 @@ class RayExecutor:
         self.ray = ray = connect(address, num_cpus=None if address else max(workers, 1))
         total = ray.cluster_resources().get("CPU", 0.0)
         if workers * cpus_per_worker > total:
-            raise ValueError(
+            raise ConfigError(
                 f"run.workers={workers} x {cpus_per_worker} CPU > the Ray cluster's {total:g} "
                 "CPUs: the extra actors would wait forever; lower run.workers or add nodes."
             )

@@ -10,6 +10,7 @@ from metatrade.evaluation.backtest import (
     run_backtest,
     run_backtest_pair,
 )
+from metatrade.evaluation.baselines import AdaptiveRule, ClassicalConfig, fit_classical
 from metatrade.evaluation.bootstrap import (
     ConfidenceInterval,
     bootstrap_ci,
@@ -32,7 +33,9 @@ from metatrade.evaluation.report import (
 )
 
 __all__ = [
+    "AdaptiveRule",
     "BacktestResult",
+    "ClassicalConfig",
     "ConfidenceInterval",
     "EvaluationResult",
     "MetaTestProtocol",
@@ -43,6 +46,7 @@ __all__ = [
     "bootstrap_ci",
     "buy_and_hold",
     "compute_metrics",
+    "fit_classical",
     "fixed_positions",
     "flat",
     "format_backtest_report",

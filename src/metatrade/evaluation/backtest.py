@@ -2,8 +2,9 @@
 
 A backtest answers "what would this policy have done on these bars": it walks a
 ``TradingEnv`` in backtest mode (``episode_length=None``: from the split's first usable bar
-to its last) taking the *mode* of the policy at every bar (no sampling noise), and reads the
-ledger's equity curve and closed trades. Any position still open after the last bar is closed
+to its last) taking the *mode* of the policy at every bar (no sampling noise; or, with a
+``sample_seed``, actions drawn from the policy: ``evaluation.actions: sample``), and reads
+the ledger's equity curve and closed trades. Any position still open after the last bar is closed
 at that bar's close, paying the exit cost, so that every cost is counted and every trade
 appears in the trade list.
 
@@ -12,7 +13,8 @@ What can be backtested (``Backtestable``):
 * a ``BaseAgent`` (``select_action(obs, deterministic=True)``);
 * a torch policy with its parameters: ``(policy, params)`` (``functional_call``, mode);
 * a ``PositionRule``: a target position per bar (buy-and-hold, flat, the synthetic oracle),
-  turned into orders under the env's rules (to reverse, close, then open on the next bar).
+  turned into the env's actions under its rules (``env.actions``: with orders, to reverse,
+  close, then open on the next bar; with target positions, traded directly).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from metatrade.market.actions import Action
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
 from metatrade.market.env import TradingEnv
+from metatrade.market.rules import action_rules
 
 Params = dict[str, Tensor]
 STRESS_BPS = 2.0  # extra proportional cost per order side in the stressed run
@@ -81,18 +84,19 @@ def fixed_positions(name: str, positions: np.ndarray) -> PositionRule:
 Backtestable = BaseAgent | tuple[nn.Module, Params] | PositionRule
 
 
-def target_to_action(target: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Orders that move ``position`` toward ``target`` (arrays of {-1, 0, 1}), one order a bar.
+def target_to_action(
+    target: np.ndarray, position: np.ndarray, actions: str = "orders"
+) -> np.ndarray:
+    """Actions of the action space ``actions`` that move ``position`` toward ``target``
+    (arrays of {-1, 0, 1}): ``metatrade.market.rules.ActionRules.toward``.
 
-    Equal -> HOLD; flat -> BUY_LONG / SELL_SHORT; long (short) with another target ->
-    CLOSE_LONG (CLOSE_SHORT); a reversal completes on the next bar.
+    Orders, one a bar: equal -> HOLD; flat -> BUY_LONG / SELL_SHORT; long (short) with
+    another target -> CLOSE_LONG (CLOSE_SHORT); a reversal completes on the next bar.
+    Target positions: the target itself (``target + 1``), a reversal in one bar.
     """
-    target = np.asarray(target)
-    position = np.asarray(position)
-    open_order = np.where(target > 0, int(Action.BUY_LONG), int(Action.SELL_SHORT))
-    close_order = np.where(position > 0, int(Action.CLOSE_LONG), int(Action.CLOSE_SHORT))
-    action = np.where(position == 0, open_order, close_order)
-    return np.where(target == position, int(Action.HOLD), action).astype(np.int64)
+    table = action_rules(actions).toward
+    target = np.asarray(target).astype(np.int64)
+    return table[target + 1, np.asarray(position).astype(np.int64) + 1]
 
 
 @dataclass
@@ -131,25 +135,33 @@ class BacktestResult:
         return self.total_pnl / self.initial_capital
 
 
-def _decider(policy: Backtestable, arrays: TaskArrays) -> Callable[[np.ndarray, TradingEnv], int]:
-    """A function (obs, env) -> action for any Backtestable, deterministic."""
+def _decider(
+    policy: Backtestable, arrays: TaskArrays, sample_seed: int | None = None
+) -> Callable[[np.ndarray, TradingEnv], int]:
+    """A function (obs, env) -> action for any Backtestable: the mode, or (``sample_seed``)
+    an action drawn from the policy with a generator of that seed."""
     if isinstance(policy, PositionRule):
         targets = policy.positions(arrays)
 
         def rule(obs: np.ndarray, env: TradingEnv) -> int:
-            return int(target_to_action(targets[env.bar], np.int8(env.engine.position)))
+            pos = np.int8(env.engine.position)
+            return int(target_to_action(targets[env.bar], pos, env.config.actions))
 
         return rule
     if isinstance(policy, BaseAgent):
-        return lambda obs, env: int(policy.select_action(obs, deterministic=True))
+        mode = sample_seed is None
+        return lambda obs, env: int(policy.select_action(obs, deterministic=mode))
     if isinstance(policy, tuple) and len(policy) == 2:
         module, params = policy
         dtype = next(iter(params.values())).dtype
+        gen = None if sample_seed is None else torch.Generator().manual_seed(sample_seed)
 
         def torch_policy(obs: np.ndarray, env: TradingEnv) -> int:
             with torch.no_grad():
                 out = functional_call(module, params, (torch.as_tensor(obs, dtype=dtype),))
-                return int(module.distribution.mode(out))
+                if gen is None:
+                    return int(module.distribution.mode(out))
+                return int(module.distribution.sample(out, generator=gen))
 
         return torch_policy
     raise TypeError(
@@ -227,16 +239,18 @@ def run_backtest(
     config: TradingEnvConfig | None = None,
     name: str | None = None,
     cost_label: str = DEFAULT_LABEL,
+    sample_seed: int | None = None,
 ) -> BacktestResult:
-    """Backtest ``policy`` over the whole ``split`` of one task, deterministically.
+    """Backtest ``policy`` over the whole ``split`` of one task: its mode, or with
+    ``sample_seed`` actions drawn from it (one seeded path).
 
-    ``config`` sets costs, lookback, capital, square-off (its ``split`` and
-    ``episode_length`` are replaced by ``split`` and None). Returns a BacktestResult whose
+    ``config`` sets costs, lookback, capital, square-off, features, action space (its
+    ``split`` and ``episode_length`` are replaced by ``split`` and None). Returns a BacktestResult whose
     metrics come from ``metatrade.evaluation.metrics.compute_metrics``.
     """
     cfg = (config or TradingEnvConfig()).with_overrides(split=split, episode_length=None)
     env = TradingEnv(arrays, cfg)
-    positions = _drive(env, _decider(policy, arrays))
+    positions = _drive(env, _decider(policy, arrays, sample_seed))
     equity = _liquidated_equity(env, arrays)
     eng = env.engine
     trades = pd.DataFrame([t.to_dict() for t in eng.trades], columns=list(_TRADE_COLUMNS))
@@ -275,15 +289,23 @@ def run_backtest_pair(
     config: TradingEnvConfig | None = None,
     name: str | None = None,
     stress_bps: float = STRESS_BPS,
+    sample_seed: int | None = None,
 ) -> dict[str, BacktestResult]:
-    """The same backtest at default costs and with ``stress_bps`` more per order side.
+    """The same backtest at default costs and with ``stress_bps`` more per order side (with
+    ``sample_seed``: the same draws in both).
 
     Returns ``{"default costs": ..., "stressed (+2 bps/side)": ...}`` (in that order)."""
     cfg = config or TradingEnvConfig()
     stressed_label = f"stressed (+{stress_bps:g} bps/side)"
     return {
         DEFAULT_LABEL: run_backtest(
-            policy, arrays, split=split, config=cfg, name=name, cost_label=DEFAULT_LABEL
+            policy,
+            arrays,
+            split=split,
+            config=cfg,
+            name=name,
+            cost_label=DEFAULT_LABEL,
+            sample_seed=sample_seed,
         ),
         stressed_label: run_backtest(
             policy,
@@ -292,6 +314,7 @@ def run_backtest_pair(
             config=stressed_config(cfg, stress_bps, tasks=[arrays]),
             name=name,
             cost_label=stressed_label,
+            sample_seed=sample_seed,
         ),
     }
 

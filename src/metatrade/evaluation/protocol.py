@@ -10,7 +10,10 @@ evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,
   so comparisons are paired), each an episode whose return is its P&L over C0;
-* one deterministic whole-split backtest (mode actions) from the split's first bar.
+* one whole-split backtest from the split's first bar.
+
+Both trade the policy as ``deterministic_test`` says (the run config's ``evaluation.actions``):
+its sampled actions (each row from its own seeded streams) or its mode.
 
 Both end the same way as ``metatrade.evaluation.backtest.run_backtest``: a position still
 open after the last bar is closed at that bar's close, paying the exit cost, so a return
@@ -20,10 +23,19 @@ Every start draws from streams of its own (action noise, adaptation resets, test
 actions), seeded from ``seed`` and the start's label: a row does not change when another
 row (e.g. PPO) is added or dropped.
 
-Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
-family (``oracle`` regimes given) every return is also reported as a fraction of the
-oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
-then windows within a task), with the same resample indices for every row.
+Buy-and-hold and flat are reference rows, run on the same windows. The classical adaptive
+rows (``ProtocolConfig.classical``: plug-in AR(p), momentum, reversal, time of day and
+classical-selected, ``metatrade.evaluation.baselines``) are fitted on each task's rows that
+the starts adapt on (``protocol_classical.adaptation_rows``: the exact estimator's latest
+windows, or every row a sampled episode may trade) and traded on the same windows and
+backtest; the paired difference "MAML k=1 minus classical-selected" is the table's headline.
+On the synthetic regime family (``oracle`` regimes given) every return is also reported as
+a fraction of the oracle's return on the same windows (a paired ratio of means). 95% CIs
+come from the day bootstrap (``bootstrap.day_bootstrap_means``): whole trading days
+resampled in blocks, jointly for every task (a window belongs to the day of its first bar;
+the timeframes of an instrument and the instruments of a day move together), blocks at
+least as long as a window spans, then the tasks drawn with replacement (each keeping the day
+draw), with the same resamples for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
 ``protocol_rollouts``, the result and its outputs in ``protocol_result``; every public name
@@ -33,18 +45,24 @@ imports from here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from functools import partial
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from metatrade import progress
 from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
-from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
+from metatrade.evaluation.bootstrap import (
+    day_bootstrap_means,
+    percentile_interval,
+    session_dates,
+)
+from metatrade.evaluation.protocol_adapt import adapt_start, adaptation_env
+from metatrade.evaluation.protocol_classical import classical_rows
 from metatrade.evaluation.protocol_config import (
     REF_LABEL,
     REFERENCES,
@@ -54,22 +72,23 @@ from metatrade.evaluation.protocol_config import (
     module_params,
     random_start,
 )
-from metatrade.evaluation.protocol_result import EvaluationResult, EvaluationRow, task_mean
+from metatrade.evaluation.protocol_result import (
+    EvaluationResult,
+    EvaluationRow,
+    interval_warning,
+    task_mean,
+)
 from metatrade.evaluation.protocol_rollouts import (
     LiquidatingEnv,
+    backtest_seed,
     feasible_length,
     policy_actions,
     rollout_returns,
     rule_actor,
     stream_seed,
 )
-from metatrade.exact.objective import exact_loss
-from metatrade.exact.windows import latest_windows
 from metatrade.io import json_safe
-from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
-from metatrade.meta.adapt import adapt_on_batch, adapt_online
-from metatrade.meta.inner import expand_to_tasks
 
 __all__ = [
     "EvaluationResult",
@@ -112,6 +131,18 @@ def _groups(
         )
         groups.setdefault(key, []).append((f"{label}@k{k}", policy, params))
     return groups
+
+
+def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, float]:
+    """The trading day of each test window's first bar [T, E] and the median number of
+    days a window spans (the shortest block that keeps overlapping windows together)."""
+    length = plan.test_cfg.episode_length or 1
+    days, spans = [], []
+    for a, starts in zip(arrays, plan.windows, strict=True):
+        dates = session_dates(a)
+        days.append(dates[starts])
+        spans += [len(np.unique(dates[s : s + length])) for s in starts]
+    return np.stack(days), float(np.median(spans))
 
 
 class MetaTestProtocol:
@@ -163,29 +194,49 @@ class MetaTestProtocol:
             raise ValueError("MetaTestProtocol.run: no starts; pass e.g. {'MAML': Start(...)}")
         plan = self._plan(arrays)
         adapted: dict[tuple[str, int], Params] = {}
-        for label, start in starts.items():
-            snapshots = self._adapt_start(label, start, arrays, plan.train_cfg)
-            for k in cfg.adaptation_steps:
-                adapted[(label, k)] = snapshots[k]
+        with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
+            for label, start in starts.items():
+                snapshots = adapt_start(cfg, label, start, arrays, plan.train_cfg)
+                for k in cfg.adaptation_steps:
+                    adapted[(label, k)] = snapshots[k]
+                step(label)
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
-        for rows in _groups(starts, adapted).values():
-            self._evaluate_group(rows, arrays, plan, returns, backtests)
-        oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
-        return self._summarise(arrays, returns, backtests, oracle_returns, oracle_bt, adapted)
+        groups = list(_groups(starts, adapted).values())
+        with progress.stage("meta-test: testing", len(groups) + 2) as step:
+            for rows in groups:
+                self._evaluate_group(rows, arrays, plan, returns, backtests)
+                step(", ".join(r[0] for r in rows))
+            classical, classical_bt, fits = classical_rows(cfg, arrays, plan)
+            returns.update(classical)
+            backtests.update(classical_bt)
+            step("classical rules")
+            oracle_returns, oracle_bt = self._evaluate_rules(arrays, plan, returns, backtests)
+            step("references")
+        result = self._summarise(
+            arrays, returns, backtests, oracle_returns, oracle_bt, adapted, plan
+        )
+        result.windows, result.classical = plan.windows, fits
+        split_bars = [a.split_range(cfg.test_split) for a in arrays]
+        note = interval_warning(
+            split_bars=[stop - first for first, stop in split_bars],
+            window_bars=plan.test_cfg.episode_length or 1,
+            windows_per_task=cfg.test_episodes,
+        )
+        result.warnings = [note] if note else []
+        return result
 
     def _plan(self, arrays: list[TaskArrays]) -> _Plan:
         """Episode lengths that fit every task, the env configs, and the explicit test windows
         that every row (start, k, reference) trades."""
         cfg = self.config
         num_eps = cfg.test_episodes
-        adapt_len = min(cfg.episode_length, feasible_length(arrays, cfg.env, cfg.adaptation_split))
         test_len = min(
             cfg.test_episode_length,
             max(1, feasible_length(arrays, cfg.env, cfg.test_split) // 2),
         )
-        train_cfg = cfg.env.with_overrides(split=cfg.adaptation_split, episode_length=adapt_len)
+        train_cfg = adaptation_env(cfg, arrays)
         test_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=test_len)
         bt_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=None)
         # Explicit test windows: every row (start, k, reference) trades exactly these.
@@ -195,6 +246,18 @@ class MetaTestProtocol:
         test_env = LiquidatingEnv(arrays, num_eps, test_cfg)
         bt_env = LiquidatingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
         return _Plan(train_cfg, test_cfg, bt_cfg, windows, test_env, bt_env)
+
+    def adapt(
+        self, label: str, start: Start, arrays: list[TaskArrays]
+    ) -> tuple[dict[int, Params], list[float]]:
+        """``start`` (labelled ``label``: its streams) adapted on every task as ``run`` adapts
+        it: its parameters [T, ...] after each k in ``adaptation_steps`` and the mean return
+        (minus the exact loss) after k = 0..max(k) steps on the adaptation data. ``metatrade
+        adapt`` and ``backtest -k`` call it, so they adapt exactly as ``evaluate`` does."""
+        curve: list[float] = []
+        env = adaptation_env(self.config, arrays)
+        snapshots = adapt_start(self.config, label, start, arrays, env, curve=curve)
+        return snapshots, curve
 
     def _evaluate_group(
         self,
@@ -224,9 +287,17 @@ class MetaTestProtocol:
             returns[row] = out[i * num_tasks : (i + 1) * num_tasks]
         if cfg.backtest:
             env = LiquidatingEnv(arrays * reps, 1, plan.bt_cfg)
+            # one stream per (row, task), so `metatrade backtest` of one task draws the same
+            bt = [
+                torch.Generator().manual_seed(backtest_seed(cfg.seed, r[0], str(a.task)))
+                for r in rows
+                for a in arrays
+            ]
             out = rollout_returns(
                 env,
-                lambda o, e, p, pi=policy, th=stacked: policy_actions(pi, th, o, True, []),
+                lambda o, e, p, g=bt, pi=policy, th=stacked: policy_actions(
+                    pi, th, o, cfg.deterministic_test, g
+                ),
                 None,
             )[:, 0]
             for i, (row, _, _) in enumerate(rows):
@@ -272,54 +343,6 @@ class MetaTestProtocol:
                 )
         return oracle_returns, oracle_bt
 
-    def _adapt_start(
-        self, label: str, start: Start, arrays: list[TaskArrays], train_cfg: TradingEnvConfig
-    ) -> dict[int, Params]:
-        """Parameters [T, ...] of ``start`` after each k in ``adaptation_steps`` inner steps on
-        the tasks' adaptation split: fresh episodes per step (sampled estimator), or the
-        ``adaptation_episodes`` windows that end at the split's last bar (exact)."""
-        cfg = self.config
-        max_k = max(cfg.adaptation_steps)
-        params = expand_to_tasks({k: v.detach() for k, v in start.params.items()}, len(arrays))
-        adaptation = replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes)
-        if adaptation.estimator == "exact":
-            windows = latest_windows(
-                arrays,
-                num_windows=cfg.adaptation_episodes,
-                config=train_cfg,
-                vol_bars=cfg.objective.vol_bars,
-                dtype=_dtype(params),
-            )
-            loss = partial(exact_loss, normalize=cfg.objective.normalize, risk=cfg.objective.risk)
-            steps = adapt_on_batch(
-                start.policy,
-                params,
-                windows,
-                config=adaptation,
-                loss=loss,
-                num_steps=max_k,
-                inner_lrs=start.inner_lrs,
-            )
-            return {k: steps[k] for k in cfg.adaptation_steps}
-        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, label, "adapt"))
-        env_seed = stream_seed(cfg.seed, label, "env")
-        train_env = BatchTradingEnv(arrays, cfg.adaptation_episodes, train_cfg, seed=env_seed)
-        # k inner steps, each on fresh adaptation-window episodes of the current policy;
-        # step k's batch resets the env with seed cfg.seed + 100 k.
-        result = adapt_online(
-            start.policy,
-            params,
-            train_env,
-            config=adaptation,
-            num_steps=max_k,
-            inner_lrs=start.inner_lrs,
-            generator=gen,
-            measure_final=False,
-            env_seed=lambda j: cfg.seed + 100 * (j + 1),
-            keep=cfg.adaptation_steps,
-        )
-        return result.snapshots
-
     def _summarise(
         self,
         arrays: list[TaskArrays],
@@ -328,6 +351,7 @@ class MetaTestProtocol:
         oracle_returns: np.ndarray | None,
         oracle_bt: np.ndarray | None,
         adapted: dict[tuple[str, int], Params],
+        plan: _Plan,
     ) -> EvaluationResult:
         cfg = self.config
         labels = list(returns)
@@ -335,7 +359,10 @@ class MetaTestProtocol:
         if oracle_returns is not None:  # the oracle shares the resample indices (paired)
             stacked = np.concatenate([stacked, oracle_returns[None]])
         rng = np.random.default_rng(cfg.seed + 99)
-        reps = hierarchical_bootstrap_means(stacked, num_resamples=cfg.bootstrap_samples, rng=rng)
+        days, span = _window_days(arrays, plan)
+        reps, blocks = day_bootstrap_means(
+            stacked, days, min_block=span, num_resamples=cfg.bootstrap_samples, rng=rng
+        )
         replicates = {f"return:{k}": reps[i] for i, k in enumerate(labels)}
         oracle_mean = None
         if oracle_returns is not None:
@@ -371,13 +398,15 @@ class MetaTestProtocol:
             adapted=adapted,
             config=self._config_record(),
             replicates=replicates,
+            bootstrap=blocks,
         )
 
     def _config_record(self) -> dict[str, Any]:
         """The config as JSON-able values (stored in the result, for its outputs)."""
         cfg = self.config
-        skip = ("env", "oracle", "adaptation", "objective")
+        skip = ("env", "oracle", "adaptation", "objective", "classical_settings")
         conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in skip}
+        conf["classical_settings"] = asdict(cfg.classical_settings)
         conf["adaptation"] = asdict(cfg.adaptation)
         conf["objective"] = asdict(cfg.objective)
         conf["initial_capital"] = cfg.env.initial_capital

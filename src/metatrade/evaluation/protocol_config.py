@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from metatrade.data.synthetic import RegimeParams
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import buy_and_hold, flat
+from metatrade.evaluation.baselines import ClassicalConfig, check_names
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import AdaptationConfig
@@ -66,10 +67,16 @@ class ProtocolConfig:
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     """the exact objective's settings (``adaptation.estimator == "exact"``)"""
     deterministic_test: bool = False
-    """test windows with the policy's mode instead of sampled actions"""
+    """test windows and backtests with the policy's mode instead of sampled actions (the run
+    config's ``evaluation.actions: mode``)"""
     backtest: bool = True
-    """also run a deterministic whole-split backtest per task, start and k"""
+    """also run a whole-split backtest per task, start and k"""
     references: tuple[str, ...] = ("buy_and_hold", "flat")
+    classical: tuple[str, ...] = ()
+    """classical adaptive rows (``baselines.CLASSICAL``: ar, momentum, reversal, time_of_day,
+    classical_selected), fitted on the rows the starts adapt on"""
+    classical_settings: ClassicalConfig = field(default_factory=ClassicalConfig)
+    """their settings (AR order, momentum horizons, time-of-day buckets)"""
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
@@ -93,6 +100,7 @@ class ProtocolConfig:
             raise ValueError(
                 f"ProtocolConfig.references: unknown {sorted(unknown)}; use {sorted(REFERENCES)}"
             )
+        self.classical = check_names(self.classical, "ProtocolConfig.classical")
 
 
 REFERENCES = {"buy_and_hold": buy_and_hold, "flat": flat}

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.evaluation.baselines import SELECTED_LABEL, FittedRule, describe
+from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval, percentile_interval
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.evaluation.protocol_config import Params
 from metatrade.io import atomic_write_text, json_safe
@@ -66,6 +67,14 @@ class EvaluationResult:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     """tasks the evaluated run meta-trained on (``--allow-seen``): flagged in every output"""
+    windows: np.ndarray | None = None
+    """[T, E] first decision rows of the test windows every row traded"""
+    classical: dict[str, list[FittedRule]] = field(default_factory=dict)
+    """the classical rows' fitted rules, {label: [per task]}"""
+    warnings: list[str] = field(default_factory=list)
+    """what limits how far the intervals can be trusted (``interval_warning``): in every output"""
+    bootstrap: BlockPlan | None = None
+    """how the day bootstrap resampled (its warning goes under the table)"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -81,6 +90,19 @@ class EvaluationResult:
         src = self._normalised() if oracle else self.returns
         est = float(task_mean(src[a]) - task_mean(src[b]))
         return percentile_interval(ra - rb, est, self.config.get("confidence", 0.95))
+
+    def headline(self) -> dict[str, ConfidenceInterval]:
+        """Paired CIs of each start after one step (or its first k > 0) minus
+        classical-selected: "does adapting beat what a desk does?" (empty without that row)."""
+        if SELECTED_LABEL not in self.returns:
+            return {}
+        steps = sorted({r.k for r in self.rows if r.k is not None})
+        k = 1 if 1 in steps else max(steps, default=0)
+        starts = dict.fromkeys(r.method for r in self.rows if r.k == k)
+        return {
+            f"{s}@k{k} - {SELECTED_LABEL}": self.difference(f"{s}@k{k}", SELECTED_LABEL)
+            for s in starts
+        }
 
     def _normalised(self) -> dict[str, np.ndarray]:
         assert self.oracle_returns is not None
@@ -103,8 +125,16 @@ class EvaluationResult:
         doc = {
             "tasks": self.tasks,
             "seen_in_meta_training": self.seen,
+            "warnings": self.warnings,
             "rows": self.records(),
             "config": self.config,
+            "paired_differences": {k: ci.as_dict() for k, ci in self.headline().items()},
+            "test_windows": None if self.windows is None else self.windows.tolist(),
+            "classical_fits": {
+                task: describe({k: v[i] for k, v in self.classical.items()})
+                for i, task in enumerate(self.tasks)
+            },
+            "bootstrap": self.bootstrap.as_dict() if self.bootstrap is not None else None,
             "per_task": {
                 label: {
                     "test_window_mean": json_safe(v.mean(axis=1).tolist()),
@@ -120,7 +150,8 @@ class EvaluationResult:
         return atomic_write_text(path, json.dumps(json_safe(doc), indent=2) + "\n")
 
     def plot(self, path: str | Path) -> Path:
-        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start."""
+        """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start;
+        the references and classical-selected as bands (the other classical rows: the table)."""
         use_oracle = self.oracle_returns is not None
         curves: dict[str, CurveBand] = {}
         refs: dict[str, tuple[float, float, float]] = {}
@@ -129,7 +160,8 @@ class EvaluationResult:
                 r.oracle_fraction if use_oracle and r.oracle_fraction is not None else r.mean_return
             )
             if r.k is None:
-                refs[r.method] = (ci.estimate, ci.low, ci.high)
+                if r.method not in self.classical or r.method == SELECTED_LABEL:
+                    refs[r.method] = (ci.estimate, ci.low, ci.high)
                 continue
             band = curves.setdefault(r.method, CurveBand([], [], [], []))
             band.ks.append(r.k)  # type: ignore[attr-defined]
@@ -154,7 +186,7 @@ class EvaluationResult:
                 f"WARNING: NOT HELD OUT: {', '.join(self.seen)} were meta-training tasks "
                 f"(--allow-seen)\n{title}"
             )
-        t = Table(title=title)
+        t = Table(title=title, caption=self._caption(), caption_justify="left")
         t.add_column("method")
         t.add_column("k", justify="right")
         t.add_column("test-window return %", justify="right")
@@ -179,6 +211,18 @@ class EvaluationResult:
             t.add_row(*cells)
         return t
 
+    def _caption(self) -> str | None:
+        """The paired differences against classical-selected, one line each (% of C0), then
+        what limits how far the intervals can be trusted."""
+        lines = [
+            f"paired {k}: {100 * ci.estimate:+.3f} % [{100 * ci.low:+.3f}, {100 * ci.high:+.3f}]"
+            for k, ci in self.headline().items()
+        ]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        if self.bootstrap is not None and self.bootstrap.warning:
+            lines.append(f"WARNING: {self.bootstrap.warning}")
+        return "\n".join(lines) or None
+
     def format_table(self, width: int = 140) -> str:
         """The rich table rendered to plain text."""
         from rich.console import Console
@@ -196,6 +240,36 @@ class EvaluationResult:
             "table": str(atomic_write_text(out / f"{prefix}.txt", self.format_table())),
             "plot": str(self.plot(out / f"{prefix}_adaptation.png")),
         }
+
+
+# Below this many effectively independent test windows a percentile interval is too narrow.
+MIN_INDEPENDENT_WINDOWS = 30
+
+
+def interval_warning(
+    *, split_bars: list[int], window_bars: int, windows_per_task: int
+) -> str | None:
+    """Why the table's intervals may be too narrow, or None.
+
+    The bootstrap resamples tasks, then test windows within a task; windows drawn from a
+    short test split overlap, so they are far fewer independent observations than their
+    count. Effectively independent windows: per task, at most split length / window length
+    (non-overlapping windows that fit), summed over the tasks. Warn with one task (nothing
+    to resample across tasks) or fewer than ``MIN_INDEPENDENT_WINDOWS``."""
+    per_task = [min(windows_per_task, max(1.0, n / window_bars)) for n in split_bars]
+    independent = sum(per_task)
+    few_tasks = len(split_bars) == 1
+    if not few_tasks and independent >= MIN_INDEPENDENT_WINDOWS:
+        return None
+    why = "one held-out task" if few_tasks else f"{len(split_bars)} held-out tasks"
+    lo, hi = min(split_bars), max(split_bars)
+    splits = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return (
+        f"the intervals are likely too narrow: {why} and about {independent:.0f} effectively "
+        f"independent test windows ({windows_per_task} windows of {window_bars} bars per task "
+        f"in test splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
+        "tasks, or use the walk-forward protocol (metatrade walkforward)"
+    )
 
 
 def task_mean(v: np.ndarray) -> float:

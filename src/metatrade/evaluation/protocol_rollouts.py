@@ -55,6 +55,12 @@ def stream_seed(seed: int, label: str, purpose: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
 
 
+def backtest_seed(seed: int, label: str, task: str) -> int:
+    """The seed of one row's sampled whole-split backtest of one task: the protocol's
+    backtest column and ``metatrade backtest`` (row ``MAML@k<k>``) draw the same actions."""
+    return stream_seed(seed, f"{label}:{task}", "bt")
+
+
 class LiquidatingEnv(BatchTradingEnv):
     """A BatchTradingEnv that also records, per slot, the equity at the end of its episode
     after closing any open position at the last bar's close with the exit cost (what
@@ -103,7 +109,8 @@ def rollout_returns(env: LiquidatingEnv, act, starts: np.ndarray | None) -> np.n
 
 
 def rule_actor(rules: Sequence[np.ndarray]):
-    """Actions from per-task target positions [T][N_t] given the current bars."""
+    """Actions from per-task target positions [T][N_t] given the current bars, in the env's
+    action space (``env.config.actions``: target positions are traded directly)."""
     width = max(len(r) for r in rules)
     table = np.zeros((len(rules), width), dtype=np.int8)
     for i, r in enumerate(rules):
@@ -111,6 +118,6 @@ def rule_actor(rules: Sequence[np.ndarray]):
 
     def act(obs: np.ndarray, env: BatchTradingEnv, position: np.ndarray) -> np.ndarray:
         targets = np.take_along_axis(table, env.bars, axis=1)
-        return target_to_action(targets, position)
+        return target_to_action(targets, position, env.config.actions)
 
     return act

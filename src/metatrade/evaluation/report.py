@@ -249,6 +249,7 @@ def backtest_and_report(
     stress_bps: float = 2.0,
     benchmark: bool = True,
     echo: bool = False,
+    sample_seed: int | None = None,
 ) -> dict[str, Any]:
     """Backtest at default and stressed costs; write the report, trades CSV, equity PNG.
 
@@ -261,6 +262,7 @@ def backtest_and_report(
         split: time split to backtest (default: the env's split, or "test" for TaskArrays).
         benchmark: also draw buy-and-hold's equity in the plot.
         echo: print the report.
+        sample_seed: draw the policy's actions with this seed instead of taking its mode.
 
     Returns:
         {"report": str, "metrics": {column: metrics}, "files": {kind: path},
@@ -268,7 +270,13 @@ def backtest_and_report(
     """
     arrays, split, cfg = _resolve(env_or_task, split, config)
     results = run_backtest_pair(
-        policy_or_agent, arrays, split=split, config=cfg, name=name, stress_bps=stress_bps
+        policy_or_agent,
+        arrays,
+        split=split,
+        config=cfg,
+        name=name,
+        stress_bps=stress_bps,
+        sample_seed=sample_seed,
     )
     default = next(iter(results.values()))
     title = f"Policy: {default.name} | Task: {default.task} | Split: {split}"

@@ -5,21 +5,29 @@ only the feature window and its position s in (short, flat, long). So the distri
 of the position at decision bar t follows a Markov chain over three states,
 
     q[t+1] = q[t] M[t] S[t],   M[t][s, s'] = sum of pi(a | window_t, s) over the actions a
-                               that take s to s' (invalid orders act as HOLD, a reversal
-                               takes two bars), S[t] = square-off at a session's last bar,
+                               that take s to s' (the action space's table in
+                               ``metatrade.market.rules``: with the five orders invalid ones
+                               act as HOLD and a reversal takes two bars; with target
+                               positions M[s, s'] = pi(s' | window_t, s)),
+                               S[t] = square-off at a session's last bar,
 
 and the expected P&L of a window (fraction of the initial capital, costs included) is
 
     E[R] = sum_t sum_{s, s'} q[t][s] M[t][s, s'] r[t](s, s'),
-    r[t](s, s') = s * gap[t] + s' * bar[t] - cost of the order s -> s' - square-off cost,
+    r[t](s, s') = s * gap[t] + s' * bar[t] - charge of s -> s' - square-off charge of s',
 
-with the ledger's rules (``BacktestingEngine``): an order on bar t fills at open[t+1]
-(slippage against the trader), pays ``entry_fee`` / ``exit_fee`` plus ``prop`` times the
-fill notional; the account is marked at close[t+1]. No sampling: zero Monte Carlo variance,
-O(N x 9) beyond the policy forwards, differentiable twice (torch.func.grad of grad), so the
-MAML meta-gradient through an inner step on it is exact. Moody and Saffell (2001, direct
-reinforcement) and Lim, Zohren and Roberts (2019, deep momentum networks) differentiate the
-P&L of deterministic positions; this is the expectation for the five-action stochastic policy.
+with the ledger's rules and cost functions (``metatrade.market.rules.transition_charges`` and
+``exit_charge``, the ones ``BacktestingEngine`` and the envs use): an order on bar t fills at
+open[t+1] (slippage against the trader), pays its fee plus the proportional cost of the fill
+notional (a reversal pays the close and the open); the account is marked at close[t+1]. A
+position still open at the window's last close is closed there, paying the exit, as every
+evaluation ledger does (``windows.squared`` is 1 on that bar). No sampling: zero Monte Carlo
+variance, O(N x 9) beyond the policy forwards, differentiable twice (torch.func.grad of
+grad), so the MAML meta-gradient through an inner step on it is exact. Moody and Saffell
+(2001, direct reinforcement) and Lim, Zohren and Roberts (2019, deep momentum networks)
+differentiate the P&L of deterministic positions; this is the expectation for a stochastic
+policy over either action space (taken from the policy's Categorical size: 5 orders or 3
+target positions).
 
 The chain is evaluated in log depth (a Hillis-Steele scan of 3x3 matrix products), not by a
 Python loop over bars. An optional variance term uses the same scan on the 9x9 block matrix
@@ -40,30 +48,14 @@ import torch
 from torch import Tensor
 
 from metatrade.exact.windows import PnlWindows
-from metatrade.market.actions import NUM_ACTIONS, Action
+from metatrade.market import rules
+from metatrade.market.rules import RULES
 
 POSITIONS = (-1, 0, 1)
 """state index 0, 1, 2 = short, flat, long (the observation's position entry)"""
 _FLAT = 1
-
-
-def _next_position_table() -> Tensor:
-    """G[s, a, s'] = 1 if action a taken in position s leads to s' (the ledger's validity)."""
-    g = torch.zeros(3, NUM_ACTIONS, 3, dtype=torch.float64)
-    for s, pos in enumerate(POSITIONS):
-        for a in Action:
-            nxt = pos
-            if a == Action.BUY_LONG and pos == 0:
-                nxt = 1
-            elif a == Action.SELL_SHORT and pos == 0:
-                nxt = -1
-            elif (a == Action.CLOSE_LONG and pos == 1) or (a == Action.CLOSE_SHORT and pos == -1):
-                nxt = 0
-            g[s, int(a), POSITIONS.index(nxt)] = 1.0
-    return g
-
-
-NEXT_POSITION = _next_position_table()
+TRANSITION_TABLES = {r.num_actions: torch.from_numpy(r.transition_table()) for r in RULES.values()}
+"""Categorical size -> G[s, a, s'] = 1 where action a takes position s to s' (the rules')"""
 
 
 def _as_windows(windows: PnlWindows | Mapping[str, Tensor]) -> PnlWindows:
@@ -71,15 +63,17 @@ def _as_windows(windows: PnlWindows | Mapping[str, Tensor]) -> PnlWindows:
 
 
 def action_probs(policy, params: Mapping[str, Tensor], windows: PnlWindows) -> Tensor:
-    """pi(a | window_t, s) for every decision bar and position, [..., N, 3, 5].
+    """pi(a | window_t, s) for every decision bar and position, [..., N, 3, A] (A = 5 orders
+    or 3 target positions).
 
     Calls ``policy.logits_by_position`` (``metatrade.agents.policies``): the first layer of the
     MLP runs once per bar, not once per position.
     """
     dist = getattr(policy, "distribution", None)
-    if getattr(dist, "n", None) != NUM_ACTIONS:
+    if getattr(dist, "n", None) not in TRANSITION_TABLES:
         raise ValueError(
-            f"policy distribution {dist!r}: the exact objective needs Categorical({NUM_ACTIONS})"
+            f"policy distribution {dist!r}: the exact objective needs a Categorical over an "
+            f"action space of metatrade.market.rules (sizes {sorted(TRANSITION_TABLES)})"
         )
     feats = windows.features
     accounts = torch.tensor(POSITIONS, dtype=feats.dtype, device=feats.device).unsqueeze(
@@ -90,38 +84,37 @@ def action_probs(policy, params: Mapping[str, Tensor], windows: PnlWindows) -> T
 
 def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     """(r [..., N, 3, 3], square-off mask [..., N]): r[t][s, s'] is the P&L (fraction of C0)
-    of holding s through the gap and s' through bar t+1, net of the order s -> s' and of a
-    square-off of s' at the close of bar t+1."""
+    of holding s through the gap and s' through bar t+1, net of the charges of the orders
+    s -> s' (``rules.transition_charges``: a reversal pays both legs) and of a square-off or
+    the final exit of s' at the close of bar t+1 (``rules.exit_charge``), each order at its
+    side's own rate too (``buy_rate`` / ``sell_rate``: a long entry and a short's exit buy;
+    a short entry, a long's exit and a long's square-off sell). A window trades one unit of
+    notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
     w = windows
-    fee_in, fee_out = w.entry_fee.unsqueeze(-1), w.exit_fee.unsqueeze(-1)
-    prop, slip = w.prop.unsqueeze(-1), w.slip.unsqueeze(-1)
-    # The rate of a buy / sell order: every order's plus the side's own (stamp duty, STT).
-    prop_buy = prop + w.buy_rate.unsqueeze(-1)
-    prop_sell = prop + w.sell_rate.unsqueeze(-1)
-    # Fill notional * (prop + slippage): buys fill at open * (1 + slip), sells at (1 - slip).
-    buy = w.notional * ((1.0 + slip) * prop_buy + slip)
-    sell = w.notional * ((1.0 - slip) * prop_sell + slip)
-    entry = {-1: fee_in + sell, 1: fee_in + buy}
-    exit_ = {-1: fee_out + buy, 1: fee_out + sell}
-    sq = {-1: w.squared * fee_out + w.square * ((1.0 + slip) * prop_buy + slip), 0: 0.0}
-    sq[1] = w.squared * fee_out + w.square * ((1.0 - slip) * prop_sell + slip)
-    zero = torch.zeros_like(w.gap)
+    fees = {"entry_fee": w.entry_fee.unsqueeze(-1), "exit_fee": w.exit_fee.unsqueeze(-1)}
+    rates = {"proportional_rate": w.prop.unsqueeze(-1), "slippage_rate": w.slip.unsqueeze(-1)}
+    # side-only rates (stamp duty on a buy, STT on a sell): each leg pays its own side's
+    rates |= {"buy_rate": w.buy_rate.unsqueeze(-1), "sell_rate": w.sell_rate.unsqueeze(-1)}
+    orders = rules.transition_charges(w.notional, quantity=1.0, **fees, **rates)
+    exit_fee = w.squared * fees["exit_fee"]
+    square = {
+        s: rules.exit_charge(w.square, side=s, quantity=1.0, fee=exit_fee, **rates) for s in (-1, 1)
+    }
     rows = []
     for s in POSITIONS:
         row = []
         for s2 in POSITIONS:
-            if s != 0 and s2 == -s:  # a reversal takes two bars: never in one transition
-                row.append(zero)
-                continue
-            cost = entry[s2] if s == 0 and s2 != 0 else exit_[s] if s != 0 and s2 == 0 else 0.0
-            row.append(s * w.gap + s2 * w.bar - cost - sq[s2])
+            held = s * w.gap + s2 * w.bar - orders[(s, s2)]
+            row.append(held - square[s2] if s2 != 0 else held)
         rows.append(torch.stack(row, dim=-1))
     return torch.stack(rows, dim=-2), w.squared
 
 
 def transitions(probs: Tensor) -> Tensor:
-    """M[..., t, s, s'] = sum of pi(a | t, s) over the actions a taking s to s'."""
-    return torch.einsum("...sa,sat->...st", probs, NEXT_POSITION.to(probs))
+    """M[..., t, s, s'] = sum of pi(a | t, s) over the actions a taking s to s' (the rules'
+    table of the action space with probs.shape[-1] actions)."""
+    table = TRANSITION_TABLES[probs.shape[-1]].to(probs)
+    return torch.einsum("...sa,sat->...st", probs, table)
 
 
 def _square_off(m: Tensor, squared: Tensor) -> Tensor:
@@ -146,7 +139,7 @@ def prefix_products(m: Tensor) -> Tensor:
 def recursion_from_probs(
     probs: Tensor, windows: PnlWindows | Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """The recursion for given action probabilities ``probs`` [..., N, 3, 5] (position
+    """The recursion for given action probabilities ``probs`` [..., N, 3, A] (position
     index 0, 1, 2 = short, flat, long): ``transitions`` M, ``rewards`` r, ``kernel`` K = M S
     [..., N, 3, 3], ``occupancy`` q [..., N, 3] (position before each decision, from flat)
     and ``expected_reward`` [..., N] (the expected P&L of each step, fraction of C0)."""
@@ -172,7 +165,7 @@ def recursion_from_probs(
 def position_recursion(
     policy, params: Mapping[str, Tensor], windows: PnlWindows | Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """``recursion_from_probs`` of the policy's probabilities (``probs`` [..., N, 3, 5]
+    """``recursion_from_probs`` of the policy's probabilities (``probs`` [..., N, 3, A]
     included in the result): every quantity of the recursion, for tests and diagnostics."""
     w = _as_windows(windows)
     return recursion_from_probs(action_probs(policy, params, w), w)

@@ -9,8 +9,11 @@ initial capital C0 (a long position; a short earns the negative):
 * ``gap[t]`` = Q_w (open[t+1] - close[t]) / C0, held by the position before the order;
 * ``bar[t]`` = Q_w (close[t+1] - open[t+1]) / C0, held by the position after the order;
 * ``notional[t]`` = Q_w open[t+1] / C0 (proportional costs and slippage of an order);
-* ``square[t]`` / ``squared[t]``: Q_w close[t+1] / C0 and 1.0 where ``square_off`` closes
-  the position at that close (``session_end[t+1]``), else 0.
+* ``square[t]`` / ``squared[t]``: Q_w close[t+1] / C0 and 1.0 where the position is closed
+  at that close, else 0: at a session's last bar (``session_end[t+1]``) with ``square_off``,
+  and always at the window's last bar, the final exit every evaluation ledger pays
+  (``LiquidatingEnv``, ``run_backtest``, the walk-forward ledger), so the objective scores
+  what is traded.
 
 Quantity, the ONE approximation against the ledger: Q_w is what ``config.sizer`` buys with
 the initial capital at the close of the window's first bar (whole lots); the ledger sizes
@@ -159,6 +162,7 @@ def _task_windows(
     scale = window_quantity(arrays, starts, config)[:, None] / config.initial_capital
     gap, bar, notional, square = scale * (o1 - c0), scale * (c1 - o1), scale * o1, scale * c1
     squared = (arrays.session_end[t + 1] & config.squares_off(arrays)).astype(np.float64)
+    squared[:, -1] = 1.0  # the final exit at the window's last close
     rows = (starts - config.lookback + 1)[:, None] + np.arange(n_bars + config.lookback - 1)
     per_window = np.ones(len(starts))
     cap = config.initial_capital
@@ -191,9 +195,9 @@ def build_windows(
 ) -> PnlWindows:
     """Windows of ``window_bars`` decisions starting on ``starts`` [T, W] (rows of each task).
 
-    ``config`` supplies what the ledger would use: lookback, costs per instrument, initial
-    capital, sizer (see the module docstring), ``square_off`` and the ``split`` whose rows
-    the windows must trade in (lookback rows may precede it).
+    ``config`` supplies what the ledger would use: lookback, feature columns, costs per
+    instrument, initial capital, sizer (see the module docstring), ``square_off`` and the
+    ``split`` whose rows the windows must trade in (lookback rows may precede it).
     """
     starts = np.asarray(starts, dtype=np.int64)
     if starts.ndim != 2 or starts.shape[0] != len(arrays_list):
@@ -202,6 +206,7 @@ def build_windows(
         )
     if window_bars < 1:
         raise ValueError(f"window_bars={window_bars}: use >= 1")
+    arrays_list = [a.select_features(config.features) for a in arrays_list]
     if len({a.num_features for a in arrays_list}) != 1:
         raise ValueError("all tasks need the same feature width F")
     per_task = []

@@ -9,6 +9,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.market.config import validate_arrays
+
+
+def feature_width(task_arrays_list: Sequence[TaskArrays], episodes_per_task: int) -> int:
+    """The tasks' shared feature width F, after checking the constructor's inputs (the
+    arrays' features already selected by the config)."""
+    if not task_arrays_list:
+        raise ValueError("BatchTradingEnv needs at least one TaskArrays")
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
+    widths = {ta.num_features for ta in task_arrays_list}
+    if len(widths) != 1:
+        detail = {str(ta.task): ta.num_features for ta in task_arrays_list}
+        raise ValueError(f"all tasks need the same feature width F; got {detail}")
+    for ta in task_arrays_list:
+        validate_arrays(ta)
+    return widths.pop()
 
 
 @dataclass(frozen=True)

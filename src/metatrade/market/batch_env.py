@@ -21,36 +21,9 @@ import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.market import rules
-from metatrade.market.actions import NUM_ACTIONS
-from metatrade.market.bars import concatenate_bars
-from metatrade.market.config import (
-    TradingEnvConfig,
-    episode_bounds,
-    validate_arrays,
-)
+from metatrade.market.bars import concatenate_bars, feature_width
+from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.market.costs import lots_by_row
-from metatrade.market.rules import ORDER, Order
-
-# The rules' table, flattened: index action * 3 + position + 1 (one gather per step).
-_CODE_BASE = np.arange(NUM_ACTIONS, dtype=np.int64) * 3 + 1
-_WANT_OPEN = (ORDER == Order.OPEN).ravel()
-_WANT_CLOSE = (ORDER == Order.CLOSE).ravel()
-_INVALID = (ORDER == Order.INVALID).ravel()
-
-
-def _feature_width(task_arrays_list: Sequence[TaskArrays], episodes_per_task: int) -> int:
-    """The tasks' shared feature width F, after checking the constructor's inputs."""
-    if not task_arrays_list:
-        raise ValueError("BatchTradingEnv needs at least one TaskArrays")
-    if episodes_per_task < 1:
-        raise ValueError(f"episodes_per_task={episodes_per_task}: use >= 1")
-    widths = {ta.num_features for ta in task_arrays_list}
-    if len(widths) != 1:
-        detail = {str(ta.task): ta.num_features for ta in task_arrays_list}
-        raise ValueError(f"all tasks need the same feature width F; got {detail}")
-    for ta in task_arrays_list:
-        validate_arrays(ta)
-    return widths.pop()
 
 
 class BatchTradingEnv:
@@ -81,8 +54,9 @@ class BatchTradingEnv:
         seed: int | None = None,
         **overrides: Any,
     ) -> None:
-        n_feat = _feature_width(task_arrays_list, episodes_per_task)
         cfg = (config or TradingEnvConfig()).with_overrides(**overrides)
+        task_arrays_list = [ta.select_features(cfg.features) for ta in task_arrays_list]
+        n_feat = feature_width(task_arrays_list, episodes_per_task)
         self.config = cfg
         self.task_arrays = list(task_arrays_list)
         self.num_tasks = len(self.task_arrays)
@@ -109,7 +83,9 @@ class BatchTradingEnv:
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
-        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self.rules = rules.action_rules(cfg.actions)
+        self._table = self.rules.flat  # one gather per step instead of a dozen ops
+        self.action_space = gym.spaces.Discrete(self.rules.num_actions)
 
         self._rng = np.random.default_rng(seed)
         self._init_slots(n_slots)
@@ -122,11 +98,7 @@ class BatchTradingEnv:
         self._pos = np.zeros(n_slots, dtype=np.int64)  # -1 short, 0 flat, +1 long
         self._qty, self._entry, self._entry_cost = z.copy(), z.copy(), z.copy()
         self._held = np.zeros(n_slots, dtype=np.int64)
-        self._cash, self._equity, self._peak = (
-            z + self._capital,
-            z + self._capital,
-            z + self._capital,
-        )
+        self._cash, self._equity, self._peak = (z + self._capital for _ in range(3))
 
     def _slot_bounds(self, offsets: np.ndarray, slot: np.ndarray) -> None:
         """Per slot: its task's offset and first / last start bar and stop (global rows)."""
@@ -187,16 +159,18 @@ class BatchTradingEnv:
         t = self._t + 1
         o = self._open[t]
         # Validity by table lookup on (action, position): one gather instead of a dozen ops.
-        code = _CODE_BASE[a] + self._pos
-        closed = _WANT_CLOSE[code]
-        invalid = _INVALID[code]
-        order_cost, unfilled = self._enter(a, _WANT_OPEN[code], o, t)
-        invalid |= unfilled
+        tab = self._table
+        code = tab.code_base[a] + self._pos
+        closed = tab.want_close[code]
+        invalid = tab.invalid[code]
 
-        # Agent closes (engine._close) at the next open.
+        # Agent closes (engine._close) at the next open, then entries (a reversal: both).
         trade = self._close_positions(closed, o)
-        order_cost += trade.pop("cost") * closed
+        order_cost = trade.pop("cost") * closed
         agent_win = closed & (trade["trade_pnl"] > 0.0)
+        entry_cost, unfilled = self._enter(tab.entry_side[code], tab.want_open[code], o, t)
+        order_cost += entry_cost
+        invalid |= unfilled
         squared = self._square_off(t, trade, order_cost)
         closed = closed | squared if self.config.square_off else closed
 
@@ -237,32 +211,26 @@ class BatchTradingEnv:
         a = np.asarray(actions).reshape(-1)
         if a.shape != self._t.shape:
             raise ValueError(f"actions shape {np.shape(actions)}: expected {self._shape}")
-        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= NUM_ACTIONS:
-            raise ValueError(f"actions must be integers in [0, {NUM_ACTIONS}); got {a.dtype} {a}")
+        n = self.rules.num_actions
+        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= n:
+            raise ValueError(f"actions must be integers in [0, {n}); got {a.dtype} {a}")
         return a
 
     def _enter(
-        self, a: np.ndarray, want_open: np.ndarray, o: np.ndarray, t: np.ndarray
+        self, side: np.ndarray, want_open: np.ndarray, o: np.ndarray, t: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Entries (engine._open): fill at the next open ``o`` of bars ``t``, size on cash
-        (= equity when flat). Returns each slot's entry cost and where an entry was refused
-        (too small)."""
-        side = rules.ENTRY_SIDE[a]
+        """Entries (engine._open) on ``side`` where ``want_open`` (every such slot is flat by
+        now): fill at the next open ``o`` of bars ``t``, size on cash (= equity when flat).
+        Returns each slot's entry cost and where an entry was refused (too small)."""
         fill_in = rules.entry_fill(o, side, self._slip)
-        side_rate, rate = 0.0, self._prop
+        rate = self._prop  # plus the side's own rate: order_cost(prop, side_rate)'s bits
         if self._side_costs:
-            side_rate = rules.order_side_rate(side, buy_rate=self._buy, sell_rate=self._sell)
-            rate = self._prop + side_rate
+            rate = rate + rules.order_side_rate(side, buy_rate=self._buy, sell_rate=self._sell)
         lot = self._lot if self._lot_rows is None else self._lot_rows[t]
         units = self.config.sizer.units_array(self._cash, fill_in, self._entry_fee, rate, lot)
         opened = want_open & (units >= lot)
-        cost_in = rules.order_cost(
-            fee=self._entry_fee,
-            fill=fill_in,
-            quantity=units,
-            proportional_rate=self._prop,
-            side_rate=side_rate,
-        )
+        fee = self._entry_fee
+        cost_in = rules.order_cost(fee=fee, fill=fill_in, quantity=units, proportional_rate=rate)
         # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
         # where an entry fills and leaves every other slot unchanged (x is always finite);
         # cheaper than masked copies. bars held is already 0 when flat.

@@ -19,6 +19,8 @@ ACCOUNT_DIM = 4  # position, unrealised P&L / capital, equity / capital - 1, bar
 ACCOUNT_NAMES = ("position", "unrealised_pnl_frac", "equity_return", "bars_held_scaled")
 OBSERVATIONS = ("full", "position")
 """``TradingEnvConfig.observation``: the 4 account entries, or the position only."""
+ACTION_SPACES = ("orders", "target")
+"""``TradingEnvConfig.actions``: the five orders, or the next position (``market.rules``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class TradingEnvConfig:
     """account part of the observation: "full" (the 4 ACCOUNT_NAMES) or "position" (the
     position -1/0/+1 only: no path dependence, so ``metatrade.exact`` can compute the
     expected P&L of the same policy by a recursion over positions)"""
+    actions: str = "orders"
+    """action space (``metatrade.market.rules``): "orders" (Discrete(5): BUY_LONG, SELL_SHORT,
+    CLOSE_LONG, CLOSE_SHORT, HOLD; a reversal takes two bars) or "target" (Discrete(3): the
+    next position short, flat, long; a reversal in one bar, both legs costed)"""
+    features: tuple[str, ...] | None = None
+    """feature columns the observation window holds, by name (``TaskArrays.select_features``);
+    None = the task arrays' columns as given (a DataLoader's: ``FEATURE_NAMES``)"""
 
     def __post_init__(self) -> None:
         if self.lookback < 1:
@@ -87,6 +96,17 @@ class TradingEnvConfig:
             raise ValueError(
                 f"TradingEnvConfig.observation={self.observation!r}: use one of {OBSERVATIONS}"
             )
+        if self.actions not in ACTION_SPACES:
+            raise ValueError(
+                f"TradingEnvConfig.actions={self.actions!r}: use one of {ACTION_SPACES}"
+            )
+        if self.features is not None:
+            names = tuple(self.features)
+            if not names or len(set(names)) != len(names):
+                raise ValueError(
+                    f"TradingEnvConfig.features={names!r}: name each feature once, at least one"
+                )
+            object.__setattr__(self, "features", names)
 
     @property
     def account_names(self) -> tuple[str, ...]:

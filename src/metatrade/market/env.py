@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
-from metatrade.market.actions import NUM_ACTIONS, Action
+from metatrade.market.actions import Action
 from metatrade.market.config import (
     TradingEnvConfig,
     episode_bounds,
@@ -17,7 +17,7 @@ from metatrade.market.config import (
     validate_arrays,
 )
 from metatrade.market.engine import BacktestingEngine
-from metatrade.market.rules import ORDER_ROWS, Order
+from metatrade.market.rules import Order, action_rules
 
 _CLOSE_LONG = int(Action.CLOSE_LONG)
 _CLOSE_SHORT = int(Action.CLOSE_SHORT)
@@ -47,12 +47,21 @@ class TradingEnv(gym.Env):
     :class:`~metatrade.market.engine.BacktestingEngine` (see its accounting convention).
 
     ## Action Space
-    ``Discrete(5)``: 0 BUY_LONG, 1 SELL_SHORT, 2 CLOSE_LONG, 3 CLOSE_SHORT, 4 HOLD.
-    Entries are sized by ``config.sizer`` (default: all equity, whole lots). Invalid orders
-    (close with nothing or the other side open, open while any position is open, an
-    entry that cannot afford one lot) are not executed: the step acts as HOLD,
-    ``info["invalid_action"]`` is True and the optional invalid-action penalty applies.
-    To reverse, close, then open on the next step.
+    ``config.actions`` picks one of two (the tables are :mod:`metatrade.market.rules`):
+
+    * ``"orders"`` (default): ``Discrete(5)``: 0 BUY_LONG, 1 SELL_SHORT, 2 CLOSE_LONG,
+      3 CLOSE_SHORT, 4 HOLD. Invalid orders (close with nothing or the other side open,
+      open while any position is open) are not executed: the step acts as HOLD,
+      ``info["invalid_action"]`` is True and the optional invalid-action penalty applies.
+      To reverse, close, then open on the next step.
+    * ``"target"``: ``Discrete(3)``: the position wanted after the order, 0 short, 1 flat,
+      2 long. Every action is valid; a reversal happens in one bar as two orders at
+      ``open[t + 1]``: the close of the old position, then the open of the new one, each
+      paying its own fee, proportional cost and slippage.
+
+    Entries are sized by ``config.sizer`` (default: all equity, whole lots); an entry that
+    cannot afford one lot is rejected like an invalid order (after a reversal's close the
+    position is then flat).
 
     ## Observation Space
     ``Box(-inf, inf, (L*F + A,), float32)``: the feature rows of bars ``t-L+1 .. t``
@@ -97,7 +106,8 @@ class TradingEnv(gym.Env):
     "metatrade/Trading-v0")`` works with no arguments.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version (``actions`` and ``features`` options added later; defaults
+      unchanged).
     """
 
     metadata = {"render_modes": []}
@@ -113,8 +123,9 @@ class TradingEnv(gym.Env):
             from metatrade.data.loader import DataLoader
 
             task_arrays = DataLoader().get_task_arrays(*DEFAULT_TASK)
-        validate_arrays(task_arrays)
         self.config = (config or TradingEnvConfig()).with_overrides(**overrides)
+        task_arrays = task_arrays.select_features(self.config.features)
+        validate_arrays(task_arrays)
         self.task_arrays = task_arrays
         self.render_mode = render_mode
         cfg = self.config
@@ -136,7 +147,10 @@ class TradingEnv(gym.Env):
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
-        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self.rules = action_rules(cfg.actions)
+        self._order_rows, self._legs = self.rules.rows, self.rules.legs
+        self._num_actions = self.rules.num_actions
+        self.action_space = gym.spaces.Discrete(self._num_actions)
 
         # Plain Python lists and a flat float32 array: scalar indexing stays cheap in step().
         self._flat = np.ascontiguousarray(task_arrays.features, dtype=np.float32).ravel()
@@ -186,22 +200,29 @@ class TradingEnv(gym.Env):
         t = self._t + 1
         eng = self.engine
         ts = self._ts[t]
-        if not 0 <= a < NUM_ACTIONS:
-            raise ValueError(f"action {action!r}: use an integer in [0, {NUM_ACTIONS})")
+        if not 0 <= a < self._num_actions:
+            raise ValueError(f"action {action!r}: use an integer in [0, {self._num_actions})")
         # The agent's order, inline: this is the hot path (a helper call here costs ~5%).
         invalid = False
         order_cost = 0.0
         agent_trade = trade = None
-        order = ORDER_ROWS[a][eng.position + 1]
+        order = self._order_rows[a][eng.position + 1]
         if order == _HOLD_ORDER:
             pass
         elif order == _INVALID_ORDER:
             invalid = True  # the engine's rules, without building a rejected TradeResult
         else:
-            res = eng.execute_trade(a, self._open[t], None, ts)
+            legs = self._legs[a][eng.position + 1]
+            res = eng.execute_trade(legs[0], self._open[t], None, ts)
             if res.accepted:
                 order_cost = res.cost
                 agent_trade = trade = res.trade
+                if len(legs) > 1:  # a reversal: the close filled, now the open
+                    res = eng.execute_trade(legs[1], self._open[t], None, ts)
+                    if res.accepted:
+                        order_cost = order_cost + res.cost
+                    else:
+                        invalid = True
             else:
                 invalid = True
         squared_off = False

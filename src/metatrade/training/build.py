@@ -8,7 +8,7 @@ task families, policies, ``MetaConfig``, ``PPOConfig`` and learners, so the CLI,
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from metatrade.training.checkpoint import RNGStreams
 from metatrade.training.config import ConfigError, RunConfig
 from metatrade.training.task_sets import (
     TaskSubset,
+    check_episodes_fit,
     make_loader,
     synthetic_dir,
     task_pool,
@@ -54,6 +55,8 @@ def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
         "sizer": FixedFractionSizer(fraction=e.position_fraction),
         "observation": e.observation,
         "reward": RewardShaping(**e.shaping.model_dump()),
+        "actions": e.actions,
+        "features": None if e.features is None else tuple(e.features),
     }
     values.update(overrides)
     return TradingEnvConfig(**values)
@@ -79,6 +82,7 @@ def make_family(
             "data: no meta-training tasks left after data.tasks and data.heldout; "
             "hold out fewer tasks or list more in data.tasks"
         )
+    check_episodes_fit(cfg, loader, task_pool(cfg, loader, "train"))
     return TradingTaskFamily(source, make_env_config(cfg), period=period, objective=cfg.objective)
 
 
@@ -131,6 +135,13 @@ def make_learner(
     from metatrade.meta.learner import MetaLearner
 
     return MetaLearner(policy, family, make_meta_config(cfg))
+
+
+def rebuild_learner(cfg: RunConfig, old: MetaLearner, family: TaskFamily) -> MetaLearner:
+    """``old`` (theta, iteration, optimizer moments kept) under ``cfg``'s ``meta`` settings
+    and over ``family`` (``MetaLearner.with_config``): a MAMLAgent trained on by a run."""
+    old.family = family
+    return old.with_config(replace(make_meta_config(cfg), seed=old.config.seed))
 
 
 def make_ppo_config(cfg: RunConfig, seed: int | None = None) -> PPOConfig:
@@ -188,15 +199,6 @@ def load_inner_lrs(state: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     return None if lrs is None else {k: v.detach().clone() for k, v in lrs.items()}
 
 
-def eval_family(cfg: RunConfig, loader: DataLoader, tasks: list[TaskId]) -> TaskFamily:
-    """A family over the evaluation tasks alone (their adaptation window, the train split),
-    so evaluating needs no meta-training task in the folder."""
-    from metatrade.market.family import TradingTaskFamily
-
-    subset = TaskSubset(loader, tasks, tasks)
-    return TradingTaskFamily(subset, make_env_config(cfg), objective=cfg.objective)
-
-
 # ---- meta-test ----------------------------------------------------------------------------
 def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None) -> ProtocolConfig:
     """``ProtocolConfig`` from the ``evaluation``, ``meta`` and ``env`` sections.
@@ -222,11 +224,29 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         adaptation=make_meta_config(cfg),
         objective=cfg.objective,
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
+        classical=classical_rows(cfg),
+        classical_settings=make_classical_config(cfg),
         bootstrap_samples=ev.bootstrap_samples,
         seed=cfg.run.seed,
         env=make_env_config(cfg),
         oracle=oracle,
+        deterministic_test=ev.actions == "mode",
     )
+
+
+def classical_rows(cfg: RunConfig) -> tuple[str, ...]:
+    """The classical rows ``evaluation.baselines`` asks for, in table order."""
+    from metatrade.evaluation.baselines import CLASSICAL
+
+    return tuple(b for b in CLASSICAL if b in cfg.evaluation.baselines)
+
+
+def make_classical_config(cfg: RunConfig) -> Any:
+    """``evaluation.classical`` as the evaluation layer's ``ClassicalConfig``."""
+    from metatrade.evaluation.baselines import ClassicalConfig
+
+    c = cfg.evaluation.classical
+    return ClassicalConfig(ar_order=c.ar_order, horizons=tuple(c.horizons), buckets=c.buckets)
 
 
 def check_ppo_fits(

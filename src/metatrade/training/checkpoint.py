@@ -16,14 +16,19 @@ uninterrupted run and end with the same parameters.
 Each kind of run owns its files: meta-training writes ``config.yaml``, ``logs/`` and
 ``checkpoints/`` at the top of the run directory; PPO training writes the same layout under
 ``<run_dir>/ppo/`` (where ``evaluate`` finds the baseline). ``claim_run_dir`` refuses to
-start a fresh run over a directory that already holds one of its kind unless asked to.
+start a fresh run over a directory that already holds one of its kind unless asked to, and
+then moves the replaced run aside whole (``training.artefacts``). Every checkpoint carries
+the run's id (``run_id``), so no command mixes artefacts of two runs.
+
+Saving is guarded: a Ctrl-C during a write is held until the file is in place (``saving,
+please wait``), and a failed write (a full disk) is one ``CheckpointWriteError`` line that
+says the previous checkpoint is intact; the temporary file is removed.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +36,27 @@ import numpy as np
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from metatrade.io import LOCK_NAME, RunDirError
+from metatrade.errors import UserError
+from metatrade.io import RunDirError, interrupts_deferred
+from metatrade.training.artefacts import (
+    CHECKPOINT_DIR,
+    PPO_AGENT,
+    PPO_DIR,
+    RESULT_DIRS,
+    RUN_ENTRIES,
+    find_artefact,
+    read_run_id,
+    replace_run,
+    resolve_checkpoint,
+    run_id_for,
+)
 from metatrade.training.config import ConfigError, RunConfig, validate_config
 
-CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
-PPO_DIR = "ppo"  # a PPO run's own sub-directory of the run directory
-# What a fresh run of each kind replaces with overwrite=True: its own files and, for the
-# meta-policy, the results derived from it (evaluations, reports, adapted parameters).
-_OWNED = {
-    "MetaTrainer": ("config.yaml", "logs", CHECKPOINT_DIR, "eval", "reports", "adapted"),
-    "PPOTrainer": ("config.yaml", "logs", CHECKPOINT_DIR),
-}
+# What a fresh run of each kind moves aside with overwrite=True: meta-training, the whole run
+# (its baselines and results were made for the run it replaces); PPO, the baseline and the
+# results that compared against it.
+_REPLACED = {"MetaTrainer": RUN_ENTRIES, "PPOTrainer": (PPO_DIR, *RESULT_DIRS)}
 
 
 class RNGStreams:
@@ -83,11 +97,44 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(self.message)
 
 
+class TrainingDiverged(UserError):
+    """An update made parameters non-finite (inf / nan): the run stops at that iteration and
+    keeps its last good checkpoint (``iteration``, ``path``; None: nothing was saved)."""
+
+    def __init__(
+        self, what: str, *, iteration: int, names: list[str], saved: int, path: Path | None
+    ) -> None:
+        self.iteration, self.saved, self.path = iteration, saved, path
+        kept = "nothing was saved"
+        if path is not None:
+            kept = f"the last good checkpoint {path} (iteration {saved}) is kept"
+        super().__init__(
+            f"{what} iteration {iteration} made parameters non-finite (inf or nan in "
+            f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): the run stopped and "
+            f"{kept}; lower the learning rates (meta.lr, meta.inner_lr, ppo.learning_rate) or "
+            "check the data"
+        )
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
+
+
+def non_finite(params: Mapping[str, Any]) -> list[str]:
+    """Names of the tensors in ``params`` holding an inf or a nan (checked after updates;
+    one reduction, and one device sync, when all are finite)."""
+    finite = [torch.isfinite(v.detach()).all() for v in params.values()]
+    if not finite or bool(torch.stack(finite).all()):
+        return []
+    return [k for k, ok in zip(params, finite, strict=True) if not bool(ok)]
+
+
 class LoopCheckpoints:
     """A training loop's checkpoints: every ``interval`` iterations and at the end, plus in
-    memory a copy of the last completed iteration that ``interrupted`` writes on Ctrl-C, so
-    an interrupt loses at most the iteration in progress. ``path`` None: saves nothing.
-    ``extra`` goes into every checkpoint (meta-training: the exact training tasks)."""
+    memory a copy of the last completed iteration that ``interrupted`` (Ctrl-C) and
+    ``diverged`` (non-finite parameters) write, so a stop loses at most the iteration in
+    progress. ``path`` None: saves nothing. ``extra`` goes into every checkpoint
+    (meta-training: the exact training tasks); ``run_id`` names the run (``artefacts``)."""
 
     def __init__(
         self,
@@ -100,9 +147,10 @@ class LoopCheckpoints:
         total: int,
         start: int,
         extra: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.path, self.kind, self.cfg, self.rng = path, kind, cfg, rng
-        self.extra = extra
+        self.extra, self.run_id = extra, run_id
         self.interval, self.total, self.saved = interval, total, start
         self.pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
 
@@ -110,22 +158,59 @@ class LoopCheckpoints:
         """Iteration ``iteration`` finished; ``state()`` is the learner's state now."""
         if self.path is None:
             return
-        rng = self.rng.state_dict()
-        if iteration % self.interval == 0 or iteration == self.total:
-            self._write(iteration, state(), rng)
-        else:
-            self.pending = (iteration, copy.deepcopy(state()), copy.deepcopy(rng))
+        # a Ctrl-C meanwhile is held until the iteration is kept (on disk or in memory)
+        with interrupts_deferred("saving the checkpoint, please wait"):
+            rng = self.rng.state_dict()
+            if iteration % self.interval == 0 or iteration == self.total:
+                self._write(iteration, state(), rng)
+            else:
+                self.pending = (iteration, copy.deepcopy(state()), copy.deepcopy(rng))
 
     def _write(self, iteration: int, state: dict[str, Any], rng: dict[str, Any]) -> None:
         assert self.path is not None
-        save_run_checkpoint(self.path, self.kind, self.cfg, iteration, state, rng, extra=self.extra)
+        try:
+            save_run_checkpoint(
+                self.path,
+                self.kind,
+                self.cfg,
+                iteration,
+                state,
+                rng,
+                extra=self.extra,
+                run_id=self.run_id,
+            )
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as either
+            kept = f"iteration {self.saved}" if self.saved else "none yet"
+            raise CheckpointWriteError(
+                f"could not write checkpoint {self.path} for iteration {iteration} "
+                f"({_reason(exc)}); the previous checkpoint is intact ({kept}): free disk "
+                "space, then continue with --resume"
+            ) from None
         self.saved, self.pending = iteration, None
 
-    def interrupted(self, what: str) -> TrainingInterrupted:
+    def flush(self) -> None:
+        """Write the last completed iteration if it is only in memory; a Ctrl-C meanwhile
+        is dropped ("saving, please wait"): a second Ctrl-C must not cut the save short."""
         if self.pending is not None:
-            self._write(*self.pending)
+            with interrupts_deferred("saving the last completed iteration, please wait", False):
+                self._write(*self.pending)
+
+    def interrupted(self, what: str) -> TrainingInterrupted:
+        self.flush()
         path = self.path if self.saved > 0 else None
         return TrainingInterrupted(what, self.saved, self.total, path)
+
+    def diverged(self, what: str, iteration: int, names: list[str]) -> TrainingDiverged:
+        """Iteration ``iteration`` left non-finite ``names``: save the last good one."""
+        self.flush()
+        path = self.path if self.saved > 0 else None
+        return TrainingDiverged(what, iteration=iteration, names=names, saved=self.saved, path=path)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:
@@ -134,44 +219,32 @@ def checkpoint_path(run_dir: str | Path, iteration: int | None = None) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / name
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file from a file path or a run directory (its ``checkpoints/last.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        last = checkpoint_path(path)
-        if not last.is_file():
-            raise CheckpointError(
-                f"run directory {path} has no checkpoint ({CHECKPOINT_DIR}/{LAST}); "
-                "pass a checkpoint file or a run directory that finished an interval"
-            )
-        return last
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file or run directory")
-    return path
-
-
-def claim_run_dir(run_dir: str | Path, kind: str, *, overwrite: bool) -> None:
-    """Before a fresh (not resumed) run of ``kind`` writes ``run_dir``: refuse if it already
-    holds a checkpoint, or with ``overwrite`` delete that run's files first (see ``_OWNED``),
-    so no log or result of the old run mixes with the new one. Call it holding the lock."""
+def claim_run_dir(
+    run_dir: str | Path, kind: str, *, overwrite: bool
+) -> tuple[str | None, Path | None]:
+    """Before a fresh (not resumed) run of ``kind`` writes ``run_dir`` (the top run directory;
+    PPO writes under ``ppo/``): refuse if it already holds a checkpoint of that kind, or with
+    ``overwrite`` move the replaced run aside first (meta-training: the whole run; PPO: its
+    baseline and the results compared against it; ``artefacts.replace_run``), so nothing of
+    the old run mixes with the new one. Returns ``(run id, where the old run went)``. Call it
+    holding the lock."""
     run_dir = Path(run_dir)
-    existing = sorted((run_dir / CHECKPOINT_DIR).glob("*.pt"))
-    existing = [p for p in existing if p.name != "ppo.pt" or kind == "PPOTrainer"]
-    if not existing:
-        return
-    if not overwrite:
-        what = "meta-training" if kind == "MetaTrainer" else "PPO training"
-        raise RunDirError(
-            f"run directory {run_dir} already holds a {what} run ({existing[-1]}); continue it "
-            "with --resume, replace it with --overwrite, or choose another directory with --out "
-            "(Trainer: resume=<run dir>, overwrite=True)"
-        )
-    for name in _OWNED[kind]:
-        target = run_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists() and target.name != LOCK_NAME:
-            target.unlink()
+    own = run_dir / PPO_DIR if kind == "PPOTrainer" else run_dir
+    existing = [p for p in sorted((own / CHECKPOINT_DIR).glob("*.pt")) if p.name != "ppo.pt"]
+    moved = None
+    if existing:
+        if not overwrite:
+            what = "meta-training" if kind == "MetaTrainer" else "PPO training"
+            raise RunDirError(
+                f"run directory {run_dir} already holds a {what} run ({existing[-1]}); to "
+                "continue it pass --resume (Python: meta_train(resume=<run dir>) or "
+                "train(resume=...)); to start over pass --overwrite (Python: Trainer(..., "
+                f"overwrite=True)), which moves the old run to {run_dir}.replaced-<time>/; or "
+                "write elsewhere with --out (Python: run_dir=...)"
+            )
+        moved = replace_run(run_dir, _REPLACED[kind])
+    run_id = run_id_for(run_dir)
+    return run_id, moved
 
 
 def save_run_checkpoint(
@@ -182,14 +255,16 @@ def save_run_checkpoint(
     learner_state: dict[str, Any],
     rng: RNGStreams | dict[str, Any],
     extra: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> Path:
     """Atomically write a run checkpoint (see the module docstring for the layout); ``rng``
-    is the run's streams or a snapshot of their ``state_dict()``."""
+    is the run's streams or a snapshot of their ``state_dict()``; ``run_id`` the run's id."""
     state = {
         "iteration": int(iteration),
         "learner": learner_state,
         "rng": rng.state_dict() if isinstance(rng, RNGStreams) else rng,
         "extra": dict(extra or {}),
+        "run_id": run_id,
     }
     return save_checkpoint(path, kind, cfg.to_dict(), state)
 
@@ -212,6 +287,58 @@ def load_run_checkpoint(
             f"{exc} (the checkpoint was written by an incompatible version)"
         ) from None
     return cfg, state
+
+
+def check_run_id(path: str | Path, state: Mapping[str, Any], run_dir: Path | None) -> str | None:
+    """The run id of the checkpoint ``path`` being resumed (``state``), refused when its run
+    directory ``run_dir`` records another run (a checkpoint copied over from elsewhere)."""
+    run_id = state.get("run_id")
+    recorded = read_run_id(run_dir) if run_dir is not None else None
+    if run_id is not None and recorded is not None and run_id != recorded:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to run {run_id}, but {run_dir} holds run {recorded}; "
+            "resume a run from its own directory"
+        )
+    return run_id if run_id is not None else recorded
+
+
+# Config sections that must match between a checkpoint and the run resuming from it: every
+# one that changes the run's mathematics (the exact objective's ``objective`` included).
+RESUME_SECTIONS = {
+    "MetaTrainer": ("data", "env", "policy", "meta", "objective"),
+    "PPOTrainer": ("data", "env", "policy", "ppo"),
+}
+
+
+def restore_run(
+    resume: str | Path,
+    target: Any,
+    kind: str,
+    *,
+    config: RunConfig,
+    rng: RNGStreams,
+    run_dir: Path | None,
+) -> tuple[int, str | None]:
+    """Load checkpoint ``resume`` of ``kind`` into ``target`` (a MetaLearner, or a PPOAgent)
+    and ``rng``, after checking it is this run's (``check_same_run`` on ``RESUME_SECTIONS``,
+    ``check_run_id`` against ``run_dir``); returns ``(iteration, run id)``."""
+    ck_cfg, state = load_run_checkpoint(resume, kind)
+    check_same_run(resume, ours=config, theirs=ck_cfg, sections=RESUME_SECTIONS[kind])
+    run_id = check_run_id(resume, state, run_dir)
+    try:
+        if kind == "PPOTrainer":
+            target.load_training_state(state["learner"], resume)
+        else:
+            target.load_state_dict(state["learner"])
+    except CheckpointError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {resume}: the saved state does not fit this model "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    rng.load_state_dict(state["rng"])
+    return int(state["iteration"]), run_id
 
 
 # Budget keys may grow: a resumed run continues up to the new total.
@@ -239,9 +366,7 @@ def check_same_run(
         )
 
 
-def ppo_baseline_path(run_dir: str | Path) -> Path | None:
-    """The PPO baseline trained beside a meta-training run (``<run>/ppo/checkpoints/ppo.pt``,
-    or a PPO run's own ``checkpoints/ppo.pt``), or None when there is none."""
-    run_dir = Path(run_dir)
-    found = [run_dir / PPO_DIR / "checkpoints" / "ppo.pt", run_dir / "checkpoints" / "ppo.pt"]
-    return next((p for p in found if p.is_file()), None)
+def ppo_baseline_path(run_dir: str | Path, run_id: str | None = None) -> Path | None:
+    """The PPO baseline trained beside a meta-training run (``<run>/ppo/checkpoints/ppo.pt``),
+    checked to be of run ``run_id`` (``artefacts.find_artefact``), or None when there is none."""
+    return find_artefact(Path(run_dir), PPO_AGENT, run_id, "PPO baseline")

@@ -13,15 +13,11 @@ import torch
 
 from metatrade.training.build import (
     check_ppo_fits,
-    eval_family,
     load_ppo_agent,
     make_env_config,
-    make_meta_config,
     make_protocol_config,
 )
-from metatrade.training.checkpoint import ppo_baseline_path
 from metatrade.training.config import RunConfig
-from metatrade.training.pretrained import load_pretrained
 from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
 
 if TYPE_CHECKING:
@@ -30,51 +26,30 @@ if TYPE_CHECKING:
     from metatrade.agents.ppo import PPOAgent
     from metatrade.data.task_arrays import TaskId
     from metatrade.evaluation.protocol import EvaluationResult
-    from metatrade.meta.protocols import TaskFamily
 
 
 def adapt_params(
     cfg: RunConfig,
     policy: torch.nn.Module,
-    family: TaskFamily,
     tasks: list[TaskId],
+    arrays: list[Any],
     steps: int,
-    generator: torch.Generator,
-    params: dict[str, torch.Tensor] | None = None,
     inner_lrs: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Adapt to ``tasks`` with ``steps`` inner steps, each on fresh episodes of the family's
-    period (the paper's test protocol), with the run's learned Meta-SGD step sizes
-    ``inner_lrs`` when it has them. Returns per-task params [T, ...] and the mean episode
-    return after k = 0..steps steps (the last one measured on one more fresh batch). With
-    ``meta.estimator: exact``, every step is on the period's most recent windows and the
-    returned values are the exact objective (minus the loss) after each step."""
-    from metatrade.meta.adapt import adapt_on_batch, adapt_online
-    from metatrade.meta.inner import expand_to_tasks
-    from metatrade.meta.objective import per_task_losses
+    """The meta-policy adapted to ``tasks`` with ``steps`` inner steps exactly as
+    ``evaluate`` adapts its MAML row (``MetaTestProtocol.adapt``: the same adaptation data,
+    episodes per step, streams and Meta-SGD step sizes ``inner_lrs``), so ``backtest -k K``
+    backtests the parameters ``evaluate``'s MAML k = K row backtests. Returns per-task params
+    [T, ...] and the mean return on the adaptation data after k = 0..steps steps (the exact
+    estimator: minus the exact loss)."""
+    from dataclasses import replace
 
-    meta = make_meta_config(cfg)
-    start = params if params is not None else dict(policy.named_parameters())
-    theta = expand_to_tasks({k: v.detach() for k, v in start.items()}, len(tasks))
-    if meta.estimator == "exact":  # the most recent windows of the period, the exact objective
-        batch = family.recent_objective_batch(tasks, num_windows=meta.episodes_per_task)
-        loss = family.objective_loss
-        kw = {"config": meta, "loss": loss, "num_steps": steps, "inner_lrs": inner_lrs}
-        after = adapt_on_batch(policy, theta, batch, **kw)
-        with torch.no_grad():
-            values = [-per_task_losses(policy, p, batch, loss).mean().item() for p in after]
-        return after[-1], values
-    env = family.make_batch_env(tasks, meta.episodes_per_task)
-    result = adapt_online(
-        policy,
-        theta,
-        env,
-        config=meta,
-        num_steps=steps,
-        inner_lrs=inner_lrs,
-        generator=generator,
-    )
-    return result.params, result.returns
+    from metatrade.evaluation.protocol import MetaTestProtocol, Start, module_params
+
+    protocol_cfg = replace(make_protocol_config(cfg, tasks), adaptation_steps=(steps,))
+    start = Start(policy, module_params(policy), inner_lrs)
+    snapshots, curve = MetaTestProtocol(protocol_cfg).adapt("MAML", start, arrays)
+    return snapshots[steps], curve
 
 
 def warn_seen(console: Console, seen: list[str]) -> None:
@@ -105,9 +80,8 @@ def adapt_to_tasks(
     loader = make_loader(cfg)
     tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
     seen = check_unseen(tasks, trained, allow_seen=True)
-    family = eval_family(cfg, loader, tasks)
-    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
-    params, returns = adapt_params(cfg, policy, family, tasks, steps, gen, inner_lrs=inner_lrs)
+    arrays = [loader.get_task_arrays(*t) for t in tasks]
+    params, returns = adapt_params(cfg, policy, tasks, arrays, steps, inner_lrs=inner_lrs)
     out: dict[str, Any] = {"returns": returns, "files": []}
     for i, task in enumerate(tasks):
         state = {"params": {k: v[i].clone() for k, v in params.items()}}
@@ -147,30 +121,40 @@ def backtest_tasks(
     seen = check_unseen(tasks, trained, allow_seen=True)
     if console is not None:
         warn_seen(console, seen)
-    family = eval_family(cfg, loader, tasks)
-    gen = torch.Generator().manual_seed(cfg.run.seed + 1)
-    params, _ = adapt_params(cfg, policy, family, tasks, steps, gen, inner_lrs=inner_lrs)
+    arrays = [loader.get_task_arrays(*t) for t in tasks]
+    params, _ = adapt_params(cfg, policy, tasks, arrays, steps, inner_lrs=inner_lrs)
     env_cfg = make_env_config(cfg)
     results: dict[str, Any] = {}
     for i, task in enumerate(tasks):
-        arrays = loader.get_task_arrays(*task)
         own = {k: v[i] for k, v in params.items()}
         name = "MAML" if steps == 0 else f"MAML (k={steps})"
         if str(task) in seen:
             name += " [SEEN IN META-TRAINING]"
         results[str(task)] = backtest_and_report(
             (policy, own),
-            arrays,
+            arrays[i],
             run_dir / "reports" / f"{task.instrument}_{task.timeframe}",
             stress_bps=cfg.evaluation.stress_cost_bps,
             split=split,
             config=env_cfg,
             name=name,
             echo=echo,
+            sample_seed=_backtest_seed(cfg, steps, str(task)),
         )
     if console is not None:
         console.print(f"backtest reports in {run_dir / 'reports'}")
     return results
+
+
+def _backtest_seed(cfg: RunConfig, steps: int, task: str) -> int | None:
+    """``evaluation.actions: sample``: the seed of one task's backtest draws, the one the
+    meta-test protocol's backtest of row ``MAML@k<steps>`` uses (so both give the same
+    figure); ``mode``: None."""
+    from metatrade.evaluation.protocol_rollouts import backtest_seed
+
+    if cfg.evaluation.actions == "mode":
+        return None
+    return backtest_seed(cfg.run.seed, f"MAML@k{steps}", task)
 
 
 def backtest_and_report(
@@ -208,10 +192,11 @@ def run_meta_test(
 
     Starts: the MAML meta-parameters (adapted with the run's Meta-SGD step sizes
     ``inner_lrs`` when it learned them), the multi-task PPO policy (``ppo_agent``, or the
-    file ``ppo_path``, or ``<run_dir>/ppo/checkpoints/ppo.pt`` when present) and a random
-    initialisation, and with the exact estimator the multi-task start trained on the same
-    objective (``pretrained``, or the run's ``pretrained/params.pt``: ``training.pretrained``);
-    reference rows per ``evaluation.baselines``. ``trained``/``allow_seen``:
+    file ``ppo_path``) and a random initialisation, and with the exact estimator the
+    multi-task start trained on the same objective (``pretrained``); reference rows per
+    ``evaluation.baselines``. The caller finds the run's own baselines
+    (``training.artefacts.resolve_run``): nothing is looked up in ``run_dir``, which is
+    only where the results go. ``trained``/``allow_seen``:
     see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
     ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
     """
@@ -224,7 +209,6 @@ def run_meta_test(
     starts = _meta_test_starts(
         cfg,
         policy,
-        run_dir,
         first,
         ppo_path=ppo_path,
         ppo_agent=ppo_agent,
@@ -248,7 +232,6 @@ def run_meta_test(
 def _meta_test_starts(
     cfg: RunConfig,
     policy: torch.nn.Module,
-    run_dir: Path,
     first_task: Any,
     *,
     ppo_path: str | Path | None,
@@ -266,18 +249,15 @@ def _meta_test_starts(
         starts["MAML"] = Start(policy, module_params(policy), inner_lrs)
     if "ppo" in wanted:
         path = ppo_path
-        if ppo_agent is None:
-            path = ppo_path or ppo_baseline_path(run_dir)
-            ppo_agent = load_ppo_agent(path) if path is not None else None
+        if ppo_agent is None and path is not None:
+            ppo_agent = load_ppo_agent(path)
         if ppo_agent is not None:
             check_ppo_fits(cfg, ppo_agent, first_task, path=path)
             starts["PPO"] = Start(ppo_agent.policy, module_params(ppo_agent.policy))
         elif console is not None:
             console.print("no PPO baseline (run `metatrade train` or pass --ppo); row skipped")
-    if "pretrained" in wanted:
-        pretrained = pretrained if pretrained is not None else load_pretrained(run_dir)
-        if pretrained is not None:
-            starts["pretrained"] = Start(policy, pretrained)
+    if "pretrained" in wanted and pretrained is not None:
+        starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
         starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
     return starts

@@ -12,25 +12,28 @@ Every field below carries a one-line description; ``docs/configuration.md`` is t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ArgsKwargs
 
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
-from metatrade.market.family import ObjectiveSettings
 from metatrade.training import sections
+from metatrade.training.env_section import EnvSection
 from metatrade.training.sections import (
     DataSection,
-    EnvSection,
     EvaluationSection,
     MetaSection,
+    ObjectiveSection,
     PolicySection,
     PPOSection,
     RunSection,
+    TuneSection,
     check_task,
 )
 
@@ -44,10 +47,25 @@ class RunConfig(sections._Section):
     env: EnvSection = Field(default_factory=EnvSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     meta: MetaSection = Field(default_factory=MetaSection)
-    objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
     ppo: PPOSection = Field(default_factory=PPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     run: RunSection = Field(default_factory=RunSection)
+    tune: TuneSection = Field(default_factory=TuneSection)
+
+    @model_validator(mode="after")
+    def _tune_paths_exist(self) -> RunConfig:
+        known = self.model_dump(mode="json")
+        for path in self.tune.space:
+            node: Any = known
+            for part in path.split("."):
+                if not isinstance(node, dict) or part not in node or part == "tune":
+                    raise ValueError(
+                        f"tune.space: got {path!r}, which is not a key of the config "
+                        "(a dotted path such as meta.inner_lr)"
+                    )
+                node = node[part]
+        return self
 
     @model_validator(mode="after")
     def _exact_needs_position_observation(self) -> RunConfig:
@@ -90,39 +108,149 @@ def parse_tasks(text: str) -> list[str]:
     return names
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "<root>"
+# The command-line options that set config keys: an error about an override names both.
+CLI_OPTIONS = {
+    "run.seed": "--seed",
+    "data.tasks": "--tasks",
+    "data.data_dir": "--data",
+    "data.strict": "--strict",
+    "run.out_dir": "--out",
+    "meta.num_meta_iterations": "-n/--iterations",
+    "ppo.total_timesteps": "--timesteps",
+    "run.backend": "--backend",
+    "run.address": "--address",
+    "run.workers": "--workers",
+}
+_MAX_SHOWN = 60  # characters of a bad value shown in an error (never a whole section)
+
+
+def _shown(value: Any) -> str | None:
+    """A short repr of a bad value, or None for a section (the message names what is wrong)."""
+    if isinstance(value, dict | ArgsKwargs) or (
+        isinstance(value, list | tuple) and any(isinstance(v, dict) for v in value)
+    ):
+        return None
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+# Names other tools give a key, which no spelling distance finds.
+_KNOWN_AS = {
+    "path": "data.data_dir",
+    "data_path": "data.data_dir",
+    "dir": "data.data_dir",
+    "folder": "data.data_dir",
+    "iterations": "meta.num_meta_iterations",
+    "timesteps": "ppo.total_timesteps",
+    "window": "env.lookback",
+}
+
+
+def _config_keys(node: dict[str, Any], defs: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a JSON-schema ``node`` of the config, sections included (``env``,
+    ``env.costs``, ...; a section whose default is null too)."""
+    keys = []
+    for name, prop in node.get("properties", {}).items():
+        keys.append(prefix + name)
+        for option in (prop, *prop.get("anyOf", ())):
+            section = defs.get(option.get("$ref", "").rsplit("/", 1)[-1], option)
+            if "properties" in section:
+                keys += _config_keys(section, defs, f"{prefix}{name}.")
+                break
+    return keys
+
+
+def suggest_keys(loc: tuple[str, ...]) -> list[str]:
+    """Keys close to the unknown key at ``loc``: its section's keys within a typo (difflib),
+    else a key of that name in another section (``meta.lookback``: ``env.lookback``), else
+    the key other tools' name stands for (``data.path``: ``data.data_dir``)."""
+    import difflib
+
+    schema = RunConfig.model_json_schema()
+    keys = _config_keys(schema, schema.get("$defs", {}))
+    section, leaf = ".".join(loc[:-1]), loc[-1]
+    siblings = {k.rsplit(".", 1)[-1]: k for k in keys if k.rpartition(".")[0] == section}
+    close = difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)
+    if close:
+        return [siblings[c] for c in close]
+    elsewhere = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    if elsewhere:
+        return elsewhere[:2]
+    return [_KNOWN_AS[leaf]] if leaf in _KNOWN_AS else []
+
+
+def _format_error(err: Any, options: dict[str, str] | None = None) -> str:
+    """One pydantic error as ``key.path: what is wrong, got <value>`` (short: no section
+    dumped; ``options``: the command-line option that set a key, named beside it)."""
+    path = ".".join(str(p) for p in err["loc"])
+    if options and path in options:
+        path = f"{options[path]} ({path})"
     kind = err["type"]
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"{path}: unknown key (check the spelling; see docs/configuration.md)"
+        close = suggest_keys(tuple(str(p) for p in err["loc"]))
+        hint = f"did you mean {' or '.join(close)}?" if close else "check the spelling;"
+        return f"{path}: unknown key ({hint} docs/configuration.md lists every key)"
     msg = err["msg"].removeprefix("Value error, ")
+    ctx = err.get("ctx", {})
     if kind in ("float_parsing", "float_type"):
         msg = "expected a number"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
         msg = "expected an integer"
     elif kind in ("bool_parsing", "bool_type"):
         msg = "expected true or false"
+    elif kind == "finite_number":
+        msg = "expected a finite number (not inf or nan)"
     elif kind == "greater_than":
-        gt = err["ctx"]["gt"]
-        msg = "expected a positive number" if gt == 0 else f"expected a value > {gt}"
+        msg = "expected a positive number" if ctx["gt"] == 0 else f"expected a value > {ctx['gt']}"
     elif kind == "greater_than_equal":
-        msg = f"expected a value >= {err['ctx']['ge']}"
-    if "input" in err and kind not in ("missing",) and "got" not in msg:
-        msg += f", got {err['input']!r}"
-    return f"{path}: {msg}"
+        msg = f"expected a value >= {ctx['ge']}"
+    elif kind == "less_than_equal":
+        msg = f"expected a value <= {ctx['le']}"
+    elif kind == "less_than":
+        msg = f"expected a value < {ctx['lt']}"
+    shown = _shown(err.get("input"))
+    if shown is not None and kind != "missing" and "got" not in msg:
+        msg += f", got {shown}"
+    return f"{path}: {msg}" if path else msg
 
 
-def validate_config(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
-    """Validate a nested dict into a RunConfig; ConfigError names ``source`` and the key path."""
+# The linear value baseline's ridge solve is cubic in its features (two per observation
+# entry): past this many entries it dominates a meta-iteration (lookback 400: minutes a fit).
+BASELINE_MAX_OBS = 256
+
+
+def _resolve_baseline(cfg: RunConfig) -> RunConfig:
+    """``meta.baseline_obs_dims: null`` on a trading observation wider than
+    ``BASELINE_MAX_OBS`` entries becomes the latest bar's features and the account (the
+    trailing entries, what the value depends on most: ``LinearFeatureBaseline``), written
+    into the resolved config so the run directory shows it."""
+    m = cfg.meta
+    if m.baseline_obs_dims is not None or m.estimator != "sampled" or cfg.data.family == "nav2d":
+        return cfg
+    from metatrade.data.features import FEATURE_NAMES
+    from metatrade.market.config import ACCOUNT_NAMES
+
+    account = len(ACCOUNT_NAMES) if cfg.env.observation == "full" else 1
+    if cfg.env.lookback * len(FEATURE_NAMES) + account <= BASELINE_MAX_OBS:
+        return cfg
+    meta = replace(m, baseline_obs_dims=len(FEATURE_NAMES) + account)
+    return cfg.model_copy(update={"meta": meta})
+
+
+def validate_config(
+    raw: dict[str, Any], source: str | None = "<config>", *, options: dict[str, str] | None = None
+) -> RunConfig:
+    """Validate a nested dict into a RunConfig; ConfigError names ``source`` and the key path
+    (and, for keys in ``options``, the command-line option that set it)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        return _resolve_baseline(RunConfig.model_validate(raw))
     except ValidationError as exc:
-        lines = [_format_error(e) for e in exc.errors()]
-        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+        lines = [_format_error(e, options) for e in exc.errors()]
+        raise ConfigError((f"{source}: " if source else "") + "; ".join(lines)) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -201,7 +329,8 @@ def apply_overrides(cfg: RunConfig, flat: dict[str, Any]) -> RunConfig:
                 raise ConfigError(f"override {key}: unknown section {part!r}")
             node = node[part]
         node[parts[-1]] = value
-    return validate_config(raw, "overrides")
+    options = {k: CLI_OPTIONS[k] for k in flat if k in CLI_OPTIONS}
+    return validate_config(raw, None, options=options)  # the key paths say what is wrong
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:

@@ -4,14 +4,18 @@
 2. pretrain the multi-task PPO baseline on the same tasks with the same number of
    environment steps (an honest comparison: same data, same budget);
 3. run the meta-test protocol on the held-out tasks (MAML, PPO and random init, each
-   adapted k = 0..3 steps, plus buy-and-hold and flat) and print the table, at each
-   instrument's own costs (the embedded NSE indices: the origin's flat brokerage) and again
-   at realistic NSE index-futures costs (``REALISTIC_COSTS``, docs/market.md);
+   adapted k = 0..3 steps; the classical adaptive rules (plug-in AR, momentum, reversal,
+   time of day and classical-selected) fitted on the same adaptation rows; buy-and-hold and
+   flat) and print the table with the paired difference MAML k=1 minus classical-selected,
+   at each instrument's own costs (the embedded NSE indices: the origin's flat brokerage)
+   and again at realistic NSE index-futures costs (``REALISTIC_COSTS``, docs/market.md);
 4. backtest the adapted MAML and PPO policies on each held-out task's test split, print the
    reports of the first task and write every report, trade list and plot to the run dir.
 
 Steps 1 and 2 checkpoint as they go; ``resume=True`` continues them from the run directory
-(a finished step is loaded, not redone) and redoes steps 3 and 4.
+(a finished step is loaded, not redone, after checking it is of this run: its run id,
+``training.artefacts``) and redoes steps 3 and 4. ``overwrite=True`` moves a replaced run
+aside whole (``<run>.replaced-<time>/``), its baselines and reports included.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def _train_both(
         overwrite=overwrite,
     )  # fmt: skip
     ppo_last = _resumable(checkpoint_path(run_dir / PPO_DIR), console, resume=resume)
+    ppo_trainer.run_id = trainer.run_id
     _ppo_step(ppo_trainer, ppo_last, ppo_steps, console)
     console.print(f"PPO: {time.perf_counter() - t0:.0f} s")
     return trainer, ppo_trainer
@@ -101,9 +106,13 @@ def _meta_step(trainer: Trainer, last: Path | None, console: Any) -> None:
 def _ppo_step(trainer: Trainer, last: Path | None, budget: int, console: Any) -> None:
     """Train the PPO baseline, continuing checkpoint ``last`` if given (the saved agent is
     loaded if that run already finished)."""
+    from metatrade.training.artefacts import PPO_AGENT, find_artefact
+
     env = trainer.env
-    agent_file = None if last is None else last.parent / "ppo.pt"
-    if last is not None and agent_file is not None and agent_file.is_file():
+    agent_file = None
+    if last is not None and trainer.run_dir is not None:
+        agent_file = find_artefact(trainer.run_dir, PPO_AGENT, trainer.run_id, "PPO baseline")
+    if last is not None and agent_file is not None:
         from metatrade.agents.ppo import PPOAgent
 
         slots = env.num_tasks * env.episodes_per_task
@@ -149,7 +158,9 @@ def _run_demo(
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(trainer.params[name])
-    pretrained = _pretrained_exact(cfg, family, policy, console, resume=resume)
+    pretrained = _pretrained_exact(
+        cfg, family, policy, console, resume=resume, run_id=trainer.run_id
+    )
 
     # 3. Meta-test on the held-out tasks, at the instruments' own costs, then realistic ones.
     console.print(
@@ -176,13 +187,15 @@ def _run_demo(
     reports = _backtest_reports(
         cfg, loader, heldout, result, policy, ppo_trainer.agent.policy, console
     )
-    # 5. Walk-forward meta-test (issue 14): re-adapt before every fold, stitched record.
+    # 5. Walk-forward meta-test (issue 14): re-adapt (and re-fit the classical rows) before
+    # every fold, stitched record.
     from metatrade.training.walkforward import demo_walkforward
 
     console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
     wf = demo_walkforward(
         cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, pretrained=pretrained, console=console
     )
+    _stamp(run_dir)
     total = time.perf_counter() - t_start
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
     return {
@@ -269,7 +282,13 @@ def _backtest_reports(
 
 
 def _pretrained_exact(
-    cfg: RunConfig, family: Any, policy: torch.nn.Module, console: Any, *, resume: bool
+    cfg: RunConfig,
+    family: Any,
+    policy: torch.nn.Module,
+    console: Any,
+    *,
+    resume: bool,
+    run_id: str | None,
 ) -> dict[str, torch.Tensor] | None:
     """With the exact estimator, the fair "pretrained" start: the same objective over all
     training tasks, MAML's budget of gradient evaluations (saved in the run; a resumed demo
@@ -278,14 +297,24 @@ def _pretrained_exact(
 
     if cfg.meta.estimator != "exact" or "pretrained" not in cfg.evaluation.baselines:
         return None
-    if resume and (saved := load_pretrained(cfg.run_dir())) is not None:
+    if resume and (saved := load_pretrained(cfg.run_dir(), run_id=run_id)) is not None:
         console.print("pretrained start on the exact objective: loaded from the run")
         return saved
     t0 = time.perf_counter()
     out = train_pretrained(cfg, family, policy)
-    path = save_pretrained(cfg.run_dir(), out["params"])
+    path = save_pretrained(cfg.run_dir(), out["params"], run_id=run_id)
     console.print(
         f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
         f"evaluations), {time.perf_counter() - t0:.0f} s -> {path}"
     )
     return out["params"]
+
+
+def _stamp(run_dir: Path) -> None:
+    """Each result folder's provenance: the run id and the content hashes (``artefacts``)."""
+    from metatrade.training.artefacts import RESULT_DIRS, resolve_run, stamp_results
+
+    run = resolve_run(run_dir)
+    for name in RESULT_DIRS:
+        if (Path(run_dir) / name).is_dir():
+            stamp_results(Path(run_dir) / name, run)

@@ -144,3 +144,8 @@ def status_text(metrics: dict[str, float]) -> str:
         if key in metrics:
             return f"{key.split('/')[-1]} {metrics[key]:.4g}"
     return ""
+
+
+def notice(text: str) -> None:
+    """A line on stderr for the person running a loop (e.g. what happened to their files)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)

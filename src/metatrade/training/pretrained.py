@@ -2,8 +2,10 @@
 
 A multi-task policy trained on the same exact objective as MAML over all training tasks,
 with MAML's budget of gradient evaluations (``metatrade.meta.pretrain``). It is saved in the
-run directory (``pretrained/params.pt``, atomically) so that ``evaluate`` and the
-walk-forward protocol find it beside the meta-parameters, like the PPO baseline in ``ppo/``.
+run directory (``pretrained/params.pt``) so that ``evaluate`` and the walk-forward protocol
+find it beside the meta-parameters, like the PPO baseline in ``ppo/``: a checkpoint file
+(``agents.checkpoint``: atomic write, sha256 checked on load, ``CheckpointError`` for a
+changed or damaged file) carrying the run's id, so a start left by a replaced run is refused.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from metatrade.io import atomic_write
+from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.training.artefacts import PRETRAINED_FILE, find_artefact, run_record
 from metatrade.training.config import RunConfig
 
-PRETRAINED_FILE = Path("pretrained") / "params.pt"
+KIND = "PretrainedStart"
 
 
 def train_pretrained(cfg: RunConfig, family: Any, policy: torch.nn.Module) -> dict[str, Any]:
@@ -35,13 +38,30 @@ def train_pretrained(cfg: RunConfig, family: Any, policy: torch.nn.Module) -> di
     return {"params": params, "losses": losses, "steps": steps}
 
 
-def save_pretrained(run_dir: str | Path, params: dict[str, torch.Tensor]) -> Path:
-    """Write the start's parameters to ``<run_dir>/pretrained/params.pt`` (atomically)."""
+def save_pretrained(
+    run_dir: str | Path, params: dict[str, torch.Tensor], *, run_id: str | None = None
+) -> Path:
+    """Write the start's parameters to ``<run_dir>/pretrained/params.pt`` (atomically, with
+    their sha256 and the run's id)."""
     cpu = {k: v.detach().cpu() for k, v in params.items()}
-    return atomic_write(Path(run_dir) / PRETRAINED_FILE, lambda f: torch.save(cpu, f), binary=True)
+    return save_checkpoint(
+        Path(run_dir) / PRETRAINED_FILE, KIND, {"run": run_record(run_id)}, {"params": cpu}
+    )
 
 
-def load_pretrained(run_dir: str | Path) -> dict[str, torch.Tensor] | None:
-    """The run's saved pretrained start, or None when it has none."""
-    path = Path(run_dir) / PRETRAINED_FILE
-    return torch.load(path, weights_only=True) if path.is_file() else None
+def load_pretrained(
+    run_dir: str | Path, *, run_id: str | None = None
+) -> dict[str, torch.Tensor] | None:
+    """The run's saved pretrained start (hash-verified, of run ``run_id``), or None when it
+    has none. ``CheckpointError`` for a damaged file, a file of another kind or run."""
+    path = find_artefact(Path(run_dir), PRETRAINED_FILE, run_id, "pretrained start")
+    return None if path is None else load_pretrained_file(path)
+
+
+def load_pretrained_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The parameters of a pretrained-start file (``CheckpointError`` if unusable)."""
+    _, state = load_checkpoint(path, KIND)
+    params = state.get("params") if isinstance(state, dict) else None
+    if not isinstance(params, dict) or not all(torch.is_tensor(v) for v in params.values()):
+        raise CheckpointError(f"pretrained start {path}: holds no parameter tensors")
+    return params

@@ -6,14 +6,16 @@ and a one-line description (``docs/configuration.md`` is the reference).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
+from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
 
@@ -24,12 +26,25 @@ def check_task(name: str) -> str:
     return str(parse_task_id(name))
 
 
+# Unknown keys are errors (a typo must not silently fall back to a default), and every
+# number must be finite (`meta.lr: .inf` made the parameters infinite, issue #18).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path as stored in a config: absolute (``~`` expanded, resolved against the working
+    directory now), so a run read or resumed from another directory finds the same folder."""
+    return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+
 class _Section(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**_STRICT, validate_assignment=True)
 
 
 PositiveInt = Field(gt=0)
+# Seeds reach numpy, torch (int64) and derived streams (seed * 1_000_003 + ...): the
+# 32-bit range every one of them takes, and the usual range of a seed.
+MAX_SEED = 2**32 - 1
 
 
 class SplitsSection(_Section):
@@ -85,7 +100,9 @@ class DataSection(_Section):
         description="task family: real OHLCV tasks, synthetic regime tasks, or 2D navigation",
     )
     data_dir: str | None = Field(
-        None, description="directory of OHLCV files; null = the embedded sample data"
+        None,
+        description="directory of OHLCV files; null = the embedded sample data (a relative path "
+        "is stored resolved against the working directory it was given in)",
     )
     tasks: list[str] | None = Field(
         None, description="tasks to use, 'Instrument:TF'; null = every task found"
@@ -119,103 +136,19 @@ class DataSection(_Section):
     def _task_names(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [check_task(t) for t in v]
 
-
-class CostsSection(_Section):
-    """What one order costs (metatrade.market.costs.cost_model): a preset, explicit terms,
-    or a preset with some terms replaced; a bare preset name is accepted for the section.
-    Terms not given are 0 (or the preset's)."""
-
-    preset: str | None = Field(
-        None,
-        description="origin, zero, nse_index_futures, nse_cash_intraday or bps "
-        "(docs/market.md has each preset's source and date)",
-    )
-    entry_fee: float | None = Field(None, ge=0, description="money per entry order")
-    exit_fee: float | None = Field(None, ge=0, description="money per exit order")
-    proportional_bps: float | None = Field(None, ge=0, description="bps of notional, every order")
-    buy_bps: float | None = Field(None, ge=0, description="bps of notional, buy orders only")
-    sell_bps: float | None = Field(None, ge=0, description="bps of notional, sell orders only")
-    slippage_bps: float | None = Field(
-        None, ge=0, description="fill price moved against the trader, bps"
-    )
-    commission_bps: float | None = Field(None, ge=0, description="generic model: commission")
-    half_spread_bps: float | None = Field(None, ge=0, description="generic model: half-spread")
-
-    @model_validator(mode="before")
+    @field_validator("data_dir")
     @classmethod
-    def _preset_name(cls, v: Any) -> Any:
-        return {"preset": v} if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _valid(self) -> CostsSection:
-        self.cost_model()
-        return self
-
-    def cost_model(self) -> Any:
-        """The ``CostModel`` these terms describe (``ValueError`` naming a bad one)."""
-        from dataclasses import replace
-
-        from metatrade.market.costs import cost_model
-
-        terms = {k: v for k, v in self.model_dump().items() if v is not None and k != "preset"}
-        if self.preset is None:
-            return cost_model(terms or "zero")
-        base = cost_model(self.preset)
-        try:
-            return replace(base, **terms) if terms else base
-        except TypeError:
-            raise ValueError(
-                f"{sorted(terms)} cannot adjust preset {self.preset!r}: use CostModel's terms "
-                "(entry_fee, exit_fee, proportional_bps, buy_bps, sell_bps, slippage_bps)"
-            ) from None
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
 
 
-class ShapingSection(_Section):
-    """Reward shaping added to the P&L reward (metatrade.market.config.RewardShaping)."""
-
-    invalid_action_penalty: float = Field(0.0, ge=0, description="per rejected action")
-    losing_hold_penalty: float = Field(0.0, ge=0, description="per bar holding a losing position")
-    winning_close_bonus: float = Field(0.0, ge=0, description="per close with net P&L > 0")
-    drawdown_penalty: float = Field(0.0, ge=0, description="times the drawdown from peak equity")
-
-
-class EnvSection(_Section):
-    """The simulated market (metatrade.market.config.TradingEnvConfig)."""
-
-    lookback: int = Field(32, gt=0, description="bars in the observation window")
-    episode_length: int = Field(256, gt=0, description="bars per training episode")
-    initial_capital: float = Field(
-        1_000_000.0, gt=0, description="starting equity, in each instrument's currency"
-    )
-    square_off: bool = Field(
-        False,
-        description="close open positions at each session's end (instruments with "
-        "square_off: session_end)",
-    )
-    ruin_fraction: float = Field(
-        0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
-    )
-    position_fraction: float = Field(1.0, gt=0, description="fraction of equity per entry")
-    observation: Literal["full", "position"] = Field(
-        "full",
-        description="account part of the observation: the 4 account values, or the position "
-        "only (needed by meta.estimator: exact)",
-    )
-    costs: CostsSection | None = Field(
-        None,
-        description="costs of every instrument: a preset name or terms; null = each "
-        "instrument's own (instruments.yaml costs)",
-    )
-    shaping: ShapingSection = Field(default_factory=ShapingSection)
-
-
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PolicySection(NetworkConfig):
     """The policy network: ``metatrade.agents.networks.config.NetworkConfig`` (defined and
     validated there once; ``PPOConfig`` shares it)."""
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class MetaSection(MetaConfig):
     """MAML for RL: ``metatrade.meta.config.MetaConfig`` (every field, its default and its
     validation are defined there once) plus the number of meta-iterations. The seed is
@@ -224,7 +157,7 @@ class MetaSection(MetaConfig):
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class PPOSection(PPOHyperparameters):
     """PPO: ``metatrade.agents.ppo_config.PPOHyperparameters`` (defined and validated there
     once) plus the run's budget and batch shape. The network comes from the ``policy``
@@ -241,6 +174,30 @@ class PPOSection(PPOHyperparameters):
     episodes_per_task: int = Field(4, gt=0, description="parallel episodes per task (E)")
 
 
+Baseline = Literal[
+    "maml", "ppo", "pretrained", "random", "ar", "momentum", "reversal", "time_of_day",
+    "classical_selected", "buy_and_hold", "flat",
+]  # fmt: skip
+
+
+class ClassicalSection(_Section):
+    """The classical adaptive rows (metatrade.evaluation.baselines.ClassicalConfig)."""
+
+    ar_order: int = Field(1, gt=0, description="p of the plug-in AR(p) row")
+    horizons: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32],
+        description="momentum / reversal lookbacks (bars) tried on the adaptation window",
+    )
+    buckets: int = Field(6, gt=0, description="time-of-day buckets per trading session")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError(f"expected a non-empty list of horizons >= 1 bar, got {v}")
+        return v
+
+
 class EvaluationSection(_Section):
     """The meta-test protocol (metatrade.evaluation.protocol)."""
 
@@ -252,13 +209,24 @@ class EvaluationSection(_Section):
     )
     test_episodes: int = Field(10, gt=0, description="evaluation episodes per task and k")
     bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
-    baselines: list[Literal["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"]] = Field(
-        default_factory=lambda: ["maml", "ppo", "pretrained", "random", "buy_and_hold", "flat"],
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(get_args(Baseline)),
         description="rows of the results table (pretrained: the exact estimator's multi-task "
-        "start on the same objective, when the run has one)",
+        "start on the same objective, when the run has one; ar, momentum, reversal, "
+        "time_of_day, classical_selected: the classical adaptive rules, fitted on the rows "
+        "the starts adapt on)",
+    )
+    classical: ClassicalSection = Field(
+        default_factory=ClassicalSection, description="settings of the classical rows"
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"
+    )
+    actions: Literal["sample", "mode"] = Field(
+        "sample",
+        description="how every evaluation trades a policy (protocol test windows and "
+        "backtests, backtest, walkforward, signal): sample its actions (seeded: the stochastic "
+        "policy the exact objective optimises) or take its most probable action",
     )
 
     @field_validator("adaptation_steps")
@@ -272,9 +240,16 @@ class EvaluationSection(_Section):
 class RunSection(_Section):
     """Bookkeeping: seed, where outputs go, how often to log and checkpoint."""
 
-    seed: int = Field(0, ge=0, description="the one seed every RNG stream derives from")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="the one seed every RNG stream derives from, 0 to 2**32 - 1",
+    )
     out_dir: str | None = Field(
-        None, description="the run directory; null = runs/<name>-seed<seed>"
+        None,
+        description="the run directory; null = runs/<name>-seed<seed> (a relative path is "
+        "stored resolved against the working directory it was given in)",
     )
     name: str | None = Field(
         None, description="run name used for the default run directory; null = data.family"
@@ -304,10 +279,72 @@ class RunSection(_Section):
         description="Ray cluster to join: 'auto' (the one `ray start` runs here) or host:port; "
         "null: start a local Ray instance",
     )
+    registry: str | None = Field(
+        None,
+        description="the trial registry (SQLite) every evaluation and tuning trial is counted "
+        "in; null = trials.sqlite in the folder holding the run directory (runs/trials.sqlite)",
+    )
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu",
         description="device of the policy parameters and the meta-step's tensors (envs stay "
         "numpy on the CPU); auto: cuda when available, else cpu",
+    )
+
+    @field_validator("out_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return absolute_path(v)
+
+
+@pydantic_dataclass(frozen=True, config=_STRICT)
+class ObjectiveSection(ObjectiveSettings):
+    """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
+    validated there once), here with finite numbers only."""
+
+
+class ParamRange(_Section):
+    """One dimension of the search space of ``metatrade tune`` (Optuna's distributions)."""
+
+    type: Literal["log_uniform", "uniform", "int", "categorical"] = Field(
+        ..., description="log_uniform / uniform (floats), int (integers), categorical (choices)"
+    )
+    low: float | None = Field(None, description="lower bound (log_uniform, uniform, int)")
+    high: float | None = Field(None, description="upper bound (log_uniform, uniform, int)")
+    choices: list[Any] | None = Field(None, description="the values to choose from (categorical)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamRange:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty list of choices")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high, got low={self.low}, high={self.high}")
+        if self.type == "log_uniform" and self.low <= 0:
+            raise ValueError(f"log_uniform needs low > 0, got {self.low}")
+        return self
+
+
+class TuneSection(_Section):
+    """``metatrade tune``: the search space and how each trial is scored (on validation)."""
+
+    n_trials: int = Field(20, gt=0, description="trials of a `metatrade tune` run")
+    space: dict[str, ParamRange] = Field(
+        default_factory=dict,
+        description="parameter path (e.g. meta.inner_lr) -> its range; every path must be a "
+        "key of this config",
+    )
+    study: str | None = Field(
+        None, description="Optuna study name; null = <config name>-<data hash>"
+    )
+    checkpoints: int = Field(
+        2, gt=0, description="validation scores per trial during meta-training (for pruning)"
+    )
+    steps: int = Field(1, ge=0, description="inner steps before every validation fold")
+    fold_days: int = Field(5, gt=0, description="sessions per validation fold")
+    adapt_days: int = Field(10, gt=0, description="sessions of each adaptation window")
+    startup_trials: int = Field(
+        2, ge=0, description="trials that are never pruned (MedianPruner's n_startup_trials)"
     )
 
 

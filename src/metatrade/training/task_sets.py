@@ -67,6 +67,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         heldout=heldout,
         strict=d.strict,
         lookback=cfg.env.lookback,
+        features=cfg.env.features,
     )
     check_named_tasks(cfg, loader)
     return loader
@@ -104,12 +105,42 @@ def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
     return [tuple(t) for t in generated[-n:]]
 
 
+def _refuse_short(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId]) -> None:
+    """``ConfigError`` naming ``env.lookback`` when ``tasks`` were dropped as too short for
+    it, with the longest lookback that would keep every one of them."""
+    short = {t: loader.too_short[t] for t in tasks if t in loader.too_short}
+    if not short:
+        return
+    from metatrade.data.features import feature_warmup_rows
+
+    warmup = feature_warmup_rows()
+    task, bars = min(short.items(), key=lambda kv: kv[1])
+    longest = bars - warmup - 1
+    names = ", ".join(str(t) for t in sorted(short, key=str)[:6])
+    fix = (
+        f"use env.lookback <= {longest}"
+        if longest >= 1
+        else "add history to the file or leave the task out"
+    )
+    raise ConfigError(
+        f"env.lookback: {cfg.env.lookback} bars do not fit {names}: one observation needs "
+        f"{warmup} feature warm-up bars + the lookback + 1 bar, and {task} has {bars} bars; "
+        f"{fix}"
+    )
+
+
 def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
-    """``ConfigError`` for a task, held-out instrument or timeframe the folder does not hold."""
+    """``ConfigError`` for a task, held-out instrument or timeframe the folder does not hold
+    (naming ``env.lookback`` when the lookback is what made its file unusable)."""
     from metatrade.data.naming import timeframe_sort_key
+    from metatrade.errors import DataError
 
     d = cfg.data
-    available = loader.get_available_tasks()
+    try:
+        available = loader.get_available_tasks()
+    except DataError:  # nothing usable (or strict): say so if the lookback is the reason
+        _refuse_short(cfg, loader, list(loader.too_short))
+        raise
     names = {str(t) for t in available}
     instruments = sorted({t.instrument for t in available})
     timeframes = sorted({t.timeframe for t in available}, key=timeframe_sort_key)
@@ -119,6 +150,7 @@ def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
     listing = ", ".join(str(t) for t in available[:12]) + (", ..." if len(available) > 12 else "")
     for key, wanted in (("data.tasks", d.tasks or []), ("data.heldout.tasks", d.heldout.tasks)):
         missing = [t for t in wanted if str(_task_id(t)) not in names]
+        _refuse_short(cfg, loader, [_task_id(t) for t in missing])
         if missing:
             raise ConfigError(
                 f"{key} (--tasks): {', '.join(missing)} not found {where}; available: {listing}"
@@ -135,6 +167,29 @@ def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
             f"data.heldout.timeframes: {', '.join(bad)} matches no task {where}; "
             f"timeframes: {', '.join(timeframes)}"
         )
+
+
+def check_episodes_fit(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId]) -> None:
+    """``ConfigError`` naming ``env.episode_length`` (and ``env.lookback``) when a task's
+    train split is too short for one episode (``market.config.episode_bounds``' rule: the
+    lookback's earlier rows, then ``episode_length`` steps and one more bar), with the
+    longest values that fit every task."""
+    lookback, length = cfg.env.lookback, cfg.env.episode_length
+    rooms = []
+    for t in tasks:
+        lo, hi = loader.get_task_arrays(*t).splits["train"]
+        rooms.append((hi - 1 - max(lo, lookback - 1), t, hi - lo, hi))
+    if not rooms or min(rooms)[0] >= length:
+        return
+    room, task, rows, hi = min(rooms)
+    fixes = [f"env.episode_length <= {room}"] if room >= 1 else []
+    if hi - length >= 1 and hi - length < lookback:  # a shorter lookback would make room
+        fixes.append(f"env.lookback <= {min(hi - length for *_, hi in rooms)}")
+    fix = " or ".join(fixes) or "a longer train split (data.splits) or more history"
+    raise ConfigError(
+        f"env.episode_length: {length} bars (after env.lookback {lookback}) do not fit the "
+        f"train split of {task} ({rows} rows); use {fix}"
+    )
 
 
 def task_pool(cfg: RunConfig, loader: DataLoader, task_set: str) -> list[TaskId]:
@@ -206,8 +261,8 @@ def check_unseen(
     if seen and not allow_seen:
         raise ConfigError(
             f"{', '.join(seen)}: the run meta-trained on these task(s), so an evaluation on "
-            "them measures memory, not adaptation; name held-out tasks with --tasks, or pass "
-            "--allow-seen to evaluate them anyway (flagged in the output)"
+            "them measures memory, not adaptation; name held-out tasks with --tasks (adapt, "
+            "backtest and evaluate also take --allow-seen: evaluated anyway, flagged)"
         )
     return seen
 

@@ -8,22 +8,17 @@ log, atomic checkpoints every ``checkpoint_interval`` iterations and at the end,
 resume (parameters, optimizer state, RNG streams, PPO's env state and iteration restored,
 so a killed run continued with ``resume=`` ends with the same parameters as one that never
 stopped). The run directory is locked while a loop writes it (``metatrade.io.run_dir_lock``);
-a fresh run refuses to replace one already there unless ``overwrite=True``; Ctrl-C saves the
-last completed iteration and raises ``TrainingInterrupted`` saying what was kept.
-
-Example:
-    >>> from metatrade.envs.nav2d import Navigation2DFamily           # doctest: +SKIP
-    >>> from metatrade.training import Trainer, load_config           # doctest: +SKIP
-    >>> cfg = load_config("configs/nav2d.yaml")                        # doctest: +SKIP
-    >>> trainer = Trainer(Navigation2DFamily(), None, config=cfg, run_dir="runs/nav")  # doctest: +SKIP
-    >>> trainer.meta_train(num_meta_iterations=20, num_inner_loop_steps=1,
-    ...                    num_evaluation_steps=20, meta_batch_size=20)  # doctest: +SKIP
+a fresh run refuses to replace one already there unless ``overwrite=True`` (then the old
+run is moved aside whole, to ``<run>.replaced-<time>/``); Ctrl-C saves the last completed
+iteration and raises ``TrainingInterrupted`` saying what was kept; an update that makes a
+parameter inf or nan stops the run (``TrainingDiverged``), keeping the last good checkpoint.
+(Example: ``metatrade.training``'s docstring, and the README's Python API.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,19 +29,26 @@ from metatrade.agents.checkpoint import CheckpointError
 from metatrade.io import run_dir_lock
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.runtime import resolve_device
+from metatrade.training.artefacts import run_record
 from metatrade.training.backend import backend_for_run
 from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
     RNGStreams,
-    check_same_run,
     checkpoint_path,
     claim_run_dir,
-    load_run_checkpoint,
+    non_finite,
+    restore_run,
 )
 from metatrade.training.config import RunConfig, apply_overrides, save_config
-from metatrade.training.logger import MetricsLogger, progress_bar, status_text, summary_line
-from metatrade.training.sections import meta_section_from
+from metatrade.training.logger import (
+    MetricsLogger,
+    notice,
+    progress_bar,
+    status_text,
+    summary_line,
+)
+from metatrade.training.recorded import recorded_config
 
 if TYPE_CHECKING:
     from metatrade.agents.maml_agent import MAMLAgent
@@ -55,11 +57,6 @@ if TYPE_CHECKING:
 
 META_KIND = "MetaTrainer"
 PPO_KIND = "PPOTrainer"
-# Config sections that must match between a checkpoint and the run resuming from it.
-_RESUME_SECTIONS = {
-    META_KIND: ("data", "env", "policy", "meta"),
-    PPO_KIND: ("data", "env", "policy", "ppo"),
-}
 
 
 class Trainer:
@@ -73,14 +70,18 @@ class Trainer:
         num_episodes: ``train`` only: episodes per environment slot to train for (total env
             steps = num_episodes x max_episode_steps x slots); None = ``ppo.total_timesteps``.
         log_interval: iterations between terminal summary lines (every iteration goes to CSV).
-        config: the run configuration (defaults if None).
+        config: the run configuration; None: the settings ``env`` and ``agent`` carry
+            (``training.recorded``: data folder, held-out tasks, env, objective, policy, meta
+            or PPO settings), so ``config.yaml`` records the run that happened.
         run_dir: where logs, checkpoints and the resolved config go; None writes nothing.
             Meta-training writes at its top, PPO training under ``<run_dir>/ppo``.
         checkpoint_interval: iterations between checkpoints (None = ``run.checkpoint_interval``).
         progress: show the live progress bar (default: when stderr is a terminal).
         tensorboard: also write TensorBoard event files under ``<run_dir>/logs/tb``.
         overwrite: a fresh (not resumed) run may replace a run of its kind already in
-            ``run_dir`` (its files are deleted first); without it that is a ``RunDirError``.
+            ``run_dir``: the old run is moved aside whole to ``<run_dir>.replaced-<time>/``
+            (``replaced`` says where); without it that is a ``RunDirError`` saying to pass
+            ``overwrite=True`` or ``resume=``.
     """
 
     def __init__(
@@ -100,12 +101,8 @@ class Trainer:
         self.env = env
         self.agent = agent
         self.num_episodes = num_episodes
-        self.config = config or RunConfig()
-        if config is None and getattr(agent, "learner", None) is not None:
-            # A MAMLAgent without a run config: its own MetaConfig is the meta section.
-            self.config = self.config.model_copy(
-                update={"meta": meta_section_from(agent.learner.config)}
-            )
+        # Without a run config, the settings the objects carry (recorded in config.yaml)
+        self.config = config or recorded_config(env, agent)
         self.log_interval = log_interval or self.config.run.log_interval
         self.checkpoint_interval = checkpoint_interval or self.config.run.checkpoint_interval
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -116,6 +113,8 @@ class Trainer:
         self.learner: MetaLearner | None = None
         self.history: list[dict[str, float]] = []
         self._claimed: set[str] = set()  # kinds of run this trainer started in run_dir
+        self.run_id: str | None = None  # the run's id (training.artefacts), once it writes
+        self.replaced: Path | None = None  # where overwrite=True moved a replaced run
 
     # ---- meta-training ----------------------------------------------------------------
     def meta_train(
@@ -165,7 +164,7 @@ class Trainer:
                     "meta.num_meta_iterations (meta-train -n N) to train further"
                 )
             if resume is None:
-                self._claim(self.run_dir, META_KIND)
+                self._claim(META_KIND)
             return self._meta_loop(learner, start, total)
 
     def _meta_loop(self, learner: MetaLearner, start: int, total: int) -> dict[str, float]:
@@ -182,9 +181,10 @@ class Trainer:
             ):
                 for done in range(start + 1, total + 1):
                     stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
+                    if bad := non_finite(learner.params):
+                        raise saver.diverged("meta-training", done, bad)
                     last = {k: float(v) for k, v in stats.items()}
-                    self._record(bar, task, logger, done=done, total=total, metrics=last)
-                    saver.after(done, learner.state_dict)
+                    self._record(bar, task, logger, saver, learner.state_dict, done, total, last)
         except KeyboardInterrupt:
             raise saver.interrupted("meta-training") from None
         finally:
@@ -202,13 +202,13 @@ class Trainer:
     def _meta_learner(self, resume: str | Path | None) -> tuple[Any, int]:
         """The learner to train (a MAMLAgent's own, this trainer's from an earlier call, or
         a new one) and the iteration it starts at."""
-        from metatrade.training.build import make_learner
+        from metatrade.training.build import make_learner, rebuild_learner
 
         own = getattr(self.agent, "learner", None)
         if own is None and self.learner is not None and resume is None:
             own = self.learner  # a second call continues this trainer's learner
         if own is not None:
-            learner = self._with_run_config(own)
+            learner = rebuild_learner(self.config, own, self.env)
             if hasattr(self.agent, "learner"):
                 self.agent.learner, self.agent.meta_config = learner, learner.config
         else:
@@ -219,15 +219,6 @@ class Trainer:
         if resume is not None:
             start = self._restore(resume, learner, META_KIND)
         return learner, start
-
-    def _with_run_config(self, old: MetaLearner) -> MetaLearner:
-        """``old`` under this run's ``meta`` settings (``MetaLearner.with_config``)."""
-        from metatrade.training.build import make_meta_config
-
-        old.family = self.env
-        return old.with_config(
-            dataclasses.replace(make_meta_config(self.config), seed=old.config.seed)
-        )
 
     def _policy(self) -> torch.nn.Module:
         agent = self.agent
@@ -240,22 +231,10 @@ class Trainer:
     def _restore(self, resume: str | Path, target: Any, kind: str) -> int:
         """Load checkpoint ``resume`` into ``target`` (a MetaLearner, or for PPO a
         ``(PPOAgent, env)`` pair) and the RNG streams; returns its iteration."""
-        ck_cfg, state = load_run_checkpoint(resume, kind)
-        check_same_run(resume, ours=self.config, theirs=ck_cfg, sections=_RESUME_SECTIONS[kind])
-        try:
-            if kind == PPO_KIND:
-                target.load_training_state(state["learner"], resume)
-            else:
-                target.load_state_dict(state["learner"])
-        except CheckpointError:
-            raise
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(
-                f"checkpoint {resume}: the saved state does not fit this model "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
-        self.rng.load_state_dict(state["rng"])
-        return int(state["iteration"])
+        iteration, self.run_id = restore_run(
+            resume, target, kind, config=self.config, rng=self.rng, run_dir=self.run_dir
+        )
+        return iteration
 
     def _checkpoints(self, path: Path | None, kind: str, total: int, start: int) -> LoopCheckpoints:
         from metatrade.training.task_sets import training_task_names
@@ -271,16 +250,20 @@ class Trainer:
             total=total,
             start=start,
             extra=extra,
+            run_id=self.run_id,
         )
 
     def _locked(self, run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
         return run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
 
-    def _claim(self, run_dir: Path | None, kind: str) -> None:
-        """A fresh run of ``kind`` may write ``run_dir`` (once per trainer: a second call
-        continues what this trainer wrote)."""
-        if run_dir is not None and kind not in self._claimed:
-            claim_run_dir(run_dir, kind, overwrite=self.overwrite)
+    def _claim(self, kind: str) -> None:
+        """A fresh run of ``kind`` may write the run directory (once per trainer: a second
+        call continues what this trainer wrote); it takes the directory's run id."""
+        if self.run_dir is not None and kind not in self._claimed:
+            self.run_id, moved = claim_run_dir(self.run_dir, kind, overwrite=self.overwrite)
+            if moved is not None:
+                self.replaced = moved
+                notice(f"overwrite: the replaced run was moved to {moved}")
             self._claimed.add(kind)
 
     def _open_logger(self, run_dir: Path | None, start: int) -> MetricsLogger | None:
@@ -296,15 +279,19 @@ class Trainer:
         bar: Any,
         task: Any,
         logger: MetricsLogger | None,
-        *,
+        saver: LoopCheckpoints,
+        state: Any,
         done: int,
         total: int,
         metrics: dict[str, float],
     ) -> None:
-        """One finished iteration: history, CSV/TensorBoard row, progress bar, summary line."""
+        """One finished iteration: history, CSV/TensorBoard row, its checkpoint (``saver``;
+        ``state()`` the learner's state), then the progress bar and summary line, so an
+        iteration shown as done is one a Ctrl-C keeps."""
         self.history.append(metrics)
         if logger is not None:
             logger.log(done, metrics)
+        saver.after(done, state)
         bar.update(task, completed=done, status=status_text(metrics))
         if done % self.log_interval == 0 or done == total:
             bar.console.print(summary_line(done, total, metrics), highlight=False, soft_wrap=True)
@@ -352,10 +339,10 @@ class Trainer:
             if resume is not None:
                 start = self._restore(resume, agent, PPO_KIND)
             else:
-                self._claim(run_dir, PPO_KIND)
+                self._claim(PPO_KIND)
             last = self._ppo_loop(run_dir, total_timesteps, start=start, resume=resume is not None)
             if run_dir is not None:
-                agent.save_model(run_dir / "checkpoints" / "ppo.pt")
+                agent.save_model(run_dir / "checkpoints" / "ppo.pt", run=run_record(self.run_id))
         return last
 
     def _ppo_loop(
@@ -378,10 +365,12 @@ class Trainer:
 
                 def log_fn(logs: dict[str, float], num_timesteps: int) -> None:
                     nonlocal last
+                    if bad := non_finite(dict(agent.policy.named_parameters())):
+                        raise saver.diverged("PPO training", agent.iteration, bad)
                     last = {k: float(v) for k, v in logs.items()}
                     last["time/total_timesteps"] = float(num_timesteps)
-                    self._record(bar, task, logger, done=agent.iteration, total=total, metrics=last)
-                    saver.after(agent.iteration, lambda: agent.training_state(env))
+                    state = functools.partial(agent.training_state, env)
+                    self._record(bar, task, logger, saver, state, agent.iteration, total, last)
 
                 agent.learn(env, total_timesteps, log_fn=log_fn, resume=resume)
         except KeyboardInterrupt:

@@ -17,6 +17,7 @@ import torch
 
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
+from metatrade.training.trials import trial_log
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,8 +75,11 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "folds": spec,
         "env": build.make_env_config(cfg),
         "references": refs,
+        "classical": build.classical_rows(cfg),
+        "classical_settings": build.make_classical_config(cfg),
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
+        "deterministic": cfg.evaluation.actions == "mode",
     }
     values.update(overrides)
     return WalkForwardConfig(**values)
@@ -129,7 +133,7 @@ def run_walkforward_eval(
     """Walk forward on the run's held-out tasks (``trained``: the run's training tasks,
     refused); writes the report into ``out_dir``."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
-    from metatrade.evaluation.walkforward.report import save_report, text_table
+    from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
 
     loader = task_sets.make_loader(cfg)
     tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
@@ -154,10 +158,13 @@ def run_walkforward_eval(
         make_adapter(cfg, steps),
         make_config(cfg, spec, **overrides),
         task_map=task_map,
+        trials=trial_log(cfg, kind="walkforward", run=out_dir),  # DSR's N, PBO: issue 21
     )
     files = save_report(result, out_dir)
     if console is not None:
         console.print(text_table(result), soft_wrap=True, highlight=False)
+        for line in difference_lines(result):  # does adapting beat what a desk does?
+            console.print(line, soft_wrap=True, highlight=False)
         console.print(f"CSV {files['csv']}; JSON {files['json']}")
         console.print(f"report: {files['html']}")
     return result, files
@@ -184,8 +191,9 @@ def signals(
     tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
     starts = make_starts(cfg, policy, ppo_path=ppo_path, pretrained=pretrained, inner_lrs=inner_lrs)
     if start not in starts:
-        raise ConfigError(f"--start {start!r}: available {sorted(starts)}")
+        raise ConfigError(f"--start-policy {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
+    env = build.make_env_config(cfg)
     return [
         next_decision(
             t,
@@ -196,8 +204,11 @@ def signals(
             lookback=cfg.env.lookback,
             seed=cfg.run.seed,
             position=position,
-            account_dim=build.make_env_config(cfg).account_dim,
-        )  # fmt: skip
+            account_dim=env.account_dim,
+            features=env.features,
+            actions=env.actions,
+            sample=cfg.evaluation.actions == "sample",
+        )
         for t in tasks
     ]
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.errors import ConfigError
 from metatrade.evaluation.protocol import Start
 from metatrade.exact.objective import exact_loss
 from metatrade.exact.windows import latest_windows
@@ -67,7 +68,7 @@ def _adaptation_rows(
     lo, hi = rows
     horizon = min(episode_length, hi - max(lo, env.lookback - 1) - 1)
     if horizon < 1:
-        raise ValueError(
+        raise ConfigError(
             f"task {arrays.task}: adaptation rows [{lo}, {hi}) leave no episode with "
             f"lookback {env.lookback}; raise --adapt-bars"
         )

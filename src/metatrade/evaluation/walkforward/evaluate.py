@@ -3,7 +3,10 @@
 Pooled = an equal-weight portfolio of the held-out tasks, rebalanced daily: its daily
 return is the mean over the tasks trading that day of their daily returns. Its cost
 break-even is computed on the tasks' summed P&L and notional; its turnover is the mean of
-the tasks'. Intervals: stationary block bootstrap over days, the same days for every row.
+the tasks'. Intervals: stationary block bootstrap over days, the same days for every row,
+blocks as long as ``arch``'s ``optimal_block_length`` says. Every policy row of every scope
+is recorded as a trial of that scope's data set (``TrialLog``), and the DSR's N, the trials'
+Sharpe variance and PBO are read back from the registry.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metatrade.evaluation.bootstrap import ConfidenceInterval
+from metatrade import progress
+from metatrade.evaluation.baselines import SELECTED_LABEL
+from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval
 from metatrade.evaluation.protocol import Start
+from metatrade.evaluation.registry import TrialLog, covered_splits, data_hash
 from metatrade.evaluation.walkforward.adapters import Adapter
-from metatrade.evaluation.walkforward.folds import WalkForwardTask
+from metatrade.evaluation.walkforward.folds import WalkForwardTask, make_folds
 from metatrade.evaluation.walkforward.runner import TaskRecord, WalkForwardConfig, run_task
 from metatrade.evaluation.walkforward.stats import (
     add_deflated,
@@ -29,6 +35,7 @@ from metatrade.evaluation.walkforward.stats import (
     breakeven_bps,
     cost_sweep,
     record_metrics,
+    trial_evidence,
 )
 
 POOLED = "pooled"
@@ -43,8 +50,9 @@ class Scope:
     metrics: dict[str, dict[str, float]]
     cis: dict[str, dict[str, ConfidenceInterval]]
     differences: dict[str, dict[str, ConfidenceInterval]]
-    trials: dict[str, float]
+    trials: dict[str, Any]
     sweep: dict[str, list[float]]
+    bootstrap: BlockPlan | None = None
 
 
 @dataclass
@@ -81,12 +89,14 @@ class WalkForwardResult:
 def _differences(
     labels: list[str], starts: list[str], steps: int, diff
 ) -> dict[str, dict[str, ConfidenceInterval]]:
-    """Paired intervals: each start re-adapted minus frozen, minus buy-and-hold; MAML minus
-    every other start at the same k."""
+    """Paired intervals: each start re-adapted minus frozen, minus classical-selected, minus
+    buy-and-hold; MAML minus every other start at the same k."""
     pairs = []
     for s in starts:
         if steps:
             pairs.append((f"{s}@k{steps}", f"{s}@k0"))
+        if SELECTED_LABEL in labels:
+            pairs.append((f"{s}@k{steps}", SELECTED_LABEL))
         if "buy-and-hold" in labels:
             pairs.append((f"{s}@k{steps}", "buy-and-hold"))
     if starts:
@@ -97,29 +107,64 @@ def _differences(
     }
 
 
-def _scope(name: str, daily: pd.DataFrame, metrics: dict, pnl: dict, notional: dict,
-           capital: float, cfg: WalkForwardConfig, starts: list[str], steps: int,
-           clock: tuple[float, float]) -> Scope:  # fmt: skip
-    """DSR, bootstrap intervals, paired differences and cost sweep of one scope;
+@dataclass(frozen=True)
+class _Evidence:
+    """Where a scope's trials go: the log (None: no registry), its data set and split;
+    ``record`` False when a scope of this run already recorded them under the same hash
+    (the pooled scope of one task is that task)."""
+
+    log: TrialLog | None
+    data_hash: str
+    split: str
+    record: bool = True
+
+
+def _scope(
+    name: str,
+    daily: pd.DataFrame,
+    metrics: dict,
+    pnl: dict,
+    notional: dict,
+    capital: float,
+    cfg: WalkForwardConfig,
+    starts: list[str],
+    steps: int,
+    evidence: _Evidence,
+    clock: tuple[float, float],
+) -> Scope:
+    """Trials, DSR, PBO, bootstrap intervals, paired differences and cost sweep of a scope;
     ``clock`` = (sessions per year, the costs' proportional bps per side now)."""
     periods, bps = clock
     labels = list(daily.columns)
     arrays = {k: daily[k].dropna().to_numpy() for k in labels}
-    trials = add_deflated(metrics, arrays, cfg.configurations)
+    policy = [k for k in labels if "@k" in k]
+    found = trial_evidence(
+        daily,
+        policy,
+        log=evidence.log,
+        data_hash=evidence.data_hash,
+        split=evidence.split,
+        record=evidence.record,
+    )
+    trials = add_deflated(metrics, arrays, found, cfg.configurations)
     seed = cfg.seed + zlib.crc32(name.encode()) % 997
-    cis, diff = bootstrap_daily(
+    cis, diff, plan = bootstrap_daily(
         daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
         seed=seed, periods_per_year=periods, confidence=cfg.confidence,
     )  # fmt: skip
     grid = np.asarray(cfg.cost_grid)
     sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
-    return Scope(
-        name, daily, metrics, cis, _differences(labels, starts, steps, diff), trials, sweep
-    )
+    diffs = _differences(labels, starts, steps, diff)
+    return Scope(name, daily, metrics, cis, diffs, trials, sweep, plan)
 
 
 def _pooled(
-    tasks: list[TaskRecord], labels: list[str], cfg: WalkForwardConfig, starts, steps
+    tasks: list[TaskRecord],
+    labels: list[str],
+    cfg: WalkForwardConfig,
+    starts,
+    steps,
+    evidence: _Evidence,
 ) -> Scope:
     c0 = cfg.env.initial_capital
     daily = pd.concat([t.daily for t in tasks], keys=range(len(tasks))).groupby(level=1).mean()
@@ -140,7 +185,10 @@ def _pooled(
         m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], clock[1])
         m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
         metrics[k] = m
-    return _scope(POOLED, daily, metrics, pnl, notional, c0 * len(tasks), cfg, starts, steps, clock)
+    capital = c0 * len(tasks)
+    return _scope(
+        POOLED, daily, metrics, pnl, notional, capital, cfg, starts, steps, evidence, clock
+    )
 
 
 def run_walkforward(
@@ -150,12 +198,15 @@ def run_walkforward(
     config: WalkForwardConfig | None = None,
     *,
     task_map: Callable[[Callable[..., Any], Sequence[Any]], list[Any]] | None = None,
+    trials: TrialLog | None = None,
 ) -> WalkForwardResult:
     """Walk every task forward (``runner.run_task``) and score per task and pooled.
 
     ``task_map``: how the per-task work is mapped over the tasks (default in-process;
     ``metatrade.distributed.fanout.ray_task_map`` fans it out over Ray workers, with the
-    same records bit for bit: every fold is adapted with its own seed)."""
+    same records bit for bit: every fold is adapted with its own seed).
+    ``trials``: the registry that counts this run's policy rows as trials of each scope's
+    data set (the DSR's N and PBO come from it); None: this run's rows alone."""
     cfg = config or WalkForwardConfig()
     if not tasks:
         raise ValueError("run_walkforward: no tasks; pass the held-out tasks")
@@ -163,22 +214,48 @@ def run_walkforward(
         raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
     t0 = time.perf_counter()
     one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
-    records = list(task_map(one_task, list(tasks))) if task_map else [one_task(t) for t in tasks]
+    if task_map is not None:  # the workers report nothing back until they are done
+        for t in tasks:  # a geometry that does not fit: the user's error here, not a worker's
+            make_folds(t.arrays, cfg.folds, cfg.start, lookback=cfg.env.lookback)
+        records = list(task_map(one_task, list(tasks)))
+    else:
+        records = []
+        with progress.stage(f"walk-forward: {len(tasks)} tasks", len(tasks)) as step:
+            for t in tasks:
+                records.append(one_task(t))
+                step(str(t.task))
     labels = list(records[0].records)
     names = list(starts)
     c0 = cfg.env.initial_capital
-    scopes = {}
-    for rec in records:
-        pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
-        notional = {k: rec.records[k].notional for k in labels}
-        scopes[rec.task] = _scope(
-            rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps,
-            (rec.sessions_per_year, rec.bps_now),
-        )  # fmt: skip
-    scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps)
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
     conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
-                markets={r.task: r.market for r in records}, adapter=type(adapter).__name__)  # fmt: skip
+                ruin_fraction=cfg.env.ruin_fraction, markets={r.task: r.market for r in records},
+                adapter=type(adapter).__name__)  # fmt: skip
+    log = trials.with_settings({"walkforward": conf}) if trials is not None else None
+    splits = {}
+    scopes = {}
+    for rec, task in zip(records, tasks, strict=True):
+        pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
+        notional = {k: rec.records[k].notional for k in labels}
+        splits[rec.task] = covered_splits(task.arrays, rec.folds[0].trade[0], len(task) - 1)
+        found = _Evidence(log, data_hash([task.arrays]), splits[rec.task])
+        clock = (rec.sessions_per_year, rec.bps_now)
+        scopes[rec.task] = _scope(
+            rec.task,
+            rec.daily,
+            rec.metrics,
+            pnl,
+            notional,
+            c0,
+            cfg,
+            names,
+            adapter.steps,
+            found,
+            clock,
+        )
+    whole = data_hash([t.arrays for t in tasks])
+    pooled = _Evidence(log, whole, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)
+    scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps, pooled)
     seconds = {
         "adapt": sum(r.adapt_seconds for r in records),
         "trade": sum(r.trade_seconds for r in records),

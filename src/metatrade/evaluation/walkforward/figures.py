@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.metrics import drawdown_series
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ def _style(res: WalkForwardResult, label: str) -> dict:
         return {"color": "black", "lw": 1.6}
     if label == "flat":
         return {"color": "grey", "lw": 1.0, "ls": ":"}
+    if "@k" not in label:  # a classical row
+        return {"color": "tab:olive", "lw": 1.4, "ls": "-."}
     start, _, k = label.partition("@k")
     color = _COLORS[res.starts.index(start) % len(_COLORS)]
     frozen = int(k) == 0 and res.steps > 0
@@ -39,9 +42,11 @@ def _style(res: WalkForwardResult, label: str) -> dict:
 
 
 def shown_rows(res: WalkForwardResult) -> list[str]:
-    """Rows drawn in curves: each start re-adapted (k = steps) and frozen, the references."""
+    """Rows drawn in curves: each start re-adapted (k = steps) and frozen, classical-selected
+    and the references (the other classical rows are in the tables)."""
     keep = {f"{s}@k{k}" for s in res.starts for k in {0, res.steps}}
-    return [r for r in res.labels if r in keep or "@k" not in r]
+    keep |= {SELECTED_LABEL, "buy-and-hold", "flat"}
+    return [r for r in res.labels if r in keep]
 
 
 def _equity(res: WalkForwardResult, scope: str) -> dict[str, np.ndarray]:
@@ -137,11 +142,11 @@ def adaptation_figure(res: WalkForwardResult) -> bytes:
         color = _COLORS[i % len(_COLORS)]
         ax.plot(ks, [c.estimate for c in cis], marker="o", color=color, label=s)
         ax.fill_between(ks, [c.low for c in cis], [c.high for c in cis], color=color, alpha=0.15)
-    for ref in ("buy-and-hold", "flat"):
+    colors = {"buy-and-hold": "black", "flat": "grey", SELECTED_LABEL: "tab:olive"}
+    for ref, color in colors.items():
         if ref in res.labels:
             v = res.pooled.metrics[ref]["sharpe"]
-            ax.axhline(0.0 if not np.isfinite(v) else v, ls="--", label=ref, **{
-                "color": "black" if ref == "buy-and-hold" else "grey"})  # fmt: skip
+            ax.axhline(0.0 if not np.isfinite(v) else v, ls="--", label=ref, color=color)
     ax.set_xticks(ks)
     ax.set_xlabel("inner steps k before each fold (0 = frozen)")
     ax.set_ylabel("pooled annualised Sharpe")

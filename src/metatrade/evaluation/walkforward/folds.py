@@ -31,12 +31,21 @@ import numpy as np
 import pandas as pd
 
 from metatrade.data.calendar import assign_sessions
-from metatrade.data.features import build_task_arrays, normalise, raw_features, warmup_rows
+from metatrade.data.features import (
+    FEATURE_NAMES,
+    all_raw_features,
+    available_features,
+    build_task_arrays,
+    normalise,
+    warmup_rows,
+)
 from metatrade.data.instruments import Instrument
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
+from metatrade.errors import ConfigError
 
 NORMALISATIONS = ("expanding", "train-split")
+SPLIT_STARTS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,19 @@ def prepare_task(
     *,
     instrument: Instrument,
     splits: SplitConfig | None = None,
+    features: Sequence[str] | None = None,
 ) -> WalkForwardTask:
-    """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them."""
-    arrays = build_task_arrays(task, bars, splits=splits or SplitConfig(), instrument=instrument)
+    """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them,
+    both with the columns ``features`` (default ``FEATURE_NAMES``)."""
+    names = tuple(FEATURE_NAMES if features is None else features)
+    arrays = build_task_arrays(
+        task, bars, splits=splits or SplitConfig(), instrument=instrument, features=names
+    )
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
     cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
     sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
-    raw = raw_features(*cols, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
-    raw = raw[warmup_rows(raw) :]
+    raw = all_raw_features(*cols, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
+    raw = raw[warmup_rows(raw) :][:, [available_features().index(n) for n in names]]
     if raw.shape[0] != len(arrays):
         raise ValueError(
             f"task {task}: raw features ({raw.shape[0]} rows) != arrays ({len(arrays)})"
@@ -75,8 +89,32 @@ def prepare_task(
     return WalkForwardTask(arrays, raw)
 
 
+def cut_after(task: WalkForwardTask, split: str) -> WalkForwardTask:
+    """The task as if its file ended at the last bar of ``split``: a walk-forward over the
+    result never reads a later bar (tuning walks over validation without the test split
+    in memory). Later splits become empty ranges at the end."""
+    stop = task.arrays.split_range(split)[1]
+    a = task.arrays
+    cut = {k: (min(lo, stop), min(hi, stop)) for k, (lo, hi) in a.splits.items()}
+    rows = slice(0, stop)
+    arrays = replace(
+        a,
+        timestamps=a.timestamps[rows],
+        open=a.open[rows],
+        high=a.high[rows],
+        low=a.low[rows],
+        close=a.close[rows],
+        features=a.features[rows],
+        session_end=a.session_end[rows],
+        splits=cut,
+        sessions=None if a.sessions is None else a.sessions[rows],
+    )
+    return WalkForwardTask(arrays, task.raw[rows])
+
+
 def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
-    """``prepare_task`` for each task of a ``DataLoader`` (its split config and instruments)."""
+    """``prepare_task`` for each task of a ``DataLoader`` (its split config, instruments and
+    feature columns)."""
     out = []
     for t in tasks:
         task = TaskId(*t)
@@ -87,6 +125,7 @@ def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]
                 bars,
                 instrument=loader.instrument(task.instrument),  # type: ignore[attr-defined]
                 splits=loader.splits,  # type: ignore[attr-defined]
+                features=getattr(loader, "features", None),
             )
         )
     return out
@@ -119,17 +158,20 @@ class FoldSpec:
     normalisation: str = "expanding"
 
     def __post_init__(self) -> None:
+        # ConfigError (a ValueError): the geometry is what the user chose (--fold-bars, ...)
         if self.unit not in ("bars", "days"):
-            raise ValueError(f"fold unit={self.unit!r}: use 'bars' or 'days'")
+            raise ConfigError(f"fold unit={self.unit!r}: use 'bars' or 'days'")
         if self.fold_bars < 1 or self.adapt_bars < 1 or self.embargo < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"fold_bars={self.fold_bars} (>= 1), adapt_bars={self.adapt_bars} (>= 1), "
                 f"embargo={self.embargo} (>= 0): fix the walk-forward geometry"
             )
         if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation={self.normalisation!r}: use one of {NORMALISATIONS}")
+            raise ConfigError(
+                f"--normalisation {self.normalisation!r}: use {' or '.join(NORMALISATIONS)}"
+            )
         if self.norm_bars is not None and self.norm_bars < 2:
-            raise ValueError(f"norm_bars={self.norm_bars}: use >= 2 bars or None (all history)")
+            raise ConfigError(f"norm_bars={self.norm_bars}: use >= 2 bars or None (all history)")
 
     def in_bars(self, arrays: TaskArrays) -> tuple[int, int, int]:
         """(F, W, E) in bars of the task ``arrays`` (sessions of its market when in days)."""
@@ -159,17 +201,60 @@ def _fold(
     return Fold(index, (hi - w, hi), norm, (a, b))
 
 
+def parse_start(start: str | int) -> str | int:
+    """A walk-forward start as typed (``--from``): a split name, a row number or a date;
+    ``ConfigError`` for anything else (e.g. a start policy's name)."""
+    if isinstance(start, int | np.integer):
+        return int(start)
+    text = str(start).strip()
+    if text in SPLIT_STARTS:
+        return text
+    if text.isdigit():
+        return int(text)
+    try:
+        pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(
+            f"--from {text!r}: the first fold starts at a split ({', '.join(SPLIT_STARTS)}), "
+            "a row number or a date such as 2024-03-01"
+        ) from None
+    return text
+
+
 def resolve_start(arrays: TaskArrays, start: str | int) -> int:
     """First decision row: a split name ("validation", "test"), a row, or a date (naive:
     in the instrument's time zone)."""
-    if isinstance(start, int | np.integer):
-        return int(start)
-    if start in ("train", "validation", "test"):
+    start = parse_start(start)
+    if isinstance(start, int):
+        return start
+    if start in SPLIT_STARTS:
         return arrays.split_range(start)[0]
     ts = pd.Timestamp(start)
     tz = arrays.market.timezone if arrays.market is not None else "UTC"
     ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
     return int(np.searchsorted(arrays.timestamps, ts.tz_convert("UTC").value, side="left"))
+
+
+def _day(arrays: TaskArrays, row: int) -> str:
+    tz = arrays.market.timezone if arrays.market is not None else "UTC"
+    return str(pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz).date())
+
+
+def _check_start(arrays: TaskArrays, a: int, start: str | int, need: int, parts: str) -> None:
+    """``ConfigError`` unless the first fold's row ``a`` has ``need`` rows before it (the
+    lookback, the adaptation window and the embargo: ``parts``) and one bar after it."""
+    n = len(arrays)
+    if need > n - 2:
+        raise ConfigError(
+            f"task {arrays.task}: {n} rows, but the first fold needs {parts} = {need} rows "
+            "before it and one after; use a smaller --adapt-bars/--adapt-days or --embargo"
+        )
+    if a < need or a > n - 2:
+        raise ConfigError(
+            f"task {arrays.task}: --from {start!r} is row {a}, but the first fold must start "
+            f"between row {need} ({_day(arrays, need)}: {parts} rows before it) and row "
+            f"{n - 2} ({_day(arrays, n - 2)}: one bar after it); choose a start in that range"
+        )
 
 
 def make_folds(
@@ -180,20 +265,16 @@ def make_folds(
     n = len(arrays)
     a = resolve_start(arrays, start)
     need = lookback - 1 + w + e
-    if a < need or a > n - 2:
-        raise ValueError(
-            f"task {arrays.task}: walk-forward start row {a} must lie in [{need}, {n - 2}] "
-            f"(lookback {lookback} - 1 + adapt bars {w} + embargo {e} rows before it, one bar "
-            "after it); use a later start or a smaller --adapt-bars"
-        )
+    parts = f"lookback {lookback} - 1 + adapt window {w} + embargo {e}"
+    _check_start(arrays, a, start, need, parts)
     if w < min_adapt:
-        raise ValueError(f"task {arrays.task}: adapt window {w} bars < {min_adapt} needed")
+        raise ConfigError(f"task {arrays.task}: adapt window {w} bars < {min_adapt} needed")
     train = arrays.split_range("train")
     if spec.normalisation == "train-split" and train[1] > a - e:
-        raise ValueError(
+        raise ConfigError(
             f"task {arrays.task}: train split ends at row {train[1]}, after the first "
             f"adaptation window ends ({a - e}); train-split normalisation would see the "
-            "future: start later or use normalisation='expanding'"
+            "future: start later (--from) or use --normalisation expanding"
         )
     folds = []
     while a <= n - 2:
@@ -209,7 +290,7 @@ def live_fold(arrays: TaskArrays, spec: FoldSpec) -> Fold:
     _, w, e = spec.in_bars(arrays)
     n = len(arrays)
     if n - 1 - e - w < 0:
-        raise ValueError(
+        raise ConfigError(
             f"task {arrays.task}: {n} rows after warm-up; signal needs adapt bars {w} + "
             f"embargo {e} + 1; use a smaller --adapt-bars or a longer file"
         )

@@ -88,6 +88,9 @@ class RowRecord:
     trades: list[Any] = field(default_factory=list)  # closed round trips (engine Trades)
     first_action: list[int] = field(default_factory=list)  # [folds] first decision per fold
     first_probs: list[list[float]] = field(default_factory=list)  # [folds][A] its probabilities
+    ruin_at: list[int] = field(
+        default_factory=list
+    )  # record indices where the ruin rule stopped it
 
     @property
     def notional(self) -> float:
@@ -108,9 +111,12 @@ def _decide(
     return act.numpy().astype(np.int64), probs.numpy()
 
 
-def decide_one(policy: nn.Module, params: Params, obs: np.ndarray) -> tuple[int, np.ndarray]:
-    """The deterministic decision of one policy on one observation (what ``signal`` does)."""
-    act, probs = _decide(policy, {k: v[None] for k, v in params.items()}, obs[None], None)
+def decide_one(
+    policy: nn.Module, params: Params, obs: np.ndarray, generator: torch.Generator | None = None
+) -> tuple[int, np.ndarray]:
+    """The decision of one policy on one observation (what ``signal`` does): its mode, or an
+    action drawn with ``generator``."""
+    act, probs = _decide(policy, {k: v[None] for k, v in params.items()}, obs[None], generator)
     return int(act[0]), probs[0]
 
 
@@ -176,7 +182,7 @@ class _Ledger:
         """Every row's action at bar t (policy rows by group, rule rows from their targets);
         the fold's first decision (t == a) and its probabilities are recorded."""
         rows, recs = self.rows, self.recs
-        actions = np.full(len(rows), int(Action.HOLD), dtype=np.int64)
+        actions = np.zeros(len(rows), dtype=np.int64)  # every row is a policy or a rule
         for key, idx in self.groups.items():
             act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], self.generator)
             actions[idx] = act
@@ -186,8 +192,9 @@ class _Ledger:
                     recs[i].first_probs.append(probs[j].tolist())
         for i, r in enumerate(rows):
             if r.targets is not None:
-                pos = np.int8(self.envs[i].engine.position)
-                actions[i] = int(target_to_action(r.targets[t], pos))
+                env = self.envs[i]
+                pos = np.int8(env.engine.position)
+                actions[i] = int(target_to_action(r.targets[t], pos, env.config.actions))
         return actions
 
     def step(self, t: int, actions: np.ndarray, obs: np.ndarray) -> None:
@@ -205,6 +212,7 @@ class _Ledger:
             recs[i].positions[j] = info["position"]
             if terminated:
                 recs[i].equity[j] = offset[i] + env.liquidate()
+                recs[i].ruin_at.append(j)
                 alive[i] = False
 
     def close_fold(self, f: int, b: int, start_eq: np.ndarray, *, last_fold: bool) -> None:
@@ -254,7 +262,7 @@ def trade_task(
     )
     for f, fold in enumerate(folds):
         a, b = fold.trade
-        feats = arrays_by_fold(f).features
+        feats = arrays_by_fold(f).select_features(cfg.features).features
         stacked = ledger.stacked_params(f, params_by_fold)
         start_eq = ledger.open_fold(f, a, feats)
         obs = np.stack([env.observe() for env in ledger.envs])

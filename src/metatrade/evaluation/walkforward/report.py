@@ -1,6 +1,8 @@
 """The walk-forward report: one self-contained HTML page (figures embedded as base64 PNG,
 no script, no external resource), plus CSV, JSON, a text table and the PNGs.
-Every file is written atomically."""
+Every file is written atomically. A row the ruin rule stopped (equity at or below
+``ruin_fraction`` of the capital: it traded no more) is flagged ``[RUIN]`` in every table,
+with a note saying on which task and day: its metrics are not those of a full record."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
 from metatrade.io import atomic_write, atomic_write_text, json_safe
 
@@ -36,23 +41,76 @@ def _fmt(value: float, fmt: str, scale: float) -> str:
     return "n/a" if value is None or value != value else fmt.format(value * scale)
 
 
+RUIN_FLAG = " [RUIN]"
+
+
+def ruined(res: WalkForwardResult, scope: str = "pooled") -> dict[str, list[str]]:
+    """Rows of ``scope`` (a task, or every task when pooled) that the ruin rule stopped:
+    label -> ["<task> on <day>", ...]."""
+    out: dict[str, list[str]] = {}
+    for t in res.tasks:
+        if scope not in ("pooled", t.task):
+            continue
+        for label, rec in t.records.items():
+            for j in rec.ruin_at:
+                day = pd.Timestamp(int(t.timestamps[min(j, len(t.timestamps) - 1)]), tz="UTC")
+                out.setdefault(label, []).append(f"{t.task} on {day.date()}")
+    return out
+
+
+def ruin_note(res: WalkForwardResult, scope: str = "pooled") -> str:
+    """The line under a table that says which rows the ruin rule stopped ("" if none)."""
+    stopped = ruined(res, scope)
+    if not stopped:
+        return ""
+    fraction = res.config.get("ruin_fraction")
+    level = f"{100 * fraction:g}% of the capital" if fraction is not None else "the ruin level"
+    rows = "; ".join(f"{label} ({', '.join(where)})" for label, where in stopped.items())
+    return (
+        f"{RUIN_FLAG.strip()} stopped by the ruin rule (equity fell to {level}; no trading "
+        f"after): {rows}"
+    )
+
+
 def table_rows(res: WalkForwardResult, scope: Scope) -> list[list[str]]:
-    """Cells of a scope's table: row, metrics, Sharpe interval."""
+    """Cells of a scope's table: row (flagged when the ruin rule stopped it), metrics,
+    Sharpe interval."""
     conf = int(round(100 * res.config["confidence"]))
+    stopped = ruined(res, scope.name)
     out = [["row", *[h for _, h, _, _ in COLUMNS], f"Sharpe {conf}% CI"]]
     for label in res.labels:
         m = scope.metrics[label]
         ci = scope.cis[label]["sharpe"]
-        out.append([label, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
+        name = label + (RUIN_FLAG if label in stopped else "")
+        out.append([name, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
                     f"[{ci.low:+.2f}, {ci.high:+.2f}]"])  # fmt: skip
     return out
 
 
 def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
-    """A plain fixed-width table of one scope (for the terminal)."""
+    """A plain fixed-width table of one scope (for the terminal), with the ruin note."""
     cells = table_rows(res, res.scopes[scope])
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    note = ruin_note(res, scope)
+    if note:
+        lines.append(note)
+    plan = res.scopes[scope].bootstrap
+    if plan is not None and plan.warning:
+        lines.append(f"WARNING: {plan.warning}")
+    return "\n".join(lines)
+
+
+def difference_lines(res: WalkForwardResult, against: str = SELECTED_LABEL) -> list[str]:
+    """One line per pooled paired difference "<start> - ``against``" (for the terminal)."""
+    out = []
+    for name, d in res.pooled.differences.items():
+        if name.endswith(f" - {against}"):
+            s, r = d["sharpe"], d["annual_return"]
+            sharpe = f"Sharpe {s.estimate:+.2f} [{s.low:+.2f}, {s.high:+.2f}]"
+            annual = f"{100 * r.estimate:+.1f} % [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
+            out.append(f"paired (pooled) {name}: {sharpe}, annual return {annual}")
+    return out
 
 
 def _html_table(cells: list[list[str]], cls: str) -> str:
@@ -63,28 +121,67 @@ def _html_table(cells: list[list[str]], cls: str) -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def evidence_lines(scope: Scope) -> list[str]:
+    """How sceptical to be: the DSR's trials (from the registry), PBO, looks at the test
+    period, and the bootstrap's blocks (with the warning when they are too few)."""
+    p = scope.trials
+    outside = (
+        f" x {p['configurations']:.0f} configurations tried outside it"
+        if p["configurations"] > 1
+        else ""
+    )
+    partitions = (
+        f", S = {p['pbo_partitions']:.0f}" if "pbo_partitions" in p else " (needs 2 trials, 4 days)"
+    )
+    lines = [
+        f"DSR trials: N = {p['n_trials']:.0f} ({p['n_registry']:.0f} trial(s) on this data set "
+        f"in {p['source']}{outside}); per-day Sharpe std of the trials "
+        f"{p['trial_sharpe_std_daily']:.4f}; SR0 = {p['sr0_daily']:.4f} per day",
+        f"PBO (CSCV, Bailey et al. 2017): {p['pbo']:.2f} over {p['pbo_trials']:.0f} trials on "
+        f"{p['pbo_periods']:.0f} common days of the {p['split']} split{partitions}",
+        f"looks at the test period of this data set (recorded): {p['test_looks']:.0f}",
+    ]
+    plan = scope.bootstrap
+    if plan is not None:
+        lines.append(
+            f"intervals: stationary bootstrap over whole days, mean block {plan.block:.1f} days, "
+            f"{plan.blocks:.1f} independent blocks over {plan.days} days"
+        )
+        if plan.warning:
+            lines.append(f"WARNING: {plan.warning}")
+    return lines
+
+
 def _summary(res: WalkForwardResult) -> str:
     c = res.config
     f = c["folds"]
-    p = res.pooled.trials
     mode = "carry (live account)" if c["carry"] else "flatten at fold ends (fixed capital)"
     items = [
         f"held-out tasks: {', '.join(t.task for t in res.tasks)}",
         f"folds of {f['fold_bars']} {f['unit']}, adaptation window {f['adapt_bars']} {f['unit']}, "
         f"embargo {f['embargo']} {f['unit']}, start: {c['start']}",
         f"adaptation: {c['adapter']}, k = {res.steps} inner step(s) before every fold",
+        *_classical_line(c),
         f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
         f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
-        f"DSR trials: N = {p['n_trials']:.0f} ({p['rows_with_sharpe']:.0f} rows with a Sharpe x "
-        f"{p['configurations']:.0f} configuration(s)); SR0 = {p['sr0_daily']:.4f} per day",
+        *evidence_lines(res.pooled),
         "markets (calendar, time zone, currency, cost preset): "
         + "; ".join(f"{t}: {m}" for t, m in c["markets"].items()),
         f"capital {c['initial_capital']:,.0f} (in each task's currency)",
-        f"intervals: stationary bootstrap over days, mean block {c['block_days']:g} days, "
-        f"{c['bootstrap_samples']} resamples, paired across rows",
+        f"intervals: {res.config['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _classical_line(c: dict[str, Any]) -> list[str]:
+    """The summary's line on the classical rows (none without them)."""
+    if not c.get("classical"):
+        return []
+    s = c["classical_settings"]
+    return [f"classical rows re-fitted before every fold on the rows the starts adapt on: "
+            f"AR({s['ar_order']}), momentum / reversal h in {list(s['horizons'])}, time of day "
+            f"in {s['buckets']} buckets; classical-selected = best in-sample ledger P&L"]  # fmt: skip
 
 
 def _differences(res: WalkForwardResult) -> str:
@@ -104,6 +201,11 @@ _CSS = (
 )
 
 
+def _note(res: WalkForwardResult, scope: str) -> str:
+    note = ruin_note(res, scope)
+    return f'<p class="ruin"><b>{html.escape(note)}</b></p>' if note else ""
+
+
 def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
     """The page: summary, pooled table, paired differences, figures, per-task tables."""
     parts = [
@@ -114,6 +216,7 @@ def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
         _summary(res),
         "<h2>Pooled (equal-weight portfolio of the held-out tasks)</h2>",
         _html_table(table_rows(res, res.pooled), "metrics"),
+        _note(res, "pooled"),
         "<h2>Paired differences</h2>",
         _differences(res),
     ]
@@ -125,6 +228,7 @@ def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
         parts += [
             f"<h2>Task {html.escape(t.task)}</h2>",
             _html_table(table_rows(res, res.scopes[t.task]), "metrics"),
+            _note(res, t.task),
         ]
     parts.append("<p>Definitions: docs/evaluation.md (walk-forward protocol).</p></body></html>")
     return "\n".join(parts)
@@ -141,6 +245,7 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
                 k: {st: ci.as_dict() for st, ci in v.items()} for k, v in s.differences.items()
             },
             "trials": s.trials,
+            "bootstrap": s.bootstrap.as_dict() if s.bootstrap is not None else None,
             "cost_sweep_total_return": s.sweep,
             "daily_returns": {k: s.daily[k].tolist() for k in s.daily},
             "days": [str(d.date()) for d in s.daily.index],
@@ -150,6 +255,8 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
             "folds": [{"adapt": f.adapt, "norm": f.norm, "trade": f.trade} for f in t.folds],
             "fold_returns": {k: r.fold_returns.tolist() for k, r in t.records.items()},
             "first_decisions": {k: r.first_action for k, r in t.records.items() if r.first_action},
+            "classical_fits": t.classical_fits,
+            "stopped_by_ruin": {k: r.ruin_at for k, r in t.records.items() if r.ruin_at},
             "seconds": {"adapt": t.adapt_seconds, "trade": t.trade_seconds},
         }
         for t in res.tasks

@@ -4,7 +4,8 @@ For each held-out task, from ``start`` to its last bar, in folds of F bars: each
 (MAML, pretrained, random) is adapted with k inner steps by an ``Adapter`` on the W bars
 that end E bars (embargo) before the fold, then every row trades the fold in the ledger
 (``ledger.trade_task``): each start after 0..k steps (k = 0 is the frozen start, never
-re-adapted), buy-and-hold and flat. The folds' records are stitched per ``carry`` mode and
+re-adapted), the classical rows re-fitted on the same rows (``classical``), buy-and-hold
+and flat. The folds' records are stitched per ``carry`` mode and
 scored (``stats``), per task and pooled, with block-bootstrap intervals over days.
 """
 
@@ -18,9 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metatrade import progress
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.evaluation.baselines import ClassicalConfig, check_names
+from metatrade.evaluation.bootstrap import session_dates
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
+from metatrade.evaluation.walkforward.classical import classical_targets
 from metatrade.evaluation.walkforward.folds import (
     Fold,
     FoldSpec,
@@ -48,14 +53,18 @@ class WalkForwardConfig:
     deterministic: bool = True
     """trade the policy's mode (True) or sample its actions (seeded)"""
     references: tuple[str, ...] = ("buy_and_hold", "flat")
+    classical: tuple[str, ...] = ()
+    """classical adaptive rows (``baselines.CLASSICAL``), re-fitted before every fold"""
+    classical_settings: ClassicalConfig = field(default_factory=ClassicalConfig)
     env: TradingEnvConfig = field(default_factory=TradingEnvConfig)
     bootstrap_samples: int = 1000
-    block_days: float = 5.0
-    """mean block length (trading days) of the stationary bootstrap"""
+    block_days: float | None = None
+    """mean block length (trading days) of the stationary bootstrap; None: arch's
+    ``optimal_block_length`` of the daily returns"""
     confidence: float = 0.95
     configurations: int = 1
-    """protocol configurations tried before this one (F, W, k, ...): multiplies the DSR's
-    number of trials"""
+    """configurations tried outside the trial registry (before it, or elsewhere): multiplies
+    the DSR's number of trials, which otherwise comes from the registry"""
     cost_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
     """per-side proportional costs (bps) of the cost sweep"""
     seed: int = 0
@@ -64,6 +73,7 @@ class WalkForwardConfig:
         unknown = set(self.references) - set(REFERENCES)
         if unknown:
             raise ValueError(f"references: unknown {sorted(unknown)}; use {sorted(REFERENCES)}")
+        self.classical = check_names(self.classical, "WalkForwardConfig.classical")
         if self.configurations < 1 or self.bootstrap_samples < 10:
             raise ValueError(
                 f"configurations={self.configurations} (>= 1), bootstrap_samples="
@@ -86,15 +96,24 @@ class TaskRecord:
     market: str = ""  # calendar, zone, currency and cost preset, for the report
     adapt_seconds: float = 0.0
     trade_seconds: float = 0.0
+    classical_fits: list[dict] = field(default_factory=list)
+    """per fold, the classical rules fitted before it (rows, params, in-sample return)"""
 
 
-def make_rows(starts: Mapping[str, Start], steps: int, references: Sequence[str]) -> list[Row]:
-    """Policy rows ``<start>@k<k>`` for k = 0..steps, then the reference rows."""
+def make_rows(
+    starts: Mapping[str, Start],
+    steps: int,
+    references: Sequence[str],
+    classical: Sequence[str] = (),
+) -> list[Row]:
+    """Policy rows ``<start>@k<k>`` for k = 0..steps, the classical rows (labels), then the
+    reference rows."""
     rows = [
-        Row(f"{label}@k{k}", label, k, policy=s.policy)
-        for label, s in starts.items()
+        Row(f"{name}@k{k}", name, k, policy=s.policy)
+        for name, s in starts.items()
         for k in range(steps + 1)
     ]
+    rows += [Row(c, c, None) for c in classical]
     return rows + [Row(REFERENCES[r], REFERENCES[r], None) for r in references]
 
 
@@ -110,11 +129,13 @@ class _FoldCache:
         self._arrays = None
         self._params: dict[str, list[Params]] = {}
         self.seconds = 0.0
+        self.on_fold: progress.Step = lambda detail=None: None  # a fold started
 
     def arrays(self, f: int):
         if f != self._f:
             self._f, self._params = f, {}
             self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
+            self.on_fold()
         return self._arrays
 
     def params(self, f: int, row: Row) -> Params:
@@ -139,8 +160,12 @@ def run_task(
     """Walk forward on one task: folds, adaptation, trading, daily returns."""
     env = config.env
     folds = make_folds(task.arrays, config.folds, config.start, lookback=env.lookback)
-    rows = make_rows(starts, adapter.steps, config.references)
+    targets, fits = classical_targets(
+        task, folds, adapter, config.classical, env=env, settings=config.classical_settings
+    )
+    rows = make_rows(starts, adapter.steps, config.references, list(targets))
     for r in rows:
+        r.targets = targets.get(r.label, r.targets)
         if r.label == "buy-and-hold":
             r.targets = np.ones(len(task), dtype=np.int8)
         elif r.label == "flat":
@@ -148,13 +173,14 @@ def run_task(
     cache = _FoldCache(task, folds, config.folds, starts, adapter, config.seed)
     gen = None if config.deterministic else torch.Generator().manual_seed(config.seed + 17)
     t0 = time.perf_counter()
-    recs = trade_task(
-        cache.arrays, folds, rows, cache.params, env, carry=config.carry, generator=gen
-    )
+    with progress.stage(f"{task.task}: {len(folds)} folds", len(folds)) as cache.on_fold:
+        recs = trade_task(
+            cache.arrays, folds, rows, cache.params, env, carry=config.carry, generator=gen
+        )
     trade_s = time.perf_counter() - t0 - cache.seconds
     first, last = folds[0].trade[0], folds[-1].trade[1]
     ts = task.arrays.timestamps[first : last + 1]
-    sessions = task.arrays.session_labels()[first : last + 1]
+    sessions = session_dates(task.arrays)[first : last + 1]
     c0 = env.initial_capital
     daily = pd.DataFrame(
         {
@@ -175,6 +201,7 @@ def run_task(
             bps_now=out.bps_now, periods_per_year=out.sessions_per_year,
         )  # fmt: skip
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
+    out.classical_fits = fits
     return out
 
 

@@ -11,10 +11,12 @@ first observation when ``position`` is 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, job_seed
@@ -25,8 +27,8 @@ from metatrade.evaluation.walkforward.folds import (
     live_fold,
 )
 from metatrade.evaluation.walkforward.ledger import decide_one
-from metatrade.market.actions import Action
 from metatrade.market.config import ACCOUNT_DIM
+from metatrade.market.rules import action_rules
 
 
 @dataclass
@@ -38,9 +40,11 @@ class Signal:
     last_bar: str  # time of the file's last bar, in the instrument's time zone
     decision_row: int
     action: int
-    order: str
+    order: str  # the action's name: an order (actions "orders") or SHORT / FLAT / LONG
     probabilities: dict[str, float]
     position: int
+    target: int  # the position after the order fills (-1, 0, +1)
+    sampled: bool  # the action was drawn from the policy (else its mode)
     adapt_rows: tuple[int, int]
     norm_rows: tuple[int, int]
     steps: int
@@ -74,27 +78,42 @@ def next_decision(
     seed: int,
     position: int = 0,
     account_dim: int = ACCOUNT_DIM,
+    features: Sequence[str] | None = None,
+    actions: str = "orders",
+    sample: bool = False,
 ) -> Signal:
     """Adapt ``start`` on the latest window and decide for the bar after the last one
-    (``last_bar`` in the instrument's time zone)."""
+    (``last_bar`` in the instrument's time zone; ``features``, ``actions``: the run's
+    ``env.features`` and ``env.actions``; ``sample``: draw the action from the policy,
+    seeded by the job, instead of taking its mode, as ``evaluation.actions: sample`` trades
+    it)."""
     if position not in (-1, 0, 1):
         raise ValueError(f"position={position}: use -1 (short), 0 (flat) or 1 (long)")
+    rules = action_rules(actions)
     fold = live_fold(task.arrays, spec)
-    arrays = fold_arrays(task, fold, spec)
+    arrays = fold_arrays(task, fold, spec).select_features(features)
     row = fold.trade[0]
     params = start.params
+    job = job_seed(seed, label, str(task.task), row)
     if adapter.steps:
-        params = adapter(
-            start, arrays, fold.adapt, seed=job_seed(seed, label, str(task.task), row)
-        )[-1]
-    action, probs = decide_one(
-        start.policy, params, observation(arrays.features, row, lookback, position, account_dim)
-    )
+        params = adapter(start, arrays, fold.adapt, seed=job)[-1]
+    generator = torch.Generator().manual_seed(job) if sample else None
+    obs = observation(arrays.features, row, lookback, position, account_dim)
+    action, probs = decide_one(start.policy, params, obs, generator)
     tz = arrays.require_market().timezone
     when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
     return Signal(
-        task=str(task.task), start=label, last_bar=when.strftime("%Y-%m-%d %H:%M %Z"),
-        decision_row=row, action=action, order=Action(action).name,
-        probabilities={Action(i).name: float(p) for i, p in enumerate(probs)},
-        position=position, adapt_rows=fold.adapt, norm_rows=fold.norm, steps=adapter.steps,
-    )  # fmt: skip
+        task=str(task.task),
+        start=label,
+        last_bar=when.strftime("%Y-%m-%d %H:%M %Z"),
+        decision_row=row,
+        action=action,
+        order=rules.labels[action],
+        probabilities={rules.labels[i]: float(p) for i, p in enumerate(probs)},
+        position=position,
+        target=int(rules.next_position[action, position + 1]),
+        sampled=sample,
+        adapt_rows=fold.adapt,
+        norm_rows=fold.norm,
+        steps=adapter.steps,
+    )

@@ -4,7 +4,8 @@ and deflated versions, drawdown, turnover, hit rate, cost break-even, block boot
 Conventions (docs/evaluation.md has the derivations):
 
 * Daily returns: the stitched equity at the last bar of each trading session (the task's
-  calendar, ``TaskArrays.sessions``), over the previous session's (the first over C0).
+  calendar, ``TaskArrays.sessions`` through ``bootstrap.session_dates``), over the previous
+  session's (the first over C0).
   Annualisation: the market's sessions per year (``metatrade.data.calendar``: 252 for an
   exchange, 260 for 24/5, 365 for 24/7), ``periods_per_year`` below.
 * Sharpe = mean / std (ddof 1) of daily returns, times sqrt(periods_per_year) when annualised.
@@ -14,7 +15,10 @@ Conventions (docs/evaluation.md has the derivations):
 * DSR = PSR(SR0), SR0 = sqrt(V[SR_n]) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e)))
   the expected maximum Sharpe of N trials with per-day Sharpe variance V[SR_n] and
   gamma Euler's constant (Bailey & Lopez de Prado 2014, "The deflated Sharpe ratio", eq. 2).
-  Matches ``skfolio.measures.deflated_sharpe_ratio`` (tested).
+  Matches ``skfolio.measures.deflated_sharpe_ratio`` (tested). N and V[SR_n] come from the
+  trial registry for the data set scored (``trial_evidence``): every trial recorded on it,
+  this run's policy rows included; without a registry, this run's policy rows alone.
+* PBO: CSCV over the registry's trials on the same data set and split (``evaluation.pbo``).
 * Cost break-even: the per-side proportional cost (bps of notional) at which the net
   P&L is zero with the trades held fixed: ``bps_now + 1e4 * pnl / notional``, notional
   summed over both sides of every round trip, ``bps_now`` the cost preset's mean
@@ -25,25 +29,34 @@ Conventions (docs/evaluation.md has the derivations):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from arch.bootstrap import StationaryBootstrap
 from scipy import stats as st
 
-from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.evaluation.bootstrap import (
+    BlockPlan,
+    ConfidenceInterval,
+    block_length,
+    percentile_interval,
+)
 from metatrade.evaluation.metrics import breakeven_bps, drawdowns  # noqa: F401 (re-exported)
+from metatrade.evaluation.pbo import pbo_of_trials
+from metatrade.evaluation.registry import TrialLog, TrialRegistry
 
 EULER_GAMMA = 0.5772156649015329
 
 
 def daily_returns(equity: np.ndarray, sessions: np.ndarray, c0: float) -> pd.Series:
     """Session returns of a stitched equity curve [n], grouped by each bar's trading session
-    ``sessions`` (int64 [n], days since 1970-01-01: ``TaskArrays.sessions``), indexed by the
-    session's date."""
-    days = pd.DatetimeIndex(np.asarray(sessions, dtype=np.int64).astype("datetime64[D]"))
-    days = days.as_unit("ns")
+    ``sessions`` ([n] datetime64[D] from ``bootstrap.session_dates``, or int64 days since
+    1970-01-01: ``TaskArrays.sessions``), indexed by the session's date."""
+    days = pd.DatetimeIndex(np.asarray(sessions).astype("datetime64[D]")).as_unit("ns")
     close = pd.Series(np.asarray(equity, dtype=np.float64), index=days).groupby(level=0).last()
     prev = close.shift(1)
     prev.iloc[0] = c0
@@ -144,20 +157,57 @@ def record_metrics(
     }
 
 
+def trial_evidence(
+    daily: pd.DataFrame,
+    policy_rows: Sequence[str],
+    *,
+    log: TrialLog | None,
+    data_hash: str,
+    split: str,
+    record: bool = True,
+) -> dict[str, Any]:
+    """Record ``policy_rows`` (their daily returns) as trials of ``data_hash`` / ``split``
+    (unless ``record`` is False: already recorded under the same hash by this run),
+    then read back what the deflated Sharpe ratio and PBO need: N (``count_trials``), the
+    variance of the trials' per-day Sharpe ratios (``sharpe_variance``) and the PBO of the
+    trials on the same split. Without a registry (``log`` None) the evidence is this run's
+    policy rows alone, and says so."""
+    if log is None:  # the same path through a registry of this run's rows alone
+        with tempfile.TemporaryDirectory() as tmp:
+            own = TrialLog(TrialRegistry(Path(tmp) / "trials.sqlite"), run="", config_hash="")
+            out = trial_evidence(daily, policy_rows, log=own, data_hash=data_hash, split=split)
+        return {**out, "source": "this run's rows (no registry)"}
+    for k in policy_rows if record else ():
+        log.record(label=k, data_hash=data_hash, split=split, returns=daily[k])
+    reg = log.registry
+    return {
+        "n_registry": float(reg.count_trials(data_hash)),
+        "sharpe_var": reg.sharpe_variance(data_hash),
+        "source": str(reg.path),
+        "data_hash": data_hash,
+        "split": split,
+        "test_looks": float(len(reg.looks(data_hash, "test"))),
+        **pbo_of_trials(reg.trials(data_hash=data_hash, split=split)),
+    }
+
+
 def add_deflated(
-    metrics: Mapping[str, dict[str, float]], daily: Mapping[str, np.ndarray], configurations: int
-) -> dict[str, float]:
-    """DSR of every row against all rows with a defined Sharpe (x ``configurations``);
+    metrics: Mapping[str, dict[str, float]],
+    daily: Mapping[str, np.ndarray],
+    evidence: Mapping[str, Any],
+    configurations: int = 1,
+) -> dict[str, Any]:
+    """DSR of every row with N = the trials on the data set (``trial_evidence``) x
+    ``configurations`` (tried outside the registry) and their per-day Sharpe variance;
     writes ``dsr`` into ``metrics`` and returns how the trials were counted."""
-    srs = np.array([sharpe(daily[k]) for k in metrics])
-    defined = srs[np.isfinite(srs)]
-    n_trials = max(1, defined.size) * max(1, configurations)
-    std = float(defined.std(ddof=1)) if defined.size > 1 else 0.0
+    n_trials = max(1, int(evidence["n_registry"])) * max(1, configurations)
+    var = float(evidence["sharpe_var"])
+    std = math.sqrt(var) if math.isfinite(var) and var > 0 else 0.0
     for k, m in metrics.items():
         m["dsr"] = deflated_sharpe_ratio(daily[k], n_trials=n_trials, trial_sharpe_std=std)
     return {
+        **evidence,
         "n_trials": float(n_trials),
-        "rows_with_sharpe": float(defined.size),
         "configurations": float(configurations),
         "trial_sharpe_std_daily": std,
         "sr0_daily": expected_max_sharpe(n_trials, std),
@@ -169,18 +219,26 @@ def bootstrap_daily(
     labels: list[str],
     *,
     reps: int,
-    block_days: float,
+    block_days: float | None,
     seed: int,
     periods_per_year: float,
     confidence: float = 0.95,
-) -> tuple[dict[str, dict[str, ConfidenceInterval]], Callable[[str, str, str], ConfidenceInterval]]:
+) -> tuple[
+    dict[str, dict[str, ConfidenceInterval]],
+    Callable[[str, str, str], ConfidenceInterval],
+    BlockPlan,
+]:
     """Stationary block bootstrap over days (Politis & Romano 1994, ``arch.bootstrap``)
-    of the annualised Sharpe and return of every column of ``matrix`` [days, rows].
+    of the annualised Sharpe and return of every column of ``matrix`` [days, rows], with
+    mean block ``block_days`` or, when None, ``bootstrap.block_length`` of the columns
+    (``arch``'s ``optimal_block_length``).
 
-    Every replicate resamples the same days for all rows (paired). Returns per-row CIs
-    and ``diff(stat, a, b)``: the CI of row a minus row b.
+    Every replicate resamples the same days for all rows (paired); a pooled matrix (the
+    tasks' mean each day) thereby resamples whole days of every task jointly. Returns
+    per-row CIs, ``diff(stat, a, b)`` (the CI of row a minus row b) and the BlockPlan.
     """
     x = np.nan_to_num(np.asarray(matrix, dtype=np.float64))
+    plan = BlockPlan(block_days if block_days is not None else block_length(x), len(x))
 
     def stat(data: np.ndarray) -> np.ndarray:
         mu = data.mean(axis=0)
@@ -191,7 +249,7 @@ def bootstrap_daily(
         return np.concatenate([sr, ann])
 
     est = stat(x)
-    bs = StationaryBootstrap(max(1.0, block_days), x, seed=np.random.default_rng(seed))
+    bs = StationaryBootstrap(max(1.0, plan.block), x, seed=np.random.default_rng(seed))
     reps_arr = bs.apply(stat, reps)  # [reps, 2 * rows]
     m = len(labels)
     names = ("sharpe", "annual_return")
@@ -210,4 +268,4 @@ def bootstrap_daily(
             reps_arr[:, ia] - reps_arr[:, ib], float(est[ia] - est[ib]), confidence
         )
 
-    return cis, diff
+    return cis, diff, plan
