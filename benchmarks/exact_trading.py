@@ -131,7 +131,10 @@ def evaluate(
     """The meta-test protocol on the held-out tasks (``split``: test or validation)."""
     tasks = build.eval_tasks(cfg, loader)
     pcfg = build.make_protocol_config(cfg, tasks)
-    env = stressed_config(pcfg.env, cfg.evaluation.stress_cost_bps) if stressed else pcfg.env
+    arrays = [loader.get_task_arrays(*t) for t in tasks]
+    env = pcfg.env
+    if stressed:
+        env = stressed_config(env, cfg.evaluation.stress_cost_bps, tasks=arrays)
     pcfg = replace(pcfg, env=env, test_split=split)
     return MetaTestProtocol(pcfg).run(starts, tasks, loader)
 

@@ -114,7 +114,7 @@ def main() -> None:
     train_s = time.perf_counter() - start
 
     capital = env.config.initial_capital
-    costs = env.config.costs
+    costs, _ = env.config.market_for(arrays)
     threshold = (costs.entry_fee + costs.exit_fee) / capital
     target = oracle_positions(
         arrays.close, RegimeParams(params.phi, params.sigma, params.drift), threshold

@@ -16,6 +16,7 @@ from metatrade.data.synthetic import (
     generate_bars,
     oracle_positions,
     session_timestamps,
+    synthetic_instrument,
 )
 from metatrade.data.task_arrays import TaskArrays, TaskId
 
@@ -36,7 +37,8 @@ def bars_from_returns(r: np.ndarray, bar_minutes: int = 5, price0: float = 20_00
 
 
 def _arrays(name: str, bars: pd.DataFrame) -> TaskArrays:
-    return build_task_arrays(TaskId(name, "5"), bars, splits=SplitConfig(), bar_minutes=5)
+    instrument = synthetic_instrument(name)
+    return build_task_arrays(TaskId(name, "5"), bars, splits=SplitConfig(), instrument=instrument)
 
 
 def ar1_task(phi: float, n: int = 12_000, seed: int = 0) -> tuple[TaskArrays, np.ndarray]:

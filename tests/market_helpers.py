@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from instrument_helpers import synthetic_market
 from metatrade.data.task_arrays import TaskArrays, TaskId
 
 
@@ -39,4 +40,5 @@ def make_task_arrays(
         session_end=session_end,
         bar_minutes=minutes,
         splits={"train": (0, a), "validation": (a, b), "test": (b, n)},
+        market=synthetic_market(instrument, timeframe, bars_per_session * minutes),
     )

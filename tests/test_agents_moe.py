@@ -13,7 +13,7 @@ import torch
 from metatrade.agents import MoEAgent, PPOConfig, flat_observations, regime_labels, regime_report
 from metatrade.agents.moe_agent import REGIMES
 from metatrade.data import SplitConfig, TaskArrays, TaskId, build_task_arrays
-from metatrade.data.synthetic import RegimeParams, generate_bars
+from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
 from metatrade.market import TradingEnv
 
 LOOKBACK = 8
@@ -30,7 +30,12 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def task() -> TaskArrays:
     bars = generate_bars(RegimeParams(phi=0.3, sigma=1e-3), 1200, 0)
-    return build_task_arrays(TaskId("Syn000_p030", "5"), bars, splits=SplitConfig(), bar_minutes=5)
+    return build_task_arrays(
+        TaskId("Syn000_p030", "5"),
+        bars,
+        splits=SplitConfig(),
+        instrument=synthetic_instrument("Syn000_p030"),
+    )
 
 
 def test_regime_labels_follow_the_median_rule(task: TaskArrays) -> None:

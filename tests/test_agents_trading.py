@@ -11,7 +11,7 @@ import torch
 
 from metatrade.agents import PPOAgent, PPOConfig
 from metatrade.data import SplitConfig, TaskArrays, TaskId, build_task_arrays
-from metatrade.data.synthetic import RegimeParams, generate_bars
+from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
 from metatrade.market.batch_env import BatchTradingEnv
 
 
@@ -29,7 +29,12 @@ def tasks() -> list[TaskArrays]:
     for i, phi in enumerate((0.3, -0.2)):
         bars = generate_bars(RegimeParams(phi=phi), 1000, i)
         out.append(
-            build_task_arrays(TaskId(f"Syn{i:03d}", "5"), bars, splits=SplitConfig(), bar_minutes=5)
+            build_task_arrays(
+                TaskId(f"Syn{i:03d}", "5"),
+                bars,
+                splits=SplitConfig(),
+                instrument=synthetic_instrument(f"Syn{i:03d}"),
+            )
         )
     return out
 

@@ -4,10 +4,15 @@ where the old independent-task bootstrap is far too narrow."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from market_helpers import make_task_arrays
+from metatrade.data.calendar import assign_sessions, resolve_calendar, session_ends
+from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.bootstrap import (
     MIN_BLOCKS,
     BlockPlan,
@@ -107,11 +112,28 @@ def test_block_length_follows_the_dependence_and_warns_under_30_blocks() -> None
     assert warning is not None and "10.0 independent blocks" in warning
 
 
-def test_session_dates_are_exchange_local_days() -> None:
-    # 03:45 UTC is 09:15 in Kolkata; 18:40 UTC is already the next day there
-    ts = pd.DatetimeIndex(["2024-03-19 03:45", "2024-03-19 09:55", "2024-03-19 18:40"])
-    days = session_dates(ts.as_unit("ns").asi8)
-    assert [str(d) for d in days] == ["2024-03-19", "2024-03-19", "2024-03-20"]
+def _arrays_in(calendar: str, stamps: list[str]) -> TaskArrays:
+    """Hand-made arrays whose ``sessions`` come from ``calendar`` (as a loader's do)."""
+    ts = np.asarray(pd.DatetimeIndex(stamps).as_unit("ns").asi8, dtype=np.int64)
+    cal = resolve_calendar(calendar)
+    arrays = make_task_arrays(n=len(ts))
+    labels = assign_sessions(ts, cal, cal.tz).label
+    return replace(arrays, timestamps=ts, sessions=labels, session_end=session_ends(labels))
+
+
+def test_session_dates_are_the_calendars_sessions() -> None:
+    # NSE: 03:45 UTC is 09:15 in Kolkata, 09:55 UTC 15:25 the same day; the next morning is
+    # the next session
+    nse = _arrays_in("NSE", ["2024-03-19 03:45", "2024-03-19 09:55", "2024-03-20 03:45"])
+    assert [str(d) for d in session_dates(nse)] == ["2024-03-19", "2024-03-19", "2024-03-20"]
+    # FX (24/5): the day ends at 17:00 New York, so Sunday 22:00 UTC trades in Monday's
+    # session and Monday 23:00 UTC (18:00 New York) in Tuesday's; neither UTC nor Kolkata
+    # midnight is a boundary (their dates would split or shift these days)
+    fx = _arrays_in(
+        "24/5", ["2024-01-07 22:00", "2024-01-08 03:00", "2024-01-08 20:00", "2024-01-08 23:00"]
+    )
+    days = [str(d) for d in session_dates(fx)]
+    assert days == ["2024-01-08", "2024-01-08", "2024-01-08", "2024-01-09"]
 
 
 def test_bad_days_are_named() -> None:

@@ -20,6 +20,7 @@ def test_data_list_synthetic(tmp_path: Path, monkeypatch) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "2 tasks" in result.output
+    assert "markets" in result.output and "INR" in result.output and "origin" in result.output
     loader = DataLoader(tmp_path / "d", cache_dir=False)
     for task in tasks:  # one row per task: bars, then the split sizes the loader computes
         row = next(line for line in result.output.splitlines() if f"{task}" in line)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from metatrade.data import DataLoader, SplitConfig, TaskId, build_task_arrays, raw_features
+from metatrade.data.calendar import assign_sessions
 from metatrade.data.features import FEATURE_NAMES, warmup_rows
+from metatrade.data.instruments import InstrumentRegistry
+from metatrade.data.loader import SAMPLE_DIR
+
+NIFTY = InstrumentRegistry(SAMPLE_DIR).get("Nifty")  # the embedded NSE description
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +21,12 @@ def bars():
 
 def _raw(df):
     ts = df.index.as_unit("ns").asi8
+    sessions = assign_sessions(ts, NIFTY.calendar, NIFTY.timezone)
     return raw_features(
-        *(df[k].to_numpy() for k in ("open", "high", "low", "close")), ts, bar_minutes=15
+        *(df[k].to_numpy() for k in ("open", "high", "low", "close")),
+        ts,
+        bar_minutes=15,
+        sessions=sessions,
     )
 
 
@@ -37,21 +46,21 @@ def test_raw_features_have_no_look_ahead(bars, t: int) -> None:
 def test_task_arrays_no_look_ahead_after_train_split(bars) -> None:
     cfg = SplitConfig(0.6, 0.2, 0.2)
     task = TaskId("Nifty", "15")
-    base = build_task_arrays(task, bars, splits=cfg, bar_minutes=15)
+    base = build_task_arrays(task, bars, splits=cfg, instrument=NIFTY)
     t = base.splits["validation"][0] + 40  # normalisation stats come from train rows only
     perturbed = bars.copy()
     row = len(bars) - len(base) + t  # warm-up rows shift the index
     perturbed.iloc[row + 1 :, :4] *= 1.3
-    after = build_task_arrays(task, perturbed, splits=cfg, bar_minutes=15)
+    after = build_task_arrays(task, perturbed, splits=cfg, instrument=NIFTY)
     np.testing.assert_array_equal(base.features[: t + 1], after.features[: t + 1])
     assert not np.array_equal(base.features[t + 1 :], after.features[t + 1 :])
 
 
 def test_instrument_agnostic_price_scale_invariance(bars) -> None:
-    a = build_task_arrays(TaskId("A", "15"), bars, splits=SplitConfig(), bar_minutes=15)
+    a = build_task_arrays(TaskId("A", "15"), bars, splits=SplitConfig(), instrument=NIFTY)
     scaled = bars.copy()
     scaled.iloc[:, :4] *= 2.3  # a different price level, same returns
-    b = build_task_arrays(TaskId("B", "15"), scaled, splits=SplitConfig(), bar_minutes=15)
+    b = build_task_arrays(TaskId("B", "15"), scaled, splits=SplitConfig(), instrument=NIFTY)
     np.testing.assert_allclose(a.features, b.features, atol=2e-4)
 
 
@@ -59,14 +68,14 @@ def test_warmup_dropped_not_zero_filled(bars) -> None:
     raw = _raw(bars)
     w = warmup_rows(raw)
     assert 0 < w < 100 and np.isfinite(raw[w:]).all() and not np.isfinite(raw[w - 1]).all()
-    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), bar_minutes=15)
+    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), instrument=NIFTY)
     assert len(arrays) == len(bars) - w
     assert arrays.timestamps[0] == bars.index.as_unit("ns").asi8[w]
     assert np.array_equal(arrays.close, bars["close"].to_numpy()[w:])
 
 
 def test_normalised_with_train_stats_and_no_levels(bars) -> None:
-    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), bar_minutes=15)
+    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), instrument=NIFTY)
     a, b = arrays.splits["train"]
     f = arrays.features[a:b].astype(np.float64)
     clipped = np.abs(f).max(axis=0) >= 10.0

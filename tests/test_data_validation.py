@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from instrument_helpers import describe_instruments
 from metatrade.data import DataLoader, DataValidationError, TaskId, validate_folder
 from metatrade.data.naming import parse_task_name
 from metatrade.data.validation import load_bars
@@ -21,6 +22,7 @@ def good_rows(n: int = 5, start: int = 0) -> list[str]:
 
 
 def write(folder: Path, name: str, rows: list[str], header: str = HEADER) -> Path:
+    describe_instruments(folder)  # made-up names: NSE-listed instruments
     p = folder / name
     p.write_text(header + "\n".join(rows) + "\n")
     return p
@@ -63,6 +65,7 @@ def test_iso_strings_naive_and_with_offset(tmp_path: Path) -> None:
         "2024-03-18T03:55:00Z,100,101,99,100\n"
     )
     (tmp_path / "X_5.csv").write_text(text)
+    describe_instruments(tmp_path)
     bars = load_bars(tmp_path / "X_5.csv")
     assert list(bars.index.strftime("%H:%M")) == ["09:15", "09:20", "09:25"]
     assert (bars["volume"] == 0).all()
@@ -74,6 +77,7 @@ def test_parquet_with_datetime_index(tmp_path: Path) -> None:
     )
     df = pd.DataFrame({"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5}, index=idx)
     df.to_parquet(tmp_path / "Y_5.parquet")
+    describe_instruments(tmp_path)
     assert load_bars(tmp_path / "Y_5.parquet").index.equals(idx)
 
 
@@ -113,6 +117,7 @@ def test_each_validation_case(tmp_path: Path, case: str) -> None:
 
 
 def test_empty_and_unreadable_files(tmp_path: Path) -> None:
+    describe_instruments(tmp_path)
     (tmp_path / "A_5.csv").write_text("")
     (tmp_path / "B_5.parquet").write_bytes(b"not parquet at all")
     problems = validate_folder(tmp_path)
@@ -152,6 +157,7 @@ def test_many_bad_rows_are_summarised(tmp_path: Path) -> None:
 
 
 def test_no_volume_column_and_float_precision(tmp_path: Path) -> None:
+    describe_instruments(tmp_path)
     price = np.float64(22450.123456789012)
     (tmp_path / "P_5.csv").write_text(
         "datetime,open,high,low,close\n" + f"{T0}," + ",".join([repr(float(price))] * 4) + "\n"

@@ -11,7 +11,7 @@ import torch
 from metatrade.agents.policies import make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
-from metatrade.data.synthetic import RegimeParams, generate_bars
+from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import run_backtest
 from metatrade.evaluation.protocol import MetaTestProtocol, ProtocolConfig, Start, module_params
@@ -25,9 +25,9 @@ ENV = TradingEnvConfig(lookback=4, costs=CostModel(proportional_bps=3.0))
 def setup(request):
     torch.set_num_threads(1)
     task = TaskId("Syn000_p040", "5")
-    arrays = build_task_arrays(
-        task, generate_bars(RegimeParams(0.4, 1e-3), 700, 0), splits=SplitConfig(), bar_minutes=5
-    )
+    bars = generate_bars(RegimeParams(0.4, 1e-3), 700, 0)
+    instrument = synthetic_instrument(task.instrument)
+    arrays = build_task_arrays(task, bars, splits=SplitConfig(), instrument=instrument)
     env = ENV.with_overrides(actions=request.param)
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays.num_features + 4,))
     space = gym.spaces.Discrete(5 if request.param == "orders" else 3)

@@ -52,7 +52,11 @@ EXACT = TradingEnvConfig(
     square_off=True,
     sizer=FixedUnitsSizer(60),
     costs=CostModel(25.0, 35.0, 2.0, 3.0),
-    instruments={"Bank_Nifty": (CostModel(20.0, 20.0, 1.0, 5.0), InstrumentSpec("Bank_Nifty", 15))},
+    instruments={
+        "Bank_Nifty": (CostModel(20.0, 20.0, 1.0, 5.0), InstrumentSpec("Bank_Nifty", 15)),
+        # side-only charges: stamp duty on buys, STT on sells (the nse_index_futures terms)
+        "Finnifty": (CostModel(23.6, 23.6, 0.2, 1.0, 0.2, 2.0), InstrumentSpec("Finnifty")),
+    },
 )
 
 
@@ -115,6 +119,39 @@ def test_one_hot_action_tables_match_the_ledger_exactly(arrays, actions: str) ->
             trades += n_trades
             assert exact[i, j].item() == pytest.approx(pnl, rel=1e-9, abs=1e-15)
     assert trades > 30
+
+
+# Only side-only charges, far apart (a buy pays 0.5 bps, a sell 8 bps), on every task.
+SIDE_ONLY = EXACT.with_overrides(costs=CostModel(0.0, 0.0, buy_bps=0.5, sell_bps=8.0))
+SIDE_ONLY = replace(SIDE_ONLY, instruments={})
+
+
+@ACTIONS
+def test_side_only_charges_are_priced_per_leg_as_the_ledger_does(arrays, actions: str) -> None:
+    """(b) with charges on one side only: each leg pays its own side's rate (a long entry and
+    a short's exit buy; a short entry, a long's exit and a long's square-off or final exit
+    sell), in both action spaces, a target reversal's two legs included; exact = ledger to
+    1e-9, and swapping the two rates moves the exact P&L (the side of each leg is read)."""
+    rng = np.random.default_rng(1)
+    config = SIDE_ONLY.with_overrides(actions=actions)
+    starts = np.array([[600, 1500], [3000, 9000], [300, 700]])
+    windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
+    n = NUM[actions]
+    table = rng.integers(0, n, size=(3, 2, N_BARS, 3))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(table), n).to(F64)
+    exact = recursion_from_probs(probs, windows)["expected_reward"].sum(-1)
+    for i, task_arrays in enumerate(arrays):
+        for j, start in enumerate(starts[i]):
+            pnl, _ = _ledger_pnl(
+                task_arrays,
+                config,
+                int(start),
+                lambda k, o, i=i, j=j: table[i, j, k, int(o[-1]) + 1],
+            )
+            assert exact[i, j].item() == pytest.approx(pnl, rel=1e-9, abs=1e-15)
+    swapped = replace(windows, buy_rate=windows.sell_rate, sell_rate=windows.buy_rate)
+    moved = recursion_from_probs(probs, swapped)["expected_reward"].sum(-1)
+    assert not torch.allclose(moved, exact, rtol=1e-6, atol=0.0)
 
 
 @ACTIONS

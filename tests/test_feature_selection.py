@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from metatrade.data import DataLoader, SplitConfig, TaskId, build_task_arrays
+from metatrade.data.calendar import assign_sessions
 from metatrade.data.features import (
     FEATURE_NAMES,
     RETURN_LAGS,
@@ -25,18 +26,25 @@ from metatrade.market import BatchTradingEnv, TradingEnv, TradingEnvConfig
 PICK = ("ret_1_lag0", "logret_1", "ret_1_lag3", "minutes_since_open")
 
 
+NIFTY = DataLoader(cache_dir=False).instrument("Nifty")
+
+
 @pytest.fixture(scope="module")
 def bars():
     return DataLoader(cache_dir=False).get_task_data("Nifty", "15").iloc[:2000]
 
 
+def _sessions(ts: np.ndarray):
+    return assign_sessions(np.asarray(ts), NIFTY.calendar, NIFTY.timezone)
+
+
 def test_the_standard_arrays_are_bitwise_what_they_were(bars) -> None:
     """Computing every feature and selecting the standard ones gives the arrays of the
     standard pipeline alone (warm-up, z-score and clip are per column)."""
-    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), bar_minutes=15)
+    arrays = build_task_arrays(TaskId("Nifty", "15"), bars, splits=SplitConfig(), instrument=NIFTY)
     ts = bars.index.as_unit("ns").asi8
     ohlc = (bars[k].to_numpy() for k in ("open", "high", "low", "close"))
-    raw = raw_features(*ohlc, ts, bar_minutes=15)
+    raw = raw_features(*ohlc, ts, bar_minutes=15, sessions=_sessions(ts))
     raw = raw[warmup_rows(raw) :]
     z, _, _ = normalise(raw, arrays.splits["train"])
     assert arrays.feature_names == FEATURE_NAMES
@@ -46,7 +54,7 @@ def test_the_standard_arrays_are_bitwise_what_they_were(bars) -> None:
 def test_lagged_returns_are_past_returns_in_units_of_causal_volatility(bars) -> None:
     ts = bars.index.as_unit("ns").asi8
     o, h, lo, c = (bars[k].to_numpy() for k in ("open", "high", "low", "close"))
-    every = all_raw_features(o, h, lo, c, ts, bar_minutes=15)
+    every = all_raw_features(o, h, lo, c, ts, bar_minutes=15, sessions=_sessions(ts))
     names = available_features()
     r = np.diff(np.log(c), prepend=np.nan)
     t = 500
@@ -57,7 +65,7 @@ def test_lagged_returns_are_past_returns_in_units_of_causal_volatility(bars) -> 
     # causal: changing bars after t changes nothing at or before t
     later = c.copy()
     later[t + 1 :] *= 1.05
-    moved = all_raw_features(o, h, lo, later, ts, bar_minutes=15)
+    moved = all_raw_features(o, h, lo, later, ts, bar_minutes=15, sessions=_sessions(ts))
     np.testing.assert_array_equal(every[: t + 1], moved[: t + 1])
     assert warmup_rows(every) == warmup_rows(every[:, : len(FEATURE_NAMES)])
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from instrument_helpers import describe_instruments
 from metatrade.cli import app
 from metatrade.data.loader import SAMPLE_DIR
 from metatrade.errors import ConfigError
@@ -92,6 +93,7 @@ def _my_index(tmp_path: Path) -> Path:
     folder.mkdir()
     shutil.copy(SAMPLE_DIR / "Nifty_60.parquet", folder / "MyIndex_60.parquet")
     shutil.copy(SAMPLE_DIR / "Nifty_30.parquet", folder / "MyIndex_30.parquet")
+    describe_instruments(folder)  # an NSE index
     return folder
 
 
@@ -137,7 +139,11 @@ def test_synthetic_run_evaluated_on_a_user_folder_needs_no_oracle(tmp_path: Path
     )
     assert res.exit_code == 0, res.output
     assert "oracle" not in res.output
-    assert sorted(p.name for p in d.iterdir()) == ["MyIndex_30.parquet", "MyIndex_60.parquet"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "MyIndex_30.parquet",
+        "MyIndex_60.parquet",
+        "instruments.yaml",
+    ]
 
 
 def test_ppo_baseline_with_another_lookback_is_a_clear_error(run: Path, tmp_path: Path) -> None:

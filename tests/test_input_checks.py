@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from instrument_helpers import describe_instruments
 from metatrade.cli import app
 from metatrade.data.loader import SAMPLE_DIR, DataLoader
 from metatrade.data.validation import DataValidationError, validate_folder
@@ -53,6 +54,7 @@ def test_data_validate_reports_a_file_too_short_for_one_observation(tmp_path: Pa
     """Reproduction: `data validate` said OK for a 60-bar file, then `data list` failed for the
     whole folder with a wrong bar count."""
     folder = good_folder(tmp_path, "Nifty_60")
+    describe_instruments(folder)
     bars_csv(folder / "Short_15.csv", 60, 15)
     res = runner.invoke(app, ["data", "validate", str(folder)])
     assert res.exit_code == 1 and "too short" in res.output and "Short_15.csv" in res.output
@@ -84,6 +86,7 @@ def test_timestamps_before_1990_or_in_the_future_name_the_unit_mix_up(tmp_path: 
 def test_one_bad_file_does_not_stop_data_list_or_training(tmp_path: Path) -> None:
     """Reproduction: one unreadable file among good ones stopped `data list` and training."""
     folder = good_folder(tmp_path, "Nifty_60", "Bank_Nifty_60", "Finnifty_60")
+    describe_instruments(folder)
     (folder / "Broken_5.csv").write_text("datetime,open,high,low,close\nyesterday,1,2,0,1\n")
     res = runner.invoke(app, ["data", "list", "--data", str(folder)])
     assert res.exit_code == 0 and "Broken_5.csv" in res.output and "3 tasks" in res.output
@@ -109,6 +112,7 @@ def test_every_listed_task_can_be_named(tmp_path: Path) -> None:
     folder.mkdir()
     shutil.copy(SAMPLE_DIR / "Nifty_60.parquet", folder / "Nifty-50_60.parquet")
     shutil.copy(SAMPLE_DIR / "Finnifty_60.parquet", folder / "Finnifty_60.parquet")
+    describe_instruments(folder, **{"Nifty-50": {"calendar": "NSE", "currency": "INR"}})
     [task, _] = sorted(str(t) for t in DataLoader(folder, cache_dir=False).get_available_tasks())
     assert task == "Finnifty:60"
     cfg = load_config("tiny", data_dir=folder, tasks="Nifty-50:60,Finnifty:60")
@@ -121,12 +125,13 @@ def test_a_gap_of_many_sessions_is_a_warning(tmp_path: Path) -> None:
     df = pd.read_csv(path)
     df.loc[100:, "datetime"] += 14 * 86_400  # two weeks later
     df.to_csv(path, index=False)
-    [problem] = validate_folder(path)
-    assert problem.level == "warning" and "weekdays without a bar" in problem.message
+    [problem] = [p for p in validate_folder(path) if "gap" in p.message]
+    # 9 weekdays missing, one of them the Republic Day holiday: 8 NSE sessions
+    assert problem.level == "warning" and "gap of 8 NSE (XBOM) sessions" in problem.message
     res = runner.invoke(app, ["data", "validate", "--data", str(tmp_path)])
     assert res.exit_code == 0 and "warning" in res.output
     res = runner.invoke(app, ["data", "list", "--data", str(tmp_path), "--lookback", "8"])
-    assert res.exit_code == 0 and "weekdays without a bar" in res.output
+    assert res.exit_code == 0 and "sessions without a bar" in res.output
 
 
 def test_num_inner_steps_zero_trains_plain_policy_gradient() -> None:
@@ -207,8 +212,8 @@ def test_a_gap_warning_does_not_advise_inventing_bars(tmp_path: Path) -> None:
     sessions, i.e. to invent bars; it now says a closed exchange is fine."""
     path = bars_csv(tmp_path / "Nifty_60.csv", 200, 60)
     df = pd.read_csv(path)
-    df.loc[100:, "datetime"] += 7 * 86_400  # a week closed
+    df.loc[100:, "datetime"] += 14 * 86_400  # two weeks without bars (8 NSE sessions)
     df.to_csv(path, index=False)
-    [problem] = validate_folder(path)
+    [problem] = [p for p in validate_folder(path) if "gap" in p.message]
     assert "fill" not in problem.message and "holidays" in problem.message
     assert "never invent bars" in problem.message

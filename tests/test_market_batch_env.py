@@ -31,6 +31,19 @@ RUINOUS = TradingEnvConfig(
 )
 # The position-only observation (metatrade.exact's policies), same MDP otherwise.
 POSITION_OBS = SHAPED.with_overrides(observation="position")
+# Side-only charges (stamp duty on buys, STT on sells) and lots revised mid-series.
+SIDE_COSTS = SHAPED.with_overrides(
+    instruments={
+        "Nifty": (
+            CostModel(23.6, 23.6, 0.2, 1.0, buy_bps=0.3, sell_bps=2.5),
+            InstrumentSpec("Nifty", 5, ((int(TASKS[0].timestamps[150]), 15),)),
+        ),
+        "Bank_Nifty": (
+            CostModel(20.0, 20.0, 3.0, 2.0, buy_bps=2.0),
+            InstrumentSpec("Bank_Nifty", 15, ((int(TASKS[1].timestamps[90]), 30),)),
+        ),
+    }
+)
 INFO_KEYS = (
     "pnl_reward",
     "equity",
@@ -50,9 +63,18 @@ TRADE_KEYS = ("trade_pnl", "trade_side", "trade_quantity", "trade_entry_price", 
         SHAPED,
         RUINOUS,
         POSITION_OBS,
-        *(c.with_overrides(actions="target") for c in (SHAPED, RUINOUS)),
+        SIDE_COSTS,
+        *(c.with_overrides(actions="target") for c in (SHAPED, RUINOUS, SIDE_COSTS)),
     ],
-    ids=["shaped", "backtest_ruin", "position_obs", "target_shaped", "target_backtest_ruin"],
+    ids=[
+        "shaped",
+        "backtest_ruin",
+        "position_obs",
+        "side_costs_dated_lots",
+        "target_shaped",
+        "target_backtest_ruin",
+        "target_side_costs_dated_lots",
+    ],
 )
 def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
     """Both action spaces: with target positions a reversal closes and opens in one step."""

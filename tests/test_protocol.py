@@ -13,7 +13,7 @@ import torch
 from metatrade.agents.policies import make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
-from metatrade.data.synthetic import RegimeParams, generate_bars
+from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import (
     MetaTestProtocol,
@@ -34,7 +34,12 @@ REGIMES = {
 def result():
     torch.set_num_threads(1)
     arrays = [
-        build_task_arrays(t, generate_bars(p, 700, i), splits=SplitConfig(), bar_minutes=5)
+        build_task_arrays(
+            t,
+            generate_bars(p, 700, i),
+            splits=SplitConfig(),
+            instrument=synthetic_instrument(t.instrument),
+        )
         for i, (t, p) in enumerate(REGIMES.items())
     ]
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + 4,))

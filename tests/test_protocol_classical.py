@@ -14,7 +14,7 @@ import torch
 from metatrade.agents.policies import make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
-from metatrade.data.synthetic import RegimeParams, generate_bars
+from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import target_to_action
 from metatrade.evaluation.baselines import CLASSICAL, fit_classical
@@ -34,7 +34,12 @@ LABELS = ["AR(1)", "momentum", "reversal", "time-of-day", "classical-selected"]
 @pytest.fixture(scope="module")
 def arrays():
     return [
-        build_task_arrays(t, generate_bars(p, 3000, i), splits=SplitConfig(), bar_minutes=5)
+        build_task_arrays(
+            t,
+            generate_bars(p, 3000, i),
+            splits=SplitConfig(),
+            instrument=synthetic_instrument(t.instrument),
+        )
         for i, (t, p) in enumerate(REGIMES.items())
     ]
 

@@ -69,3 +69,31 @@ def test_a_python_api_run_records_its_settings_and_the_cli_loads_it(tmp_path: Pa
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
     trainer = snippet(run, overwrite=True)  # starts over, the old run moved aside
     assert trainer.replaced is not None and (trainer.replaced / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_python_api_run_records_its_action_space_features_and_costs() -> None:
+    """Reproduction: the recorded config of a run with target actions, a feature selection
+    and a cost preset said orders, every feature and the origin's costs (the keys were not
+    recorded), so evaluating it rebuilt a different policy and market."""
+    from dataclasses import asdict
+
+    from metatrade.market.costs import cost_model
+    from metatrade.training import build
+    from metatrade.training.recorded import recorded_config
+
+    loader = DataLoader(heldout=HeldOut(instruments=("Finnifty",)))
+    chosen = TradingEnvConfig(
+        lookback=8,
+        episode_length=24,
+        actions="target",
+        features=("logret_1", "ret_1_lag0"),
+        costs=cost_model("nse_index_futures"),
+    )
+    cfg = recorded_config(TradingTaskFamily(loader, chosen, period="train"), object())
+    rebuilt = build.make_env_config(cfg)
+    assert (rebuilt.actions, rebuilt.features) == ("target", ("logret_1", "ret_1_lag0"))
+    assert rebuilt.costs is not None
+    terms = {k: v for k, v in asdict(rebuilt.costs).items() if k != "name"}
+    assert terms == {k: v for k, v in asdict(chosen.costs).items() if k != "name"}
+    own = recorded_config(TradingTaskFamily(loader, TradingEnvConfig(), period="train"), object())
+    assert own.env.costs is None  # each instrument's own costs, as the run had

@@ -13,7 +13,12 @@ import pytest
 
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
-from metatrade.data.synthetic import RegimeParams, generate_bars, oracle_positions
+from metatrade.data.synthetic import (
+    RegimeParams,
+    generate_bars,
+    oracle_positions,
+    synthetic_instrument,
+)
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import (
     buy_and_hold,
@@ -34,7 +39,10 @@ def task():
     params = RegimeParams(phi=0.3, sigma=1e-3)
     bars = generate_bars(params, 900, 0)
     arrays = build_task_arrays(
-        TaskId("Syn000_p030", "5"), bars, splits=SplitConfig(), bar_minutes=5
+        TaskId("Syn000_p030", "5"),
+        bars,
+        splits=SplitConfig(),
+        instrument=synthetic_instrument("Syn000_p030"),
     )
     return arrays, params
 
@@ -109,7 +117,7 @@ def test_report_lines_and_numbers_match_compute_metrics(task, tmp_path) -> None:
     assert "default costs" in report and "stressed (+2 bps/side)" in report
     default = out["results"]["default costs"]
     ref = compute_metrics(
-        default.equity, default.trades.to_dict("records"), 5,
+        default.equity, default.trades.to_dict("records"), periods_per_year=arrays.bars_per_year,
         positions=default.positions[1:], initial_capital=1e6,
     )  # fmt: skip
     assert default.metrics == pytest.approx(ref, nan_ok=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from metatrade.data.synthetic import synthetic_instrument
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
@@ -131,7 +132,11 @@ def test_signal_on_a_file_cut_at_a_fold_gives_that_folds_decision(setup) -> None
     warmup = len(bars) - len(task)
     for f in (1, 3):
         row = rec.folds[f].trade[0]
-        cut = prepare_task(TaskId("Syn0", "5"), bars.iloc[: warmup + row + 1], bar_minutes=5)
+        cut = prepare_task(
+            TaskId("Syn0", "5"),
+            bars.iloc[: warmup + row + 1],
+            instrument=synthetic_instrument("Syn0"),
+        )
         assert len(cut) == row + 1
         sig = next_decision(
             cut, "MAML", starts["MAML"], _adapter(), SPEC, lookback=LOOKBACK, seed=0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metatrade.data.synthetic import synthetic_instrument
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
@@ -27,7 +28,7 @@ PERIOD = 4  # sessions per regime
 
 def test_walk_forward_readaptation_tracks_a_sign_flip_the_frozen_start_misses() -> None:
     bars = regime_switch_bars(n_sessions=22, period=PERIOD, seed=1)
-    task = prepare_task(TaskId("Switch", "5"), bars, bar_minutes=5)
+    task = prepare_task(TaskId("Switch", "5"), bars, instrument=synthetic_instrument("Switch"))
     warmup = len(bars) - len(task)
     env = TradingEnvConfig(lookback=LOOKBACK, episode_length=24)
     policy = SignPolicy(LOOKBACK, theta=1.0)  # a momentum start

@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from metatrade.agents.policies import make_policy
 from metatrade.data.features import FEATURE_NAMES
-from metatrade.data.synthetic import RegimeParams, generate_bars, session_timestamps
+from metatrade.data.synthetic import (
+    RegimeParams,
+    generate_bars,
+    session_timestamps,
+    synthetic_instrument,
+)
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.walkforward import prepare_task
 from metatrade.meta.distributions import Categorical
@@ -21,7 +26,7 @@ N_FEATURES = len(FEATURE_NAMES)
 def ar_task(phi: float = 0.4, n_bars: int = 1500, seed: int = 0, name: str = "Syn0"):
     """(bars, WalkForwardTask) of one stationary AR(1) regime on 5-minute bars."""
     bars = generate_bars(RegimeParams(phi, 2e-3), n_bars, seed, bar_minutes=5)
-    return bars, prepare_task(TaskId(name, "5"), bars, bar_minutes=5)
+    return bars, prepare_task(TaskId(name, "5"), bars, instrument=synthetic_instrument(name))
 
 
 def regime_switch_bars(

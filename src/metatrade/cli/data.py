@@ -20,7 +20,10 @@ data_app = typer.Typer(help="Inspect and validate OHLCV data folders.", no_args_
 SPLITS = ("train", "validation", "test")
 
 DataOpt = typer.Option(
-    None, "--data", help="folder of <INSTRUMENT>_<MINUTES>.csv|.parquet (default: embedded sample)"
+    None,
+    "--data",
+    help="folder of <INSTRUMENT>_<TIMEFRAME>.csv|.parquet and its instruments.yaml "
+    "(default: embedded sample)",
 )
 LookbackOpt = typer.Option(
     32, "--lookback", min=1, help="observation window (env.lookback): shorter files are unusable"
@@ -35,23 +38,40 @@ def _task_records(loader: DataLoader) -> tuple[list[dict[str, Any]], list[str]]:
         bars = loader.get_task_data(*task)
         splits = loader.get_task_arrays(*task).splits
         first, last = (pd.Timestamp(x).strftime("%Y-%m-%d") for x in bars.index[[0, -1]])
+        inst = loader.instrument(task.instrument)
         records.append(
             {"task": str(task), "bars": len(bars), "first": first, "last": last}
             | {k: b - a for k, (a, b) in ((k, splits[k]) for k in SPLITS)}
         )
         gaps += [
-            f"{task}: {n} weekdays without a bar between {a} and {b} (fine if the exchange "
-            "was closed: holidays, a halt; else missing bars: `metatrade data validate`)"
-            for a, b, n in session_gaps(bars.index)
+            f"{task}: {n} {inst.calendar.describe()} sessions without a bar between {a} and "
+            f"{b} (fine if the exchange was closed anyway: a halt, an unscheduled closure; "
+            "else missing bars: `metatrade data validate`)"
+            for a, b, n in session_gaps(bars.index, inst, task.timeframe)
         ]
     return records, gaps
+
+
+def _market_records(loader: DataLoader) -> list[dict[str, Any]]:
+    """One record per instrument: how its bars are read (calendar, zone, currency, costs)."""
+    out: list[dict[str, Any]] = []
+    for name in sorted({t.instrument for t in loader.get_available_tasks()}):
+        inst = loader.instrument(name)
+        out.append(
+            {"instrument": name, "calendar": inst.calendar.describe(), "time zone": inst.timezone}
+            | {"currency": inst.currency, "costs": inst.cost_name}
+            | {"lot": inst.lot_size.describe(), "square-off": inst.square_off}
+        )
+    return out
 
 
 @data_app.command("list")
 @cli_errors
 def list_tasks(
     data: Path | None = DataOpt,
-    tz: str = typer.Option("Asia/Kolkata", help="time zone of the dates shown"),
+    tz: str | None = typer.Option(
+        None, help="time zone of every instrument (default: each one's, instruments.yaml)"
+    ),
     lookback: int = LookbackOpt,
     strict: bool = typer.Option(
         False, "--strict", help="fail on any unusable file instead of listing it as skipped"
@@ -68,6 +88,8 @@ def list_tasks(
     emit(records, fmt, title=f"tasks in {data or SAMPLE_DIR}")
     other = chatter(fmt)
     other.print(f"{len(records)} tasks")
+    markets = _market_records(loader)
+    other.print(records_table(markets, title="markets (instruments.yaml; docs/data.md)"))
     if loader.skipped:
         skipped = [{"file": name, "reason": why} for name, why in loader.skipped.items()]
         title = f"{len(loader.skipped)} file(s) skipped (fix them or use --strict)"
@@ -83,7 +105,9 @@ def validate(
         None, help="folder or file to check (default: --data, else the embedded sample)"
     ),
     data: Path | None = DataOpt,
-    tz: str = typer.Option("Asia/Kolkata", help="time zone for naive ISO timestamps"),
+    tz: str | None = typer.Option(
+        None, help="time zone of naive timestamps (default: each instrument's, instruments.yaml)"
+    ),
     lookback: int = LookbackOpt,
     fmt: Format = FormatOpt,
 ) -> None:

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metatrade.data.naming import parse_task_name
-
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 DATETIME_ALIASES = ("datetime", "date", "timestamp", "time")
@@ -171,32 +169,6 @@ def check_time_range(
 
     out.rows(rows[bad], "datetime", message)
     return bad
-
-
-def check_spacing(out: Collector, path: Path, index: pd.DatetimeIndex) -> None:
-    """The usual spacing of bars within a day must be the minutes the file name says."""
-    try:
-        minutes = int(parse_task_name(path).timeframe)
-    except ValueError:
-        return  # reported already
-    if len(index) < 3:
-        return
-    ns = index.asi8
-    day = index.normalize().asi8
-    same_day = day[1:] == day[:-1]
-    gaps = (ns[1:] - ns[:-1])[same_day] // 60_000_000_000
-    if len(gaps) < 2:
-        return  # daily or coarser bars: nothing to compare within a day
-    values, counts = np.unique(gaps, return_counts=True)
-    usual = int(values[np.argmax(counts)])
-    if usual != minutes:
-        task = parse_task_name(path)
-        out.whole(
-            f"bars are usually {usual} minutes apart within a day, but the file name says "
-            f"{minutes}; rename it {task.instrument}_{usual}{path.suffix} or resample the bars "
-            f"to {minutes} minutes",
-            field="datetime",
-        )
 
 
 def check_times(

@@ -23,14 +23,17 @@ import numpy as np
 import pandas as pd
 import talib
 
+from metatrade.data.calendar import Sessions, assign_sessions, resolve_calendar, session_ends
+from metatrade.data.instruments import Instrument, Market
+from metatrade.data.naming import parse_timeframe
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
-from metatrade.data.validation import utc_index
 from metatrade.errors import DataError
 
 # Bump whenever a feature's definition changes: it is part of the on-disk cache key.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 CLIP = 10.0
+_MINUTE_NS = 60 * 10**9
 
 RETURN_HORIZONS = (1, 3, 6, 12, 24)
 VOL_WINDOWS = (12, 48)
@@ -50,17 +53,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "gap",  # log(open_t / close_{t-1}): overnight and intraday gaps
     "sma_dist_50",  # log(close / SMA(50))
     "adx_14",  # ADX(14) / 100: trend strength
-    "minutes_since_open",  # (bar start - session open) / session length
-    "minutes_to_close",  # (session close - bar end) / session length
-    "day_of_week",  # (weekday - 2) / 2, Monday -1 .. Friday +1
+    "minutes_since_open",  # (bar start - session open) / session length; 0 for daily bars
+    "minutes_to_close",  # (session close - bar end) / session length; 0 for daily bars
+    "day_of_week",  # (weekday of the session - 2) / 2, Monday -1 .. Friday +1
 )
 """The standard features: ``raw_features``' columns, and what a task's arrays hold unless
 ``env.features`` selects others (``available_features()`` lists every name)."""
-
-
-def _minutes(hhmm: str) -> int:
-    h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -79,13 +77,13 @@ def raw_features(
     timestamps: np.ndarray,
     *,
     bar_minutes: int,
-    tz: str = "Asia/Kolkata",
-    session_open: str = "09:15",
-    session_close: str = "15:30",
+    sessions: Sessions,
 ) -> np.ndarray:
     """Unnormalised features, float64 [N, F] in ``FEATURE_NAMES`` order; NaN in warm-up rows.
 
-    Inputs are float64 [N] bars sorted in time and ``timestamps`` int64 ns UTC [N].
+    Inputs are float64 [N] bars sorted in time, ``timestamps`` int64 ns UTC [N] and the
+    session of each bar (``metatrade.data.calendar.assign_sessions``), which the time
+    features are measured against (``time_features``).
     """
     o, h, lo, c = (np.ascontiguousarray(x, dtype=np.float64) for x in (open_, high, low, close))
     n = len(c)
@@ -113,14 +111,29 @@ def raw_features(
     cols.append(np.log(c / talib.SMA(c, timeperiod=50)))
     cols.append(talib.ADX(h, lo, c, timeperiod=14) / 100.0)
 
-    local = utc_index(timestamps, tz)
-    minute = np.asarray(local.hour * 60 + local.minute, dtype=np.float64)
-    start, stop = _minutes(session_open), _minutes(session_close)
-    length = float(stop - start)
-    cols.append((minute - start) / length)
-    cols.append((stop - (minute + bar_minutes)) / length)
-    cols.append((np.asarray(local.day_of_week, dtype=np.float64) - 2.0) / 2.0)
+    cols += time_features(timestamps, sessions, bar_minutes=bar_minutes)
     return np.stack(cols, axis=1)
+
+
+def time_features(
+    timestamps: np.ndarray, sessions: Sessions, *, bar_minutes: int
+) -> list[np.ndarray]:
+    """``minutes_since_open``, ``minutes_to_close``, ``day_of_week`` [N] each: where a bar
+    lies in its own session (the exchange's local clock: DST, early closes and sessions that
+    open the evening before are the calendar's), as a fraction of the session's length, and
+    the weekday of the session. A bar as long as a session or longer (daily, weekly) has no
+    place inside one: both minute features are 0 (a daily bar's timestamp is a label, and
+    reading a clock time off it would turn daylight saving into a feature)."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    length = sessions.minutes
+    if bar_minutes >= np.nanmax(length, initial=0.0):
+        zero = np.zeros(len(ts))
+        since, to_close = zero, zero.copy()
+    else:
+        since = ((ts - sessions.open) / _MINUTE_NS) / length
+        to_close = ((sessions.close - ts) / _MINUTE_NS - bar_minutes) / length
+    weekday = ((sessions.label + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday
+    return [since, to_close, (weekday - 2.0) / 2.0]
 
 
 # ---- Registered features: named columns beyond the standard set --------------------------------
@@ -135,7 +148,7 @@ class Bars:
     close: np.ndarray
     timestamps: np.ndarray
     bar_minutes: int
-    tz: str
+    sessions: Sessions  # each bar's session in the exchange's clock (``assign_sessions``)
 
     @functools.cached_property
     def log_return(self) -> np.ndarray:
@@ -193,15 +206,17 @@ def all_raw_features(
     timestamps: np.ndarray,
     *,
     bar_minutes: int,
-    tz: str = "Asia/Kolkata",
+    sessions: Sessions,
 ) -> np.ndarray:
     """``raw_features`` followed by every registered feature: float64 [N, F_all] in
     ``available_features()`` order (computed once; a selection picks columns after)."""
-    base = raw_features(open_, high, low, close, timestamps, bar_minutes=bar_minutes, tz=tz)
+    base = raw_features(
+        open_, high, low, close, timestamps, bar_minutes=bar_minutes, sessions=sessions
+    )
     if not REGISTERED_FEATURES:
         return base
     o, h, lo, c = (np.asarray(x, dtype=np.float64) for x in (open_, high, low, close))
-    bars = Bars(o, h, lo, c, np.asarray(timestamps), bar_minutes, tz)
+    bars = Bars(o, h, lo, c, np.asarray(timestamps), bar_minutes, sessions)
     extra = [np.asarray(fn(bars), dtype=np.float64) for fn in REGISTERED_FEATURES.values()]
     return np.concatenate([base, np.stack(extra, axis=1)], axis=1)
 
@@ -239,7 +254,10 @@ def feature_warmup_rows() -> int:
     n = 400
     close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 1e-3, n)))
     ts = (1_700_000_000 + 60 * np.arange(n, dtype=np.int64)) * 1_000_000_000
-    raw = all_raw_features(close, close * 1.001, close * 0.999, close, ts, bar_minutes=1)
+    sessions = assign_sessions(ts, resolve_calendar("24/7"), "UTC")
+    raw = all_raw_features(
+        close, close * 1.001, close * 0.999, close, ts, bar_minutes=1, sessions=sessions
+    )
     return warmup_rows(raw)
 
 
@@ -261,41 +279,36 @@ def normalise(raw: np.ndarray, train: tuple[int, int]) -> tuple[np.ndarray, np.n
     return z.astype(np.float32), mean, std
 
 
-def session_ends(timestamps: np.ndarray, tz: str = "Asia/Kolkata") -> np.ndarray:
-    """bool [N]: True on the last bar of each local trading day (and on the last bar)."""
-    local = utc_index(timestamps, tz)
-    day = np.asarray(local.normalize().asi8)
-    end = np.ones(len(day), dtype=bool)
-    end[:-1] = day[1:] != day[:-1]
-    return end
-
-
 def build_task_arrays(
     task: TaskId,
     bars: pd.DataFrame,
     *,
     splits: SplitConfig,
-    bar_minutes: int,
-    tz: str = "Asia/Kolkata",
+    instrument: Instrument,
     features: Sequence[str] | None = None,
 ) -> TaskArrays:
     """The features entry point: clean bars of one task -> ``TaskArrays`` (warm-up dropped,
-    splits computed on the remaining rows, features z-scored with the train split's stats).
+    splits computed on the remaining rows, features z-scored with the train split's stats,
+    sessions and market figures from ``instrument``).
 
     Every available feature is computed (so every selection drops the same warm-up rows and
     gets the same values); the arrays hold ``features`` (default ``FEATURE_NAMES``), in order.
     """
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
     o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
-    raw = all_raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, tz=tz)
+    sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
+    bar_minutes = parse_timeframe(task.timeframe).minutes
+    raw = all_raw_features(o, h, lo, c, ts, bar_minutes=bar_minutes, sessions=sessions)
     w = warmup_rows(raw)
     if len(ts) - w < 2:
         raise DataError(
             f"task {task}: {len(ts)} bars, but features need {feature_warmup_rows()} warm-up "
             "bars plus data; provide a longer history"
         )
+    market = Market.of(instrument, task.timeframe, sessions)
     ts, o, h, lo, c, raw = ts[w:], o[w:], h[w:], lo[w:], c[w:], raw[w:]
-    ranges = splits.ranges(ts, tz)
+    labels = sessions.label[w:]
+    ranges = splits.ranges(ts, instrument.timezone)
     normalised, _, _ = normalise(raw, ranges["train"])
     every = TaskArrays(
         task=task,
@@ -306,8 +319,10 @@ def build_task_arrays(
         close=c,
         features=normalised,
         feature_names=available_features(),
-        session_end=session_ends(ts, tz),
+        session_end=session_ends(labels),
         bar_minutes=bar_minutes,
         splits=ranges,
+        sessions=labels,
+        market=market,
     )
     return every.select_features(FEATURE_NAMES if features is None else features)

@@ -5,8 +5,11 @@
 >>> batch = loader.sample_tasks(4, rng=0)                           # train tasks only
 >>> arrays = loader.get_task_arrays(*batch[0])                      # bars + features + splits
 
-Parsed bars and feature arrays are cached in memory (per loader) and on disk (see
-``metatrade.data.cache``), so a second run over unchanged files skips parsing and TA-Lib.
+Each instrument's market (calendar, time zone, currency, costs, lot size) comes from the
+folder's ``instruments.yaml`` (``metatrade.data.instruments``; the embedded NSE names have
+a default description). Parsed bars and feature arrays are cached in memory (per loader)
+and on disk (see ``metatrade.data.cache``), so a second run over unchanged files skips
+parsing and TA-Lib.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from metatrade.data.features import (
     build_task_arrays,
     check_feature_names,
 )
-from metatrade.data.naming import data_files, parse_task_name
+from metatrade.data.instruments import Instrument, InstrumentRegistry, Market
+from metatrade.data.naming import data_files, parse_task_name, timeframe_sort_key
 from metatrade.data.sampling import balanced_sample
 from metatrade.data.splits import HeldOut, SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
@@ -40,16 +44,21 @@ from metatrade.data.validation import (
 from metatrade.errors import DataError, DataWarning
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
-_BARS_VERSION = 1  # bump when parsing/cleaning rules change
+_BARS_VERSION = 2  # bump when parsing/cleaning rules change
 
 
 class DataLoader:
     """Tasks, bars and features of a data folder.
 
     Args:
-        data_dir: folder of ``<INSTRUMENT>_<MINUTES>.csv|.parquet``; None = the embedded
-            sample data set (``metatrade/data/sample``, all 36 real tasks).
-        tz: time zone of the returned index and of session logic.
+        data_dir: folder of ``<INSTRUMENT>_<TIMEFRAME>.csv|.parquet`` (and its
+            ``instruments.yaml``); None = the embedded sample data set
+            (``metatrade/data/sample``, all 36 real tasks).
+        tz: time zone of every instrument (naive timestamps, the returned index, shown
+            times), replacing each description's (``data.timezone``); None = each
+            instrument's own. Sessions always come from the instrument's calendar.
+        instruments: instrument -> description keys replacing its ``instruments.yaml``
+            entry (``data.instruments``).
         splits: how each task's time axis is cut into train/validation/test.
         heldout: tasks meta-training never sees (``sample_tasks(task_set="test")`` returns them).
         cache_dir: on-disk cache folder; None = ``$METATRADE_CACHE`` or ``~/.cache/metatrade``;
@@ -71,7 +80,8 @@ class DataLoader:
         self,
         data_dir: str | Path | None = None,
         *,
-        tz: str = "Asia/Kolkata",
+        tz: str | None = None,
+        instruments: dict | None = None,
         splits: SplitConfig = SplitConfig(),
         heldout: HeldOut = HeldOut(),
         cache_dir: str | Path | None | bool = None,
@@ -98,6 +108,8 @@ class DataLoader:
             else DiskCache(None if cache_dir in (None, True) else cache_dir)
         )  # type: ignore[arg-type]
         self._files = self._discover()
+        self.registry = InstrumentRegistry(self.data_dir, overrides=instruments, timezone=tz)
+        self._check_instruments()
         self._bars: dict[TaskId, pd.DataFrame] = {}
         self._arrays: dict[TaskId, TaskArrays] = {}
 
@@ -106,7 +118,7 @@ class DataLoader:
             raise DataValidationError(
                 Problem(
                     str(self.data_dir),
-                    "no such folder; pass a folder of <INSTRUMENT>_<MINUTES>.csv files",
+                    "no such folder; pass a folder of <INSTRUMENT>_<TIMEFRAME>.csv files",
                 )
             )
         files: dict[TaskId, Path] = {}
@@ -133,10 +145,35 @@ class DataLoader:
             raise DataValidationError(
                 Problem(
                     str(self.data_dir),
-                    "no .csv or .parquet files; add <INSTRUMENT>_<MINUTES>.csv files",
+                    "no .csv or .parquet files; add <INSTRUMENT>_<TIMEFRAME>.csv files",
                 )
             )
         return files
+
+    def _check_instruments(self) -> None:
+        """Every instrument needs a market description: the files of one without are
+        unusable (skipped with the lines that would describe it, or, strict, an error); a
+        description with a mistake is an error for the whole folder."""
+        missing: list[str] = []
+        for name in sorted({t.instrument for t in self._files}):
+            try:
+                self.registry.get(name)
+            except DataError as err:
+                if "no market description" not in str(err):
+                    raise  # a description with a mistake: its own message
+                missing.append(name)
+        if not missing:
+            return
+        files = sorted(p.name for t, p in self._files.items() if t.instrument in missing)
+        message = self.registry.missing_message(missing, files)
+        if self.strict or all(t.instrument in missing for t in self._files):
+            raise DataError(message)
+        for task in [t for t in self._files if t.instrument in missing]:
+            self.skipped[self._files.pop(task).name] = message.split(": ", 1)[1]
+
+    def instrument(self, name: str) -> Instrument:
+        """The market description of instrument ``name`` (``metatrade.data.instruments``)."""
+        return self.registry.get(name)
 
     def _check_files(self) -> None:
         """Read every file once: keep the usable ones, skip (or, strict, refuse) the rest."""
@@ -184,7 +221,7 @@ class DataLoader:
         """Every usable task in the folder (held-out ones included), sorted by instrument then
         minutes; unusable files are in ``skipped`` (see ``strict``)."""
         self._check_files()
-        return sorted(self._files, key=lambda t: (t.instrument, int(t.timeframe)))
+        return sorted(self._files, key=lambda t: (t.instrument, timeframe_sort_key(t.timeframe)))
 
     def tasks(self, task_set: str = "train") -> list[TaskId]:
         """A task set: "train" (not held out), "test" (held out) or "all" (a set of tasks,
@@ -234,14 +271,15 @@ class DataLoader:
         if task in self._bars:
             return self._bars[task]
         path = self.task_path(*task)
-        key = ("bars", _BARS_VERSION, self.tz)
+        instrument = self.instrument(task.instrument)
+        key = ("bars", _BARS_VERSION, repr(instrument))
         hit = self.cache.load("bars", path, key) if self.cache else None
         if hit is not None:
-            index = utc_index(hit["timestamps"], self.tz)
+            index = utc_index(hit["timestamps"], instrument.timezone)
             index.name = "datetime"
             bars = pd.DataFrame(hit["ohlcv"], index=index, columns=list(OHLCV_COLUMNS))
         else:
-            bars = load_bars(path, self.tz)
+            bars = load_bars(path, instrument)
             if self.cache:
                 ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
                 self.cache.save("bars", path, key, {"timestamps": ts, "ohlcv": bars.to_numpy()})
@@ -250,26 +288,22 @@ class DataLoader:
 
     # ---- features --------------------------------------------------------------------------
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
-        """Bars + causal features (the loader's ``features``) + split ranges + session ends of
-        one task (cached: every available feature on disk, the selection in memory)."""
+        """Bars + causal features (the loader's ``features``) + split ranges + sessions + market
+        of one task (cached: every available feature on disk, the selection in memory)."""
         task = TaskId(instrument, str(timeframe))
         if task in self._arrays:
             return self._arrays[task]
         path = self.task_path(*task)
+        inst = self.instrument(task.instrument)
         every = available_features()
-        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, self.tz, repr(self.splits))
+        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, repr(inst), repr(self.splits))
         hit = self.cache.load("arrays", path, key) if self.cache else None
         if hit is not None:
-            arrays = _arrays_from_npz(task, hit)
+            arrays = _arrays_from_npz(task, hit, inst)
         else:
             bars = self._load_bars(task)
             arrays = build_task_arrays(
-                task,
-                bars,
-                splits=self.splits,
-                bar_minutes=int(task.timeframe),
-                tz=self.tz,
-                features=every,
+                task, bars, splits=self.splits, instrument=inst, features=every
             )
             if self.cache:
                 self.cache.save("arrays", path, key, _arrays_to_npz(arrays))
@@ -288,12 +322,14 @@ def _arrays_to_npz(a: TaskArrays) -> dict[str, np.ndarray]:
         "features": a.features,
         "feature_names": np.array(a.feature_names),
         "session_end": a.session_end,
+        "sessions": np.asarray(a.sessions, dtype=np.int64),
+        "session_minutes": np.array(a.market.session_minutes if a.market else np.nan),
         "bar_minutes": np.array(a.bar_minutes),
         "splits": np.array([a.splits[k] for k in _SPLIT_ORDER], dtype=np.int64),
     }
 
 
-def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray]) -> TaskArrays:
+def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray], instrument: Instrument) -> TaskArrays:
     ohlc = z["ohlc"]
     names = tuple(str(x) for x in z["feature_names"])
     return TaskArrays(
@@ -308,4 +344,6 @@ def _arrays_from_npz(task: TaskId, z: dict[str, np.ndarray]) -> TaskArrays:
         session_end=z["session_end"],
         bar_minutes=int(z["bar_minutes"]),
         splits={k: (int(a), int(b)) for k, (a, b) in zip(_SPLIT_ORDER, z["splits"], strict=True)},
+        sessions=z["sessions"],
+        market=Market(instrument, task.timeframe, float(z["session_minutes"])),
     )

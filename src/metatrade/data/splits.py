@@ -26,7 +26,7 @@ class SplitConfig:
 
     Either fractions (``train`` + ``validation`` + ``test`` == 1) or dates: when ``train_end``
     is set, train is every bar before it, validation every bar before ``validation_end`` (or
-    nothing when None) and test the rest. Dates are read in the loader's time zone when naive.
+    nothing when None) and test the rest. Naive dates are read in the instrument's time zone.
     ``embargo_bars`` rows are skipped at the start of validation and of test, so that windows
     near a boundary do not straddle two splits.
     """
@@ -56,11 +56,10 @@ class SplitConfig:
         if self.embargo_bars < 0:
             raise ValueError(f"SplitConfig embargo_bars={self.embargo_bars} must be >= 0")
 
-    def ranges(
-        self, timestamps: np.ndarray, tz: str = "Asia/Kolkata"
-    ) -> dict[str, tuple[int, int]]:
+    def ranges(self, timestamps: np.ndarray, tz: str = "UTC") -> dict[str, tuple[int, int]]:
         """Half-open row ranges ``{"train", "validation", "test"}`` for sorted ``timestamps``
-        (int64 ns UTC, [N]). Ranges are disjoint, in time order, and may be empty."""
+        (int64 ns UTC, [N]); naive dates are read in ``tz`` (the instrument's time zone).
+        Ranges are disjoint, in time order, and may be empty."""
         n = len(timestamps)
         e = self.embargo_bars
         if self.train_end is None:

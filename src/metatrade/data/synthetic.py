@@ -10,7 +10,9 @@ so phi > 0 trends (momentum) and phi < 0 mean-reverts. Bars are built gap-free,
 is ``drift + phi * (r_t - drift)``. ``oracle_positions`` takes its sign.
 
 Files are written in the format the ``DataLoader`` reads (``<INSTRUMENT>_<MINUTES>.parquet``
-or ``.csv``), with a ``synthetic_params.json`` sidecar mapping each file stem to its regime.
+or ``.csv``), with a ``synthetic_params.json`` sidecar mapping each file stem to its regime
+and an ``instruments.yaml`` describing their market (``SYNTHETIC_MARKET``: the NSE's session
+hours on every weekday, no holidays, the origin's costs).
 Instrument names encode the regime, e.g. ``Syn003_p030`` (phi = +0.30) or ``Syn004_m045``
 (phi = -0.45), so ``Syn003_p030_5.parquet`` is task ``("Syn003_p030", "5")``.
 """
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from metatrade.data.instruments import INSTRUMENTS_FILE, Instrument, build_instrument
 from metatrade.data.naming import parse_task_name
 from metatrade.data.task_arrays import TaskId
 from metatrade.io import atomic_write_text
@@ -31,6 +35,19 @@ from metatrade.io import atomic_write_text
 PARAMS_FILE = "synthetic_params.json"
 SESSION_OPEN_MIN = 9 * 60 + 15  # 09:15 IST
 SESSION_MINUTES = 375  # 09:15 .. 15:30
+SYNTHETIC_MARKET = {
+    "calendar": {"open": "09:15", "close": "15:30"},
+    "timezone": "Asia/Kolkata",
+    "currency": "INR",
+    "costs": "origin",
+}
+"""the market ``session_timestamps`` writes bars for, as an instruments.yaml description"""
+
+
+def synthetic_instrument(name: str) -> Instrument:
+    """The ``Instrument`` of a synthetic task (``SYNTHETIC_MARKET``), for arrays built from
+    ``generate_bars`` without a folder."""
+    return build_instrument(name, SYNTHETIC_MARKET, where="synthetic family", tables={})
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,9 @@ def write_synthetic_tasks(
             flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
         tasks[parse_task_name(f"{stem}.{fmt}")] = params
         sidecar[stem] = {**asdict(params), "bar_minutes": int(tf), "n_bars": n_bars}
+    header = "# Synthetic tasks (metatrade.data.synthetic): NSE session hours, no holidays.\n"
+    market = yaml.safe_dump({"default": SYNTHETIC_MARKET}, sort_keys=False)
+    atomic_write_text(out / INSTRUMENTS_FILE, header + market)
     # The sidecar is written last and atomically: its presence marks a complete folder.
     atomic_write_text(out / PARAMS_FILE, json.dumps({"seed": seed, "tasks": sidecar}, indent=2))
     return tasks

@@ -9,9 +9,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from metatrade.data.instruments import Market
 
 
 class TaskId(NamedTuple):
@@ -45,6 +48,11 @@ class TaskArrays:
     bar_minutes: int
     # Half-open row ranges [start, stop) of the chronological splits in these arrays.
     splits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # int64 [N]: each bar's trading session, days since 1970-01-01 (the session's date)
+    sessions: np.ndarray | None = None
+    # the instrument and its clock (calendar, zone, currency, costs, bars per year); None for
+    # hand-made arrays, which then get the library defaults and cannot be annualised
+    market: Market | None = None
 
     def __len__(self) -> int:
         return len(self.close)
@@ -52,6 +60,28 @@ class TaskArrays:
     @property
     def num_features(self) -> int:
         return self.features.shape[1]
+
+    def require_market(self) -> Market:
+        """``market``, or a ``ValueError`` saying how to build arrays that carry one."""
+        if self.market is None:
+            raise ValueError(
+                f"task {self.task}: these arrays carry no market (TaskArrays.market), so their "
+                "clock (bars and sessions per year) is unknown; build them with DataLoader or "
+                "build_task_arrays(..., instrument=...)"
+            )
+        return self.market
+
+    @property
+    def bars_per_year(self) -> float:
+        """Annualisation factor of this task's per-bar returns (its market's clock)."""
+        return self.require_market().bars_per_year
+
+    def session_labels(self) -> np.ndarray:
+        """int64 [N] session of each bar (``sessions``; else numbered from ``session_end``)."""
+        if self.sessions is not None:
+            return self.sessions
+        ends = np.asarray(self.session_end, dtype=bool)
+        return np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64)
 
     def split_range(self, split: str) -> tuple[int, int]:
         """Row range of ``split`` ("train", "validation", "test" or "all")."""

@@ -10,11 +10,16 @@ Accepted input (CSV or Parquet):
   column / index;
 - rows in any order; exact duplicate rows are dropped, conflicting ones are refused;
 - timestamps between 1990 and tomorrow (outside: most often epoch milliseconds read as
-  seconds or the reverse; the problem says which), bars spaced by the minutes the file name
-  says (a 5-minute file named ``_15`` is refused).
+  seconds or the reverse; the problem says which), bars spaced as the file name says,
+  counted in the instrument's calendar (a 5-minute file named ``_15`` is refused, and so
+  are daily bars named ``_5``: ``<INSTRUMENT>_1D``), trading days on the calendar's sessions.
 
-Gaps of more than ``GAP_WEEKDAYS`` weekdays without a bar are *warnings* (``Problem.level``):
-the data can be used, but an episode spanning the gap sees a jump the market never made.
+Every file is read against its instrument's description (``metatrade.data.instruments``):
+naive timestamps are read in its time zone, and sessions come from its calendar. A gap of
+more than ``GAP_SESSIONS`` scheduled sessions without a bar is a *warning*
+(``Problem.level``; a holiday is not a scheduled session): the data can be used, but an
+episode spanning the gap sees a jump the market never made. So are bars on a few days the
+calendar lists as closed (special sessions, kept as their own trading day).
 
 Row numbers are 1-based data rows as stored in the file (for CSV, ``line = row + 1`` because
 of the header), counted before any sorting, so a user can find the bar in an editor.
@@ -27,6 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from metatrade.data.calendar import (
+    GAP_SESSIONS,
+    assign_sessions,
+    missing_sessions,
+    sessions_per_bar,
+)
 from metatrade.data.checks import (
     DATETIME_ALIASES,
     EARLIEST,
@@ -36,19 +47,20 @@ from metatrade.data.checks import (
     Problem,
     check_duplicates,
     check_ohlc,
-    check_spacing,
     check_times,
     check_values,
     looks_like_timestamps,
     read_table,
     utc_index,
 )
-from metatrade.data.naming import data_files, parse_task_name
+from metatrade.data.instruments import Instrument, InstrumentRegistry
+from metatrade.data.naming import data_files, parse_task_name, parse_timeframe
+from metatrade.data.session_checks import check_closed_days, check_daily_stamps, check_spacing
 from metatrade.errors import DataError
 
 __all__ = [
     "EARLIEST",
-    "GAP_WEEKDAYS",
+    "GAP_SESSIONS",
     "OHLCV_COLUMNS",
     "PRICE_COLUMNS",
     "DataValidationError",
@@ -60,8 +72,6 @@ __all__ = [
     "utc_index",
     "validate_folder",
 ]
-
-GAP_WEEKDAYS = 3  # more weekdays than this without a bar inside a task: a warning
 
 
 class DataValidationError(DataError):
@@ -122,20 +132,24 @@ def _read_checked(path: Path, out: Collector) -> tuple[pd.DataFrame, str] | None
 
 
 def check_file(
-    path: str | Path, tz: str = "Asia/Kolkata"
+    path: str | Path, instrument: Instrument | None = None
 ) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Read and check one file.
+    """Read and check one file against its instrument (default: the description its folder
+    gives its name, ``InstrumentRegistry``).
 
-    Returns ``(bars, problems)``: ``bars`` is the clean frame (tz-aware sorted index, float64
-    columns open/high/low/close/volume, exact duplicates dropped) when ``problems`` is empty,
-    else None. Never raises for bad data.
+    Returns ``(bars, problems)``: ``bars`` is the clean frame (index in the instrument's
+    time zone, sorted, float64 columns open/high/low/close/volume, exact duplicates
+    dropped) when ``problems`` holds no error, else None. Never raises for bad data.
     """
     path = Path(path)
     out = Collector(path.name, path.suffix.lower() == ".csv")
+    if instrument is None:
+        instrument = _instrument_of(path, out)
     read = _read_checked(path, out)
-    if read is None:
+    if read is None or instrument is None:
         return None, out.problems
     raw, dt_name = read
+    tz = instrument.timezone
     rows = np.arange(1, len(raw) + 1)
     ts, valid = check_times(out, rows, raw[dt_name], tz)
     columns, values, valid = check_values(out, rows, raw, valid)
@@ -144,42 +158,82 @@ def check_file(
     if out.errors:
         return None, out.problems
 
-    index = utc_index(ts[order].astype(np.int64), tz)
+    ns = ts[order].astype(np.int64)
+    index = utc_index(ns, tz)
     bars = pd.DataFrame(values[order], index=index, columns=columns)
     if "volume" not in bars:
         bars["volume"] = 0.0
     bars.index.name = "datetime"
-    check_spacing(out, path, index)
+    _check_sessions(out, path, ns, instrument)
     if out.errors:
         return None, out.problems
-    for before, after, missing in session_gaps(index):
-        out.whole(
-            f"gap of {missing} weekdays without a bar between {before} and {after}: nothing "
-            "is wrong if the exchange was closed (holidays, a trading halt; a warning only, "
-            "the bars are used as they are); if bars are missing, get them from the data "
-            "source (never invent bars) or split the file at the gap",
-            field="datetime",
-            level="warning",
-        )
     return bars[list(OHLCV_COLUMNS)], out.problems
 
 
-def session_gaps(index: pd.DatetimeIndex) -> list[tuple[str, str, int]]:
-    """``(last date before, first date after, weekdays missing)`` for every gap of more than
-    ``GAP_WEEKDAYS`` weekdays between consecutive trading days of ``index``."""
-    days = np.unique(index.normalize().tz_localize(None).values.astype("datetime64[D]"))
-    if len(days) < 2:
+def _check_sessions(out: Collector, path: Path, ns: np.ndarray, instrument: Instrument) -> None:
+    """Spacing against the file name, closed days and gaps, in the instrument's sessions."""
+    try:
+        sessions = assign_sessions(ns, instrument.calendar, instrument.timezone)
+    except DataError as err:
+        out.whole(str(err), field="datetime")
+        return
+    check_spacing(out, path, ns, sessions)
+    try:
+        tf = parse_timeframe(parse_task_name(path).timeframe)
+    except ValueError:
+        return  # reported already
+    cal = instrument.calendar
+    if not tf.intraday:
+        check_daily_stamps(out, ns, sessions, instrument.timezone)
+    if out.errors:
+        return
+    if tf.unit != "W":  # a weekly bar's date labels a week: it need not be a session
+        check_closed_days(out, sessions, cal.describe(), instrument.special_sessions)
+    if out.errors:
+        return
+    gaps = missing_sessions(sessions.label, cal, ns[0], ns[-1], sessions_per_bar(tf))
+    for before, after, missing in gaps:
+        out.whole(
+            f"gap of {missing} {cal.describe()} sessions without a bar between {before} and "
+            f"{after} (the calendar's holidays are not counted): nothing is wrong if the "
+            "exchange was closed anyway (a trading halt, an unscheduled closure; a warning "
+            "only, the bars are used as they are); if bars are missing, get them from the "
+            "data source (never invent bars) or split the file at the gap",
+            field="datetime",
+            level="warning",
+        )
+
+
+def _instrument_of(path: Path, out: Collector) -> Instrument | None:
+    """The file's instrument from its folder's descriptions, or None with the problem."""
+    try:
+        task = parse_task_name(path)
+    except ValueError:
+        return None  # the name is reported by _read_checked
+    try:
+        return InstrumentRegistry(path.parent).get(task.instrument)
+    except DataError as err:
+        out.whole(str(err))
+        return None
+
+
+def session_gaps(
+    index: pd.DatetimeIndex, instrument: Instrument, timeframe: str = "1"
+) -> list[tuple[str, str, int]]:
+    """``(last session before, first session after, scheduled sessions missing)`` for every
+    gap of more than ``GAP_SESSIONS`` sessions of the instrument's calendar between
+    consecutive traded sessions of ``index`` (bars of ``timeframe``)."""
+    ns = np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
+    if len(ns) < 2:
         return []
-    missing = np.busday_count(days[:-1] + 1, days[1:])
-    return [
-        (str(days[i]), str(days[i + 1]), int(missing[i]))
-        for i in np.flatnonzero(missing > GAP_WEEKDAYS)
-    ]
+    sessions = assign_sessions(ns, instrument.calendar, instrument.timezone)
+    per_bar = sessions_per_bar(timeframe)
+    return missing_sessions(sessions.label, instrument.calendar, ns[0], ns[-1], per_bar)
 
 
-def load_bars(path: str | Path, tz: str = "Asia/Kolkata") -> pd.DataFrame:
+def load_bars(path: str | Path, instrument: Instrument | None = None) -> pd.DataFrame:
     """Clean bars of one file, or ``DataValidationError`` listing every problem."""
-    bars, problems = check_file(path, tz)
+    bars, problems = check_file(path, instrument)
     if bars is None:
         raise DataValidationError(problems)
     assert bars is not None
@@ -187,12 +241,17 @@ def load_bars(path: str | Path, tz: str = "Asia/Kolkata") -> pd.DataFrame:
 
 
 def validate_folder(
-    path: str | Path, tz: str = "Asia/Kolkata", lookback: int | None = None
+    path: str | Path,
+    tz: str | None = None,
+    lookback: int | None = None,
+    instruments: dict | None = None,
 ) -> list[Problem]:
     """Every problem in every data file of a folder (or in one file); never raises for bad data.
 
-    With ``lookback``, a file too short to give one observation of that many bars after the
-    feature warm-up (and one step to trade) is a problem too.
+    Files are read against their instruments' descriptions (the folder's ``instruments.yaml``,
+    the embedded NSE names, ``instruments`` overrides); ``tz`` replaces every instrument's
+    time zone. With ``lookback``, a file too short to give one observation of that many
+    bars after the feature warm-up (and one step to trade) is a problem too.
     """
     p = Path(path)
     if not p.exists():
@@ -202,19 +261,29 @@ def validate_folder(
     files = [p] if p.is_file() else data_files(p)
     if not files:
         return [Problem(str(p), "no .csv or .parquet files found; add <INSTRUMENT>_<MINUTES>.csv")]
+    try:
+        registry = InstrumentRegistry(files[0].parent, overrides=instruments, timezone=tz)
+    except DataError as err:
+        return [Problem(str(p), str(err))]
     problems: list[Problem] = []
     seen: dict[object, str] = {}
     for f in files:
         try:
             task = parse_task_name(f)
-            if task in seen:
-                problems.append(
-                    Problem(f.name, f"same task as {seen[task]}; keep only one of the two files")
-                )
-            seen[task] = f.name
         except ValueError:
-            pass  # reported by check_file
-        bars, found = check_file(f, tz)
+            problems.extend(check_file(f)[1])  # reports the name
+            continue
+        if task in seen:
+            problems.append(
+                Problem(f.name, f"same task as {seen[task]}; keep only one of the two files")
+            )
+        seen[task] = f.name
+        try:
+            instrument = registry.get(task.instrument)
+        except DataError as err:
+            problems.append(Problem(f.name, str(err)))
+            continue
+        bars, found = check_file(f, instrument)
         problems.extend(found)
         if bars is not None and lookback is not None:
             short = too_short(len(bars), lookback)

@@ -19,7 +19,7 @@ What can be backtested (``Backtestable``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metatrade.agents.base import BaseAgent
+from metatrade.data.instruments import Market
 from metatrade.data.task_arrays import TaskArrays
-from metatrade.evaluation.metrics import compute_metrics
+from metatrade.evaluation.metrics import breakeven_bps, compute_metrics, traded_notional
 from metatrade.market.actions import Action
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
@@ -116,6 +117,14 @@ class BacktestResult:
     positions: np.ndarray
     trades: pd.DataFrame
     metrics: dict[str, float] = field(default_factory=dict)
+    market: Market | None = None  # the task's clock and currency (report labels)
+
+    @property
+    def breakeven_bps(self) -> float:
+        """Mean proportional cost per order side (bps) at which the net P&L would be zero,
+        trades held fixed: the costs now (``CostModel.per_side_bps``) plus the margin."""
+        notional = traded_notional(self.trades.to_dict("records"))
+        return breakeven_bps(self.total_pnl, notional, self.costs.per_side_bps)
 
     @property
     def total_pnl(self) -> float:
@@ -169,15 +178,27 @@ def policy_name(policy: Backtestable) -> str:
     return type(policy[0]).__name__ if isinstance(policy, tuple) else type(policy).__name__
 
 
-def stressed_config(config: TradingEnvConfig, extra_bps: float = STRESS_BPS) -> TradingEnvConfig:
+def stressed_config(
+    config: TradingEnvConfig,
+    extra_bps: float = STRESS_BPS,
+    *,
+    tasks: Sequence[TaskArrays] = (),
+) -> TradingEnvConfig:
     """``config`` with ``extra_bps`` more proportional cost on every order side (entry and
-    exit), for the default costs and every per-instrument override."""
+    exit): on its ``costs`` when set, on every per-instrument override, and on the costs of
+    each of ``tasks`` (their own market's, when ``costs`` is None)."""
 
     def bump(c: CostModel) -> CostModel:
-        return replace(c, proportional_bps=c.proportional_bps + extra_bps)
+        name = f"{c.label} +{extra_bps:g} bps/side"
+        return replace(c, proportional_bps=c.proportional_bps + extra_bps, name=name)
 
     instruments = {k: (bump(c), s) for k, (c, s) in config.instruments.items()}
-    return replace(config, costs=bump(config.costs), instruments=instruments)
+    for arrays in tasks:
+        if arrays.task.instrument not in instruments:
+            costs, spec = config.market_for(arrays)
+            instruments[arrays.task.instrument] = (bump(costs), spec)
+    costs = None if config.costs is None else bump(config.costs)
+    return replace(config, costs=costs, instruments=instruments)
 
 
 _TRADE_COLUMNS = (
@@ -234,12 +255,12 @@ def run_backtest(
     eng = env.engine
     trades = pd.DataFrame([t.to_dict() for t in eng.trades], columns=list(_TRADE_COLUMNS))
     timestamps = np.asarray(eng.equity_times, dtype=np.int64)
-    costs, _ = cfg.market_for(arrays.task.instrument)
+    costs, _ = cfg.market_for(arrays)
     # positions[i + 1] is held over the bar return i -> i + 1 (the order filled at its open).
     metrics = compute_metrics(
         equity,
         eng.trades,
-        arrays.bar_minutes,
+        periods_per_year=arrays.bars_per_year,
         positions=positions[1:],
         initial_capital=cfg.initial_capital,
     )
@@ -256,6 +277,7 @@ def run_backtest(
         positions=np.asarray(positions, dtype=np.int8),
         trades=trades,
         metrics=dict(metrics),
+        market=arrays.market,
     )
 
 
@@ -289,7 +311,7 @@ def run_backtest_pair(
             policy,
             arrays,
             split=split,
-            config=stressed_config(cfg, stress_bps),
+            config=stressed_config(cfg, stress_bps, tasks=[arrays]),
             name=name,
             cost_label=stressed_label,
             sample_seed=sample_seed,

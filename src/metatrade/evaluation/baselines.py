@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from metatrade.data.checks import utc_index
+from metatrade.data.calendar import assign_sessions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.market.config import TradingEnvConfig
@@ -47,7 +47,7 @@ CLASSICAL = ("ar", "momentum", "reversal", "time_of_day", "classical_selected")
 """config names of the classical rows (``evaluation.baselines``), in table order"""
 SELECTED = "classical_selected"
 SELECTED_LABEL = "classical-selected"
-SESSION_OPEN, SESSION_CLOSE = "09:15", "15:30"  # NSE cash session (data.features' defaults)
+_MINUTE_NS = 60 * 10**9
 Rows = tuple[int, int]
 
 
@@ -87,18 +87,24 @@ def check_names(names: Sequence[str], where: str) -> tuple[str, ...]:
 
 
 # ---- signals: pure functions of the bars up to t ------------------------------------------
-def session_buckets(arrays: TaskArrays, buckets: int, *, tz: str = "Asia/Kolkata") -> np.ndarray:
+def session_buckets(arrays: TaskArrays, buckets: int) -> np.ndarray:
     """int [N]: the session bucket of the bar a position decided on bar t is held over (bar
-    t + 1), from bar t's row alone: bucket of ``timestamp[t] + bar_minutes`` within the
-    session (equal slices of 09:15-15:30 local time), or 0 after a session's last bar.
+    t + 1), from bar t's row alone: bucket of ``timestamp[t] + bar_minutes`` within bar t's
+    session (equal slices of that session's hours in the instrument's exchange calendar,
+    ``metatrade.data.calendar.assign_sessions``: local time, daylight saving and early
+    closes included), or 0 after a session's last bar. A bar as long as a session (daily,
+    weekly) has no time of day: every bucket 0.
 
-    The one place the time-of-day rule reads the session calendar (to be replaced by the
-    exchange calendar's sessions)."""
-    local = utc_index(arrays.timestamps, tz)
-    minute = np.asarray(local.hour * 60 + local.minute, dtype=np.float64) + arrays.bar_minutes
-    (oh, om), (ch, cm) = (map(int, s.split(":")) for s in (SESSION_OPEN, SESSION_CLOSE))
-    frac = (minute - (oh * 60 + om)) / ((ch * 60 + cm) - (oh * 60 + om))
-    out = np.clip(np.floor(frac * buckets), 0, buckets - 1).astype(np.int64)
+    The one place the time-of-day rule reads the session clock."""
+    market = arrays.require_market()
+    ts = np.asarray(arrays.timestamps, dtype=np.int64)
+    sessions = assign_sessions(ts, market.instrument.calendar, market.timezone)
+    held = ts // _MINUTE_NS + arrays.bar_minutes - sessions.open // _MINUTE_NS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = held.astype(np.float64) / sessions.minutes
+    out = np.clip(np.floor(np.nan_to_num(frac) * buckets), 0, buckets - 1).astype(np.int64)
+    if arrays.bar_minutes >= np.nanmax(sessions.minutes, initial=0.0):
+        out[:] = 0
     out[np.asarray(arrays.session_end, dtype=bool)] = 0
     return out
 

@@ -27,10 +27,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from metatrade.data.task_arrays import TaskArrays
 
 DEFAULT_RESAMPLES = 2000
 # Cap on the number of floats gathered per chunk of resamples (keeps memory ~ 160 MB max).
@@ -208,13 +211,14 @@ def bootstrap_ci(
 
 
 # ---- resampling whole days (dependence across tasks and in time) -----------------------
-def session_dates(timestamps: ArrayLike, tz: str = "Asia/Kolkata") -> np.ndarray:
-    """The trading day of each bar: int64 ns UTC times [n] -> datetime64[D] [n], the local
-    date in the exchange's time zone. The one function that maps bars to days (the
-    walk-forward's daily returns and the protocol's day bootstrap both read it), so an
-    exchange calendar can replace it in one place."""
-    idx = pd.DatetimeIndex(np.asarray(timestamps, dtype="datetime64[ns]")).tz_localize("UTC")
-    return idx.tz_convert(tz).tz_localize(None).normalize().to_numpy().astype("datetime64[D]")
+def session_dates(arrays: TaskArrays) -> np.ndarray:
+    """The trading day of each bar of ``arrays``, datetime64[D] [n]: its session in the
+    instrument's exchange calendar (``TaskArrays.sessions``, ``metatrade.data.calendar``:
+    a session's date in the exchange's zone, so an FX day ending 17:00 New York or a night
+    session is one day; hand-made arrays without sessions: numbered from ``session_end``).
+    The one function that maps bars to days: the walk-forward's daily returns and the
+    protocol's day bootstrap both read it."""
+    return np.asarray(arrays.session_labels(), dtype=np.int64).astype("datetime64[D]")
 
 
 @dataclass(frozen=True)

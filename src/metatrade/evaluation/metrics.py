@@ -1,11 +1,11 @@
 """Trading metrics of one backtest: P&L, trade statistics, risk-adjusted returns, drawdowns.
 
-Annualisation convention (NSE cash/index session, 09:15-15:30 IST = 375 minutes):
-a day has ``ceil(375 / bar_minutes)`` bars (the last bar of the day may be short, e.g. a
-45-minute series has 9 bars a day, a 240-minute series 2), and a year has 252 trading
-days, so ``bars_per_year = 252 * ceil(375 / bar_minutes)``; overnight gaps fall inside the
-first bar's return. Sharpe, Sortino and the annual return use this factor exactly as
-empyrical does with ``annualization=bars_per_year`` (the tests cross-check it):
+Annualisation: ``periods_per_year`` is the task's bars per year, read from its market's
+calendar (``TaskArrays.bars_per_year``, ``metatrade.data.calendar``: sessions a year times
+bars a session, e.g. 252 x ceil(375 / 5) = 18,900 for 5-minute NSE bars, 260 x 24 = 6,240
+for hourly FX). Overnight gaps fall inside the first bar's return. Sharpe, Sortino and the
+annual return use this factor exactly as empyrical does with ``annualization`` (the tests
+cross-check it):
 
 * ``sharpe = mean(r - rf) / std(r - rf, ddof=1) * sqrt(bars_per_year)``
 * ``sortino = mean(r - rf) * bars_per_year / (sqrt(mean(min(r - rf, 0)^2)) * sqrt(bars_per_year))``
@@ -13,7 +13,7 @@ empyrical does with ``annualization=bars_per_year`` (the tests cross-check it):
 * ``calmar = annual_return / max_drawdown``
 
 where ``r`` are per-bar simple returns of the equity curve and ``rf`` the per-bar risk-free
-rate (``risk_free_rate / bars_per_year``).
+rate (``risk_free_rate / bars_per_year``). Money is in the instrument's currency.
 
 Undefined values are ``nan``, never ``inf`` and never an exception:
 
@@ -37,20 +37,20 @@ from typing import Any
 
 import numpy as np
 
-TRADING_DAYS_PER_YEAR = 252
-SESSION_MINUTES = 375  # 09:15 to 15:30 Asia/Kolkata
+
+def breakeven_bps(pnl: float, notional: float, bps_now: float) -> float:
+    """Per-side proportional cost (bps) at which net P&L is zero, trades held fixed:
+    ``bps_now + 1e4 * pnl / notional`` (notional summed over both sides of every trade)."""
+    if not notional > 0:
+        return float("nan")
+    return bps_now + 1e4 * pnl / notional
 
 
-def bars_per_day(bar_minutes: float) -> int:
-    """Bars in one 375-minute session (the last one may be shorter)."""
-    if not bar_minutes > 0:
-        raise ValueError(f"bar_minutes={bar_minutes!r}: use the bar length in minutes (> 0)")
-    return math.ceil(SESSION_MINUTES / bar_minutes)
-
-
-def bars_per_year(bar_minutes: float) -> int:
-    """Annualisation factor for per-bar returns: 252 sessions of ``bars_per_day`` bars."""
-    return TRADING_DAYS_PER_YEAR * bars_per_day(bar_minutes)
+def traded_notional(trades: Iterable[Any]) -> float:
+    """Notional of every entry and exit: sum of quantity * (entry price + exit price)."""
+    return float(
+        sum(_get(t, "quantity") * (_get(t, "entry_price") + _get(t, "exit_price")) for t in trades)
+    )
 
 
 def _get(trade: Any, name: str) -> float:
@@ -85,7 +85,7 @@ def sortino_ratio(returns: np.ndarray, periods_per_year: float, required: float 
 
 
 def drawdown_series(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bar drawdown from the running peak, >= 0: (fraction of the peak, INR). [N] -> [N].
+    """Per-bar drawdown from the running peak, >= 0: (fraction of the peak, money). [N] -> [N].
 
     A non-positive peak counts as a total (100 %) drawdown."""
     equity = np.asarray(equity, dtype=np.float64)
@@ -97,7 +97,7 @@ def drawdown_series(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def drawdowns(equity: np.ndarray) -> tuple[float, float]:
-    """(max drawdown as a positive fraction of the running peak, max drawdown in INR)."""
+    """(max drawdown as a positive fraction of the running peak, max drawdown in money)."""
     dd_pct, dd_abs = drawdown_series(equity)
     return float(dd_pct.max(initial=0.0)), float(dd_abs.max(initial=0.0))
 
@@ -105,22 +105,20 @@ def drawdowns(equity: np.ndarray) -> tuple[float, float]:
 def compute_metrics(
     equity_curve: Iterable[float],
     trades: Iterable[Any] = (),
-    bar_minutes: float = 5,
     *,
+    periods_per_year: float,
     positions: Iterable[float] | None = None,
     initial_capital: float | None = None,
-    periods_per_year: float | None = None,
     risk_free_rate: float = 0.0,
 ) -> dict[str, float]:
     """Metrics of a backtest.
 
     Args:
-        equity_curve: equity in INR at each bar close, first value = starting equity [N].
+        equity_curve: equity at each bar close, first value = starting equity [N].
         trades: closed trades, ``metatrade.market.Trade`` objects or mappings with
             ``net_pnl``, ``quantity``, ``entry_price``, ``exit_price`` (``bars_held``
             is used for exposure when ``positions`` is not given).
-        bar_minutes: bar length; sets ``bars_per_year`` (module doc) unless
-            ``periods_per_year`` is given.
+        periods_per_year: bars per year of the series (``TaskArrays.bars_per_year``).
         positions: position (-1/0/+1) held over each of the N-1 bar returns; exposure
             is the fraction of them with a position.
         initial_capital: P&L baseline (default: ``equity_curve[0]``).
@@ -129,12 +127,14 @@ def compute_metrics(
     Returns:
         dict of floats: total_pnl, total_return, annual_return, num_trades, win_rate,
         avg_trade_pnl, gross_profit, gross_loss, profit_factor, sharpe, sortino,
-        max_drawdown (fraction), max_drawdown_abs (INR), calmar, exposure, turnover,
+        max_drawdown (fraction), max_drawdown_abs (money), calmar, exposure, turnover,
         num_bars, bars_per_year. ``turnover`` = traded notional (entries and exits)
         / mean equity over the period.
     """
     equity = _equity_array(equity_curve)
-    ppy = float(periods_per_year) if periods_per_year is not None else bars_per_year(bar_minutes)
+    if not periods_per_year > 0:
+        raise ValueError(f"periods_per_year={periods_per_year!r}: use the bars per year (> 0)")
+    ppy = float(periods_per_year)
     start = float(initial_capital) if initial_capital is not None else float(equity[0])
     n_ret = equity.size - 1
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -188,9 +188,7 @@ def _exposure(positions: Iterable[float] | None, trades: list[Any], n_ret: int) 
 
 def _turnover(trades: list[Any], equity: np.ndarray) -> float:
     """Traded notional (entries and exits) / mean equity over the period."""
-    notional = sum(
-        _get(t, "quantity") * (_get(t, "entry_price") + _get(t, "exit_price")) for t in trades
-    )
+    notional = traded_notional(trades)
     return float(notional / equity.mean()) if equity.mean() > 0 else float("nan")
 
 

@@ -20,19 +20,18 @@ from matplotlib.figure import Figure
 from metatrade.evaluation.metrics import drawdown_series
 from metatrade.io import atomic_savefig
 
-EXCHANGE_TZ = "Asia/Kolkata"  # NSE session clock (09:15-15:30); timestamps are stored in UTC
-
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
-def exchange_time_labels(timestamps: np.ndarray, tz: str = EXCHANGE_TZ) -> list[str]:
-    """Bar times as 'YYYY-MM-DD HH:MM' in the exchange's time zone, the clock traders read."""
+def exchange_time_labels(timestamps: np.ndarray, tz: str) -> list[str]:
+    """Bar times as 'YYYY-MM-DD HH:MM' in the exchange's time zone ``tz`` (the instrument's),
+    the clock traders read; timestamps are stored in UTC."""
     ts = np.asarray(timestamps)
     ts = ts.astype("datetime64[ns]") if np.issubdtype(ts.dtype, np.integer) else ts
     return list(pd.DatetimeIndex(ts).tz_localize("UTC").tz_convert(tz).strftime("%Y-%m-%d %H:%M"))
 
 
-def _time_ticks(ax: Any, timestamps: np.ndarray, n: int, num_ticks: int = 8) -> None:
+def _time_ticks(ax: Any, timestamps: np.ndarray, n: int, tz: str, num_ticks: int = 8) -> None:
     """Label a bar-index axis with dates: intraday data plotted against wall time would
     draw every night and weekend as a long straight segment."""
     ts = np.asarray(timestamps)
@@ -40,7 +39,7 @@ def _time_ticks(ax: Any, timestamps: np.ndarray, n: int, num_ticks: int = 8) -> 
         raise ValueError(f"plot: {len(ts)} timestamps for {n} equity points; they must align")
     pos = np.unique(np.linspace(0, n - 1, min(num_ticks, n)).round().astype(int))
     ax.set_xticks(pos)
-    ax.set_xticklabels(exchange_time_labels(ts[pos]))
+    ax.set_xticklabels(exchange_time_labels(ts[pos], tz))
 
 
 def plot_equity_curve(
@@ -50,6 +49,7 @@ def plot_equity_curve(
     *,
     title: str = "Equity curve",
     initial_capital: float | None = None,
+    tz: str = "UTC",
 ) -> Path:
     """Equity curves (top) and their drawdowns in % (bottom), written atomically as PNG.
 
@@ -59,6 +59,7 @@ def plot_equity_curve(
             "buy-and-hold"), all aligned with ``timestamps``.
         timestamps: int64 ns since the epoch (UTC) or datetime64 [N]; bar index when None.
         initial_capital: drawn as a dotted reference line.
+        tz: time zone of the date labels (the instrument's).
     """
     if not curves:
         raise ValueError("plot_equity_curve: no curves given")
@@ -82,8 +83,8 @@ def plot_equity_curve(
     ax_eq.legend(loc="best", fontsize=8)
     ax_dd.set_ylabel("drawdown (%)")
     if timestamps is not None:
-        _time_ticks(ax_dd, timestamps, len(next(iter(curves.values()))))
-    ax_dd.set_xlabel(f"bar (labels: bar time, {EXCHANGE_TZ})" if timestamps is not None else "bar")
+        _time_ticks(ax_dd, timestamps, len(next(iter(curves.values()))), tz)
+    ax_dd.set_xlabel(f"bar (labels: bar time, {tz})" if timestamps is not None else "bar")
     ax_dd.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -139,7 +139,7 @@ def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, flo
     length = plan.test_cfg.episode_length or 1
     days, spans = [], []
     for a, starts in zip(arrays, plan.windows, strict=True):
-        dates = session_dates(a.timestamps)
+        dates = session_dates(a)
         days.append(dates[starts])
         spans += [len(np.unique(dates[s : s + length])) for s in starts]
     return np.stack(days), float(np.median(spans))

@@ -24,7 +24,7 @@ from metatrade.evaluation.backtest import (
     run_backtest,
     run_backtest_pair,
 )
-from metatrade.evaluation.plots import EXCHANGE_TZ, exchange_time_labels, plot_equity_curve
+from metatrade.evaluation.plots import exchange_time_labels, plot_equity_curve
 from metatrade.io import atomic_write_text, json_safe
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.env import TradingEnv
@@ -50,7 +50,7 @@ OTHER: dict[str, tuple[str, str]] = {
     "gross_loss": ("Gross Loss", "money"),
     "sortino": ("Sortino Ratio", "ratio"),
     "calmar": ("Calmar Ratio", "ratio"),
-    "max_drawdown_abs": ("Maximum Drawdown (INR)", "money"),
+    "max_drawdown_abs": ("Maximum Drawdown ({currency})", "money"),
     "exposure": ("Exposure (time in market)", "pct"),
     "turnover": ("Turnover (x mean equity)", "ratio"),
     "num_bars": ("Bars", "int"),
@@ -96,10 +96,12 @@ def format_value(value: Any, kind: str) -> str:
     return f"{v:.3f}"
 
 
-def report_rows(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+def report_rows(
+    columns: Mapping[str, Mapping[str, Any]], currency: str = "money"
+) -> list[tuple[str, list[str]]]:
     """(label, formatted cells) for the headline metrics then every other metric, in the
-    order of the first column's metrics dict. A headline metric missing from a column is an
-    error naming it: the report promises those lines."""
+    order of the first column's metrics dict (money labelled in ``currency``). A headline
+    metric missing from a column is an error naming it: the report promises those lines."""
     first = next(iter(columns.values()))
     for col, metrics in columns.items():
         missing = [key for _, key, _ in HEADLINE if key not in metrics]
@@ -116,6 +118,7 @@ def report_rows(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, lis
         if key in _HEADLINE_KEYS or not isinstance(value, (int, float, np.number, type(None))):
             continue
         label, kind = OTHER.get(key, (_label(key), _kind(key)))
+        label = label.format(currency=currency)
         rows.append((label, [format_value(m.get(key), kind) for m in columns.values()]))
     return rows
 
@@ -125,6 +128,7 @@ def format_backtest_report(
     *,
     title: str = "",
     details: Mapping[str, str] | None = None,
+    currency: str = "money",
 ) -> str:
     """The aligned report block headed ``=== Backtesting Report ===``.
 
@@ -133,13 +137,14 @@ def format_backtest_report(
             dict or a BacktestResult (its ``metrics``).
         title: a line under the header (policy, task, split).
         details: extra "key: value" lines (period, bars, capital, costs).
+        currency: the money's currency, for the labels.
     """
     if not columns:
         raise ValueError("format_backtest_report: no columns given")
     metrics = {
         label: (c.metrics if isinstance(c, BacktestResult) else c) for label, c in columns.items()
     }
-    rows = report_rows(metrics)
+    rows = report_rows(metrics, currency)
     labels = list(metrics)
     name_w = max(len(r[0]) for r in rows)
     widths = [max(len(lab), *(len(r[1][i]) for r in rows)) for i, lab in enumerate(labels)]
@@ -159,18 +164,27 @@ def format_backtest_report(
 
 
 def _details(result: BacktestResult, others: Mapping[str, BacktestResult]) -> dict[str, str]:
+    """The report's header lines: period in the exchange's zone, market and annualisation,
+    capital and costs in the instrument's currency, the cost preset's break-even."""
+    market = result.market
+    tz = market.timezone if market else "UTC"
+    cur = market.currency if market else ""
     ts = result.timestamps
-    first, last = exchange_time_labels(ts[[0, -1]])
-    out = {
-        f"Period ({EXCHANGE_TZ})": f"{first} .. {last} ({len(ts) - 1} bars of {result.bar_minutes} min)",
-        "Initial capital": f"{result.initial_capital:,.2f} INR",
-    }
-    for label, r in others.items():
-        c = r.costs
-        out[f"Costs, {label}"] = (
-            f"entry {c.entry_fee:g} INR + exit {c.exit_fee:g} INR per order, "
-            f"{c.proportional_bps:g} bps/side, slippage {c.slippage_bps:g} bps"
+    first, last = exchange_time_labels(ts[[0, -1]], tz)
+    tf = str(result.bar_minutes) if market is None else market.timeframe
+    unit = f"{tf} min" if tf.isdigit() else tf
+    out = {f"Period ({tz})": f"{first} .. {last} ({len(ts) - 1} bars of {unit})"}
+    if market is not None:
+        out["Market"] = (
+            f"{market.instrument.calendar.describe()}, {market.currency}: {market.annualisation()}"
         )
+    out["Initial capital"] = f"{result.initial_capital:,.2f} {cur}".rstrip()
+    for label, r in others.items():
+        out[f"Costs, {label}"] = r.costs.describe(cur)
+    out[f"Break-even ({result.costs.label})"] = (
+        f"{result.breakeven_bps:+.2f} bps/side of proportional cost (now "
+        f"{result.costs.per_side_bps:g}) would leave the net P&L at zero, trades held fixed"
+    )
     return out
 
 
@@ -219,6 +233,7 @@ def _write_report_files(
         default.timestamps,
         title=f"{default.name} on {default.task} ({split} split)",
         initial_capital=default.initial_capital,
+        tz=arrays.market.timezone if arrays.market else "UTC",
     )
     return files
 
@@ -265,7 +280,10 @@ def backtest_and_report(
     )
     default = next(iter(results.values()))
     title = f"Policy: {default.name} | Task: {default.task} | Split: {split}"
-    report = format_backtest_report(results, title=title, details=_details(default, results))
+    currency = default.market.currency if default.market else "money"
+    report = format_backtest_report(
+        results, title=title, details=_details(default, results), currency=currency
+    )
     metrics = {label: r.metrics for label, r in results.items()}
     files: dict[str, Path] = {}
     if out_dir is not None:

@@ -86,11 +86,15 @@ def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     """(r [..., N, 3, 3], square-off mask [..., N]): r[t][s, s'] is the P&L (fraction of C0)
     of holding s through the gap and s' through bar t+1, net of the charges of the orders
     s -> s' (``rules.transition_charges``: a reversal pays both legs) and of a square-off or
-    the final exit of s' at the close of bar t+1 (``rules.exit_charge``). A window trades one
-    unit of notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
+    the final exit of s' at the close of bar t+1 (``rules.exit_charge``), each order at its
+    side's own rate too (``buy_rate`` / ``sell_rate``: a long entry and a short's exit buy;
+    a short entry, a long's exit and a long's square-off sell). A window trades one unit of
+    notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
     w = windows
     fees = {"entry_fee": w.entry_fee.unsqueeze(-1), "exit_fee": w.exit_fee.unsqueeze(-1)}
     rates = {"proportional_rate": w.prop.unsqueeze(-1), "slippage_rate": w.slip.unsqueeze(-1)}
+    # side-only rates (stamp duty on a buy, STT on a sell): each leg pays its own side's
+    rates |= {"buy_rate": w.buy_rate.unsqueeze(-1), "sell_rate": w.sell_rate.unsqueeze(-1)}
     orders = rules.transition_charges(w.notional, quantity=1.0, **fees, **rates)
     exit_fee = w.squared * fees["exit_fee"]
     square = {

@@ -51,6 +51,7 @@ class PnlWindows:
         gap, bar, notional, square, squared: per decision bar [T, W, N].
         entry_fee, exit_fee: per order, fraction of C0 [T, W].
         prop, slip: proportional cost and slippage rates (bps / 1e4) [T, W].
+        buy_rate, sell_rate: the side-only rates of a buy / sell order (bps / 1e4) [T, W].
         vol: causal per-bar volatility of close-to-close returns up to bar s [T, W].
         start: first decision bar s of each window, a row of its task's arrays [T, W].
     """
@@ -65,6 +66,8 @@ class PnlWindows:
     exit_fee: Tensor
     prop: Tensor
     slip: Tensor
+    buy_rate: Tensor
+    sell_rate: Tensor
     vol: Tensor
     start: Tensor
 
@@ -102,21 +105,22 @@ class PnlWindows:
 def window_quantity(arrays: TaskArrays, starts: np.ndarray, config: TradingEnvConfig) -> np.ndarray:
     """Units each window trades [W]: what ``config.sizer`` buys with the initial capital at
     the close of the window's first bar (whole lots; the ledger sizes at each entry)."""
-    costs, spec = config.market_for(arrays.task.instrument)
+    costs, spec = config.market_for(arrays)
     price = arrays.close[starts]
     ones = np.ones(len(starts))
+    lot = np.asarray(spec.lot_at(arrays.timestamps[starts]), dtype=np.float64)
     units = config.sizer.units_array(
         ones * config.initial_capital,
         price,
         ones * costs.entry_fee,
         ones * costs.proportional_rate,
-        ones * float(spec.lot_size),
+        lot,
     )
-    if np.any(units < spec.lot_size):
-        i = int(np.argmax(units < spec.lot_size))
+    if np.any(units < lot):
+        i = int(np.argmax(units < lot))
         raise ValueError(
             f"task {arrays.task}: initial capital {config.initial_capital} cannot buy one lot "
-            f"of {spec.lot_size} at {price[i]:.2f} (row {starts[i]}) with {config.sizer!r}; "
+            f"of {int(lot[i])} at {price[i]:.2f} (row {starts[i]}) with {config.sizer!r}; "
             "raise initial_capital or the sizer's fraction"
         )
     return np.asarray(units, dtype=np.float64)
@@ -152,12 +156,12 @@ def _task_windows(
             f"task {arrays.task}: window start {int(starts[bad][0])} outside [{first}, {last}] "
             f"for split {config.split!r}, lookback {config.lookback}, window_bars {n_bars}"
         )
-    costs, _ = config.market_for(arrays.task.instrument)
+    costs, _ = config.market_for(arrays)
     t = starts[:, None] + np.arange(n_bars)  # decision bars [W, N]
     c0, o1, c1 = arrays.close[t], arrays.open[t + 1], arrays.close[t + 1]
     scale = window_quantity(arrays, starts, config)[:, None] / config.initial_capital
     gap, bar, notional, square = scale * (o1 - c0), scale * (c1 - o1), scale * o1, scale * c1
-    squared = (arrays.session_end[t + 1] & config.square_off).astype(np.float64)
+    squared = (arrays.session_end[t + 1] & config.squares_off(arrays)).astype(np.float64)
     squared[:, -1] = 1.0  # the final exit at the window's last close
     rows = (starts - config.lookback + 1)[:, None] + np.arange(n_bars + config.lookback - 1)
     per_window = np.ones(len(starts))
@@ -173,6 +177,8 @@ def _task_windows(
         "exit_fee": per_window * costs.exit_fee / cap,
         "prop": per_window * costs.proportional_rate,
         "slip": per_window * costs.slippage_rate,
+        "buy_rate": per_window * costs.buy_rate,
+        "sell_rate": per_window * costs.sell_rate,
         "vol": causal_volatility(arrays.close, starts, vol_bars),
         "start": starts.astype(np.int64),
     }

@@ -23,6 +23,7 @@ from metatrade.data.task_arrays import TaskArrays
 from metatrade.market import rules
 from metatrade.market.bars import concatenate_bars, feature_width
 from metatrade.market.config import TradingEnvConfig, episode_bounds
+from metatrade.market.costs import lots_by_row
 
 
 class BatchTradingEnv:
@@ -70,7 +71,9 @@ class BatchTradingEnv:
         self._full_account = cfg.observation == "full"
         bars = concatenate_bars(self.task_arrays, lookback=lookback, account_dim=cfg.account_dim)
         offsets = bars.offsets
-        self._open, self._close, self._session_end = bars.open, bars.close, bars.session_end
+        self._open, self._close = bars.open, bars.close
+        allowed = [np.full(len(ta), cfg.squares_off(ta)) for ta in self.task_arrays]
+        self._session_end = bars.session_end & np.concatenate(allowed)  # square-off rows
         self._windows = bars.windows
         self._flat_features = bars.flat  # keeps the windows' buffer alive
         slot = np.repeat(np.arange(self.num_tasks), self.episodes_per_task)
@@ -95,11 +98,7 @@ class BatchTradingEnv:
         self._pos = np.zeros(n_slots, dtype=np.int64)  # -1 short, 0 flat, +1 long
         self._qty, self._entry, self._entry_cost = z.copy(), z.copy(), z.copy()
         self._held = np.zeros(n_slots, dtype=np.int64)
-        self._cash, self._equity, self._peak = (
-            z + self._capital,
-            z + self._capital,
-            z + self._capital,
-        )
+        self._cash, self._equity, self._peak = (z + self._capital for _ in range(3))
 
     def _slot_bounds(self, offsets: np.ndarray, slot: np.ndarray) -> None:
         """Per slot: its task's offset and first / last start bar and stop (global rows)."""
@@ -117,12 +116,16 @@ class BatchTradingEnv:
     def _slot_markets(self, slot: np.ndarray) -> None:
         """Per slot: its instrument's costs and lot size; the account constants."""
         cfg = self.config
-        markets = [cfg.market_for(ta.task.instrument) for ta in self.task_arrays]
+        markets = [cfg.market_for(ta) for ta in self.task_arrays]
         self._entry_fee = np.array([float(c.entry_fee) for c, _ in markets])[slot]
         self._exit_fee = np.array([float(c.exit_fee) for c, _ in markets])[slot]
         self._prop = np.array([c.proportional_rate for c, _ in markets])[slot]
         self._slip = np.array([c.slippage_rate for c, _ in markets])[slot]
+        self._side_costs = any(c.side_dependent for c, _ in markets)
+        self._buy = np.array([c.buy_rate for c, _ in markets])[slot]
+        self._sell = np.array([c.sell_rate for c, _ in markets])[slot]
         self._lot = np.array([float(s.lot_size) for _, s in markets])[slot]
+        self._lot_rows = lots_by_row(self.task_arrays, [s for _, s in markets])  # dated lots
         self._capital = float(cfg.initial_capital)
         self._ruin_equity = cfg.ruin_fraction * self._capital
         self._held_scale = float(cfg.bars_held_scale)
@@ -165,7 +168,7 @@ class BatchTradingEnv:
         trade = self._close_positions(closed, o)
         order_cost = trade.pop("cost") * closed
         agent_win = closed & (trade["trade_pnl"] > 0.0)
-        entry_cost, unfilled = self._enter(tab.entry_side[code], tab.want_open[code], o)
+        entry_cost, unfilled = self._enter(tab.entry_side[code], tab.want_open[code], o, t)
         order_cost += entry_cost
         invalid |= unfilled
         squared = self._square_off(t, trade, order_cost)
@@ -214,19 +217,20 @@ class BatchTradingEnv:
         return a
 
     def _enter(
-        self, side: np.ndarray, want_open: np.ndarray, o: np.ndarray
+        self, side: np.ndarray, want_open: np.ndarray, o: np.ndarray, t: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Entries (engine._open) on ``side`` where ``want_open`` (every such slot is flat by
-        now): fill at the next open ``o``, size on cash (= equity when flat). Returns each
-        slot's entry cost and where an entry was refused (too small)."""
+        now): fill at the next open ``o`` of bars ``t``, size on cash (= equity when flat).
+        Returns each slot's entry cost and where an entry was refused (too small)."""
         fill_in = rules.entry_fill(o, side, self._slip)
-        units = self.config.sizer.units_array(
-            self._cash, fill_in, self._entry_fee, self._prop, self._lot
-        )
-        opened = want_open & (units >= self._lot)
-        cost_in = rules.order_cost(
-            fee=self._entry_fee, fill=fill_in, quantity=units, proportional_rate=self._prop
-        )
+        rate = self._prop  # plus the side's own rate: order_cost(prop, side_rate)'s bits
+        if self._side_costs:
+            rate = rate + rules.order_side_rate(side, buy_rate=self._buy, sell_rate=self._sell)
+        lot = self._lot if self._lot_rows is None else self._lot_rows[t]
+        units = self.config.sizer.units_array(self._cash, fill_in, self._entry_fee, rate, lot)
+        opened = want_open & (units >= lot)
+        fee = self._entry_fee
+        cost_in = rules.order_cost(fee=fee, fill=fill_in, quantity=units, proportional_rate=rate)
         # A flat slot's position fields are exactly 0, so "+= x * opened" sets them to x
         # where an entry fills and leaves every other slot unchanged (x is always finite);
         # cheaper than masked copies. bars held is already 0 when flat.
@@ -321,6 +325,9 @@ class BatchTradingEnv:
         outside ``mask``).
         """
         pos, qty = self._pos, self._qty
+        side_rate = 0.0
+        if self._side_costs:  # closing a long sells, closing a short buys
+            side_rate = rules.order_side_rate(-pos, buy_rate=self._buy, sell_rate=self._sell)
         fill, gross, cost, net = rules.close_position(
             price,
             side=pos,
@@ -330,6 +337,7 @@ class BatchTradingEnv:
             exit_fee=self._exit_fee,
             proportional_rate=self._prop,
             slippage_rate=self._slip,
+            side_rate=side_rate,
         )
         trade = {
             "cost": cost,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from metatrade.data.task_arrays import TaskArrays
-from metatrade.market.costs import CostModel, InstrumentSpec
+from metatrade.market.costs import CostModel, InstrumentSpec, cost_model, instrument_spec
 from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 ACCOUNT_DIM = 4  # position, unrealised P&L / capital, equity / capital - 1, bars held / scale
@@ -45,7 +45,7 @@ class TradingEnvConfig:
     """Everything that defines the trading MDP besides the bars themselves."""
 
     initial_capital: float = 1_000_000.0
-    """starting cash in INR"""
+    """starting cash, in each instrument's currency"""
     lookback: int = 32
     """bars of features in the observation window (L)"""
     episode_length: int | None = 256
@@ -53,17 +53,20 @@ class TradingEnvConfig:
     split: str = "train"
     """rows episodes trade in: "train", "validation", "test" or "all" (TaskArrays.splits)"""
     square_off: bool = False
-    """close any open position at the close of a session's last bar (session_end)"""
+    """close any open position at the close of a session's last bar (session_end), for
+    instruments whose description allows it (``square_off: session_end``, the default of
+    exchange calendars; ``none`` for 24/5 and 24/7 markets): ``squares_off``"""
     ruin_fraction: float = 0.5
     """episode terminates when equity <= ruin_fraction * initial_capital"""
     bars_held_scale: float = 100.0
     """bars held is divided by this in the observation"""
-    costs: CostModel = field(default_factory=CostModel)
-    """default costs; per-instrument overrides in ``instruments``"""
-    spec: InstrumentSpec = field(default_factory=InstrumentSpec)
-    """default lot size; per-instrument overrides in ``instruments``"""
+    costs: CostModel | None = None
+    """costs of every instrument; None = each task's own (``TaskArrays.market``: its
+    instruments.yaml ``costs``), ``CostModel()`` (the origin's) for arrays without one"""
+    spec: InstrumentSpec | None = None
+    """lot size of every instrument; None = each task's own (its ``lot_size``), else 1"""
     instruments: dict[str, tuple[CostModel, InstrumentSpec]] = field(default_factory=dict)
-    """instrument name -> (CostModel, InstrumentSpec) overriding the defaults"""
+    """instrument name -> (CostModel, InstrumentSpec) overriding all of the above"""
     sizer: PositionSizer = field(default_factory=FixedFractionSizer)
     """entry size (needs ``units`` and ``units_array``); default: all equity, whole lots"""
     reward: RewardShaping = field(default_factory=RewardShaping)
@@ -115,8 +118,26 @@ class TradingEnvConfig:
         """How many account entries follow the feature window (4 "full", 1 "position")."""
         return len(self.account_names)
 
-    def market_for(self, instrument: str) -> tuple[CostModel, InstrumentSpec]:
-        return self.instruments.get(instrument, (self.costs, self.spec))
+    def market_for(self, task: TaskArrays | str) -> tuple[CostModel, InstrumentSpec]:
+        """(costs, lot specification) a task trades with: ``instruments[name]``, else
+        ``costs`` / ``spec`` when set, else the task's own market (``TaskArrays.market``)."""
+        name = task if isinstance(task, str) else task.task.instrument
+        if name in self.instruments:
+            return self.instruments[name]
+        market = None if isinstance(task, str) else task.market
+        costs = self.costs
+        if costs is None:
+            costs = CostModel() if market is None else cost_model(market.instrument.cost_spec)
+        spec = self.spec
+        if spec is None:
+            spec = InstrumentSpec(name) if market is None else instrument_spec(market.instrument)
+        return costs, spec
+
+    def squares_off(self, arrays: TaskArrays) -> bool:
+        """Whether positions on ``arrays`` are closed at each session's end: ``square_off``
+        and the instrument allows it (``square_off: session_end``)."""
+        market = arrays.market
+        return self.square_off and (market is None or market.instrument.square_off != "none")
 
     def with_overrides(self, **overrides: Any) -> TradingEnvConfig:
         """A copy with fields replaced; unknown names raise with the list of valid ones."""

@@ -35,7 +35,8 @@ _HOLD = int(Action.HOLD)
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """One closed round trip. Prices are fill prices (after slippage); money in INR."""
+    """One closed round trip. Prices are fill prices (after slippage); money in the
+    instrument's currency."""
 
     side: int  # +1 long, -1 short
     quantity: int
@@ -74,9 +75,9 @@ class BacktestingEngine:
     """Scalar ledger for one instrument; see the module docstring for the accounting.
 
     Args:
-        initial_capital: starting cash in INR.
-        costs: brokerage, proportional cost and slippage (``CostModel``).
-        spec: lot size of the instrument (``InstrumentSpec``).
+        initial_capital: starting cash, in the instrument's currency.
+        costs: brokerage, proportional and side-only charges, slippage (``CostModel``).
+        spec: lot size of the instrument (``InstrumentSpec``; a dated one by entry time).
         sizer: entry size when ``execute_trade`` gets no quantity
             (default: ``FixedFractionSizer(1.0)``, all equity in whole lots).
     """
@@ -89,7 +90,7 @@ class BacktestingEngine:
         sizer: PositionSizer | None = None,
     ) -> None:
         if not initial_capital > 0:
-            raise ValueError(f"initial_capital={initial_capital!r}: use a positive INR amount")
+            raise ValueError(f"initial_capital={initial_capital!r}: use a positive amount")
         self.initial_capital = float(initial_capital)
         self.costs = costs if costs is not None else CostModel()
         self.spec = spec if spec is not None else InstrumentSpec()
@@ -98,6 +99,7 @@ class BacktestingEngine:
         self._exit_fee = float(self.costs.exit_fee)
         self._prop = self.costs.proportional_rate
         self._slip = self.costs.slippage_rate
+        self._buy, self._sell = self.costs.buy_rate, self.costs.sell_rate
         self._lot = int(self.spec.lot_size)
         self.reset()
 
@@ -212,28 +214,39 @@ class BacktestingEngine:
     ) -> TradeResult:
         fill = rules.entry_fill(price, side, self._slip)
         equity = self.cash
+        side_rate = self._buy if side > 0 else self._sell  # rules.order_side_rate, scalar
+        lot = self._lot_at(timestamp)
         if quantity is None:
-            qty = self.sizer.units(equity, fill, self._entry_fee, self._prop, self._lot)
-            if qty < self._lot:
+            rate = self._prop + side_rate
+            qty = self.sizer.units(equity, fill, self._entry_fee, rate, lot)
+            if qty < lot:
                 return self._reject(
                     action,
-                    f"equity {equity:.2f} cannot afford one lot of {self._lot} at {fill:.2f}",
+                    f"equity {equity:.2f} cannot afford one lot of {lot} at {fill:.2f}",
                 )
         else:
             qty = int(quantity)
-            if qty != quantity or qty < self._lot or qty % self._lot:
+            if qty != quantity or qty < lot or qty % lot:
                 return self._reject(
-                    action, f"quantity {quantity!r} is not a positive multiple of lot {self._lot}"
+                    action, f"quantity {quantity!r} is not a positive multiple of lot {lot}"
                 )
             outlay = rules.entry_outlay(
-                fee=self._entry_fee, fill=fill, quantity=qty, proportional_rate=self._prop
+                fee=self._entry_fee,
+                fill=fill,
+                quantity=qty,
+                proportional_rate=self._prop,
+                side_rate=side_rate,
             )
             if outlay > equity:
                 return self._reject(
                     action, f"equity {equity:.2f} cannot afford {qty} units at {fill:.2f}"
                 )
         cost = rules.order_cost(
-            fee=self._entry_fee, fill=fill, quantity=qty, proportional_rate=self._prop
+            fee=self._entry_fee,
+            fill=fill,
+            quantity=qty,
+            proportional_rate=self._prop,
+            side_rate=side_rate,
         )
         self.cash = self.cash - cost
         self.total_costs += cost
@@ -246,6 +259,12 @@ class BacktestingEngine:
         self.last_price = fill
         return TradeResult(True, action, "", fill, qty, cost)
 
+    def _lot_at(self, timestamp: Any) -> int:
+        """The lot in force at ``timestamp`` (int ns UTC) when the exchange revised it."""
+        if not self.spec.lot_changes or timestamp is None:
+            return self._lot
+        return int(self.spec.lot_at(int(timestamp)))
+
     def _close(self, action: int, side: int, price: float, timestamp: Any) -> TradeResult:
         qty = self.quantity
         fill, gross, cost, net = rules.close_position(
@@ -257,6 +276,7 @@ class BacktestingEngine:
             exit_fee=self._exit_fee,
             proportional_rate=self._prop,
             slippage_rate=self._slip,
+            side_rate=self._sell if side > 0 else self._buy,  # closing a long sells
         )
         self.cash = self.cash + gross - cost
         self.total_costs += cost

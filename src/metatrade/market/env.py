@@ -133,7 +133,8 @@ class TradingEnv(gym.Env):
         self.max_episode_steps = (
             cfg.episode_length if cfg.episode_length is not None else self._stop - 1 - self._first
         )
-        costs, spec = cfg.market_for(task_arrays.task.instrument)
+        costs, spec = cfg.market_for(task_arrays)
+        self._square_off = cfg.squares_off(task_arrays)
         self.engine = BacktestingEngine(cfg.initial_capital, costs, spec, cfg.sizer)
 
         n_feat = task_arrays.num_features
@@ -225,7 +226,7 @@ class TradingEnv(gym.Env):
             else:
                 invalid = True
         squared_off = False
-        if self.config.square_off and eng.position != 0 and self._session_end[t]:
+        if self._square_off and eng.position != 0 and self._session_end[t]:
             res = eng.execute_trade(
                 _CLOSE_LONG if eng.position > 0 else _CLOSE_SHORT, self._close[t], None, ts
             )

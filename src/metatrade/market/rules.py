@@ -35,12 +35,14 @@ the other side (sized from the cash after the close), each paying its own costs.
 is carried out by the ledger as the orders ``ActionRules.legs`` lists.
 
 An OPEN also needs the money for one lot (else it is rejected like an INVALID order; after a
-REVERSE's close the position is then flat); an INVALID order changes nothing. Who pays what:
-an OPEN pays ``entry_fee + proportional_rate * fill * quantity`` and fills at
-``price * (1 + side * slippage_rate)``; a CLOSE pays ``exit_fee + proportional_rate * fill *
-quantity`` and fills at ``price * (1 - side * slippage_rate)`` (slippage always against the
-trader). HOLD pays nothing. ``entry_charge`` / ``exit_charge`` are what an order costs
-against the quoted price (cost plus slippage), the exact objective's per-order cost.
+REVERSE's close the position is then flat); an INVALID order changes nothing; HOLD pays
+nothing. An OPEN pays ``entry_fee``, a CLOSE ``exit_fee``, each plus ``(proportional_rate +
+side_rate) * fill * quantity``; an OPEN fills at ``price * (1 + side * slippage_rate)``, a
+CLOSE at ``price * (1 - side * slippage_rate)`` (against the trader). ``side_rate`` is the order side's own charge (``order_side_rate``: stamp duty on
+a buy, securities transaction tax on a sell; a long entry and a short's exit buy, a short
+entry and a long's exit sell); its default 0.0 leaves every other term bit for bit as it
+was. ``entry_charge`` / ``exit_charge``: an order's cost plus its slippage against the quote
+(the exact objective's per-order cost).
 """
 
 from __future__ import annotations
@@ -263,14 +265,25 @@ def exit_fill(price: Any, side: Any, slippage_rate: Any) -> Any:
     return price * (1.0 - side * slippage_rate)
 
 
-def order_cost(*, fee: Any, fill: Any, quantity: Any, proportional_rate: Any) -> Any:
-    """What one order pays: its fixed fee plus the proportional cost of its notional."""
-    return fee + fill * quantity * proportional_rate
+def order_side_rate(order_side: Any, *, buy_rate: Any, sell_rate: Any) -> Any:
+    """The side-only proportional rate of an order: ``buy_rate`` on a buy (``order_side``
+    +1: a long entry, a short's exit), ``sell_rate`` on a sell (-1), 0 for no order."""
+    return buy_rate * (order_side > 0) + sell_rate * (order_side < 0)
 
 
-def entry_outlay(*, fee: Any, fill: Any, quantity: Any, proportional_rate: Any) -> Any:
+def order_cost(
+    *, fee: Any, fill: Any, quantity: Any, proportional_rate: Any, side_rate: Any = 0.0
+) -> Any:
+    """What one order pays: its fixed fee plus the proportional cost of its notional, at the
+    rate of every order plus the order side's own (``order_side_rate``)."""
+    return fee + fill * quantity * (proportional_rate + side_rate)
+
+
+def entry_outlay(
+    *, fee: Any, fill: Any, quantity: Any, proportional_rate: Any, side_rate: Any = 0.0
+) -> Any:
     """Cash an entry of ``quantity`` needs: notional plus its cost (must not exceed equity)."""
-    return fill * quantity * (1.0 + proportional_rate) + fee
+    return fill * quantity * (1.0 + (proportional_rate + side_rate)) + fee
 
 
 def position_pnl(*, side: Any, quantity: Any, price: Any, entry_price: Any) -> Any:
@@ -288,34 +301,59 @@ def close_position(
     exit_fee: Any,
     proportional_rate: Any,
     slippage_rate: Any,
+    side_rate: Any = 0.0,
 ) -> tuple[Any, Any, Any, Any]:
     """Close a ``side`` position at quoted ``price``: (fill, gross P&L, exit cost, net P&L),
-    where net = gross - entry cost - exit cost (each cost attributed once to its trade)."""
+    where net = gross - entry cost - exit cost (each cost attributed once to its trade);
+    ``side_rate``: the exit order's side-only rate (a sell for a long, a buy for a short)."""
     fill = exit_fill(price, side, slippage_rate)
     gross = position_pnl(side=side, quantity=quantity, price=fill, entry_price=entry_price)
     cost = order_cost(
-        fee=exit_fee, fill=fill, quantity=quantity, proportional_rate=proportional_rate
+        fee=exit_fee,
+        fill=fill,
+        quantity=quantity,
+        proportional_rate=proportional_rate,
+        side_rate=side_rate,
     )
     return fill, gross, cost, gross - entry_cost - cost
 
 
 def entry_charge(
-    price: Any, *, side: Any, quantity: Any, fee: Any, proportional_rate: Any, slippage_rate: Any
+    price: Any,
+    *,
+    side: int,
+    quantity: Any,
+    fee: Any,
+    proportional_rate: Any,
+    slippage_rate: Any,
+    buy_rate: Any = 0.0,
+    sell_rate: Any = 0.0,
 ) -> Any:
     """What an entry on ``side`` at quoted ``price`` costs the account against that quote: its
-    order cost plus its slippage (``quantity`` times the fill's distance from the quote)."""
+    order cost (an entry long is a buy, short a sell: ``order_side_rate``) plus its slippage
+    (``quantity`` times the fill's distance from the quote)."""
     fill = entry_fill(price, side, slippage_rate)
-    cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=proportional_rate)
+    rate = proportional_rate + order_side_rate(side, buy_rate=buy_rate, sell_rate=sell_rate)
+    cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=rate)
     return cost + side * quantity * (fill - price)
 
 
 def exit_charge(
-    price: Any, *, side: Any, quantity: Any, fee: Any, proportional_rate: Any, slippage_rate: Any
+    price: Any,
+    *,
+    side: int,
+    quantity: Any,
+    fee: Any,
+    proportional_rate: Any,
+    slippage_rate: Any,
+    buy_rate: Any = 0.0,
+    sell_rate: Any = 0.0,
 ) -> Any:
     """What closing a ``side`` position at quoted ``price`` costs against that quote: its
-    order cost plus its slippage."""
+    order cost (closing a long sells, closing a short buys) plus its slippage."""
     fill = exit_fill(price, side, slippage_rate)
-    cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=proportional_rate)
+    rate = proportional_rate + order_side_rate(-side, buy_rate=buy_rate, sell_rate=sell_rate)
+    cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=rate)
     return cost + side * quantity * (price - fill)
 
 
@@ -334,12 +372,15 @@ def transition_charges(
     exit_fee: Any,
     proportional_rate: Any,
     slippage_rate: Any,
+    buy_rate: Any = 0.0,
+    sell_rate: Any = 0.0,
 ) -> dict[tuple[int, int], Any]:
     """(position, next_position) -> what that move at quoted ``price`` costs against the
     quote (``transition_legs``: the close's ``exit_charge`` plus the open's ``entry_charge``,
-    each an order of its own; 0.0 when unchanged), every leg computed once."""
+    each an order of its own with its side's own rate; 0.0 when unchanged), every leg
+    computed once."""
     rates = {"quantity": quantity, "proportional_rate": proportional_rate}
-    rates["slippage_rate"] = slippage_rate
+    rates |= {"slippage_rate": slippage_rate, "buy_rate": buy_rate, "sell_rate": sell_rate}
     exits = {s: exit_charge(price, side=s, fee=exit_fee, **rates) for s in (-1, 1)}
     entries = {s: entry_charge(price, side=s, fee=entry_fee, **rates) for s in (-1, 1)}
     out: dict[tuple[int, int], Any] = {}

@@ -42,7 +42,7 @@ _PROBE_SEED = 12345
 # ---- data and environments ----------------------------------------------------------------
 def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
     """``TradingEnvConfig`` from the ``env`` section (``overrides``: e.g. split, episode_length)."""
-    from metatrade.market import CostModel, FixedFractionSizer, RewardShaping, TradingEnvConfig
+    from metatrade.market import FixedFractionSizer, RewardShaping, TradingEnvConfig
 
     e = cfg.env
     values: dict[str, Any] = {
@@ -51,7 +51,7 @@ def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
         "episode_length": e.episode_length,
         "square_off": e.square_off,
         "ruin_fraction": e.ruin_fraction,
-        "costs": CostModel(**e.costs.model_dump()),
+        "costs": None if e.costs is None else e.costs.cost_model(),
         "sizer": FixedFractionSizer(fraction=e.position_fraction),
         "observation": e.observation,
         "reward": RewardShaping(**e.shaping.model_dump()),

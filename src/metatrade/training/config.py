@@ -24,9 +24,9 @@ from pydantic_core import ArgsKwargs
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text
 from metatrade.training import sections
+from metatrade.training.env_section import EnvSection
 from metatrade.training.sections import (
     DataSection,
-    EnvSection,
     EvaluationSection,
     MetaSection,
     ObjectiveSection,
@@ -146,13 +146,17 @@ _KNOWN_AS = {
 }
 
 
-def _config_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of a config dict, sections included (``env``, ``env.costs``, ...)."""
+def _config_keys(node: dict[str, Any], defs: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a JSON-schema ``node`` of the config, sections included (``env``,
+    ``env.costs``, ...; a section whose default is null too)."""
     keys = []
-    for name, value in node.items():
+    for name, prop in node.get("properties", {}).items():
         keys.append(prefix + name)
-        if isinstance(value, dict):
-            keys += _config_keys(value, f"{prefix}{name}.")
+        for option in (prop, *prop.get("anyOf", ())):
+            section = defs.get(option.get("$ref", "").rsplit("/", 1)[-1], option)
+            if "properties" in section:
+                keys += _config_keys(section, defs, f"{prefix}{name}.")
+                break
     return keys
 
 
@@ -162,7 +166,8 @@ def suggest_keys(loc: tuple[str, ...]) -> list[str]:
     the key other tools' name stands for (``data.path``: ``data.data_dir``)."""
     import difflib
 
-    keys = _config_keys(RunConfig().to_dict())
+    schema = RunConfig.model_json_schema()
+    keys = _config_keys(schema, schema.get("$defs", {}))
     section, leaf = ".".join(loc[:-1]), loc[-1]
     siblings = {k.rsplit(".", 1)[-1]: k for k in keys if k.rpartition(".")[0] == section}
     close = difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)

@@ -6,7 +6,9 @@
 3. run the meta-test protocol on the held-out tasks (MAML, PPO and random init, each
    adapted k = 0..3 steps; the classical adaptive rules (plug-in AR, momentum, reversal,
    time of day and classical-selected) fitted on the same adaptation rows; buy-and-hold and
-   flat) and print the table with the paired difference MAML k=1 minus classical-selected;
+   flat) and print the table with the paired difference MAML k=1 minus classical-selected,
+   at each instrument's own costs (the embedded NSE indices: the origin's flat brokerage)
+   and again at realistic NSE index-futures costs (``REALISTIC_COSTS``, docs/market.md);
 4. backtest the adapted MAML and PPO policies on each held-out task's test split, print the
    reports of the first task and write every report, trade list and plot to the run dir.
 
@@ -27,8 +29,11 @@ import torch
 from metatrade.io import run_dir_lock
 from metatrade.training import build, commands, task_sets
 from metatrade.training.checkpoint import PPO_DIR, checkpoint_path, load_run_checkpoint
-from metatrade.training.config import RunConfig
+from metatrade.training.config import RunConfig, apply_overrides
 from metatrade.training.trainer import Trainer
+
+REALISTIC_COSTS = "nse_index_futures"
+"""the cost preset of the meta-test's second table (statutory charges, docs/market.md)"""
 
 
 def meta_env_steps(cfg: RunConfig, horizon: int, iterations: int) -> int:
@@ -157,8 +162,12 @@ def _run_demo(
         cfg, family, policy, console, resume=resume, run_id=trainer.run_id
     )
 
-    # 3. Meta-test on the held-out tasks.
-    console.print("\n[bold]3/4 meta-test on held-out tasks[/bold]")
+    # 3. Meta-test on the held-out tasks, at the instruments' own costs, then realistic ones.
+    console.print(
+        "\n[bold]3/4 meta-test on held-out tasks[/bold] (each instrument's costs: "
+        + ", ".join(sorted({loader.instrument(t.instrument).cost_name for t in heldout}))
+        + ")"
+    )
     t0 = time.perf_counter()
     result = commands.run_meta_test(
         cfg,
@@ -170,6 +179,9 @@ def _run_demo(
         pretrained=pretrained,
     )
     console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
+    realistic = _meta_test_at_realistic_costs(
+        cfg, policy, ppo_trainer, trainer, pretrained, console
+    )
 
     # 4. Backtest reports of the adapted policies (k = the largest adaptation step).
     reports = _backtest_reports(
@@ -188,11 +200,43 @@ def _run_demo(
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
     return {
         "evaluation": result,
+        "evaluation_costs": {REALISTIC_COSTS: realistic},
         "reports": reports,
         "walkforward": wf,
         "seconds": total,
         "run_dir": Path(run_dir),
     }
+
+
+def _meta_test_at_realistic_costs(
+    cfg: RunConfig,
+    policy: torch.nn.Module,
+    ppo_trainer: Trainer,
+    trainer: Trainer,
+    pretrained: dict[str, torch.Tensor] | None,
+    console: Any,
+) -> Any:
+    """Step 3 again with ``env.costs`` = ``REALISTIC_COSTS`` (same starts, same seeds): the
+    table a sceptic asks for first. Written to ``<run>/costs_<preset>/eval``."""
+    t0 = time.perf_counter()
+    at = apply_overrides(cfg, {"env.costs": {"preset": REALISTIC_COSTS}})
+    costs = build.make_env_config(at).costs
+    assert costs is not None
+    console.print(
+        f"\n[bold]3/4 meta-test again at {REALISTIC_COSTS} costs[/bold] ({costs.describe('INR')}; "
+        "sources: docs/market.md)"
+    )
+    result = commands.run_meta_test(
+        at,
+        policy,
+        cfg.run_dir() / f"costs_{REALISTIC_COSTS}",
+        ppo_agent=ppo_trainer.agent,
+        console=console,
+        inner_lrs=trainer.learner.inner_lrs,
+        pretrained=pretrained,
+    )
+    console.print(f"meta-test at {REALISTIC_COSTS} costs: {time.perf_counter() - t0:.0f} s")
+    return result
 
 
 def _backtest_reports(

@@ -61,6 +61,8 @@ def _data_settings(env: Any) -> dict[str, Any]:
         "data.heldout.timeframes": [str(t) for t in held.timeframes],
         "data.heldout.tasks": [f"{i}:{tf}" for i, tf in held.tasks],
         "data.strict": bool(loader.strict),
+        "data.timezone": loader.registry.timezone,
+        "data.instruments": dict(loader.registry.overrides),
     }
     out.update(
         {f"data.splits.{f.name}": getattr(loader.splits, f.name) for f in fields(loader.splits)}
@@ -81,9 +83,13 @@ def _env_settings(config: Any) -> dict[str, Any]:
         f"env.{name}": getattr(config, name)
         for name in ("lookback", "initial_capital", "square_off", "ruin_fraction", "observation")
     }
+    out["env.actions"] = config.actions
+    out["env.features"] = None if config.features is None else list(config.features)
     if config.episode_length is not None:
         out["env.episode_length"] = config.episode_length
-    out.update({f"env.costs.{k}": v for k, v in asdict(config.costs).items()})
+    out["env.costs"] = _costs_terms(config.costs)
+    if config.spec is not None:
+        _unrecorded(f"the lot specification {config.spec!r} (TradingEnvConfig.spec)")
     out.update({f"env.shaping.{k}": v for k, v in asdict(config.reward).items()})
     if isinstance(config.sizer, FixedFractionSizer):
         out["env.position_fraction"] = config.sizer.fraction
@@ -92,6 +98,13 @@ def _env_settings(config: Any) -> dict[str, Any]:
     if config.instruments:
         _unrecorded("per-instrument costs (TradingEnvConfig.instruments)")
     return out
+
+
+def _costs_terms(costs: Any) -> dict[str, Any] | None:
+    """``env.costs`` of a ``CostModel``: its terms (None: each instrument's own costs)."""
+    if costs is None:
+        return None
+    return {k: v for k, v in asdict(costs).items() if k != "name"}
 
 
 def _policy_settings(spec: dict[str, Any]) -> dict[str, Any]:

@@ -113,6 +113,16 @@ class DataSection(_Section):
         False,
         description="a file that cannot be used stops the run (default: skipped with a warning)",
     )
+    timezone: str | None = Field(
+        None,
+        description="time zone of every instrument (naive timestamps, shown times); null = "
+        "each instrument's (instruments.yaml, default its calendar's)",
+    )
+    instruments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="instrument -> instruments.yaml keys replacing the data folder's "
+        "description (calendar, timezone, currency, lot_size, tick_size, costs, square_off)",
+    )
     num_synthetic_tasks: int = Field(
         24, gt=0, description="synthetic family only: how many tasks to generate"
     )
@@ -130,62 +140,6 @@ class DataSection(_Section):
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         return absolute_path(v)
-
-
-class CostsSection(_Section):
-    """What one order costs (metatrade.market.costs.CostModel)."""
-
-    entry_fee: float = Field(25.0, ge=0, description="INR per entry order")
-    exit_fee: float = Field(35.0, ge=0, description="INR per exit order")
-    proportional_bps: float = Field(0.0, ge=0, description="basis points of notional per order")
-    slippage_bps: float = Field(0.0, ge=0, description="fill price moved against the trader, bps")
-
-
-class ShapingSection(_Section):
-    """Reward shaping added to the P&L reward (metatrade.market.config.RewardShaping)."""
-
-    invalid_action_penalty: float = Field(0.0, ge=0, description="per rejected action")
-    losing_hold_penalty: float = Field(0.0, ge=0, description="per bar holding a losing position")
-    winning_close_bonus: float = Field(0.0, ge=0, description="per close with net P&L > 0")
-    drawdown_penalty: float = Field(0.0, ge=0, description="times the drawdown from peak equity")
-
-
-class EnvSection(_Section):
-    """The simulated market (metatrade.market.config.TradingEnvConfig)."""
-
-    lookback: int = Field(32, gt=0, description="bars in the observation window")
-    episode_length: int = Field(256, gt=0, description="bars per training episode")
-    initial_capital: float = Field(1_000_000.0, gt=0, description="starting equity, INR")
-    square_off: bool = Field(False, description="close open positions at each session's end")
-    ruin_fraction: float = Field(
-        0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
-    )
-    position_fraction: float = Field(1.0, gt=0, description="fraction of equity per entry")
-    observation: Literal["full", "position"] = Field(
-        "full",
-        description="account part of the observation: the 4 account values, or the position "
-        "only (needed by meta.estimator: exact)",
-    )
-    actions: Literal["orders", "target"] = Field(
-        "orders",
-        description="action space: the five orders (a reversal takes two bars), or the next "
-        "position short/flat/long (a reversal in one bar, both legs costed)",
-    )
-    features: list[str] | None = Field(
-        None,
-        description="feature columns observed, by name (metatrade.data.features."
-        "available_features()); null = the 22 standard features",
-    )
-    costs: CostsSection = Field(default_factory=CostsSection)
-    shaping: ShapingSection = Field(default_factory=ShapingSection)
-
-    @field_validator("features")
-    @classmethod
-    def _known_features(cls, v: list[str] | None) -> list[str] | None:
-        from metatrade.data.features import check_feature_names
-
-        check_feature_names(v)
-        return v
 
 
 @pydantic_dataclass(frozen=True, config=_STRICT)

@@ -61,6 +61,8 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     )
     loader = DataLoader(
         data_dir,
+        tz=d.timezone,
+        instruments=d.instruments,
         splits=SplitConfig(**d.splits.model_dump()),
         heldout=heldout,
         strict=d.strict,
@@ -130,6 +132,7 @@ def _refuse_short(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId])
 def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
     """``ConfigError`` for a task, held-out instrument or timeframe the folder does not hold
     (naming ``env.lookback`` when the lookback is what made its file unusable)."""
+    from metatrade.data.naming import timeframe_sort_key
     from metatrade.errors import DataError
 
     d = cfg.data
@@ -140,7 +143,7 @@ def check_named_tasks(cfg: RunConfig, loader: DataLoader) -> None:
         raise
     names = {str(t) for t in available}
     instruments = sorted({t.instrument for t in available})
-    timeframes = sorted({t.timeframe for t in available}, key=int)
+    timeframes = sorted({t.timeframe for t in available}, key=timeframe_sort_key)
     where = f"in {loader.data_dir}" + (
         f" (skipped: {', '.join(loader.skipped)})" if loader.skipped else ""
     )

@@ -130,8 +130,11 @@ def _scope(
     starts: list[str],
     steps: int,
     evidence: _Evidence,
+    clock: tuple[float, float],
 ) -> Scope:
-    """Trials, DSR, PBO, bootstrap intervals, paired differences and cost sweep of a scope."""
+    """Trials, DSR, PBO, bootstrap intervals, paired differences and cost sweep of a scope;
+    ``clock`` = (sessions per year, the costs' proportional bps per side now)."""
+    periods, bps = clock
     labels = list(daily.columns)
     arrays = {k: daily[k].dropna().to_numpy() for k in labels}
     policy = [k for k in labels if "@k" in k]
@@ -147,9 +150,8 @@ def _scope(
     seed = cfg.seed + zlib.crc32(name.encode()) % 997
     cis, diff, plan = bootstrap_daily(
         daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
-        seed=seed, confidence=cfg.confidence,
+        seed=seed, periods_per_year=periods, confidence=cfg.confidence,
     )  # fmt: skip
-    bps = cfg.env.costs.proportional_bps
     grid = np.asarray(cfg.cost_grid)
     sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
     diffs = _differences(labels, starts, steps, diff)
@@ -169,17 +171,23 @@ def _pooled(
     daily = daily.sort_index()
     pnl = {k: sum(t.records[k].equity[-1] - c0 for t in tasks) for k in labels}
     notional = {k: sum(t.records[k].notional for t in tasks) for k in labels}
+    # Tasks of different markets: the mean of their sessions per year and of their costs.
+    clock = (
+        float(np.mean([t.sessions_per_year for t in tasks])),
+        float(np.mean([t.bps_now for t in tasks])),
+    )
     metrics = {}
     for k in labels:
         eq = c0 * np.concatenate([[1.0], np.cumprod(1.0 + daily[k].to_numpy())])
         trades = [tr for t in tasks for tr in t.records[k].trades]
         m = record_metrics(eq, daily[k], c0=c0, trades=trades, notional=notional[k],
-                           bps_now=cfg.env.costs.proportional_bps)  # fmt: skip
-        m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], cfg.env.costs.proportional_bps)
+                           bps_now=clock[1], periods_per_year=clock[0])  # fmt: skip
+        m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], clock[1])
         m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
         metrics[k] = m
+    capital = c0 * len(tasks)
     return _scope(
-        POOLED, daily, metrics, pnl, notional, c0 * len(tasks), cfg, starts, steps, evidence
+        POOLED, daily, metrics, pnl, notional, capital, cfg, starts, steps, evidence, clock
     )
 
 
@@ -221,8 +229,8 @@ def run_walkforward(
     c0 = cfg.env.initial_capital
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
     conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
-                ruin_fraction=cfg.env.ruin_fraction,
-                proportional_bps=cfg.env.costs.proportional_bps, adapter=type(adapter).__name__)  # fmt: skip
+                ruin_fraction=cfg.env.ruin_fraction, markets={r.task: r.market for r in records},
+                adapter=type(adapter).__name__)  # fmt: skip
     log = trials.with_settings({"walkforward": conf}) if trials is not None else None
     splits = {}
     scopes = {}
@@ -231,8 +239,19 @@ def run_walkforward(
         notional = {k: rec.records[k].notional for k in labels}
         splits[rec.task] = covered_splits(task.arrays, rec.folds[0].trade[0], len(task) - 1)
         found = _Evidence(log, data_hash([task.arrays]), splits[rec.task])
+        clock = (rec.sessions_per_year, rec.bps_now)
         scopes[rec.task] = _scope(
-            rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, adapter.steps, found
+            rec.task,
+            rec.daily,
+            rec.metrics,
+            pnl,
+            notional,
+            c0,
+            cfg,
+            names,
+            adapter.steps,
+            found,
+            clock,
         )
     whole = data_hash([t.arrays for t in tasks])
     pooled = _Evidence(log, whole, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)

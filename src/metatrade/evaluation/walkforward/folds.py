@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from metatrade.data.calendar import assign_sessions
 from metatrade.data.features import (
     FEATURE_NAMES,
     all_raw_features,
@@ -38,10 +39,10 @@ from metatrade.data.features import (
     normalise,
     warmup_rows,
 )
+from metatrade.data.instruments import Instrument
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.errors import ConfigError
-from metatrade.evaluation.metrics import bars_per_day
 
 NORMALISATIONS = ("expanding", "train-split")
 SPLIT_STARTS = ("train", "validation", "test")
@@ -66,20 +67,20 @@ def prepare_task(
     task: TaskId,
     bars: pd.DataFrame,
     *,
-    bar_minutes: int,
+    instrument: Instrument,
     splits: SplitConfig | None = None,
-    tz: str = "Asia/Kolkata",
     features: Sequence[str] | None = None,
 ) -> WalkForwardTask:
     """Bars of one task -> arrays (``build_task_arrays``) and the raw features behind them,
     both with the columns ``features`` (default ``FEATURE_NAMES``)."""
     names = tuple(FEATURE_NAMES if features is None else features)
     arrays = build_task_arrays(
-        task, bars, splits=splits or SplitConfig(), bar_minutes=bar_minutes, tz=tz, features=names
+        task, bars, splits=splits or SplitConfig(), instrument=instrument, features=names
     )
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
     cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
-    raw = all_raw_features(*cols, ts, bar_minutes=bar_minutes, tz=tz)
+    sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
+    raw = all_raw_features(*cols, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
     raw = raw[warmup_rows(raw) :][:, [available_features().index(n) for n in names]]
     if raw.shape[0] != len(arrays):
         raise ValueError(
@@ -106,12 +107,13 @@ def cut_after(task: WalkForwardTask, split: str) -> WalkForwardTask:
         features=a.features[rows],
         session_end=a.session_end[rows],
         splits=cut,
+        sessions=None if a.sessions is None else a.sessions[rows],
     )
     return WalkForwardTask(arrays, task.raw[rows])
 
 
 def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
-    """``prepare_task`` for each task of a ``DataLoader`` (its split config, time zone and
+    """``prepare_task`` for each task of a ``DataLoader`` (its split config, instruments and
     feature columns)."""
     out = []
     for t in tasks:
@@ -121,9 +123,8 @@ def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]
             prepare_task(
                 task,
                 bars,
-                bar_minutes=int(task.timeframe),
+                instrument=loader.instrument(task.instrument),  # type: ignore[attr-defined]
                 splits=loader.splits,  # type: ignore[attr-defined]
-                tz=loader.tz,  # type: ignore[attr-defined]
                 features=getattr(loader, "features", None),
             )
         )
@@ -146,7 +147,8 @@ class Fold:
 
 @dataclass(frozen=True)
 class FoldSpec:
-    """Fold geometry in bars (or in sessions when ``unit == "days"``, converted per task)."""
+    """Fold geometry in bars (or in sessions of the task's calendar when ``unit == "days"``,
+    converted per task: ``Market.sessions_to_bars``)."""
 
     fold_bars: int = 125
     adapt_bars: int = 250
@@ -171,10 +173,21 @@ class FoldSpec:
         if self.norm_bars is not None and self.norm_bars < 2:
             raise ConfigError(f"norm_bars={self.norm_bars}: use >= 2 bars or None (all history)")
 
-    def in_bars(self, bar_minutes: int) -> tuple[int, int, int]:
-        """(F, W, E) in bars of a task with ``bar_minutes`` bars."""
-        per = bars_per_day(bar_minutes) if self.unit == "days" else 1
-        return self.fold_bars * per, self.adapt_bars * per, self.embargo * per
+    def in_bars(self, arrays: TaskArrays) -> tuple[int, int, int]:
+        """(F, W, E) in bars of the task ``arrays`` (sessions of its market when in days)."""
+        if self.unit == "bars":
+            return self.fold_bars, self.adapt_bars, self.embargo
+        if arrays.market is None:
+            raise ValueError(
+                f"task {arrays.task}: folds in sessions need the task's market "
+                "(TaskArrays.market); give them in bars or build the arrays with DataLoader"
+            )
+        to_bars = arrays.market.sessions_to_bars
+        return (
+            to_bars(self.fold_bars),
+            to_bars(self.adapt_bars),
+            to_bars(self.embargo) if self.embargo else 0,
+        )
 
 
 def _fold(
@@ -208,20 +221,23 @@ def parse_start(start: str | int) -> str | int:
     return text
 
 
-def resolve_start(arrays: TaskArrays, start: str | int, tz: str = "Asia/Kolkata") -> int:
-    """First decision row: a split name ("validation", "test"), a row, or a date."""
+def resolve_start(arrays: TaskArrays, start: str | int) -> int:
+    """First decision row: a split name ("validation", "test"), a row, or a date (naive:
+    in the instrument's time zone)."""
     start = parse_start(start)
     if isinstance(start, int):
         return start
     if start in SPLIT_STARTS:
         return arrays.split_range(start)[0]
     ts = pd.Timestamp(start)
+    tz = arrays.market.timezone if arrays.market is not None else "UTC"
     ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
     return int(np.searchsorted(arrays.timestamps, ts.tz_convert("UTC").value, side="left"))
 
 
 def _day(arrays: TaskArrays, row: int) -> str:
-    return str(pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").date())
+    tz = arrays.market.timezone if arrays.market is not None else "UTC"
+    return str(pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz).date())
 
 
 def _check_start(arrays: TaskArrays, a: int, start: str | int, need: int, parts: str) -> None:
@@ -245,7 +261,7 @@ def make_folds(
     arrays: TaskArrays, spec: FoldSpec, start: str | int, *, lookback: int, min_adapt: int = 2
 ) -> list[Fold]:
     """Consecutive, non-overlapping folds from ``start`` to the task's last bar."""
-    f, w, e = spec.in_bars(arrays.bar_minutes)
+    f, w, e = spec.in_bars(arrays)
     n = len(arrays)
     a = resolve_start(arrays, start)
     need = lookback - 1 + w + e
@@ -271,7 +287,7 @@ def make_folds(
 def live_fold(arrays: TaskArrays, spec: FoldSpec) -> Fold:
     """The fold whose first decision is at the file's last bar (what ``signal`` trades):
     identical to walk-forward fold f when the file ends at that fold's first decision row."""
-    _, w, e = spec.in_bars(arrays.bar_minutes)
+    _, w, e = spec.in_bars(arrays)
     n = len(arrays)
     if n - 1 - e - w < 0:
         raise ConfigError(

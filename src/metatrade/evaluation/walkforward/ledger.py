@@ -84,7 +84,7 @@ class RowRecord:
     equity: np.ndarray  # [n] stitched equity at each bar close from the first decision row
     positions: np.ndarray  # [n] position held over the return into bar j (entry 0: 0)
     fold_returns: np.ndarray  # [folds] fold P&L / fold start equity
-    fold_pnl: np.ndarray  # [folds] INR
+    fold_pnl: np.ndarray  # [folds] money, the instrument's currency
     trades: list[Any] = field(default_factory=list)  # closed round trips (engine Trades)
     first_action: list[int] = field(default_factory=list)  # [folds] first decision per fold
     first_probs: list[list[float]] = field(default_factory=list)  # [folds][A] its probabilities

@@ -166,7 +166,9 @@ def _summary(res: WalkForwardResult) -> str:
         f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
         "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
         *evidence_lines(res.pooled),
-        f"costs: {c['proportional_bps']:g} bps per side plus fixed fees; capital {c['initial_capital']:,.0f}",
+        "markets (calendar, time zone, currency, cost preset): "
+        + "; ".join(f"{t}: {m}" for t, m in c["markets"].items()),
+        f"capital {c['initial_capital']:,.0f} (in each task's currency)",
         f"intervals: {res.config['bootstrap_samples']} resamples, paired across rows",
     ]  # fmt: skip
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"

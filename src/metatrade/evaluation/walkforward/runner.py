@@ -20,7 +20,9 @@ import pandas as pd
 import torch
 
 from metatrade import progress
+from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
+from metatrade.evaluation.bootstrap import session_dates
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
 from metatrade.evaluation.walkforward.classical import classical_targets
@@ -34,6 +36,7 @@ from metatrade.evaluation.walkforward.folds import (
 from metatrade.evaluation.walkforward.ledger import Row, RowRecord, trade_task
 from metatrade.evaluation.walkforward.stats import daily_returns, record_metrics
 from metatrade.market.config import TradingEnvConfig
+from metatrade.market.costs import CostModel
 
 REFERENCES = {"buy_and_hold": "buy-and-hold", "flat": "flat"}
 
@@ -88,6 +91,9 @@ class TaskRecord:
     records: dict[str, RowRecord]
     daily: pd.DataFrame  # [days, rows]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    sessions_per_year: float = 252.0  # the market's annualisation of daily figures
+    bps_now: float = 0.0  # the costs' mean proportional bps per side (break-even, sweep)
+    market: str = ""  # calendar, zone, currency and cost preset, for the report
     adapt_seconds: float = 0.0
     trade_seconds: float = 0.0
     classical_fits: list[dict] = field(default_factory=list)
@@ -174,19 +180,32 @@ def run_task(
     trade_s = time.perf_counter() - t0 - cache.seconds
     first, last = folds[0].trade[0], folds[-1].trade[1]
     ts = task.arrays.timestamps[first : last + 1]
+    sessions = session_dates(task.arrays)[first : last + 1]
     c0 = env.initial_capital
     daily = pd.DataFrame(
-        {r.label: daily_returns(rec.equity, ts, c0) for r, rec in zip(rows, recs, strict=True)}
+        {
+            r.label: daily_returns(rec.equity, sessions, c0)
+            for r, rec in zip(rows, recs, strict=True)
+        }
     )
     out = TaskRecord(
         str(task.task), folds, ts, {r.label: rec for r, rec in zip(rows, recs, strict=True)}, daily
     )
-    costs, _ = env.market_for(task.task.instrument)
+    costs, _ = env.market_for(task.arrays)
+    out.sessions_per_year = task.arrays.require_market().session_returns_per_year
+    out.bps_now = costs.per_side_bps
+    out.market = _market_label(task.arrays, costs)
     for label, rec in out.records.items():
         out.metrics[label] = record_metrics(
             rec.equity, daily[label], c0=c0, trades=rec.trades, notional=rec.notional,
-            bps_now=costs.proportional_bps,
+            bps_now=out.bps_now, periods_per_year=out.sessions_per_year,
         )  # fmt: skip
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
     out.classical_fits = fits
     return out
+
+
+def _market_label(arrays: TaskArrays, costs: CostModel) -> str:
+    """E.g. "NSE (XBOM), Asia/Kolkata, INR, costs origin": the clock and money of a task."""
+    m = arrays.require_market()
+    return f"{m.instrument.calendar.describe()}, {m.timezone}, {m.currency}, costs {costs.label}"

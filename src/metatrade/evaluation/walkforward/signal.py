@@ -37,7 +37,7 @@ class Signal:
 
     task: str
     start: str
-    last_bar: str  # time of the file's last bar, exchange clock
+    last_bar: str  # time of the file's last bar, in the instrument's time zone
     decision_row: int
     action: int
     order: str  # the action's name: an order (actions "orders") or SHORT / FLAT / LONG
@@ -78,15 +78,15 @@ def next_decision(
     seed: int,
     position: int = 0,
     account_dim: int = ACCOUNT_DIM,
-    tz: str = "Asia/Kolkata",
     features: Sequence[str] | None = None,
     actions: str = "orders",
     sample: bool = False,
 ) -> Signal:
     """Adapt ``start`` on the latest window and decide for the bar after the last one
-    (``features``, ``actions``: the run's ``env.features`` and ``env.actions``; ``sample``:
-    draw the action from the policy, seeded by the job, instead of taking its mode, as
-    ``evaluation.actions: sample`` trades it)."""
+    (``last_bar`` in the instrument's time zone; ``features``, ``actions``: the run's
+    ``env.features`` and ``env.actions``; ``sample``: draw the action from the policy,
+    seeded by the job, instead of taking its mode, as ``evaluation.actions: sample`` trades
+    it)."""
     if position not in (-1, 0, 1):
         raise ValueError(f"position={position}: use -1 (short), 0 (flat) or 1 (long)")
     rules = action_rules(actions)
@@ -100,6 +100,7 @@ def next_decision(
     generator = torch.Generator().manual_seed(job) if sample else None
     obs = observation(arrays.features, row, lookback, position, account_dim)
     action, probs = decide_one(start.policy, params, obs, generator)
+    tz = arrays.require_market().timezone
     when = pd.Timestamp(int(arrays.timestamps[row]), tz="UTC").tz_convert(tz)
     return Signal(
         task=str(task.task),

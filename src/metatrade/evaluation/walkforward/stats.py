@@ -3,10 +3,12 @@ and deflated versions, drawdown, turnover, hit rate, cost break-even, block boot
 
 Conventions (docs/evaluation.md has the derivations):
 
-* Daily returns: the stitched equity at the last bar of each exchange day
-  (``bootstrap.session_dates``), over the previous day's (the first day over C0).
-  Annualisation: 252 days.
-* Sharpe = mean / std (ddof 1) of daily returns, times sqrt(252) when annualised.
+* Daily returns: the stitched equity at the last bar of each trading session (the task's
+  calendar, ``TaskArrays.sessions`` through ``bootstrap.session_dates``), over the previous
+  session's (the first over C0).
+  Annualisation: the market's sessions per year (``metatrade.data.calendar``: 252 for an
+  exchange, 260 for 24/5, 365 for 24/7), ``periods_per_year`` below.
+* Sharpe = mean / std (ddof 1) of daily returns, times sqrt(periods_per_year) when annualised.
 * PSR(SR*) = Phi((SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2)), per-day SR,
   g3 skewness and g4 (non-excess) kurtosis, both population moments (Bailey & Lopez de
   Prado 2012, "The Sharpe ratio efficient frontier", eq. 11 of their notation).
@@ -19,7 +21,9 @@ Conventions (docs/evaluation.md has the derivations):
 * PBO: CSCV over the registry's trials on the same data set and split (``evaluation.pbo``).
 * Cost break-even: the per-side proportional cost (bps of notional) at which the net
   P&L is zero with the trades held fixed: ``bps_now + 1e4 * pnl / notional``, notional
-  summed over both sides of every round trip. Fixed fees and slippage stay as configured.
+  summed over both sides of every round trip, ``bps_now`` the cost preset's mean
+  proportional cost per side (``CostModel.per_side_bps``: side-only charges such as STT
+  count half). Fixed fees and slippage stay as configured.
 """
 
 from __future__ import annotations
@@ -40,20 +44,19 @@ from metatrade.evaluation.bootstrap import (
     ConfidenceInterval,
     block_length,
     percentile_interval,
-    session_dates,
 )
-from metatrade.evaluation.metrics import TRADING_DAYS_PER_YEAR, drawdowns
+from metatrade.evaluation.metrics import breakeven_bps, drawdowns  # noqa: F401 (re-exported)
 from metatrade.evaluation.pbo import pbo_of_trials
 from metatrade.evaluation.registry import TrialLog, TrialRegistry
 
 EULER_GAMMA = 0.5772156649015329
 
 
-def daily_returns(
-    equity: np.ndarray, timestamps: np.ndarray, c0: float, tz: str = "Asia/Kolkata"
-) -> pd.Series:
-    """Daily simple returns of a stitched equity curve [n] (int64 ns UTC times) by local date."""
-    days = pd.DatetimeIndex(session_dates(timestamps, tz).astype("datetime64[ns]"))
+def daily_returns(equity: np.ndarray, sessions: np.ndarray, c0: float) -> pd.Series:
+    """Session returns of a stitched equity curve [n], grouped by each bar's trading session
+    ``sessions`` ([n] datetime64[D] from ``bootstrap.session_dates``, or int64 days since
+    1970-01-01: ``TaskArrays.sessions``), indexed by the session's date."""
+    days = pd.DatetimeIndex(np.asarray(sessions).astype("datetime64[D]")).as_unit("ns")
     close = pd.Series(np.asarray(equity, dtype=np.float64), index=days).groupby(level=0).last()
     prev = close.shift(1)
     prev.iloc[0] = c0
@@ -115,13 +118,6 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(returns, expected_max_sharpe(n_trials, trial_sharpe_std))
 
 
-def breakeven_bps(pnl: float, notional: float, bps_now: float) -> float:
-    """Per-side proportional cost (bps) at which net P&L is zero, trades held fixed."""
-    if not notional > 0:
-        return float("nan")
-    return bps_now + 1e4 * pnl / notional
-
-
 def cost_sweep(
     pnl: float, notional: float, bps_now: float, c0: float, grid: np.ndarray
 ) -> np.ndarray:
@@ -137,8 +133,10 @@ def record_metrics(
     trades: list,
     notional: float,
     bps_now: float,
+    periods_per_year: float,
 ) -> dict[str, float]:
-    """Metrics of one stitched record (module docstring for the definitions)."""
+    """Metrics of one stitched record (module docstring for the definitions);
+    ``periods_per_year``: sessions a year of the market (annualises the daily figures)."""
     r = daily.to_numpy()
     days = max(1, r.size)
     total = float(equity[-1] / c0 - 1.0)
@@ -147,15 +145,11 @@ def record_metrics(
     mean_eq = float(np.mean(equity))
     return {
         "total_return": total,
-        "annual_return": growth ** (TRADING_DAYS_PER_YEAR / days) - 1.0
-        if growth > 0
-        else float("nan"),
-        "sharpe": sharpe(r, TRADING_DAYS_PER_YEAR),
+        "annual_return": growth ** (periods_per_year / days) - 1.0 if growth > 0 else float("nan"),
+        "sharpe": sharpe(r, periods_per_year),
         "psr": probabilistic_sharpe_ratio(r),
         "max_drawdown": drawdowns(equity)[0],
-        "turnover": notional / mean_eq * TRADING_DAYS_PER_YEAR / days
-        if mean_eq > 0
-        else float("nan"),
+        "turnover": notional / mean_eq * periods_per_year / days if mean_eq > 0 else float("nan"),
         "trades": float(pnl.size),
         "hit_rate": float((pnl > 0).mean()) if pnl.size else float("nan"),
         "breakeven_bps": breakeven_bps(float(equity[-1] - c0), notional, bps_now),
@@ -227,6 +221,7 @@ def bootstrap_daily(
     reps: int,
     block_days: float | None,
     seed: int,
+    periods_per_year: float,
     confidence: float = 0.95,
 ) -> tuple[
     dict[str, dict[str, ConfidenceInterval]],
@@ -249,11 +244,8 @@ def bootstrap_daily(
         mu = data.mean(axis=0)
         sd = data.std(axis=0, ddof=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sr = np.where(sd > 1e-15, mu / sd, 0.0) * math.sqrt(TRADING_DAYS_PER_YEAR)
-        ann = (
-            np.exp(np.log1p(np.clip(data, -0.999999, None)).mean(axis=0) * TRADING_DAYS_PER_YEAR)
-            - 1
-        )
+            sr = np.where(sd > 1e-15, mu / sd, 0.0) * math.sqrt(periods_per_year)
+        ann = np.exp(np.log1p(np.clip(data, -0.999999, None)).mean(axis=0) * periods_per_year) - 1
         return np.concatenate([sr, ann])
 
     est = stat(x)
