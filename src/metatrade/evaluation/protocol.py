@@ -20,9 +20,10 @@ Every start draws from streams of its own (action noise, adaptation resets, test
 actions), seeded from ``seed`` and the start's label: a row does not change when another
 row (e.g. PPO) is added or dropped.
 
-Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic regime
-family (``oracle`` regimes given) every return is also reported as a fraction of the
-oracle's return on the same windows (a paired ratio of means). 95% CIs come from the hierarchical bootstrap (tasks,
+Buy-and-hold and flat are reference rows, run on the same windows. On the synthetic families
+(``oracle``: each task's true rule, ``metatrade.data.synthetic.OracleRule``) every return is
+also reported as a fraction of the oracle's return on the same windows (a paired ratio of
+means, pooled over tasks; ``metatrade.evaluation.kinds`` breaks it down by kind). 95% CIs come from the hierarchical bootstrap (tasks,
 then windows within a task), with the same resample indices for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
@@ -41,7 +42,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
@@ -256,11 +256,9 @@ class MetaTestProtocol:
             if plan.bt_env is not None:
                 backtests[name] = rollout_returns(plan.bt_env, act, None)[:, 0]
         if cfg.oracle is not None:
+            # each task's true rule supplies its oracle (OracleRule: AR(1), or any regime kind)
             act = rule_actor(
-                [
-                    oracle_positions(a.close, cfg.oracle[a.task], cfg.oracle_threshold)
-                    for a in arrays
-                ]
+                [cfg.oracle[a.task].positions(a, threshold=cfg.oracle_threshold) for a in arrays]
             )
             oracle_returns = rollout_returns(plan.test_env, act, plan.windows)
             if plan.bt_env is not None:

@@ -1,0 +1,189 @@
+"""Issue 19's research prototype: which start + one inner step beats classical-selected on
+mixed-kind regime tasks? One run = meta-train on training tasks (seed 1000 + S), score on
+validation tasks (seed 5000 + S; ``--tasks test``: 2000 + S, only once the recipe is fixed).
+
+    python -m experiments.regimes.run --features lags:8,tod:6 --policy linear --seed 0
+
+Prints per-kind oracle fractions of every row and the paired CI of MAML (k = 1, mode
+actions) minus classical-selected, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from experiments.regimes import ceiling, classical, evaluate, meta
+from experiments.regimes.tasks import family
+from metatrade.data.regime_config import RegimesConfig
+from metatrade.data.regime_kinds import KINDS
+
+SEED_BASE = {"train": 1000, "validation": 5000, "test": 2000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", default="lags:8,tod:6")
+    ap.add_argument("--policy", default="linear", choices=("linear", "mlp", "skip"))
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--inner-lr", type=float, default=30.0)
+    ap.add_argument("--no-meta-sgd", action="store_true")
+    ap.add_argument("--steps", type=int, default=1, help="inner steps in training and test")
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--rate-lr", type=float, default=0.02, help="Adam lr of log Meta-SGD rates")
+    ap.add_argument("--meta-batch", type=int, default=16)
+    ap.add_argument("--eval-bars", type=int, default=512)
+    ap.add_argument("--group-gain", type=float, default=0.0, help="init of the group gain")
+    ap.add_argument("--gain", type=float, default=0.0, help="linear path: w (1 + gain w^2)")
+    ap.add_argument("--precond", action="store_true", help="learned full preconditioner (w)")
+    ap.add_argument("--fixed-start", action="store_true", help="linear start fixed at 0")
+    ap.add_argument("--zero-init", action="store_true")
+    ap.add_argument("--train-weights", default="", help="e.g. seasonal=2: training-family weights")
+    ap.add_argument("--train-tasks", type=int, default=480)
+    ap.add_argument("--train-bars", type=int, default=3000)
+    ap.add_argument("--tasks", choices=("validation", "test"), default="validation")
+    ap.add_argument("--eval-tasks", type=int, default=600)
+    ap.add_argument("--test-bars", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-limit", type=float, default=300.0)
+    ap.add_argument("--log-every", type=int, default=0)
+    ap.add_argument("--dump", default="", help="torch.save the start and rates here")
+    ap.add_argument(
+        "--log", default="experiments/regimes/results.jsonl", help="append the JSON here"
+    )
+    ap.add_argument("--pretrained", action="store_true", help="also the multi-task start")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    weights = dict.fromkeys(KINDS, 1.0)
+    for item in filter(None, args.train_weights.split(",")):
+        k, _, v = item.partition("=")
+        weights[k] = float(v)
+    train = family(
+        SEED_BASE["train"] + args.seed,
+        args.train_tasks,
+        args.features,
+        n_bars=args.train_bars,
+        config=RegimesConfig(weights=weights),
+    )
+    held = family(
+        SEED_BASE[args.tasks] + args.seed,
+        args.eval_tasks,
+        args.features,
+        n_bars=1024 + args.test_bars,
+        test_bars=args.test_bars,
+    )
+    t_data = time.perf_counter() - t0
+    by_group: dict[str, list[int]] = {}
+    for i, n in enumerate(held.names):
+        by_group.setdefault(n.rstrip("0123456789"), []).append(i)
+    meta.GROUPS[:] = list(by_group.values())
+    s = meta.Settings(
+        policy=args.policy,
+        hidden=args.hidden,
+        inner_lr=args.inner_lr,
+        meta_sgd=not args.no_meta_sgd,
+        inner_steps=args.steps,
+        iterations=args.iterations,
+        lr=args.lr,
+        rate_lr=args.rate_lr,
+        meta_batch=args.meta_batch,
+        eval_bars=args.eval_bars,
+        zero_init=args.zero_init,
+        gain=args.gain,
+        group_gain=args.group_gain,
+        fixed_start=args.fixed_start,
+        precond=args.precond,
+        seed=args.seed,
+        time_limit=args.time_limit,
+        log_every=args.log_every,
+    )
+    p, rates, info = meta.meta_train(train, s)
+    if args.dump:
+        torch.save({"p": p, "rates": rates, "args": vars(args)}, args.dump)
+    pos: dict[str, np.ndarray] = {}
+    q0 = {k: v.expand(len(held.kinds), *v.shape) for k, v in p.items()}
+    q1 = meta.adapt_eval_tasks(p, rates, held, 512, args.steps)
+    pos["maml_k0_mode"] = meta.test_positions(q0, held, mode=True)
+    pos["maml_mode"] = meta.test_positions(q1, held, mode=True)
+    pos["maml_sampled"] = meta.test_positions(q1, held, mode=False)
+    zero = {"w": torch.zeros(3, held.x.shape[-1]), "b": torch.zeros(3)}  # plain linear
+    qz = meta.adapt_eval_tasks(zero, 1.0, held, 512, 1)
+    pos["zero_step_mode"] = meta.test_positions(qz, held, mode=True)
+    if args.pretrained:
+        pre = meta.pretrain(train, s)
+        qp = meta.adapt_eval_tasks(pre, args.inner_lr, held, 512, 1)
+        pos["pretrained_k0"] = meta.test_positions(
+            {k: v.expand(len(held.kinds), *v.shape) for k, v in pre.items()}, held, mode=True
+        )
+        pos["pretrained_k1"] = meta.test_positions(qp, held, mode=True)
+    a0, a1 = held.test_start - 512, held.test_start
+    fits = [
+        classical.fit_positions(b, held.nxt[i].numpy(), a0, a1) for i, b in enumerate(held.bars)
+    ]
+    for name in (*classical.RULES, "selected"):
+        pos[name] = np.stack([f[name] for f in fits])
+    pos["ceiling"] = np.stack(
+        [
+            ceiling.informed_positions(r, b, held.nxt[i].numpy(), a0, a1)
+            for i, (r, b) in enumerate(zip(held.rules, held.bars, strict=True))
+        ]
+    )
+    pos["oracle"] = np.sign(held.expected)
+    pnl = {k: evaluate.window_pnl(v, held) for k, v in pos.items()}
+    summ = evaluate.summarise(pnl, held)
+    ci = evaluate.paired_ci(pnl["maml_mode"], pnl["selected"], held)
+    ci_s = evaluate.paired_ci(pnl["maml_sampled"], pnl["selected"], held)
+    print(f"features {args.features} ({len(held.names)}), policy {args.policy}, {info}")
+    for name, fr in summ["by_kind"].items():
+        print(
+            f"{name:16s} mean {summ['mean_over_kinds'][name]:+.3f} "
+            + " ".join(f"{k} {v:+.2f}" for k, v in fr.items())
+            + f" noise {summ['noise_pnl_bps'].get(name, 0):+.2f}bp"
+        )
+    best_classical = {
+        k: max(summ["by_kind"][r][k] for r in classical.RULES) for k in summ["by_kind"]["oracle"]
+    }
+    gaps = {
+        k: round(summ["by_kind"]["maml_mode"][k] - best_classical[k], 3) for k in best_classical
+    }
+    print(f"MAML mode - selected (bp/window): {ci}; sampled - selected: {ci_s}")
+    print(f"MAML mode minus best single classical rule, by kind: {gaps}")
+    if isinstance(rates, dict) and "w" in rates:
+        eff = (rates["w"][2] + rates["w"][0]).numpy() / 2  # long-minus-short rate per feature
+        print(
+            "rates (long+short)/2 by feature:",
+            " ".join(f"{n}:{v:.0f}" for n, v in zip(held.names, eff, strict=True)),
+        )
+    out = {
+        "args": vars(args),
+        "train_info": info,
+        "sec_data": round(t_data, 1),
+        "sec_total": round(time.perf_counter() - t0, 1),
+        "mean_over_kinds": summ["mean_over_kinds"],
+        "by_kind": summ["by_kind"],
+        "noise_pnl_bps": summ["noise_pnl_bps"],
+        "maml_minus_selected_bp": ci,
+        "maml_sampled_minus_selected_bp": ci_s,
+        "maml_minus_best_classical_by_kind": gaps,
+    }
+    if isinstance(rates, dict):
+        rates = {k: v for k, v in rates.items() if k != "w@M"}
+        out["rates"] = {
+            k: [round(float(v.min()), 2), round(float(v.mean()), 2), round(float(v.max()), 2)]
+            for k, v in rates.items()
+        }
+    line = json.dumps(out)
+    print(line)
+    if args.log:
+        with open(args.log, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
