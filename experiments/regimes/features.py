@@ -146,8 +146,30 @@ def _body_bars(b: Bars) -> Bars:
     return out
 
 
+def group_of(name: str) -> str:
+    """The feature group of a column name (``"lags2@1"`` -> ``"lags"``)."""
+    return name.split("@")[0].rstrip("0123456789")
+
+
 def build(b: Bars, spec: str) -> tuple[np.ndarray, list[str]]:
-    """Columns [N, F] and names of a spec like ``"lags:8,tod:6,gaptod:6,volx,acx:32"``."""
+    """Columns [N, F] and names of a spec like ``"lags:8,tod:6,gaptod:6,volx,acx:32"``;
+    ``"L4|..."``: every column over a window of the last 4 bars (the product's env.lookback
+    layout, [L, F] row-major, oldest first)."""
+    window, _, spec = spec.rpartition("|")
+    x, names = _columns(b, spec)
+    if not window:
+        return x, names
+    lookback = int(window.lstrip("L"))
+    shifted, wnames = [], []
+    for k in range(lookback - 1, -1, -1):  # oldest first, as the envs flatten windows
+        xk = np.zeros_like(x)
+        xk[k:] = x[: len(x) - k]
+        shifted.append(xk)
+        wnames += [f"{n}@{k}" for n in names]
+    return np.concatenate(shifted, axis=1), wnames
+
+
+def _columns(b: Bars, spec: str) -> tuple[np.ndarray, list[str]]:
     cols, names = [], []
     for part in spec.split(","):
         name, _, arg = part.partition(":")

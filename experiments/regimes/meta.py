@@ -43,6 +43,7 @@ class Settings:
     zero_init: bool = False  # linear weights start at 0 (else CleanRL-like small init)
     init_scale: float = 0.01
     seed: int = 0
+    raw_rates: bool = False  # Meta-SGD rates as raw parameters (the product's) instead of log
     precond: bool = False  # Meta-Curvature-like learned F x F preconditioner of the w step
     precond_lr: float = 3e-3
     fixed_start: bool = False  # the linear weights' start stays 0 (only rates, bias learned)
@@ -131,6 +132,11 @@ def adapt(
     return p
 
 
+def _rate(v: Tensor, s: Settings) -> Tensor:
+    """A Meta-SGD rate from its parameter: exp (log space) or as is, kept >= 0 (raw)."""
+    return v.clamp_min(0.0) if s.raw_rates else v.exp()
+
+
 def _windows(ts: TaskSet, idx: np.ndarray, cuts: np.ndarray, start: int, length: int):
     rows = torch.as_tensor(cuts[:, None] + np.arange(start, start + length)[None, :])
     t = torch.as_tensor(idx)[:, None]
@@ -169,7 +175,7 @@ def meta_train(ts: TaskSet, s: Settings) -> tuple[Params, Params | float, dict]:
         xa, ra = _windows(ts, idx, cuts, -s.adapt_bars, s.adapt_bars)
         xe, re = _windows(ts, idx, cuts, 0, s.eval_bars)
         sc = ts.scale[torch.as_tensor(idx)]
-        rates = {k: v.exp() for k, v in log_rates.items()} if s.meta_sgd else s.inner_lr
+        rates = {k: _rate(v, s) for k, v in log_rates.items()} if s.meta_sgd else s.inner_lr
         if precond is not None:
             rates = {**rates, "w@M": precond}
         meta = batched(p, rates, xa, ra, xe, re, sc).mean()
@@ -186,7 +192,7 @@ def meta_train(ts: TaskSet, s: Settings) -> tuple[Params, Params | float, dict]:
         "final_loss": float(np.mean(hist[-50:])),
     }
     detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-    rates = {k: v.detach().exp() for k, v in log_rates.items()} if s.meta_sgd else s.inner_lr
+    rates = {k: _rate(v.detach(), s) for k, v in log_rates.items()} if s.meta_sgd else s.inner_lr
     if precond is not None:
         rates = {**rates, "w@M": precond.detach()}
     return detach(p), rates, info

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from experiments.regimes import ceiling, classical, evaluate, meta
+from experiments.regimes.features import group_of
 from experiments.regimes.tasks import family
 from metatrade.data.regime_config import RegimesConfig
 from metatrade.data.regime_kinds import KINDS
@@ -39,7 +40,9 @@ def main() -> None:
     ap.add_argument("--meta-batch", type=int, default=16)
     ap.add_argument("--eval-bars", type=int, default=512)
     ap.add_argument("--group-gain", type=float, default=0.0, help="init of the group gain")
+    ap.add_argument("--gain-groups", choices=("named", "column"), default="named")
     ap.add_argument("--gain", type=float, default=0.0, help="linear path: w (1 + gain w^2)")
+    ap.add_argument("--raw-rates", action="store_true", help="Meta-SGD rates not in log space")
     ap.add_argument("--precond", action="store_true", help="learned full preconditioner (w)")
     ap.add_argument("--fixed-start", action="store_true", help="linear start fixed at 0")
     ap.add_argument("--zero-init", action="store_true")
@@ -80,8 +83,9 @@ def main() -> None:
     )
     t_data = time.perf_counter() - t0
     by_group: dict[str, list[int]] = {}
-    for i, n in enumerate(held.names):
-        by_group.setdefault(n.rstrip("0123456789"), []).append(i)
+    for i, n in enumerate(held.names):  # column: one group per feature column (its lags)
+        key = n.split("@")[0] if args.gain_groups == "column" else group_of(n)
+        by_group.setdefault(key, []).append(i)
     meta.GROUPS[:] = list(by_group.values())
     s = meta.Settings(
         policy=args.policy,
@@ -99,6 +103,7 @@ def main() -> None:
         group_gain=args.group_gain,
         fixed_start=args.fixed_start,
         precond=args.precond,
+        raw_rates=args.raw_rates,
         seed=args.seed,
         time_limit=args.time_limit,
         log_every=args.log_every,

@@ -60,7 +60,7 @@ def build_tasks(
         b = F.Bars(o[WARMUP:], c[WARMUP:], ts[WARMUP:])
         stop = len(b.ret) - test_bars
         mu, sd = x[:stop].mean(0), x[:stop].std(0)
-        raw = np.array([n.rstrip("0123456789") in RAW_GROUPS for n in names])
+        raw = np.array([F.group_of(n) in RAW_GROUPS for n in names])
         mu, sd = np.where(raw, 0.0, mu), np.where(raw | (sd <= 0), 1.0, sd)
         x = np.clip((x - mu) / sd, -10, 10)
         nxt = np.zeros(len(b.ret))
