@@ -42,7 +42,7 @@ def test_logits_are_the_gained_linear_map() -> None:
     w, b, gain = p["linear.weight"], p["linear.bias"], p["log_gain"].exp()
     scale = torch.empty(L * F + A, dtype=torch.float64)
     for f in range(F):  # feature f: columns f, F + f, 2F + f of the row-major window
-        cols = [f + F * l for l in range(L)]
+        cols = [f + F * bar for bar in range(L)]
         scale[cols] = 1 + gain[f] * (w[:, cols] ** 2).mean()
     scale[L * F :] = 1 + gain[F] * (w[:, L * F :] ** 2).mean()
     want = x @ (w * scale).T + b * (1 + gain[-1] * (b**2).mean())

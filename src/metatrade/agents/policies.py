@@ -47,7 +47,6 @@ from torch import nn
 
 from metatrade.agents.networks.base import Policy
 from metatrade.agents.networks.gru import GRUEncoder, GRUPolicy
-from metatrade.agents.networks.linear import LinearPolicy
 from metatrade.agents.networks.layers import (
     MLP,
     VALUE_HEAD_GAIN,
@@ -55,6 +54,7 @@ from metatrade.agents.networks.layers import (
     activation_fn,
     distribution_for,
 )
+from metatrade.agents.networks.linear import LinearPolicy
 from metatrade.agents.networks.mlp import MLPPolicy
 from metatrade.agents.networks.moe import ExpertBank, MoEPolicy
 
