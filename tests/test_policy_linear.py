@@ -34,6 +34,27 @@ def _params(seed: int = 0) -> dict[str, torch.Tensor]:
 def test_groups_are_the_windows_features_then_the_account() -> None:
     assert feature_groups(7, (3, 2), 1).tolist() == [0, 1, 0, 1, 0, 1, 2]
     assert feature_groups(4, None, 0).tolist() == [0, 1, 2, 3]
+    # columns 1 and 2 (say a two-column one-hot) share a gain; ids are renumbered
+    assert feature_groups(7, (2, 3), 1, (5, 9, 9)).tolist() == [0, 1, 1, 0, 1, 1, 2]
+    with pytest.raises(ValueError, match="one group id"):
+        feature_groups(7, (2, 3), 1, (0, 1))
+
+
+def test_shared_groups_round_trip_through_the_spec() -> None:
+    from metatrade.agents.policies import policy_from_spec
+
+    obs = gym.spaces.Box(-np.inf, np.inf, (2 * 3 + 1,))
+    pi = make_policy(
+        "linear",
+        obs,
+        gym.spaces.Discrete(3),
+        window_shape=(2, 3),
+        account_dim=1,
+        feature_groups=(0, 1, 1),
+    )
+    assert pi.log_gain.shape == (3 + 1,)  # groups {0}, {1, 2}, the account, the bias
+    again = policy_from_spec(pi.spec)
+    assert again.spec == pi.spec and torch.equal(again.member, pi.member)
 
 
 def test_logits_are_the_gained_linear_map() -> None:

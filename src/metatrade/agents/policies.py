@@ -125,7 +125,12 @@ def _gru(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
 
 def _linear(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
     return LinearPolicy(
-        obs_dim, action_space, kw["window_shape"], kw["account_dim"], kw["init_log_std"]
+        obs_dim,
+        action_space,
+        kw["window_shape"],
+        kw["account_dim"],
+        kw["init_log_std"],
+        column_groups=kw["feature_groups"],
     )
 
 
@@ -159,6 +164,7 @@ def _policy_spec(
         "account_dim": int(net["account_dim"]),
         "num_experts": int(net["num_experts"]),
         "init_log_std": float(net["init_log_std"]),
+        "feature_groups": None if net["feature_groups"] is None else list(net["feature_groups"]),
     }
 
 
@@ -174,6 +180,7 @@ def make_policy(
     init_log_std: float = 0.0,
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
+    feature_groups: Sequence[int] | None = None,
 ) -> Policy:
     """Build a policy network.
 
@@ -190,6 +197,8 @@ def make_policy(
         dtype: parameter dtype (float64 for gradient tests).
         seed: if given, weights are drawn under ``torch.manual_seed(seed)`` inside
             ``torch.random.fork_rng`` (the global RNG is left as it was): same seed, same net.
+        feature_groups: "linear" only: a group id per feature column of the window (e.g. the
+            six columns of a one-hot feature share one gain); None: one group per column.
 
     Example:
         >>> import gymnasium as gym, torch
@@ -213,6 +222,7 @@ def make_policy(
         "account_dim": account_dim,
         "num_experts": num_experts,
         "init_log_std": init_log_std,
+        "feature_groups": None if feature_groups is None else tuple(int(g) for g in feature_groups),
     }
     with _seeded(seed):
         policy = _POLICY_BUILDERS[kind](obs_dim, action_space, **net)
@@ -286,4 +296,5 @@ def policy_from_spec(spec: dict[str, Any], dtype: torch.dtype = torch.float32) -
         num_experts=spec["num_experts"],
         init_log_std=spec["init_log_std"],
         dtype=dtype,
+        feature_groups=spec.get("feature_groups"),
     )
