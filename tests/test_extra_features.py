@@ -33,8 +33,8 @@ def test_causal_and_defined_after_warmup() -> None:
     cut = 900
     close = view.close.copy()
     close[cut + 1 :] *= np.exp(np.random.default_rng(0).normal(0, 0.01, 1500 - cut - 1))
-    moved = BarView(view.open * np.r_[np.ones(cut + 1), close[cut + 1 :] / view.close[cut + 1 :]],
-                    close, view.timestamps, 5)  # fmt: skip
+    factor = np.r_[np.ones(cut + 1), close[cut + 1 :] / view.close[cut + 1 :]]
+    moved = BarView(view.open * factor, close, view.timestamps, 5)  # bars after the cut move
     y, _ = extra_features(ALL, moved)
     np.testing.assert_array_equal(x[48 : cut + 1], y[48 : cut + 1])
     assert not np.allclose(x[cut + 1 :], y[cut + 1 :])
