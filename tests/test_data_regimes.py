@@ -164,3 +164,28 @@ def test_bad_rule_refused() -> None:
         TaskRule("trend", SIGMA, {})
     with pytest.raises(ValueError, match="lags"):
         TaskRule("ar", SIGMA, {"phi": 0.1})
+
+
+def test_run_config_writes_the_regime_family_and_its_oracle(tmp_path: Path) -> None:
+    """data.regimes in a run config: the loader's folder holds regime tasks (named after the
+    family's settings, so a changed config never reuses a stale folder) and the protocol's
+    oracle is each task's TaskRule."""
+    from metatrade.training.build import make_protocol_config
+    from metatrade.training.config import load_config
+    from metatrade.training.task_sets import make_loader, synthetic_dir
+
+    overrides = {
+        "data.regimes": {"weights": {"seasonal": 1, "gap": 1}},
+        "data.num_synthetic_tasks": 4,
+        "data.synthetic_bars": 600,
+        "data.synthetic_heldout": 2,
+        "run.out_dir": str(tmp_path),
+    }
+    cfg = load_config("synthetic", overrides=overrides)
+    loader = make_loader(cfg)
+    held = loader.tasks("test")
+    assert len(held) == 2 and {t.instrument.split("_", 1)[1] for t in held} <= {"seasonal", "gap"}
+    oracle = make_protocol_config(cfg, held).oracle
+    assert all(isinstance(oracle[t], TaskRule) for t in held)
+    other = load_config("synthetic", overrides={**overrides, "data.regimes": {}})
+    assert synthetic_dir(other) != synthetic_dir(cfg)
