@@ -21,6 +21,33 @@ def window_pnl(pos: np.ndarray, ts: TaskSet) -> np.ndarray:
     return earned.reshape(len(pos), w, WINDOW).sum(-1)
 
 
+ENTRY_COST, EXIT_COST = 25.0 / 1e6, 35.0 / 1e6
+"""the default brokerage (25 / 35 INR an order) on an all-equity position of C0 = 1e6 INR,
+as a fraction of the capital (approximate: the notional is C0)"""
+
+
+def window_costs(pos: np.ndarray, ts: TaskSet) -> np.ndarray:
+    """Approximate default costs [T, W] of positions [T, N] on the test windows: each window
+    starts flat and ends flat (the ledger closes an open position at its end); with the
+    session square-off a position is closed at every session's last bar."""
+    n = pos.shape[1]
+    w = (n - ts.test_start) // WINDOW
+    rows = np.arange(ts.test_start, ts.test_start + w * WINDOW)
+    out = np.zeros((len(pos), w))
+    for i, b in enumerate(ts.bars):
+        last = np.append(b.clock.first[1:], True)  # the session's last bar
+        p = pos[i, rows].reshape(w, WINDOW)
+        held = np.zeros_like(p)  # position held into each decision
+        held[:, 1:] = np.where(last[rows].reshape(w, WINDOW)[:, 1:], 0.0, p[:, :-1])
+        squared = np.abs(p[:, :-1]) * last[rows].reshape(w, WINDOW)[:, 1:]  # closed at close
+        change = np.abs(p - held)
+        entries = np.where(p != 0, np.minimum(change, 1.0), 0.0)
+        exits = np.where(held != 0, np.minimum(change, 1.0), 0.0)
+        final = np.abs(p[:, -1])
+        out[i] = ENTRY_COST * entries.sum(1) + EXIT_COST * (exits.sum(1) + squared.sum(1) + final)
+    return out
+
+
 def _boot_idx(groups: list[np.ndarray], n_win: int, reps: int, rng: np.random.Generator):
     """Per replicate: tasks resampled within each group, windows within each task."""
     for _ in range(reps):

@@ -141,6 +141,9 @@ def main() -> None:
     )
     pos["oracle"] = np.sign(held.expected)
     pnl = {k: evaluate.window_pnl(v, held) for k, v in pos.items()}
+    net = {
+        k: pnl[k] - evaluate.window_costs(pos[k], held) for k in ("maml_mode", "selected", "oracle")
+    }
     summ = evaluate.summarise(pnl, held)
     ci = evaluate.paired_ci(pnl["maml_mode"], pnl["selected"], held)
     ci_s = evaluate.paired_ci(pnl["maml_sampled"], pnl["selected"], held)
@@ -159,6 +162,10 @@ def main() -> None:
     }
     print(f"MAML mode - selected (bp/window): {ci}; sampled - selected: {ci_s}")
     print(f"MAML mode minus best single classical rule, by kind: {gaps}")
+    print(
+        "with default costs (approx.), bp/window:",
+        {k: round(float(v.mean() * 1e4), 2) for k, v in net.items()},
+    )
     if isinstance(rates, dict) and "w" in rates:
         eff = (rates["w"][2] + rates["w"][0]).numpy() / 2  # long-minus-short rate per feature
         print(
@@ -176,6 +183,10 @@ def main() -> None:
         "maml_minus_selected_bp": ci,
         "maml_sampled_minus_selected_bp": ci_s,
         "maml_minus_best_classical_by_kind": gaps,
+        "with_default_costs_bp": {k: round(float(v.mean() * 1e4), 2) for k, v in net.items()},
+        "with_default_costs_maml_minus_selected_bp": evaluate.paired_ci(
+            net["maml_mode"], net["selected"], held
+        ),
     }
     if isinstance(rates, dict):
         rates = {k: v for k, v in rates.items() if k != "w@M"}
