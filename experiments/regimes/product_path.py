@@ -30,7 +30,7 @@ from metatrade.evaluation.kinds import kind_summary, task_kinds
 from metatrade.evaluation.protocol import MetaTestProtocol, ProtocolConfig, Start
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
-from metatrade.market.family import ObjectiveSettings, TradingTaskFamily
+from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 
 FEATURES = (
@@ -75,7 +75,7 @@ class ExtraFeatureLoader:
         return getattr(self.loader, name)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-tasks", type=int, default=480)
@@ -88,97 +88,120 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--policy", default="linear")
     ap.add_argument("--tasks", choices=("validation", "test"), default="validation")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+TEST_BARS = 2048
+
+
+def write_tasks(tmp: str, args: argparse.Namespace) -> tuple[Any, Any, dict]:
+    """(training loader, held-out loader, held-out rules): the held-out tasks' last 2,048
+    bars are their test period, everything before is "train" (the latest 512 bars of it are
+    what every start adapts on)."""
+    write_regime_tasks(Path(tmp, "train"), args.train_tasks, 1000 + args.seed, n_bars=3000)
+    held_seed = (5000 if args.tasks == "validation" else 2000) + args.seed
+    n_held = 1024 + TEST_BARS
+    rules = write_regime_tasks(Path(tmp, "held"), args.eval_tasks, held_seed, n_bars=n_held)
+    train = ExtraFeatureLoader(DataLoader(Path(tmp, "train"), cache_dir=False), FEATURES)
+    frac = TEST_BARS / (n_held - 49)  # 49 warm-up rows
+    splits = SplitConfig(train=1 - frac, validation=0.0, test=frac)
+    held = ExtraFeatureLoader(
+        DataLoader(Path(tmp, "held"), splits=splits, heldout=HeldOut(), cache_dir=False),
+        FEATURES,
+    )
+    return train, held, rules
+
+
+def meta_train(
+    train: Any, env: TradingEnvConfig, args: argparse.Namespace
+) -> tuple[Start, Any, int]:
+    """MAML-exact with the recipe's settings: (the start, its MetaConfig, iterations run)."""
+    family = TradingTaskFamily(train, env, period="train", seed=args.seed)
+    probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
+    n_feat = probe.observation_space.shape[0] - 1
+    policy = make_policy(
+        args.policy,
+        probe.observation_space,
+        probe.action_space,
+        window_shape=(args.lookback, n_feat // args.lookback),
+        account_dim=1,
+        hidden_sizes=(8,),
+        seed=args.seed,
+    )
+    cfg = MetaConfig(
+        estimator="exact",
+        optimizer="adam",
+        lr=args.lr,
+        inner_lr=args.inner_lr,
+        learn_inner_lr=True,
+        meta_sgd_lr=args.meta_sgd_lr,
+        meta_batch_size=16,
+        episodes_per_task=8,
+        num_evaluation_episodes=8,
+        seed=args.seed,
+    )
+    learner = MetaLearner(policy, family, cfg)
+    t1, it = time.perf_counter(), 0
+    while it < args.iterations and time.perf_counter() - t1 < args.time_limit:
+        stats = learner.step()
+        it += 1
+        if it % 100 == 0:
+            print(f"it {it} {stats.get('meta/loss', float('nan')):+.4f}", flush=True)
+    params = {k: v.detach().clone() for k, v in learner.params.items()}
+    return Start(policy, params, learner.inner_lrs), cfg, it
+
+
+def evaluate_start(start: Start, cfg: Any, env, held, rules, seed: int) -> dict[str, Any]:
+    """MAML k = 0 and 1 oracle fractions by kind, trading the mode and sampling."""
+    out: dict[str, Any] = {}
+    for mode in (True, False):
+        pcfg = ProtocolConfig(
+            adaptation_steps=(0, 1),
+            adaptation_episodes=8,
+            test_episodes=32,
+            episode_length=64,
+            test_episode_length=64,
+            adaptation=cfg,
+            env=env,
+            oracle=rules,
+            backtest=False,
+            seed=seed,
+            deterministic_test=mode,
+        )
+        res = MetaTestProtocol(pcfg).run({"MAML": start}, held.get_available_tasks(), held)
+        kinds = task_kinds(res.tasks, rules)
+        for k in (0, 1):
+            s = kind_summary(res.returns[f"MAML@k{k}"], res.oracle_returns, kinds, seed=0)
+            key = f"maml_k{k}_{'mode' if mode else 'sampled'}"
+            out[key] = {kk: round(v.estimate, 3) for kk, v in s.fractions.items()}
+            out[key]["mean"] = round(s.mean_fraction, 3)
+            print(key, out[key], flush=True)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    test_bars = 2048
+    env = TradingEnvConfig(
+        lookback=args.lookback,
+        episode_length=64,
+        observation="position",
+        square_off=True,
+        costs=CostModel(entry_fee=0.0, exit_fee=0.0),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        write_regime_tasks(Path(tmp, "train"), args.train_tasks, 1000 + args.seed, n_bars=3000)
-        held_seed = (5000 if args.tasks == "validation" else 2000) + args.seed
-        n_held = 1024 + test_bars
-        rules = write_regime_tasks(Path(tmp, "held"), args.eval_tasks, held_seed, n_bars=n_held)
-        train = ExtraFeatureLoader(DataLoader(Path(tmp, "train"), cache_dir=False), FEATURES)
-        # held-out tasks: the last 2048 bars are the test period, everything before is
-        # "train" (the latest 512 bars of it are what every start adapts on)
-        frac = test_bars / (n_held - 49)
-        splits = SplitConfig(train=1 - frac, validation=0.0, test=frac)
-        held = ExtraFeatureLoader(
-            DataLoader(Path(tmp, "held"), splits=splits, heldout=HeldOut(), cache_dir=False),
-            FEATURES,
-        )
-        env = TradingEnvConfig(
-            lookback=args.lookback,
-            episode_length=64,
-            observation="position",
-            square_off=True,
-            costs=CostModel(entry_fee=0.0, exit_fee=0.0),
-        )
-        objective = ObjectiveSettings()
-        family = TradingTaskFamily(train, env, period="train", seed=args.seed, objective=objective)
-        probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
-        n_feat = probe.observation_space.shape[0] - 1
-        policy = make_policy(
-            args.policy,
-            probe.observation_space,
-            probe.action_space,
-            window_shape=(args.lookback, n_feat // args.lookback),
-            account_dim=1,
-            hidden_sizes=(8,),
-            seed=args.seed,
-        )
-        cfg = MetaConfig(
-            estimator="exact",
-            optimizer="adam",
-            lr=args.lr,
-            inner_lr=args.inner_lr,
-            learn_inner_lr=True,
-            meta_sgd_lr=args.meta_sgd_lr,
-            meta_batch_size=16,
-            episodes_per_task=8,
-            num_evaluation_episodes=8,
-            seed=args.seed,
-        )
-        t_data = time.perf_counter() - t0
-        learner = MetaLearner(policy, family, cfg)
-        t1, it = time.perf_counter(), 0
-        while it < args.iterations and time.perf_counter() - t1 < args.time_limit:
-            stats = learner.step()
-            it += 1
-            if it % 100 == 0:
-                print(f"it {it} {stats.get('meta/loss', float('nan')):+.4f}", flush=True)
-        t_train = time.perf_counter() - t1
-        start = Start(
-            policy, {k: v.detach().clone() for k, v in learner.params.items()}, learner.inner_lrs
-        )
-        out: dict[str, Any] = {"args": vars(args), "iterations": it, "sec_train": round(t_train, 1)}
-        for mode in (True, False):
-            pcfg = ProtocolConfig(
-                adaptation_steps=(0, 1),
-                adaptation_episodes=8,
-                test_episodes=32,
-                episode_length=64,
-                test_episode_length=64,
-                adaptation=cfg,
-                objective=objective,
-                env=env,
-                oracle=rules,
-                backtest=False,
-                seed=args.seed,
-                deterministic_test=mode,
-            )
-            res = MetaTestProtocol(pcfg).run({"MAML": start}, held.get_available_tasks(), held)
-            kinds = task_kinds(res.tasks, rules)
-            for k in (0, 1):
-                s = kind_summary(res.returns[f"MAML@k{k}"], res.oracle_returns, kinds, seed=0)
-                key = f"maml_k{k}_{'mode' if mode else 'sampled'}"
-                out[key] = {kk: round(v.estimate, 3) for kk, v in s.fractions.items()}
-                out[key]["mean"] = round(s.mean_fraction, 3)
-                print(key, out[key], flush=True)
-        out["sec_data"] = round(t_data, 1)
+        train, held, rules = write_tasks(tmp, args)
+        t1 = time.perf_counter()
+        start, cfg, iterations = meta_train(train, env, args)
+        t2 = time.perf_counter()
+        out = {"args": vars(args), "iterations": iterations, "sec_train": round(t2 - t1, 1)}
+        out |= evaluate_start(start, cfg, env, held, rules, args.seed)
+        out["sec_data"] = round(t1 - t0, 1)
         out["sec_total"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps(out))
-        with open(Path(__file__).parent / "product_path.jsonl", "a") as f:
-            f.write(json.dumps(out) + "\n")
+    print(json.dumps(out))
+    with open(Path(__file__).parent / "product_path.jsonl", "a") as f:
+        f.write(json.dumps(out) + "\n")
 
 
 if __name__ == "__main__":
