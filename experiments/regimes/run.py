@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
-
 from experiments.regimes import ceiling, classical, evaluate, meta
 from experiments.regimes.features import group_of
 from experiments.regimes.tasks import family
@@ -26,7 +26,7 @@ from metatrade.data.regime_kinds import KINDS
 SEED_BASE = {"train": 1000, "validation": 5000, "test": 2000}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", default="lags:8,tod:6")
     ap.add_argument("--policy", default="linear", choices=("linear", "mlp", "skip"))
@@ -60,9 +60,11 @@ def main() -> None:
         "--log", default="experiments/regimes/results.jsonl", help="append the JSON here"
     )
     ap.add_argument("--pretrained", action="store_true", help="also the multi-task start")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    return ap.parse_args()
+
+
+def load_tasks(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(training tasks, held-out tasks) of the run's seed and features."""
     weights = dict.fromkeys(KINDS, 1.0)
     for item in filter(None, args.train_weights.split(",")):
         k, _, v = item.partition("=")
@@ -81,13 +83,16 @@ def main() -> None:
         n_bars=1024 + args.test_bars,
         test_bars=args.test_bars,
     )
-    t_data = time.perf_counter() - t0
     by_group: dict[str, list[int]] = {}
     for i, n in enumerate(held.names):  # column: one group per feature column (its lags)
         key = n.split("@")[0] if args.gain_groups == "column" else group_of(n)
         by_group.setdefault(key, []).append(i)
     meta.GROUPS[:] = list(by_group.values())
-    s = meta.Settings(
+    return train, held
+
+
+def settings(args: argparse.Namespace) -> meta.Settings:
+    return meta.Settings(
         policy=args.policy,
         hidden=args.hidden,
         inner_lr=args.inner_lr,
@@ -108,91 +113,129 @@ def main() -> None:
         time_limit=args.time_limit,
         log_every=args.log_every,
     )
-    p, rates, info = meta.meta_train(train, s)
-    if args.dump:
-        torch.save({"p": p, "rates": rates, "args": vars(args)}, args.dump)
-    pos: dict[str, np.ndarray] = {}
-    q0 = {k: v.expand(len(held.kinds), *v.shape) for k, v in p.items()}
+
+
+def maml_positions(p, rates, held, args: argparse.Namespace, train, s) -> dict[str, np.ndarray]:
+    """Test positions of the MAML start (k = 0, k = steps: mode and sampled), of a plain
+    step from zero and (``--pretrained``) of the multi-task start."""
+    n = len(held.kinds)
     q1 = meta.adapt_eval_tasks(p, rates, held, 512, args.steps)
-    pos["maml_k0_mode"] = meta.test_positions(q0, held, mode=True)
-    pos["maml_mode"] = meta.test_positions(q1, held, mode=True)
-    pos["maml_sampled"] = meta.test_positions(q1, held, mode=False)
+    pos = {
+        "maml_k0_mode": meta.test_positions(
+            {k: v.expand(n, *v.shape) for k, v in p.items()}, held, mode=True
+        ),
+        "maml_mode": meta.test_positions(q1, held, mode=True),
+        "maml_sampled": meta.test_positions(q1, held, mode=False),
+    }
     zero = {"w": torch.zeros(3, held.x.shape[-1]), "b": torch.zeros(3)}  # plain linear
-    qz = meta.adapt_eval_tasks(zero, 1.0, held, 512, 1)
-    pos["zero_step_mode"] = meta.test_positions(qz, held, mode=True)
+    pos["zero_step_mode"] = meta.test_positions(
+        meta.adapt_eval_tasks(zero, 1.0, held, 512, 1), held, mode=True
+    )
     if args.pretrained:
         pre = meta.pretrain(train, s)
-        qp = meta.adapt_eval_tasks(pre, args.inner_lr, held, 512, 1)
         pos["pretrained_k0"] = meta.test_positions(
-            {k: v.expand(len(held.kinds), *v.shape) for k, v in pre.items()}, held, mode=True
+            {k: v.expand(n, *v.shape) for k, v in pre.items()}, held, mode=True
         )
+        qp = meta.adapt_eval_tasks(pre, args.inner_lr, held, 512, 1)
         pos["pretrained_k1"] = meta.test_positions(qp, held, mode=True)
+    return pos
+
+
+def reference_positions(held) -> dict[str, np.ndarray]:
+    """The classical rules, classical-selected, the ceiling and the oracle."""
     a0, a1 = held.test_start - 512, held.test_start
-    fits = [
-        classical.fit_positions(b, held.nxt[i].numpy(), a0, a1) for i, b in enumerate(held.bars)
-    ]
-    for name in (*classical.RULES, "selected"):
-        pos[name] = np.stack([f[name] for f in fits])
+    nxt = [held.nxt[i].numpy() for i in range(len(held.kinds))]
+    fits = [classical.fit_positions(b, nxt[i], a0, a1) for i, b in enumerate(held.bars)]
+    pos = {name: np.stack([f[name] for f in fits]) for name in (*classical.RULES, "selected")}
     pos["ceiling"] = np.stack(
         [
-            ceiling.informed_positions(r, b, held.nxt[i].numpy(), a0, a1)
+            ceiling.informed_positions(r, b, nxt[i], a0, a1)
             for i, (r, b) in enumerate(zip(held.rules, held.bars, strict=True))
         ]
     )
     pos["oracle"] = np.sign(held.expected)
+    return pos
+
+
+def score(pos: dict[str, np.ndarray], held) -> dict[str, Any]:
+    """Fractions by kind of every row, paired CIs of MAML minus classical-selected, the
+    per-kind gap to the best single classical rule, and the approximate default costs."""
     pnl = {k: evaluate.window_pnl(v, held) for k, v in pos.items()}
     net = {
         k: pnl[k] - evaluate.window_costs(pos[k], held) for k in ("maml_mode", "selected", "oracle")
     }
     summ = evaluate.summarise(pnl, held)
-    ci = evaluate.paired_ci(pnl["maml_mode"], pnl["selected"], held)
-    ci_s = evaluate.paired_ci(pnl["maml_sampled"], pnl["selected"], held)
-    print(f"features {args.features} ({len(held.names)}), policy {args.policy}, {info}")
-    for name, fr in summ["by_kind"].items():
-        print(
-            f"{name:16s} mean {summ['mean_over_kinds'][name]:+.3f} "
-            + " ".join(f"{k} {v:+.2f}" for k, v in fr.items())
-            + f" noise {summ['noise_pnl_bps'].get(name, 0):+.2f}bp"
-        )
-    best_classical = {
+    best = {
         k: max(summ["by_kind"][r][k] for r in classical.RULES) for k in summ["by_kind"]["oracle"]
     }
-    gaps = {
-        k: round(summ["by_kind"]["maml_mode"][k] - best_classical[k], 3) for k in best_classical
+    return {
+        "mean_over_kinds": summ["mean_over_kinds"],
+        "by_kind": summ["by_kind"],
+        "noise_pnl_bps": summ["noise_pnl_bps"],
+        "maml_minus_selected_bp": evaluate.paired_ci(pnl["maml_mode"], pnl["selected"], held),
+        "maml_sampled_minus_selected_bp": evaluate.paired_ci(
+            pnl["maml_sampled"], pnl["selected"], held
+        ),
+        "maml_minus_best_classical_by_kind": {
+            k: round(summ["by_kind"]["maml_mode"][k] - best[k], 3) for k in best
+        },
+        "with_default_costs_bp": {k: round(float(v.mean() * 1e4), 2) for k, v in net.items()},
+        "with_default_costs_maml_minus_selected_bp": evaluate.paired_ci(
+            net["maml_mode"], net["selected"], held
+        ),
     }
-    print(f"MAML mode - selected (bp/window): {ci}; sampled - selected: {ci_s}")
-    print(f"MAML mode minus best single classical rule, by kind: {gaps}")
+
+
+def print_scores(out: dict[str, Any], held, rates) -> None:
+    for name, fr in out["by_kind"].items():
+        print(
+            f"{name:16s} mean {out['mean_over_kinds'][name]:+.3f} "
+            + " ".join(f"{k} {v:+.2f}" for k, v in fr.items())
+            + f" noise {out['noise_pnl_bps'].get(name, 0):+.2f}bp"
+        )
     print(
-        "with default costs (approx.), bp/window:",
-        {k: round(float(v.mean() * 1e4), 2) for k, v in net.items()},
+        f"MAML mode - selected (bp/window): {out['maml_minus_selected_bp']}; "
+        f"sampled - selected: {out['maml_sampled_minus_selected_bp']}"
     )
+    print(
+        "MAML mode minus best single classical rule, by kind:",
+        out["maml_minus_best_classical_by_kind"],
+    )
+    print("with default costs (approx.), bp/window:", out["with_default_costs_bp"])
     if isinstance(rates, dict) and "w" in rates:
         eff = (rates["w"][2] + rates["w"][0]).numpy() / 2  # long-minus-short rate per feature
         print(
             "rates (long+short)/2 by feature:",
             " ".join(f"{n}:{v:.0f}" for n, v in zip(held.names, eff, strict=True)),
         )
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    train, held = load_tasks(args)
+    t_data = time.perf_counter() - t0
+    s = settings(args)
+    p, rates, info = meta.meta_train(train, s)
+    if args.dump:
+        torch.save({"p": p, "rates": rates, "args": vars(args)}, args.dump)
+    pos = maml_positions(p, rates, held, args, train, s) | reference_positions(held)
+    scores = score(pos, held)
+    print(f"features {args.features} ({len(held.names)}), policy {args.policy}, {info}")
+    print_scores(scores, held, rates)
     out = {
         "args": vars(args),
         "train_info": info,
         "sec_data": round(t_data, 1),
         "sec_total": round(time.perf_counter() - t0, 1),
-        "mean_over_kinds": summ["mean_over_kinds"],
-        "by_kind": summ["by_kind"],
-        "noise_pnl_bps": summ["noise_pnl_bps"],
-        "maml_minus_selected_bp": ci,
-        "maml_sampled_minus_selected_bp": ci_s,
-        "maml_minus_best_classical_by_kind": gaps,
-        "with_default_costs_bp": {k: round(float(v.mean() * 1e4), 2) for k, v in net.items()},
-        "with_default_costs_maml_minus_selected_bp": evaluate.paired_ci(
-            net["maml_mode"], net["selected"], held
-        ),
+        **scores,
     }
     if isinstance(rates, dict):
-        rates = {k: v for k, v in rates.items() if k != "w@M"}
         out["rates"] = {
             k: [round(float(v.min()), 2), round(float(v.mean()), 2), round(float(v.max()), 2)]
             for k, v in rates.items()
+            if k != "w@M"
         }
     line = json.dumps(out)
     print(line)

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from metatrade.agents.networks.base import Policy
 
-INIT_GAIN = 1e-2
-"""exp(a_f) at initialisation: post-step weights of order 10 get a gain of about 2"""
+INIT_GAIN = 0.1
+"""exp(a_f) at initialisation (chosen on validation tasks: 0.1 over 0.01 and 0.001)"""
 
 
 def feature_groups(
