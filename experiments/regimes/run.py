@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from experiments.regimes import ceiling, classical, evaluate, meta
 from experiments.regimes.features import group_of
 from experiments.regimes.tasks import family
