@@ -81,7 +81,7 @@ def test_learn_without_family_is_a_clear_error() -> None:
         agent.learn(None, 1)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "moe"])
+@pytest.mark.parametrize("kind", ["mlp", "moe", "linear"])
 def test_save_load_roundtrip(tmp_path: Path, kind: str) -> None:
     agent, family = make_agent(policy_kind=kind, num_experts=2)
     agent.learn(family, 1)

@@ -141,7 +141,9 @@ def test_ppo_section_is_ppo_hyperparameters_validated_once() -> None:
         PPOConfig(learning_rate=-1.0)
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "nav2d", "synthetic", "exact", "sampled"])
+@pytest.mark.parametrize(
+    "name", ["demo", "tiny", "nav2d", "synthetic", "exact", "sampled", "regimes"]
+)
 def test_shipped_configs_load_and_match_packaged(name: str) -> None:
     user = REPO / "configs" / f"{name}.yaml"
     assert load_config(user) == load_config(name)

@@ -104,6 +104,25 @@ def test_multi_step_meta_sgd_and_evaluate_adaptation() -> None:
         assert torch.equal(theta[k], learner.params[k].detach())
 
 
+def test_meta_sgd_lr_moves_the_step_sizes_at_their_own_rate() -> None:
+    """Adam moves each parameter by about its learning rate in its first step: with
+    meta_sgd_lr the Meta-SGD step sizes move by that, theta by lr (issue 19: step sizes of
+    order 30 did not move at lr 3e-3)."""
+    learner = _learner(optimizer="adam", learn_inner_lr=True, lr=1e-3, meta_sgd_lr=0.5)
+    theta = {k: v.detach().clone() for k, v in learner.params.items()}
+    lrs = {k: v.detach().clone() for k, v in learner.inner_lrs.items()}
+    learner.step()
+    moved_lr = max(float((v.detach() - lrs[k]).abs().max()) for k, v in learner.inner_lrs.items())
+    moved_theta = max(float((v.detach() - theta[k]).abs().max()) for k, v in learner.params.items())
+    assert moved_lr == pytest.approx(0.5, rel=0.05) and moved_theta == pytest.approx(1e-3, rel=0.05)
+    # a new config keeps the two groups' rates (and a fresh Adam when the grouping changes)
+    again = learner.with_config(replace(learner.config, meta_sgd_lr=0.1))
+    assert [g["lr"] for g in again.optimizer.param_groups] == [1e-3, 0.1]
+    single = learner.with_config(replace(learner.config, meta_sgd_lr=None))
+    assert [g["lr"] for g in single.optimizer.param_groups] == [1e-3]
+    single.step()
+
+
 def test_config_rejects_unknown_choices() -> None:
     with pytest.raises(ValueError, match="optimizer"):
         MetaConfig(optimizer="sgd")

@@ -63,6 +63,7 @@ class MAMLAgent(BaseAgent):
         init_log_std: float = 0.0,
         window_shape: tuple[int, int] | None = None,
         account_dim: int = 0,
+        feature_groups: Sequence[int] | None = None,
     ) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
@@ -78,6 +79,7 @@ class MAMLAgent(BaseAgent):
             num_experts=num_experts,
             init_log_std=init_log_std,
             seed=self.meta_config.seed,
+            feature_groups=feature_groups,
         )
         self.learner = MetaLearner(self.policy, task_family, self.meta_config)  # type: ignore[arg-type]
         self.generator = torch.Generator().manual_seed(self.meta_config.seed + 7)
@@ -184,6 +186,7 @@ class MAMLAgent(BaseAgent):
                     "init_log_std",
                     "window_shape",
                     "account_dim",
+                    "feature_groups",
                 )
             },
         }
@@ -236,4 +239,5 @@ class MAMLAgent(BaseAgent):
             init_log_std=pol["init_log_std"],
             window_shape=None if window is None else tuple(window),
             account_dim=pol["account_dim"],
+            feature_groups=pol.get("feature_groups"),  # linear policies; older checkpoints: None
         )

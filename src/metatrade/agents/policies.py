@@ -7,7 +7,7 @@ module state other than parameters, so the networks run unchanged through
 ``torch.func.functional_call(policy, params, (obs,))`` and ``torch.func.vmap`` over a leading
 task axis of params and obs: the meta-RL core adapts every task of a batch in one call.
 
-Three trunks:
+Four trunks:
 
 - ``"mlp"`` (default): the MAML paper's / CleanRL's MLP.
 - ``"gru"``: a GRU over the trading observation window ``[L*F (row-major [L, F]), A]``;
@@ -16,6 +16,10 @@ Three trunks:
 - ``"moe"``: a mixture of experts; a gating network weights K expert heads (softmax) and the
   output is the gate-weighted mixture of the experts' logits (or Gaussian means).
   ``gate_weights(obs) -> [..., K]`` exposes the gate.
+- ``"linear"``: logits linear in the observation, each input feature's weights scaled by a
+  learned gain of their size (``networks.linear``; one exact step from a meta-learned start
+  implements every input's plug-in rule; issue 19). ``hidden_sizes`` and ``activation`` are
+  not used.
 
 ``logits_by_position(params, bars, accounts)`` evaluates a trading policy on every
 observation window of a run of bars for each of a few account vectors (the exact expected-P&L
@@ -50,6 +54,7 @@ from metatrade.agents.networks.layers import (
     activation_fn,
     distribution_for,
 )
+from metatrade.agents.networks.linear import LinearPolicy
 from metatrade.agents.networks.mlp import MLPPolicy
 from metatrade.agents.networks.moe import ExpertBank, MoEPolicy
 
@@ -59,6 +64,7 @@ __all__ = [
     "ExpertBank",
     "GRUEncoder",
     "GRUPolicy",
+    "LinearPolicy",
     "MLPPolicy",
     "MoEPolicy",
     "Policy",
@@ -117,13 +123,29 @@ def _gru(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
     return GRUPolicy(action_space, kw["window_shape"], kw["account_dim"], *args)
 
 
+def _linear(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
+    return LinearPolicy(
+        obs_dim,
+        action_space,
+        kw["window_shape"],
+        kw["account_dim"],
+        kw["init_log_std"],
+        column_groups=kw["feature_groups"],
+    )
+
+
 def _moe(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
     args = (kw["hidden_sizes"], kw["activation"], kw["init_log_std"])
     return MoEPolicy(obs_dim, action_space, kw["num_experts"], *args)
 
 
 # The registry: kind -> builder(obs_dim, action_space, **make_policy's network arguments).
-_POLICY_BUILDERS: dict[str, Callable[..., Policy]] = {"mlp": _mlp, "gru": _gru, "moe": _moe}
+_POLICY_BUILDERS: dict[str, Callable[..., Policy]] = {
+    "mlp": _mlp,
+    "gru": _gru,
+    "moe": _moe,
+    "linear": _linear,
+}
 POLICY_KINDS = tuple(_POLICY_BUILDERS)
 
 
@@ -142,6 +164,7 @@ def _policy_spec(
         "account_dim": int(net["account_dim"]),
         "num_experts": int(net["num_experts"]),
         "init_log_std": float(net["init_log_std"]),
+        "feature_groups": None if net["feature_groups"] is None else list(net["feature_groups"]),
     }
 
 
@@ -157,11 +180,13 @@ def make_policy(
     init_log_std: float = 0.0,
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
+    feature_groups: Sequence[int] | None = None,
 ) -> Policy:
     """Build a policy network.
 
     Args:
-        kind: "mlp" (default trunk), "gru" (needs ``window_shape`` and ``account_dim``) or "moe".
+        kind: "mlp" (default trunk), "gru" (needs ``window_shape`` and ``account_dim``), "moe"
+            or "linear" (groups its gains by the window's features when given ``window_shape``).
         observation_space: ``Box(obs_dim,)`` of one environment.
         action_space: ``Discrete(n)`` (Categorical) or ``Box(d,)`` (DiagGaussian).
         hidden_sizes: hidden layer widths (for "gru": the first is the GRU hidden size).
@@ -172,6 +197,8 @@ def make_policy(
         dtype: parameter dtype (float64 for gradient tests).
         seed: if given, weights are drawn under ``torch.manual_seed(seed)`` inside
             ``torch.random.fork_rng`` (the global RNG is left as it was): same seed, same net.
+        feature_groups: "linear" only: a group id per feature column of the window (e.g. the
+            six columns of a one-hot feature share one gain); None: one group per column.
 
     Example:
         >>> import gymnasium as gym, torch
@@ -195,6 +222,7 @@ def make_policy(
         "account_dim": account_dim,
         "num_experts": num_experts,
         "init_log_std": init_log_std,
+        "feature_groups": None if feature_groups is None else tuple(int(g) for g in feature_groups),
     }
     with _seeded(seed):
         policy = _POLICY_BUILDERS[kind](obs_dim, action_space, **net)
@@ -268,4 +296,5 @@ def policy_from_spec(spec: dict[str, Any], dtype: torch.dtype = torch.float32) -
         num_experts=spec["num_experts"],
         init_log_std=spec["init_log_std"],
         dtype=dtype,
+        feature_groups=spec.get("feature_groups"),
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,20 @@ def synthetic_instrument(name: str) -> Instrument:
     return build_instrument(name, SYNTHETIC_MARKET, where="synthetic family", tables={})
 
 
+class OracleRule(Protocol):
+    """A synthetic task's true rule, as the meta-test protocol scores against it
+    (``RegimeParams`` here, ``metatrade.data.regimes.TaskRule`` for the regime family)."""
+
+    @property
+    def kind(self) -> str:
+        """The kind of structure ("ar", "seasonal", ..., "noise"): rows report by kind."""
+        ...
+
+    def positions(self, arrays: Any, *, threshold: float = 0.0) -> np.ndarray:
+        """The oracle's target position per bar of a ``TaskArrays``, int8 [N] in {-1, 0, 1}."""
+        ...
+
+
 @dataclass(frozen=True)
 class RegimeParams:
     """One AR(1) regime: ``phi`` autocorrelation of bar log returns, ``sigma`` their innovation
@@ -66,6 +81,15 @@ class RegimeParams:
             )
         if self.sigma <= 0:
             raise ValueError(f"RegimeParams sigma={self.sigma} must be > 0")
+
+    @property
+    def kind(self) -> str:
+        """AR(1) tasks are of the regime family's kind "ar" (``OracleRule``)."""
+        return "ar"
+
+    def positions(self, arrays: Any, *, threshold: float = 0.0) -> np.ndarray:
+        """``oracle_positions`` of a ``TaskArrays`` (``OracleRule``)."""
+        return oracle_positions(arrays.close, self, threshold)
 
 
 def session_timestamps(
@@ -185,14 +209,19 @@ def write_synthetic_tasks(
     return tasks
 
 
-def load_synthetic_params(folder: str | Path) -> dict[TaskId, RegimeParams]:
-    """Regimes of a folder written by ``write_synthetic_tasks`` (from its JSON sidecar)."""
+def load_synthetic_params(folder: str | Path) -> dict[TaskId, OracleRule]:
+    """True rules of a folder written by ``write_synthetic_tasks`` (``RegimeParams``) or by
+    ``metatrade.data.regimes.write_regime_tasks`` (``TaskRule``), from its JSON sidecar."""
     path = Path(folder) / PARAMS_FILE
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no synthetic parameters; write the folder with write_synthetic_tasks"
         )
     doc = json.loads(path.read_text())
+    if "family" in doc:
+        from metatrade.data.regimes import load_task_rules
+
+        return dict(load_task_rules(folder))
     out = {}
     for stem, p in doc["tasks"].items():
         task = parse_task_name(f"{stem}.parquet")

@@ -29,13 +29,15 @@ classical-selected, ``metatrade.evaluation.baselines``) are fitted on each task'
 the starts adapt on (``protocol_classical.adaptation_rows``: the exact estimator's latest
 windows, or every row a sampled episode may trade) and traded on the same windows and
 backtest; the paired difference "MAML k=1 minus classical-selected" is the table's headline.
-On the synthetic regime family (``oracle`` regimes given) every return is also reported as
-a fraction of the oracle's return on the same windows (a paired ratio of means). 95% CIs
-come from the day bootstrap (``bootstrap.day_bootstrap_means``): whole trading days
-resampled in blocks, jointly for every task (a window belongs to the day of its first bar;
-the timeframes of an instrument and the instruments of a day move together), blocks at
-least as long as a window spans, then the tasks drawn with replacement (each keeping the day
-draw), with the same resamples for every row.
+On the synthetic families (``oracle``: each task's true rule,
+``metatrade.data.synthetic.OracleRule``) every return is also reported as a fraction of the
+oracle's return on the same windows (a paired ratio of means, pooled over tasks;
+``metatrade.evaluation.kinds`` breaks it down by kind). 95% CIs come from the day bootstrap
+(``bootstrap.day_bootstrap_means``): whole trading days resampled in blocks, jointly for
+every task (a window belongs to the day of its first bar; the timeframes of an instrument
+and the instruments of a day move together), blocks at least as long as a window spans,
+then the tasks drawn with replacement (each keeping the day draw), with the same resamples
+for every row.
 
 Code: inputs in ``protocol_config`` (``Start``, ``ProtocolConfig``), rollouts in
 ``protocol_rollouts``, the result and its outputs in ``protocol_result``; every public name
@@ -53,7 +55,6 @@ import torch
 from torch import nn
 
 from metatrade import progress
-from metatrade.data.synthetic import oracle_positions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import (
@@ -327,11 +328,9 @@ class MetaTestProtocol:
             if plan.bt_env is not None:
                 backtests[name] = rollout_returns(plan.bt_env, act, None)[:, 0]
         if cfg.oracle is not None:
+            # each task's true rule supplies its oracle (OracleRule: AR(1), or any regime kind)
             act = rule_actor(
-                [
-                    oracle_positions(a.close, cfg.oracle[a.task], cfg.oracle_threshold)
-                    for a in arrays
-                ]
+                [cfg.oracle[a.task].positions(a, threshold=cfg.oracle_threshold) for a in arrays]
             )
             oracle_returns = rollout_returns(plan.test_env, act, plan.windows)
             if plan.bt_env is not None:

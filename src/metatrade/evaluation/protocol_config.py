@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from metatrade.data.synthetic import RegimeParams
+from metatrade.data.synthetic import OracleRule
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import buy_and_hold, flat
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
@@ -83,8 +83,9 @@ class ProtocolConfig:
     adaptation_split: str = "train"
     test_split: str = "test"
     env: TradingEnvConfig = field(default_factory=TradingEnvConfig)
-    oracle: Mapping[TaskId, RegimeParams] | None = None
-    """synthetic regimes by task: report returns as a fraction of the oracle's"""
+    oracle: Mapping[TaskId, OracleRule] | None = None
+    """synthetic tasks' true rules (AR(1) ``RegimeParams`` or regime ``TaskRule``): report
+    returns as a fraction of the oracle's"""
     oracle_threshold: float = 0.0
     """oracle trades only when |expected next return| exceeds this (fraction of price)"""
 

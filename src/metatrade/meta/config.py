@@ -101,6 +101,13 @@ class MetaConfig(AdaptationConfig):
     )
     optimizer: Literal["trpo", "adam", "promp"] = Field("trpo", description="meta-optimizer")
     lr: float = Field(1e-3, gt=0, description="Adam / ProMP learning rate")
+    meta_sgd_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Adam / ProMP learning rate of the Meta-SGD step sizes (learn_inner_lr); "
+        "null: lr. Adam moves a parameter by about lr per iteration, and step sizes of order "
+        "inner_lr (e.g. 30) need a rate of order 1 to move at all",
+    )
     max_grad_norm: float | None = Field(
         10.0, gt=0, description="gradient-norm clip for Adam / ProMP; null: off"
     )

@@ -61,7 +61,7 @@ class MetaLearner:
         self.update = make_update(cfg.optimizer)
         self.optimizer: torch.optim.Optimizer | None = None
         if cfg.optimizer in ("adam", "promp"):
-            self.optimizer = torch.optim.Adam(self.leaves(), lr=cfg.lr)
+            self.optimizer = torch.optim.Adam(self._param_groups(cfg))
         self.rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
@@ -83,13 +83,27 @@ class MetaLearner:
         same_leaves = self.config.learn_inner_lr == config.learn_inner_lr
         if new.optimizer is None or self.optimizer is None or not same_leaves:
             state["optimizer"] = None
+        if (self.config.meta_sgd_lr is None) != (config.meta_sgd_lr is None):
+            state["optimizer"] = None  # one parameter group or two: a fresh Adam
         new.load_state_dict(state)
         if new.optimizer is not None:
-            for group in new.optimizer.param_groups:
-                group["lr"] = config.lr
+            for group, fresh in zip(
+                new.optimizer.param_groups, new._param_groups(config), strict=True
+            ):
+                group["lr"] = fresh["lr"]
         new.rng, new.generator = self.rng, self.generator
         new.backend = self.backend
         return new
+
+    def _param_groups(self, cfg: MetaConfig) -> list[dict[str, Any]]:
+        """Adam's parameter groups: every leaf at ``lr``, or (``meta_sgd_lr`` set) theta at
+        ``lr`` and the Meta-SGD step sizes at ``meta_sgd_lr``."""
+        if cfg.meta_sgd_lr is None or self.inner_lrs is None:
+            return [{"params": self.leaves(), "lr": cfg.lr}]
+        return [
+            {"params": list(self.params.values()), "lr": cfg.lr},
+            {"params": list(self.inner_lrs.values()), "lr": cfg.meta_sgd_lr},
+        ]
 
     def leaves(self) -> list[Tensor]:
         """What the meta-update changes: theta, and the Meta-SGD step sizes if learned."""

@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
+from metatrade.data.regime_config import RegimesConfig
 from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
@@ -129,6 +130,11 @@ class DataSection(_Section):
     synthetic_bars: int = Field(4000, gt=100, description="synthetic family only: bars per task")
     synthetic_heldout: int = Field(
         0, ge=0, description="synthetic family only: the last N generated tasks are held out"
+    )
+    regimes: RegimesConfig | None = Field(
+        None,
+        description="synthetic family only: the regime family's kinds, weights and parameter "
+        "ranges (metatrade.data.regimes); null: the AR(1) family",
     )
 
     @field_validator("tasks")

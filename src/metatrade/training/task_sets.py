@@ -5,6 +5,8 @@ and the checks that every named task exists and that an evaluated task was not t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,11 @@ def synthetic_dir(cfg: RunConfig) -> Path:
     if d.data_dir:
         return Path(d.data_dir)
     name = f"n{d.num_synthetic_tasks}-bars{d.synthetic_bars}-seed{cfg.run.seed}"
+    if d.regimes is not None:  # the folder depends on the family's settings too
+        from dataclasses import asdict
+
+        digest = hashlib.sha256(json.dumps(asdict(d.regimes), sort_keys=True).encode())
+        name = f"regimes-{digest.hexdigest()[:10]}-{name}"
     return cfg.run_dir() / "synthetic_data" / name
 
 
@@ -44,7 +51,13 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     generated: list[tuple[str, str]] = []
     if d.family == "synthetic":
         data_dir = synthetic_dir(cfg)
-        if _writes_synthetic(data_dir):
+        if _writes_synthetic(data_dir) and d.regimes is not None:
+            from metatrade.data.regimes import write_regime_tasks
+
+            write_regime_tasks(
+                data_dir, d.num_synthetic_tasks, cfg.run.seed, d.regimes, n_bars=d.synthetic_bars
+            )
+        elif _writes_synthetic(data_dir):
             from metatrade.data.synthetic import write_synthetic_tasks
 
             write_synthetic_tasks(

@@ -14,7 +14,11 @@ from pydantic.dataclasses import dataclass
 class NetworkConfig:
     """Which network and how wide (the observation and action spaces come from the env)."""
 
-    kind: Literal["mlp", "gru", "moe"] = Field("mlp", description="network trunk")
+    kind: Literal["mlp", "gru", "moe", "linear"] = Field(
+        "mlp",
+        description="network trunk (linear: logits linear in the observation with a learned "
+        "gain per input feature; hidden_sizes and activation unused)",
+    )
     hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, description="hidden layer widths")
     activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
     num_experts: int = Field(4, gt=0, description="moe only: number of experts")
