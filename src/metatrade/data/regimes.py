@@ -38,6 +38,7 @@ from metatrade.data.synthetic import (
     SESSION_MINUTES,
     SESSION_OPEN_MIN,
     session_timestamps,
+    write_synthetic_market,
 )
 from metatrade.data.task_arrays import TaskId
 from metatrade.io import atomic_write_text
@@ -263,6 +264,7 @@ def write_regime_tasks(
         "bar_minutes": bar_minutes,
         "tasks": {f"{t.instrument}_{t.timeframe}": r.to_json() for t, r in tasks.items()},
     }
+    write_synthetic_market(out)  # the bars are in session_timestamps' sessions
     # The sidecar is written last and atomically: its presence marks a complete folder.
     atomic_write_text(out / PARAMS_FILE, json.dumps(doc, indent=1))
     return tasks

@@ -45,6 +45,14 @@ SYNTHETIC_MARKET = {
 """the market ``session_timestamps`` writes bars for, as an instruments.yaml description"""
 
 
+def write_synthetic_market(folder: Path) -> None:
+    """``instruments.yaml`` in ``folder``: every instrument trades ``SYNTHETIC_MARKET`` (the
+    session hours ``session_timestamps`` writes bars in)."""
+    header = "# Synthetic tasks (metatrade.data.synthetic): NSE session hours, no holidays.\n"
+    market = yaml.safe_dump({"default": SYNTHETIC_MARKET}, sort_keys=False)
+    atomic_write_text(folder / INSTRUMENTS_FILE, header + market)
+
+
 def synthetic_instrument(name: str) -> Instrument:
     """The ``Instrument`` of a synthetic task (``SYNTHETIC_MARKET``), for arrays built from
     ``generate_bars`` without a folder."""
@@ -201,9 +209,7 @@ def write_synthetic_tasks(
             flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
         tasks[parse_task_name(f"{stem}.{fmt}")] = params
         sidecar[stem] = {**asdict(params), "bar_minutes": int(tf), "n_bars": n_bars}
-    header = "# Synthetic tasks (metatrade.data.synthetic): NSE session hours, no holidays.\n"
-    market = yaml.safe_dump({"default": SYNTHETIC_MARKET}, sort_keys=False)
-    atomic_write_text(out / INSTRUMENTS_FILE, header + market)
+    write_synthetic_market(out)
     # The sidecar is written last and atomically: its presence marks a complete folder.
     atomic_write_text(out / PARAMS_FILE, json.dumps({"seed": seed, "tasks": sidecar}, indent=2))
     return tasks
