@@ -287,6 +287,7 @@ def _load_run(
         flat["data.heldout.instruments"] = []
         flat["data.heldout.timeframes"] = []
     cfg = apply_overrides(ck_cfg, flat)
+    configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)  # as meta-train did
     if cfg.data.family == "nav2d":
         raise ConfigError(
             f"checkpoint {path}: a nav2d run; adapt/backtest/evaluate work on trading and "

@@ -31,7 +31,7 @@ from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.errors import DataError
 
 # Bump whenever a feature's definition changes: it is part of the on-disk cache key.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 CLIP = 10.0
 _MINUTE_NS = 60 * 10**9
 
@@ -170,20 +170,43 @@ rows (at most ``feature_warmup_rows()`` of the standard set, else every task los
 REGISTERED_FEATURES: dict[str, FeatureFn] = {}
 """name -> definition of every feature beyond ``FEATURE_NAMES``, in column order (add one with
 ``register_feature``; bump ``FEATURE_VERSION`` when a definition changes)."""
+FEATURE_GROUPS: dict[str, str] = {}
+"""registered column -> its group, where it shares one with other columns (the six columns of
+a one-hot): ``env.features`` may name the group for all of them, and the linear policy gives
+a group one gain (``feature_group``)"""
 VOL_SCALE_BARS = 48
 RETURN_LAGS = 8
 
 
-def register_feature(name: str, fn: FeatureFn) -> None:
-    """Add a named feature that ``env.features`` can select (computed for every task)."""
+def register_feature(name: str, fn: FeatureFn, *, group: str | None = None) -> None:
+    """Add a named feature that ``env.features`` can select (computed for every task);
+    ``group``: a name shared with other columns of one feature (selects them together)."""
     if name in FEATURE_NAMES or name in REGISTERED_FEATURES:
         raise ValueError(f"feature {name!r} is already defined")
+    if group is not None and (group in FEATURE_NAMES or group in REGISTERED_FEATURES):
+        raise ValueError(f"feature group {group!r} has the name of a feature")
     REGISTERED_FEATURES[name] = fn
+    if group is not None:
+        FEATURE_GROUPS[name] = group
 
 
 def available_features() -> tuple[str, ...]:
     """Every feature name ``env.features`` can select: the standard set, then the registered."""
     return FEATURE_NAMES + tuple(REGISTERED_FEATURES)
+
+
+def feature_group(name: str) -> str:
+    """The group of a feature column: its registered group, else the column itself."""
+    return FEATURE_GROUPS.get(name, name)
+
+
+def expand_feature_names(names: Sequence[str]) -> list[str]:
+    """``names`` with each group name (``next_sixth``) replaced by its columns in registry
+    order; every other name kept as given (``check_feature_names`` judges them)."""
+    members: dict[str, list[str]] = {}
+    for column, group in FEATURE_GROUPS.items():
+        members.setdefault(group, []).append(column)
+    return [c for n in names for c in members.get(n, [n])]
 
 
 def _lagged_scaled_return(bars: Bars, *, lag: int) -> np.ndarray:
@@ -225,7 +248,7 @@ def check_feature_names(names: Sequence[str] | None, *, what: str = "") -> None:
     """Refuse unknown or repeated names in one line, with close matches."""
     if names is None:
         return
-    known = available_features()
+    known = available_features() + tuple(dict.fromkeys(FEATURE_GROUPS.values()))
     prefix = f"{what}: " if what else ""
     for name in names:
         if name not in known:
@@ -326,3 +349,13 @@ def build_task_arrays(
         market=market,
     )
     return every.select_features(FEATURE_NAMES if features is None else features)
+
+
+def _register_extras() -> None:
+    """The features of ``metatrade.data.extra_features`` join the registry (one registry)."""
+    from metatrade.data.extra_features import register
+
+    register()
+
+
+_register_extras()

@@ -27,6 +27,7 @@ from metatrade.data.features import (
     available_features,
     build_task_arrays,
     check_feature_names,
+    expand_feature_names,
 )
 from metatrade.data.instruments import Instrument, InstrumentRegistry, Market
 from metatrade.data.naming import data_files, parse_task_name, timeframe_sort_key
@@ -61,6 +62,8 @@ class DataLoader:
             entry (``data.instruments``).
         splits: how each task's time axis is cut into train/validation/test.
         heldout: tasks meta-training never sees (``sample_tasks(task_set="test")`` returns them).
+        heldout_splits: the time splits of the held-out tasks (e.g. adapt on their first fifth
+            and test on the rest); None = ``splits``.
         cache_dir: on-disk cache folder; None = ``$METATRADE_CACHE`` or ``~/.cache/metatrade``;
             False disables the disk cache.
         strict: a file that cannot be used (bad name, bad rows, too short) is an error for
@@ -84,17 +87,20 @@ class DataLoader:
         instruments: dict | None = None,
         splits: SplitConfig = SplitConfig(),
         heldout: HeldOut = HeldOut(),
+        heldout_splits: SplitConfig | None = None,
         cache_dir: str | Path | None | bool = None,
         strict: bool = False,
         lookback: int = 1,
         features: tuple[str, ...] | list[str] | None = None,
     ):
+        features = None if features is None else expand_feature_names(features)
         check_feature_names(features, what="DataLoader features")
         self.features = FEATURE_NAMES if features is None else tuple(features)
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else SAMPLE_DIR
         self.tz = tz
         self.splits = splits
         self.heldout = heldout
+        self.heldout_splits = heldout_splits
         self.strict = strict
         self.lookback = lookback
         self.skipped: dict[str, str] = {}
@@ -287,6 +293,12 @@ class DataLoader:
         return bars
 
     # ---- features --------------------------------------------------------------------------
+    def task_splits(self, task: TaskId) -> SplitConfig:
+        """How ``task``'s time axis is cut: ``heldout_splits`` for a held-out task if given."""
+        if self.heldout_splits is not None and task in self.heldout:
+            return self.heldout_splits
+        return self.splits
+
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
         """Bars + causal features (the loader's ``features``) + split ranges + sessions + market
         of one task (cached: every available feature on disk, the selection in memory)."""
@@ -296,15 +308,14 @@ class DataLoader:
         path = self.task_path(*task)
         inst = self.instrument(task.instrument)
         every = available_features()
-        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, repr(inst), repr(self.splits))
+        splits = self.task_splits(task)
+        key = ("arrays", FEATURE_VERSION, every, _BARS_VERSION, repr(inst), repr(splits))
         hit = self.cache.load("arrays", path, key) if self.cache else None
         if hit is not None:
             arrays = _arrays_from_npz(task, hit, inst)
         else:
             bars = self._load_bars(task)
-            arrays = build_task_arrays(
-                task, bars, splits=self.splits, instrument=inst, features=every
-            )
+            arrays = build_task_arrays(task, bars, splits=splits, instrument=inst, features=every)
             if self.cache:
                 self.cache.save("arrays", path, key, _arrays_to_npz(arrays))
         arrays = arrays.select_features(self.features)

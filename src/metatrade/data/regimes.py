@@ -16,13 +16,17 @@ return given the information at bar t. For ``markov`` it knows the hidden state
 (``oracle="state"``, the default); ``oracle="filter"`` uses Hamilton's filter instead (the
 parameters known, the state inferred from the bars). ``noise`` tasks' oracle is flat.
 
-Timestamps: NSE sessions (09:15-15:30 IST, ``metatrade.data.synthetic.session_timestamps``);
-``session_clock`` is the one function that places a bar in its session.
+Timestamps: the synthetic market's sessions (``metatrade.data.synthetic.SYNTHETIC_MARKET``,
+written beside the bars as ``instruments.yaml``; ``session_timestamps``); ``session_clock``
+is the one function that places a bar in its session, and it reads the market's calendar.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,14 +34,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from metatrade.data.calendar import assign_sessions
+from metatrade.data.instruments import Instrument
 from metatrade.data.naming import parse_task_name
 from metatrade.data.regime_config import KIND_PARAMS, RegimesConfig, draw_params
 from metatrade.data.regime_kinds import EXPECT, KINDS, SIMULATE, Clock, Observed, markov_filter
 from metatrade.data.synthetic import (
     PARAMS_FILE,
-    SESSION_MINUTES,
-    SESSION_OPEN_MIN,
     session_timestamps,
+    synthetic_instrument,
     write_synthetic_market,
 )
 from metatrade.data.task_arrays import TaskId
@@ -49,17 +54,23 @@ FAMILY = "regimes"
 """the sidecar's ``family`` entry for a folder written here (AR(1) folders have none)"""
 
 
-def session_clock(timestamps: np.ndarray, tz: str = "Asia/Kolkata") -> Clock:
-    """Each bar's place in its session from its start time (int64 ns UTC [N]): the fraction
-    of the 09:15-15:30 session elapsed, and True on a session's first bar (and on row 0).
-    The one place that knows the session hours: a calendar can replace it here."""
-    local = pd.DatetimeIndex(np.asarray(timestamps, dtype="datetime64[ns]")).tz_localize("UTC")
-    local = local.tz_convert(tz)
-    minute = np.asarray(local.hour * 60 + local.minute, dtype=np.float64)
-    fraction = np.clip((minute - SESSION_OPEN_MIN) / SESSION_MINUTES, 0.0, 1.0 - 1e-9)
-    day = np.asarray(local.normalize().asi8)
-    first = np.ones(len(day), dtype=bool)
-    first[1:] = day[1:] != day[:-1]
+@functools.cache
+def _synthetic_market() -> Instrument:
+    return synthetic_instrument(FAMILY)
+
+
+def session_clock(timestamps: np.ndarray, instrument: Instrument | None = None) -> Clock:
+    """Each bar's place in its session from its start time (int64 ns UTC [N]), read from the
+    market's calendar (``metatrade.data.calendar``): the fraction of its session elapsed, and
+    True on a session's first bar (and on row 0). ``instrument``: the market the bars trade
+    in, default the synthetic market the regime tasks are written for (``SYNTHETIC_MARKET``)."""
+    inst = instrument or _synthetic_market()
+    ts = np.asarray(timestamps, dtype=np.int64)
+    sessions = assign_sessions(ts, inst.calendar, inst.timezone)
+    length = np.maximum(sessions.close - sessions.open, 1)
+    fraction = np.clip((ts - sessions.open) / length, 0.0, 1.0 - 1e-9)
+    first = np.ones(len(ts), dtype=bool)
+    first[1:] = sessions.label[1:] != sessions.label[:-1]
     return Clock(fraction=fraction, first=first)
 
 
@@ -206,9 +217,10 @@ def kind_counts(weights: dict[str, float], n_tasks: int) -> dict[str, int]:
     return counts
 
 
-def draw_rules(config: RegimesConfig, n_tasks: int, seed: int) -> list[TaskRule]:
+def draw_rules(config: RegimesConfig, n_tasks: int, seed: int | Sequence[int]) -> list[TaskRule]:
     """``n_tasks`` rules: kinds in proportion to the weights (in shuffled order), parameters
-    uniform in the ranges, each task's bar seed spawned from ``seed``."""
+    uniform in the ranges, each task's bar seed spawned from ``seed`` (an int or a list of
+    ints: ``numpy.random.SeedSequence`` entropy)."""
     root = np.random.SeedSequence(seed)
     draw_seq, *task_seqs = root.spawn(n_tasks + 1)
     rng = np.random.default_rng(draw_seq)
@@ -229,45 +241,80 @@ def draw_rules(config: RegimesConfig, n_tasks: int, seed: int) -> list[TaskRule]
     return rules
 
 
-def write_regime_tasks(
+@dataclass(frozen=True)
+class RegimeSet:
+    """One set of tasks of a folder: names ``<prefix><i:03d>_<kind>_<minutes>``, drawn from
+    ``seed`` (int or list of ints), ``n_bars`` bars each."""
+
+    prefix: str
+    n_tasks: int
+    seed: int | Sequence[int]
+    n_bars: int
+
+
+def set_seed(seed: int, label: str) -> list[int]:
+    """The seed entropy of a task set named ``label`` of a run seeded ``seed``: its own
+    stream, independent of the training tasks' (which are drawn from ``seed`` itself)."""
+    return [int(seed), zlib.crc32(f"regimes:{label}".encode())]
+
+
+def write_regime_sets(
     folder: str | Path,
-    n_tasks: int,
-    seed: int,
+    sets: Sequence[RegimeSet],
     config: RegimesConfig | None = None,
     *,
-    n_bars: int = 5_000,
     bar_minutes: int = 5,
     fmt: str = "parquet",
 ) -> dict[TaskId, TaskRule]:
-    """Write ``n_tasks`` tasks (``Reg007_vol_ar_5.parquet``, ...) and the sidecar into
-    ``folder``; deterministic for ``seed`` and ``config``. Returns {task: rule}."""
+    """Write every task of ``sets`` and one sidecar into ``folder``; deterministic for the
+    sets and ``config``. Returns {task: rule}."""
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt={fmt!r}; use 'parquet' or 'csv'")
     config = config or RegimesConfig()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tasks: dict[TaskId, TaskRule] = {}
-    for i, rule in enumerate(draw_rules(config, n_tasks, seed)):
-        bars, rule = generate_task(rule, n_bars, bar_minutes=bar_minutes)
-        stem = f"Reg{i:03d}_{rule.kind}_{bar_minutes}"
-        if fmt == "parquet":
-            bars.to_parquet(out / f"{stem}.parquet")
-        else:
-            flat = bars.reset_index()
-            flat["datetime"] = bars.index.as_unit("s").asi8
-            flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
-        tasks[parse_task_name(f"{stem}.{fmt}")] = rule
+    for spec in sets:
+        for i, rule in enumerate(draw_rules(config, spec.n_tasks, spec.seed)):
+            bars, rule = generate_task(rule, spec.n_bars, bar_minutes=bar_minutes)
+            stem = f"{spec.prefix}{i:03d}_{rule.kind}_{bar_minutes}"
+            if fmt == "parquet":
+                bars.to_parquet(out / f"{stem}.parquet")
+            else:
+                flat = bars.reset_index()
+                flat["datetime"] = bars.index.as_unit("s").asi8
+                flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
+            tasks[parse_task_name(f"{stem}.{fmt}")] = rule
     doc = {
         "family": FAMILY,
-        "seed": seed,
-        "n_bars": n_bars,
         "bar_minutes": bar_minutes,
+        "sets": [
+            {"prefix": s.prefix, "n_tasks": s.n_tasks, "seed": s.seed, "n_bars": s.n_bars}
+            for s in sets
+        ],
         "tasks": {f"{t.instrument}_{t.timeframe}": r.to_json() for t, r in tasks.items()},
     }
     write_synthetic_market(out)  # the bars are in session_timestamps' sessions
     # The sidecar is written last and atomically: its presence marks a complete folder.
     atomic_write_text(out / PARAMS_FILE, json.dumps(doc, indent=1))
     return tasks
+
+
+def write_regime_tasks(
+    folder: str | Path,
+    n_tasks: int,
+    seed: int | Sequence[int],
+    config: RegimesConfig | None = None,
+    *,
+    n_bars: int = 5_000,
+    bar_minutes: int = 5,
+    fmt: str = "parquet",
+    prefix: str = "Reg",
+) -> dict[TaskId, TaskRule]:
+    """Write ``n_tasks`` tasks (``Reg007_vol_ar_5.parquet``, ...) and the sidecar into
+    ``folder``; deterministic for ``seed`` and ``config``. Returns {task: rule}."""
+    spec = RegimeSet(prefix, n_tasks, seed, n_bars)
+    return write_regime_sets(folder, [spec], config, bar_minutes=bar_minutes, fmt=fmt)
 
 
 def load_task_rules(folder: str | Path) -> dict[TaskId, TaskRule]:

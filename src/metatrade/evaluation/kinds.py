@@ -11,14 +11,21 @@ For ``markov`` tasks the oracle knows the hidden state (``TaskRule.positions``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from metatrade.data.synthetic import OracleRule
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.bootstrap import ConfidenceInterval, percentile_interval
+from metatrade.io import atomic_write_text, json_safe
+
+if TYPE_CHECKING:
+    from metatrade.evaluation.protocol_result import EvaluationResult
 
 FLAT_KINDS = ("noise",)
 """kinds whose oracle is flat: reported in absolute return, excluded from fractions"""
@@ -76,6 +83,53 @@ def kind_summary(
     return KindSummary(fractions, mean, flat)
 
 
+ORACLE_NOTE = (
+    "the oracle holds the sign of each task's true expected next return; on markov tasks it "
+    "knows the hidden state (a filter that infers it earns less)"
+)
+
+
+def kinds_report(
+    returns: Mapping[str, np.ndarray],
+    oracle_returns: np.ndarray,
+    kinds: list[str],
+    *,
+    seed: int = 0,
+    num_resamples: int = 1000,
+) -> dict[str, object]:
+    """Every row's figures by kind, JSON-able: {"kinds", "tasks_per_kind", "note", "rows":
+    {label: {"fractions": {kind: CI dict}, "mean_fraction", "flat_returns": {kind: mean
+    return per window}}}}. Each row resamples with the same ``seed`` (paired draws)."""
+    rows = {}
+    for label, values in returns.items():
+        s = kind_summary(values, oracle_returns, kinds, seed=seed, num_resamples=num_resamples)
+        rows[label] = {
+            "fractions": {k: ci.as_dict() for k, ci in s.fractions.items()},
+            "mean_fraction": s.mean_fraction,
+            "flat_returns": s.flat_returns,
+        }
+    counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+    return {"kinds": list(counts), "tasks_per_kind": counts, "note": ORACLE_NOTE, "rows": rows}
+
+
+def format_kinds(report: Mapping[str, object]) -> str:
+    """The report of ``kinds_report`` as plain text: a line per row, its oracle fraction by
+    kind and the mean over those kinds, then its mean return per window (%) on flat-oracle
+    kinds."""
+    rows: dict = report["rows"]  # type: ignore[assignment]
+    first = next(iter(rows.values()))
+    order, flat = list(first["fractions"]), list(first["flat_returns"])
+    head = f"{'oracle fraction by kind':<24}" + "".join(f"{k:>10}" for k in order)
+    lines = [head + f"{'mean':>8}" + "".join(f"{k + ' %':>12}" for k in flat)]
+    for label, r in rows.items():
+        line = f"{label:<24}" + "".join(f"{r['fractions'][k]['estimate']:>10.3f}" for k in order)
+        line += f"{r['mean_fraction']:>8.3f}"
+        lines.append(line + "".join(f"{100 * r['flat_returns'][k]:>+12.4f}" for k in flat))
+    counts = ", ".join(f"{k} {n}" for k, n in report["tasks_per_kind"].items())  # type: ignore[attr-defined]
+    lines.append(f"tasks: {counts}; noise in absolute return; {report['note']}")
+    return "\n".join(lines)
+
+
 def kind_table(
     result_returns: Mapping[str, np.ndarray],
     oracle_returns: np.ndarray,
@@ -95,3 +149,22 @@ def kind_table(
         )
         lines.append(line)
     return "\n".join(lines)
+
+
+def save_kinds_report(
+    result: EvaluationResult, oracle: Mapping[TaskId, OracleRule] | None, out_dir: str | Path
+) -> str | None:
+    """With an oracle of several kinds (the regime family): write ``evaluation_kinds.json``
+    and ``.txt`` (``kinds_report`` of every row of ``result``) into ``out_dir`` and return
+    the text; None (nothing written) otherwise."""
+    if oracle is None or result.oracle_returns is None:
+        return None
+    kinds = task_kinds(result.tasks, oracle)
+    if len(set(kinds)) < 2:
+        return None
+    report = kinds_report(result.returns, result.oracle_returns, kinds)
+    text = format_kinds(report)
+    out = Path(out_dir)
+    atomic_write_text(out / "evaluation_kinds.json", json.dumps(json_safe(report), indent=1))
+    atomic_write_text(out / "evaluation_kinds.txt", text + "\n")
+    return text

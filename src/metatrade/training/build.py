@@ -103,7 +103,22 @@ def policy_kwargs(cfg: RunConfig, env: BatchEnv) -> dict[str, Any]:
         "account_dim": getattr(env, "account_dim", 0),
         "num_experts": p.num_experts,
         "init_log_std": p.init_log_std,
+        "feature_groups": feature_group_ids(cfg.env.features) if p.kind == "linear" else None,
     }
+
+
+def feature_group_ids(features: list[str] | None) -> list[int] | None:
+    """The linear policy's gain group of each observed feature column, from the names
+    (``metatrade.data.features.feature_group``: the six ``next_sixth`` columns share one
+    gain, the two ``open_gap_decay`` columns one; measured in docs/regimes.md); None for the
+    standard features (one gain per column)."""
+    if features is None:
+        return None
+    from metatrade.data.features import feature_group
+
+    groups = [feature_group(f) for f in features]
+    order = list(dict.fromkeys(groups))
+    return [order.index(g) for g in groups]
 
 
 def make_policy_for(cfg: RunConfig, family: TaskFamily, seed: int | None = None) -> torch.nn.Module:

@@ -200,6 +200,7 @@ def run_meta_test(
     see ``eval_tasks``; seen tasks are flagged in the table. Prints the table and writes
     ``<run_dir>/eval/evaluation.{csv,json,txt}`` and ``evaluation_adaptation.png``.
     """
+    from metatrade.evaluation.kinds import save_kinds_report
     from metatrade.evaluation.protocol import MetaTestProtocol
 
     loader = make_loader(cfg)
@@ -216,15 +217,19 @@ def run_meta_test(
         inner_lrs=inner_lrs,
         pretrained=pretrained,
     )
-    result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)
+    protocol = make_protocol_config(cfg, tasks)
+    result = MetaTestProtocol(protocol).run(starts, tasks, loader)
     result.seen = seen
     files = result.save(run_dir / "eval")
+    by_kind = save_kinds_report(result, protocol.oracle, run_dir / "eval")
     if console is not None:
         warn_seen(console, seen)
         console.print(
             f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
         )
         console.print(result.format_table(), soft_wrap=True)
+        if by_kind is not None:
+            console.print(by_kind, soft_wrap=True, highlight=False, markup=False)
         console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
     return result
 

@@ -100,7 +100,8 @@ class EnvSection(_Section):
     features: list[str] | None = Field(
         None,
         description="feature columns observed, by name (metatrade.data.features."
-        "available_features()); null = the 22 standard features",
+        "available_features()) or by group (next_sixth: its six columns); null = the 22 "
+        "standard features",
     )
     costs: CostsSection | None = Field(
         None,
@@ -112,7 +113,8 @@ class EnvSection(_Section):
     @field_validator("features")
     @classmethod
     def _known_features(cls, v: list[str] | None) -> list[str] | None:
-        from metatrade.data.features import check_feature_names
+        from metatrade.data.features import check_feature_names, expand_feature_names
 
+        v = None if v is None else expand_feature_names(v)  # a group names all its columns
         check_feature_names(v)
         return v

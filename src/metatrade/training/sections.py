@@ -81,6 +81,11 @@ class HeldOutSection(_Section):
     tasks: list[str] = Field(
         default_factory=list, description="individual held-out tasks, 'Instrument:TF'"
     )
+    splits: SplitsSection | None = Field(
+        None,
+        description="time splits of the held-out tasks (adaptation = their train split, "
+        "test = their test split); null = data.splits",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -91,6 +96,23 @@ class HeldOutSection(_Section):
     @classmethod
     def _timeframes_as_str(cls, v: Any) -> Any:
         return [str(t) for t in v] if isinstance(v, list) else v
+
+
+class SyntheticEvalSection(_Section):
+    """Held-out synthetic tasks with a seed of their own (the regime family, data.regimes)."""
+
+    tasks: int = Field(
+        0,
+        ge=0,
+        description="held-out tasks drawn with their own seed (from run.seed and task_set), "
+        "written beside the training tasks; 0: none",
+    )
+    bars: int | None = Field(None, gt=100, description="bars per task; null = synthetic_bars")
+    task_set: Literal["test", "validation"] = Field(
+        "test",
+        description="which held-out set (each its own seed): validation tasks to choose "
+        "settings on, test tasks for the figures",
+    )
 
 
 class DataSection(_Section):
@@ -130,6 +152,10 @@ class DataSection(_Section):
     synthetic_bars: int = Field(4000, gt=100, description="synthetic family only: bars per task")
     synthetic_heldout: int = Field(
         0, ge=0, description="synthetic family only: the last N generated tasks are held out"
+    )
+    synthetic_eval: SyntheticEvalSection = Field(
+        default_factory=SyntheticEvalSection,
+        description="synthetic family only: held-out tasks of their own seed and length",
     )
     regimes: RegimesConfig | None = Field(
         None,

@@ -33,6 +33,9 @@ def synthetic_dir(cfg: RunConfig) -> Path:
 
         digest = hashlib.sha256(json.dumps(asdict(d.regimes), sort_keys=True).encode())
         name = f"regimes-{digest.hexdigest()[:10]}-{name}"
+    ev = d.synthetic_eval
+    if ev.tasks:
+        name += f"-{ev.task_set}{ev.tasks}x{ev.bars or d.synthetic_bars}"
     return cfg.run_dir() / "synthetic_data" / name
 
 
@@ -52,11 +55,9 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     if d.family == "synthetic":
         data_dir = synthetic_dir(cfg)
         if _writes_synthetic(data_dir) and d.regimes is not None:
-            from metatrade.data.regimes import write_regime_tasks
+            from metatrade.data.regimes import write_regime_sets
 
-            write_regime_tasks(
-                data_dir, d.num_synthetic_tasks, cfg.run.seed, d.regimes, n_bars=d.synthetic_bars
-            )
+            write_regime_sets(data_dir, regime_sets(cfg), d.regimes)
         elif _writes_synthetic(data_dir):
             from metatrade.data.synthetic import write_synthetic_tasks
 
@@ -72,12 +73,14 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         timeframes=tuple(d.heldout.timeframes),
         tasks=tuple(held_tasks),
     )
+    held_splits = d.heldout.splits
     loader = DataLoader(
         data_dir,
         tz=d.timezone,
         instruments=d.instruments,
         splits=SplitConfig(**d.splits.model_dump()),
         heldout=heldout,
+        heldout_splits=None if held_splits is None else SplitConfig(**held_splits.model_dump()),
         strict=d.strict,
         lookback=cfg.env.lookback,
         features=cfg.env.features,
@@ -103,19 +106,44 @@ def _writes_synthetic(folder: Path) -> bool:
     return not (folder.is_dir() and data_files(folder))
 
 
+# Name prefixes of the regime family's task sets: meta-training tasks, then the held-out sets.
+SET_PREFIX = {"train": "Reg", "validation": "Val", "test": "Test"}
+
+
+def regime_sets(cfg: RunConfig) -> list[Any]:
+    """The task sets a regime-family run writes: ``num_synthetic_tasks`` training tasks from
+    ``run.seed``, and ``data.synthetic_eval`` held-out tasks from a seed of their own."""
+    from metatrade.data.regimes import RegimeSet, set_seed
+
+    d, ev = cfg.data, cfg.data.synthetic_eval
+    sets = [RegimeSet(SET_PREFIX["train"], d.num_synthetic_tasks, cfg.run.seed, d.synthetic_bars)]
+    if ev.tasks:
+        seed = set_seed(cfg.run.seed, ev.task_set)
+        bars = ev.bars or d.synthetic_bars
+        sets.append(RegimeSet(SET_PREFIX[ev.task_set], ev.tasks, seed, bars))
+    return sets
+
+
 def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
-    """The last ``data.synthetic_heldout`` generated tasks (none in a user's data folder)."""
+    """The held-out tasks of a generated folder: the last ``data.synthetic_heldout`` generated
+    training tasks and every ``data.synthetic_eval`` task (none in a user's data folder)."""
     from metatrade.data.synthetic import PARAMS_FILE, load_synthetic_params
 
-    n = cfg.data.synthetic_heldout
-    if not n or not (folder / PARAMS_FILE).is_file():
+    n, ev = cfg.data.synthetic_heldout, cfg.data.synthetic_eval
+    if ev.tasks and cfg.data.regimes is None:
+        raise ConfigError("data.synthetic_eval: held-out sets of their own need data.regimes")
+    if not (n or ev.tasks) or not (folder / PARAMS_FILE).is_file():
         return []
     generated = list(load_synthetic_params(folder))
-    if n >= len(generated):
+    prefix = SET_PREFIX[ev.task_set] if ev.tasks else None
+    own = [tuple(t) for t in generated if prefix and t.instrument.startswith(prefix)]
+    trained = [t for t in generated if tuple(t) not in own]
+    if n >= len(trained) and n:
         raise ConfigError(
-            f"data.synthetic_heldout={n}: must be below data.num_synthetic_tasks={len(generated)}"
+            f"data.synthetic_heldout={n}: must be below data.num_synthetic_tasks={len(trained)}"
         )
-    return [tuple(t) for t in generated[-n:]]
+    last = [tuple(t) for t in trained[len(trained) - n :]] if n else []
+    return last + own
 
 
 def _refuse_short(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId]) -> None:
