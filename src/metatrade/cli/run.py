@@ -88,6 +88,7 @@ def _meta_train(
 ) -> None:
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
+    from metatrade.training.pretrained import pretrained_for_run
     from metatrade.training.trainer import Trainer
 
     data, tasks, seed = cli
@@ -116,6 +117,10 @@ def _meta_train(
     console.print(
         f"done in {time.perf_counter() - t0:.1f} s; checkpoint {checkpoint_path(run_dir)}"
     )
+    # the exact estimator's "pretrained" row of evaluate (evaluation.baselines), in the run
+    policy = trainer._policy()
+    resumed = resume_from is not None
+    pretrained_for_run(cfg, family, policy, console, resume=resumed, run_id=trainer.run_id)
 
 
 # ---- train (PPO) ------------------------------------------------------------------------

@@ -118,15 +118,16 @@ def _vol_ar(
     logvol = lfilter([s * np.sqrt(1.0 - rho * rho)], [1.0, -rho], rng.standard_normal(n))
     sigma_t = sigma * np.exp(logvol)
     eps = sigma_t * rng.standard_normal(n)
-    body, sq = np.empty(n), np.zeros(w)  # sq: ring buffer of the last w squared bodies
+    body = np.empty(n)
+    cum = np.zeros(n + 1)  # cum[t + 1] = sum of squared bodies 0..t, as realised_vol sums
+    phi_high, phi_low = float(p["phi_high"]), float(p["phi_low"])
     prev = 0.0
-    for t in range(n):  # phi depends on the realised vol up to t-1: a loop, n ~ 1e4
+    for t in range(n):  # phi depends on the realised vol up to t-1: a loop of scalar steps
         k = min(t, w)
-        rv = np.sqrt(sq[:k].mean()) if k else 0.0
-        phi = p["phi_high"] if rv > sigma else p["phi_low"]
-        prev = phi * prev + eps[t]
+        rv = np.sqrt((cum[t] - cum[t - k]) / k) if k else 0.0
+        prev = (phi_high if rv > sigma else phi_low) * prev + eps[t]
         body[t] = prev
-        sq[t % w] = prev * prev
+        cum[t + 1] = cum[t] + prev * prev
     return Simulated(body, np.zeros(n), sigma_t)
 
 

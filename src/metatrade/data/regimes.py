@@ -50,6 +50,10 @@ from metatrade.io import atomic_write_text
 
 __all__ = ["KINDS", "RegimesConfig", "TaskRule", "load_task_rules", "write_regime_tasks"]
 
+START = "2024-01-01"
+"""the first session of a task (of a set's first task when the set is staggered)"""
+
+
 FAMILY = "regimes"
 """the sidecar's ``family`` entry for a folder written here (AR(1) folders have none)"""
 
@@ -169,7 +173,7 @@ class TaskRule:
 
 
 def generate_task(
-    rule: TaskRule, n_bars: int, *, bar_minutes: int = 5, start: str = "2024-01-01"
+    rule: TaskRule, n_bars: int, *, bar_minutes: int = 5, start: str = START
 ) -> tuple[pd.DataFrame, TaskRule]:
     """OHLCV bars of one task (tz-aware index, volume 0) from ``rule.seed``, and the rule
     with its hidden state path filled in (``markov``). Deterministic for the rule."""
@@ -244,12 +248,20 @@ def draw_rules(config: RegimesConfig, n_tasks: int, seed: int | Sequence[int]) -
 @dataclass(frozen=True)
 class RegimeSet:
     """One set of tasks of a folder: names ``<prefix><i:03d>_<kind>_<minutes>``, drawn from
-    ``seed`` (int or list of ints), ``n_bars`` bars each."""
+    ``seed`` (int or list of ints), ``n_bars`` bars each. ``stagger``: task i starts
+    ``i * stagger`` weekdays after ``START`` (held-out sets: independent tasks on days of
+    their own, so the evaluation's day bootstrap does not read one day's bars of many tasks
+    as one market's day), else every task starts on ``START``."""
 
     prefix: str
     n_tasks: int
     seed: int | Sequence[int]
     n_bars: int
+    stagger: int = 0
+
+    def start(self, i: int) -> str:
+        """The first session's date of task ``i``."""
+        return str((pd.Timestamp(START) + pd.offsets.BDay(i * self.stagger)).date())
 
 
 def set_seed(seed: int, label: str) -> list[int]:
@@ -276,7 +288,9 @@ def write_regime_sets(
     tasks: dict[TaskId, TaskRule] = {}
     for spec in sets:
         for i, rule in enumerate(draw_rules(config, spec.n_tasks, spec.seed)):
-            bars, rule = generate_task(rule, spec.n_bars, bar_minutes=bar_minutes)
+            bars, rule = generate_task(
+                rule, spec.n_bars, bar_minutes=bar_minutes, start=spec.start(i)
+            )
             stem = f"{spec.prefix}{i:03d}_{rule.kind}_{bar_minutes}"
             if fmt == "parquet":
                 bars.to_parquet(out / f"{stem}.parquet")
@@ -290,6 +304,7 @@ def write_regime_sets(
         "bar_minutes": bar_minutes,
         "sets": [
             {"prefix": s.prefix, "n_tasks": s.n_tasks, "seed": s.seed, "n_bars": s.n_bars}
+            | {"stagger": s.stagger}
             for s in sets
         ],
         "tasks": {f"{t.instrument}_{t.timeframe}": r.to_json() for t, r in tasks.items()},

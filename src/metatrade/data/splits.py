@@ -10,6 +10,7 @@ Two different hold-outs live here, on purpose side by side:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,10 +96,13 @@ class HeldOut:
     timeframes: tuple[str, ...] = ()
     tasks: tuple[tuple[str, str], ...] = ()
 
+    @functools.cached_property
+    def _sets(self) -> tuple[frozenset[str], frozenset[TaskId]]:
+        """(timeframes, tasks) as sets, built once: ``in`` is asked for every task at every
+        meta-iteration (rebuilding them cost 0.8 s an iteration with 600 held-out tasks)."""
+        return frozenset(str(x) for x in self.timeframes), frozenset(TaskId(*x) for x in self.tasks)
+
     def __contains__(self, task: object) -> bool:
         t = TaskId(*task)  # type: ignore[misc]
-        return (
-            t.instrument in self.instruments
-            or t.timeframe in {str(x) for x in self.timeframes}
-            or t in {TaskId(*x) for x in self.tasks}
-        )
+        timeframes, tasks = self._sets
+        return t.instrument in self.instruments or t.timeframe in timeframes or t in tasks

@@ -30,6 +30,7 @@ from metatrade.io import run_dir_lock
 from metatrade.training import build, commands, task_sets
 from metatrade.training.checkpoint import PPO_DIR, checkpoint_path, load_run_checkpoint
 from metatrade.training.config import RunConfig, apply_overrides
+from metatrade.training.pretrained import pretrained_for_run
 from metatrade.training.trainer import Trainer
 
 REALISTIC_COSTS = "nse_index_futures"
@@ -158,7 +159,7 @@ def _run_demo(
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(trainer.params[name])
-    pretrained = _pretrained_exact(
+    pretrained = pretrained_for_run(
         cfg, family, policy, console, resume=resume, run_id=trainer.run_id
     )
 
@@ -279,35 +280,6 @@ def _backtest_reports(
         f"{run_dir / 'reports'}"
     )
     return reports
-
-
-def _pretrained_exact(
-    cfg: RunConfig,
-    family: Any,
-    policy: torch.nn.Module,
-    console: Any,
-    *,
-    resume: bool,
-    run_id: str | None,
-) -> dict[str, torch.Tensor] | None:
-    """With the exact estimator, the fair "pretrained" start: the same objective over all
-    training tasks, MAML's budget of gradient evaluations (saved in the run; a resumed demo
-    reuses it). None with the sampled estimator (the PPO baseline is its pretrained start)."""
-    from metatrade.training.pretrained import load_pretrained, save_pretrained, train_pretrained
-
-    if cfg.meta.estimator != "exact" or "pretrained" not in cfg.evaluation.baselines:
-        return None
-    if resume and (saved := load_pretrained(cfg.run_dir(), run_id=run_id)) is not None:
-        console.print("pretrained start on the exact objective: loaded from the run")
-        return saved
-    t0 = time.perf_counter()
-    out = train_pretrained(cfg, family, policy)
-    path = save_pretrained(cfg.run_dir(), out["params"], run_id=run_id)
-    console.print(
-        f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
-        f"evaluations), {time.perf_counter() - t0:.0f} s -> {path}"
-    )
-    return out["params"]
 
 
 def _stamp(run_dir: Path) -> None:

@@ -10,6 +10,7 @@ changed or damaged file) carrying the run's id, so a start left by a replaced ru
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,32 @@ def load_pretrained_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(params, dict) or not all(torch.is_tensor(v) for v in params.values()):
         raise CheckpointError(f"pretrained start {path}: holds no parameter tensors")
     return params
+
+
+def pretrained_for_run(
+    cfg: RunConfig,
+    family: Any,
+    policy: torch.nn.Module,
+    console: Any,
+    *,
+    resume: bool,
+    run_id: str | None,
+) -> dict[str, torch.Tensor] | None:
+    """With the exact estimator and ``pretrained`` among ``evaluation.baselines``, the fair
+    "pretrained" start of a run (``train_pretrained``), saved in the run directory where
+    ``evaluate`` finds it (a resumed run reuses a saved one); ``metatrade meta-train`` and
+    the demo call it after meta-training. None otherwise (the sampled estimator's pretrained
+    start is the PPO baseline)."""
+    if cfg.meta.estimator != "exact" or "pretrained" not in cfg.evaluation.baselines:
+        return None
+    if resume and (saved := load_pretrained(cfg.run_dir(), run_id=run_id)) is not None:
+        console.print("pretrained start on the exact objective: loaded from the run")
+        return saved
+    t0 = time.perf_counter()
+    out = train_pretrained(cfg, family, policy)
+    path = save_pretrained(cfg.run_dir(), out["params"], run_id=run_id)
+    console.print(
+        f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
+        f"evaluations), {time.perf_counter() - t0:.0f} s -> {path}"
+    )
+    return out["params"]

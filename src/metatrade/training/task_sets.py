@@ -120,7 +120,8 @@ def regime_sets(cfg: RunConfig) -> list[Any]:
     if ev.tasks:
         seed = set_seed(cfg.run.seed, ev.task_set)
         bars = ev.bars or d.synthetic_bars
-        sets.append(RegimeSet(SET_PREFIX[ev.task_set], ev.tasks, seed, bars))
+        # one weekday apart: each held-out task's test windows fall on days of their own
+        sets.append(RegimeSet(SET_PREFIX[ev.task_set], ev.tasks, seed, bars, stagger=1))
     return sets
 
 

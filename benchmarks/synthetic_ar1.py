@@ -1,4 +1,5 @@
-"""Synthetic regime benchmark (issues 4 and 13): does MAML adapt faster than pretraining or
+"""Synthetic AR(1) benchmark (issues 4 and 13; named synthetic_regimes.py until issue 19
+gave that name to the regime family's benchmark): does MAML adapt faster than pretraining or
 scratch, with the sampled policy gradient and with the exact expected-P&L objective?
 
 Tasks are AR(1) regimes of bar log returns (``metatrade.data.synthetic``): phi uniform in
@@ -36,9 +37,9 @@ step 30, Adam 3e-3, 300 iterations, 8 x 64-bar windows (docs/exact.md lists ever
 sampled settings are issue 4's (docs/notes/benchmark-history.md).
 
 Usage:
-    python benchmarks/synthetic_regimes.py --quick   # < 45 s smoke run, 1 seed (numbers not meaningful)
-    python benchmarks/synthetic_regimes.py           # full mode, seeds 0 1 2 (~18 min per seed under load)
-    python benchmarks/synthetic_regimes.py --tasks validation --no-sampled --seeds 0  # tuning
+    python benchmarks/synthetic_ar1.py --quick   # < 45 s smoke run, 1 seed (numbers not meaningful)
+    python benchmarks/synthetic_ar1.py           # full mode, seeds 0 1 2 (~18 min per seed under load)
+    python benchmarks/synthetic_ar1.py --tasks validation --no-sampled --seeds 0  # tuning
 The last line printed is one JSON object.
 """
 
@@ -293,7 +294,7 @@ def summarise(per_seed: list[dict[str, Any]], args: argparse.Namespace) -> dict[
     mean = {k: round(float(np.mean([s[k][0] for s in per_seed])), 4) for k in keys}
     every_seed_positive = all(s[k][1] > 0 for s in per_seed for k in diffs)
     return {
-        "benchmark": "synthetic_regimes",
+        "benchmark": "synthetic_ar1",
         "quick": args.quick,
         "tasks": args.tasks,
         "seeds": [s["seed"] for s in per_seed],
