@@ -76,10 +76,12 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
     for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent
         assert f"{100 * r.return_mean:+.3f}" in res.output
-    # buy-and-hold's backtest is one long position over the test split, run directly here and
-    # liquidated at the last close (the exit cost paid), as every backtest ends
+    # buy-and-hold's backtest is one long position over the validation split (what evaluate
+    # scores without --final), run directly here and liquidated at the last close (the exit
+    # cost paid), as every backtest ends
+    assert set(table.split) == {"validation"} and "scored on the validation split" in res.output
     arrays = DataLoader().get_task_arrays("Finnifty", "60")
-    env = TradingEnv(arrays, lookback=8, split="test", episode_length=None)
+    env = TradingEnv(arrays, lookback=8, split="validation", episode_length=None)
     env.reset()
     done, action = False, Action.BUY_LONG
     while not done:
@@ -279,7 +281,7 @@ def test_walkforward_refuses_to_replace_its_report_and_takes_the_run_lock(
 
     from test_run_dirs import HOLD_LOCK
 
-    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--from", "test"]
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--final"]
     out = tmp_path / "wf"
     out.mkdir()
     (out / "walkforward_old.png").write_bytes(b"an earlier report")

@@ -131,7 +131,11 @@ def sealed_tasks(
 
     rows = [resolve_start(t.arrays, start) for t in tasks]
     if not final:
-        late = [t for t, r in zip(tasks, rows, strict=True) if r >= t.arrays.split_range("test")[0]]
+        late = [  # (a start past the file's end is make_folds' error, with the usable range)
+            t
+            for t, r in zip(tasks, rows, strict=True)
+            if t.arrays.split_range("test")[0] <= r < len(t) - 1
+        ]
         if late:
             raise sealed_error(
                 "test", f"--from {start} starts in {late[0].arrays.task}'s test split"
