@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from metatrade.agents.checkpoint import load_checkpoint
 from metatrade.cli import app
 from metatrade.data import DataLoader
+from metatrade.evaluation.registry import TrialRegistry
 from metatrade.market import Action, TradingEnv
 from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
 
@@ -167,6 +168,14 @@ def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
     assert res.output.count("=== Backtesting Report ===") == 2
     assert (tmp_path / "eval" / "evaluation_adaptation.png").is_file()
     assert (tmp_path / "reports" / "Finnifty_60" / "maml" / "equity.png").is_file()
+    # a final report: each of its three reads of the test period (the table, the table at
+    # realistic costs, the walk-forward) is a recorded look, and says so
+    looks = TrialRegistry(tmp_path.parent / "trials.sqlite").looks(
+        json.loads((tmp_path / "eval" / "evaluation.json").read_text())["period"]["data_hash"],
+        "test",
+    )
+    ours = [x for x in looks if x.command == "metatrade demo" and x.run.startswith(str(tmp_path))]
+    assert len(ours) == 3 and "scored on the test split (final: look" in res.output
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def run_meta_test(
     protocol_cfg = replace(make_protocol_config(cfg, tasks), test_split=split)
     result = MetaTestProtocol(protocol_cfg).run(starts, tasks, loader)
     result.seen, result.period = seen, period
-    log = trial_log(cfg, kind="evaluate", run=run_dir, run_dir=run_dir)
+    log = trial_log(cfg, kind="evaluate", run=run_dir)
     record_evaluation(result, log, data_hash=period.data_hash, split=split)
     files = result.save(run_dir / "eval")
     if console is not None:

@@ -147,10 +147,11 @@ def open_evaluation(
     final: bool,
     command: str,
 ) -> Period:
-    """``sealed.open_period`` for an evaluation of ``cfg``'s run writing into ``run_dir``:
-    its registry, the data set of the full task ``arrays`` (every split: a validation
-    score and a test look name the same data set) and the look's record."""
-    registry = open_registry(cfg, run_dir)
+    """``sealed.open_period`` for an evaluation of ``cfg``'s run writing into ``run_dir``
+    (what a look records): the run's registry (``open_registry(cfg)``, never one beside the
+    output folder), the data set of the full task ``arrays`` (every split: a validation
+    score and a test look name the same data set)."""
+    registry = open_registry(cfg)
     return open_period(
         split,
         final=final,
