@@ -224,6 +224,7 @@ class MetaTestProtocol:
             split_bars=[stop - first for first, stop in split_bars],
             window_bars=plan.test_cfg.episode_length or 1,
             windows_per_task=cfg.test_episodes,
+            split=cfg.test_split,
         )
         result.warnings = [note] if note else []
         return result

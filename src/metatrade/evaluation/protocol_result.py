@@ -260,7 +260,7 @@ MIN_INDEPENDENT_WINDOWS = 30
 
 
 def interval_warning(
-    *, split_bars: list[int], window_bars: int, windows_per_task: int
+    *, split_bars: list[int], window_bars: int, windows_per_task: int, split: str = "test"
 ) -> str | None:
     """Why the table's intervals may be too narrow, or None.
 
@@ -279,8 +279,8 @@ def interval_warning(
     splits = f"{lo}" if lo == hi else f"{lo}-{hi}"
     return (
         f"the intervals are likely too narrow: {why} and about {independent:.0f} effectively "
-        f"independent test windows ({windows_per_task} windows of {window_bars} bars per task "
-        f"in test splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
+        f"independent {split} windows ({windows_per_task} windows of {window_bars} bars per "
+        f"task in {split} splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
         "tasks, or use the walk-forward protocol (metatrade walkforward)"
     )
 
