@@ -23,8 +23,8 @@ position in {-1, 0, +1}, held from ``open[t+1]`` (the ``PositionRule`` conventio
 In-sample P&L (what ``momentum``, ``reversal`` and ``classical_selected`` compare): each
 candidate's positions computed from the adaptation rows alone (flat until a signal has its
 history inside the window) are traded through the protocol's ledger
-(``protocol_rollouts.rollout_returns`` on a ``LiquidatingEnv``: the env's costs, sizer,
-square-off and order rules, a position still open closed at the last row's close with the
+(``protocol_rollouts.rollout_returns`` on a ``BatchTradingEnv`` with ``liquidate_at_end``:
+the env's costs, sizer, square-off and order rules, a position still open closed at the last row's close with the
 exit cost) from the window's first row to its last: final equity / C0 - 1. Ties go to the
 first candidate (``ar``, ``momentum``, ``reversal``, ``time_of_day``; shorter horizons
 first). Fitting reads nothing outside the adaptation rows [lo, hi).
@@ -41,6 +41,7 @@ import numpy as np
 from metatrade.data.calendar import assign_sessions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
+from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
 
 CLASSICAL = ("ar", "momentum", "reversal", "time_of_day", "classical_selected")
@@ -212,11 +213,11 @@ def ledger_returns(
     """[C] final equity / C0 - 1 of trading each position array (over rows [lo, hi)) in the
     protocol's ledger from row lo to row hi - 1 (see the module docstring)."""
     # Imported here: protocol_rollouts imports protocol_config, which imports this module.
-    from metatrade.evaluation.protocol_rollouts import LiquidatingEnv, rollout_returns, rule_actor
+    from metatrade.evaluation.protocol_rollouts import rollout_returns, rule_actor
 
     window = window_arrays(arrays, rows)
-    cfg = env.with_overrides(lookback=1, split="window", episode_length=None)
-    ledger = LiquidatingEnv([window] * len(positions), 1, cfg)
+    cfg = env.with_overrides(lookback=1, split="window", episode_length=None, liquidate_at_end=True)
+    ledger = BatchTradingEnv([window] * len(positions), 1, cfg)
     return rollout_returns(ledger, rule_actor(list(positions)), None)[:, 0]
 
 

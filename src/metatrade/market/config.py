@@ -82,6 +82,10 @@ class TradingEnvConfig:
     features: tuple[str, ...] | None = None
     """feature columns the observation window holds, by name (``TaskArrays.select_features``);
     None = the task arrays' columns as given (a DataLoader's: ``FEATURE_NAMES``)"""
+    liquidate_at_end: bool = False
+    """close a position still open when an episode ends (ruin or its last bar) at that bar's
+    close, paying the exit (``BacktestingEngine.liquidate``), and report the equity then in
+    ``info["final_equity"]``: what every evaluation ledger does, so every cost is counted"""
 
     def __post_init__(self) -> None:
         if self.lookback < 1:
