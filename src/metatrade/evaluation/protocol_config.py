@@ -13,8 +13,8 @@ from metatrade.data.synthetic import OracleRule
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import buy_and_hold, flat
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.config import AdaptationConfig
 
 Params = dict[str, Tensor]

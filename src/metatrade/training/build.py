@@ -73,7 +73,7 @@ def make_family(
         from metatrade.envs.nav2d import Navigation2DFamily
 
         return Navigation2DFamily(max_episode_steps=cfg.env.episode_length)
-    from metatrade.market.family import TradingTaskFamily
+    from metatrade.envs.trading import TradingTaskFamily
 
     loader = loader if loader is not None else make_loader(cfg)
     source = task_source(cfg, loader)
@@ -180,7 +180,7 @@ def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) ->
     fit the network the config describes on this data (e.g. another lookback or feature set).
     """
     from metatrade.agents.checkpoint import CheckpointError, load_module_state
-    from metatrade.market.family import TradingTaskFamily
+    from metatrade.envs.trading import TradingTaskFamily
 
     learner = state.get("learner")
     if not isinstance(learner, dict) or not isinstance(learner.get("params"), dict):

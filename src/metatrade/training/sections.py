@@ -1,6 +1,6 @@
 """The sections of the run configuration (``RunConfig``'s fields), each a pydantic model or
 the layer's own validated dataclass (``meta`` is ``metatrade.meta.config.MetaConfig``,
-``objective`` is ``metatrade.market.family.ObjectiveSettings``), every field with a default
+``objective`` is ``metatrade.exact.settings.ObjectiveSettings``), every field with a default
 and a one-line description (``docs/configuration.md`` is the reference).
 """
 
@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
 from metatrade.data.regime_config import RegimesConfig
-from metatrade.market.family import ObjectiveSettings
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.meta.config import MetaConfig
 
 
@@ -304,7 +304,7 @@ class RunSection(_Section):
 
 @pydantic_dataclass(frozen=True, config=_STRICT)
 class ObjectiveSection(ObjectiveSettings):
-    """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
+    """The exact objective: ``metatrade.exact.settings.ObjectiveSettings`` (defined and
     validated there once), here with finite numbers only."""
 
 
