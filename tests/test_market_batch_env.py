@@ -23,7 +23,7 @@ SHAPED = TradingEnvConfig(
         "Bank_Nifty": (CostModel(20.0, 20.0, 3.0, 2.0), InstrumentSpec("Bank_Nifty", 15)),
         "Finnifty": (CostModel(25.0, 35.0, 0.0, 7.0), InstrumentSpec("Finnifty", 40)),
     },
-    reward=RewardShaping(1e-3, 2e-4, 5e-4, 0.1),
+    shaping=RewardShaping(1e-3, 2e-4, 5e-4, 0.1),
 )
 # Backtest mode; 300k INR entry fees ruin accounts after a couple of entries.
 RUINOUS = TradingEnvConfig(

@@ -265,9 +265,9 @@ class BatchTradingEnv:
         invalid: np.ndarray,
         agent_win: np.ndarray,
     ) -> np.ndarray:
-        """The P&L reward plus ``config.reward``'s shaping terms; updates the running peak."""
+        """The P&L reward plus ``config.shaping``'s shaping terms; updates the running peak."""
         reward = pnl_reward
-        sh = self.config.reward
+        sh = self.config.shaping
         if sh.invalid_action_penalty:
             reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
         if sh.losing_hold_penalty:

@@ -163,7 +163,7 @@ class TradingEnv(gym.Env):
         self._ts = task_arrays.timestamps.tolist()
         self._capital = float(cfg.initial_capital)
         self._ruin_equity = cfg.ruin_fraction * self._capital
-        self._shaping = sh = cfg.reward
+        self._shaping = sh = cfg.shaping
         self._any_shaping = bool(
             sh.invalid_action_penalty
             or sh.losing_hold_penalty
@@ -291,7 +291,7 @@ class TradingEnv(gym.Env):
     def _shaped_reward(
         self, pnl_reward: float, equity: float, invalid: bool, agent_trade: Any
     ) -> float:
-        """The P&L reward plus ``config.reward``'s shaping terms (the peak is up to date)."""
+        """The P&L reward plus ``config.shaping``'s shaping terms (the peak is up to date)."""
         eng = self.engine
         reward = pnl_reward
         sh = self._shaping

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         data_dir,
         tz=d.timezone,
         instruments=d.instruments,
-        splits=SplitConfig(**d.splits.model_dump()),
+        splits=SplitConfig(**asdict(d.splits)),  # the class the cache key names
         heldout=heldout,
         strict=d.strict,
         lookback=cfg.env.lookback,
