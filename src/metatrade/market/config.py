@@ -33,7 +33,7 @@ ACCOUNT_NAMES = ("position", "unrealised_pnl_frac", "equity_return", "bars_held_
 _STRICT = ConfigDict(extra="forbid")
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class RewardShaping:
     """Optional shaping terms added to the P&L reward; a coefficient of 0 switches a term off.
 

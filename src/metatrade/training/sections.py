@@ -53,12 +53,6 @@ PositiveInt = Field(gt=0)
 MAX_SEED = 2**32 - 1
 
 
-@pydantic_dataclass(frozen=True, config=STRICT)
-class SplitsSection(SplitConfig):
-    """Chronological cut of every task's bars: ``metatrade.data.splits.SplitConfig`` (defined
-    and validated there once)."""
-
-
 class HeldOutSection(_Section):
     """Tasks never seen in (meta-)training: the test of the method."""
 
@@ -99,7 +93,10 @@ class DataSection(_Section):
         None, description="tasks to use, 'Instrument:TF'; null = every task found"
     )
     heldout: HeldOutSection = Field(default_factory=HeldOutSection)
-    splits: SplitsSection = Field(default_factory=SplitsSection)
+    splits: SplitConfig = Field(
+        default_factory=SplitConfig,
+        description="chronological cut of every task's bars (metatrade.data.splits.SplitConfig)",
+    )
     strict: bool = Field(
         False,
         description="a file that cannot be used stops the run (default: skipped with a warning)",
@@ -186,12 +183,6 @@ Baseline = Literal[
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
-class ClassicalSection(ClassicalConfig):
-    """The classical adaptive rows: ``metatrade.evaluation.baselines.ClassicalConfig``
-    (defined and validated there once)."""
-
-
-@pydantic_dataclass(frozen=True, config=STRICT)
 class EvaluationSection(ProtocolSettings):
     """The meta-test protocol: ``metatrade.evaluation.protocol_config.ProtocolSettings``
     (defined and validated there once) plus the rows of the table, the classical rows'
@@ -204,8 +195,10 @@ class EvaluationSection(ProtocolSettings):
         "time_of_day, classical_selected: the classical adaptive rules, fitted on the rows "
         "the starts adapt on)",
     )
-    classical: ClassicalSection = Field(
-        default_factory=ClassicalSection, description="settings of the classical rows"
+    classical: ClassicalConfig = Field(
+        default_factory=ClassicalConfig,
+        description="settings of the classical rows (metatrade.evaluation.baselines."
+        "ClassicalConfig)",
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"

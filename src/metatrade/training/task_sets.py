@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     nothing and train on the instrument meant to be unseen); ``ConfigError`` lists what the
     folder holds.
     """
-    from metatrade.data import DataLoader, HeldOut, SplitConfig
+    from metatrade.data import DataLoader, HeldOut
 
     d = cfg.data
     data_dir: str | Path | None = d.data_dir
@@ -77,7 +76,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         data_dir,
         tz=d.timezone,
         instruments=d.instruments,
-        splits=SplitConfig(**asdict(d.splits)),  # the class the cache key names
+        splits=d.splits,
         heldout=heldout,
         strict=d.strict,
         lookback=cfg.env.lookback,
