@@ -85,7 +85,7 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "env": build.make_env_config(cfg),
         "references": refs,
         "classical": build.classical_rows(cfg),
-        "classical_settings": build.make_classical_config(cfg),
+        "classical_settings": cfg.evaluation.classical,
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
         "deterministic": cfg.evaluation.actions == "mode",
