@@ -73,7 +73,8 @@ def training_data_hash(env: Any, cfg: RunConfig) -> str:
     arrays = getattr(env, "task_arrays", None)
     if arrays:
         return data_hash(arrays)
-    return config_hash({"data": cfg.data.model_dump(), "env": cfg.env.model_dump()})
+    sections = cfg.model_dump(mode="json")
+    return config_hash({"data": sections["data"], "env": sections["env"]})
 
 
 # The per-iteration figure a training trial summarises: the return after adaptation
