@@ -47,7 +47,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     nothing and train on the instrument meant to be unseen); ``ConfigError`` lists what the
     folder holds.
     """
-    from metatrade.data import DataLoader, HeldOut, SplitConfig
+    from metatrade.data import DataLoader, HeldOut
 
     d = cfg.data
     data_dir: str | Path | None = d.data_dir
@@ -73,14 +73,13 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         timeframes=tuple(d.heldout.timeframes),
         tasks=tuple(held_tasks),
     )
-    held_splits = d.heldout.splits
     loader = DataLoader(
         data_dir,
         tz=d.timezone,
         instruments=d.instruments,
-        splits=SplitConfig(**d.splits.model_dump()),
+        splits=d.splits,
         heldout=heldout,
-        heldout_splits=None if held_splits is None else SplitConfig(**held_splits.model_dump()),
+        heldout_splits=d.heldout.splits,
         strict=d.strict,
         lookback=cfg.env.lookback,
         features=cfg.env.features,

@@ -28,10 +28,10 @@ from metatrade.data.task_arrays import TaskArrays
 from metatrade.errors import ConfigError
 from metatrade.evaluation.protocol import Start
 from metatrade.exact.objective import exact_loss
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.exact.windows import latest_windows
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import ObjectiveSettings
 from metatrade.meta.adapt import adapt_on_batch, adapt_online
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.inner import expand_to_tasks
