@@ -95,6 +95,7 @@ def seed_figures(run: Path) -> dict[str, Any]:
         "maml_k1_mean_fraction": round(maml["mean_fraction"], 4),
         "maml_k1_by_kind": per_kind,
         "selected_mean_fraction": round(rows[SELECTED]["mean_fraction"], 4),
+        "mean_fraction_by_row": {r: round(v["mean_fraction"], 4) for r, v in rows.items()},
         "maml_minus_selected_pct": {
             k: round(100 * diff[k], 4) for k in ("estimate", "low", "high")
         },
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=None, help="run base (default: a temp folder)")
     ap.add_argument("--final", action="store_true", help="score the test split (a look)")
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
+    ap.add_argument(
+        "--skip-evaluate", action="store_true", help="read what evaluate wrote in each run"
+    )
     args = ap.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     tmp = tempfile.TemporaryDirectory(prefix="regimes-bench-")
@@ -131,14 +135,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _cli("meta-train", "--config", config, "--out", base, "--no-progress", *seed_args)
     t1 = time.perf_counter()
     final = ["--final"] if args.final else []
-    _cli("evaluate", "--checkpoint", base, *seed_args, *final, "--overwrite", "--no-progress")
+    if not args.skip_evaluate:
+        _cli("evaluate", "--checkpoint", base, *seed_args, *final, "--overwrite", "--no-progress")
     t2 = time.perf_counter()
     per_seed = {s: seed_figures(base.with_name(f"{base.name}-seed{s}")) for s in seeds}
     summary = {
         "benchmark": "synthetic_regimes",
         "quick": args.quick,
         "config": str(args.config),
-        "split": "test" if args.final else "validation",
+        "split": sorted({str(f["split"]) for f in per_seed.values()}),
         "seeds": seeds,
         "meta_train_s": round(t1 - t0, 1),
         "evaluate_s": round(t2 - t1, 1),
