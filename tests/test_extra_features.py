@@ -105,3 +105,15 @@ def test_ret_x_autocorr_predicts_with_either_sign(phi: float) -> None:
     x = _raw(o, c, ts)["ret_x_autocorr_32"]
     r = np.r_[np.nan, np.diff(np.log(c))]
     assert np.nanmean(x[48:-1] * r[49:]) > 0
+
+
+def test_a_group_in_env_features_stands_for_its_columns_in_a_config() -> None:
+    """configs/regimes.yaml names ``next_sixth``: the env section expands it before the
+    base checks (each name once), and a group named twice is refused in one line."""
+    from metatrade.errors import ConfigError
+    from metatrade.training.config import validate_config
+
+    cfg = validate_config({"env": {"features": ["logret_1", "next_sixth"]}})
+    assert cfg.env.features == ("logret_1", *(f"next_sixth_{i}" for i in range(6)))
+    with pytest.raises(ConfigError, match="env.features"):
+        validate_config({"env": {"features": ["next_sixth", "next_sixth_2"]}})
