@@ -202,6 +202,9 @@ def _run_demo(
     wf = demo_walkforward(
         cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, pretrained=pretrained, console=console
     )
+    from metatrade.training.provenance import report_provenance
+
+    report_provenance(cfg, run_dir, console)  # where each setting was chosen (issue 21)
     _stamp(run_dir)
     total = time.perf_counter() - t_start
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
