@@ -30,8 +30,8 @@ tasks' data set: the demo's walk-forward on the same tasks counts them in its DS
 Seeds: ``--seeds 0 1 2`` trains and scores every start once per seed and reports each
 row per seed, their spread and the pooled figure (``evaluation.seeds.pool_evaluations``).
 
-The demo's estimator and inner step size were chosen with this benchmark on validation
-(docs/exact.md, "How the demo's settings were chosen").
+The demo's inner step size was chosen, and its estimator re-checked (kept on speed), with
+this benchmark on validation (docs/exact.md, "How the demo's settings were chosen").
 
 Usage:
     python benchmarks/exact_trading.py --quick            # speed only (< 45 s)

@@ -33,8 +33,8 @@ def test_every_setting_of_the_demo_config_says_where_it_was_chosen() -> None:
             assert "validation" in r.evidence and (
                 "benchmarks/" in r.evidence or "docs/" in r.evidence
             )
-        # a setting once picked on a test figure must say what re-chose it on validation
-        assert "test split" not in r.evidence or "re-chosen on validation" in r.evidence
+        # a setting once picked on a test figure must say what re-checked it on validation
+        assert "test split" not in r.evidence or "re-checked on validation" in r.evidence
     text = provenance_text(rows)
     assert text.startswith("Settings provenance (none chosen on a test period)")
     assert "meta.inner_lr = 10.0 [validation]" in text
