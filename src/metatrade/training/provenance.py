@@ -7,7 +7,7 @@ chosen on the held-out tasks' *validation* split (with the command and figures),
 *a priori* (a design choice or a convention, before any return was read), taken from the
 *paper*, sized by *speed* or the 15-minute budget (seconds, not returns), forced by the
 *data* (how many windows fit) or *required* by another setting. A setting once chosen on a
-test figure says so, and what re-chose it on validation.
+test figure says so, and what re-checked it on validation.
 
 The demo prints the table and writes ``<run>/provenance.md`` and ``provenance.json``;
 ``missing_provenance`` (tested) keeps the table complete when ``demo.yaml`` changes. A run
