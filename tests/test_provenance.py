@@ -24,7 +24,11 @@ from metatrade.training.provenance import (
 def test_every_setting_of_the_demo_config_says_where_it_was_chosen() -> None:
     assert missing_provenance() == []
     rows = settings_provenance(load_config("demo"))
-    assert [r.key for r in rows] == list(demo_settings())
+    assert [r.key for r in rows] == [
+        *demo_settings(),
+        "demo walk-forward",
+        "demo second table costs",
+    ]
     assert "meta.inner_lr" in demo_settings() and "data.splits.test" in demo_settings()
     assert {r.source for r in rows} <= set(SOURCES) - {"run"}  # the demo's own values
     for r in rows:

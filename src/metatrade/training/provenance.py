@@ -124,6 +124,20 @@ DEMO_PROVENANCE: dict[str, tuple[str, str]] = {
 }
 """dotted setting (or a section: its keys not named on their own) -> (source, evidence)"""
 
+DEMO_FIXED: dict[str, tuple[Any, str, str]] = {
+    "demo walk-forward": (
+        "5-session folds after 10, k=1, carry",
+        "a priori",
+        "the walkforward command's default geometry, one week after two (walkforward.fold_spec)",
+    ),
+    "demo second table costs": (
+        "nse_index_futures",
+        "a priori",
+        "statutory NSE index-futures charges (demo.REALISTIC_COSTS, docs/market.md)",
+    ),
+}
+"""the demo's settings fixed in code rather than in demo.yaml -> (value, source, evidence)"""
+
 
 @dataclass(frozen=True)
 class SettingSource:
@@ -180,7 +194,7 @@ def settings_provenance(cfg: RunConfig) -> list[SettingSource]:
         if value != demo_value:
             source, evidence = "run", json.dumps(demo_value)
         rows.append(SettingSource(key, value, source, evidence))
-    return rows
+    return rows + [SettingSource(k, *v) for k, v in DEMO_FIXED.items()]
 
 
 def _short(value: Any, width: int = 40) -> str:
