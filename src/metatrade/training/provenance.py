@@ -40,8 +40,9 @@ _EXACT_VS_SAMPLED = (
     "test split (+0.33% vs -0.76% per window, a look made before the registry: counted in "
     "DEMO_CONFIGURATIONS); re-checked on validation (2026-12-07, `python "
     "benchmarks/exact_trading.py --no-stressed`): MAML k=1 exact -0.99% [-2.00, -0.16] vs "
-    "sampled -0.15% [-0.69, +0.34], intervals overlapping: kept on speed by the rule written "
-    "first, not on returns (docs/exact.md, 'How the demo's settings were chosen')"
+    "sampled -0.15% [-0.69, +0.34] (seeds 1-2 pooled: -1.00 vs -0.32), intervals overlapping: "
+    "kept on speed by the rule written first, not on returns, which favour sampled "
+    "(docs/exact.md, 'How the demo's settings were chosen')"
 )
 
 DEMO_PROVENANCE: dict[str, tuple[str, str]] = {
