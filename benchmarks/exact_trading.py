@@ -108,7 +108,7 @@ def train_starts(cfg: RunConfig, loader: Any, *, iterations: int | None) -> dict
         )
         pretrained = Start(policy, params)
     else:
-        horizon = cfg.meta.num_steps or cfg.env.episode_length
+        horizon = cfg.meta.horizon or cfg.env.episode_length
         env = build.multitask_env(cfg, family)
         agent = build.make_ppo_agent(cfg, env)
         agent.learn(env, total_timesteps=meta_env_steps(cfg, horizon, iters))

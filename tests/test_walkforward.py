@@ -14,7 +14,7 @@ from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     WalkForwardTask,
     fold_arrays,
@@ -33,9 +33,9 @@ ENV = TradingEnvConfig(lookback=LOOKBACK, episode_length=16)
 SPEC = FoldSpec(fold_bars=90, adapt_bars=120, embargo=0)
 
 
-def _adapter(steps: int = 1) -> SampledAdapter:
+def _adapter(steps: int = 1) -> InnerLoopAdapter:
     adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
-    return SampledAdapter(ENV.with_overrides(episode_length=16), adaptation, steps=steps)
+    return InnerLoopAdapter(ENV.with_overrides(episode_length=16), adaptation, steps=steps)
 
 
 def _config(**kw) -> WalkForwardConfig:
@@ -154,7 +154,7 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     import gymnasium as gym
 
     from metatrade.agents.policies import make_policy
-    from metatrade.evaluation.walkforward import ExactAdapter
+    from metatrade.evaluation.walkforward import InnerLoopAdapter
     from metatrade.market.family import ObjectiveSettings
     from walkforward_helpers import N_FEATURES
 
@@ -163,8 +163,8 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     space = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * N_FEATURES + 1,))  # window + position
     policy = make_policy("mlp", space, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=0)
     start = Start(policy, module_params(policy))
-    adaptation = AdaptationConfig(episodes_per_task=3, inner_lr=5.0)
-    adapter = ExactAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)
+    adaptation = AdaptationConfig(estimator="exact", episodes_per_task=3, inner_lr=5.0)
+    adapter = InnerLoopAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)
     rows = (560, 700)
     steps = adapter(start, task.arrays, rows, seed=0)
     assert len(steps) == 2

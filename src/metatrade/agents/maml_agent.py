@@ -2,8 +2,9 @@
 
 A thin wrapper over ``metatrade.meta.learner.MetaLearner``: ``learn`` runs meta-iterations
 (sample tasks, adapt each, meta-update through the adaptation), ``adapt`` takes k inner
-policy-gradient steps on a new task with ``metatrade.meta.adapt.adapt_online`` (each step on fresh
-episodes sampled with the current adapted policy, as in the MAML paper's test protocol), and
+policy-gradient steps on a new task with the one inner loop (``metatrade.meta.adapt.adapt`` on
+a ``SampledSource``: each step on fresh episodes sampled with the current adapted policy, as
+in the MAML paper's test protocol), and
 ``select_action`` acts with the meta-parameters, or with the adapted ones on the copy that
 ``adapt`` returns. The policy can be any kind of ``make_policy`` (mlp, gru, moe); with
 ``policy_kind="moe"``, ``metatrade.agents.moe_agent.regime_report`` applies to it.
@@ -30,7 +31,8 @@ from torch.func import functional_call
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
-from metatrade.meta.adapt import adapt_online
+from metatrade.meta.adapt import adapt
+from metatrade.meta.estimators import SampledSource
 from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
@@ -145,21 +147,22 @@ class MAMLAgent(BaseAgent):
         if lr is not None:
             cfg = replace(cfg, inner_lr=lr, inner_step_sizes=None)
         if num_rollout_steps is not None:
-            cfg = replace(cfg, num_steps=num_rollout_steps)
+            cfg = replace(cfg, horizon=num_rollout_steps)
         adapted = self.clone()
         start = self.params if self.adapted_params is None else self.adapted_params
-        result = adapt_online(
-            self.policy,
-            expand_to_tasks(start, 1),
-            batch_env,
-            config=cfg,
-            num_steps=int(num_steps),
-            inner_lrs=self.learner.inner_lrs,
-            generator=adapted.generator,
-            measure_final=False,
-        )
+        lrs = self.learner.inner_lrs
+        with torch.no_grad():
+            steps = adapt(
+                self.policy,
+                expand_to_tasks({k: v.detach() for k, v in start.items()}, 1),
+                SampledSource(self.policy, batch_env, config=cfg, generator=adapted.generator),
+                config=cfg,
+                second_order=False,
+                inner_lrs=None if lrs is None else {k: v.detach() for k, v in lrs.items()},
+                num_steps=int(num_steps),
+            )
         if self.adapted_params is not None or num_steps > 0:
-            adapted.adapted_params = {k: v[0].detach() for k, v in result.params.items()}
+            adapted.adapted_params = {k: v[0].detach() for k, v in steps[-1].items()}
         return adapted
 
     def clone(self) -> MAMLAgent:

@@ -2,10 +2,11 @@
 tasks never seen in meta-training?
 
 For every held-out task and every starting point (the MAML meta-parameters, a multi-task PPO
-policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt_online``,
-same surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 policy-gradient steps on
-episodes drawn from the task's *adaptation window* (its train split; each step samples fresh
-episodes with the current adapted policy, as in the MAML paper). Every adapted policy is then
+policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt``, the
+run's estimator, surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 steps on
+the task's *adaptation window* (its train split; each step samples fresh episodes with the
+current adapted policy, as in the MAML paper, or reads the exact objective's latest
+windows). Every adapted policy is then
 evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,

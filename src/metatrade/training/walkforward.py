@@ -54,17 +54,15 @@ def fold_spec(
 def make_adapter(cfg: RunConfig, steps: int) -> Adapter:
     """The run's inner loop (its ``meta`` settings and estimator) as a walk-forward
     ``Adapter``, with ``evaluation.adaptation_episodes`` episodes (or windows) per step."""
-    from metatrade.evaluation.walkforward import ExactAdapter, SampledAdapter
+    from metatrade.evaluation.walkforward import InnerLoopAdapter
 
     adaptation = replace(
         build.make_meta_config(cfg), episodes_per_task=cfg.evaluation.adaptation_episodes
     )
     env = build.make_env_config(cfg)
-    if adaptation.num_steps is not None:
-        env = env.with_overrides(episode_length=adaptation.num_steps)
-    if adaptation.estimator == "exact":
-        return ExactAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
-    return SampledAdapter(env=env, adaptation=adaptation, steps=steps)
+    if adaptation.horizon is not None:
+        env = env.with_overrides(episode_length=adaptation.horizon)
+    return InnerLoopAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
 
 
 def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForwardConfig:

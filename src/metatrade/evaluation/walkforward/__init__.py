@@ -7,12 +7,7 @@ See docs/evaluation.md ("Walk-forward protocol") and the module docstrings: ``fo
 (per task and pooled), ``report`` (HTML, CSV, JSON), ``signal`` (the next decision).
 """
 
-from metatrade.evaluation.walkforward.adapters import (
-    Adapter,
-    ExactAdapter,
-    SampledAdapter,
-    job_seed,
-)
+from metatrade.evaluation.walkforward.adapters import Adapter, InnerLoopAdapter, job_seed
 from metatrade.evaluation.walkforward.evaluate import WalkForwardResult, run_walkforward
 from metatrade.evaluation.walkforward.folds import (
     Fold,
@@ -31,8 +26,7 @@ __all__ = [
     "Adapter",
     "Fold",
     "FoldSpec",
-    "ExactAdapter",
-    "SampledAdapter",
+    "InnerLoopAdapter",
     "WalkForwardConfig",
     "WalkForwardResult",
     "WalkForwardTask",
