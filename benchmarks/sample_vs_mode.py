@@ -38,6 +38,7 @@ import numpy as np
 from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
 from metatrade.data.synthetic import write_synthetic_tasks
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.bootstrap import hierarchical_bootstrap_means, percentile_interval
 from metatrade.evaluation.protocol import (
     EvaluationResult,
@@ -47,8 +48,8 @@ from metatrade.evaluation.protocol import (
     module_params,
     random_start,
 )
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import ObjectiveSettings, TradingTaskFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
 

@@ -57,6 +57,7 @@ from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
 from metatrade.data.features import FEATURE_NAMES, available_features
 from metatrade.data.synthetic import write_synthetic_tasks
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.protocol import (
     EvaluationResult,
     MetaTestProtocol,
@@ -64,8 +65,8 @@ from metatrade.evaluation.protocol import (
     Start,
     random_start,
 )
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import ObjectiveSettings, TradingTaskFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.pretrain import gradient_evaluations_per_iteration, pretrain_on_objective
 from metatrade.runtime import configure_cpu

@@ -33,6 +33,7 @@ from metatrade.agents.ppo import PPOAgent, PPOConfig
 from metatrade.data import DataLoader, HeldOut
 from metatrade.data.synthetic import write_synthetic_tasks
 from metatrade.data.task_arrays import TaskId
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.baselines import CLASSICAL
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
@@ -46,7 +47,6 @@ from metatrade.evaluation.walkforward.report import save_report, text_table
 from metatrade.io import json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu

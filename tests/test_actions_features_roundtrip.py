@@ -55,7 +55,7 @@ def test_the_checkpoint_keeps_the_actions_and_features(target_run: Path) -> None
     saved = yaml.safe_load((target_run / "config.yaml").read_text())
     assert saved["env"]["actions"] == "target" and saved["env"]["features"] == FEATURES
     cfg, state = load_run_checkpoint(target_run)
-    assert cfg.env.actions == "target" and cfg.env.features == FEATURES
+    assert cfg.env.actions == "target" and cfg.env.features == tuple(FEATURES)
     policy = load_meta_policy(cfg, state, target_run)
     assert policy.distribution.n == 3  # Categorical over short / flat / long
     assert policy.spec["obs_dim"] == 2 * len(FEATURES) + 1  # lookback x features + position

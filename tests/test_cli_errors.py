@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from metatrade.cli import app
 from metatrade.data import DataLoader
 from metatrade.data.features import FEATURE_NAMES, feature_warmup_rows
-from metatrade.training.config import ConfigError, load_config
+from metatrade.training.config import ConfigError, apply_overrides, load_config
 from metatrade.training.task_sets import check_episodes_fit, make_loader, task_pool
 
 runner = CliRunner()
@@ -62,15 +62,13 @@ def test_episode_length_longer_than_the_train_split_names_the_key(tmp_path: Path
     tasks = task_pool(cfg, loader, "train")
     longest = int(line.rsplit("<= ", 1)[1].split()[0])
     check_episodes_fit(
-        cfg.model_copy(update={"env": cfg.env.model_copy(update={"episode_length": longest})}),
+        apply_overrides(cfg, {"env.episode_length": longest}),
         loader,
         tasks,
     )
     with pytest.raises(ConfigError):
         check_episodes_fit(
-            cfg.model_copy(
-                update={"env": cfg.env.model_copy(update={"episode_length": longest + 1})}
-            ),
+            apply_overrides(cfg, {"env.episode_length": longest + 1}),
             loader,
             tasks,
         )

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from metatrade.agents.checkpoint import load_checkpoint
 from metatrade.cli import app
 from metatrade.data import DataLoader
+from metatrade.evaluation.registry import TrialRegistry
 from metatrade.market import Action, TradingEnv
 from metatrade.training.checkpoint import checkpoint_path, load_run_checkpoint
 
@@ -76,10 +77,12 @@ def test_evaluate_on_named_tasks(tiny_run: Path, tmp_path: Path) -> None:
     assert (flat.return_mean, flat.return_ci_low, flat.backtest_return) == (0.0, 0.0, 0.0)
     for r in table.itertuples():  # the printed table shows the CSV's numbers, in percent
         assert f"{100 * r.return_mean:+.3f}" in res.output
-    # buy-and-hold's backtest is one long position over the test split, run directly here and
-    # liquidated at the last close (the exit cost paid), as every backtest ends
+    # buy-and-hold's backtest is one long position over the validation split (what evaluate
+    # scores without --final), run directly here and liquidated at the last close (the exit
+    # cost paid), as every backtest ends
+    assert set(table.split) == {"validation"} and "scored on the validation split" in res.output
     arrays = DataLoader().get_task_arrays("Finnifty", "60")
-    env = TradingEnv(arrays, lookback=8, split="test", episode_length=None)
+    env = TradingEnv(arrays, lookback=8, split="validation", episode_length=None)
     env.reset()
     done, action = False, Action.BUY_LONG
     while not done:
@@ -165,6 +168,14 @@ def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
     assert res.output.count("=== Backtesting Report ===") == 2
     assert (tmp_path / "eval" / "evaluation_adaptation.png").is_file()
     assert (tmp_path / "reports" / "Finnifty_60" / "maml" / "equity.png").is_file()
+    # a final report: each of its three reads of the test period (the table, the table at
+    # realistic costs, the walk-forward) is a recorded look, and says so
+    looks = TrialRegistry(tmp_path.parent / "trials.sqlite").looks(
+        json.loads((tmp_path / "eval" / "evaluation.json").read_text())["period"]["data_hash"],
+        "test",
+    )
+    ours = [x for x in looks if x.command == "metatrade demo" and x.run.startswith(str(tmp_path))]
+    assert len(ours) == 3 and "scored on the test split (final: look" in res.output
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -279,7 +290,7 @@ def test_walkforward_refuses_to_replace_its_report_and_takes_the_run_lock(
 
     from test_run_dirs import HOLD_LOCK
 
-    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--from", "test"]
+    geometry = ["--fold-bars", "10", "--adapt-bars", "40", "-k", "0", "--final"]
     out = tmp_path / "wf"
     out.mkdir()
     (out / "walkforward_old.png").write_bytes(b"an earlier report")

@@ -14,8 +14,8 @@ from torch import nn
 from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
 from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.contributions import MetaBatch, closed_form_fisher, meta_loss
 from metatrade.meta.fisher import ClosedFormFisher, closed_form_supported
 from metatrade.meta.learner import MetaConfig, MetaLearner

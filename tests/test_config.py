@@ -96,7 +96,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 def test_meta_section_is_meta_config_validated_once() -> None:
-    """The meta section is metatrade.meta.MetaConfig itself (plus num_meta_iterations): its
+    """The meta section is metatrade.meta.config.MetaSettings (plus num_meta_iterations): its
     validation names the key path, and the learner gets exactly the section's values."""
     from metatrade.meta.config import MetaConfig
     from metatrade.training.build import make_meta_config
@@ -114,6 +114,60 @@ def test_meta_section_is_meta_config_validated_once() -> None:
     assert type(meta) is MetaConfig
     assert meta.inner_step_sizes == (0.5, 0.25) and meta.step_size(5) == 0.25
     assert meta.seed == 3 and meta.num_inner_steps == cfg.meta.num_inner_steps
+
+
+def test_market_and_data_sections_are_the_layers_validated_classes() -> None:
+    """Issue 22: the env, costs, shaping, splits and evaluation sections are the layers' own
+    dataclasses, so a run config with no keys builds exactly the objects their defaults
+    build (a default written in a section of its own would drift from the layer's)."""
+    from metatrade.data.splits import SplitConfig
+    from metatrade.evaluation.baselines import ClassicalConfig
+    from metatrade.evaluation.protocol_config import ProtocolConfig, ProtocolSettings
+    from metatrade.market import CostModel, RewardShaping, TradingEnvConfig
+    from metatrade.market.config import EnvSettings
+    from metatrade.training.build import make_env_config, make_protocol_config
+
+    cfg = RunConfig()
+    assert isinstance(cfg.env, EnvSettings) and isinstance(cfg.env.shaping, RewardShaping)
+    assert isinstance(cfg.data.splits, SplitConfig) and isinstance(cfg.evaluation, ProtocolSettings)
+    assert isinstance(cfg.evaluation.classical, ClassicalConfig)
+    assert make_env_config(cfg) == TradingEnvConfig()
+    assert dataclasses.asdict(cfg.data.splits) == dataclasses.asdict(SplitConfig())
+    protocol, default = make_protocol_config(cfg), ProtocolConfig()
+    for f in dataclasses.fields(ProtocolSettings):
+        assert getattr(protocol, f.name) == getattr(default, f.name), f.name
+    assert protocol.classical_settings == ClassicalConfig()
+    costs = validate_config({"env": {"costs": {"preset": "bps", "buy_bps": 1.5}}}).env.costs
+    assert isinstance(costs, CostModel) and (costs.name, costs.buy_bps) == ("bps", 1.5)
+    with pytest.raises(ConfigError, match=r"data\.splits: train \+ validation"):
+        validate_config({"data": {"splits": {"train": 0.5}}})
+    with pytest.raises(ConfigError, match=r"env\.shaping\.drawdown_penalty"):
+        validate_config({"env": {"shaping": {"drawdown_penalty": -1.0}}})
+
+
+def test_costs_written_by_earlier_runs_load_as_the_same_cost_model(tmp_path: Path) -> None:
+    """A run directory's config.yaml from before the costs section was CostModel itself holds
+    a preset and every term, unset ones null; it loads as the model it described, and the
+    resolved config (CostModel's fields) round-trips."""
+    old = {"preset": "nse_index_futures", "entry_fee": None, "slippage_bps": 1.0}
+    old |= dict.fromkeys(("exit_fee", "proportional_bps", "buy_bps", "sell_bps"))
+    old |= {"commission_bps": None, "half_spread_bps": None}
+    cfg = validate_config({"env": {"costs": old}})
+    from metatrade.market.costs import PRESETS
+
+    assert cfg.env.costs == dataclasses.replace(PRESETS["nse_index_futures"], slippage_bps=1.0)
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(path).env.costs == cfg.env.costs
+
+
+def test_meta_seed_of_earlier_runs_reads_as_run_seed() -> None:
+    """One seed, run.seed: the meta.seed key runs wrote before is dropped when it agrees with
+    run.seed (or is the old default 0) and an error naming run.seed when it does not."""
+    cfg = validate_config({"meta": {"seed": 4, "lr": 0.01}, "run": {"seed": 4}})
+    assert "seed" not in cfg.to_dict()["meta"] and cfg.run.seed == 4 and cfg.meta.lr == 0.01
+    assert validate_config({"meta": {"seed": 0}, "run": {"seed": 9}}).run.seed == 9
+    with pytest.raises(ConfigError, match=r"meta\.seed=5: a run has one seed, run\.seed"):
+        validate_config({"meta": {"seed": 5}, "run": {"seed": 4}})
 
 
 def test_ppo_section_is_ppo_hyperparameters_validated_once() -> None:

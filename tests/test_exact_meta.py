@@ -17,9 +17,9 @@ from metatrade.agents.policies import make_policy
 from metatrade.cli import app
 from metatrade.data import DataLoader, HeldOut
 from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.exact.objective import exact_loss
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta import MetaConfig, MetaLearner
 from metatrade.meta.adapt import StoredBatches, adapt
 from metatrade.meta.estimators import ExactSource, make_source

@@ -2,7 +2,7 @@
 both action spaces (``env.actions``: the five orders, target positions).
 
 Every window ends as the evaluation ledgers end it: a position still open after the last
-bar is closed at its close, paying the exit (``LiquidatingEnv``, ``run_backtest``).
+bar is closed at its close, paying the exit (``liquidate_at_end``, ``run_backtest``).
 (a) a stochastic policy: exact expectation = mean of sampled ledger episodes (3 SE);
 (b) one-hot probabilities: exact = the ledger's P&L of that action sequence (1e-9 relative);
 (c) gradients and the one-step meta-gradient = central finite differences;
@@ -22,7 +22,6 @@ import torch
 
 from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
-from metatrade.evaluation.protocol_rollouts import LiquidatingEnv
 from metatrade.exact import (
     FixedUnitsSizer,
     build_windows,
@@ -33,6 +32,7 @@ from metatrade.exact import (
     recursion_from_probs,
 )
 from metatrade.market import (
+    BatchTradingEnv,
     CostModel,
     FixedFractionSizer,
     InstrumentSpec,
@@ -180,15 +180,15 @@ def test_deterministic_policy_matches_the_ledger_exactly(arrays, actions: str) -
 def test_stochastic_policy_matches_the_mean_of_sampled_ledger_episodes(
     arrays, actions: str
 ) -> None:
-    """(a) LiquidatingEnv (the protocol's BatchTradingEnv that pays the final exit) in the
-    position-observation mode, 3000 episodes per task."""
+    """(a) The protocol's ledger (a BatchTradingEnv that pays the final exit,
+    ``liquidate_at_end``) in the position-observation mode, 3000 episodes per task."""
     pol, params = _policy(2, scale=150.0, actions=actions)
     config = EXACT.with_overrides(actions=actions)
     episodes = 3000
     starts = np.array([[900], [7000], [500]])
     windows = build_windows(arrays, starts, window_bars=N_BARS, config=config, dtype=F64)
     exact = expected_pnl(pol, params, windows)[:, 0].numpy()
-    env = LiquidatingEnv(arrays, episodes, config, seed=0)
+    env = BatchTradingEnv(arrays, episodes, config.with_overrides(liquidate_at_end=True), seed=0)
     obs = env.reset(starts=np.repeat(starts, episodes, axis=1))
     rng = np.random.default_rng(0)
     for _ in range(N_BARS):
@@ -199,7 +199,7 @@ def test_stochastic_policy_matches_the_mean_of_sampled_ledger_episodes(
         obs, _, term, trunc, info = env.step(actions_)
         assert not term.any()
     assert trunc.all()
-    total = env.liquidated.reshape(3, episodes) / config.initial_capital - 1.0
+    total = info["final_equity"] / config.initial_capital - 1.0
     mean, se = total.mean(1), total.std(1, ddof=1) / np.sqrt(episodes)
     assert (np.abs(total).max(1) > 0).all() and (se > 0).all()
     np.testing.assert_array_less(np.abs(mean - exact), 3.0 * se)

@@ -23,7 +23,7 @@ SHAPED = TradingEnvConfig(
         "Bank_Nifty": (CostModel(20.0, 20.0, 3.0, 2.0), InstrumentSpec("Bank_Nifty", 15)),
         "Finnifty": (CostModel(25.0, 35.0, 0.0, 7.0), InstrumentSpec("Finnifty", 40)),
     },
-    reward=RewardShaping(1e-3, 2e-4, 5e-4, 0.1),
+    shaping=RewardShaping(1e-3, 2e-4, 5e-4, 0.1),
 )
 # Backtest mode; 300k INR entry fees ruin accounts after a couple of entries.
 RUINOUS = TradingEnvConfig(
@@ -136,6 +136,46 @@ def test_batch_matches_single_env_bit_for_bit(config: TradingEnvConfig) -> None:
         == singles[0][0].action_space.n
         == {"orders": 5, "target": 3}[config.actions]
     )
+
+
+@pytest.mark.parametrize("actions", ["orders", "target"])
+def test_liquidating_episodes_end_with_the_single_envs_final_equity(actions: str) -> None:
+    """``liquidate_at_end`` (every evaluation ledger): each ended episode's
+    ``info["final_equity"]`` is the single env's, bit for bit, and the equity of closing the
+    position by hand (``TradingEnv.liquidate``) on an env without the option."""
+    config = SIDE_COSTS.with_overrides(actions=actions, square_off=False, liquidate_at_end=True)
+    n_ep = 3
+    batch = BatchTradingEnv(TASKS, n_ep, config, seed=0)
+    batch.reset(seed=0)
+    plain_config = config.with_overrides(liquidate_at_end=False)
+    pairs = [
+        [(TradingEnv(ta, config), TradingEnv(ta, plain_config)) for _ in range(n_ep)]
+        for ta in TASKS
+    ]
+    for i, row in enumerate(pairs):
+        for j, envs in enumerate(row):
+            for env in envs:
+                env.reset(options={"start": int(batch.starts[i, j])})
+    rng = np.random.default_rng(7)
+    ended = open_at_end = 0
+    for _ in range(70):
+        actions_ = rng.integers(0, batch.action_space.n, size=(len(TASKS), n_ep))
+        _, _, term, trunc, info = batch.step(actions_)
+        for i, row in enumerate(pairs):
+            for j, (env, plain) in enumerate(row):
+                _, _, s_term, s_trunc, s_info = env.step(int(actions_[i, j]))
+                _, _, _, _, p_info = plain.step(int(actions_[i, j]))
+                if not (s_term or s_trunc):
+                    assert np.isnan(info["final_equity"][i, j]) and "final_equity" not in s_info
+                    continue
+                ended += 1
+                open_at_end += p_info["position"] != 0
+                final = s_info["final_equity"]
+                assert final == info["final_equity"][i, j] == plain.liquidate()
+                assert env.engine.trades == plain.engine.trades
+                for e in (env, plain):
+                    e.reset(options={"start": int(batch.starts[i, j])})
+    assert ended > 5 and open_at_end > 3
 
 
 def test_protocol_shapes_and_autoreset() -> None:

@@ -58,6 +58,20 @@ def test_hand_computed_lots_bps_and_slippage() -> None:
     assert eng.equity == pytest.approx(1_000_000.0 + 956.25125)
 
 
+def test_liquidate_closes_at_the_last_mark_and_records_the_flat_account() -> None:
+    """The one end-of-run rule of every ledger: a short open at the last mark is closed at
+    that mark's price and time, the exit paid, and the mark's equity becomes the cash."""
+    eng = BacktestingEngine(100_000.0)  # 25 INR in, 35 INR out
+    eng.execute_trade(Action.SELL_SHORT, 1000.0, timestamp=1)  # 99 units
+    eng.mark(990.0, timestamp=2)
+    assert eng.equity_curve[-1] == pytest.approx(99_975.0 + 99 * 10.0)
+    assert eng.liquidate() == pytest.approx(99_975.0 + 990.0 - 35.0)
+    t = eng.trades[-1]
+    assert (t.side, t.exit_price, t.exit_time, t.exit_cost) == (-1, 990.0, 2, 35.0)
+    assert eng.position == 0 and eng.equity_curve == [eng.cash] and eng.equity_times == [2]
+    assert eng.liquidate() == eng.cash and len(eng.trades) == 1  # flat: nothing to do
+
+
 def test_invalid_orders_are_rejected_and_change_nothing() -> None:
     eng = BacktestingEngine(10_000.0, sizer=FixedFractionSizer(0.5))
     assert not eng.execute_trade(Action.CLOSE_LONG, 100.0).accepted

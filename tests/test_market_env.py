@@ -55,7 +55,7 @@ def test_fill_at_next_open_and_reward_is_equity_change() -> None:
 
 
 def test_invalid_action_is_hold_with_penalty() -> None:
-    cfg = TradingEnvConfig(lookback=2, episode_length=5, reward=RewardShaping(0.5))
+    cfg = TradingEnvConfig(lookback=2, episode_length=5, shaping=RewardShaping(0.5))
     env = TradingEnv(make_task_arrays(), cfg)
     env.reset(seed=3)
     _, reward, *_, info = env.step(Action.CLOSE_SHORT)

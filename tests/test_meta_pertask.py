@@ -16,8 +16,8 @@ from metatrade.agents.policies import make_policy
 from metatrade.data import DataLoader
 from metatrade.distributed import attach, make_executor
 from metatrade.envs.nav2d import Navigation2DFamily
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.contributions import BatchedContributions, MetaBatch, replay
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.learner import MetaConfig, MetaLearner

@@ -19,9 +19,9 @@ from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import target_to_action
 from metatrade.evaluation.baselines import CLASSICAL, fit_classical
 from metatrade.evaluation.protocol import MetaTestProtocol, ProtocolConfig, Start, module_params
-from metatrade.evaluation.walkforward.ledger import FoldTradingEnv
 from metatrade.exact.windows import latest_windows
 from metatrade.market.config import TradingEnvConfig, episode_bounds
+from metatrade.market.env import TradingEnv
 from metatrade.meta.config import AdaptationConfig
 
 REGIMES = {
@@ -99,7 +99,7 @@ def test_rows_trade_the_same_windows_as_maml(result, arrays) -> None:
         for i, a in enumerate(arrays):
             pos = result.classical[lab][i].positions(a)
             for j in (0, 3):
-                env = FoldTradingEnv(a, cfg)
+                env = TradingEnv(a, cfg)
                 env.reset(options={"start": int(result.windows[i, j])})
                 done = False
                 while not done:

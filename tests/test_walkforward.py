@@ -155,7 +155,7 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
 
     from metatrade.agents.policies import make_policy
     from metatrade.evaluation.walkforward import InnerLoopAdapter
-    from metatrade.market.family import ObjectiveSettings
+    from metatrade.exact.settings import ObjectiveSettings
     from walkforward_helpers import N_FEATURES
 
     env = TradingEnvConfig(lookback=LOOKBACK, episode_length=16, observation="position")

@@ -83,7 +83,11 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     assert trials["n_trials"] == 4  # the 4 policy rows: no registry, this run's rows alone
     assert trials["source"] == "this run's rows (no registry)"
     assert set(doc["tasks"]) == {"SynA:5", "SynB:5"}
-    assert files["txt"].read_text().splitlines()[0].split()[0] == "row"
+    first, header = files["txt"].read_text().splitlines()[:2]
+    split = trials["split"]  # the table states the split scored and the looks at test
+    assert first == f"scored on the {split} split; looks at its test period: 0"
+    assert header.split()[0] == "row"
+    assert {r["split"] for r in rows} == {split} and rows[0]["test_looks"] == "0.0"
 
 
 def test_cli_rejects_mixed_fold_units_in_one_line(tmp_path: Path) -> None:

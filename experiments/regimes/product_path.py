@@ -26,11 +26,11 @@ from metatrade.data import DataLoader, HeldOut, SplitConfig
 from metatrade.data.extra_features import BarView, extra_features
 from metatrade.data.features import CLIP
 from metatrade.data.regimes import write_regime_tasks
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.kinds import kind_summary, task_kinds
 from metatrade.evaluation.protocol import MetaTestProtocol, ProtocolConfig, Start
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 
 FEATURES = (

@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "TradingEnv": "metatrade.market",
     "TradingEnvConfig": "metatrade.market",
     "BatchTradingEnv": "metatrade.market",
-    "TradingTaskFamily": "metatrade.market",
+    "TradingTaskFamily": "metatrade.envs.trading",
     "MetaConfig": "metatrade.meta",
     "MetaLearner": "metatrade.meta",
     "adapt": "metatrade.meta",

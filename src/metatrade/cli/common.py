@@ -61,6 +61,21 @@ StepsOpt = typer.Option(
     "meta-training optimised the adapted return for)",
 )
 ResumeOpt = typer.Option(False, "--resume", help="continue the run directory's run")
+FinalOpt = typer.Option(
+    False,
+    "--final",
+    help="score the sealed test split: a final act, each look recorded in the trial "
+    "registry (default: the validation split, what choosing a setting may read)",
+)
+SeedsOpt = typer.Option(
+    None,
+    "--seeds",
+    help="training seeds, e.g. --seeds 0 1 2: one run per seed (<run>-seed<S>), each "
+    "figure per seed, its spread and pooled",
+)
+SEEDED = {"allow_extra_args": True}
+"""context settings of a command with ``--seeds``: the values after the first arrive as
+extra arguments (click options take one value), ``seeds_from`` gathers them"""
 OverwriteOpt = typer.Option(
     False, "--overwrite", help="replace what an earlier run wrote in the run directory"
 )
@@ -166,6 +181,34 @@ def resume_command(
         words += ["--seed", str(seed)]
     words += [*extra, "--resume", "--out", os.path.abspath(out)]
     return shlex.join(words)
+
+
+def seeds_from(first: str | None, ctx: typer.Context, seed: int | None = None) -> list[int]:
+    """``--seeds 0 1 2`` (or ``--seeds 0,1,2``) as a list (empty without the option); any
+    other extra argument, a non-integer seed, a repeated one or ``--seed`` beside it is a
+    ``ConfigError``."""
+    extra = list(ctx.args)
+    if first is None:
+        if extra:
+            raise ConfigError(f"unexpected argument(s) {' '.join(extra)}: see --help")
+        return []
+    words = [w for part in [first, *extra] for w in part.replace(",", " ").split()]
+    if not all(w.lstrip("-").isdigit() for w in words):
+        raise ConfigError(f"--seeds {' '.join(words)}: integer seeds, e.g. --seeds 0 1 2")
+    seeds = [int(w) for w in words]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {' '.join(words)}: a seed appears twice")
+    if seed is not None:
+        raise ConfigError("--seed and --seeds: give one (--seeds runs one run per seed)")
+    return seeds
+
+
+def command_line(command: str) -> str:
+    """The command as typed (what a look at the test split records): ``metatrade <args>``
+    from ``sys.argv`` when run as ``metatrade``, else ``metatrade <command>``."""
+    if Path(sys.argv[0]).name == "metatrade":
+        return shlex.join(["metatrade", *sys.argv[1:]])
+    return f"metatrade {command}"
 
 
 def _config(
@@ -279,6 +322,10 @@ def _load_run(
         flat["run.seed"] = seed
     run_dir = _output_dir(path, out)
     flat["run.out_dir"] = str(run_dir)
+    if ck_cfg.run.registry is None:  # the run's registry, wherever --out writes (issue 21)
+        from metatrade.evaluation.registry import registry_path
+
+        flat["run.registry"] = str(registry_path(artefacts.run_dir))
     if tasks is not None:
         # Named tasks are the evaluation tasks: hold exactly them out, train on none of them.
         names = parse_tasks(tasks)

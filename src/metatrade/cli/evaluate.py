@@ -8,17 +8,21 @@ without replacing an earlier result unless ``--overwrite``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from metatrade.cli import app
 from metatrade.cli.common import (
+    SEEDED,
     AllowSeenOpt,
     CheckpointOpt,
     DataOpt,
+    FinalOpt,
     OutOpt,
     OverwriteOpt,
     SeedOpt,
+    SeedsOpt,
     StepsOpt,
     TasksOpt,
     _fresh_output,
@@ -27,6 +31,8 @@ from metatrade.cli.common import (
     _steps,
     _writing,
     cli_errors,
+    command_line,
+    seeds_from,
 )
 from metatrade.cli.output import (
     Format,
@@ -40,9 +46,10 @@ from metatrade.cli.output import (
 from metatrade.errors import ConfigError
 
 
-@app.command("evaluate")
+@app.command("evaluate", context_settings=SEEDED)
 @cli_errors
 def evaluate_cmd(
+    ctx: typer.Context,
     checkpoint: Path = CheckpointOpt,
     data: Path | None = DataOpt,
     tasks: str | None = TasksOpt,
@@ -54,12 +61,56 @@ def evaluate_cmd(
         help="PPO baseline agent file (default: the run's ppo/checkpoints/ppo.pt if any)",
     ),
     allow_seen: bool = AllowSeenOpt,
+    final: bool = FinalOpt,
+    seeds: str | None = SeedsOpt,
     overwrite: bool = OverwriteOpt,
     fmt: Format = FormatOpt,
     progress: bool = ProgressOpt,
 ) -> None:
-    """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines.
-    The run's own config (stored in the checkpoint) sets everything else."""
+    """Meta-test: adapt MAML / PPO / random init on held-out tasks (k = 0..3) vs baselines,
+    scored on their validation split (--final: the test split, a recorded look). The run's
+    own config (stored in the checkpoint) sets everything else. --seeds 0 1 2: the runs
+    <run>-seed<S>, each evaluated, then every row per seed and pooled (<run>-seeds/)."""
+    seed_list = seeds_from(seeds, ctx, seed)
+    opts = {"ppo": ppo, "allow_seen": allow_seen, "final": final, "overwrite": overwrite}
+    if not seed_list:
+        result = _evaluate_run(
+            checkpoint, data, tasks, seed, out, fmt=fmt, progress=progress, **opts
+        )
+        if fmt != Format.table:  # the table itself was printed above, with its intervals
+            emit(result.records(), fmt)
+        return
+    from metatrade.evaluation.seeds import seed_rows
+    from metatrade.training.multiseed import pooled_evaluation, seed_runs, seeds_dir
+
+    runs = seed_runs(checkpoint, seed_list)
+    results = {
+        s: _evaluate_run(run, data, tasks, None, None, fmt=fmt, progress=progress, **opts)
+        for s, run in runs.items()
+    }
+    with _writing(seeds_dir(checkpoint, out)) as where:
+        pools, files = pooled_evaluation(results, where, runs=runs)
+    chatter(fmt).print(files["txt"].read_text(), soft_wrap=True, highlight=False)
+    chatter(fmt).print(f"pooled over seeds: {files['csv']}, {files['json']}")
+    if fmt != Format.table:
+        emit(seed_rows(pools, scale=100), fmt, title="pooled over seeds (%)")
+
+
+def _evaluate_run(
+    checkpoint: Path,
+    data: Path | None,
+    tasks: str | None,
+    seed: int | None,
+    out: Path | None,
+    *,
+    ppo: Path | None,
+    allow_seen: bool,
+    final: bool,
+    overwrite: bool,
+    fmt: Format,
+    progress: bool,
+) -> Any:
+    """``evaluate`` of one run: its results in ``<run>/eval`` (or ``--out``)."""
     from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import run_meta_test
 
@@ -74,11 +125,12 @@ def evaluate_cmd(
             console=chatter(fmt),
             allow_seen=allow_seen,
             pretrained=run.pretrained(),
+            final=final,
+            command=command_line("evaluate"),
             **run.kwargs,
         )
         stamp_results(run_dir / "eval", run.artefacts)
-    if fmt != Format.table:  # the table itself was printed above, with its intervals
-        emit([r.as_dict() for r in result.rows], fmt)
+    return result
 
 
 @app.command("adapt")
@@ -116,18 +168,24 @@ def backtest_cmd(
     seed: int | None = SeedOpt,
     out: Path | None = OutOpt,
     steps: int | None = StepsOpt,
-    split: str = typer.Option(
-        "test", "--split", help="time split to backtest: train/validation/test"
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="time split to backtest: train, validation (default) or test (needs --final)",
     ),
+    final: bool = FinalOpt,
     allow_seen: bool = AllowSeenOpt,
     overwrite: bool = OverwriteOpt,
     fmt: Format = FormatOpt,
 ) -> None:
     """Backtest the (optionally adapted) meta-policy over a whole split of each task (the
-    report per task; --format csv/json: its metrics, a row per task and cost setting)."""
+    report per task, stating the split and the looks at the test period; --format
+    csv/json: its metrics, a row per task and cost setting). The test split needs --final
+    (alone, it means --split test)."""
     from metatrade.training.artefacts import stamp_results
     from metatrade.training.commands import backtest_tasks
 
+    split = split or ("test" if final else "validation")
     if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split: expected train, validation or test, got {split!r}")
     with _writing(_output_dir(checkpoint, out)) as run_dir:
@@ -142,15 +200,22 @@ def backtest_cmd(
             console=chatter(fmt),
             echo=fmt == Format.table,
             allow_seen=allow_seen,
+            final=final,
+            command=command_line("backtest"),
             **run.kwargs,
         )
         stamp_results(run_dir / "reports", run.artefacts)
     if fmt != Format.table:
         emit(
             [
-                {"task": task, "costs": costs, **values}
+                {"task": task, "costs": costs, **values, **_looked(report["period"])}
                 for task, report in results.items()
                 for costs, values in report["metrics"].items()
             ],
             fmt,
         )
+
+
+def _looked(period: Any) -> dict[str, Any]:
+    """The split a row scored and the looks at the test period, for every CSV/JSON row."""
+    return {"split": period.split, "test_looks": period.test_looks}

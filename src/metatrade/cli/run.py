@@ -15,12 +15,14 @@ import typer
 
 from metatrade.cli import app
 from metatrade.cli.common import (
+    SEEDED,
     ConfigOpt,
     DataOpt,
     OutOpt,
     OverwriteOpt,
     ResumeOpt,
     SeedOpt,
+    SeedsOpt,
     StrictOpt,
     TasksOpt,
     _config,
@@ -28,15 +30,18 @@ from metatrade.cli.common import (
     _writing,
     cli_errors,
     resume_command,
+    seeds_from,
 )
 from metatrade.cli.output import console
 from metatrade.training.config import RunConfig, apply_overrides, load_config
+from metatrade.training.multiseed import seed_run_dir
 
 
 # ---- meta-train -------------------------------------------------------------------------
-@app.command("meta-train")
+@app.command("meta-train", context_settings=SEEDED)
 @cli_errors
 def meta_train_cmd(
+    ctx: typer.Context,
     config: str | None = ConfigOpt,
     data: Path | None = DataOpt,
     tasks: str | None = TasksOpt,
@@ -58,21 +63,32 @@ def meta_train_cmd(
         None, "--address", help="Ray cluster: auto or host:port (default: run.address)"
     ),
     workers: int | None = typer.Option(None, "--workers", help="Ray actors (default: run.workers)"),
+    seeds: str | None = SeedsOpt,
 ) -> None:
-    """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir."""
-    cfg = _run_name(_config(config, data, tasks, seed, out, strict=strict), config)
+    """Meta-train a policy with MAML; writes config, logs and checkpoints to the run dir.
+    --seeds 0 1 2: one run per seed, <out>-seed<S> (default runs/<name>-seed<S>), each a
+    trial in the registry; evaluate/walkforward --checkpoint <out> --seeds 0 1 2 pool them."""
     given = {"run.backend": backend, "run.address": address, "run.workers": workers}
     backend_overrides = {k: v for k, v in given.items() if v is not None}
-    run_dir = cfg.run_dir()
     extra = ("-n", str(iterations)) if iterations is not None else ()
-    again = resume_command(
-        "meta-train", config=config, data=data, tasks=tasks, seed=seed, out=run_dir, extra=extra
-    )
-    with _writing(run_dir, again):
-        _meta_train(
-            cfg, config=config, cli=(data, tasks, seed), iterations=iterations, resume=resume,
-            overwrite=overwrite, progress=progress, backend_overrides=backend_overrides,
-        )  # fmt: skip
+    for one in seeds_from(seeds, ctx, seed) or [seed]:
+        where = out if seeds is None or out is None else seed_run_dir(out, one)
+        cfg = _run_name(_config(config, data, tasks, one, where, strict=strict), config)
+        run_dir = cfg.run_dir()
+        again = resume_command(
+            "meta-train", config=config, data=data, tasks=tasks, seed=one, out=run_dir, extra=extra
+        )
+        with _writing(run_dir, again):
+            _meta_train(
+                cfg,
+                config=config,
+                cli=(data, tasks, one),
+                iterations=iterations,
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress,
+                backend_overrides=backend_overrides,
+            )
 
 
 def _meta_train(

@@ -53,8 +53,9 @@ def trials_cmd(
 
 
 def _record(t: Trial, *, full: bool) -> dict[str, Any]:
-    """One trial as a row: short hashes and the per-day Sharpe for people; every field
-    (metrics as a nested object) for programs."""
+    """One trial as a row: short hashes and the Sharpe per period (a day for walk-forward
+    and tune trials, a test window for evaluate's, an iteration for training's) for
+    people; every field (metrics as a nested object) for programs."""
     if full:
         fields = ("id", "time", "kind", "run", "config_hash", "data_hash", "split", "seed")
         return {k: getattr(t, k) for k in (*fields, "label", "metrics")}
@@ -67,7 +68,8 @@ def _record(t: Trial, *, full: bool) -> dict[str, Any]:
         "data": t.data_hash[:8],
         "config": t.config_hash[:8],
         "seed": t.seed,
-        "Sharpe/day": "n/a" if t.sharpe != t.sharpe else f"{t.sharpe:+.4f}",
+        "Sharpe": "n/a" if t.sharpe != t.sharpe else f"{t.sharpe:+.4f}",
+        "per": t.metrics.get("period", "day"),
         "obs": f"{t.metrics.get('n_obs', 0):.0f}",
         "run": t.run,
     }

@@ -15,11 +15,14 @@ import typer
 
 from metatrade.cli import app
 from metatrade.cli.common import (
+    SEEDED,
     CheckpointOpt,
     DataOpt,
+    FinalOpt,
     OutOpt,
     OverwriteOpt,
     SeedOpt,
+    SeedsOpt,
     StepsOpt,
     TasksOpt,
     _fresh_output,
@@ -28,6 +31,8 @@ from metatrade.cli.common import (
     _steps,
     _writing,
     cli_errors,
+    command_line,
+    seeds_from,
 )
 from metatrade.cli.output import Format, FormatOpt, ProgressOpt, chatter, emit, progress_bars
 from metatrade.training.config import ConfigError
@@ -71,9 +76,10 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     return fold_spec(fold_days, adapt_days, embargo, unit="days", normalisation=normalisation)
 
 
-@app.command("walkforward")
+@app.command("walkforward", context_settings=SEEDED)
 @cli_errors
 def walkforward_cmd(
+    ctx: typer.Context,
     checkpoint: Path = CheckpointOpt,
     data: Path | None = DataOpt,
     tasks: str | None = TasksOpt,
@@ -88,32 +94,90 @@ def walkforward_cmd(
     carry: bool = typer.Option(
         True, "--carry/--flatten", help="carry position and equity across folds, or flatten"
     ),
-    first: str = typer.Option(
-        "validation", "--from", help="first fold: a split (validation, test), a row or a date"
+    first: str | None = typer.Option(
+        None,
+        "--from",
+        help="first fold: a split (validation, test), a row or a date (default: validation; "
+        "with --final, test); a start in the test split needs --final",
     ),
     old_start: str | None = OldStartOpt,
     sampled: bool = typer.Option(
         False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
     ),
     configurations: int = typer.Option(
-        1, "--configurations", min=1, help="protocol configurations tried so far (DSR trials)"
+        1,
+        "--configurations",
+        min=1,
+        help="configurations tried outside the trial registry (before it, or elsewhere): "
+        "multiplies the DSR's N, which counts the registry's trials on the data set",
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    final: bool = FinalOpt,
+    seeds: str | None = SeedsOpt,
     fmt: Format = FormatOpt,
     progress: bool = ProgressOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Walk-forward meta-test: re-adapt every start before each fold, trade it, stitch.
-    Writes <run>/walkforward/ (or --out DIR), refusing to replace an earlier report unless
-    --overwrite (--format csv/json: a row per scope, task or pooled, and start)."""
+    Walks the validation split (the tasks cut after it); --final walks the test split (a
+    recorded look). Writes <run>/walkforward/ (or --out DIR), refusing to replace an earlier
+    report unless --overwrite (--format csv/json: a row per scope, task or pooled, and
+    start). --seeds 0 1 2: the runs <run>-seed<S>, each walked, then pooled (<run>-seeds/)."""
     from metatrade.evaluation.walkforward.folds import parse_start
+
+    _renamed_start(old_start, f"--from {old_start}")
+    seed_list = seeds_from(seeds, ctx, seed)
+    walk = {
+        "start": None if first is None else parse_start(first),
+        "spec": _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation),
+        "steps": steps,
+        "ppo": ppo,
+        "final": final,
+        "overwrite": overwrite,
+        "fmt": fmt,
+        "progress": progress,
+        "carry": carry,
+        **({"deterministic": False} if sampled else {}),
+        "configurations": configurations,
+    }
+    if not seed_list:
+        result = _walk_run(checkpoint, data, tasks, seed, out, **walk)
+        if fmt != Format.table:  # the pooled table was printed above
+            emit(result.rows(), fmt)
+        return
+    from metatrade.evaluation.seeds import seed_rows
+    from metatrade.training.multiseed import pooled_walkforward, seed_runs, seeds_dir
+
+    runs = seed_runs(checkpoint, seed_list)
+    results = {s: _walk_run(run, data, tasks, None, None, **walk) for s, run in runs.items()}
+    with _writing(seeds_dir(checkpoint, out)) as where:
+        pools, files = pooled_walkforward(results, where, runs=runs)
+    chatter(fmt).print(files["txt"].read_text(), soft_wrap=True, highlight=False)
+    chatter(fmt).print(f"pooled over seeds: {files['csv']}, {files['json']}")
+    if fmt != Format.table:
+        emit(seed_rows(pools), fmt, title="walk-forward Sharpe pooled over seeds")
+
+
+def _walk_run(
+    checkpoint: Path,
+    data: Path | None,
+    tasks: str | None,
+    seed: int | None,
+    out: Path | None,
+    *,
+    spec: Any,
+    steps: int | None,
+    ppo: Path | None,
+    overwrite: bool,
+    fmt: Format,
+    progress: bool,
+    **options: Any,
+) -> Any:
+    """``walkforward`` of one run: its report in ``<run>/walkforward`` (or ``--out``)."""
     from metatrade.training.artefacts import stamp_results
     from metatrade.training.walkforward import run_walkforward_eval
 
-    _renamed_start(old_start, f"--from {old_start}")
-    start = parse_start(first)
-    spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     with _writing(_output_dir(checkpoint, out)) as where, progress_bars(progress):
         out_dir = where if out is not None else where / "walkforward"
         cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, out)
@@ -129,14 +193,11 @@ def walkforward_cmd(
             inner_lrs=run.inner_lrs,
             trained=run.trained,
             console=chatter(fmt),
-            carry=carry,
-            start=start,
-            **({"deterministic": False} if sampled else {}),
-            configurations=configurations,
+            command=command_line("walkforward"),
+            **options,
         )
         stamp_results(out_dir, run.artefacts)
-    if fmt != Format.table:  # the pooled table was printed above
-        emit(result.rows(), fmt)
+    return result
 
 
 @app.command("signal")
@@ -161,20 +222,39 @@ def signal_cmd(
     ),
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="decide after the last bar of: validation (default: a check that reads no test "
+        "bar) or test (the file's last bar, the live decision; needs --final)",
+    ),
+    final: bool = FinalOpt,
     fmt: Format = FormatOpt,
 ) -> None:
     """The next decision per task: adapt on the latest window as a walk-forward fold does,
-    then print the order for the bar after the last one (--format json: for a program)."""
+    then print the order for the bar after the last one (--format json: for a program).
+    The latest bars are the test split's: the live decision needs --final (a recorded look);
+    without it, the decision after the last validation bar."""
+    from metatrade.evaluation.sealed import sealed_error
     from metatrade.training.walkforward import signals
 
     _renamed_start(old_start, f"--start-policy {old_start}")
+    split = split or ("test" if final else "validation")
+    if split not in ("validation", "test"):
+        raise ConfigError(f"--split {split!r}: use validation or test")
+    if split == "test" and not final:
+        raise sealed_error("test", "signal --split test")
+    if split == "validation" and final:
+        raise ConfigError(
+            "--final decides at the file's last bar (the test split); drop --split validation"
+        )
     pos = {"flat": 0, "long": 1, "short": -1}.get(position)
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
     spec = _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation)
     cfg, policy, _, run = _load_run(checkpoint, data, tasks, seed, None)
     steps = _steps(cfg, steps)
-    out = signals(
+    out, period = signals(
         cfg,
         policy,
         spec=spec,
@@ -185,13 +265,20 @@ def signal_cmd(
         pretrained=run.pretrained(),
         inner_lrs=run.inner_lrs,
         trained=run.trained,
+        final=final,
+        command=command_line("signal"),
     )
-    title = f"next decision ({start}, k={steps}, position assumed {position})"
-    emit([_signal_record(s) for s in out], fmt, title=title)
+    title = (
+        f"next decision ({start}, k={steps}, position assumed {position}) after the last "
+        f"{period.split} bar; {period.describe()}"
+    )
+    emit([_signal_record(s, period) for s in out], fmt, title=title)
 
 
-def _signal_record(s: Any) -> dict[str, Any]:
-    """One task's decision: its fields, the probabilities as ``p_<action>`` columns."""
+def _signal_record(s: Any, period: Any) -> dict[str, Any]:
+    """One task's decision: its fields, the probabilities as ``p_<action>`` columns, the
+    split it decided after and the looks at the test period."""
     record = s.as_dict()
     probabilities = record.pop("probabilities")
-    return record | {f"p_{k}": v for k, v in probabilities.items()}
+    looked = {"split": period.split, "test_looks": period.test_looks}
+    return record | {f"p_{k}": v for k, v in probabilities.items()} | looked

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.data.task_arrays import TaskId
 
 SPLIT_NAMES = ("train", "validation", "test")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class SplitConfig:
-    """How each task's bars are cut in time.
+    """How each task's bars are cut in time (the run config's ``data.splits`` is this class).
 
     Either fractions (``train`` + ``validation`` + ``test`` == 1) or dates: when ``train_end``
     is set, train is every bar before it, validation every bar before ``validation_end`` (or
@@ -31,30 +33,28 @@ class SplitConfig:
     near a boundary do not straddle two splits.
     """
 
-    train: float = 0.7
-    validation: float = 0.15
-    test: float = 0.15
-    embargo_bars: int = 0
-    train_end: str | None = None
-    validation_end: str | None = None
+    train: float = Field(0.7, gt=0, le=1, description="fraction of bars for (meta-)training")
+    validation: float = Field(0.15, ge=0, lt=1, description="fraction for model selection")
+    test: float = Field(0.15, ge=0, lt=1, description="out-of-sample fraction for evaluation")
+    embargo_bars: int = Field(0, ge=0, description="rows skipped before validation and test")
+    train_end: str | None = Field(None, description="date ending train (overrides fractions)")
+    validation_end: str | None = Field(None, description="date ending validation")
 
-    def __post_init__(self) -> None:
-        if self.train_end is None:
-            fr = (self.train, self.validation, self.test)
-            if min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-9 or self.train <= 0:
-                raise ValueError(
-                    f"SplitConfig fractions train={self.train}, validation={self.validation}, "
-                    f"test={self.test} must be >= 0 (train > 0) and sum to 1"
-                )
-        elif self.validation_end is not None and pd.Timestamp(self.validation_end) < pd.Timestamp(
-            self.train_end
-        ):
+    @model_validator(mode="after")
+    def _fractions_or_increasing_dates(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if self.train_end is None and abs(total - 1.0) > 1e-9:
             raise ValueError(
-                f"SplitConfig validation_end={self.validation_end} is before "
-                f"train_end={self.train_end}; dates must increase"
+                f"train + validation + test must sum to 1, got {self.train} + "
+                f"{self.validation} + {self.test} = {total:g}"
             )
-        if self.embargo_bars < 0:
-            raise ValueError(f"SplitConfig embargo_bars={self.embargo_bars} must be >= 0")
+        dates = (self.train_end, self.validation_end)
+        if None not in dates and pd.Timestamp(dates[1]) < pd.Timestamp(dates[0]):
+            raise ValueError(
+                f"validation_end={self.validation_end} is before train_end={self.train_end}; "
+                "dates must increase"
+            )
+        return self
 
     def ranges(self, timestamps: np.ndarray, tz: str = "UTC") -> dict[str, tuple[int, int]]:
         """Half-open row ranges ``{"train", "validation", "test"}`` for sorted ``timestamps``

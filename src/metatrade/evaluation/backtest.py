@@ -4,9 +4,9 @@ A backtest answers "what would this policy have done on these bars": it walks a
 ``TradingEnv`` in backtest mode (``episode_length=None``: from the split's first usable bar
 to its last) taking the *mode* of the policy at every bar (no sampling noise; or, with a
 ``sample_seed``, actions drawn from the policy: ``evaluation.actions: sample``), and reads
-the ledger's equity curve and closed trades. Any position still open after the last bar is closed
-at that bar's close, paying the exit cost, so that every cost is counted and every trade
-appears in the trade list.
+the ledger's equity curve and closed trades. Any position still open after the last bar is
+closed at that bar's close, paying the exit cost (``TradingEnvConfig.liquidate_at_end``), so
+that every cost is counted and every trade appears in the trade list.
 
 What can be backtested (``Backtestable``):
 
@@ -33,7 +33,6 @@ from metatrade.agents.base import BaseAgent
 from metatrade.data.instruments import Market
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.metrics import breakeven_bps, compute_metrics, traded_notional
-from metatrade.market.actions import Action
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
 from metatrade.market.env import TradingEnv
@@ -219,18 +218,6 @@ def _drive(env: TradingEnv, decide: Callable[[np.ndarray, TradingEnv], int]) -> 
     return positions
 
 
-def _liquidated_equity(env: TradingEnv, arrays: TaskArrays) -> np.ndarray:
-    """The engine's equity curve, an open position closed at the last close so the exit cost
-    is paid and counted (in the last value and the engine's trades)."""
-    eng = env.engine
-    equity = np.asarray(eng.equity_curve, dtype=np.float64)
-    if eng.position != 0:  # liquidate at the last close so the exit cost is paid and counted
-        close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
-        eng.execute_trade(close, float(arrays.close[env.bar]), None, eng.equity_times[-1])
-        equity[-1] = eng.equity
-    return equity
-
-
 def run_backtest(
     policy: Backtestable,
     arrays: TaskArrays,
@@ -248,11 +235,13 @@ def run_backtest(
     ``split`` and ``episode_length`` are replaced by ``split`` and None). Returns a BacktestResult whose
     metrics come from ``metatrade.evaluation.metrics.compute_metrics``.
     """
-    cfg = (config or TradingEnvConfig()).with_overrides(split=split, episode_length=None)
+    cfg = (config or TradingEnvConfig()).with_overrides(
+        split=split, episode_length=None, liquidate_at_end=True
+    )
     env = TradingEnv(arrays, cfg)
     positions = _drive(env, _decider(policy, arrays, sample_seed))
-    equity = _liquidated_equity(env, arrays)
-    eng = env.engine
+    eng = env.engine  # its last mark holds the equity after the final exit
+    equity = np.asarray(eng.equity_curve, dtype=np.float64)
     trades = pd.DataFrame([t.to_dict() for t in eng.trades], columns=list(_TRADE_COLUMNS))
     timestamps = np.asarray(eng.equity_times, dtype=np.int64)
     costs, _ = cfg.market_for(arrays)

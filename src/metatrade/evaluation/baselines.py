@@ -23,8 +23,8 @@ position in {-1, 0, +1}, held from ``open[t+1]`` (the ``PositionRule`` conventio
 In-sample P&L (what ``momentum``, ``reversal`` and ``classical_selected`` compare): each
 candidate's positions computed from the adaptation rows alone (flat until a signal has its
 history inside the window) are traded through the protocol's ledger
-(``protocol_rollouts.rollout_returns`` on a ``LiquidatingEnv``: the env's costs, sizer,
-square-off and order rules, a position still open closed at the last row's close with the
+(``protocol_rollouts.rollout_returns`` on a ``BatchTradingEnv`` with ``liquidate_at_end``:
+the env's costs, sizer, square-off and order rules, a position still open closed at the last row's close with the
 exit cost) from the window's first row to its last: final equity / C0 - 1. Ties go to the
 first candidate (``ar``, ``momentum``, ``reversal``, ``time_of_day``; shorter horizons
 first). Fitting reads nothing outside the adaptation rows [lo, hi).
@@ -37,10 +37,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.data.calendar import assign_sessions
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
+from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
 
 CLASSICAL = ("ar", "momentum", "reversal", "time_of_day", "classical_selected")
@@ -51,31 +54,40 @@ _MINUTE_NS = 60 * 10**9
 Rows = tuple[int, int]
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ClassicalConfig:
-    """Settings of the classical rows (the run config's ``evaluation.classical``)."""
+    """Settings of the classical rows (the run config's ``evaluation.classical`` is this
+    class: each field defined and validated here once)."""
 
-    ar_order: int = 1
-    """p of the plug-in AR(p)"""
-    horizons: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    """momentum / reversal lookbacks h (bars) tried on the adaptation window"""
-    buckets: int = 6
-    """time-of-day buckets per session (6: about an hour each in a 375-minute session)"""
+    ar_order: int = Field(1, gt=0, description="p of the plug-in AR(p) row")
+    horizons: tuple[int, ...] = Field(
+        (1, 2, 4, 8, 16, 32),
+        description="momentum / reversal lookbacks (bars) tried on the adaptation window",
+    )
+    buckets: int = Field(
+        6,
+        gt=0,
+        description="time-of-day buckets per trading session (6: about an hour each in a "
+        "375-minute session)",
+    )
 
-    def __post_init__(self) -> None:
-        h = tuple(int(x) for x in self.horizons)
-        if self.ar_order < 1 or self.buckets < 1 or not h or min(h) < 1:
-            raise ValueError(
-                f"ClassicalConfig(ar_order={self.ar_order}, horizons={self.horizons}, "
-                f"buckets={self.buckets}): use ar_order >= 1, buckets >= 1 and horizons >= 1"
-            )
-        object.__setattr__(self, "horizons", tuple(sorted(set(h))))
+    @field_validator("horizons")
+    @classmethod
+    def _positive_horizons(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError(f"expected a non-empty list of horizons >= 1 bar, got {list(v)}")
+        return tuple(sorted(set(v)))
 
 
 def label(name: str, config: ClassicalConfig) -> str:
     """The row label of classical rule ``name`` ("AR(1)", "momentum", ...)."""
-    return {"ar": f"AR({config.ar_order})", "momentum": "momentum", "reversal": "reversal",
-            "time_of_day": "time-of-day", SELECTED: SELECTED_LABEL}[name]  # fmt: skip
+    return {
+        "ar": f"AR({config.ar_order})",
+        "momentum": "momentum",
+        "reversal": "reversal",
+        "time_of_day": "time-of-day",
+        SELECTED: SELECTED_LABEL,
+    }[name]
 
 
 def check_names(names: Sequence[str], where: str) -> tuple[str, ...]:
@@ -212,11 +224,11 @@ def ledger_returns(
     """[C] final equity / C0 - 1 of trading each position array (over rows [lo, hi)) in the
     protocol's ledger from row lo to row hi - 1 (see the module docstring)."""
     # Imported here: protocol_rollouts imports protocol_config, which imports this module.
-    from metatrade.evaluation.protocol_rollouts import LiquidatingEnv, rollout_returns, rule_actor
+    from metatrade.evaluation.protocol_rollouts import rollout_returns, rule_actor
 
     window = window_arrays(arrays, rows)
-    cfg = env.with_overrides(lookback=1, split="window", episode_length=None)
-    ledger = LiquidatingEnv([window] * len(positions), 1, cfg)
+    cfg = env.with_overrides(lookback=1, split="window", episode_length=None, liquidate_at_end=True)
+    ledger = BatchTradingEnv([window] * len(positions), 1, cfg)
     return rollout_returns(ledger, rule_actor(list(positions)), None)[:, 0]
 
 

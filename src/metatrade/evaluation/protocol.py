@@ -81,7 +81,6 @@ from metatrade.evaluation.protocol_result import (
     task_mean,
 )
 from metatrade.evaluation.protocol_rollouts import (
-    LiquidatingEnv,
     backtest_seed,
     feasible_length,
     policy_actions,
@@ -90,6 +89,7 @@ from metatrade.evaluation.protocol_rollouts import (
     stream_seed,
 )
 from metatrade.io import json_safe
+from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 
 __all__ = [
@@ -116,8 +116,8 @@ class _Plan:
     test_cfg: TradingEnvConfig
     bt_cfg: TradingEnvConfig
     windows: np.ndarray  # [T, test_episodes] start bars of the test windows
-    test_env: LiquidatingEnv
-    bt_env: LiquidatingEnv | None
+    test_env: BatchTradingEnv
+    bt_env: BatchTradingEnv | None
 
 
 def _groups(
@@ -225,6 +225,7 @@ class MetaTestProtocol:
             split_bars=[stop - first for first, stop in split_bars],
             window_bars=plan.test_cfg.episode_length or 1,
             windows_per_task=cfg.test_episodes,
+            split=cfg.test_split,
         )
         result.warnings = [note] if note else []
         return result
@@ -239,14 +240,16 @@ class MetaTestProtocol:
             max(1, feasible_length(arrays, cfg.env, cfg.test_split) // 2),
         )
         train_cfg = adaptation_env(cfg, arrays)
-        test_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=test_len)
-        bt_cfg = cfg.env.with_overrides(split=cfg.test_split, episode_length=None)
+        # Every row's ledger pays the exit of a position still open at the end.
+        ledger = {"split": cfg.test_split, "liquidate_at_end": True}
+        test_cfg = cfg.env.with_overrides(episode_length=test_len, **ledger)
+        bt_cfg = cfg.env.with_overrides(episode_length=None, **ledger)
         # Explicit test windows: every row (start, k, reference) trades exactly these.
         win_rng = np.random.default_rng(cfg.seed + 10_007)
         bounds = [episode_bounds(a, test_cfg) for a in arrays]
         windows = np.stack([win_rng.integers(f, last + 1, size=num_eps) for f, last, _ in bounds])
-        test_env = LiquidatingEnv(arrays, num_eps, test_cfg)
-        bt_env = LiquidatingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
+        test_env = BatchTradingEnv(arrays, num_eps, test_cfg)
+        bt_env = BatchTradingEnv(arrays, 1, bt_cfg) if cfg.backtest else None
         return _Plan(train_cfg, test_cfg, bt_cfg, windows, test_env, bt_env)
 
     def adapt(
@@ -276,7 +279,7 @@ class MetaTestProtocol:
         policy = rows[0][1]
         stacked = {n: torch.cat([r[2][n] for r in rows]) for n in rows[0][2]}
         reps = len(rows)
-        env = LiquidatingEnv(arrays * reps, num_eps, plan.test_cfg)
+        env = BatchTradingEnv(arrays * reps, num_eps, plan.test_cfg)
         gens = [torch.Generator().manual_seed(stream_seed(cfg.seed, r[0], "test")) for r in rows]
         out = rollout_returns(
             env,
@@ -288,7 +291,7 @@ class MetaTestProtocol:
         for i, (row, _, _) in enumerate(rows):
             returns[row] = out[i * num_tasks : (i + 1) * num_tasks]
         if cfg.backtest:
-            env = LiquidatingEnv(arrays * reps, 1, plan.bt_cfg)
+            env = BatchTradingEnv(arrays * reps, 1, plan.bt_cfg)
             # one stream per (row, task), so `metatrade backtest` of one task draws the same
             bt = [
                 torch.Generator().manual_seed(backtest_seed(cfg.seed, r[0], str(a.task)))

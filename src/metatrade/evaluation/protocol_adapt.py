@@ -14,10 +14,10 @@ from dataclasses import replace
 import torch
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.protocol_config import Params, ProtocolConfig, Start
 from metatrade.evaluation.protocol_rollouts import feasible_length, stream_seed
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.adapt import adapt
 from metatrade.meta.estimators import make_source, measured_returns
 from metatrade.meta.inner import expand_to_tasks

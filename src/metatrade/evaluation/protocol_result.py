@@ -16,6 +16,7 @@ from metatrade.evaluation.baselines import SELECTED_LABEL, FittedRule, describe
 from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval, percentile_interval
 from metatrade.evaluation.plots import CurveBand, plot_adaptation_curve
 from metatrade.evaluation.protocol_config import Params
+from metatrade.evaluation.sealed import Period
 from metatrade.io import atomic_write_text, json_safe
 
 
@@ -75,6 +76,9 @@ class EvaluationResult:
     """what limits how far the intervals can be trusted (``interval_warning``): in every output"""
     bootstrap: BlockPlan | None = None
     """how the day bootstrap resampled (its warning goes under the table)"""
+    period: Period | None = None
+    """the split scored and the looks at the test period (``sealed.open_period``): stated in
+    the table, every CSV row and the JSON"""
 
     # ---- lookups
     def row(self, method: str, k: int | None = None) -> EvaluationRow:
@@ -111,7 +115,12 @@ class EvaluationResult:
 
     # ---- outputs
     def records(self) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in self.rows]
+        """One dict per row; with a ``period``, which split it scored and the looks at the
+        test period in every row (a CSV row read alone still says it)."""
+        where = {}
+        if self.period is not None:
+            where = {"split": self.period.split, "test_looks": self.period.test_looks}
+        return [r.as_dict() | where for r in self.rows]
 
     def to_csv(self, path: str | Path) -> Path:
         records = self.records()
@@ -126,6 +135,7 @@ class EvaluationResult:
             "tasks": self.tasks,
             "seen_in_meta_training": self.seen,
             "warnings": self.warnings,
+            "period": None if self.period is None else self.period.as_dict(),
             "rows": self.records(),
             "config": self.config,
             "paired_differences": {k: ci.as_dict() for k, ci in self.headline().items()},
@@ -181,6 +191,8 @@ class EvaluationResult:
         use_oracle = self.oracle_returns is not None
         conf = int(round(100 * self.config.get("confidence", 0.95)))
         title = f"Held-out evaluation on {', '.join(self.tasks)}"
+        if self.period is not None:
+            title += f"\n{self.period.describe()}"
         if self.seen:
             title = (
                 f"WARNING: NOT HELD OUT: {', '.join(self.seen)} were meta-training tasks "
@@ -189,7 +201,8 @@ class EvaluationResult:
         t = Table(title=title, caption=self._caption(), caption_justify="left")
         t.add_column("method")
         t.add_column("k", justify="right")
-        t.add_column("test-window return %", justify="right")
+        split = "test" if self.period is None else self.period.split
+        t.add_column(f"{split}-window return %", justify="right")
         t.add_column(f"{conf}% CI", justify="right")
         t.add_column("backtest return %", justify="right")
         if use_oracle:
@@ -247,7 +260,7 @@ MIN_INDEPENDENT_WINDOWS = 30
 
 
 def interval_warning(
-    *, split_bars: list[int], window_bars: int, windows_per_task: int
+    *, split_bars: list[int], window_bars: int, windows_per_task: int, split: str = "test"
 ) -> str | None:
     """Why the table's intervals may be too narrow, or None.
 
@@ -266,8 +279,8 @@ def interval_warning(
     splits = f"{lo}" if lo == hi else f"{lo}-{hi}"
     return (
         f"the intervals are likely too narrow: {why} and about {independent:.0f} effectively "
-        f"independent test windows ({windows_per_task} windows of {window_bars} bars per task "
-        f"in test splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
+        f"independent {split} windows ({windows_per_task} windows of {window_bars} bars per "
+        f"task in {split} splits of {splits} bars; {MIN_INDEPENDENT_WINDOWS}+ wanted): hold out more "
         "tasks, or use the walk-forward protocol (metatrade walkforward)"
     )
 

@@ -1,6 +1,7 @@
-"""Rollouts of the meta-test protocol on test windows and whole-split backtests: the
-liquidating env (a position open at the end is closed with the exit cost, as
-``run_backtest`` does), policy and rule actors, and the per-start random streams."""
+"""Rollouts of the meta-test protocol on test windows and whole-split backtests in the
+ledger (a ``BatchTradingEnv`` with ``liquidate_at_end``: a position open at the end is closed
+with the exit cost, as ``run_backtest`` does), policy and rule actors, and the per-start
+random streams."""
 
 from __future__ import annotations
 
@@ -61,33 +62,14 @@ def backtest_seed(seed: int, label: str, task: str) -> int:
     return stream_seed(seed, f"{label}:{task}", "bt")
 
 
-class LiquidatingEnv(BatchTradingEnv):
-    """A BatchTradingEnv that also records, per slot, the equity at the end of its episode
-    after closing any open position at the last bar's close with the exit cost (what
-    ``run_backtest`` does): ``liquidated`` [T * E], refreshed at each episode end."""
-
-    def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
-        self._recording = False
-        obs = super().reset(seed=seed, starts=starts)
-        self.liquidated = np.full(self._t.size, np.nan)
-        self._recording = True
-        return obs
-
-    def _restart(self, mask: np.ndarray, glob_starts: np.ndarray | None) -> None:
-        if getattr(self, "_recording", False):
-            still_open = mask & (self._pos != 0)
-            if still_open.any():
-                self._close_positions(still_open, self._close[self._t])
-            self.liquidated[mask] = self._cash[mask]  # flat: cash is the equity
-        super()._restart(mask, glob_starts)
-
-
-def rollout_returns(env: LiquidatingEnv, act, starts: np.ndarray | None) -> np.ndarray:
+def rollout_returns(env: BatchTradingEnv, act, starts: np.ndarray | None) -> np.ndarray:
     """Return (final equity / C0 - 1) of each slot's first episode, [T, E], an open position
-    liquidated at the last bar's close with the exit cost.
+    liquidated at the last bar's close with the exit cost (``env`` has ``liquidate_at_end``).
 
     ``act(obs, env, position)`` gives actions [T, E]; ``starts`` [T, E] fixes the start bar
     of every slot (None: backtest mode, each split's first bar)."""
+    if not env.config.liquidate_at_end:
+        raise ValueError("rollout_returns: the env must liquidate at the end (liquidate_at_end)")
     obs = env.reset(starts=starts)
     shape = obs.shape[:2]
     done = np.zeros(shape, dtype=bool)
@@ -98,7 +80,7 @@ def rollout_returns(env: LiquidatingEnv, act, starts: np.ndarray | None) -> np.n
         actions = act(obs, env, position)
         obs, _, terminated, truncated, info = env.step(actions)
         ending = (terminated | truncated) & ~done
-        final[ending] = env.liquidated.reshape(shape)[ending]
+        final[ending] = info["final_equity"][ending]
         position = info["position"]
         done |= ending
         if done.all():

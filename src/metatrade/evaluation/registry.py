@@ -239,9 +239,12 @@ class TrialRegistry:
             return int(con.execute(sql, args).fetchone()[0])
 
     def sharpe_variance(self, data_hash: str, *, split: str | None = None) -> float:
-        """V[SR_n] of the deflated Sharpe ratio: the variance (ddof 1) of the per-period
-        Sharpe ratios of the trials on ``data_hash`` that have one; nan with fewer than 2."""
-        srs = np.array([t.sharpe for t in self.trials(data_hash=data_hash, split=split)])
+        """V[SR_n] of the deflated Sharpe ratio: the variance (ddof 1) of the per-day Sharpe
+        ratios of the trials on ``data_hash`` that have one (metrics ``period`` "day": a
+        trial scored per test window or per iteration counts in N, not here); nan with
+        fewer than 2."""
+        found = self.trials(data_hash=data_hash, split=split)
+        srs = np.array([t.sharpe for t in found if t.metrics.get("period", "day") == "day"])
         srs = srs[np.isfinite(srs)]
         return float(srs.var(ddof=1)) if srs.size > 1 else float("nan")
 
@@ -371,7 +374,8 @@ def series_metrics(returns: np.ndarray, *, period: str = "day") -> dict[str, Any
     r = np.asarray(returns, dtype=np.float64)
     r = r[np.isfinite(r)]
     sd = float(r.std(ddof=1)) if r.size > 1 else 0.0
-    sr = float(r.mean() / sd) if sd > 1e-15 * max(1.0, float(np.abs(r).max())) else math.nan
+    scale = max(1.0, float(np.abs(r).max())) if r.size else 1.0
+    sr = float(r.mean() / sd) if sd > 1e-15 * scale else math.nan
     return {
         "sharpe": sr,
         "n_obs": float(r.size),

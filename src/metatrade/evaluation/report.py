@@ -250,6 +250,7 @@ def backtest_and_report(
     benchmark: bool = True,
     echo: bool = False,
     sample_seed: int | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """Backtest at default and stressed costs; write the report, trades CSV, equity PNG.
 
@@ -263,6 +264,8 @@ def backtest_and_report(
         benchmark: also draw buy-and-hold's equity in the plot.
         echo: print the report.
         sample_seed: draw the policy's actions with this seed instead of taking its mode.
+        note: a line under the title (``metatrade backtest``: the split scored and the looks
+            at the test period, ``sealed.Period.describe``).
 
     Returns:
         {"report": str, "metrics": {column: metrics}, "files": {kind: path},
@@ -280,6 +283,8 @@ def backtest_and_report(
     )
     default = next(iter(results.values()))
     title = f"Policy: {default.name} | Task: {default.task} | Split: {split}"
+    if note:
+        title += f"\n{note}"
     currency = default.market.currency if default.market else "money"
     report = format_backtest_report(
         results, title=title, details=_details(default, results), currency=currency

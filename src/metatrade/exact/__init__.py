@@ -1,7 +1,8 @@
 """metatrade.exact: trading's differentiable objective, the exact expected P&L of a policy.
 
-A sibling of ``metatrade.market`` (the same trading MDP, evaluated by a recursion over the
-position instead of by sampling) that knows nothing of MAML: it offers a per-task loss of
+A layer below ``metatrade.market`` (the same trading MDP, evaluated by a recursion over the
+position instead of by sampling; it reads the market's rules, costs and env config, and the
+market never imports it) that knows nothing of MAML: it offers a per-task loss of
 parameters on a batch of windows, which the meta-learning core can ``vmap`` over tasks like
 a sampled surrogate on ``Episodes``. See docs/exact.md.
 """
@@ -16,6 +17,7 @@ from metatrade.exact.objective import (
     position_recursion,
     recursion_from_probs,
 )
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.exact.windows import (
     PnlWindows,
     build_windows,
@@ -30,6 +32,7 @@ from metatrade.market.sizing import FixedUnitsSizer  # the exactness setting of 
 __all__ = [
     "POSITIONS",
     "FixedUnitsSizer",
+    "ObjectiveSettings",
     "PnlWindows",
     "build_windows",
     "causal_volatility",

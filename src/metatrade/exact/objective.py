@@ -17,7 +17,7 @@ and the expected P&L of a window (fraction of the initial capital, costs include
     r[t](s, s') = s * gap[t] + s' * bar[t] - charge of s -> s' - square-off charge of s',
 
 with the ledger's rules and cost functions (``metatrade.market.rules.transition_charges`` and
-``exit_charge``, the ones ``BacktestingEngine`` and the envs use): an order on bar t fills at
+``order_charge``, the ones ``BacktestingEngine`` and the envs use): an order on bar t fills at
 open[t+1] (slippage against the trader), pays its fee plus the proportional cost of the fill
 notional (a reversal pays the close and the open); the account is marked at close[t+1]. A
 position still open at the window's last close is closed there, paying the exit, as every
@@ -86,7 +86,7 @@ def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     """(r [..., N, 3, 3], square-off mask [..., N]): r[t][s, s'] is the P&L (fraction of C0)
     of holding s through the gap and s' through bar t+1, net of the charges of the orders
     s -> s' (``rules.transition_charges``: a reversal pays both legs) and of a square-off or
-    the final exit of s' at the close of bar t+1 (``rules.exit_charge``), each order at its
+    the final exit of s' at the close of bar t+1 (``rules.order_charge``), each order at its
     side's own rate too (``buy_rate`` / ``sell_rate``: a long entry and a short's exit buy;
     a short entry, a long's exit and a long's square-off sell). A window trades one unit of
     notional ``notional`` (Q_w open / C0), so quantity is 1 in these calls."""
@@ -97,8 +97,9 @@ def bar_rewards(windows: PnlWindows) -> tuple[Tensor, Tensor]:
     rates |= {"buy_rate": w.buy_rate.unsqueeze(-1), "sell_rate": w.sell_rate.unsqueeze(-1)}
     orders = rules.transition_charges(w.notional, quantity=1.0, **fees, **rates)
     exit_fee = w.squared * fees["exit_fee"]
-    square = {
-        s: rules.exit_charge(w.square, side=s, quantity=1.0, fee=exit_fee, **rates) for s in (-1, 1)
+    square = {  # closing a side-s position is an order on side -s
+        s: rules.order_charge(w.square, order_side=-s, quantity=1.0, fee=exit_fee, **rates)
+        for s in (-1, 1)
     }
     rows = []
     for s in POSITIONS:

@@ -1,5 +1,7 @@
 """metatrade.market: the ledger, costs, and the trading environments (single and batched).
 
+The task family over them is ``metatrade.envs.trading.TradingTaskFamily``.
+
 Importing this package registers ``metatrade/Trading-v0`` with Gymnasium.
 """
 
@@ -13,7 +15,6 @@ from metatrade.market.config import RewardShaping, TradingEnvConfig
 from metatrade.market.costs import CostModel, InstrumentSpec
 from metatrade.market.engine import BacktestingEngine, Trade, TradeResult
 from metatrade.market.env import TradingEnv
-from metatrade.market.family import TradingTaskFamily
 from metatrade.market.sizing import FixedFractionSizer, FixedUnitsSizer, PositionSizer
 
 ENV_ID = "metatrade/Trading-v0"
@@ -35,5 +36,4 @@ __all__ = [
     "TradeResult",
     "TradingEnv",
     "TradingEnvConfig",
-    "TradingTaskFamily",
 ]

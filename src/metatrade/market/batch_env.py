@@ -265,9 +265,9 @@ class BatchTradingEnv:
         invalid: np.ndarray,
         agent_win: np.ndarray,
     ) -> np.ndarray:
-        """The P&L reward plus ``config.reward``'s shaping terms; updates the running peak."""
+        """The P&L reward plus ``config.shaping``'s shaping terms; updates the running peak."""
         reward = pnl_reward
-        sh = self.config.reward
+        sh = self.config.shaping
         if sh.invalid_action_penalty:
             reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
         if sh.losing_hold_penalty:
@@ -292,6 +292,8 @@ class BatchTradingEnv:
         ``info["final_obs"]``), then everything reshaped to [T, E, ...]."""
         done = terminated | truncated
         final_obs = obs
+        if self.config.liquidate_at_end:
+            info["final_equity"] = np.where(done, self._liquidate(done), np.nan)
         if done.any():
             final_obs = obs.copy()
             idx = np.flatnonzero(done)
@@ -317,7 +319,23 @@ class BatchTradingEnv:
         """Bar (task row) each slot currently observes, [T, E]."""
         return (self._t - self._offset).reshape(self._shape)
 
+    def liquidate(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Close the open positions of the slots under ``mask`` [T, E] (None: every slot) at
+        the current bar's close, paying the exit (``BacktestingEngine.liquidate``, vectorised);
+        the equity of every slot then, [T, E]."""
+        every = np.ones(self._t.shape, dtype=bool)
+        mask = every if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+        return self._liquidate(mask).reshape(self._shape)
+
     # ---------------------------------------------------------------- helpers
+    def _liquidate(self, mask: np.ndarray) -> np.ndarray:
+        """``liquidate`` on flat slot arrays; a new equity array (``info`` may hold the old)."""
+        still_open = mask & (self._pos != 0)
+        if still_open.any():
+            self._close_positions(still_open, self._close[self._t])
+        self._equity = np.where(mask, self._cash, self._equity)  # flat: cash is the equity
+        return self._equity
+
     def _close_positions(self, mask: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray]:
         """Close the positions under ``mask`` at quoted ``price`` (engine._close, vectorised).
 

@@ -1,29 +1,39 @@
 """Configuration shared by TradingEnv and BatchTradingEnv (one dataclass, typed, defaulted).
 
 Both environments read the same config so that they implement the same MDP; the
-equivalence test relies on it.
+equivalence test relies on it. ``EnvSettings`` is the part a run config sets (its ``env``
+section is that class) and ``TradingEnvConfig`` extends it with what only code sets; both
+are validated pydantic dataclasses, so each field, its default and its check are written
+here once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, SkipValidation, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from metatrade.data.task_arrays import TaskArrays
-from metatrade.market.costs import CostModel, InstrumentSpec, cost_model, instrument_spec
+from metatrade.market.costs import (
+    COST_KEYS,
+    CostModel,
+    InstrumentSpec,
+    cost_model,
+    instrument_spec,
+)
 from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 ACCOUNT_DIM = 4  # position, unrealised P&L / capital, equity / capital - 1, bars held / scale
 ACCOUNT_NAMES = ("position", "unrealised_pnl_frac", "equity_return", "bars_held_scaled")
-OBSERVATIONS = ("full", "position")
-"""``TradingEnvConfig.observation``: the 4 account entries, or the position only."""
-ACTION_SPACES = ("orders", "target")
-"""``TradingEnvConfig.actions``: the five orders, or the next position (``market.rules``)."""
+
+_STRICT = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class RewardShaping:
     """Optional shaping terms added to the P&L reward; a coefficient of 0 switches a term off.
 
@@ -34,79 +44,101 @@ class RewardShaping:
              - drawdown_penalty       * (1 - equity / running peak equity of the episode)
     """
 
-    invalid_action_penalty: float = 0.0
-    losing_hold_penalty: float = 0.0
-    winning_close_bonus: float = 0.0
-    drawdown_penalty: float = 0.0
+    invalid_action_penalty: float = Field(0.0, ge=0, description="per rejected action")
+    losing_hold_penalty: float = Field(0.0, ge=0, description="per bar holding a losing position")
+    winning_close_bonus: float = Field(0.0, ge=0, description="per close with net P&L > 0")
+    drawdown_penalty: float = Field(0.0, ge=0, description="times the drawdown from peak equity")
 
 
-@dataclass(frozen=True)
-class TradingEnvConfig:
-    """Everything that defines the trading MDP besides the bars themselves."""
+@pydantic_dataclass(frozen=True, config=_STRICT)
+class EnvSettings:
+    """The trading MDP as a run config sets it: the ``env`` section is this class (plus
+    ``position_fraction``, the sizer it names), every field defined and validated here once;
+    ``TradingEnvConfig`` adds what only code sets."""
 
-    initial_capital: float = 1_000_000.0
-    """starting cash, in each instrument's currency"""
-    lookback: int = 32
-    """bars of features in the observation window (L)"""
-    episode_length: int | None = 256
-    """steps per training episode (a random window); None = backtest the whole split"""
+    lookback: int = Field(32, gt=0, description="bars of features in the observation window (L)")
+    episode_length: int | None = Field(
+        256,
+        gt=0,
+        description="steps per training episode (a random window); null: backtest the whole "
+        "split (code only: a run config needs a length)",
+    )
+    initial_capital: float = Field(
+        1_000_000.0, gt=0, description="starting equity, in each instrument's currency"
+    )
+    square_off: bool = Field(
+        False,
+        description="close open positions at each session's end (instruments with "
+        "square_off: session_end, the default of exchange calendars; none for 24/5 and 24/7 "
+        "markets): squares_off",
+    )
+    ruin_fraction: float = Field(
+        0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
+    )
+    observation: Literal["full", "position"] = Field(
+        "full",
+        description="account part of the observation: the 4 ACCOUNT_NAMES, or the position "
+        "-1/0/+1 only (no path dependence: metatrade.exact computes the expected P&L of the "
+        "same policy by a recursion over positions; meta.estimator: exact needs it)",
+    )
+    actions: Literal["orders", "target"] = Field(
+        "orders",
+        description="action space (metatrade.market.rules): the five orders, Discrete(5), a "
+        "reversal takes two bars; or target, Discrete(3): the next position short / flat / "
+        "long, a reversal in one bar, both legs costed",
+    )
+    features: tuple[str, ...] | None = Field(
+        None,
+        description="feature columns the observation window holds, by name "
+        "(TaskArrays.select_features); null: the task arrays' columns as given (a "
+        "DataLoader's: the 22 standard features)",
+    )
+    costs: CostModel | None = Field(
+        None,
+        description="costs of every instrument: a CostModel, a preset name or terms "
+        "(metatrade.market.costs.cost_model); null: each task's own (its instruments.yaml "
+        "costs), CostModel() (the origin's) for arrays without one",
+    )
+    shaping: RewardShaping = Field(default_factory=RewardShaping)
+
+    @field_validator("features")
+    @classmethod
+    def _each_feature_once(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"features={list(v)}: name each feature once, at least one")
+        return v
+
+    @field_validator("costs", mode="before")
+    @classmethod
+    def _cost_forms(cls, v: Any) -> Any:
+        """A preset name or a mapping of terms becomes its ``CostModel``; a mapping with an
+        unknown key goes on with that key alone, so the error names it (and the key meant)."""
+        if isinstance(v, Mapping) and not set(v) <= COST_KEYS:
+            return {k: v[k] for k in set(v) - COST_KEYS}
+        return v if v is None or isinstance(v, CostModel) else cost_model(v)
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", arbitrary_types_allowed=True))
+class TradingEnvConfig(EnvSettings):
+    """Everything that defines the trading MDP besides the bars themselves: the settings a
+    run config sets (``EnvSettings``) and what only code sets (below)."""
+
     split: str = "train"
     """rows episodes trade in: "train", "validation", "test" or "all" (TaskArrays.splits)"""
-    square_off: bool = False
-    """close any open position at the close of a session's last bar (session_end), for
-    instruments whose description allows it (``square_off: session_end``, the default of
-    exchange calendars; ``none`` for 24/5 and 24/7 markets): ``squares_off``"""
-    ruin_fraction: float = 0.5
-    """episode terminates when equity <= ruin_fraction * initial_capital"""
     bars_held_scale: float = 100.0
     """bars held is divided by this in the observation"""
-    costs: CostModel | None = None
-    """costs of every instrument; None = each task's own (``TaskArrays.market``: its
-    instruments.yaml ``costs``), ``CostModel()`` (the origin's) for arrays without one"""
-    spec: InstrumentSpec | None = None
+    spec: SkipValidation[InstrumentSpec | None] = None
     """lot size of every instrument; None = each task's own (its ``lot_size``), else 1"""
-    instruments: dict[str, tuple[CostModel, InstrumentSpec]] = field(default_factory=dict)
-    """instrument name -> (CostModel, InstrumentSpec) overriding all of the above"""
-    sizer: PositionSizer = field(default_factory=FixedFractionSizer)
+    instruments: SkipValidation[dict[str, tuple[CostModel, InstrumentSpec]]] = Field(
+        default_factory=dict
+    )
+    """instrument name -> (CostModel, InstrumentSpec) overriding ``costs`` and ``spec``"""
+    sizer: SkipValidation[PositionSizer] = Field(default_factory=FixedFractionSizer)
     """entry size (needs ``units`` and ``units_array``); default: all equity, whole lots"""
-    reward: RewardShaping = field(default_factory=RewardShaping)
-    """shaping terms, all off by default"""
-    observation: str = "full"
-    """account part of the observation: "full" (the 4 ACCOUNT_NAMES) or "position" (the
-    position -1/0/+1 only: no path dependence, so ``metatrade.exact`` can compute the
-    expected P&L of the same policy by a recursion over positions)"""
-    actions: str = "orders"
-    """action space (``metatrade.market.rules``): "orders" (Discrete(5): BUY_LONG, SELL_SHORT,
-    CLOSE_LONG, CLOSE_SHORT, HOLD; a reversal takes two bars) or "target" (Discrete(3): the
-    next position short, flat, long; a reversal in one bar, both legs costed)"""
-    features: tuple[str, ...] | None = None
-    """feature columns the observation window holds, by name (``TaskArrays.select_features``);
-    None = the task arrays' columns as given (a DataLoader's: ``FEATURE_NAMES``)"""
-
-    def __post_init__(self) -> None:
-        if self.lookback < 1:
-            raise ValueError(f"TradingEnvConfig.lookback={self.lookback}: use >= 1 bars")
-        if self.episode_length is not None and self.episode_length < 1:
-            raise ValueError(
-                f"TradingEnvConfig.episode_length={self.episode_length}: use >= 1 or None"
-            )
-        if not self.initial_capital > 0:
-            raise ValueError(f"TradingEnvConfig.initial_capital={self.initial_capital}: use > 0")
-        if self.observation not in OBSERVATIONS:
-            raise ValueError(
-                f"TradingEnvConfig.observation={self.observation!r}: use one of {OBSERVATIONS}"
-            )
-        if self.actions not in ACTION_SPACES:
-            raise ValueError(
-                f"TradingEnvConfig.actions={self.actions!r}: use one of {ACTION_SPACES}"
-            )
-        if self.features is not None:
-            names = tuple(self.features)
-            if not names or len(set(names)) != len(names):
-                raise ValueError(
-                    f"TradingEnvConfig.features={names!r}: name each feature once, at least one"
-                )
-            object.__setattr__(self, "features", names)
+    liquidate_at_end: bool = False
+    """close a position still open when an episode ends (ruin or its last bar) at that bar's
+    close, paying the exit (``BacktestingEngine.liquidate``), and report the equity then in
+    ``info["final_equity"]``: what every evaluation ledger does, so every cost is counted"""
 
     @property
     def account_names(self) -> tuple[str, ...]:

@@ -16,7 +16,9 @@ Cost presets (``cost_model(name)``; sources and dates in docs/market.md):
 
 Explicit terms are a mapping: the generic model's ``commission_bps``, ``half_spread_bps``,
 ``slippage_bps`` (any subset), or ``CostModel``'s own fields (``entry_fee``, ``exit_fee``,
-``proportional_bps``, ``buy_bps``, ``sell_bps``, ``slippage_bps``).
+``proportional_bps``, ``buy_bps``, ``sell_bps``, ``slippage_bps``); with ``preset``, that
+preset with some of ``CostModel``'s fields replaced. The same forms serve an instrument's
+``costs`` in instruments.yaml and the run config's ``env.costs``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 _GST = 0.18
 """Goods and services tax on brokerage, exchange and SEBI charges (India)"""
@@ -36,7 +40,10 @@ _BROKERAGE_INR = 20.0
 above 66,667 INR of notional)"""
 
 
-@dataclass(frozen=True)
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@pydantic_dataclass(frozen=True, config=_STRICT)
 class CostModel:
     """What one order costs, in the instrument's currency.
 
@@ -48,21 +55,16 @@ class CostModel:
     by ``slippage_bps / 1e4`` of the quoted price (buys fill higher, sells lower).
     Defaults are the flat brokerage of the origin's contracts (25 in, 35 out): the
     ``origin`` preset. ``name`` labels reports (a preset's name, or "" for custom terms).
+    The run config's ``env.costs`` is this class (``cost_model`` reads its other forms).
     """
 
-    entry_fee: float = 25.0
-    exit_fee: float = 35.0
-    proportional_bps: float = 0.0
-    slippage_bps: float = 0.0
-    buy_bps: float = 0.0
-    sell_bps: float = 0.0
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "name" and not value >= 0.0:
-                raise ValueError(f"CostModel.{f.name}={value!r}: costs must be >= 0 (money / bps)")
+    entry_fee: float = Field(25.0, ge=0, description="money per entry order")
+    exit_fee: float = Field(35.0, ge=0, description="money per exit order")
+    proportional_bps: float = Field(0.0, ge=0, description="bps of notional, every order")
+    slippage_bps: float = Field(0.0, ge=0, description="fill moved against the trader, bps")
+    buy_bps: float = Field(0.0, ge=0, description="bps of notional, buy orders only")
+    sell_bps: float = Field(0.0, ge=0, description="bps of notional, sell orders only")
+    name: str = Field("", description="label in reports: a preset's name, '' for custom terms")
 
     @property
     def proportional_rate(self) -> float:
@@ -101,11 +103,19 @@ class CostModel:
         """One line for reports: the preset's name and every non-zero term."""
         cur = f" {currency}" if currency else ""
         terms = [f"entry {self.entry_fee:g}{cur} + exit {self.exit_fee:g}{cur} per order"]
-        for key, text in (("proportional_bps", "bps/side"), ("buy_bps", "bps on buys"),
-                          ("sell_bps", "bps on sells"), ("slippage_bps", "bps slippage")):  # fmt: skip
+        for key, text in _DESCRIBED.items():
             if getattr(self, key):
                 terms.append(f"{getattr(self, key):g} {text}")
         return f"{self.label}: " + ", ".join(terms)
+
+
+_DESCRIBED = {
+    "proportional_bps": "bps/side",
+    "buy_bps": "bps on buys",
+    "sell_bps": "bps on sells",
+    "slippage_bps": "bps slippage",
+}
+"""the proportional terms ``CostModel.describe`` lists when non-zero, and their units"""
 
 
 def bps_model(
@@ -151,38 +161,62 @@ PRESETS: dict[str, CostModel] = {
 }
 _BPS_TERMS = ("commission_bps", "half_spread_bps", "slippage_bps")
 _MODEL_TERMS = tuple(f.name for f in fields(CostModel) if f.name != "name")
+COST_KEYS = frozenset({"preset", "name", *_MODEL_TERMS, *_BPS_TERMS})
+"""every key a mapping of costs may hold (``cost_model``)"""
 
 
 def cost_model(spec: str | Mapping[str, Any] | CostModel | None) -> CostModel:
-    """``CostModel`` of a preset name or explicit terms (module docstring); ``ValueError``
-    names the preset or term and lists what is accepted."""
+    """``CostModel`` of a preset name or a mapping (module docstring): explicit terms (those
+    not given are 0), or ``preset`` with some of ``CostModel``'s terms replaced; null values
+    count as not given. ``ValueError`` names the preset or term and lists what is accepted."""
     if isinstance(spec, CostModel):
         return spec
     if spec is None:
         return PRESETS["origin"]
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(
-                f"cost preset {spec!r}: use one of {', '.join(PRESETS)} or explicit terms "
-                f"({', '.join(_BPS_TERMS)}) or ({', '.join(_MODEL_TERMS)})"
-            )
-        return PRESETS[spec]
+        return _preset(spec)
     if not isinstance(spec, Mapping):
         raise ValueError(f"costs {spec!r}: give a preset name or a mapping of terms")
-    terms = {str(k): v for k, v in spec.items()}
+    terms = {str(k): v for k, v in spec.items() if v is not None}
+    preset, name = terms.pop("preset", None), terms.pop("name", None)
     bad = [k for k, v in terms.items() if isinstance(v, bool) or not isinstance(v, int | float)]
     if bad:
         raise ValueError(f"costs term {bad[0]}={terms[bad[0]]!r}: use a number >= 0")
+    if preset is not None:
+        return _adjusted(_preset(str(preset)), terms)
+    if not terms:
+        return PRESETS["zero"]
+    label = {} if name is None else {"name": str(name)}
     if set(terms) <= set(_BPS_TERMS):
         defaults = dict.fromkeys(_BPS_TERMS, 0.0)
-        return replace(bps_model(**{**defaults, **terms}), name="")
+        return replace(bps_model(**{**defaults, **terms}), **{"name": "", **label})
     unknown = sorted(set(terms) - set(_MODEL_TERMS))
     if unknown or set(terms) & (set(_BPS_TERMS) - {"slippage_bps"}):
         raise ValueError(
             f"costs terms {sorted(terms)}: use the generic model's ({', '.join(_BPS_TERMS)}) "
             f"or CostModel's ({', '.join(_MODEL_TERMS)}), not a mix"
         )
-    return CostModel(**{"entry_fee": 0.0, "exit_fee": 0.0, **terms})
+    return CostModel(**{"entry_fee": 0.0, "exit_fee": 0.0, **terms, **label})
+
+
+def _preset(name: str) -> CostModel:
+    if name not in PRESETS:
+        raise ValueError(
+            f"cost preset {name!r}: use one of {', '.join(PRESETS)} or explicit terms "
+            f"({', '.join(_BPS_TERMS)}) or ({', '.join(_MODEL_TERMS)})"
+        )
+    return PRESETS[name]
+
+
+def _adjusted(base: CostModel, terms: dict[str, Any]) -> CostModel:
+    """``base`` with some of ``CostModel``'s terms replaced (a preset adjusted)."""
+    unknown = sorted(set(terms) - set(_MODEL_TERMS))
+    if unknown:
+        raise ValueError(
+            f"{unknown} cannot adjust preset {base.name!r}: use CostModel's terms "
+            f"({', '.join(_MODEL_TERMS)})"
+        )
+    return replace(base, **terms) if terms else base
 
 
 @dataclass(frozen=True)

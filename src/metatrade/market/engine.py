@@ -31,6 +31,8 @@ from metatrade.market.rules import ORDER_ROWS, Order
 from metatrade.market.sizing import FixedFractionSizer, PositionSizer
 
 _HOLD = int(Action.HOLD)
+_CLOSE_LONG = int(Action.CLOSE_LONG)
+_CLOSE_SHORT = int(Action.CLOSE_SHORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,20 @@ class BacktestingEngine:
         self.equity_times.append(timestamp)
         return equity
 
+    def liquidate(self) -> float:
+        """Close any open position at the last mark (its price and time), paying the exit
+        order's costs, and record the flat account as that mark's equity. What every ledger
+        does to a position still open when trading stops (the end of a backtest, a protocol
+        episode or a walk-forward fold, ruin), so every cost is paid and every trade listed.
+        Returns the equity (the cash, once flat)."""
+        if self.position != 0:
+            close = _CLOSE_LONG if self.position > 0 else _CLOSE_SHORT
+            when = self.equity_times[-1] if self.equity_times else None
+            self.execute_trade(close, self.last_price, None, when)
+            if self.equity_curve:
+                self.equity_curve[-1] = self.equity
+        return self.equity
+
     def _reject(self, action: int, reason: str) -> TradeResult:
         self.rejections += 1
         return TradeResult(False, action, reason)
@@ -216,6 +232,12 @@ class BacktestingEngine:
         equity = self.cash
         side_rate = self._buy if side > 0 else self._sell  # rules.order_side_rate, scalar
         lot = self._lot_at(timestamp)
+        terms = {  # of this order's cost: rules.order_cost and rules.entry_outlay
+            "fee": self._entry_fee,
+            "fill": fill,
+            "proportional_rate": self._prop,
+            "side_rate": side_rate,
+        }
         if quantity is None:
             rate = self._prop + side_rate
             qty = self.sizer.units(equity, fill, self._entry_fee, rate, lot)
@@ -230,24 +252,11 @@ class BacktestingEngine:
                 return self._reject(
                     action, f"quantity {quantity!r} is not a positive multiple of lot {lot}"
                 )
-            outlay = rules.entry_outlay(
-                fee=self._entry_fee,
-                fill=fill,
-                quantity=qty,
-                proportional_rate=self._prop,
-                side_rate=side_rate,
-            )
-            if outlay > equity:
+            if rules.entry_outlay(quantity=qty, **terms) > equity:
                 return self._reject(
                     action, f"equity {equity:.2f} cannot afford {qty} units at {fill:.2f}"
                 )
-        cost = rules.order_cost(
-            fee=self._entry_fee,
-            fill=fill,
-            quantity=qty,
-            proportional_rate=self._prop,
-            side_rate=side_rate,
-        )
+        cost = rules.order_cost(quantity=qty, **terms)
         self.cash = self.cash - cost
         self.total_costs += cost
         self.position = side

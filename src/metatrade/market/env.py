@@ -96,6 +96,9 @@ class TradingEnv(gym.Env):
     Terminated: ruin, equity <= ``ruin_fraction * C0``. Truncated: the window's last bar
     was reached (an open position stays open and marked; ``square_off=True`` closes
     positions at the close of each session's last bar, ``session_end``, paying the exit fee).
+    With ``liquidate_at_end`` (every evaluation ledger) a position still open when the
+    episode ends is closed at that bar's close, paying the exit (``liquidate``), and
+    ``info["final_equity"]`` holds the equity then.
 
     ## Arguments
     ``TradingEnv(task_arrays=None, config=None, render_mode=None, **overrides)`` where
@@ -160,13 +163,14 @@ class TradingEnv(gym.Env):
         self._ts = task_arrays.timestamps.tolist()
         self._capital = float(cfg.initial_capital)
         self._ruin_equity = cfg.ruin_fraction * self._capital
-        self._shaping = sh = cfg.reward
+        self._shaping = sh = cfg.shaping
         self._any_shaping = bool(
             sh.invalid_action_penalty
             or sh.losing_hold_penalty
             or sh.winning_close_bonus
             or sh.drawdown_penalty
         )
+        self._liquidate_at_end = cfg.liquidate_at_end
         self._t = self._start = self._end = -1
 
     # ---------------------------------------------------------------- gym API
@@ -246,6 +250,7 @@ class TradingEnv(gym.Env):
 
         terminated = equity <= self._ruin_equity
         truncated = (not terminated) and t >= self._end
+        obs = self._observation()
         info = {
             "pnl_reward": _to_f32(pnl_reward),
             "equity": equity,
@@ -259,12 +264,34 @@ class TradingEnv(gym.Env):
         }
         if trade is not None:
             info.update(_trade_info(trade))
-        return self._observation(), _to_f32(reward), terminated, truncated, info
+        if self._liquidate_at_end and (terminated or truncated):
+            info["final_equity"] = self.liquidate()
+        return obs, _to_f32(reward), terminated, truncated, info
+
+    def liquidate(self) -> float:
+        """Close any open position at the current bar's close, paying the exit
+        (``BacktestingEngine.liquidate``: the one rule every ledger uses); the equity then."""
+        self._equity = self.engine.liquidate()
+        return self._equity
+
+    def observe(self) -> np.ndarray:
+        """The observation of the current bar with the current features and account."""
+        return self._observation()
+
+    def set_features(self, features: np.ndarray) -> None:
+        """Swap the feature matrix for another of the same shape (the same rows, e.g. the
+        walk-forward's per-fold normalisation); the account and the episode go on."""
+        if features.shape != self.task_arrays.features.shape:
+            raise ValueError(
+                f"task {self.task_arrays.task}: new features {features.shape} != "
+                f"{self.task_arrays.features.shape}"
+            )
+        self._flat = np.ascontiguousarray(features, dtype=np.float32).ravel()
 
     def _shaped_reward(
         self, pnl_reward: float, equity: float, invalid: bool, agent_trade: Any
     ) -> float:
-        """The P&L reward plus ``config.reward``'s shaping terms (the peak is up to date)."""
+        """The P&L reward plus ``config.shaping``'s shaping terms (the peak is up to date)."""
         eng = self.engine
         reward = pnl_reward
         sh = self._shaping

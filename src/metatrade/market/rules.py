@@ -38,11 +38,11 @@ An OPEN also needs the money for one lot (else it is rejected like an INVALID or
 REVERSE's close the position is then flat); an INVALID order changes nothing; HOLD pays
 nothing. An OPEN pays ``entry_fee``, a CLOSE ``exit_fee``, each plus ``(proportional_rate +
 side_rate) * fill * quantity``; an OPEN fills at ``price * (1 + side * slippage_rate)``, a
-CLOSE at ``price * (1 - side * slippage_rate)`` (against the trader). ``side_rate`` is the order side's own charge (``order_side_rate``: stamp duty on
-a buy, securities transaction tax on a sell; a long entry and a short's exit buy, a short
-entry and a long's exit sell); its default 0.0 leaves every other term bit for bit as it
-was. ``entry_charge`` / ``exit_charge``: an order's cost plus its slippage against the quote
-(the exact objective's per-order cost).
+CLOSE at ``price * (1 - side * slippage_rate)`` (against the trader). ``side_rate`` is the
+order side's own charge (``order_side_rate``: stamp duty on a buy, securities transaction
+tax on a sell; a long entry and a short's exit buy, a short entry and a long's exit sell);
+its default 0.0 leaves every other term bit for bit as it was. ``order_charge``: an order's
+cost plus its slippage against the quote (the exact objective's per-order cost).
 """
 
 from __future__ import annotations
@@ -318,10 +318,10 @@ def close_position(
     return fill, gross, cost, gross - entry_cost - cost
 
 
-def entry_charge(
+def order_charge(
     price: Any,
     *,
-    side: int,
+    order_side: Any,
     quantity: Any,
     fee: Any,
     proportional_rate: Any,
@@ -329,32 +329,15 @@ def entry_charge(
     buy_rate: Any = 0.0,
     sell_rate: Any = 0.0,
 ) -> Any:
-    """What an entry on ``side`` at quoted ``price`` costs the account against that quote: its
-    order cost (an entry long is a buy, short a sell: ``order_side_rate``) plus its slippage
-    (``quantity`` times the fill's distance from the quote)."""
-    fill = entry_fill(price, side, slippage_rate)
-    rate = proportional_rate + order_side_rate(side, buy_rate=buy_rate, sell_rate=sell_rate)
+    """What one order on ``order_side`` (+1 a buy, -1 a sell) at quoted ``price`` costs the
+    account against that quote: its order cost (the rate of every order plus its side's own,
+    ``order_side_rate``) plus its slippage (``quantity`` times the fill's distance from the
+    quote). An entry on side s is an order on side s; closing a side-s position is an order
+    on side -s (closing a long sells)."""
+    fill = entry_fill(price, order_side, slippage_rate)
+    rate = proportional_rate + order_side_rate(order_side, buy_rate=buy_rate, sell_rate=sell_rate)
     cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=rate)
-    return cost + side * quantity * (fill - price)
-
-
-def exit_charge(
-    price: Any,
-    *,
-    side: int,
-    quantity: Any,
-    fee: Any,
-    proportional_rate: Any,
-    slippage_rate: Any,
-    buy_rate: Any = 0.0,
-    sell_rate: Any = 0.0,
-) -> Any:
-    """What closing a ``side`` position at quoted ``price`` costs against that quote: its
-    order cost (closing a long sells, closing a short buys) plus its slippage."""
-    fill = exit_fill(price, side, slippage_rate)
-    rate = proportional_rate + order_side_rate(-side, buy_rate=buy_rate, sell_rate=sell_rate)
-    cost = order_cost(fee=fee, fill=fill, quantity=quantity, proportional_rate=rate)
-    return cost + side * quantity * (price - fill)
+    return cost + order_side * quantity * (fill - price)
 
 
 def transition_legs(position: int, next_position: int) -> tuple[bool, bool]:
@@ -376,13 +359,12 @@ def transition_charges(
     sell_rate: Any = 0.0,
 ) -> dict[tuple[int, int], Any]:
     """(position, next_position) -> what that move at quoted ``price`` costs against the
-    quote (``transition_legs``: the close's ``exit_charge`` plus the open's ``entry_charge``,
-    each an order of its own with its side's own rate; 0.0 when unchanged), every leg
-    computed once."""
+    quote (``transition_legs``: the close's ``order_charge`` plus the open's, each an order
+    of its own with its side's own rate; 0.0 when unchanged), every leg computed once."""
     rates = {"quantity": quantity, "proportional_rate": proportional_rate}
     rates |= {"slippage_rate": slippage_rate, "buy_rate": buy_rate, "sell_rate": sell_rate}
-    exits = {s: exit_charge(price, side=s, fee=exit_fee, **rates) for s in (-1, 1)}
-    entries = {s: entry_charge(price, side=s, fee=entry_fee, **rates) for s in (-1, 1)}
+    exits = {s: order_charge(price, order_side=-s, fee=exit_fee, **rates) for s in (-1, 1)}
+    entries = {s: order_charge(price, order_side=s, fee=entry_fee, **rates) for s in (-1, 1)}
     out: dict[tuple[int, int], Any] = {}
     for s in (-1, 0, 1):
         for s2 in (-1, 0, 1):

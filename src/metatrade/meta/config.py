@@ -3,11 +3,13 @@
 ``AdaptationConfig`` holds everything the inner loop needs (steps, step sizes, surrogate,
 Meta-SGD, resampling, the batch it samples and how advantages are computed); every path
 that adapts (meta-training, TRPO / ProMP re-evaluation, test-time adaptation, the meta-test
-protocol, the CLI) takes one. ``MetaConfig`` extends it with the outer loop's settings.
+protocol, the CLI) takes one. ``MetaSettings`` extends it with the outer loop's settings and
+``MetaConfig`` with the learner's seed.
 
 Both are frozen pydantic dataclasses: constructing one validates every field (ranges,
-choices, cross-field rules) and the run config's ``meta`` section *is* this class (plus
-``num_meta_iterations``), so each setting is declared, defaulted and validated here only.
+choices, cross-field rules) and the run config's ``meta`` section *is* ``MetaSettings`` (plus
+``num_meta_iterations``; the run has one seed, ``run.seed``), so each setting is declared,
+defaulted and validated here only.
 Defaults are the MAML paper's 2D-navigation settings (Finn et al., 2017, sec. 5.3).
 """
 
@@ -113,8 +115,9 @@ class AdaptationConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
-class MetaConfig(AdaptationConfig):
-    """MAML for RL: the inner loop plus the outer loop (Finn et al., 2017, Algorithm 3)."""
+class MetaSettings(AdaptationConfig):
+    """MAML for RL: the inner loop plus the outer loop (Finn et al., 2017, Algorithm 3), as a
+    run config's ``meta`` section sets it (its seed is the run's: ``run.seed``)."""
 
     meta_batch_size: int = Field(20, gt=0, description="tasks per meta-iteration")
     num_evaluation_episodes: int = Field(
@@ -155,10 +158,9 @@ class MetaConfig(AdaptationConfig):
     promp_kl_coef: float = Field(
         5e-4, ge=0, description="ProMP penalty on KL(pi_theta_old || pi_theta), pre-update"
     )
-    seed: int = Field(0, description="seed of the default task-sampling and action generators")
 
     @model_validator(mode="after")
-    def _multi_step_needs_fresh_batches(self) -> MetaConfig:
+    def _multi_step_needs_fresh_batches(self) -> MetaSettings:
         if self.multi_step_loss and (self.optimizer == "promp" or self.reuse_inner_batch):
             raise ValueError(
                 "multi_step_loss needs fresh episodes from every adapted policy "
@@ -167,7 +169,7 @@ class MetaConfig(AdaptationConfig):
         return self
 
     @model_validator(mode="after")
-    def _exact_needs_adam(self) -> MetaConfig:
+    def _exact_needs_adam(self) -> MetaSettings:
         if self.exact_objective and self.multi_step_loss:
             raise ValueError("multi_step_loss needs sampled episodes (estimator 'sampled').")
         if self.exact_objective and self.optimizer != "adam":
@@ -177,3 +179,11 @@ class MetaConfig(AdaptationConfig):
                 "no sampling noise to guard against)."
             )
         return self
+
+
+@dataclass(frozen=True, config=_STRICT)
+class MetaConfig(MetaSettings):
+    """``MetaSettings`` and the seed of the learner's default task-sampling and action
+    generators (what ``MetaLearner`` takes; a run sets it from ``run.seed``)."""
+
+    seed: int = Field(0, description="seed of the default task-sampling and action generators")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the layers are imported where used, so importing build stay
     from metatrade.agents.ppo import PPOAgent, PPOConfig
     from metatrade.data import DataLoader
     from metatrade.data.task_arrays import TaskArrays, TaskId
-    from metatrade.evaluation.protocol import ProtocolConfig
+    from metatrade.evaluation.protocol_config import ProtocolConfig
     from metatrade.market import TradingEnvConfig
     from metatrade.meta.learner import MetaConfig, MetaLearner
     from metatrade.meta.protocols import BatchEnv, TaskFamily
@@ -41,25 +41,14 @@ _PROBE_SEED = 12345
 
 # ---- data and environments ----------------------------------------------------------------
 def make_env_config(cfg: RunConfig, **overrides: Any) -> TradingEnvConfig:
-    """``TradingEnvConfig`` from the ``env`` section (``overrides``: e.g. split, episode_length)."""
-    from metatrade.market import FixedFractionSizer, RewardShaping, TradingEnvConfig
+    """``TradingEnvConfig`` from the ``env`` section: its ``EnvSettings`` as they are, its
+    ``position_fraction`` as the sizer (``overrides``: e.g. split, episode_length)."""
+    from metatrade.market import FixedFractionSizer, TradingEnvConfig
+    from metatrade.market.config import EnvSettings
 
-    e = cfg.env
-    values: dict[str, Any] = {
-        "initial_capital": e.initial_capital,
-        "lookback": e.lookback,
-        "episode_length": e.episode_length,
-        "square_off": e.square_off,
-        "ruin_fraction": e.ruin_fraction,
-        "costs": None if e.costs is None else e.costs.cost_model(),
-        "sizer": FixedFractionSizer(fraction=e.position_fraction),
-        "observation": e.observation,
-        "reward": RewardShaping(**e.shaping.model_dump()),
-        "actions": e.actions,
-        "features": None if e.features is None else tuple(e.features),
-    }
-    values.update(overrides)
-    return TradingEnvConfig(**values)
+    settings = {f.name: getattr(cfg.env, f.name) for f in fields(EnvSettings)}
+    sizer = FixedFractionSizer(fraction=cfg.env.position_fraction)
+    return TradingEnvConfig(**{**settings, "sizer": sizer, **overrides})
 
 
 def make_family(
@@ -73,7 +62,7 @@ def make_family(
         from metatrade.envs.nav2d import Navigation2DFamily
 
         return Navigation2DFamily(max_episode_steps=cfg.env.episode_length)
-    from metatrade.market.family import TradingTaskFamily
+    from metatrade.envs.trading import TradingTaskFamily
 
     loader = loader if loader is not None else make_loader(cfg)
     source = task_source(cfg, loader)
@@ -121,11 +110,11 @@ def make_policy_for(cfg: RunConfig, family: TaskFamily, seed: int | None = None)
 
 
 def make_meta_config(cfg: RunConfig) -> MetaConfig:
-    """The ``meta`` section as the learner's ``MetaConfig`` (its fields, seeded by run.seed)."""
-    from metatrade.meta.config import MetaConfig
+    """The ``meta`` section as the learner's ``MetaConfig`` (its settings, seeded by run.seed)."""
+    from metatrade.meta.config import MetaConfig, MetaSettings
 
-    values = {f.name: getattr(cfg.meta, f.name) for f in fields(MetaConfig)}
-    return MetaConfig(**{**values, "seed": cfg.run.seed})
+    settings = {f.name: getattr(cfg.meta, f.name) for f in fields(MetaSettings)}
+    return MetaConfig(**settings, seed=cfg.run.seed)
 
 
 def make_learner(
@@ -180,7 +169,7 @@ def load_meta_policy(cfg: RunConfig, state: dict[str, Any], path: str | Path) ->
     fit the network the config describes on this data (e.g. another lookback or feature set).
     """
     from metatrade.agents.checkpoint import CheckpointError, load_module_state
-    from metatrade.market.family import TradingTaskFamily
+    from metatrade.envs.trading import TradingTaskFamily
 
     learner = state.get("learner")
     if not isinstance(learner, dict) or not isinstance(learner.get("params"), dict):
@@ -206,7 +195,7 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
     The synthetic family's oracle is used when the data folder has the regimes of every
     evaluated task (``tasks``); a user's ``--data`` folder has none: no oracle column."""
     from metatrade.data.synthetic import PARAMS_FILE, load_synthetic_params
-    from metatrade.evaluation.protocol import ProtocolConfig
+    from metatrade.evaluation.protocol_config import ProtocolConfig, ProtocolSettings
 
     ev = cfg.evaluation
     oracle = None
@@ -216,17 +205,14 @@ def make_protocol_config(cfg: RunConfig, tasks: Collection[TaskId] | None = None
         if tasks is not None and not set(tasks) <= set(oracle):
             oracle = None
     return ProtocolConfig(
-        adaptation_steps=tuple(ev.adaptation_steps),
-        adaptation_episodes=ev.adaptation_episodes,
-        test_episodes=ev.test_episodes,
+        **{f.name: getattr(ev, f.name) for f in fields(ProtocolSettings)},
         episode_length=cfg.env.episode_length,
         test_episode_length=cfg.env.episode_length,
         adaptation=make_meta_config(cfg),
         objective=cfg.objective,
         references=tuple(b for b in ("buy_and_hold", "flat") if b in ev.baselines),
         classical=classical_rows(cfg),
-        classical_settings=make_classical_config(cfg),
-        bootstrap_samples=ev.bootstrap_samples,
+        classical_settings=ev.classical,
         seed=cfg.run.seed,
         env=make_env_config(cfg),
         oracle=oracle,
@@ -239,14 +225,6 @@ def classical_rows(cfg: RunConfig) -> tuple[str, ...]:
     from metatrade.evaluation.baselines import CLASSICAL
 
     return tuple(b for b in CLASSICAL if b in cfg.evaluation.baselines)
-
-
-def make_classical_config(cfg: RunConfig) -> Any:
-    """``evaluation.classical`` as the evaluation layer's ``ClassicalConfig``."""
-    from metatrade.evaluation.baselines import ClassicalConfig
-
-    c = cfg.evaluation.classical
-    return ClassicalConfig(ar_order=c.ar_order, horizons=tuple(c.horizons), buckets=c.buckets)
 
 
 def check_ppo_fits(

@@ -19,6 +19,7 @@ from metatrade.training.build import (
 )
 from metatrade.training.config import RunConfig
 from metatrade.training.task_sets import check_unseen, eval_tasks, make_loader
+from metatrade.training.trials import open_evaluation, record_evaluation, trial_log
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -112,16 +113,21 @@ def backtest_tasks(
     trained: Collection[str] | None = None,
     allow_seen: bool = False,
     inner_lrs: dict[str, torch.Tensor] | None = None,
+    final: bool = False,
+    command: str = "metatrade backtest",
 ) -> dict[str, Any]:
     """``metatrade backtest``: adapt with ``steps`` inner steps (0 = the meta-policy), then
     backtest each held-out task over ``split``; reports under ``<run_dir>/reports/<task>``.
-    ``trained``, ``allow_seen``, ``inner_lrs``: as in ``adapt_to_tasks``."""
+    ``trained``, ``allow_seen``, ``inner_lrs``: as in ``adapt_to_tasks``; the test split
+    needs ``final`` (a recorded look, ``sealed.open_period``; ``command`` is recorded).
+    Each report (and its ``period``) states the split and the looks at the test period."""
     loader = make_loader(cfg)
     tasks = eval_tasks(cfg, loader, trained=trained, allow_seen=allow_seen)
     seen = check_unseen(tasks, trained, allow_seen=True)
+    arrays = [loader.get_task_arrays(*t) for t in tasks]
+    period = open_evaluation(cfg, run_dir, arrays, split=split, final=final, command=command)
     if console is not None:
         warn_seen(console, seen)
-    arrays = [loader.get_task_arrays(*t) for t in tasks]
     params, _ = adapt_params(cfg, policy, tasks, arrays, steps, inner_lrs=inner_lrs)
     env_cfg = make_env_config(cfg)
     results: dict[str, Any] = {}
@@ -140,9 +146,10 @@ def backtest_tasks(
             name=name,
             echo=echo,
             sample_seed=_backtest_seed(cfg, steps, str(task)),
-        )
+            note=period.describe(),
+        ) | {"period": period}
     if console is not None:
-        console.print(f"backtest reports in {run_dir / 'reports'}")
+        console.print(f"backtest reports in {run_dir / 'reports'} ({period.describe()})")
     return results
 
 
@@ -187,8 +194,13 @@ def run_meta_test(
     allow_seen: bool = False,
     inner_lrs: dict[str, torch.Tensor] | None = None,
     pretrained: dict[str, torch.Tensor] | None = None,
+    final: bool = False,
+    command: str = "metatrade evaluate",
 ) -> EvaluationResult:
-    """``metatrade evaluate``: the meta-test protocol on the held-out tasks.
+    """``metatrade evaluate``: the meta-test protocol on the held-out tasks, scored on
+    their validation split, or with ``final`` on their test split (a recorded look,
+    ``sealed.open_period``; ``command`` is what the look records). Every policy row is a
+    trial in the run's registry (``training.trials.record_evaluation``).
 
     Starts: the MAML meta-parameters (adapted with the run's Meta-SGD step sizes
     ``inner_lrs`` when it learned them), the multi-task PPO policy (``ppo_agent``, or the
@@ -216,13 +228,21 @@ def run_meta_test(
         inner_lrs=inner_lrs,
         pretrained=pretrained,
     )
-    result = MetaTestProtocol(make_protocol_config(cfg, tasks)).run(starts, tasks, loader)
-    result.seen = seen
+    from dataclasses import replace
+
+    split = "test" if final else "validation"
+    arrays = [loader.get_task_arrays(*t) for t in tasks]
+    period = open_evaluation(cfg, run_dir, arrays, split=split, final=final, command=command)
+    protocol_cfg = replace(make_protocol_config(cfg, tasks), test_split=split)
+    result = MetaTestProtocol(protocol_cfg).run(starts, tasks, loader)
+    result.seen, result.period = seen, period
+    log = trial_log(cfg, kind="evaluate", run=run_dir)
+    record_evaluation(result, log, data_hash=period.data_hash, split=split)
     files = result.save(run_dir / "eval")
     if console is not None:
         warn_seen(console, seen)
         console.print(
-            f"held-out tasks: {', '.join(str(t) for t in tasks)} (test split, out of sample)"
+            f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
         )
         console.print(result.format_table(), soft_wrap=True)
         console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")

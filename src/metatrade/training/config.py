@@ -76,13 +76,22 @@ class RunConfig(sections._Section):
             )
         return self
 
-    @model_validator(mode="after")
-    def _one_seed(self) -> RunConfig:
-        if self.meta.seed not in (0, self.run.seed):
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, raw: Any) -> Any:
+        """``meta.seed``, written by runs before the run had one seed, is read as an alias of
+        ``run.seed``: dropped when it agrees (or is the old default 0), an error naming
+        ``run.seed`` when it does not."""
+        meta = raw.get("meta") if isinstance(raw, dict) else None
+        if not isinstance(meta, dict) or "seed" not in meta:
+            return raw
+        run = raw.get("run") if isinstance(raw.get("run"), dict) else {}
+        seed, run_seed = meta["seed"], run.get("seed", 0)
+        if seed not in (0, run_seed):
             raise ValueError(
-                f"meta.seed={self.meta.seed}: the run's seed is run.seed; set it there"
+                f"meta.seed={seed}: a run has one seed, run.seed (here {run_seed}); set it there"
             )
-        return self
+        return {**raw, "meta": {k: v for k, v in meta.items() if k != "seed"}}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-safe) of every resolved value."""

@@ -3,7 +3,10 @@
 1. meta-train a policy with MAML on the training tasks of the embedded data;
 2. pretrain the multi-task PPO baseline on the same tasks with the same number of
    environment steps (an honest comparison: same data, same budget);
-3. run the meta-test protocol on the held-out tasks (MAML, PPO and random init, each
+3. run the meta-test protocol on the held-out tasks' test split (a final report: each
+   table that reads the test period is a look, recorded in the trial registry and stated
+   under the table; every setting was chosen on validation, configs/demo.yaml) (MAML, PPO
+   and random init, each
    adapted k = 0..3 steps; the classical adaptive rules (plug-in AR, momentum, reversal,
    time of day and classical-selected) fitted on the same adaptation rows; buy-and-hold and
    flat) and print the table with the paired difference MAML k=1 minus classical-selected,
@@ -34,6 +37,8 @@ from metatrade.training.trainer import Trainer
 
 REALISTIC_COSTS = "nse_index_futures"
 """the cost preset of the meta-test's second table (statutory charges, docs/market.md)"""
+DEMO_COMMAND = "metatrade demo"
+"""what the demo's looks at the test period record (each table that reads it is one)"""
 
 
 def meta_env_steps(cfg: RunConfig, horizon: int, iterations: int) -> int:
@@ -177,6 +182,8 @@ def _run_demo(
         console=console,
         inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
         pretrained=pretrained,
+        final=True,  # the demo is a final report: its reads of the test split are looks
+        command=DEMO_COMMAND,
     )
     console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
     realistic = _meta_test_at_realistic_costs(
@@ -234,6 +241,8 @@ def _meta_test_at_realistic_costs(
         console=console,
         inner_lrs=trainer.learner.inner_lrs,
         pretrained=pretrained,
+        final=True,
+        command=DEMO_COMMAND,
     )
     console.print(f"meta-test at {REALISTIC_COSTS} costs: {time.perf_counter() - t0:.0f} s")
     return result
@@ -271,6 +280,7 @@ def _backtest_reports(
                 split="test",
                 config=env_cfg,
                 name=f"{label} adapted k={k}",
+                note=None if result.period is None else result.period.describe(),
             )
             if i == 0:
                 console.print(reports[f"{task}/{label}"]["report"], soft_wrap=True)

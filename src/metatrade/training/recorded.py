@@ -73,24 +73,19 @@ def _data_settings(env: Any) -> dict[str, Any]:
 
 
 def _env_settings(config: Any) -> dict[str, Any]:
-    """``env.*`` from a ``TradingEnvConfig`` (warning for what no key can express)."""
+    """``env.*`` from a ``TradingEnvConfig``: its ``EnvSettings`` and the sizer's fraction
+    (warning for what no key can express)."""
     from metatrade.market import TradingEnvConfig
+    from metatrade.market.config import EnvSettings
     from metatrade.market.sizing import FixedFractionSizer
 
     if not isinstance(config, TradingEnvConfig):
         return {}
-    out: dict[str, Any] = {
-        f"env.{name}": getattr(config, name)
-        for name in ("lookback", "initial_capital", "square_off", "ruin_fraction", "observation")
-    }
-    out["env.actions"] = config.actions
-    out["env.features"] = None if config.features is None else list(config.features)
-    if config.episode_length is not None:
-        out["env.episode_length"] = config.episode_length
-    out["env.costs"] = _costs_terms(config.costs)
+    out: dict[str, Any] = {f"env.{f.name}": getattr(config, f.name) for f in fields(EnvSettings)}
+    if config.episode_length is None:
+        del out["env.episode_length"]  # a backtest's; the section keeps its default
     if config.spec is not None:
         _unrecorded(f"the lot specification {config.spec!r} (TradingEnvConfig.spec)")
-    out.update({f"env.shaping.{k}": v for k, v in asdict(config.reward).items()})
     if isinstance(config.sizer, FixedFractionSizer):
         out["env.position_fraction"] = config.sizer.fraction
     else:
@@ -98,13 +93,6 @@ def _env_settings(config: Any) -> dict[str, Any]:
     if config.instruments:
         _unrecorded("per-instrument costs (TradingEnvConfig.instruments)")
     return out
-
-
-def _costs_terms(costs: Any) -> dict[str, Any] | None:
-    """``env.costs`` of a ``CostModel``: its terms (None: each instrument's own costs)."""
-    if costs is None:
-        return None
-    return {k: v for k, v in asdict(costs).items() if k != "name"}
 
 
 def _policy_settings(spec: dict[str, Any]) -> dict[str, Any]:

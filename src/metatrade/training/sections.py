@@ -1,13 +1,15 @@
 """The sections of the run configuration (``RunConfig``'s fields), each a pydantic model or
-the layer's own validated dataclass (``meta`` is ``metatrade.meta.config.MetaConfig``,
-``objective`` is ``metatrade.market.family.ObjectiveSettings``), every field with a default
-and a one-line description (``docs/configuration.md`` is the reference).
+the layer's own validated dataclass (``meta`` is ``metatrade.meta.config.MetaSettings``,
+``objective`` is ``metatrade.exact.settings.ObjectiveSettings``, ``env`` is
+``metatrade.market.config.EnvSettings``, ``data.splits`` is
+``metatrade.data.splits.SplitConfig``, ``policy`` is ``NetworkConfig``), every field with a
+default and a one-line description (``docs/configuration.md`` is the reference).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,8 +18,11 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.ppo_config import PPOHyperparameters
 from metatrade.data.regime_config import RegimesConfig
-from metatrade.market.family import ObjectiveSettings
-from metatrade.meta.config import MetaConfig
+from metatrade.data.splits import SplitConfig
+from metatrade.evaluation.baselines import ClassicalConfig
+from metatrade.evaluation.protocol_config import ProtocolSettings
+from metatrade.exact.settings import ObjectiveSettings
+from metatrade.meta.config import MetaConfig, MetaSettings
 
 
 def check_task(name: str) -> str:
@@ -29,7 +34,7 @@ def check_task(name: str) -> str:
 
 # Unknown keys are errors (a typo must not silently fall back to a default), and every
 # number must be finite (`meta.lr: .inf` made the parameters infinite, issue #18).
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def absolute_path(value: str | None) -> str | None:
@@ -39,34 +44,13 @@ def absolute_path(value: str | None) -> str | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(**_STRICT, validate_assignment=True)
+    model_config = ConfigDict(**STRICT, validate_assignment=True)
 
 
 PositiveInt = Field(gt=0)
 # Seeds reach numpy, torch (int64) and derived streams (seed * 1_000_003 + ...): the
 # 32-bit range every one of them takes, and the usual range of a seed.
 MAX_SEED = 2**32 - 1
-
-
-class SplitsSection(_Section):
-    """Chronological cut of every task's bars (metatrade.data.splits.SplitConfig)."""
-
-    train: float = Field(0.7, gt=0, le=1, description="fraction of bars for (meta-)training")
-    validation: float = Field(0.15, ge=0, lt=1, description="fraction for model selection")
-    test: float = Field(0.15, ge=0, lt=1, description="out-of-sample fraction for evaluation")
-    embargo_bars: int = Field(0, ge=0, description="rows skipped before validation and test")
-    train_end: str | None = Field(None, description="date ending train (overrides fractions)")
-    validation_end: str | None = Field(None, description="date ending validation")
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> SplitsSection:
-        total = self.train + self.validation + self.test
-        if self.train_end is None and abs(total - 1.0) > 1e-9:
-            raise ValueError(
-                f"train + validation + test must sum to 1, got {self.train} + "
-                f"{self.validation} + {self.test} = {total:g}"
-            )
-        return self
 
 
 class HeldOutSection(_Section):
@@ -109,7 +93,10 @@ class DataSection(_Section):
         None, description="tasks to use, 'Instrument:TF'; null = every task found"
     )
     heldout: HeldOutSection = Field(default_factory=HeldOutSection)
-    splits: SplitsSection = Field(default_factory=SplitsSection)
+    splits: SplitConfig = Field(
+        default_factory=SplitConfig,
+        description="chronological cut of every task's bars (metatrade.data.splits.SplitConfig)",
+    )
     strict: bool = Field(
         False,
         description="a file that cannot be used stops the run (default: skipped with a warning)",
@@ -148,22 +135,22 @@ class DataSection(_Section):
         return absolute_path(v)
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class PolicySection(NetworkConfig):
     """The policy network: ``metatrade.agents.networks.config.NetworkConfig`` (defined and
     validated there once; ``PPOConfig`` shares it)."""
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
-class MetaSection(MetaConfig):
-    """MAML for RL: ``metatrade.meta.config.MetaConfig`` (every field, its default and its
+@pydantic_dataclass(frozen=True, config=STRICT)
+class MetaSection(MetaSettings):
+    """MAML for RL: ``metatrade.meta.config.MetaSettings`` (every field, its default and its
     validation are defined there once) plus the number of meta-iterations. The seed is
-    ``run.seed``."""
+    ``run.seed``, the run's one seed."""
 
     num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class PPOSection(PPOHyperparameters):
     """PPO: ``metatrade.agents.ppo_config.PPOHyperparameters`` (defined and validated there
     once) plus the run's budget and batch shape. The network comes from the ``policy``
@@ -181,49 +168,37 @@ class PPOSection(PPOHyperparameters):
 
 
 Baseline = Literal[
-    "maml", "ppo", "pretrained", "random", "ar", "momentum", "reversal", "time_of_day",
-    "classical_selected", "buy_and_hold", "flat",
-]  # fmt: skip
+    "maml",
+    "ppo",
+    "pretrained",
+    "random",
+    "ar",
+    "momentum",
+    "reversal",
+    "time_of_day",
+    "classical_selected",
+    "buy_and_hold",
+    "flat",
+]
 
 
-class ClassicalSection(_Section):
-    """The classical adaptive rows (metatrade.evaluation.baselines.ClassicalConfig)."""
+@pydantic_dataclass(frozen=True, config=STRICT)
+class EvaluationSection(ProtocolSettings):
+    """The meta-test protocol: ``metatrade.evaluation.protocol_config.ProtocolSettings``
+    (defined and validated there once) plus the rows of the table, the classical rows'
+    settings, the stressed cost and how every evaluation trades a policy."""
 
-    ar_order: int = Field(1, gt=0, description="p of the plug-in AR(p) row")
-    horizons: list[int] = Field(
-        default_factory=lambda: [1, 2, 4, 8, 16, 32],
-        description="momentum / reversal lookbacks (bars) tried on the adaptation window",
-    )
-    buckets: int = Field(6, gt=0, description="time-of-day buckets per trading session")
-
-    @field_validator("horizons")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 for h in v):
-            raise ValueError(f"expected a non-empty list of horizons >= 1 bar, got {v}")
-        return v
-
-
-class EvaluationSection(_Section):
-    """The meta-test protocol (metatrade.evaluation.protocol)."""
-
-    adaptation_steps: list[int] = Field(
-        default_factory=lambda: [0, 1, 2, 3], description="k inner steps to report"
-    )
-    adaptation_episodes: int = Field(
-        10, gt=0, description="episodes per inner step on a task's adaptation window"
-    )
-    test_episodes: int = Field(10, gt=0, description="evaluation episodes per task and k")
-    bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
-    baselines: list[Baseline] = Field(
-        default_factory=lambda: list(get_args(Baseline)),
+    baselines: tuple[Baseline, ...] = Field(
+        get_args(Baseline),
         description="rows of the results table (pretrained: the exact estimator's multi-task "
         "start on the same objective, when the run has one; ar, momentum, reversal, "
         "time_of_day, classical_selected: the classical adaptive rules, fitted on the rows "
         "the starts adapt on)",
     )
-    classical: ClassicalSection = Field(
-        default_factory=ClassicalSection, description="settings of the classical rows"
+    classical: ClassicalConfig = Field(
+        default_factory=ClassicalConfig,
+        description="settings of the classical rows (metatrade.evaluation.baselines."
+        "ClassicalConfig)",
     )
     stress_cost_bps: float = Field(
         2.0, ge=0, description="stressed cost: extra basis points per side in reports"
@@ -234,13 +209,6 @@ class EvaluationSection(_Section):
         "backtests, backtest, walkforward, signal): sample its actions (seeded: the stochastic "
         "policy the exact objective optimises) or take its most probable action",
     )
-
-    @field_validator("adaptation_steps")
-    @classmethod
-    def _non_negative(cls, v: list[int]) -> list[int]:
-        if not v or any(k < 0 for k in v):
-            raise ValueError(f"expected a non-empty list of steps >= 0, got {v}")
-        return sorted(set(v))
 
 
 class RunSection(_Section):
@@ -302,9 +270,9 @@ class RunSection(_Section):
         return absolute_path(v)
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class ObjectiveSection(ObjectiveSettings):
-    """The exact objective: ``metatrade.market.family.ObjectiveSettings`` (defined and
+    """The exact objective: ``metatrade.exact.settings.ObjectiveSettings`` (defined and
     validated there once), here with finite numbers only."""
 
 
@@ -355,5 +323,6 @@ class TuneSection(_Section):
 
 
 def meta_section_from(meta_config: MetaConfig) -> MetaSection:
-    """A run config ``meta`` section holding a MetaConfig's values (e.g. a MAMLAgent's)."""
-    return MetaSection(**asdict(meta_config))
+    """A run config ``meta`` section holding a MetaConfig's settings (e.g. a MAMLAgent's;
+    its seed is ``run.seed``)."""
+    return MetaSection(**{f.name: getattr(meta_config, f.name) for f in fields(MetaSettings)})

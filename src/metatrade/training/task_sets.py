@@ -44,7 +44,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     nothing and train on the instrument meant to be unseen); ``ConfigError`` lists what the
     folder holds.
     """
-    from metatrade.data import DataLoader, HeldOut, SplitConfig
+    from metatrade.data import DataLoader, HeldOut
 
     d = cfg.data
     data_dir: str | Path | None = d.data_dir
@@ -76,7 +76,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         data_dir,
         tz=d.timezone,
         instruments=d.instruments,
-        splits=SplitConfig(**d.splits.model_dump()),
+        splits=d.splits,
         heldout=heldout,
         strict=d.strict,
         lookback=cfg.env.lookback,

@@ -49,6 +49,7 @@ from metatrade.training.logger import (
     summary_line,
 )
 from metatrade.training.recorded import recorded_config
+from metatrade.training.trials import record_training
 
 if TYPE_CHECKING:
     from metatrade.agents.maml_agent import MAMLAgent
@@ -165,7 +166,9 @@ class Trainer:
                 )
             if resume is None:
                 self._claim(META_KIND)
-            return self._meta_loop(learner, start, total)
+            last = self._meta_loop(learner, start, total)
+            record_training(self, "meta-train")
+            return last
 
     def _meta_loop(self, learner: MetaLearner, start: int, total: int) -> dict[str, float]:
         """Iterations start+1..total of ``learner.step()``: logged, checkpointed, and on
@@ -343,6 +346,7 @@ class Trainer:
             last = self._ppo_loop(run_dir, total_timesteps, start=start, resume=resume is not None)
             if run_dir is not None:
                 agent.save_model(run_dir / "checkpoints" / "ppo.pt", run=run_record(self.run_id))
+        record_training(self, "train")
         return last
 
     def _ppo_loop(
@@ -384,10 +388,8 @@ class Trainer:
     def run_backtest_and_report(
         self, agent: Any, env: Any, out_dir: str | Path | None = None, *, echo: bool = True
     ) -> dict[str, Any]:
-        """Backtest ``agent`` over a whole split of ``env`` (a TradingEnv), print the
-        ``=== Backtesting Report ===`` block (default and stressed costs side by side) and
-        write the equity-curve PNG and trade list CSV into ``out_dir`` (default
-        ``<run_dir>/reports``). Returns the metrics."""
+        """Backtest ``agent`` over a whole split of ``env`` (a TradingEnv): the report
+        (``commands.backtest_and_report``) into ``out_dir`` (default ``<run_dir>/reports``)."""
         from metatrade.training.commands import backtest_and_report
 
         if out_dir is None and self.run_dir is not None:

@@ -17,18 +17,27 @@ import torch
 
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
-from metatrade.training.trials import trial_log
+from metatrade.training.trials import open_evaluation, trial_log
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from metatrade.agents.ppo import PPOAgent
+    from metatrade.evaluation.sealed import Period
     from metatrade.evaluation.walkforward import (
         Adapter,
         FoldSpec,
         WalkForwardConfig,
         WalkForwardResult,
+        WalkForwardTask,
     )
+
+
+DEMO_CONFIGURATIONS = 5
+"""configurations of the demo's settings compared on validation outside a user's registry
+(benchmarks/exact_trading.py: the exact and sampled estimators, then inner step sizes 1, 3
+and 30 beside the 10 kept; docs/exact.md): the demo's walk-forward multiplies its DSR's N
+by it"""
 
 
 def fold_spec(
@@ -74,7 +83,7 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
         "env": build.make_env_config(cfg),
         "references": refs,
         "classical": build.classical_rows(cfg),
-        "classical_settings": build.make_classical_config(cfg),
+        "classical_settings": cfg.evaluation.classical,
         "bootstrap_samples": cfg.evaluation.bootstrap_samples,
         "seed": cfg.run.seed,
         "deterministic": cfg.evaluation.actions == "mode",
@@ -113,6 +122,37 @@ def make_starts(
     return starts
 
 
+def sealed_tasks(
+    tasks: list[WalkForwardTask], start: str | int, *, final: bool
+) -> tuple[list[WalkForwardTask], str]:
+    """The tasks a walk from ``start`` may read and the split(s) it scores ("validation",
+    "test", "validation+test"). Without ``final`` every task is cut after its validation
+    split (``cut_after``: no test bar is in memory) and a start in the test split is
+    refused (``sealed.sealed_error``); with it the whole tasks."""
+    from metatrade.evaluation.registry import covered_splits
+    from metatrade.evaluation.sealed import sealed_error
+    from metatrade.evaluation.walkforward import cut_after
+    from metatrade.evaluation.walkforward.folds import resolve_start
+
+    rows = [resolve_start(t.arrays, start) for t in tasks]
+    if not final:
+        late = [  # (a start past the file's end is make_folds' error, with the usable range)
+            t
+            for t, r in zip(tasks, rows, strict=True)
+            if t.arrays.split_range("test")[0] <= r < len(t) - 1
+        ]
+        if late:
+            raise sealed_error(
+                "test", f"--from {start} starts in {late[0].arrays.task}'s test split"
+            )
+        tasks = [cut_after(t, "validation") for t in tasks]
+    names: list[str] = []
+    for t, row in zip(tasks, rows, strict=True):
+        for name in covered_splits(t.arrays, row, len(t) - 1).split("+"):
+            names += [] if name in names else [name]
+    return tasks, "+".join(names)
+
+
 def run_walkforward_eval(
     cfg: RunConfig,
     policy: torch.nn.Module,
@@ -126,15 +166,25 @@ def run_walkforward_eval(
     inner_lrs: dict[str, torch.Tensor] | None = None,
     trained: Collection[str] | None = None,
     console: Console | None = None,
+    final: bool = False,
+    start: str | int | None = None,
+    command: str = "metatrade walkforward",
     **overrides: Any,
 ) -> tuple[WalkForwardResult, dict[str, Path]]:
     """Walk forward on the run's held-out tasks (``trained``: the run's training tasks,
-    refused); writes the report into ``out_dir``."""
+    refused) from ``start`` (default: validation, or with ``final`` the test split); writes
+    the report into ``out_dir``. Without ``final`` the walk reads the validation split only
+    (``sealed_tasks``); with it the test split is opened (a recorded look: ``command``)."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
     from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
 
     loader = task_sets.make_loader(cfg)
-    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    whole = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    first = start if start is not None else ("test" if final else "validation")
+    tasks, split = sealed_tasks(whole, first, final=final)
+    period = open_evaluation(
+        cfg, out_dir, [t.arrays for t in whole], split=split, final=final, command=command
+    )
     starts = make_starts(
         cfg,
         policy,
@@ -154,10 +204,12 @@ def run_walkforward_eval(
         starts,
         tasks,
         make_adapter(cfg, steps),
-        make_config(cfg, spec, **overrides),
+        make_config(cfg, spec, start=first, **overrides),
         task_map=task_map,
         trials=trial_log(cfg, kind="walkforward", run=out_dir),  # DSR's N, PBO: issue 21
+        whole=whole,
     )
+    result.period = period
     files = save_report(result, out_dir)
     if console is not None:
         console.print(text_table(result), soft_wrap=True, highlight=False)
@@ -180,19 +232,34 @@ def signals(
     pretrained: dict[str, torch.Tensor] | None = None,
     inner_lrs: dict[str, torch.Tensor] | None = None,
     trained: Collection[str] | None = None,
-) -> list[Any]:
-    """``metatrade signal``: the next decision of ``start`` on every held-out task."""
+    final: bool = False,
+    command: str = "metatrade signal",
+) -> tuple[list[Any], Period]:
+    """``metatrade signal``: the next decision of ``start`` on every held-out task, and the
+    period it read. Adapting on the latest bars reads the test split (the file's end), so
+    it is a look: with ``final`` the decision after the file's last bar (recorded),
+    without it the decision after the last validation bar (``sealed_tasks``: a check of
+    the deployed path that reads no test bar)."""
     from metatrade.evaluation.walkforward import load_tasks
     from metatrade.evaluation.walkforward.signal import next_decision
 
     loader = task_sets.make_loader(cfg)
-    tasks = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    whole = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
+    tasks = whole if final else sealed_tasks(whole, "validation", final=False)[0]
+    period = open_evaluation(
+        cfg,
+        cfg.run_dir(),
+        [t.arrays for t in whole],
+        split="test" if final else "validation",
+        final=final,
+        command=command,
+    )
     starts = make_starts(cfg, policy, ppo_path=ppo_path, pretrained=pretrained, inner_lrs=inner_lrs)
     if start not in starts:
         raise ConfigError(f"--start-policy {start!r}: available {sorted(starts)}")
     adapter = make_adapter(cfg, steps)
     env = build.make_env_config(cfg)
-    return [
+    decisions = [
         next_decision(
             t,
             start,
@@ -209,6 +276,7 @@ def signals(
         )
         for t in tasks
     ]
+    return decisions, period
 
 
 def demo_walkforward(
@@ -221,8 +289,9 @@ def demo_walkforward(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """The demo's walk-forward step: default geometry (5-session folds after 10-session
-    windows, k = 1, carry) on the held-out tasks; prints a one-screen summary and the
-    report's path. Returns {"result", "files", "seconds"}."""
+    windows, k = 1, carry) over the held-out tasks' test split (``final``: a look), the
+    DSR's N times ``DEMO_CONFIGURATIONS``; prints a one-screen summary and the report's
+    path. Returns {"result", "files", "seconds"}."""
     import time
 
     t0 = time.perf_counter()
@@ -234,6 +303,9 @@ def demo_walkforward(
         steps=1,
         ppo_agent=ppo_agent,
         pretrained=pretrained,
+        final=True,  # the demo's final report walks the test split: a recorded look
+        command="metatrade demo",
+        configurations=DEMO_CONFIGURATIONS,
     )
     seconds = time.perf_counter() - t0
     if console is not None:

@@ -24,10 +24,11 @@ import torch
 from torch import Tensor
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.errors import ConfigError
 from metatrade.evaluation.protocol import Start
+from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
-from metatrade.market.family import ObjectiveSettings, TradingTaskFamily
 from metatrade.meta.adapt import adapt
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.estimators import make_source

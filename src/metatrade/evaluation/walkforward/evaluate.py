@@ -26,6 +26,7 @@ from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.bootstrap import BlockPlan, ConfidenceInterval
 from metatrade.evaluation.protocol import Start
 from metatrade.evaluation.registry import TrialLog, covered_splits, data_hash
+from metatrade.evaluation.sealed import Period
 from metatrade.evaluation.walkforward.adapters import Adapter
 from metatrade.evaluation.walkforward.folds import WalkForwardTask, make_folds
 from metatrade.evaluation.walkforward.runner import TaskRecord, WalkForwardConfig, run_task
@@ -66,6 +67,9 @@ class WalkForwardResult:
     steps: int
     config: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    period: Period | None = None
+    """the split scored and the looks at its test period (``sealed.open_period``), set by
+    the command that opened it; every table, CSV row, the JSON and the HTML state it"""
 
     @property
     def pooled(self) -> Scope:
@@ -80,6 +84,8 @@ class WalkForwardResult:
                 rec: dict[str, Any] = {"scope": scope.name, "row": label, "start": start,
                                        "k": int(k) if k else None}  # fmt: skip
                 rec.update(scope.metrics[label])
+                rec["split"] = scope.trials.get("split")
+                rec["test_looks"] = scope.trials.get("test_looks")
                 for stat, ci in scope.cis[label].items():
                     rec[f"{stat}_ci_low"], rec[f"{stat}_ci_high"] = ci.low, ci.high
                 out.append(rec)
@@ -199,6 +205,7 @@ def run_walkforward(
     *,
     task_map: Callable[[Callable[..., Any], Sequence[Any]], list[Any]] | None = None,
     trials: TrialLog | None = None,
+    whole: Sequence[WalkForwardTask] | None = None,
 ) -> WalkForwardResult:
     """Walk every task forward (``runner.run_task``) and score per task and pooled.
 
@@ -206,7 +213,10 @@ def run_walkforward(
     ``metatrade.distributed.fanout.ray_task_map`` fans it out over Ray workers, with the
     same records bit for bit: every fold is adapted with its own seed).
     ``trials``: the registry that counts this run's policy rows as trials of each scope's
-    data set (the DSR's N and PBO come from it); None: this run's rows alone."""
+    data set (the DSR's N and PBO come from it); None: this run's rows alone.
+    ``whole``: the tasks whose data hash names each data set (default ``tasks``): a walk
+    over tasks cut after validation (``cut_after``) passes the uncut tasks, so its trials
+    and the test period's looks count on one data set."""
     cfg = config or WalkForwardConfig()
     if not tasks:
         raise ValueError("run_walkforward: no tasks; pass the held-out tasks")
@@ -234,11 +244,12 @@ def run_walkforward(
     log = trials.with_settings({"walkforward": conf}) if trials is not None else None
     splits = {}
     scopes = {}
+    named = {str(t.arrays.task): t.arrays for t in (whole if whole is not None else tasks)}
     for rec, task in zip(records, tasks, strict=True):
         pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
         notional = {k: rec.records[k].notional for k in labels}
         splits[rec.task] = covered_splits(task.arrays, rec.folds[0].trade[0], len(task) - 1)
-        found = _Evidence(log, data_hash([task.arrays]), splits[rec.task])
+        found = _Evidence(log, data_hash([named[str(task.arrays.task)]]), splits[rec.task])
         clock = (rec.sessions_per_year, rec.bps_now)
         scopes[rec.task] = _scope(
             rec.task,
@@ -253,8 +264,8 @@ def run_walkforward(
             found,
             clock,
         )
-    whole = data_hash([t.arrays for t in tasks])
-    pooled = _Evidence(log, whole, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)
+    every = data_hash([named[str(t.arrays.task)] for t in tasks])
+    pooled = _Evidence(log, every, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)
     scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps, pooled)
     seconds = {
         "adapt": sum(r.adapt_seconds for r in records),

@@ -1,7 +1,8 @@
 """Trading the folds of one task in the ledger, every row (start x k, references) in step.
 
 Each row has its own ``TradingEnv`` (and so its own ``BacktestingEngine``) over the
-walk-forward rows of the task. Two account conventions (``carry``):
+walk-forward rows of the task; between folds its features are swapped
+(``TradingEnv.set_features``: the same rows, the fold's normalisation). Two account conventions (``carry``):
 
 * carry (live account): one episode from the first fold's first decision to the last
   bar. Position, cash and equity run on across fold boundaries; only the policy's
@@ -14,7 +15,7 @@ walk-forward rows of the task. Two account conventions (``carry``):
 
 A row whose equity falls to ``ruin_fraction * C0`` stops trading (carry: for good;
 flatten: for the rest of the fold). A position open after the last bar is closed at its
-close, paying the exit cost, as in ``run_backtest``.
+close, paying the exit cost, as in ``run_backtest`` (``TradingEnv.liquidate``).
 """
 
 from __future__ import annotations
@@ -29,40 +30,11 @@ from torch import Tensor, nn
 
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import target_to_action
-from metatrade.market.actions import Action
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.env import TradingEnv
 from metatrade.meta.sampler import make_forward
 
 Params = dict[str, Tensor]
-
-
-class FoldTradingEnv(TradingEnv):
-    """A ``TradingEnv`` whose feature matrix can be swapped between folds (same rows,
-    another normalisation) while the ledger keeps its account."""
-
-    def set_features(self, features: np.ndarray) -> None:
-        if features.shape != self.task_arrays.features.shape:
-            raise ValueError(
-                f"task {self.task_arrays.task}: new features {features.shape} != "
-                f"{self.task_arrays.features.shape}"
-            )
-        self._flat = np.ascontiguousarray(features, dtype=np.float32).ravel()
-
-    def observe(self) -> np.ndarray:
-        """The observation of the current bar with the current features and account."""
-        return self._observation()
-
-    def liquidate(self) -> float:
-        """Close any open position at the current bar's close (exit cost paid); equity."""
-        eng = self.engine
-        if eng.position != 0:
-            close = int(Action.CLOSE_LONG if eng.position > 0 else Action.CLOSE_SHORT)
-            t = self.bar
-            eng.execute_trade(
-                close, float(self.task_arrays.close[t]), None, int(self.task_arrays.timestamps[t])
-            )
-        return eng.equity
 
 
 @dataclass
@@ -137,7 +109,7 @@ class _Ledger:
         generator: torch.Generator | None,
     ) -> None:
         self.rows, self.first, self.carry, self.generator = rows, first, carry, generator
-        self.envs = [FoldTradingEnv(base, cfg) for _ in rows]
+        self.envs = [TradingEnv(base, cfg) for _ in rows]
         self.c0 = c0 = float(cfg.initial_capital)
         n = last - first + 1
         self.recs = [

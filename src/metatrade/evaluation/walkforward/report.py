@@ -87,11 +87,22 @@ def table_rows(res: WalkForwardResult, scope: Scope) -> list[list[str]]:
     return out
 
 
+def period_line(res: WalkForwardResult, scope: str = "pooled") -> str:
+    """Which split the walk scored and how many times its test period has been looked at
+    (the command's ``period``, else the scope's trial evidence)."""
+    if res.period is not None:
+        return res.period.describe()
+    p = res.scopes[scope].trials
+    return f"scored on the {p['split']} split; looks at its test period: {p['test_looks']:.0f}"
+
+
 def text_table(res: WalkForwardResult, scope: str = "pooled") -> str:
-    """A plain fixed-width table of one scope (for the terminal), with the ruin note."""
+    """A plain fixed-width table of one scope (for the terminal): the split scored and the
+    looks at the test period above it, the ruin note and the bootstrap warning below."""
     cells = table_rows(res, res.scopes[scope])
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines = [period_line(res, scope)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     note = ruin_note(res, scope)
     if note:
         lines.append(note)
@@ -157,6 +168,7 @@ def _summary(res: WalkForwardResult) -> str:
     f = c["folds"]
     mode = "carry (live account)" if c["carry"] else "flatten at fold ends (fixed capital)"
     items = [
+        period_line(res),
         f"held-out tasks: {', '.join(t.task for t in res.tasks)}",
         f"folds of {f['fold_bars']} {f['unit']}, adaptation window {f['adapt_bars']} {f['unit']}, "
         f"embargo {f['embargo']} {f['unit']}, start: {c['start']}",
@@ -261,8 +273,10 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
         }
         for t in res.tasks
     }
+    period = None if res.period is None else res.period.as_dict()
     return json_safe({"config": res.config, "rows": res.labels, "steps": res.steps,
-                      "scopes": scopes, "tasks": tasks, "seconds": res.seconds})  # fmt: skip
+                      "period": period, "scopes": scopes, "tasks": tasks,
+                      "seconds": res.seconds})  # fmt: skip
 
 
 def save_report(res: WalkForwardResult, out_dir: str | Path) -> dict[str, Path]:

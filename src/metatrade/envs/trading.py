@@ -1,4 +1,10 @@
-"""TradingTaskFamily: (instrument, timeframe) tasks of a DataLoader as a meta-RL TaskFamily."""
+"""TradingTaskFamily: (instrument, timeframe) tasks of a DataLoader as a meta-RL TaskFamily.
+
+Trading offers the core both of its faces: episodes in the market's envs (``metatrade.market``,
+the ``sampled`` estimator) and the exact expected P&L of the same MDP (``metatrade.exact``).
+It lives here, below both, so that ``market`` never imports ``exact`` (``exact`` reads the
+market's rules and configs; docs/architecture.md, the import rules).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.exact.objective import exact_loss
+from metatrade.exact.settings import ObjectiveSettings
+from metatrade.exact.windows import latest_windows, sample_window_pairs
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
 
@@ -20,23 +27,6 @@ class TaskSource(Protocol):
     def sample_tasks(self, n: int, *, task_set: str = "train", rng: Any = None) -> list[Any]: ...
 
     def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays: ...
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class ObjectiveSettings:
-    """How the exact expected-P&L objective (``metatrade.exact``) scores a window batch (the
-    run config's ``objective`` section). The window length is the env's ``episode_length``;
-    the window counts are the meta config's ``episodes_per_task`` / ``num_evaluation_episodes``
-    (training) and the evaluation's ``adaptation_episodes`` (test-time adaptation)."""
-
-    normalize: bool = Field(
-        True, description="divide a window's P&L by its causal volatility x bars (tasks alike)"
-    )
-    risk: float = Field(0.0, ge=0, description="> 0: subtract risk x Var(P&L) (mean-variance)")
-    gap_bars: int = Field(
-        0, ge=0, description="bars between the adaptation windows and the evaluation windows"
-    )
-    vol_bars: int = Field(256, ge=2, description="bars of returns behind the causal volatility")
 
 
 class TradingTaskFamily:
@@ -108,8 +98,6 @@ class TradingTaskFamily:
         """(adaptation, evaluation) ``PnlWindows`` of ``tasks`` in the ``period`` rows: per
         task, ``num_windows`` back-to-back windows of ``episode_length`` bars ending at a
         random cut, and ``num_eval_windows`` windows from the cut (+ ``gap_bars``) on."""
-        from metatrade.exact.windows import sample_window_pairs
-
         cfg = self.env_config
         self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
@@ -131,8 +119,6 @@ class TradingTaskFamily:
         ``episode_length`` bars that end at the ``period``'s last bar: what test-time
         adaptation with the exact objective adapts on (the most recent past). ``dtype``: the
         policy's (default float32)."""
-        from metatrade.exact.windows import latest_windows
-
         self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
         extra = {} if dtype is None else {"dtype": dtype}
@@ -155,8 +141,6 @@ class TradingTaskFamily:
 
     def objective_loss(self, policy: Any, params: Any, batch: Any) -> Any:
         """Minus the expected P&L of one task's windows (``metatrade.exact.exact_loss``)."""
-        from metatrade.exact.objective import exact_loss
-
         return exact_loss(
             policy, params, batch, normalize=self.objective.normalize, risk=self.objective.risk
         )

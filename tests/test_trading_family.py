@@ -8,9 +8,9 @@ import numpy as np
 
 from metatrade.data.loader import DataLoader
 from metatrade.data.synthetic import write_synthetic_tasks
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market import TradingEnvConfig
 from metatrade.market.batch_env import BatchTradingEnv
-from metatrade.market.family import TradingTaskFamily
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 
 
