@@ -148,7 +148,10 @@ def replay(
     loss: TaskLoss | None = None,
 ) -> list[Params]:
     """The inner loop from the current theta on stored batches (step k on ``batches[k]``):
-    how the line search, ProMP's outer steps and the logged KL re-adapt after theta moved."""
+    how the line search, ProMP's outer steps and the logged KL re-adapt after theta moved.
+    No batches (``num_inner_steps: 0``): theta itself."""
+    if not batches:
+        return [expand_to_tasks(meta.params, num_tasks)]
     return adapt(
         meta.policy,
         expand_to_tasks(meta.params, num_tasks),
