@@ -17,6 +17,7 @@ from metatrade.meta.estimators import SampledSource, measured_returns
 from metatrade.meta.inner import expand_to_tasks, task_gradients
 from metatrade.meta.sampler import sample_episodes
 from metatrade.meta.surrogates import vpg_loss
+from metatrade.seeding import derive_seed
 
 
 @pytest.fixture()
@@ -86,32 +87,41 @@ def test_equals_repeated_sample_and_adapt_and_leaves_theta_unchanged(setup) -> N
     assert any(not torch.equal(steps[-1][n][0], before[n]) for n in before)
 
 
-def test_returns_are_measured_only_when_asked_and_env_seed_seeds_each_batch(setup) -> None:
+def test_returns_are_measured_only_when_asked_and_reset_seed_seeds_each_batch(
+    setup, monkeypatch
+) -> None:
+    """Step k's batch resets the envs with ``derive_seed(reset_seed, "adaptation batch", k)``;
+    the batch measured after the last step is k = K; no reset seed: drawn from the generator."""
     policy, params, env = setup
     theta, config = expand_to_tasks(params, 3), AdaptationConfig()
-    gen = torch.Generator().manual_seed(1)
-    seen: list[int] = []
-    source = SampledSource(
-        policy, env, config=config, generator=gen, env_seed=lambda k: seen.append(k) or 100 + k
-    )
+    seen: list[int | None] = []
+    reset = env.reset
+
+    def spy(seed: int | None = None):
+        seen.append(seed)
+        return reset(seed=seed)
+
+    monkeypatch.setattr(env, "reset", spy)
+
+    def source(reset_seed: int | None) -> SampledSource:
+        gen = torch.Generator().manual_seed(1)
+        return SampledSource(policy, env, config=config, generator=gen, reset_seed=reset_seed)
+
+    first = source(100)
+    want = [derive_seed(100, "adaptation batch", k) for k in range(3)]
     with torch.no_grad():
-        steps = adapt(policy, theta, source, config=config, second_order=False, num_steps=2)
-        assert seen == [0, 1] and len(source.batches) == 2  # no rollout after the last step
-        assert len(measured_returns(source, steps)) == 3 and seen == [0, 1, 2]
-        none = SampledSource(policy, env, config=config, generator=gen)
-        steps = adapt(policy, theta, none, config=config, second_order=False, num_steps=0)
-    assert none.batches == [] and len(steps) == 1
-    # the same reset seed gives the same episodes (no action noise drawn differently)
-    again = SampledSource(
-        policy,
-        env,
-        config=config,
-        generator=torch.Generator().manual_seed(1),
-        env_seed=lambda k: 100 + k,
-    )
-    with torch.no_grad():
+        steps = adapt(policy, theta, first, config=config, second_order=False, num_steps=2)
+        assert len(first.batches) == 2 and seen == want[:2]  # no rollout after the last step
+        assert len(measured_returns(first, steps)) == 3 and seen == want
+        seen.clear()
+        none = source(None)
+        assert len(adapt(policy, theta, none, config=config, second_order=False, num_steps=0)) == 1
+        assert none.batches == [] and seen == []
+        adapt(policy, theta, none, config=config, second_order=False, num_steps=1)
+        assert len(seen) == 1 and seen[0] not in want  # drawn from the generator
+        again = source(100)
         adapt(policy, theta, again, config=config, second_order=False, num_steps=2)
-    torch.testing.assert_close(again.batches[0].obs, source.batches[0].obs)
+    torch.testing.assert_close(again.batches[1].obs, first.batches[1].obs)
 
 
 def test_stored_batches_repeat_the_last_and_adapt_on_one_batch_is_k_steps_on_it(setup) -> None:

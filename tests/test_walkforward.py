@@ -17,8 +17,8 @@ from metatrade.evaluation.walkforward import (
     InnerLoopAdapter,
     WalkForwardConfig,
     WalkForwardTask,
+    adaptation_seed,
     fold_arrays,
-    job_seed,
     make_folds,
     prepare_task,
     run_walkforward,
@@ -83,7 +83,7 @@ def test_adaptation_and_normalisation_ignore_the_fold_and_the_embargo(setup, emb
     adapter = _adapter()
 
     def adapted(t: WalkForwardTask) -> dict:
-        seed = job_seed(0, "MAML", str(t.task), fold.trade[0])
+        seed = adaptation_seed(0, "MAML", str(t.task), fold.trade[0])
         return adapter(starts["MAML"], fold_arrays(t, fold, spec), fold.adapt, seed=seed)[0]
 
     ref = adapted(task)

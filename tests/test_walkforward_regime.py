@@ -13,8 +13,8 @@ from metatrade.evaluation.walkforward import (
     FoldSpec,
     InnerLoopAdapter,
     WalkForwardConfig,
+    adaptation_seed,
     fold_arrays,
-    job_seed,
     prepare_task,
     run_walkforward,
 )
@@ -47,7 +47,7 @@ def test_walk_forward_readaptation_tracks_a_sign_flip_the_frozen_start_misses() 
     agree, tracked, frozen = [], [], []
     for f, fold in enumerate(rec.folds[:-1]):
         lo, hi = fold.adapt
-        seed = job_seed(0, "MAML", "Switch:5", fold.trade[0])
+        seed = adaptation_seed(0, "MAML", "Switch:5", fold.trade[0])
         theta = adapter(starts["MAML"], fold_arrays(task, fold, spec), fold.adapt, seed=seed)[0]
         if regime(lo) == regime(hi - 1) == regime(fold.trade[0]):  # no switch in between
             agree.append(np.sign(theta["theta"].item()) == regime(lo))

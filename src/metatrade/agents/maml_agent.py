@@ -36,6 +36,7 @@ from metatrade.meta.estimators import SampledSource
 from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 
@@ -84,7 +85,8 @@ class MAMLAgent(BaseAgent):
             feature_groups=feature_groups,
         )
         self.learner = MetaLearner(self.policy, task_family, self.meta_config)  # type: ignore[arg-type]
-        self.generator = torch.Generator().manual_seed(self.meta_config.seed + 7)
+        adapt_seed = derive_seed(self.meta_config.seed, "agent", "adaptation")
+        self.generator = torch.Generator().manual_seed(adapt_seed)
         self.adapted_params: Params | None = None  # set on the copy adapt() returns
         self.logs: list[dict[str, float]] = []
 

@@ -16,11 +16,12 @@ import torch
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.protocol_config import Params, ProtocolConfig, Start
-from metatrade.evaluation.protocol_rollouts import feasible_length, stream_seed
+from metatrade.evaluation.protocol_rollouts import feasible_length
 from metatrade.market.config import TradingEnvConfig
 from metatrade.meta.adapt import adapt
 from metatrade.meta.estimators import make_source, measured_returns
 from metatrade.meta.inner import expand_to_tasks
+from metatrade.seeding import derive_seed
 
 
 def adaptation_env(cfg: ProtocolConfig, arrays: list[TaskArrays]) -> TradingEnvConfig:
@@ -40,14 +41,15 @@ def adapt_start(
 ) -> dict[int, Params]:
     """Parameters [T, ...] of ``start`` after each k in ``adaptation_steps`` inner steps on
     the tasks' adaptation split: fresh episodes per step (sampled estimator; step k's batch
-    resets the env with seed cfg.seed + 100 (k + 1)), or the ``adaptation_episodes``
+    resets the envs from ``derive_seed(cfg.seed, "protocol", "adaptation")``, the same for
+    every start, and ``label``'s actions have their own stream), or the ``adaptation_episodes``
     windows that end at the split's last bar (exact). ``curve`` (if given) receives the mean
     return after k = 0..max(k) steps (exact: minus the loss); measuring it draws one more
     batch after the last step, changing nothing before it."""
     family, tasks = TradingTaskFamily.of_arrays(
         arrays,
         train_cfg,
-        seed=stream_seed(cfg.seed, label, "env"),
+        seed=derive_seed(cfg.seed, "protocol", "env", label),
         objective=cfg.objective,
     )
     adaptation = replace(cfg.adaptation, episodes_per_task=cfg.adaptation_episodes)
@@ -56,9 +58,9 @@ def adapt_start(
         family,
         tasks,
         config=adaptation,
-        generator=torch.Generator().manual_seed(stream_seed(cfg.seed, label, "adapt")),
+        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "protocol", "adapt", label)),
         test_time=True,
-        env_seed=lambda k: cfg.seed + 100 * (k + 1),
+        reset_seed=derive_seed(cfg.seed, "protocol", "adaptation"),
     )
     lrs = start.inner_lrs
     with torch.no_grad():

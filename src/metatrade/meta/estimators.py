@@ -22,7 +22,7 @@ MAML core sees only a per-task loss of parameters on a batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -37,10 +37,9 @@ from metatrade.meta.inner import TaskLoss
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.meta.sampler import sample_batch
 from metatrade.meta.surrogates import ratio_loss
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
-EnvSeed = Callable[[int], int]
-"""``k -> reset seed`` of the batch sampled after k inner steps"""
 
 
 @runtime_checkable
@@ -109,15 +108,16 @@ def make_source(
     generator: torch.Generator | None = None,
     rng: np.random.Generator | None = None,
     test_time: bool = False,
-    env_seed: EnvSeed | None = None,
+    reset_seed: int | None = None,
 ) -> BatchSource:
     """The batches of ``tasks`` that ``config.estimator`` adapts on: the one place that
     builds them (``config.exact_objective`` decides).
 
     Meta-training (``config`` a ``MetaConfig``): sampled episodes (``generator``: actions and
     env resets; ``num_evaluation_episodes`` post-update episodes), or random adaptation /
-    evaluation window pairs (``rng``). Test time: fresh episodes at every step (``env_seed``:
-    the reset seed of step k's batch; None: drawn from ``generator``), or the
+    evaluation window pairs (``rng``). Test time: fresh episodes at every step (step k's batch
+    resets the envs with ``derive_seed(reset_seed, "adaptation batch", k)``; None: drawn
+    from ``generator``), or the
     ``episodes_per_task`` windows that end at the family's last bar, for every step.
     """
     tasks = list(tasks)
@@ -140,7 +140,7 @@ def make_source(
         return ExactSource(policy, *pair, loss=objective.objective_loss)
     env = family.make_batch_env(tasks, config.episodes_per_task)
     if test_time or not isinstance(config, MetaConfig):
-        return SampledSource(policy, env, config=config, generator=generator, env_seed=env_seed)
+        return SampledSource(policy, env, config=config, generator=generator, reset_seed=reset_seed)
     post = env
     if config.num_evaluation_episodes != config.episodes_per_task:
         post = family.make_batch_env(tasks, config.num_evaluation_episodes)
@@ -198,7 +198,9 @@ class SampledSource:
     """Episodes sampled with the current policies; policy-gradient surrogates on them.
 
     ``env`` serves the inner batches, ``post_env`` (default ``env``) the post-update one;
-    ``reuse``: every inner step on the first batch (``reuse_inner_batch``)."""
+    ``reuse``: every inner step on the first batch (``reuse_inner_batch``); ``reset_seed``:
+    the batch sampled after k steps resets the envs with ``derive_seed(reset_seed,
+    "adaptation batch", k)`` (None: the env's own stream)."""
 
     outer_loss: TaskLoss = staticmethod(ratio_loss)  # type: ignore[assignment]
     inner_loss: TaskLoss | None = None
@@ -212,16 +214,18 @@ class SampledSource:
         generator: torch.Generator | None,
         post_env: BatchEnv | None = None,
         reuse: bool = False,
-        env_seed: EnvSeed | None = None,
+        reset_seed: int | None = None,
     ) -> None:
         self.policy, self.config, self.generator = policy, config, generator
         self.env, self.post_env = env, post_env or env
-        self.reuse, self.env_seed = reuse, env_seed
+        self.reuse, self.reset_seed = reuse, reset_seed
         self.batches: list[Any] = []
 
     def _sample(self, params: Params, env: BatchEnv, k: int) -> Episodes:
         detached = {n: v.detach() for n, v in params.items()}
-        seed = None if self.env_seed is None else self.env_seed(k)
+        seed = (
+            None if self.reset_seed is None else derive_seed(self.reset_seed, "adaptation batch", k)
+        )
         return sample_for_inner_loop(
             self.policy, detached, env, config=self.config, generator=self.generator, seed=seed
         )

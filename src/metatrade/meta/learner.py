@@ -33,6 +33,7 @@ from metatrade.meta.estimators import make_source, measured_returns
 from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import Contributions, make_update
+from metatrade.seeding import derive_seed
 
 if TYPE_CHECKING:
     from metatrade.meta.pertask import PerTaskBackend
@@ -216,7 +217,7 @@ class MetaLearner:
         standard error or interval across tasks."""
         config = adaptation or self.config
         if generator is None:
-            generator = torch.Generator().manual_seed(self.config.seed + 1)
+            generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "evaluation"))
         source = make_source(
             self.policy, self.family, tasks, config=config, generator=generator, test_time=True
         )

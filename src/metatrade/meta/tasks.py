@@ -33,6 +33,7 @@ from metatrade.meta.estimators import make_source
 from metatrade.meta.optimizers import flatten
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import make_update
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 Arrays = dict[str, np.ndarray]
@@ -77,16 +78,16 @@ def task_streams(
     seed: int, iteration: int, index: int
 ) -> tuple[torch.Generator, np.random.Generator]:
     """Task ``index``'s torch and numpy generators in meta-iteration ``iteration``: a
-    function of (seed, iteration, index) only (numpy's SeedSequence mixes them; no hash)."""
+    function of (seed, iteration, index) only (``derive_seed``), so a task's batch does not
+    depend on which worker draws it."""
     if min(seed, iteration, index) < 0:
         raise ValueError(
             f"task_streams: seed={seed}, iteration={iteration}, index={index} must all be >= 0 "
             "(run.seed is a non-negative integer)."
         )
-    torch_seed, numpy_seed = np.random.SeedSequence([seed, iteration, index]).generate_state(
-        2, dtype=np.uint64
-    )
-    return torch.Generator().manual_seed(int(torch_seed)), np.random.default_rng(int(numpy_seed))
+    torch_seed = derive_seed(seed, "meta-iteration", iteration, "task", index, "torch")
+    numpy_seed = derive_seed(seed, "meta-iteration", iteration, "task", index, "numpy")
+    return torch.Generator().manual_seed(torch_seed), np.random.default_rng(numpy_seed)
 
 
 def to_arrays(params: Params) -> Arrays:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.seeding import derive_seed
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
 from metatrade.training.trials import open_evaluation, trial_log
@@ -118,7 +119,7 @@ def make_starts(
         if agent is not None:
             starts["pretrained"] = Start(agent.policy, module_params(agent.policy))
     if "random" in wanted:
-        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+        starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     return starts
 
 

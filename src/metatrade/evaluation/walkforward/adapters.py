@@ -7,19 +7,17 @@ test protocol (each step on fresh episodes of the current adapted policy, baseli
 per batch; Finn et al., 2017, section 5.3), or the exact expected-P&L gradient
 (``metatrade.exact``) on the window's latest bars.
 
-Every job is adapted with its own seed (``job_seed``: run seed, start label, task and
-the fold's first decision row), so a fold's adapted parameters do not depend on which
+Every job is adapted with its own seed (``adaptation_seed``: derived from the run seed, the
+start label, the task and the fold's first decision row), so a fold's adapted parameters do not depend on which
 other tasks, starts or folds ran in the same evaluation: ``metatrade signal`` on a file
 cut at that fold reproduces them exactly.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +31,7 @@ from metatrade.meta.adapt import adapt
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.estimators import make_source
 from metatrade.meta.inner import expand_to_tasks
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 
@@ -52,10 +51,11 @@ class Adapter(Protocol):
     ) -> list[Params]: ...
 
 
-def job_seed(seed: int, label: str, task: str, row: int) -> int:
-    """A 31-bit seed for one (run seed, start label, task, decision row) job."""
-    key = [seed, zlib.crc32(label.encode()), zlib.crc32(task.encode()), row]
-    return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0] >> 1)
+def adaptation_seed(run_seed: int, label: str, task: str, row: int) -> int:
+    """The seed of one walk-forward job: start ``label`` adapted on ``task`` for the fold
+    whose first decision row is ``row`` (the walk-forward, ``metatrade signal`` and the
+    fan-out derive it alike, so a job's result does not depend on where it ran)."""
+    return derive_seed(run_seed, "walkforward", label, task, row)
 
 
 def _adaptation_rows(
@@ -115,7 +115,7 @@ class InnerLoopAdapter:
             config=self.adaptation,
             generator=torch.Generator().manual_seed(seed),
             test_time=True,
-            env_seed=lambda k: seed + 7919 * (k + 1),
+            reset_seed=seed,
         )
         lrs = start.inner_lrs
         with torch.no_grad():
