@@ -31,9 +31,8 @@ from torch.func import functional_call
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.estimators import SampledSource
-from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.seeding import derive_seed
@@ -142,8 +141,8 @@ class MAMLAgent(BaseAgent):
         if batch_env.num_tasks != 1:
             raise ValueError(
                 f"MAMLAgent.adapt adapts one task; the env has num_tasks={batch_env.num_tasks}. "
-                "For many tasks at once call metatrade.meta.adapt.adapt(agent.policy, "
-                "agent.params, episodes, ...) directly."
+                "For many tasks at once call metatrade.meta.adapt.adapt_at_test_time(agent.policy, "
+                "agent.params, source, ...) on a make_source batch source."
             )
         cfg = self.meta_config
         if lr is not None:
@@ -152,17 +151,15 @@ class MAMLAgent(BaseAgent):
             cfg = replace(cfg, horizon=num_rollout_steps)
         adapted = self.clone()
         start = self.params if self.adapted_params is None else self.adapted_params
-        lrs = self.learner.inner_lrs
-        with torch.no_grad():
-            steps = adapt(
-                self.policy,
-                expand_to_tasks({k: v.detach() for k, v in start.items()}, 1),
-                SampledSource(self.policy, batch_env, config=cfg, generator=adapted.generator),
-                config=cfg,
-                second_order=False,
-                inner_lrs=None if lrs is None else {k: v.detach() for k, v in lrs.items()},
-                num_steps=int(num_steps),
-            )
+        steps = adapt_at_test_time(
+            self.policy,
+            start,
+            SampledSource(self.policy, batch_env, config=cfg, generator=adapted.generator),
+            config=cfg,
+            num_tasks=1,
+            inner_lrs=self.learner.inner_lrs,
+            num_steps=int(num_steps),
+        )
         if self.adapted_params is not None or num_steps > 0:
             adapted.adapted_params = {k: v[0].detach() for k, v in steps[-1].items()}
         return adapted

@@ -18,9 +18,8 @@ from metatrade.envs.trading import TradingTaskFamily
 from metatrade.evaluation.protocol_config import Params, ProtocolConfig, Start
 from metatrade.evaluation.protocol_rollouts import feasible_length
 from metatrade.market.config import TradingEnvConfig
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.estimators import make_source, measured_returns
-from metatrade.meta.inner import expand_to_tasks
 from metatrade.seeding import derive_seed
 
 
@@ -62,17 +61,16 @@ def adapt_start(
         test_time=True,
         reset_seed=derive_seed(cfg.seed, "protocol", "adaptation"),
     )
-    lrs = start.inner_lrs
+    steps = adapt_at_test_time(
+        start.policy,
+        start.params,
+        source,
+        config=adaptation,
+        num_tasks=len(arrays),
+        inner_lrs=start.inner_lrs,
+        num_steps=max(cfg.adaptation_steps),
+    )
     with torch.no_grad():
-        steps = adapt(
-            start.policy,
-            expand_to_tasks({k: v.detach() for k, v in start.params.items()}, len(arrays)),
-            source,
-            config=adaptation,
-            second_order=False,
-            inner_lrs=None if lrs is None else {k: v.detach() for k, v in lrs.items()},
-            num_steps=max(cfg.adaptation_steps),
-        )
         if curve is not None:
             curve += [r.mean().item() for r in measured_returns(source, steps)]
     return {k: steps[k] for k in cfg.adaptation_steps}

@@ -2,7 +2,7 @@
 inner loop ``adapt`` and its batch sources, meta-objective, the meta-updates, MetaLearner).
 See docs/meta.md for the maths."""
 
-from metatrade.meta.adapt import StoredBatches, adapt
+from metatrade.meta.adapt import StoredBatches, adapt, adapt_at_test_time
 from metatrade.meta.advantages import (
     LinearFeatureBaseline,
     compute_advantages,
@@ -26,6 +26,7 @@ __all__ = [
     "MetaLearner",
     "StoredBatches",
     "adapt",
+    "adapt_at_test_time",
     "compute_advantages",
     "dice_loss",
     "discounted_returns",

@@ -12,8 +12,9 @@ only in the source of step k's batch:
 * ``StoredBatches``: the batches an iteration already drew (re-adapting after theta moved),
   or one fixed batch for every step.
 
-Test-time adaptation is ``adapt`` under ``torch.no_grad()`` with ``second_order=False``;
-``measured_returns`` reads the return after each step off the batches the source served.
+Test-time adaptation is ``adapt_at_test_time``: ``adapt`` from a detached theta under
+``torch.no_grad()`` with ``second_order=False``; ``measured_returns`` reads the return after
+each step off the batches the source served.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from metatrade.meta.config import AdaptationConfig
@@ -29,7 +31,7 @@ from metatrade.meta.surrogates import get_surrogate
 
 Params = dict[str, Tensor]
 
-__all__ = ["InnerBatches", "StoredBatches", "adapt", "expand_to_tasks"]
+__all__ = ["InnerBatches", "StoredBatches", "adapt", "adapt_at_test_time", "expand_to_tasks"]
 
 
 class InnerBatches(Protocol):
@@ -103,3 +105,33 @@ def adapt(
         # Meta-SGD rates [*shape] broadcast against the per-task gradients [T, *shape]
         steps.append({n: v - rates[n] * grads[n] for n, v in current.items()})
     return steps
+
+
+def adapt_at_test_time(
+    policy: nn.Module,
+    theta: Params,
+    source: InnerBatches,
+    *,
+    config: AdaptationConfig,
+    num_tasks: int,
+    inner_lrs: Params | None = None,
+    num_steps: int | None = None,
+) -> list[Params]:
+    """``adapt`` as every test-time path runs it (the protocol, the walk-forward,
+    ``evaluate_adaptation``, ``MAMLAgent.adapt``): from ``theta`` (no task axis) broadcast
+    to ``num_tasks`` tasks, first order, without a graph; theta and ``inner_lrs`` are
+    detached, so nothing reaches the meta-parameters."""
+
+    def detached(p: Params) -> Params:
+        return {k: v.detach() for k, v in p.items()}
+
+    with torch.no_grad():
+        return adapt(
+            policy,
+            expand_to_tasks(detached(theta), num_tasks),
+            source,
+            config=config,
+            second_order=False,
+            inner_lrs=None if inner_lrs is None else detached(inner_lrs),
+            num_steps=num_steps,
+        )

@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.config import AdaptationConfig, MetaConfig
 from metatrade.meta.contributions import BatchedContributions, sample_and_adapt
 from metatrade.meta.estimators import make_source, measured_returns
-from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import Contributions, make_update
 from metatrade.seeding import derive_seed
@@ -221,17 +220,16 @@ class MetaLearner:
         source = make_source(
             self.policy, self.family, tasks, config=config, generator=generator, test_time=True
         )
-        lrs = None if self.inner_lrs is None else {k: v.detach() for k, v in self.inner_lrs.items()}
+        steps = adapt_at_test_time(
+            self.policy,
+            self.params,
+            source,
+            config=config,
+            num_tasks=len(tasks),
+            inner_lrs=self.inner_lrs,
+            num_steps=max(num_steps_list),
+        )
         with torch.no_grad():
-            steps = adapt(
-                self.policy,
-                expand_to_tasks({k: v.detach() for k, v in self.params.items()}, len(tasks)),
-                source,
-                config=config,
-                second_order=False,
-                inner_lrs=lrs,
-                num_steps=max(num_steps_list),
-            )
             returns = measured_returns(source, steps)
         return {k: returns[k] for k in sorted(set(num_steps_list))}
 

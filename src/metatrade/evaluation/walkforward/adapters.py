@@ -27,10 +27,9 @@ from metatrade.errors import ConfigError
 from metatrade.evaluation.protocol import Start
 from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
-from metatrade.meta.adapt import adapt
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.estimators import make_source
-from metatrade.meta.inner import expand_to_tasks
 from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
@@ -117,15 +116,13 @@ class InnerLoopAdapter:
             test_time=True,
             reset_seed=seed,
         )
-        lrs = start.inner_lrs
-        with torch.no_grad():
-            steps = adapt(
-                start.policy,
-                expand_to_tasks({k: v.detach() for k, v in start.params.items()}, 1),
-                source,
-                config=self.adaptation,
-                second_order=False,
-                inner_lrs=None if lrs is None else {k: v.detach() for k, v in lrs.items()},
-                num_steps=self.steps,
-            )
+        steps = adapt_at_test_time(
+            start.policy,
+            start.params,
+            source,
+            config=self.adaptation,
+            num_tasks=1,
+            inner_lrs=start.inner_lrs,
+            num_steps=self.steps,
+        )
         return [{n: v[0] for n, v in p.items()} for p in steps[1:]]
