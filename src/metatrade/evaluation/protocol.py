@@ -3,11 +3,10 @@ tasks never seen in meta-training?
 
 For every held-out task and every starting point (the MAML meta-parameters, a multi-task PPO
 policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt``, the
-run's estimator, surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 steps on
-the task's *adaptation window* (its train split; each step samples fresh episodes with the
-current adapted policy, as in the MAML paper, or reads the exact objective's latest
-windows). Every adapted policy is then
-evaluated out of sample, on the task's *test* split:
+run's estimator, step size and episodes) takes k = 0, 1, 2, 3 steps on the task's *adaptation
+window* (its train split; each step samples fresh episodes with the current adapted policy,
+as in the MAML paper, or reads the exact objective's latest windows). Every adapted policy is
+then evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,
   so comparisons are paired), each an episode whose return is its P&L over C0;
@@ -280,10 +279,7 @@ class MetaTestProtocol:
         stacked = {n: torch.cat([r[2][n] for r in rows]) for n in rows[0][2]}
         reps = len(rows)
         env = BatchTradingEnv(arrays * reps, num_eps, plan.test_cfg)
-        gens = [
-            torch.Generator().manual_seed(derive_seed(cfg.seed, "protocol", "test", r[0]))
-            for r in rows
-        ]
+        gens = [torch.Generator().manual_seed(derive_seed(cfg.seed, "test", r[0])) for r in rows]
         out = rollout_returns(
             env,
             lambda o, e, p, g=gens, pi=policy, th=stacked: policy_actions(
