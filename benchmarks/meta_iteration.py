@@ -62,12 +62,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="6 iterations a configuration")
     parser.add_argument("--iterations", type=int, default=8, help="iterations a configuration")
     parser.add_argument("--label", default="", help="a name for this tree in the JSON line")
+    parser.add_argument("--backends", nargs="+", default=["batched", "local"])
+    parser.add_argument("--optimizers", nargs="+", default=["adam", "trpo"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     iterations = 6 if args.quick else max(2, args.iterations)
     out: dict[str, object] = {"label": args.label, "iterations": iterations}
-    for backend in ("batched", "local"):
-        for optimizer in ("adam", "trpo"):
+    for backend in args.backends:
+        for optimizer in args.optimizers:
             out[f"{backend}/{optimizer}"] = time_config(backend, optimizer, iterations=iterations)
     print(json.dumps(out))
 
