@@ -44,6 +44,7 @@ from metatrade.agents.ppo_update import UpdateBatch, ppo_update
 from metatrade.meta.advantages import gae
 from metatrade.meta.distributions import DiagGaussian
 from metatrade.meta.protocols import BatchEnv
+from metatrade.seeding import derive_seed
 
 LogFn = Callable[[dict[str, float], int], None]
 Callback = Callable[["PPOAgent", dict[str, float]], bool | None]
@@ -92,7 +93,8 @@ class PPOAgent(BaseAgent):
             seed=cfg.seed,
             **net_kw,
         )
-        self.value = make_value_net(observation_space, kind=cfg.kind, seed=cfg.seed + 1, **net_kw)
+        value_seed = derive_seed(cfg.seed, "ppo", "value net")
+        self.value = make_value_net(observation_space, kind=cfg.kind, seed=value_seed, **net_kw)
         self.optimizer = self._make_optimizer(cfg.learning_rate)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0
@@ -234,7 +236,7 @@ class PPOAgent(BaseAgent):
 
     # ---- one PPO iteration ------------------------------------------------------------
     def _reset(self, batch_env: BatchEnv) -> np.ndarray:
-        obs = batch_env.reset(seed=self.config.seed + self.num_resets)
+        obs = batch_env.reset(seed=derive_seed(self.config.seed, "ppo", "reset", self.num_resets))
         self.num_resets += 1
         self._ep_return = np.zeros(obs.shape[:2], dtype=np.float64)
         self._ep_length = np.zeros(obs.shape[:2], dtype=np.int64)
