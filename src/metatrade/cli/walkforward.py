@@ -67,8 +67,10 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     bars = fold_bars is not None or adapt_bars is not None
     days = fold_days is not None or adapt_days is not None
     if bars and days:
-        raise ConfigError("give the fold geometry in bars (--fold-bars/--adapt-bars) or in "
-                          "days (--fold-days/--adapt-days), not both")  # fmt: skip
+        raise ConfigError(
+            "give the fold geometry in bars (--fold-bars/--adapt-bars) or in "
+            "days (--fold-days/--adapt-days), not both"
+        )
     if bars:
         if fold_bars is None or adapt_bars is None:
             raise ConfigError("--fold-bars and --adapt-bars go together")

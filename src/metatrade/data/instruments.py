@@ -48,9 +48,16 @@ from metatrade.errors import DataError
 INSTRUMENTS_FILE = "instruments.yaml"
 EMBEDDED_FILE = Path(__file__).resolve().parent / "sample" / INSTRUMENTS_FILE
 KEYS = (
-    "calendar", "timezone", "currency", "lot_size", "tick_size", "costs", "square_off",
-    "sessions_per_year", "special_sessions",
-)  # fmt: skip
+    "calendar",
+    "timezone",
+    "currency",
+    "lot_size",
+    "tick_size",
+    "costs",
+    "square_off",
+    "sessions_per_year",
+    "special_sessions",
+)
 SQUARE_OFF = ("session_end", "none")
 
 
@@ -193,13 +200,23 @@ def _lot_sizes(value: Any, where: str, name: str, tables: Mapping[str, Any]) -> 
     if isinstance(value, str):
         table = tables.get(value, {})
         if name not in table:
-            raise _error(where, name, "lot_size", f"no lot table {value!r} for {name!r} "
-                         f"(tables: {', '.join(sorted(tables)) or 'none'}); give a number or "
-                         "[{from: 2024-11-20, size: 75}, ...]")  # fmt: skip
+            raise _error(
+                where,
+                name,
+                "lot_size",
+                f"no lot table {value!r} for {name!r} "
+                f"(tables: {', '.join(sorted(tables)) or 'none'}); give a number or "
+                "[{from: 2024-11-20, size: 75}, ...]",
+            )
         value = table[name]
     if isinstance(value, bool) or not isinstance(value, int | float | list):
-        raise _error(where, name, "lot_size", f"{value!r}: use a positive whole number or a "
-                     "dated table [{from: 2024-11-20, size: 75}, ...]")  # fmt: skip
+        raise _error(
+            where,
+            name,
+            "lot_size",
+            f"{value!r}: use a positive whole number or a "
+            "dated table [{from: 2024-11-20, size: 75}, ...]",
+        )
     if not isinstance(value, list):
         value = [{"size": value}]
     starts, sizes = [], []
@@ -207,8 +224,13 @@ def _lot_sizes(value: Any, where: str, name: str, tables: Mapping[str, Any]) -> 
         size = row.get("size") if isinstance(row, Mapping) else None
         when = row.get("from") if isinstance(row, Mapping) else None
         if not isinstance(size, int | float) or size < 1 or int(size) != size:
-            raise _error(where, name, "lot_size", f"entry {i}: size {size!r} must be a whole "
-                         "number >= 1; write entries as {from: 2024-11-20, size: 75}")  # fmt: skip
+            raise _error(
+                where,
+                name,
+                "lot_size",
+                f"entry {i}: size {size!r} must be a whole "
+                "number >= 1; write entries as {from: 2024-11-20, size: 75}",
+            )
         if i and when is None:
             raise _error(where, name, "lot_size", f"entry {i} needs a 'from' date")
         start = np.iinfo(np.int64).min if i == 0 else _date_ns(when, where, name)
@@ -242,8 +264,13 @@ def _timezone(value: Any, where: str, name: str) -> str:
     try:
         pd.Timestamp("2024-01-01").tz_localize(str(value))
     except Exception:  # pytz/zoneinfo raise different types for an unknown zone
-        raise _error(where, name, "timezone", f"{value!r} is not a time zone; use an IANA "
-                     "name such as America/New_York, Europe/London, Asia/Kolkata or UTC") from None  # fmt: skip
+        raise _error(
+            where,
+            name,
+            "timezone",
+            f"{value!r} is not a time zone; use an IANA "
+            "name such as America/New_York, Europe/London, Asia/Kolkata or UTC",
+        ) from None
     return str(value)
 
 
@@ -276,8 +303,9 @@ def build_instrument(
     special = desc.get("special_sessions") or []
     if not isinstance(special, list):
         raise _error(where, name, "special_sessions", "list the dates, e.g. [2024-11-01]")
-    days = tuple(sorted(_date_ns(d, where, name, "special_sessions") // 86_400_000_000_000
-                        for d in special))  # fmt: skip
+    days = tuple(
+        sorted(_date_ns(d, where, name, "special_sessions") // 86_400_000_000_000 for d in special)
+    )
     return Instrument(
         name=name,
         calendar=cal,

@@ -201,9 +201,18 @@ def stressed_config(
 
 
 _TRADE_COLUMNS = (
-    "side", "quantity", "entry_time", "entry_price", "exit_time", "exit_price",
-    "entry_cost", "exit_cost", "gross_pnl", "net_pnl", "bars_held",
-)  # fmt: skip
+    "side",
+    "quantity",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "entry_cost",
+    "exit_cost",
+    "gross_pnl",
+    "net_pnl",
+    "bars_held",
+)
 
 
 def _drive(env: TradingEnv, decide: Callable[[np.ndarray, TradingEnv], int]) -> list[int]:

@@ -213,8 +213,10 @@ def window_arrays(arrays: TaskArrays, rows: Rows) -> TaskArrays:
     lo, hi = rows
     if not 0 <= lo < hi - 1 < len(arrays):
         raise ValueError(f"task {arrays.task}: adaptation rows [{lo}, {hi}) need >= 2 rows")
-    cut = {k: getattr(arrays, k)[lo:hi] for k in ("timestamps", "open", "high", "low", "close",
-                                                  "features", "session_end")}  # fmt: skip
+    cut = {
+        k: getattr(arrays, k)[lo:hi]
+        for k in ("timestamps", "open", "high", "low", "close", "features", "session_end")
+    }
     return replace(arrays, **cut, splits={"window": (0, hi - lo)})
 
 

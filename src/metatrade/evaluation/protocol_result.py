@@ -218,9 +218,11 @@ class EvaluationResult:
             ]
             if use_oracle:
                 f = r.oracle_fraction
-                cells += ["-", "-"] if f is None else [
-                    f"{f.estimate:+.3f}", f"[{f.low:+.3f}, {f.high:+.3f}]"
-                ]  # fmt: skip
+                cells += (
+                    ["-", "-"]
+                    if f is None
+                    else [f"{f.estimate:+.3f}", f"[{f.low:+.3f}, {f.high:+.3f}]"]
+                )
             t.add_row(*cells)
         return t
 

@@ -81,8 +81,12 @@ class WalkForwardResult:
         for scope in self.scopes.values():
             for label in self.labels:
                 start, _, k = label.partition("@k")
-                rec: dict[str, Any] = {"scope": scope.name, "row": label, "start": start,
-                                       "k": int(k) if k else None}  # fmt: skip
+                rec: dict[str, Any] = {
+                    "scope": scope.name,
+                    "row": label,
+                    "start": start,
+                    "k": int(k) if k else None,
+                }
                 rec.update(scope.metrics[label])
                 rec["split"] = scope.trials.get("split")
                 rec["test_looks"] = scope.trials.get("test_looks")
@@ -155,9 +159,14 @@ def _scope(
     trials = add_deflated(metrics, arrays, found, cfg.configurations)
     seed = cfg.seed + zlib.crc32(name.encode()) % 997
     cis, diff, plan = bootstrap_daily(
-        daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
-        seed=seed, periods_per_year=periods, confidence=cfg.confidence,
-    )  # fmt: skip
+        daily.to_numpy(),
+        labels,
+        reps=cfg.bootstrap_samples,
+        block_days=cfg.block_days,
+        seed=seed,
+        periods_per_year=periods,
+        confidence=cfg.confidence,
+    )
     grid = np.asarray(cfg.cost_grid)
     sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
     diffs = _differences(labels, starts, steps, diff)
@@ -186,8 +195,15 @@ def _pooled(
     for k in labels:
         eq = c0 * np.concatenate([[1.0], np.cumprod(1.0 + daily[k].to_numpy())])
         trades = [tr for t in tasks for tr in t.records[k].trades]
-        m = record_metrics(eq, daily[k], c0=c0, trades=trades, notional=notional[k],
-                           bps_now=clock[1], periods_per_year=clock[0])  # fmt: skip
+        m = record_metrics(
+            eq,
+            daily[k],
+            c0=c0,
+            trades=trades,
+            notional=notional[k],
+            bps_now=clock[1],
+            periods_per_year=clock[0],
+        )
         m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], clock[1])
         m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
         metrics[k] = m
@@ -238,9 +254,14 @@ def run_walkforward(
     names = list(starts)
     c0 = cfg.env.initial_capital
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
-    conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
-                ruin_fraction=cfg.env.ruin_fraction, markets={r.task: r.market for r in records},
-                adapter=type(adapter).__name__)  # fmt: skip
+    conf.update(
+        initial_capital=c0,
+        lookback=cfg.env.lookback,
+        steps=adapter.steps,
+        ruin_fraction=cfg.env.ruin_fraction,
+        markets={r.task: r.market for r in records},
+        adapter=type(adapter).__name__,
+    )
     log = trials.with_settings({"walkforward": conf}) if trials is not None else None
     splits = {}
     scopes = {}

@@ -121,8 +121,15 @@ class _FoldCache:
     """Fold f's arrays and adapted parameters, computed once when first asked (one fold
     kept at a time: a 2-minute task's feature matrix is megabytes per fold)."""
 
-    def __init__(self, task: WalkForwardTask, folds: list[Fold], spec: FoldSpec,
-                 starts: Mapping[str, Start], adapter: Adapter, seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        task: WalkForwardTask,
+        folds: list[Fold],
+        spec: FoldSpec,
+        starts: Mapping[str, Start],
+        adapter: Adapter,
+        seed: int,
+    ) -> None:
         self.task, self.folds, self.spec = task, folds, spec
         self.starts, self.adapter, self.seed = starts, adapter, seed
         self._f = -1
@@ -197,9 +204,14 @@ def run_task(
     out.market = _market_label(task.arrays, costs)
     for label, rec in out.records.items():
         out.metrics[label] = record_metrics(
-            rec.equity, daily[label], c0=c0, trades=rec.trades, notional=rec.notional,
-            bps_now=out.bps_now, periods_per_year=out.sessions_per_year,
-        )  # fmt: skip
+            rec.equity,
+            daily[label],
+            c0=c0,
+            trades=rec.trades,
+            notional=rec.notional,
+            bps_now=out.bps_now,
+            periods_per_year=out.sessions_per_year,
+        )
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
     out.classical_fits = fits
     return out
