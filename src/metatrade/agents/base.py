@@ -36,7 +36,9 @@ class _class_or_instance_method:
 
     def __init__(self, func: Any) -> None:
         self.func = func
-        functools.update_wrapper(self, func)
+        for name in functools.WRAPPER_ASSIGNMENTS:  # name, doc...: what update_wrapper copies
+            if hasattr(func, name):
+                setattr(self, name, getattr(func, name))
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         return functools.partial(self.func, objtype if obj is None else obj)
@@ -76,7 +78,7 @@ class BaseAgent(ABC):
             params = self._dist_params(torch.as_tensor(obs_arr, dtype=dtype))
             dist = self.policy.distribution
             act = dist.mode(params) if deterministic else dist.sample(params, self.generator)
-        if isinstance(dist, DiagGaussian):
+        if isinstance(dist, DiagGaussian) and isinstance(self.action_space, gym.spaces.Box):
             low, high = self.action_space.low, self.action_space.high
             out = np.clip(act.cpu().numpy().astype(np.float32), low, high)
             return out
@@ -151,7 +153,7 @@ class BaseAgent(ABC):
         Raises:
             CheckpointError: missing, corrupted, truncated or incompatible checkpoint.
         """
-        cls = target if isinstance(target, type) else type(target)
+        cls: type[BaseAgent] = target if isinstance(target, type) else type(target)
         config, state = load_checkpoint(path, kind=cls.__name__)
         if not isinstance(config.get("agent"), dict):
             raise CheckpointError(f"checkpoint {path}: agent config is missing")

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import target_to_action
 from metatrade.evaluation.protocol_config import Params
@@ -30,7 +30,7 @@ def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: 
 
 
 def policy_actions(
-    policy: nn.Module,
+    policy: Policy,
     params: Params,
     obs: np.ndarray,
     deterministic: bool,

@@ -78,9 +78,9 @@ def prepare_task(
         task, bars, splits=splits or SplitConfig(), instrument=instrument, features=names
     )
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
-    cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
+    o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
-    raw = all_raw_features(*cols, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
+    raw = all_raw_features(o, h, lo, c, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
     raw = raw[warmup_rows(raw) :][:, [available_features().index(n) for n in names]]
     if raw.shape[0] != len(arrays):
         raise ValueError(
@@ -276,7 +276,7 @@ def make_folds(
             f"adaptation window ends ({a - e}); train-split normalisation would see the "
             "future: start later (--from) or use --normalisation expanding"
         )
-    folds = []
+    folds: list[Fold] = []
     while a <= n - 2:
         b = min(a + f, n - 1)
         folds.append(_fold(len(folds), a, b, spec, w, e, train))
