@@ -74,6 +74,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), binary=True)
+
+
 def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     """``fig.savefig`` through a temporary file (format from the suffix of ``path``)."""
     fmt = Path(path).suffix.lstrip(".") or "png"

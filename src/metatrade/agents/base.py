@@ -94,16 +94,19 @@ class BaseAgent(ABC):
         return self.select_action(obs, deterministic=deterministic), None
 
     # ---- learning ---------------------------------------------------------------------
+    # Each agent learns from its own source (a BatchEnv, a TaskFamily) with its own options,
+    # so the base declares (*args, **kwargs): any signature may override it.
     @abstractmethod
-    def learn(self, source: Any, budget: int, **kwargs: Any) -> BaseAgent:
-        """Train in place on ``source`` for ``budget`` units and return ``self``: PPO on a
+    def learn(self, *args: Any, **kwargs: Any) -> BaseAgent:
+        """``learn(source, budget, ...)``: train in place on ``source`` for ``budget`` units
+        and return ``self``: PPO on a
         ``BatchEnv`` for ``budget`` environment steps, MAML on a ``TaskFamily`` for
         ``budget`` meta-iterations (SB3's ``learn(total_timesteps)``, with the data given
         here rather than at construction, since one agent trains on many tasks)."""
 
     @abstractmethod
-    def adapt(self, batch_env: Any, num_steps: int = 1, **kwargs: Any) -> BaseAgent:
-        """A copy fine-tuned on the single task of ``batch_env`` by ``num_steps`` gradient
+    def adapt(self, *args: Any, **kwargs: Any) -> BaseAgent:
+        """``adapt(batch_env, num_steps=1, ...)``: a copy fine-tuned on the single task of ``batch_env`` by ``num_steps`` gradient
         steps on fresh episodes; ``self`` is unchanged."""
 
     # ---- checkpoints ------------------------------------------------------------------

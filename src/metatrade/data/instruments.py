@@ -219,7 +219,8 @@ def _lot_sizes(value: Any, where: str, name: str, tables: Mapping[str, Any]) -> 
         )
     if not isinstance(value, list):
         value = [{"size": value}]
-    starts, sizes = [], []
+    starts: list[int] = []
+    sizes: list[int] = []
     for i, row in enumerate(value):
         size = row.get("size") if isinstance(row, Mapping) else None
         when = row.get("from") if isinstance(row, Mapping) else None

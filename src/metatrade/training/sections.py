@@ -307,6 +307,13 @@ class ParamRange(_Section):
             raise ValueError(f"log_uniform needs low > 0, got {self.low}")
         return self
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric range (``_bounds`` made sure both are set)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range has no low/high bounds")
+        return self.low, self.high
+
 
 class TuneSection(_Section):
     """``metatrade tune``: the search space and how each trial is scored (on validation)."""

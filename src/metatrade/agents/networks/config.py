@@ -9,12 +9,14 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+PolicyKind = Literal["mlp", "gru", "moe", "linear"]
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class NetworkConfig:
     """Which network and how wide (the observation and action spaces come from the env)."""
 
-    kind: Literal["mlp", "gru", "moe", "linear"] = Field(
+    kind: PolicyKind = Field(
         default="mlp",
         description="network trunk (linear: logits linear in the observation with a learned "
         "gain per input feature; hidden_sizes and activation unused)",

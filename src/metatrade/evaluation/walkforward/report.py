@@ -18,7 +18,7 @@ import pandas as pd
 
 from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
-from metatrade.io import atomic_write, atomic_write_text, json_safe
+from metatrade.io import atomic_write_bytes, atomic_write_text, json_safe
 
 if TYPE_CHECKING:
     from metatrade.evaluation.walkforward.evaluate import Scope, WalkForwardResult
@@ -314,9 +314,7 @@ def save_report(res: WalkForwardResult, out_dir: str | Path) -> dict[str, Path]:
     images = {key: fn(res) for key, (_, fn) in FIGURES.items()}
     files = {}
     for key, data in images.items():
-        files[f"png_{key}"] = atomic_write(
-            out / f"walkforward_{key}.png", lambda f, d=data: f.write(d), binary=True
-        )
+        files[f"png_{key}"] = atomic_write_bytes(out / f"walkforward_{key}.png", data)
     records = res.rows()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(records[0]))

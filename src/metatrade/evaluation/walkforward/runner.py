@@ -133,19 +133,22 @@ class _FoldCache:
         self.task, self.folds, self.spec = task, folds, spec
         self.starts, self.adapter, self.seed = starts, adapter, seed
         self._f = -1
-        self._arrays = None
+        self._arrays: TaskArrays | None = None
         self._params: dict[str, list[Params]] = {}
         self.seconds = 0.0
         self.on_fold: progress.Step = lambda detail=None: None  # a fold started
 
-    def arrays(self, f: int):
-        if f != self._f:
+    def arrays(self, f: int) -> TaskArrays:
+        if self._arrays is None or f != self._f:
             self._f, self._params = f, {}
             self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
             self.on_fold()
         return self._arrays
 
     def params(self, f: int, row: Row) -> Params:
+        """The parameters of policy row ``row`` (its start after ``row.k`` steps) on fold f."""
+        if row.k is None:
+            raise ValueError(f"row {row.label} is not a policy row: it has no parameters")
         arrays = self.arrays(f)
         if row.start not in self._params:
             s = self.starts[row.start]
