@@ -40,9 +40,8 @@ from metatrade.agents.checkpoint import (
 from metatrade.agents.networks.config import PolicyKind
 from metatrade.agents.policies import make_policy, make_value_net, space_from_spec, space_to_spec
 from metatrade.agents.ppo_config import PPOConfig
-from metatrade.agents.ppo_rollout import Rollout, true_next_obs
+from metatrade.agents.ppo_rollout import Rollout, rollout_advantages, true_next_obs
 from metatrade.agents.ppo_update import UpdateBatch, ppo_update
-from metatrade.meta.advantages import gae
 from metatrade.meta.protocols import BatchEnv
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -332,24 +331,9 @@ class PPOAgent(BaseAgent):
         return obs, r
 
     def compute_advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor]:
-        """GAE advantages, lambda-returns and values, each [n_steps, N].
-
-        Uses ``metatrade.meta.advantages.gae`` (time on the last axis, hence the transposes):
-        V(next_obs) is the bootstrap at truncation and ignored at termination.
-        """
-        with torch.no_grad():
-            values = self.value(rollout.obs)
-            next_values = self.value(rollout.next_obs)
-            advantages, returns = gae(
-                rollout.rewards.T * self.config.reward_scale,
-                values.T,
-                next_values.T,
-                rollout.terminated.T,
-                rollout.dones.T,
-                self.config.gamma,
-                self.config.gae_lambda,
-            )
-        return advantages.T, returns.T, values
+        """GAE advantages, lambda-returns and values, each [n_steps, N]
+        (``ppo_rollout.rollout_advantages``)."""
+        return rollout_advantages(rollout, self.value, self.config)
 
     def _check_env(self, env: BatchEnv) -> None:
         if tuple(env.observation_space.shape) != tuple(self.observation_space.shape):

@@ -5,7 +5,7 @@ The factories they use are in ``training.build`` and ``training.task_sets``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,13 +240,24 @@ def run_meta_test(
     record_evaluation(result, log, data_hash=period.data_hash, split=split)
     files = result.save(run_dir / "eval")
     if console is not None:
-        warn_seen(console, seen)
-        console.print(
-            f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
-        )
-        console.print(result.format_table(), soft_wrap=True)
-        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+        _print_meta_test(console, result, tasks, split, files)
     return result
+
+
+def _print_meta_test(
+    console: Console,
+    result: EvaluationResult,
+    tasks: Sequence[Any],
+    split: str,
+    files: Mapping[str, Any],
+) -> None:
+    """The meta-test's table, the tasks it scored (seen ones warned about) and its files."""
+    warn_seen(console, result.seen)
+    console.print(
+        f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
+    )
+    console.print(result.format_table(), soft_wrap=True)
+    console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
 
 
 def _meta_test_starts(
