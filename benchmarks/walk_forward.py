@@ -38,7 +38,7 @@ from metatrade.evaluation.baselines import CLASSICAL
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     load_tasks,
     run_walkforward,
@@ -93,7 +93,7 @@ def walk(name: str, loader: DataLoader, tasks: list, args, quick: bool, out: Pat
     adaptation = AdaptationConfig(
         episodes_per_task=4 if quick else 16, inner_lr=INNER_LR, gamma=GAMMA, gae_lambda=GAE_LAMBDA
     )
-    adapter = SampledAdapter(env, adaptation, steps=1)
+    adapter = InnerLoopAdapter(env, adaptation, steps=1)
     spec = FoldSpec(fold_bars=5, adapt_bars=10, unit="days")
     cfg = WalkForwardConfig(folds=spec, env=env, start="validation", carry=True,
                             classical=CLASSICAL, bootstrap_samples=200 if quick else 2000,

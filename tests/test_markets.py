@@ -28,7 +28,7 @@ from metatrade.evaluation.backtest import buy_and_hold, run_backtest
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     load_tasks,
     run_walkforward,
@@ -172,7 +172,7 @@ def test_buy_and_hold_sharpe_and_return_equal_a_direct_computation(folder, loade
     assert res.metrics["annual_return"] == pytest.approx(annual, rel=1e-6)
 
     policy = tiny_policy(4)
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
     config = WalkForwardConfig(
         folds=FoldSpec(fold_bars=60, adapt_bars=40), env=env, references=("buy_and_hold",),
         bootstrap_samples=10,

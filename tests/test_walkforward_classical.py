@@ -12,9 +12,8 @@ import pytest
 from metatrade.evaluation.baselines import CLASSICAL, ClassicalConfig, fit_classical
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
-    ExactAdapter,
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     fold_arrays,
     run_walkforward,
@@ -36,7 +35,7 @@ SETTINGS = ClassicalConfig(horizons=(1, 3, 6), buckets=3)
 def run():
     _, task = ar_task(0.4, n_bars=1200)
     policy = tiny_policy(4)
-    adapter = SampledAdapter(ENV, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
+    adapter = InnerLoopAdapter(ENV, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
     cfg = WalkForwardConfig(
         folds=SPEC, env=ENV, start=700, bootstrap_samples=50, classical=CLASSICAL,
         classical_settings=SETTINGS,
@@ -69,7 +68,8 @@ def test_refitted_before_every_fold_on_the_adapters_rows(run) -> None:
 def test_exact_adapter_rows_are_its_latest_windows(run) -> None:
     task, _, res = run
     fold = res.tasks[0].folds[1]
-    adapter = ExactAdapter(env=ENV, adaptation=AdaptationConfig(episodes_per_task=3))
+    exact = AdaptationConfig(estimator="exact", episodes_per_task=3)
+    adapter = InnerLoopAdapter(env=ENV, adaptation=exact)
     lo, hi = adapter_rows(adapter, task, fold.adapt)
     arrays = fold_arrays(task, fold, SPEC)
     cfg = ENV.with_overrides(split="adapt")

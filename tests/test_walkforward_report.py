@@ -15,7 +15,7 @@ from metatrade.cli import app
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     run_walkforward,
 )
@@ -53,7 +53,7 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     pol = tiny_policy(4)
     starts = {"MAML": Start(pol, module_params(pol)), "random": random_start(pol, 1)}
     adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
-    adapter = SampledAdapter(env.with_overrides(episode_length=16), adaptation, steps=1)
+    adapter = InnerLoopAdapter(env.with_overrides(episode_length=16), adaptation, steps=1)
     cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=650, bootstrap_samples=50)
     res = run_walkforward(starts, [t1, t2], adapter, cfg)
     files = save_report(res, tmp_path)
@@ -104,7 +104,7 @@ def test_rows_stopped_by_the_ruin_rule_are_flagged_in_the_text_and_the_html() ->
     env = TradingEnvConfig(lookback=4, episode_length=16, ruin_fraction=0.9999)
     _, task = ar_task(0.4, n_bars=600, seed=1, name="SynA")
     pol = tiny_policy(4)
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
     cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=300, bootstrap_samples=20)
     res = run_walkforward({"random": random_start(pol, 1)}, [task], adapter, cfg)
     text = text_table(res)

@@ -43,6 +43,7 @@ from metatrade.agents.ppo_config import PPOConfig
 from metatrade.agents.ppo_rollout import Rollout, rollout_advantages, true_next_obs
 from metatrade.agents.ppo_update import UpdateBatch, ppo_update
 from metatrade.meta.protocols import BatchEnv
+from metatrade.seeding import derive_seed
 
 LogFn = Callable[[dict[str, float], int], None]
 Callback = Callable[["PPOAgent", dict[str, float]], bool | None]
@@ -98,7 +99,7 @@ class PPOAgent(BaseAgent):
             activation=cfg.activation,
             window_shape=self.window_shape,
             account_dim=self.account_dim,
-            seed=cfg.seed + 1,
+            seed=derive_seed(cfg.seed, "ppo", "value net"),
         )
         self.optimizer = self._make_optimizer(cfg.learning_rate)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -241,7 +242,7 @@ class PPOAgent(BaseAgent):
 
     # ---- one PPO iteration ------------------------------------------------------------
     def _reset(self, batch_env: BatchEnv) -> np.ndarray:
-        obs = batch_env.reset(seed=self.config.seed + self.num_resets)
+        obs = batch_env.reset(seed=derive_seed(self.config.seed, "ppo", "reset", self.num_resets))
         self.num_resets += 1
         self._ep_return = np.zeros(obs.shape[:2], dtype=np.float64)
         self._ep_length = np.zeros(obs.shape[:2], dtype=np.int64)

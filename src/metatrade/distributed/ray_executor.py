@@ -99,7 +99,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
 
 class RayExecutor:
-    """``meta.pertask.TaskExecutor`` on ``workers`` Ray actors (see the module docstring)."""
+    """``meta.pertask.TaskExecutor`` on ``workers`` Ray actors (see the module docstring).
+    ``map(method, ...)`` calls ``TaskWorker.call(method, ...)`` on every actor holding one of
+    the tasks and returns the results in task order."""
 
     name = "ray"
 
@@ -169,7 +171,7 @@ class RayExecutor:
         futures = {}
         for actor, group in zip(self.actors, groups, strict=True):
             if group:
-                futures[tuple(group)] = getattr(actor, method).remote(spec_ref, group, *arg_refs)
+                futures[tuple(group)] = actor.call.remote(method, spec_ref, group, *arg_refs)
         busy = len(futures)
         self.bytes_sent += busy * payload_bytes(list(args)) + 8 * len(indices)
         if first_of_iteration:

@@ -2,11 +2,11 @@
 tasks never seen in meta-training?
 
 For every held-out task and every starting point (the MAML meta-parameters, a multi-task PPO
-policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt_online``,
-same surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 policy-gradient steps on
-episodes drawn from the task's *adaptation window* (its train split; each step samples fresh
-episodes with the current adapted policy, as in the MAML paper). Every adapted policy is then
-evaluated out of sample, on the task's *test* split:
+policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt``, the
+run's estimator, step size and episodes) takes k = 0, 1, 2, 3 steps on the task's *adaptation
+window* (its train split; each step samples fresh episodes with the current adapted policy,
+as in the MAML paper, or reads the exact objective's latest windows). Every adapted policy is
+then evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,
   so comparisons are paired), each an episode whose return is its P&L over C0;
@@ -85,11 +85,11 @@ from metatrade.evaluation.protocol_rollouts import (
     policy_actions,
     rollout_returns,
     rule_actor,
-    stream_seed,
 )
 from metatrade.io import json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
+from metatrade.seeding import derive_seed
 
 __all__ = [
     "EvaluationResult",
@@ -244,7 +244,7 @@ class MetaTestProtocol:
         test_cfg = cfg.env.with_overrides(episode_length=test_len, **ledger)
         bt_cfg = cfg.env.with_overrides(episode_length=None, **ledger)
         # Explicit test windows: every row (start, k, reference) trades exactly these.
-        win_rng = np.random.default_rng(cfg.seed + 10_007)
+        win_rng = np.random.default_rng(derive_seed(cfg.seed, "protocol", "test windows"))
         bounds = [episode_bounds(a, test_cfg) for a in arrays]
         windows = np.stack([win_rng.integers(f, last + 1, size=num_eps) for f, last, _ in bounds])
         test_env = BatchTradingEnv(arrays, num_eps, test_cfg)
@@ -279,7 +279,7 @@ class MetaTestProtocol:
         stacked = {n: torch.cat([r[2][n] for r in rows]) for n in rows[0][2]}
         reps = len(rows)
         env = BatchTradingEnv(arrays * reps, num_eps, plan.test_cfg)
-        gens = [torch.Generator().manual_seed(stream_seed(cfg.seed, r[0], "test")) for r in rows]
+        gens = [torch.Generator().manual_seed(derive_seed(cfg.seed, "test", r[0])) for r in rows]
         out = rollout_returns(
             env,
             lambda o, e, p, g=gens, pi=policy, th=stacked: policy_actions(
@@ -360,7 +360,7 @@ class MetaTestProtocol:
         stacked = np.stack([returns[k] for k in labels])  # [M, T, E]
         if oracle_returns is not None:  # the oracle shares the resample indices (paired)
             stacked = np.concatenate([stacked, oracle_returns[None]])
-        rng = np.random.default_rng(cfg.seed + 99)
+        rng = np.random.default_rng(derive_seed(cfg.seed, "protocol", "bootstrap"))
         days, span = _window_days(arrays, plan)
         reps, blocks = day_bootstrap_means(
             stacked, days, min_block=span, num_resamples=cfg.bootstrap_samples, rng=rng

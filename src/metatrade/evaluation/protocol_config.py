@@ -89,7 +89,7 @@ class ProtocolConfig(ProtocolSettings):
     """the inner loop every start is adapted with (the run's ``meta`` settings, its estimator
     included); its batch size is ``adaptation_episodes``"""
     objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
-    """the exact objective's settings (``adaptation.estimator == "exact"``)"""
+    """the exact objective's settings (with ``adaptation.estimator: exact``)"""
     deterministic_test: bool = False
     """test windows and backtests with the policy's mode instead of sampled actions (the run
     config's ``evaluation.actions: mode``)"""

@@ -5,7 +5,6 @@ random streams."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from metatrade.evaluation.protocol_config import Params
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.sampler import policy_forward
+from metatrade.seeding import derive_seed
 
 
 def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: str) -> int:
@@ -51,15 +51,10 @@ def policy_actions(
     return act.numpy()
 
 
-def stream_seed(seed: int, label: str, purpose: str) -> int:
-    """The seed of one start's (or row's) stream for one purpose, independent of the others."""
-    return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
-
-
 def backtest_seed(seed: int, label: str, task: str) -> int:
     """The seed of one row's sampled whole-split backtest of one task: the protocol's
     backtest column and ``metatrade backtest`` (row ``MAML@k<k>``) draw the same actions."""
-    return stream_seed(seed, f"{label}:{task}", "bt")
+    return derive_seed(seed, "protocol", "backtest", label, task)
 
 
 def rollout_returns(env: BatchTradingEnv, act, starts: np.ndarray | None) -> np.ndarray:

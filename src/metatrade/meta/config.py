@@ -15,10 +15,11 @@ Defaults are the MAML paper's 2D-navigation settings (Finn et al., 2017, sec. 5.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 # Unknown keys are errors (a typo must not fall back to a default); lists become tuples.
 _STRICT = ConfigDict(extra="forbid")
@@ -58,8 +59,11 @@ class AdaptationConfig:
         description="sample batches by steps (rllab): whole episodes until each task has this "
         "many; null: episodes_per_task episodes",
     )
-    num_steps: int | None = Field(
-        None, gt=0, description="rollout length H; null: the env's episode length"
+    horizon: int | None = Field(
+        None,
+        gt=0,
+        description="rollout length H (steps of an episode); null: the env's episode length. "
+        "Formerly num_steps, still read as this",
     )
     gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
     gae_lambda: float = Field(1.0, ge=0, le=1, description="GAE lambda (1.0 in the paper)")
@@ -71,6 +75,22 @@ class AdaptationConfig:
         "latest bar and the account); null: all",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _horizon_was_num_steps(cls, data: Any) -> Any:
+        """``num_steps`` (configs and checkpoints before the rename) is the horizon: in this
+        package ``num_steps`` counts inner gradient steps."""
+        kwargs = data.kwargs if isinstance(data, ArgsKwargs) else data
+        if not isinstance(kwargs, dict) or "num_steps" not in kwargs:
+            return data
+        if "horizon" in kwargs:
+            raise ValueError(
+                "num_steps and horizon both given: num_steps is the old name of horizon (the "
+                "rollout length); keep horizon only."
+            )
+        kwargs = {("horizon" if k == "num_steps" else k): v for k, v in kwargs.items()}
+        return ArgsKwargs(data.args, kwargs) if isinstance(data, ArgsKwargs) else kwargs
+
     @model_validator(mode="after")
     def _step_sizes_valid(self) -> AdaptationConfig:
         sizes = self.inner_step_sizes
@@ -80,6 +100,13 @@ class AdaptationConfig:
                 "step (the last repeats), or null for inner_lr."
             )
         return self
+
+    @property
+    def exact_objective(self) -> bool:
+        """Adaptation reads the task family's exact objective (its windows) instead of
+        sampled episodes: the one reading of ``estimator`` (batches: ``meta.estimators.
+        make_source``; the rules and rows that depend on it ask this)."""
+        return self.estimator == "exact"
 
     def step_size(self, k: int) -> float:
         """alpha of inner step k (0-based): ``inner_step_sizes[k]``, the last one repeating."""
@@ -143,9 +170,9 @@ class MetaSettings(AdaptationConfig):
 
     @model_validator(mode="after")
     def _exact_needs_adam(self) -> MetaSettings:
-        if self.estimator == "exact" and self.multi_step_loss:
+        if self.exact_objective and self.multi_step_loss:
             raise ValueError("multi_step_loss needs sampled episodes (estimator 'sampled').")
-        if self.estimator == "exact" and self.optimizer != "adam":
+        if self.exact_objective and self.optimizer != "adam":
             raise ValueError(
                 f"estimator 'exact' with optimizer {self.optimizer!r}: TRPO and ProMP need the "
                 "behaviour policy of sampled episodes; use optimizer 'adam' (the objective has "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.seeding import derive_seed
 from metatrade.training.build import (
     check_ppo_fits,
     load_ppo_agent,
@@ -290,5 +291,5 @@ def _meta_test_starts(
     if "pretrained" in wanted and pretrained is not None:
         starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
-        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+        starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     return starts

@@ -77,7 +77,7 @@ def _train_both(
     trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
     t0 = time.perf_counter()
     _meta_step(trainer, _resumable(checkpoint_path(run_dir), console, resume=resume), console)
-    horizon = cfg.meta.num_steps or cfg.env.episode_length
+    horizon = cfg.meta.horizon or cfg.env.episode_length
     budget = meta_env_steps(cfg, horizon, cfg.meta.num_meta_iterations)
     console.print(f"meta-training: {time.perf_counter() - t0:.0f} s, {budget:,} env steps")
 

@@ -48,8 +48,8 @@ class _Section(BaseModel):
 
 
 PositiveInt = Field(gt=0)
-# Seeds reach numpy, torch (int64) and derived streams (seed * 1_000_003 + ...): the
-# 32-bit range every one of them takes, and the usual range of a seed.
+# Seeds reach numpy, torch (int64), Optuna (32 bits) and ``metatrade.seeding.derive_seed``:
+# the 32-bit range every one of them takes, and the usual range of a seed.
 MAX_SEED = 2**32 - 1
 
 

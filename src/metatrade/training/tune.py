@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text, json_safe
+from metatrade.seeding import derive_seed
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.trials import run_config_hash, trial_log
 
@@ -240,7 +240,7 @@ def _study(cfg: RunConfig, log: TrialLog, dhash: str) -> optuna.Study:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials),
     )
     # a continued study draws new points: the seed derives from the run's and the count
-    seed = int(np.random.SeedSequence([cfg.run.seed, len(study.trials)]).generate_state(1)[0])
+    seed = derive_seed(cfg.run.seed, "tune", len(study.trials)) % 2**32  # optuna: 32 bits
     study.sampler = optuna.samplers.TPESampler(seed=seed)
     return study
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.seeding import derive_seed
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
 from metatrade.training.trials import open_evaluation, trial_log
@@ -63,17 +64,15 @@ def fold_spec(
 def make_adapter(cfg: RunConfig, steps: int) -> Adapter:
     """The run's inner loop (its ``meta`` settings and estimator) as a walk-forward
     ``Adapter``, with ``evaluation.adaptation_episodes`` episodes (or windows) per step."""
-    from metatrade.evaluation.walkforward import ExactAdapter, SampledAdapter
+    from metatrade.evaluation.walkforward import InnerLoopAdapter
 
     adaptation = replace(
         build.make_meta_config(cfg), episodes_per_task=cfg.evaluation.adaptation_episodes
     )
     env = build.make_env_config(cfg)
-    if adaptation.num_steps is not None:
-        env = env.with_overrides(episode_length=adaptation.num_steps)
-    if adaptation.estimator == "exact":
-        return ExactAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
-    return SampledAdapter(env=env, adaptation=adaptation, steps=steps)
+    if adaptation.horizon is not None:
+        env = env.with_overrides(episode_length=adaptation.horizon)
+    return InnerLoopAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
 
 
 def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForwardConfig:
@@ -120,7 +119,7 @@ def make_starts(
         if agent is not None:
             starts["pretrained"] = Start(agent.policy, module_params(agent.policy))
     if "random" in wanted:
-        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+        starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     return starts
 
 

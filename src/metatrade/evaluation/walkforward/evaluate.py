@@ -12,7 +12,6 @@ Sharpe variance and PBO are read back from the registry.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -38,6 +37,7 @@ from metatrade.evaluation.walkforward.stats import (
     record_metrics,
     trial_evidence,
 )
+from metatrade.seeding import derive_seed
 
 POOLED = "pooled"
 
@@ -157,7 +157,7 @@ def _scope(
         record=evidence.record,
     )
     trials = add_deflated(metrics, arrays, found, cfg.configurations)
-    seed = cfg.seed + zlib.crc32(name.encode()) % 997
+    seed = derive_seed(cfg.seed, "walkforward", "bootstrap", name)
     cis, diff, plan = bootstrap_daily(
         daily.to_numpy(),
         labels,

@@ -24,7 +24,7 @@ from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
 from metatrade.evaluation.bootstrap import session_dates
 from metatrade.evaluation.protocol import Start
-from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
+from metatrade.evaluation.walkforward.adapters import Adapter, Params, adaptation_seed
 from metatrade.evaluation.walkforward.classical import classical_targets
 from metatrade.evaluation.walkforward.folds import (
     Fold,
@@ -37,6 +37,7 @@ from metatrade.evaluation.walkforward.ledger import Row, RowRecord, trade_task
 from metatrade.evaluation.walkforward.stats import daily_returns, record_metrics
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
+from metatrade.seeding import derive_seed
 
 REFERENCES = {"buy_and_hold": "buy-and-hold", "flat": "flat"}
 
@@ -154,7 +155,7 @@ class _FoldCache:
             s = self.starts[row.start]
             fold = self.folds[f]
             t0 = time.perf_counter()
-            seed = job_seed(self.seed, row.start, str(self.task.task), fold.trade[0])
+            seed = adaptation_seed(self.seed, row.start, str(self.task.task), fold.trade[0])
             adapted = self.adapter(s, arrays, fold.adapt, seed=seed) if self.adapter.steps else []
             self.seconds += time.perf_counter() - t0
             self._params[row.start] = [s.params, *adapted]
@@ -181,7 +182,8 @@ def run_task(
         elif r.label == "flat":
             r.targets = np.zeros(len(task), dtype=np.int8)
     cache = _FoldCache(task, folds, config.folds, starts, adapter, config.seed)
-    gen = None if config.deterministic else torch.Generator().manual_seed(config.seed + 17)
+    trade_seed = derive_seed(config.seed, "walkforward", "trade", str(task.task))
+    gen = None if config.deterministic else torch.Generator().manual_seed(trade_seed)
     t0 = time.perf_counter()
     with progress.stage(f"{task.task}: {len(folds)} folds", len(folds)) as cache.on_fold:
         recs = trade_task(
