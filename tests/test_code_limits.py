@@ -13,16 +13,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
-# Files another branch (p22a, issue 22 items 1-3) is rewriting while this check landed; each
-# entry must still be over its limit (test_pending_entries_are_still_over), so the list only
-# shrinks: delete an entry when its file is split.
-PENDING_MODULES = {"metatrade/evaluation/protocol.py"}
-PENDING_FUNCTIONS = {
-    ("metatrade/evaluation/protocol_adapt.py", "adapt_start"),
-    ("metatrade/training/demo.py", "_run_demo"),
-    ("metatrade/training/walkforward.py", "run_walkforward_eval"),
-}
-
 
 def long_modules(root: Path, limit: int = MAX_MODULE_LINES) -> dict[str, int]:
     """Modules under ``root`` (paths relative to it) longer than ``limit`` lines."""
@@ -47,20 +37,13 @@ def _py(root: Path) -> list[Path]:
 
 
 def test_no_module_over_400_lines() -> None:
-    over = {k: n for k, n in long_modules(SRC).items() if k not in PENDING_MODULES}
+    over = long_modules(SRC)
     assert not over, f"split these modules (lines > {MAX_MODULE_LINES}): {over}"
 
 
 def test_no_function_over_60_lines() -> None:
-    over = {k: n for k, n in long_functions(SRC).items() if k not in PENDING_FUNCTIONS}
+    over = long_functions(SRC)
     assert not over, f"split these functions (lines > {MAX_FUNCTION_LINES}): {over}"
-
-
-def test_pending_entries_are_still_over() -> None:
-    """An entry whose file was split must leave the pending lists."""
-    done = PENDING_MODULES - set(long_modules(SRC))
-    done |= PENDING_FUNCTIONS - set(long_functions(SRC))
-    assert not done, f"remove from the pending lists: {sorted(map(str, done))}"
 
 
 @pytest.mark.parametrize(("body_lines", "flagged"), [(58, False), (59, True)])
@@ -76,15 +59,6 @@ def test_checks_count_a_function_from_def_to_last_line(
     assert ("m.py" in long_modules(tmp_path)) is flagged
 
 
-PENDING_FMT_SKIP = {  # p22a's files (see PENDING_MODULES)
-    "benchmarks/walk_forward.py",
-    "src/metatrade/training/demo.py",
-    "tests/test_exact_meta.py",
-    "tests/test_markets.py",
-    "tests/test_walkforward.py",
-    "tests/test_walkforward_classical.py",
-    "tests/test_walkforward_report.py",
-}
 _FMT_MARKERS = ("# fmt: " + "skip", "# fmt: " + "off")  # split: this file holds neither
 
 
@@ -102,5 +76,4 @@ def test_ruff_format_lays_out_every_line() -> None:
     """No formatter escape (fmt skip / off comments): a table that reads badly once formatted
     is restructured instead (a list per line, a dict)."""
     found = formatter_escapes(SRC.parent)
-    assert not found - PENDING_FMT_SKIP, f"remove the formatter escapes in {found}"
-    assert not PENDING_FMT_SKIP - found, "remove cleaned files from PENDING_FMT_SKIP"
+    assert not found, f"remove the formatter escapes in {sorted(found)}"

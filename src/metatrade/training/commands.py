@@ -25,6 +25,7 @@ from metatrade.training.trials import open_evaluation, record_evaluation, trial_
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from metatrade.agents.networks.base import Policy
     from metatrade.agents.ppo import PPOAgent
     from metatrade.data.task_arrays import TaskId
     from metatrade.evaluation.protocol import EvaluationResult
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 def adapt_params(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     tasks: list[TaskId],
     arrays: list[Any],
     steps: int,
@@ -65,7 +66,7 @@ def warn_seen(console: Console, seen: list[str]) -> None:
 
 def adapt_to_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     console: Console | None = None,
@@ -104,7 +105,7 @@ def adapt_to_tasks(
 
 def backtest_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     split: str,
@@ -185,7 +186,7 @@ def backtest_and_report(
 
 def run_meta_test(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     ppo_path: str | Path | None = None,
     ppo_agent: PPOAgent | None = None,
@@ -263,7 +264,7 @@ def _print_meta_test(
 
 def _meta_test_starts(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     first_task: Any,
     *,
     ppo_path: str | Path | None,
