@@ -110,8 +110,10 @@ def test_stitched_equity_is_the_product_or_the_sum_of_the_folds(setup, carry) ->
             assert r.equity[-1] == pytest.approx(c0 * np.prod(1 + r.fold_returns), rel=1e-12)
         else:
             assert r.equity[-1] == pytest.approx(c0 + r.fold_pnl.sum(), rel=1e-12)
-            spans = [(rec.timestamps[f.trade[0] - first], rec.timestamps[f.trade[1] - first])
-                     for f in rec.folds]  # fmt: skip
+            spans = [
+                (rec.timestamps[f.trade[0] - first], rec.timestamps[f.trade[1] - first])
+                for f in rec.folds
+            ]
             for t in r.trades:  # flatten: every round trip lies inside one fold
                 assert any(s < t.entry_time and t.exit_time <= e for s, e in spans)
         for f, fold in enumerate(rec.folds):  # per-fold returns read off the stitched curve

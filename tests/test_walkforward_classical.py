@@ -37,9 +37,13 @@ def run():
     policy = tiny_policy(4)
     adapter = InnerLoopAdapter(ENV, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
     cfg = WalkForwardConfig(
-        folds=SPEC, env=ENV, start=700, bootstrap_samples=50, classical=CLASSICAL,
+        folds=SPEC,
+        env=ENV,
+        start=700,
+        bootstrap_samples=50,
+        classical=CLASSICAL,
         classical_settings=SETTINGS,
-    )  # fmt: skip
+    )
     res = run_walkforward({"MAML": Start(policy, module_params(policy))}, [task], adapter, cfg)
     return task, adapter, res
 
@@ -59,9 +63,13 @@ def test_refitted_before_every_fold_on_the_adapters_rows(run) -> None:
         manual[a:b] = again["classical-selected"].positions(task.arrays)[a:b]
     # The row trades exactly those per-fold targets in the ledger.
     alone = trade_task(
-        lambda f: fold_arrays(task, rec.folds[f], SPEC), rec.folds,
-        [Row("x", "x", None, targets=manual)], lambda f, r: {}, ENV, carry=True,
-    )[0]  # fmt: skip
+        lambda f: fold_arrays(task, rec.folds[f], SPEC),
+        rec.folds,
+        [Row("x", "x", None, targets=manual)],
+        lambda f, r: {},
+        ENV,
+        carry=True,
+    )[0]
     np.testing.assert_array_equal(alone.equity, rec.records["classical-selected"].equity)
 
 
@@ -96,5 +104,9 @@ def test_rows_in_every_output_with_the_paired_difference(run, tmp_path) -> None:
     doc = json.loads(files["json"].read_text())
     fits = doc["tasks"][res.tasks[0].task]["classical_fits"]
     assert len(fits) == len(res.tasks[0].folds)
-    assert fits[0]["classical-selected"]["params"]["rule"] in ("ar", "momentum", "reversal",
-                                                               "time_of_day")  # fmt: skip
+    assert fits[0]["classical-selected"]["params"]["rule"] in (
+        "ar",
+        "momentum",
+        "reversal",
+        "time_of_day",
+    )

@@ -61,8 +61,16 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     page = _Page()
     page.feed(files["html"].read_text())
     assert page.text["title"] == ["metatrade walk-forward report"]
-    for section in ("Pooled", "Paired differences", "Stitched equity curves", "Drawdowns",
-                    "Per-fold returns", "Cost sweep", "Adaptation curve", "Task SynA:5"):  # fmt: skip
+    for section in (
+        "Pooled",
+        "Paired differences",
+        "Stitched equity curves",
+        "Drawdowns",
+        "Per-fold returns",
+        "Cost sweep",
+        "Adaptation curve",
+        "Task SynA:5",
+    ):
         assert any(h.startswith(section) for h in page.text["h2"]), section
     imgs = [a["src"] for t, a in page.tags if t == "img"]
     assert len(imgs) == 5
@@ -91,8 +99,10 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
 
 
 def test_cli_rejects_mixed_fold_units_in_one_line(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["walkforward", "--checkpoint", str(tmp_path),
-                                   "--fold-bars", "50", "--adapt-days", "2"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        ["walkforward", "--checkpoint", str(tmp_path), "--fold-bars", "50", "--adapt-days", "2"],
+    )
     assert res.exit_code == 2
     assert "in bars" in res.output and "Traceback" not in res.output
 

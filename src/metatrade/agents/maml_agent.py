@@ -229,8 +229,11 @@ class MAMLAgent(BaseAgent):
     def _from_config(cls, config: dict[str, Any]) -> MAMLAgent:
         pol = config["policy"]
         window = pol.get("window_shape")
+        observation_space = space_from_spec(config["observation_space"])
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise TypeError(f"observation space {observation_space} is not a Box")
         return cls(
-            space_from_spec(config["observation_space"]),
+            observation_space,
             space_from_spec(config["action_space"]),
             None,
             MetaConfig(**config["meta_config"]),

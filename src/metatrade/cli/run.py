@@ -71,8 +71,9 @@ def meta_train_cmd(
     given = {"run.backend": backend, "run.address": address, "run.workers": workers}
     backend_overrides = {k: v for k, v in given.items() if v is not None}
     extra = ("-n", str(iterations)) if iterations is not None else ()
-    for one in seeds_from(seeds, ctx, seed) or [seed]:
-        where = out if seeds is None or out is None else seed_run_dir(out, one)
+    runs: list[int | None] = [*seeds_from(seeds, ctx, seed)] or [seed]  # one run: --seed's
+    for one in runs:
+        where = out if seeds is None or out is None or one is None else seed_run_dir(out, one)
         cfg = _run_name(_config(config, data, tasks, one, where, strict=strict), config)
         run_dir = cfg.run_dir()
         again = resume_command(

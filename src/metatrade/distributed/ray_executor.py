@@ -180,8 +180,8 @@ class RayExecutor:
         if self.round_hook is not None:
             self.round_hook(method, self.rounds)
         by_task: dict[int, Any] = {}
-        for group, values in zip(futures, self.ray.get(list(futures.values())), strict=True):
-            by_task.update(zip(group, values, strict=True))
+        for slots, values in zip(futures, self.ray.get(list(futures.values())), strict=True):
+            by_task.update(zip(slots, values, strict=True))
         results = [by_task[i] for i in indices]
         self.bytes_received += payload_bytes(results)
         return results

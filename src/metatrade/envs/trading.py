@@ -98,12 +98,12 @@ class TradingTaskFamily:
         """(adaptation, evaluation) ``PnlWindows`` of ``tasks`` in the ``period`` rows: per
         task, ``num_windows`` back-to-back windows of ``episode_length`` bars ending at a
         random cut, and ``num_eval_windows`` windows from the cut (+ ``gap_bars``) on."""
+        window_bars = self._check_objective_env()
         cfg = self.env_config
-        self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
         return sample_window_pairs(
             arrays,
-            window_bars=cfg.episode_length,
+            window_bars=window_bars,
             num_windows=num_windows,
             num_eval_windows=num_eval_windows,
             gap=self.objective.gap_bars,
@@ -130,7 +130,8 @@ class TradingTaskFamily:
             **extra,
         )
 
-    def _check_objective_env(self) -> None:
+    def _check_objective_env(self) -> int:
+        """The windows' length (``episode_length``) once the env suits the exact objective."""
         cfg = self.env_config
         if cfg.observation != "position" or cfg.episode_length is None:
             raise ValueError(
@@ -138,6 +139,7 @@ class TradingTaskFamily:
                 f"feature window and its position only) and an episode_length; got "
                 f"observation={cfg.observation!r}, episode_length={cfg.episode_length}"
             )
+        return cfg.episode_length
 
     def objective_loss(self, policy: Any, params: Any, batch: Any) -> Any:
         """Minus the expected P&L of one task's windows (``metatrade.exact.exact_loss``)."""
@@ -152,7 +154,7 @@ class _GivenArrays:
     def __init__(self, arrays: Sequence[TaskArrays]) -> None:
         self.arrays: dict[tuple[str, str], TaskArrays] = {}
         for a in arrays:
-            if self.arrays.setdefault(tuple(a.task), a) is not a:
+            if self.arrays.setdefault((a.task.instrument, a.task.timeframe), a) is not a:
                 raise ValueError(f"task {a.task} given twice with different data")
 
     def sample_tasks(self, n: int, *, task_set: str = "train", rng: Any = None) -> list[Any]:

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from metatrade import progress
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import (
@@ -80,6 +81,7 @@ from metatrade.evaluation.protocol_result import (
     task_mean,
 )
 from metatrade.evaluation.protocol_rollouts import (
+    architecture_groups,
     backtest_seed,
     feasible_length,
     policy_actions,
@@ -103,10 +105,6 @@ __all__ = [
 ]
 
 
-def _dtype(params: Params) -> torch.dtype:
-    return next(iter(params.values())).dtype
-
-
 @dataclass
 class _Plan:
     """What every row of one protocol run shares: env configs, test windows, envs."""
@@ -117,21 +115,6 @@ class _Plan:
     windows: np.ndarray  # [T, test_episodes] start bars of the test windows
     test_env: BatchTradingEnv
     bt_env: BatchTradingEnv | None
-
-
-def _groups(
-    starts: Mapping[str, Start], adapted: dict[tuple[str, int], Params]
-) -> dict[str, list[tuple[str, nn.Module, Params]]]:
-    """Rows ``(label@k, policy, params)`` grouped by architecture (spec and parameter
-    shapes), so that each group runs as one batched env."""
-    groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
-    for (label, k), params in adapted.items():
-        policy = starts[label].policy
-        key = repr(getattr(policy, "spec", id(policy))) + repr(
-            [(n, tuple(v.shape), v.dtype) for n, v in params.items()]
-        )
-        groups.setdefault(key, []).append((f"{label}@k{k}", policy, params))
-    return groups
 
 
 def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, float]:
@@ -176,7 +159,7 @@ class MetaTestProtocol:
 
     def run(
         self,
-        starts: Mapping[str, Start | tuple[nn.Module, Params]],
+        starts: Mapping[str, Start | tuple[Policy, Params]],
         tasks: Sequence[Any],
         loader: Any = None,
     ) -> EvaluationResult:
@@ -190,13 +173,13 @@ class MetaTestProtocol:
         """
         cfg = self.config
         arrays = self._arrays(tasks, loader)
-        starts = {k: (v if isinstance(v, Start) else Start(*v)) for k, v in starts.items()}
-        if not starts:
+        given = {k: (v if isinstance(v, Start) else Start(*v)) for k, v in starts.items()}
+        if not given:
             raise ValueError("MetaTestProtocol.run: no starts; pass e.g. {'MAML': Start(...)}")
         plan = self._plan(arrays)
         adapted: dict[tuple[str, int], Params] = {}
-        with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
-            for label, start in starts.items():
+        with progress.stage(f"meta-test: adapting {len(given)} starts", len(given)) as step:
+            for label, start in given.items():
                 snapshots = adapt_start(cfg, label, start, arrays, plan.train_cfg)
                 for k in cfg.adaptation_steps:
                     adapted[(label, k)] = snapshots[k]
@@ -204,7 +187,7 @@ class MetaTestProtocol:
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
-        groups = list(_groups(starts, adapted).values())
+        groups = list(architecture_groups(given, adapted).values())
         with progress.stage("meta-test: testing", len(groups) + 2) as step:
             for rows in groups:
                 self._evaluate_group(rows, arrays, plan, returns, backtests)

@@ -5,15 +5,16 @@ random streams."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import target_to_action
-from metatrade.evaluation.protocol_config import Params
+from metatrade.evaluation.protocol_config import Params, Start
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.sampler import policy_forward
@@ -30,7 +31,7 @@ def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: 
 
 
 def policy_actions(
-    policy: nn.Module,
+    policy: Policy,
     params: Params,
     obs: np.ndarray,
     deterministic: bool,
@@ -98,3 +99,18 @@ def rule_actor(rules: Sequence[np.ndarray]):
         return target_to_action(targets, position, env.config.actions)
 
     return act
+
+
+def architecture_groups(
+    starts: Mapping[str, Start], adapted: dict[tuple[str, int], Params]
+) -> dict[str, list[tuple[str, nn.Module, Params]]]:
+    """Rows ``(label@k, policy, params)`` grouped by architecture (spec and parameter
+    shapes), so that each group runs as one batched env."""
+    groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
+    for (label, k), params in adapted.items():
+        policy = starts[label].policy
+        key = repr(getattr(policy, "spec", id(policy))) + repr(
+            [(n, tuple(v.shape), v.dtype) for n, v in params.items()]
+        )
+        groups.setdefault(key, []).append((f"{label}@k{k}", policy, params))
+    return groups

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from metatrade.meta.adapt import StoredBatches, adapt
 from metatrade.meta.config import MetaConfig
+from metatrade.meta.distributions import distribution_of
 from metatrade.meta.episodes import Episodes, random_episode_subset, select_episodes
 from metatrade.meta.estimators import BatchSource
 from metatrade.meta.fisher import ClosedFormFisher, closed_form_supported
@@ -231,7 +232,7 @@ class BatchedContributions:
             multi = m.config.multi_step_loss
             loss = meta_loss(m.policy, steps, batch, multi_step=multi, last_dist=new)
             old = batch.post.dist_params.detach()
-            kl = (kl_weights(batch.post) * m.policy.distribution.kl(old, new)).sum()
+            kl = (kl_weights(batch.post) * distribution_of(m.policy).kl(old, new)).sum()
         return loss, kl
 
     def promp_gradient(self) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -280,7 +281,7 @@ def _kl_fn(policy: nn.Module, post: Episodes) -> KLFn:
     weights = kl_weights(post)
 
     def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
-        return weights * policy.distribution.kl(p_old, p_new)
+        return weights * distribution_of(policy).kl(p_old, p_new)
 
     return kl_fn
 

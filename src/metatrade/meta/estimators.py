@@ -202,7 +202,7 @@ class SampledSource:
     the batch sampled after k steps resets the envs with ``derive_seed(reset_seed,
     "adaptation batch", k)`` (None: the env's own stream)."""
 
-    outer_loss: TaskLoss = staticmethod(ratio_loss)  # type: ignore[assignment]
+    outer_loss: TaskLoss = staticmethod(ratio_loss)
     inner_loss: TaskLoss | None = None
 
     def __init__(

@@ -30,7 +30,7 @@ def all_finite(tensors: Sequence[Tensor | None]) -> bool:
 
 def clip_grad_norm(grads: list[Tensor], max_norm: float | None) -> float:
     """Scale ``grads`` in place so their global L2 norm is <= max_norm; returns the norm before."""
-    norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)).item()
+    norm = torch.sqrt(sum(((g.detach() ** 2).sum() for g in grads), torch.zeros(()))).item()
     if max_norm is not None and math.isfinite(norm) and norm > max_norm:
         for g in grads:
             g.mul_(max_norm / (norm + 1e-12))

@@ -5,7 +5,7 @@ The factories they use are in ``training.build`` and ``training.task_sets``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from metatrade.training.trials import open_evaluation, record_evaluation, trial_
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from metatrade.agents.networks.base import Policy
     from metatrade.agents.ppo import PPOAgent
     from metatrade.data.task_arrays import TaskId
     from metatrade.evaluation.protocol import EvaluationResult
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 def adapt_params(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     tasks: list[TaskId],
     arrays: list[Any],
     steps: int,
@@ -65,7 +66,7 @@ def warn_seen(console: Console, seen: list[str]) -> None:
 
 def adapt_to_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     console: Console | None = None,
@@ -104,7 +105,7 @@ def adapt_to_tasks(
 
 def backtest_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     split: str,
@@ -185,7 +186,7 @@ def backtest_and_report(
 
 def run_meta_test(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     ppo_path: str | Path | None = None,
     ppo_agent: PPOAgent | None = None,
@@ -241,18 +242,29 @@ def run_meta_test(
     record_evaluation(result, log, data_hash=period.data_hash, split=split)
     files = result.save(run_dir / "eval")
     if console is not None:
-        warn_seen(console, seen)
-        console.print(
-            f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
-        )
-        console.print(result.format_table(), soft_wrap=True)
-        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+        _print_meta_test(console, result, tasks, split, files)
     return result
+
+
+def _print_meta_test(
+    console: Console,
+    result: EvaluationResult,
+    tasks: Sequence[Any],
+    split: str,
+    files: Mapping[str, Any],
+) -> None:
+    """The meta-test's table, the tasks it scored (seen ones warned about) and its files."""
+    warn_seen(console, result.seen)
+    console.print(
+        f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
+    )
+    console.print(result.format_table(), soft_wrap=True)
+    console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
 
 
 def _meta_test_starts(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     first_task: Any,
     *,
     ppo_path: str | Path | None,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.agents.networks.base import Policy
 from metatrade.seeding import derive_seed
 from metatrade.training.artefacts import PRETRAINED_FILE, find_artefact, run_record
 from metatrade.training.config import RunConfig
@@ -24,7 +25,7 @@ from metatrade.training.config import RunConfig
 KIND = "PretrainedStart"
 
 
-def train_pretrained(cfg: RunConfig, family: Any, policy: torch.nn.Module) -> dict[str, Any]:
+def train_pretrained(cfg: RunConfig, family: Any, policy: Policy) -> dict[str, Any]:
     """Adam on the mean exact objective for ``num_meta_iterations x (K + 1)`` steps from a
     fresh initialisation of ``policy``'s architecture (seeded from ``run.seed``)."""
     from metatrade.evaluation.protocol import random_start

@@ -66,7 +66,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         generated = _synthetic_heldout(cfg, data_dir)
     elif data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
-    held_tasks = [tuple(_task_id(t)) for t in d.heldout.tasks] + generated
+    held_tasks = [_pair(_task_id(t)) for t in d.heldout.tasks] + generated
     heldout = HeldOut(
         instruments=tuple(d.heldout.instruments),
         timeframes=tuple(d.heldout.timeframes),
@@ -115,7 +115,12 @@ def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
         raise ConfigError(
             f"data.synthetic_heldout={n}: must be below data.num_synthetic_tasks={len(generated)}"
         )
-    return [tuple(t) for t in generated[-n:]]
+    return [_pair(t) for t in generated[-n:]]
+
+
+def _pair(task: TaskId) -> tuple[str, str]:
+    """(instrument, timeframe) as the plain tuple ``HeldOut.tasks`` holds."""
+    return (task.instrument, task.timeframe)
 
 
 def _refuse_short(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId]) -> None:

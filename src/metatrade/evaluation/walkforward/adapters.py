@@ -43,7 +43,10 @@ class Adapter(Protocol):
     (observation windows may look back before ``lo``). Parameters have no task axis.
     """
 
-    steps: int
+    @property
+    def steps(self) -> int:
+        """k: how many steps (parameters after each are returned)."""
+        ...
 
     def __call__(
         self, start: Start, arrays: TaskArrays, rows: tuple[int, int], *, seed: int

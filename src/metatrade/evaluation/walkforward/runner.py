@@ -122,24 +122,34 @@ class _FoldCache:
     """Fold f's arrays and adapted parameters, computed once when first asked (one fold
     kept at a time: a 2-minute task's feature matrix is megabytes per fold)."""
 
-    def __init__(self, task: WalkForwardTask, folds: list[Fold], spec: FoldSpec,
-                 starts: Mapping[str, Start], adapter: Adapter, seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        task: WalkForwardTask,
+        folds: list[Fold],
+        spec: FoldSpec,
+        starts: Mapping[str, Start],
+        adapter: Adapter,
+        seed: int,
+    ) -> None:
         self.task, self.folds, self.spec = task, folds, spec
         self.starts, self.adapter, self.seed = starts, adapter, seed
         self._f = -1
-        self._arrays = None
+        self._arrays: TaskArrays | None = None
         self._params: dict[str, list[Params]] = {}
         self.seconds = 0.0
         self.on_fold: progress.Step = lambda detail=None: None  # a fold started
 
-    def arrays(self, f: int):
-        if f != self._f:
+    def arrays(self, f: int) -> TaskArrays:
+        if self._arrays is None or f != self._f:
             self._f, self._params = f, {}
             self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
             self.on_fold()
         return self._arrays
 
     def params(self, f: int, row: Row) -> Params:
+        """The parameters of policy row ``row`` (its start after ``row.k`` steps) on fold f."""
+        if row.k is None:
+            raise ValueError(f"row {row.label} is not a policy row: it has no parameters")
         arrays = self.arrays(f)
         if row.start not in self._params:
             s = self.starts[row.start]
@@ -199,9 +209,14 @@ def run_task(
     out.market = _market_label(task.arrays, costs)
     for label, rec in out.records.items():
         out.metrics[label] = record_metrics(
-            rec.equity, daily[label], c0=c0, trades=rec.trades, notional=rec.notional,
-            bps_now=out.bps_now, periods_per_year=out.sessions_per_year,
-        )  # fmt: skip
+            rec.equity,
+            daily[label],
+            c0=c0,
+            trades=rec.trades,
+            notional=rec.notional,
+            bps_now=out.bps_now,
+            periods_per_year=out.sessions_per_year,
+        )
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
     out.classical_fits = fits
     return out
