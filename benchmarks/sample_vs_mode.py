@@ -52,6 +52,7 @@ from metatrade.exact.settings import ObjectiveSettings
 from metatrade.market.config import TradingEnvConfig
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
+from metatrade.seeding import derive_seed
 
 
 def _paired(res: dict[str, EvaluationResult], seed: int) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def run_checkpoint(path: str, seed: int) -> dict[str, Any]:
     pretrained = load_pretrained(Path(path))
     if pretrained is not None:
         starts["pretrained"] = Start(policy, pretrained)
-    starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+    starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     res = _both(build.make_protocol_config(cfg, tasks), starts, tasks, loader)
     print(res["sample"].format_table(), flush=True)
     print(res["mode"].format_table(), flush=True)

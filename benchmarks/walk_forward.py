@@ -38,7 +38,7 @@ from metatrade.evaluation.baselines import CLASSICAL
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     load_tasks,
     run_walkforward,
@@ -63,17 +63,33 @@ def train_starts(
     family = TradingTaskFamily(loader, env, period="train", seed=seed)
     probe = family.make_batch_env(loader.tasks("train")[:1], 1)
     policy = PPOAgent.from_env(probe, PPOConfig(hidden_sizes=HIDDEN, seed=seed)).policy
-    meta = MetaConfig(meta_batch_size=4, episodes_per_task=eps, num_evaluation_episodes=eps,
-                      inner_lr=INNER_LR, optimizer="adam", lr=1e-3, gamma=GAMMA,
-                      gae_lambda=GAE_LAMBDA, seed=seed)  # fmt: skip
+    meta = MetaConfig(
+        meta_batch_size=4,
+        episodes_per_task=eps,
+        num_evaluation_episodes=eps,
+        inner_lr=INNER_LR,
+        optimizer="adam",
+        lr=1e-3,
+        gamma=GAMMA,
+        gae_lambda=GAE_LAMBDA,
+        seed=seed,
+    )
     learner = MetaLearner(policy, family, meta)
     for _ in range(iters):
         learner.step()
     steps = iters * 4 * 2 * eps * env.episode_length
     arrays = [loader.get_task_arrays(*t) for t in loader.tasks("train")]
     ppo_env = BatchTradingEnv(arrays, 2, env, seed=seed)
-    agent = PPOAgent.from_env(ppo_env, PPOConfig(hidden_sizes=HIDDEN, n_steps=env.episode_length,
-                                                 gamma=GAMMA, gae_lambda=GAE_LAMBDA, seed=seed + 1))  # fmt: skip
+    agent = PPOAgent.from_env(
+        ppo_env,
+        PPOConfig(
+            hidden_sizes=HIDDEN,
+            n_steps=env.episode_length,
+            gamma=GAMMA,
+            gae_lambda=GAE_LAMBDA,
+            seed=seed + 1,
+        ),
+    )
     agent.learn(ppo_env, total_timesteps=steps)
     return {
         "MAML": Start(policy, {k: v.detach().clone() for k, v in learner.params.items()}),
@@ -93,11 +109,17 @@ def walk(name: str, loader: DataLoader, tasks: list, args, quick: bool, out: Pat
     adaptation = AdaptationConfig(
         episodes_per_task=4 if quick else 16, inner_lr=INNER_LR, gamma=GAMMA, gae_lambda=GAE_LAMBDA
     )
-    adapter = SampledAdapter(env, adaptation, steps=1)
+    adapter = InnerLoopAdapter(env, adaptation, steps=1)
     spec = FoldSpec(fold_bars=5, adapt_bars=10, unit="days")
-    cfg = WalkForwardConfig(folds=spec, env=env, start="validation", carry=True,
-                            classical=CLASSICAL, bootstrap_samples=200 if quick else 2000,
-                            seed=args.seed)  # fmt: skip
+    cfg = WalkForwardConfig(
+        folds=spec,
+        env=env,
+        start="validation",
+        carry=True,
+        classical=CLASSICAL,
+        bootstrap_samples=200 if quick else 2000,
+        seed=args.seed,
+    )
     res = run_walkforward(starts, tasks, adapter, cfg)
     print(f"\n== {name}: pooled over {', '.join(t.task for t in res.tasks)}")
     print(text_table(res))
@@ -105,18 +127,30 @@ def walk(name: str, loader: DataLoader, tasks: list, args, quick: bool, out: Pat
         print("report:", save_report(res, out / name)["html"])
     pooled = res.pooled
     rows = {
-        k: {"sharpe": m["sharpe"], "sharpe_ci": [pooled.cis[k]["sharpe"].low, pooled.cis[k]["sharpe"].high],
-            "dsr": m["dsr"], "psr": m["psr"], "breakeven_bps": m["breakeven_bps"],
-            "total_return": m["total_return"], "trades": m["trades"]}
+        k: {
+            "sharpe": m["sharpe"],
+            "sharpe_ci": [pooled.cis[k]["sharpe"].low, pooled.cis[k]["sharpe"].high],
+            "dsr": m["dsr"],
+            "psr": m["psr"],
+            "breakeven_bps": m["breakeven_bps"],
+            "total_return": m["total_return"],
+            "trades": m["trades"],
+        }
         for k, m in pooled.metrics.items()
-    }  # fmt: skip
+    }
     diffs = {
         k: [v["sharpe"].estimate, v["sharpe"].low, v["sharpe"].high]
         for k, v in pooled.differences.items()
     }
-    return {"tasks": [t.task for t in res.tasks], "days": int(pooled.daily.shape[0]), "rows": rows,
-            "sharpe_differences": diffs, "n_trials": pooled.trials["n_trials"],
-            "sec_train": round(train_s, 1), "sec_walkforward": round(res.seconds["total"], 1)}  # fmt: skip
+    return {
+        "tasks": [t.task for t in res.tasks],
+        "days": int(pooled.daily.shape[0]),
+        "rows": rows,
+        "sharpe_differences": diffs,
+        "n_trials": pooled.trials["n_trials"],
+        "sec_train": round(train_s, 1),
+        "sec_walkforward": round(res.seconds["total"], 1),
+    }
 
 
 def main() -> None:

@@ -30,10 +30,15 @@ def bars_from_returns(r: np.ndarray, bar_minutes: int = 5, price0: float = 20_00
     index = session_timestamps(len(r), bar_minutes)
     index.name = "datetime"
     return pd.DataFrame(
-        {"open": open_, "high": np.maximum(open_, close) * 1.0002,
-         "low": np.minimum(open_, close) * 0.9998, "close": close, "volume": 0.0},
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.0002,
+            "low": np.minimum(open_, close) * 0.9998,
+            "close": close,
+            "volume": 0.0,
+        },
         index=index,
-    )  # fmt: skip
+    )
 
 
 def _arrays(name: str, bars: pd.DataFrame) -> TaskArrays:

@@ -114,8 +114,9 @@ def test_insample_return_is_the_scalar_ledgers_backtest() -> None:
         bt = run_backtest(fixed_positions("x", pos), win, split="window", config=one)
         assert f.insample_return == pytest.approx(bt.total_return, rel=1e-12, abs=1e-12)
         assert bt.trades.shape[0] > 10  # it traded, and paid for it
-    free = ledger_returns(arrays, rows, [fits["momentum"].positions(win)],
-                          replace(ENV, costs=CostModel(0, 0, 0, 0)))  # fmt: skip
+    free = ledger_returns(
+        arrays, rows, [fits["momentum"].positions(win)], replace(ENV, costs=CostModel(0, 0, 0, 0))
+    )
     assert free[0] > fits["momentum"].insample_return
 
 

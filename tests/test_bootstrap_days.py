@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from market_helpers import make_task_arrays
+from metatrade.agents.policies import make_policy
 from metatrade.data.calendar import assign_sessions, resolve_calendar, session_ends
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.evaluation import protocol
 from metatrade.evaluation.bootstrap import (
     MIN_BLOCKS,
     BlockPlan,
@@ -23,6 +27,9 @@ from metatrade.evaluation.bootstrap import (
     percentile_interval,
     session_dates,
 )
+from metatrade.market.config import TradingEnvConfig
+from metatrade.training.config import load_config
+from metatrade.training.task_sets import make_loader
 
 
 def _shared_days(
@@ -153,3 +160,48 @@ def test_resampling_tasks_too_counts_their_differences() -> None:
     both, _ = day_bootstrap_means(values, day, num_resamples=400, rng=rng)
     np.testing.assert_allclose(days_only, 0.5)
     assert set(np.unique(both)) == {0.0, 0.5, 1.0}
+
+
+def test_the_protocol_draws_the_days_of_every_task_and_instrument_together(monkeypatch) -> None:
+    """The meta-test protocol on real bars (two timeframes of Nifty, one of Finnifty, all on
+    the NSE calendar): the day each test window is filed under is its first bar's session
+    date, one label per calendar day whatever the task, so a drawn day brings the windows of
+    every timeframe of an instrument, and of the other instrument, on that day."""
+
+    seen: dict[str, np.ndarray] = {}
+    real = protocol.day_bootstrap_means
+
+    def spy(values, days, **kw):
+        seen["days"] = np.asarray(days)
+        return real(values, days, **kw)
+
+    monkeypatch.setattr(protocol, "day_bootstrap_means", spy)
+    torch.set_num_threads(1)
+    loader = make_loader(load_config("tiny"))
+    arrays = [loader.get_task_arrays(i, tf) for i, tf in [("Nifty", "60"), ("Nifty", "30")]]
+    arrays.append(loader.get_task_arrays("Finnifty", "60"))
+    obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + 4,))
+    pol = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(4,), seed=1)
+    cfg = protocol.ProtocolConfig(
+        adaptation_steps=(0,),
+        adaptation_episodes=1,
+        test_episodes=12,
+        episode_length=8,
+        test_episode_length=8,
+        env=TradingEnvConfig(lookback=4),
+        bootstrap_samples=50,
+        backtest=False,
+        references=(),
+    )
+    start = protocol.Start(pol, protocol.module_params(pol))
+    protocol.MetaTestProtocol(cfg).run({"MAML": start}, arrays)
+    days = seen["days"]
+    assert days.shape == (3, 12) and days.dtype == np.dtype("datetime64[D]")
+    for a, d in zip(arrays, days, strict=True):
+        lo, hi = a.split_range("test")
+        first = pd.to_datetime(a.timestamps[lo], utc=True).tz_convert("Asia/Kolkata").date()
+        last = pd.to_datetime(a.timestamps[hi - 1], utc=True).tz_convert("Asia/Kolkata").date()
+        assert (d >= np.datetime64(first)).all() and (d <= np.datetime64(last)).all()
+    # the two timeframes of Nifty, and Nifty and Finnifty, share days: one label each
+    assert set(days[0]) & set(days[1]) and set(days[0]) & set(days[2])
+    assert len(np.unique(days)) < days.size

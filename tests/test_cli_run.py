@@ -176,6 +176,10 @@ def test_demo_with_a_tiny_budget(tmp_path: Path) -> None:
     )
     ours = [x for x in looks if x.command == "metatrade demo" and x.run.startswith(str(tmp_path))]
     assert len(ours) == 3 and "scored on the test split (final: look" in res.output
+    # where each setting was chosen (issue 21 item 7): tiny's own settings are the run's
+    assert "Settings provenance (none chosen on a test period)" in res.output
+    assert "meta.inner_lr = 0.1 [run]: the demo's value is 10.0" in res.output
+    assert (tmp_path / "provenance.md").read_text().startswith("Settings provenance")
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

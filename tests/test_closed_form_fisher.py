@@ -16,11 +16,12 @@ from metatrade.data import DataLoader
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market.config import TradingEnvConfig
+from metatrade.meta.contributions import MetaBatch, closed_form_fisher, meta_loss
 from metatrade.meta.fisher import ClosedFormFisher, closed_form_supported
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.objective import kl_weights, post_update_dist_params
 from metatrade.meta.optimizers import fisher_product, flatten
-from metatrade.meta.updates import MetaBatch, TRPOUpdate, closed_form_fisher, meta_loss
+from metatrade.meta.updates import Contributions, TRPOUpdate
 
 NAV = Navigation2DFamily(max_episode_steps=6)
 
@@ -29,9 +30,10 @@ class _Grab:
     """An update that keeps the meta-iteration's batch (and changes nothing)."""
 
     keeps_adaptation_graph = True
+    fisher = None
 
-    def __call__(self, learner: MetaLearner, batch: MetaBatch) -> dict[str, float]:
-        self.batch = batch
+    def __call__(self, learner: MetaLearner, contributions: Contributions) -> dict[str, float]:
+        self.batch = contributions.batch  # type: ignore[attr-defined]  # the batched backend's
         return {"meta/loss": 0.0}
 
 

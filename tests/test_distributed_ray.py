@@ -143,7 +143,7 @@ def test_walkforward_fans_out_over_tasks_on_ray_bitwise(ray_instance) -> None:
     from metatrade.evaluation.protocol import Start, module_params
     from metatrade.evaluation.walkforward import (
         FoldSpec,
-        SampledAdapter,
+        InnerLoopAdapter,
         WalkForwardConfig,
         run_walkforward,
     )
@@ -157,7 +157,7 @@ def test_walkforward_fans_out_over_tasks_on_ray_bitwise(ray_instance) -> None:
     ]
     policy = tiny_policy(4)
     starts = {"MAML": Start(policy, module_params(policy))}
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
     cfg = WalkForwardConfig(folds=FoldSpec(90, 120), env=env, start=600, bootstrap_samples=20)
     local = run_walkforward(starts, tasks, adapter, cfg)
     remote = run_walkforward(starts, tasks, adapter, cfg, task_map=ray_task_map(workers=2))

@@ -54,9 +54,14 @@ def setup():
     pol = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=1)
     other = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=2)
     cfg = ProtocolConfig(
-        adaptation_steps=(0, 1), adaptation_episodes=2, test_episodes=3, episode_length=24,
-        test_episode_length=24, env=ENV, bootstrap_samples=50,
-    )  # fmt: skip
+        adaptation_steps=(0, 1),
+        adaptation_episodes=2,
+        test_episodes=3,
+        episode_length=24,
+        test_episode_length=24,
+        env=ENV,
+        bootstrap_samples=50,
+    )
     return arrays, pol, other, cfg
 
 

@@ -21,9 +21,10 @@ from metatrade.envs.trading import TradingTaskFamily
 from metatrade.exact.objective import exact_loss
 from metatrade.market.config import TradingEnvConfig
 from metatrade.meta import MetaConfig, MetaLearner
-from metatrade.meta.estimators import ExactSource
-from metatrade.meta.inner import expand_to_tasks, inner_loop
-from metatrade.meta.objective import outer_loss
+from metatrade.meta.adapt import StoredBatches, adapt
+from metatrade.meta.estimators import ExactSource, make_source
+from metatrade.meta.inner import expand_to_tasks
+from metatrade.meta.objective import outer_loss, per_task_losses
 
 runner = CliRunner()
 
@@ -45,7 +46,7 @@ def _policy(family: TradingTaskFamily) -> torch.nn.Module:
 
 
 def test_meta_gradient_is_the_exact_second_order_gradient_of_the_meta_objective() -> None:
-    """The learner's path (ExactSource -> inner_loop -> outer_loss -> autograd) gives
+    """The learner's path (ExactSource -> adapt -> outer_loss -> autograd) gives
     d/d theta of mean_i J_eval_i(theta - alpha grad J_adapt_i(theta)), computed here task by
     task with torch.func (float64): the meta-gradient through the inner step is exact."""
     family = _family()
@@ -59,18 +60,18 @@ def test_meta_gradient_is_the_exact_second_order_gradient_of_the_meta_objective(
         num_evaluation_episodes=2,
     )
     tasks = family.sample_tasks(3, task_set="train", rng=np.random.default_rng(1))
-    source = ExactSource(policy, family, tasks, config=cfg, rng=np.random.default_rng(2))
+    source = make_source(policy, family, tasks, config=cfg, rng=np.random.default_rng(2))
+    assert isinstance(source, ExactSource)
     adapt_w = source.adapt_batch.to(torch.float64)
     eval_w = source.eval_batch.to(torch.float64)
     theta = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
 
-    steps = inner_loop(
+    steps = adapt(
         policy,
         expand_to_tasks(theta, 3),
-        lambda k, p: adapt_w,
+        StoredBatches([adapt_w], family.objective_loss),
         config=cfg,
         second_order=True,
-        loss=family.objective_loss,
     )
     loss = outer_loss(policy, steps[-1], eval_w, family.objective_loss)
     got = torch.autograd.grad(loss, list(theta.values()))
@@ -110,15 +111,25 @@ def test_exact_meta_training_updates_theta_and_logs_the_objective() -> None:
     before = {k: v.detach().clone() for k, v in learner.params.items()}
     stats = learner.step(rng=np.random.default_rng(5))
     assert stats["meta/skipped"] == 0.0 and np.isfinite(stats["meta/grad_norm"])
-    # the logged post-update return is minus the meta-loss (same windows, same params)
-    assert stats["meta/return_post"] == pytest.approx(-stats["meta/loss"], rel=1e-5)
-    # the logged pre-update return (read off the inner loop's losses, no second forward)
-    # is the objective of theta on the same task batch's adaptation windows
+    # the logged returns (read off the losses the iteration computed, no second forward) are
+    # the expected P&L, recomputed here from scratch: of theta on the task batch's adaptation
+    # windows, and of theta - alpha grad on the evaluation windows that follow them
     rng = np.random.default_rng(5)
     tasks = family.sample_tasks(2, task_set="train", rng=rng)
-    source = ExactSource(policy, family, tasks, config=cfg, rng=rng)
-    pre = source.mean_return(source.adapt_batch, expand_to_tasks(before, 2), mean_loss=None)
-    assert stats["meta/return_pre"] == pytest.approx(pre, rel=1e-5)
+    adapt_w, eval_w = family.objective_batches(tasks, num_windows=2, num_eval_windows=2, rng=rng)
+    theta = expand_to_tasks(before, 2)
+    pre = -per_task_losses(policy, theta, adapt_w, family.objective_loss)
+    adapted = {}
+    for i in range(2):
+        task_w = type(adapt_w).from_tensors({k: v[i] for k, v in adapt_w.tensors().items()})
+        p = {k: v.clone().requires_grad_() for k, v in before.items()}
+        g = torch.autograd.grad(family.objective_loss(policy, p, task_w), list(p.values()))
+        adapted[i] = {k: v - 0.5 * gk for (k, v), gk in zip(before.items(), g, strict=True)}
+    stacked = {k: torch.stack([adapted[i][k] for i in range(2)]) for k in before}
+    post = -per_task_losses(policy, stacked, eval_w, family.objective_loss)
+    assert stats["meta/return_pre"] == pytest.approx(pre.mean().item(), rel=1e-5)
+    assert stats["meta/return_post"] == pytest.approx(post.mean().item(), rel=1e-5)
+    assert stats["meta/return_post"] != pytest.approx(stats["meta/return_pre"], rel=1e-3)
     assert "meta/kl" not in stats  # no behaviour policy to take a KL against
     assert any(not torch.equal(before[k], v.detach()) for k, v in learner.params.items())
 
@@ -211,13 +222,14 @@ def test_pretraining_on_the_objective_is_seeded_and_leaves_the_policy_alone() ->
 
 def test_cli_walkforward_and_signal_on_an_exact_run(tmp_path: Path) -> None:
     """`metatrade walkforward` and `signal` on a real meta-training run (exact estimator,
-    position-only observation): the report is written and named, the signal's probabilities
-    are a distribution over the five orders."""
+    position-only observation): the report is written and named; the signal adapts on the
+    rows just before its decision (no look-ahead), the adapted policy decides otherwise than
+    the meta-policy, and the same command gives the same decision."""
     import json
 
     run = tmp_path / "run"
-    res = runner.invoke(app, ["meta-train", "-c", str(_exact_config(tmp_path)), "--out", str(run),
-                              "-n", "2"])  # fmt: skip
+    config = _exact_config(tmp_path)
+    res = runner.invoke(app, ["meta-train", "-c", str(config), "--out", str(run), "-n", "2"])
     assert res.exit_code == 0, res.output
     geometry = ["--fold-bars", "10", "--adapt-bars", "40"]
     res = runner.invoke(app, ["walkforward", "--checkpoint", str(run), *geometry])
@@ -225,9 +237,18 @@ def test_cli_walkforward_and_signal_on_an_exact_run(tmp_path: Path) -> None:
     html = Path(res.output.strip().splitlines()[-1].removeprefix("report: "))
     assert html.is_file() and html.parent == run / "walkforward"
     assert {"MAML@k0", "MAML@k1", "buy-and-hold"} <= set(pd.read_csv(html.with_suffix(".csv")).row)
-    res = runner.invoke(app, ["signal", "--checkpoint", str(run), *geometry, "--format", "json"])
-    assert res.exit_code == 0, res.output
-    [signal] = json.loads(res.stdout)
-    probabilities = {k.removeprefix("p_"): v for k, v in signal.items() if k.startswith("p_")}
-    assert signal["task"] == "Finnifty:60" and signal["order"] in probabilities
-    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    signals = []
+    for steps in ("1", "0", "1"):
+        args = ["signal", "--checkpoint", str(run), *geometry, "-k", steps, "--format", "json"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        signals.append(json.loads(res.stdout)[0])
+    adapted, meta_policy, again = signals
+    assert adapted["task"] == "Finnifty:60" and adapted["steps"] == 1
+    assert adapted["adapt_rows"] == [adapted["decision_row"] - 40, adapted["decision_row"]]
+    assert adapted == again
+
+    def probabilities(signal: dict) -> np.ndarray:
+        return np.array([v for k, v in sorted(signal.items()) if k.startswith("p_")])
+
+    assert np.abs(probabilities(adapted) - probabilities(meta_policy)).max() > 1e-4

@@ -113,9 +113,15 @@ def test_vmapped_loss_and_gradient_equal_the_per_task_loop() -> None:
 def test_logits_by_position_equals_the_forward_of_each_observation(kind: str) -> None:
     space = gym.spaces.Box(-np.inf, np.inf, (4 * 3 + 1,))
     policy = make_policy(
-        kind, space, gym.spaces.Discrete(5), (8, 8), dtype=F64, seed=0,
-        window_shape=(4, 3), account_dim=1,
-    )  # fmt: skip
+        kind,
+        space,
+        gym.spaces.Discrete(5),
+        (8, 8),
+        dtype=F64,
+        seed=0,
+        window_shape=(4, 3),
+        account_dim=1,
+    )
     params = {k: v.detach() for k, v in policy.named_parameters()}
     bars = torch.randn(2, 11, 3, dtype=F64)
     accounts = torch.tensor([[-1.0], [0.0], [1.0]], dtype=F64)

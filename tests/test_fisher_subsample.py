@@ -21,10 +21,17 @@ def _episodes(lengths: list[list[int]]) -> Episodes:
     mask = (torch.arange(h) < lengths_t.unsqueeze(-1)).float()
     zeros = torch.zeros(t, e, h)
     return Episodes(
-        obs=obs, actions=obs.clone(), rewards=zeros.clone(), mask=mask,
-        terminated=zeros.bool(), truncated=zeros.bool(), log_probs=zeros.clone(),
-        dist_params=torch.zeros(t, e, h, 4), last_obs=obs[:, :, -1], lengths=lengths_t,
-    )  # fmt: skip
+        obs=obs,
+        actions=obs.clone(),
+        rewards=zeros.clone(),
+        mask=mask,
+        terminated=zeros.bool(),
+        truncated=zeros.bool(),
+        log_probs=zeros.clone(),
+        dist_params=torch.zeros(t, e, h, 4),
+        last_obs=obs[:, :, -1],
+        lengths=lengths_t,
+    )
 
 
 def test_select_episodes_gathers_each_tasks_own_slots() -> None:
@@ -60,9 +67,13 @@ def _learner(cg_subsample: float, cg_iters: int = 10) -> MetaLearner:
         "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
     )
     cfg = MetaConfig(
-        meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=4,
-        cg_subsample=cg_subsample, cg_iters=cg_iters, seed=1,
-    )  # fmt: skip
+        meta_batch_size=3,
+        episodes_per_task=4,
+        num_evaluation_episodes=4,
+        cg_subsample=cg_subsample,
+        cg_iters=cg_iters,
+        seed=1,
+    )
     return MetaLearner(policy, fam, cfg)
 
 

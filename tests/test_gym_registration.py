@@ -47,9 +47,15 @@ def test_stable_baselines3_ppo_trains_on_it() -> None:
     torch.set_num_threads(1)
     env = gym.make(metatrade.ENV_ID, lookback=8, episode_length=128)
     model = sb3.PPO(
-        "MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=2, seed=0, device="cpu",
+        "MlpPolicy",
+        env,
+        n_steps=512,
+        batch_size=128,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
         policy_kwargs={"net_arch": [32]},
-    )  # fmt: skip
+    )
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=2048)
     assert model.num_timesteps == 2048

@@ -102,9 +102,16 @@ def test_evaluate_on_a_folder_holding_only_the_evaluation_tasks(run: Path, tmp_p
     meta-training tasks left" when d held only those two files."""
     d = _my_index(tmp_path)
     res = invoke(
-        "evaluate", "--checkpoint", run, "--data", d, "--tasks", "MyIndex:60,MyIndex:30",
-        "--out", tmp_path / "e",
-    )  # fmt: skip
+        "evaluate",
+        "--checkpoint",
+        run,
+        "--data",
+        d,
+        "--tasks",
+        "MyIndex:60,MyIndex:30",
+        "--out",
+        tmp_path / "e",
+    )
     assert res.exit_code == 0, res.output
     assert "MyIndex:30, MyIndex:60" in res.output and "MAML" in res.output
 

@@ -1,4 +1,4 @@
-"""Per-step inner step sizes (``MetaConfig.inner_step_sizes``, ``adapt(lr=(a, b))``): the MAML
+"""Per-step inner step sizes (``MetaConfig.inner_step_sizes``): the MAML
 paper's 2D-navigation test schedule (0.5, then 0.25), usable in training too."""
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from meta_helpers import adapt_on
 from metatrade.agents.policies import make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
-from metatrade.meta.adapt import adapt, sample_for_inner_loop
 from metatrade.meta.advantages import compute_advantages
+from metatrade.meta.contributions import MetaBatch, meta_loss, replay
 from metatrade.meta.episodes import Episodes
+from metatrade.meta.estimators import sample_for_inner_loop
 from metatrade.meta.inner import expand_to_tasks, task_gradients
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.sampler import sample_episodes
 from metatrade.meta.surrogates import vpg_loss
-from metatrade.meta.updates import MetaBatch, meta_loss
 
 
 def _policy_and_family() -> tuple[torch.nn.Module, Navigation2DFamily]:
@@ -38,7 +39,7 @@ def test_adapt_takes_each_steps_own_size_and_repeats_the_last() -> None:
     ep = compute_advantages(
         sample_episodes(policy, expand_to_tasks(params, 2), env, generator=gen), 0.99, 1.0
     )
-    by_schedule = adapt(policy, params, ep, num_steps=3, lr=(0.3, 0.1))
+    by_schedule = adapt_on(policy, params, ep, num_steps=3, lr=(0.3, 0.1))
     # the same three steps by hand: one vpg gradient step per task, step sizes 0.3, 0.1, 0.1
     by_hand = expand_to_tasks(params, 2)
     for alpha in (0.3, 0.1, 0.1):
@@ -52,7 +53,8 @@ def test_adapt_takes_each_steps_own_size_and_repeats_the_last() -> None:
     for name in params:
         torch.testing.assert_close(by_schedule[name], by_hand[name])
     assert not torch.equal(
-        by_schedule["net.out.bias"], adapt(policy, params, ep, num_steps=3, lr=0.3)["net.out.bias"]
+        by_schedule["net.out.bias"],
+        adapt_on(policy, params, ep, num_steps=3, lr=0.3)["net.out.bias"],
     )
 
 
@@ -127,9 +129,9 @@ def test_multi_step_loss_is_the_mean_over_the_adapted_policies_batches() -> None
         )
 
     pre = sample(expand_to_tasks(learner.params, 2))
-    first_step = learner.readapt([pre], num_tasks=2, second_order=True)
+    first_step = replay(learner, [pre], num_tasks=2, second_order=True)
     mid = sample(first_step[1])
-    steps = learner.readapt([pre, mid], num_tasks=2, second_order=True)
+    steps = replay(learner, [pre, mid], num_tasks=2, second_order=True)
     post = sample(steps[2])
     batch = MetaBatch([pre, mid], post, steps, gen)
     first = outer_loss(learner.policy, steps[1], mid)

@@ -43,8 +43,19 @@ def test_four_quick_ctrl_cs_then_the_printed_command_resumes(tmp_path: Path) -> 
     config = tmp_path / "nav.yaml"
     config.write_text(yaml.safe_dump(NAV))
     run = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from metatrade.cli import app; app()", "meta-train", "-c",
-           str(config), "--seed", "3", "--out", str(run), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "from metatrade.cli import app; app()",
+        "meta-train",
+        "-c",
+        str(config),
+        "--seed",
+        "3",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

@@ -28,7 +28,7 @@ from metatrade.evaluation.backtest import buy_and_hold, run_backtest
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     load_tasks,
     run_walkforward,
@@ -172,11 +172,13 @@ def test_buy_and_hold_sharpe_and_return_equal_a_direct_computation(folder, loade
     assert res.metrics["annual_return"] == pytest.approx(annual, rel=1e-6)
 
     policy = tiny_policy(4)
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
     config = WalkForwardConfig(
-        folds=FoldSpec(fold_bars=60, adapt_bars=40), env=env, references=("buy_and_hold",),
+        folds=FoldSpec(fold_bars=60, adapt_bars=40),
+        env=env,
+        references=("buy_and_hold",),
         bootstrap_samples=10,
-    )  # fmt: skip
+    )
     [wf_task] = load_tasks(loader, [task])
     result = run_walkforward(
         {"MAML": Start(policy, module_params(policy))}, [wf_task], adapter, config
@@ -208,8 +210,9 @@ def test_fx_has_no_saturday_and_sunday_evening_is_monday(loader) -> None:
 
 def test_a_us_30_minute_task_squares_off_at_the_new_york_close(loader) -> None:
     arrays = loader.get_task_arrays("USIDX", "30")
-    env = TradingEnv(arrays, TradingEnvConfig(lookback=4, episode_length=None, square_off=True,
-                                              split="all"))  # fmt: skip
+    env = TradingEnv(
+        arrays, TradingEnvConfig(lookback=4, episode_length=None, square_off=True, split="all")
+    )
     env.reset()
     done, squared = False, []
     while not done:
@@ -284,12 +287,14 @@ def test_nse_index_futures_round_trip_costs_equal_a_hand_computation() -> None:
 def test_a_dated_lot_table_sizes_each_entry_with_the_lot_then(folder) -> None:
     """The NSE revised Nifty's lot from 25 to 75 (near-month contract from 2024-12-27)."""
     loader = DataLoader(
-        folder, cache_dir=False, instruments={"SPX": {"lot_size": [
-            {"size": 25}, {"from": "2022-06-01", "size": 75}]}},
-    )  # fmt: skip
+        folder,
+        cache_dir=False,
+        instruments={"SPX": {"lot_size": [{"size": 25}, {"from": "2022-06-01", "size": 75}]}},
+    )
     arrays = loader.get_task_arrays("SPX", "1D")
-    env = TradingEnv(arrays, TradingEnvConfig(lookback=4, episode_length=None, split="all",
-                                              initial_capital=2e6))  # fmt: skip
+    env = TradingEnv(
+        arrays, TradingEnvConfig(lookback=4, episode_length=None, split="all", initial_capital=2e6)
+    )
     env.reset()
     sizes = {}
     for _ in range(len(arrays) - 6):
@@ -313,13 +318,32 @@ def test_the_commands_run_on_us_and_fx_data(folder: Path, tmp_path: Path) -> Non
     run, out = tmp_path / "run", {}
     for args in (
         ["data", "validate", str(folder)],
-        ["meta-train", "-c", str(tmp_path / "us.yaml"), "--data", str(folder), "-n", "1",
-         "--out", str(run), "--no-progress"],
+        [
+            "meta-train",
+            "-c",
+            str(tmp_path / "us.yaml"),
+            "--data",
+            str(folder),
+            "-n",
+            "1",
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
         ["evaluate", "--checkpoint", str(run)],
-        ["walkforward", "--checkpoint", str(run), "--fold-bars", "60", "--adapt-bars", "40",
-         "--out", str(tmp_path / "wf")],
+        [
+            "walkforward",
+            "--checkpoint",
+            str(run),
+            "--fold-bars",
+            "60",
+            "--adapt-bars",
+            "40",
+            "--out",
+            str(tmp_path / "wf"),
+        ],
         ["backtest", "--checkpoint", str(run), "--out", str(tmp_path / "bt")],
-    ):  # fmt: skip
+    ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, (args[0], res.output)
         out[args[0]] = res.output
@@ -329,8 +353,20 @@ def test_the_commands_run_on_us_and_fx_data(folder: Path, tmp_path: Path) -> Non
     assert "Period (America/New_York)" in res.output and "Maximum Drawdown (USD)" in res.output
     rows = pd.read_csv(tmp_path / "wf" / "walkforward.csv")
     assert {"EURUSD:60", "SPX:1D"} <= set(rows.scope)
-    res = runner.invoke(app, ["signal", "--checkpoint", str(run), "--fold-bars", "20",
-                              "--adapt-bars", "40", "--format", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "signal",
+            "--checkpoint",
+            str(run),
+            "--fold-bars",
+            "20",
+            "--adapt-bars",
+            "40",
+            "--format",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     signals = {s["task"]: s for s in json.loads(res.stdout)}
     assert signals["SPX:1D"]["last_bar"].endswith(("EST", "EDT"))  # New York time
@@ -365,12 +401,14 @@ def test_the_embedded_nse_clock_is_the_origin_clock(minutes: int) -> None:
         ({"calendar": "XNYS"}, ["'currency'", "missing"]),
         ({"calendar": "XNYS", "currency": "USD", "costs": "cheap"}, ["'costs'", "nse_index"]),
         ({"calendar": "XNYS", "currency": "USD", "timezone": "Mars/Base"}, ["'timezone'"]),
-        ({"calendar": "XNYS", "currency": "USD", "lot_size": [{"size": 5}, {"size": 10}]},
-         ["'lot_size'", "'from' date"]),
+        (
+            {"calendar": "XNYS", "currency": "USD", "lot_size": [{"size": 5}, {"size": 10}]},
+            ["'lot_size'", "'from' date"],
+        ),
         ({"calendar": {"open": "9:30"}, "currency": "USD", "timezone": "UTC"}, ["close"]),
         ({"calendar": "XNYS", "currency": "USD", "square_off": "noon"}, ["session_end or none"]),
     ],
-)  # fmt: skip
+)
 def test_a_bad_description_is_one_line_naming_the_key(tmp_path, desc, names) -> None:
     (tmp_path / "instruments.yaml").write_text(yaml.safe_dump({"instruments": {"SPX": desc}}))
     with pytest.raises(DataError) as info:

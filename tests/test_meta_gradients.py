@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.func import grad, jvp
 
-from metatrade.meta.adapt import adapt
+from meta_helpers import adapt_on
+from metatrade.meta.adapt import StoredBatches, adapt
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.distributions import Categorical, DiagGaussian
 from metatrade.meta.episodes import Episodes
-from metatrade.meta.inner import inner_loop
 from metatrade.meta.objective import outer_loss
 from metatrade.meta.surrogates import get_surrogate
 
@@ -98,7 +98,7 @@ def test_bandit_meta_gradient_matches_closed_form(surrogate: str) -> None:
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
     num_tasks = goals.shape[0]
     pre = _bandit_nodes(params["mu"].expand(num_tasks), params["s"].expand(num_tasks), goals)
-    adapted = adapt(policy, params, pre, lr=alpha, surrogate=surrogate, gamma=1.0)
+    adapted = adapt_on(policy, params, pre, lr=alpha, surrogate=surrogate, gamma=1.0)
     post = _bandit_nodes(adapted["mu"], adapted["s"], goals)
     # meta-objective = mean_i J_i(theta'_i); the loss is its negative
     loss = outer_loss(policy, adapted, post)
@@ -122,7 +122,7 @@ def test_bandit_vpg_misses_the_sampling_term() -> None:
     grads = {}
     for name in ("vpg", "dice"):
         pre = _bandit_nodes(params["mu"].expand(1), params["s"].expand(1), goals)
-        adapted = adapt(policy, params, pre, lr=0.05, surrogate=name, gamma=1.0)
+        adapted = adapt_on(policy, params, pre, lr=0.05, surrogate=name, gamma=1.0)
         post = _bandit_nodes(adapted["mu"], adapted["s"], goals)
         grads[name] = torch.autograd.grad(outer_loss(policy, adapted, post), params["mu"])[0]
     assert (grads["vpg"] - grads["dice"]).abs().item() > 1e-3
@@ -210,7 +210,7 @@ def _estimated_meta_gradient(surrogate: str) -> torch.Tensor:
     params = {"table": TABLE0.clone().requires_grad_()}
     num_tasks = REWARDS.shape[0]
     pre = _enumerated_episodes(params["table"].detach().expand(num_tasks, -1, -1))
-    adapted = adapt(policy, params, pre, lr=ALPHA, surrogate=surrogate, gamma=1.0)
+    adapted = adapt_on(policy, params, pre, lr=ALPHA, surrogate=surrogate, gamma=1.0)
     post = _enumerated_episodes(adapted["table"])
     return -torch.autograd.grad(outer_loss(policy, adapted, post), params["table"])[0]
 
@@ -335,7 +335,7 @@ def test_second_minus_first_order_is_alpha_times_hvp(surrogate: str) -> None:
     pre = _random_episodes(policy, {k: v.detach() for k, v in params.items()}, num_tasks, 1, False)
     grads = {}
     for first_order in (False, True):
-        adapted = adapt(
+        adapted = adapt_on(
             policy, params, pre, lr=alpha, surrogate=surrogate, second_order=not first_order
         )
         post = _random_episodes(
@@ -376,7 +376,7 @@ def test_adapt_leaves_meta_params_unchanged_and_all_get_finite_gradients(surroga
     before = {k: v.detach().clone() for k, v in params.items()}
     inner_lrs = {k: torch.full_like(v, 0.1).requires_grad_() for k, v in params.items()}
     pre = _random_episodes(policy, before, 3, 3, False)
-    adapted = adapt(policy, params, pre, num_steps=2, surrogate=surrogate, inner_lrs=inner_lrs)
+    adapted = adapt_on(policy, params, pre, num_steps=2, surrogate=surrogate, inner_lrs=inner_lrs)
     for k in params:
         assert torch.equal(params[k].detach(), before[k])  # bitwise
         assert adapted[k].shape == (3, *params[k].shape)
@@ -397,7 +397,7 @@ def test_adapt_equals_a_per_task_loop_and_leaves_the_callers_tensors_alone() -> 
     pre = _random_episodes(policy, theta, 3, 5, False)
     alpha = 0.2
     inner = get_surrogate("vpg")
-    adapted = adapt(policy, theta, pre, lr=alpha)
+    adapted = adapt_on(policy, theta, pre, lr=alpha)
     for i in range(3):
         ep_i = Episodes.from_tensors({k: v[i] for k, v in pre.tensors().items()})
         g_i = grad(lambda p, ep=ep_i: inner(policy, p, ep))(theta)
@@ -411,10 +411,10 @@ def test_adapt_equals_a_per_task_loop_and_leaves_the_callers_tensors_alone() -> 
     first = next(iter(per_task))
     per_task[first].requires_grad_()
     config = AdaptationConfig(inner_lr=alpha)
-    steps = inner_loop(policy, per_task, lambda k, p: pre, config=config, second_order=True)
+    steps = adapt(policy, per_task, StoredBatches([pre]), config=config, second_order=True)
     assert [v.requires_grad for v in per_task.values()] == [k == first for k in per_task]
     assert steps[1][first].requires_grad  # differentiable in the tensor that asked for it
-    first_order = inner_loop(policy, per_task, lambda k, p: pre, config=config, second_order=False)
+    first_order = adapt(policy, per_task, StoredBatches([pre]), config=config, second_order=False)
     for k in theta:  # the same values; only the graph differs
         torch.testing.assert_close(first_order[1][k], steps[1][k], rtol=0, atol=0)
     # first order: d theta'/d theta = I (the inner gradient is a constant)

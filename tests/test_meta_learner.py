@@ -162,7 +162,7 @@ def test_trpo_step_matches_the_explicit_fisher_through_an_adaptation_step() -> N
     from torch.autograd.functional import hessian, jacobian
 
     from metatrade.meta.distributions import DiagGaussian
-    from metatrade.meta.optimizers import trpo_step
+    from metatrade.meta.optimizers import fisher_product, trpo_step
 
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
@@ -188,13 +188,25 @@ def test_trpo_step_matches_the_explicit_fisher_through_an_adaptation_step() -> N
 
     leaf = theta0.clone().requires_grad_()
 
-    def evaluate(*, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():  # the inner gradient step needs autograd in the line search
-            new = dist_params(leaf)
-        loss = -(torch.exp(dist.log_prob(new, actions) - old_logp) * adv).mean()
-        return loss, kl_fn(old, new).sum(), new
+    class Problem:  # the TrustRegionProblem a MetaUpdate's Contributions also are
+        def __init__(self) -> None:
+            self.dist = dist_params(leaf)
+            self.product = fisher_product([leaf], self.dist, kl_fn)
 
-    res = trpo_step([leaf], evaluate, kl_fn=kl_fn, max_kl=max_kl, cg_iters=4, cg_damping=damping)
+        def gradient(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            loss = -(torch.exp(dist.log_prob(self.dist, actions) - old_logp) * adv).mean()
+            return loss, list(torch.autograd.grad(loss, [leaf], retain_graph=True))
+
+        def fisher_product(self, v: torch.Tensor) -> torch.Tensor:
+            return self.product(v)
+
+        def loss_and_kl(self) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():  # the inner gradient step needs autograd in the search
+                new = dist_params(leaf)
+            loss = -(torch.exp(dist.log_prob(new, actions) - old_logp) * adv).mean()
+            return loss, kl_fn(old, new).sum()
+
+    res = trpo_step([leaf], Problem(), max_kl=max_kl, cg_iters=4, cg_damping=damping)
 
     def loss_of(theta: torch.Tensor) -> torch.Tensor:
         new = dist_params(theta)

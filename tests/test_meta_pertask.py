@@ -18,21 +18,12 @@ from metatrade.distributed import attach, make_executor
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market.config import TradingEnvConfig
+from metatrade.meta.contributions import BatchedContributions, MetaBatch, replay
 from metatrade.meta.episodes import Episodes
-from metatrade.meta.inner import expand_to_tasks, inner_loop
 from metatrade.meta.learner import MetaConfig, MetaLearner
-from metatrade.meta.objective import (
-    clipped_loss,
-    kl_weights,
-    mean_kl,
-    outer_loss,
-    post_update_dist_params,
-)
-from metatrade.meta.optimizers import fisher_product, flatten
+from metatrade.meta.optimizers import flatten
 from metatrade.meta.pertask import ordered_sum
-from metatrade.meta.surrogates import lvc_loss
 from metatrade.meta.tasks import IterationSpec, TaskWorker, task_streams, to_arrays
-from metatrade.meta.updates import MetaBatch, meta_loss
 
 FAMILY = Navigation2DFamily(max_episode_steps=8)
 
@@ -54,57 +45,48 @@ def stack(batches: list[Episodes]) -> Episodes:
     return Episodes.from_tensors({k: torch.cat([f[k] for f in fields]) for k in fields[0]})
 
 
-def test_task_contributions_sum_to_the_batched_gradient_and_fisher_product() -> None:
-    policy, cfg = nav_policy(), config(optimizer="trpo")
-    params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
-    tasks = FAMILY.sample_tasks(3, task_set="train", rng=np.random.default_rng(1))
-    spec = IterationSpec("t", 0, tuple(tasks), to_arrays(params), None, cfg)
+def _units_and_batched(cfg: MetaConfig, seed: int):
+    """A worker's three units, and the batched contributions (the ``batched`` backend's
+    class) on their batches stacked into one meta-batch, at the same theta."""
+    policy = nav_policy()
+    learner = MetaLearner(policy, FAMILY, cfg)
+    tasks = FAMILY.sample_tasks(3, task_set="train", rng=np.random.default_rng(seed))
+    spec = IterationSpec("t", 0, tuple(tasks), to_arrays(learner.params), None, cfg)
     worker = TaskWorker(policy, FAMILY)
-    results = worker.begin(spec, [0, 1, 2])
-    units = [worker.units[i] for i in range(3)]
-    pre = stack([u.batch.inner_batches[0] for u in units])
-    post = stack([u.batch.post for u in units])
-    steps = inner_loop(
-        policy, expand_to_tasks(params, 3), lambda k, c: pre, config=cfg, second_order=True
-    )
+    results = worker.call("begin", spec, [0, 1, 2])
+    units = [worker.units[i].contributions.batch for i in range(3)]
+    pre = stack([u.inner_batches[0] for u in units])
+    post = stack([u.post for u in units])
+    with torch.set_grad_enabled(cfg.optimizer != "promp"):
+        steps = replay(learner, [pre], num_tasks=3, second_order=True)
     batch = MetaBatch([pre], post, steps, torch.Generator())
-    dist = post_update_dist_params(policy, steps[-1], post)
-    loss = meta_loss(policy, steps, batch, multi_step=False, last_dist=dist)
-    leaves = list(params.values())
-    grad = flatten(torch.autograd.grad(loss, leaves, retain_graph=True))
-    summed = ordered_sum([r.grad for r in results]) / 3
-    torch.testing.assert_close(summed, grad, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(ordered_sum([r.loss for r in results]) / 3, loss.detach())
+    fisher = "autograd" if cfg.optimizer == "trpo" else None
+    return spec, worker, results, BatchedContributions(learner, batch, fisher=fisher)
 
-    weights = kl_weights(post)
-    fvp = fisher_product(leaves, dist, lambda p, q: weights * policy.distribution.kl(p, q))
-    v = torch.randn(grad.shape, generator=torch.Generator().manual_seed(0))
-    per_task = ordered_sum(worker.fisher(spec, [0, 1, 2], v.numpy())) / 3
-    torch.testing.assert_close(per_task, fvp(v), rtol=1e-4, atol=1e-7)
+
+def test_task_contributions_sum_to_the_batched_gradient_and_fisher_product() -> None:
+    spec, worker, results, batched = _units_and_batched(config(optimizer="trpo"), 1)
+    loss, grads = batched.gradient()
+    torch.testing.assert_close(ordered_sum([r.grad for r in results]) / 3, flatten(grads))
+    torch.testing.assert_close(ordered_sum([r.loss for r in results]) / 3, loss)
+    v = torch.randn(flatten(grads).shape, generator=torch.Generator().manual_seed(0))
+    per_task = ordered_sum(worker.call("fisher", spec, [0, 1, 2], v.numpy())) / 3
+    torch.testing.assert_close(per_task, batched.fisher_product(v), rtol=1e-4, atol=1e-7)
+    # the line search's (L, KL) at the iteration's theta: the loss above, a zero KL
+    pairs = worker.call("loss_and_kl", spec, [0, 1, 2], spec.theta, None)
+    torch.testing.assert_close(ordered_sum([p[0] for p in pairs]) / 3, loss)
+    assert ordered_sum([p[1] for p in pairs]).abs().item() < 1e-12
 
 
 def test_task_promp_contributions_sum_to_the_batched_promp_gradient() -> None:
-    policy, cfg = nav_policy(), config(optimizer="promp")
-    params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
-    tasks = FAMILY.sample_tasks(3, task_set="train", rng=np.random.default_rng(2))
-    spec = IterationSpec("p", 0, tuple(tasks), to_arrays(params), None, cfg)
-    worker = TaskWorker(policy, FAMILY)
-    outs = worker.promp(spec, [0, 1, 2], spec.theta, None)
-    pre = stack([worker.units[i].batch.inner_batches[0] for i in range(3)])
-    post = stack([worker.units[i].batch.post for i in range(3)])
-    adapted = inner_loop(
-        policy,
-        expand_to_tasks(params, 3),
-        lambda k, c: pre,
-        config=cfg,
-        second_order=True,
-        loss=lvc_loss,
-    )[-1]
-    loss = outer_loss(policy, adapted, post, clipped_loss(cfg.promp_clip))
-    total = loss + cfg.promp_kl_coef * mean_kl(policy, expand_to_tasks(params, 3), pre)
-    grad = flatten(torch.autograd.grad(total, list(params.values())))
-    torch.testing.assert_close(ordered_sum([o[2] for o in outs]) / 3, grad, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(ordered_sum([o[0] for o in outs]) / 3, loss.detach())
+    spec, worker, _, batched = _units_and_batched(config(optimizer="promp"), 2)
+    outs = worker.call("promp_gradient", spec, [0, 1, 2], spec.theta, None)
+    loss, total, grads = batched.promp_gradient()
+    torch.testing.assert_close(ordered_sum([o[2] for o in outs]) / 3, flatten(grads))
+    torch.testing.assert_close(ordered_sum([o[0] for o in outs]) / 3, loss)
+    torch.testing.assert_close(ordered_sum([o[1] for o in outs]) / 3, total)
+    with pytest.raises(ValueError, match="unknown method"):
+        worker.call("step", spec, [0], spec.theta, None)
 
 
 def test_task_streams_depend_on_seed_iteration_and_index_only() -> None:

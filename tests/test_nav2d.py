@@ -74,9 +74,7 @@ def test_sampler_masks_after_first_end_and_records_last_obs() -> None:
     )
     policy = ConstantPolicy((0.05, 0.0), log_std=-30.0)  # deterministic in practice
     params = expand_to_tasks(dict(policy.named_parameters()), 2)
-    ep = sample_episodes(
-        policy, params, env, num_steps=8, generator=torch.Generator().manual_seed(0)
-    )
+    ep = sample_episodes(policy, params, env, horizon=8, generator=torch.Generator().manual_seed(0))
     assert ep.obs.shape == (2, 3, 5, 2)  # stops once every slot ended (5 < 8)
     assert ep.lengths.tolist() == [[1, 1, 1], [5, 5, 5]]
     assert ep.mask[0].sum().item() == 3 and ep.mask[1].all()
@@ -84,9 +82,9 @@ def test_sampler_masks_after_first_end_and_records_last_obs() -> None:
     assert ep.truncated[1, :, 4].all() and not ep.terminated[1].any()
     assert (ep.rewards[0, :, 1:] == 0).all()
     np.testing.assert_allclose(ep.last_obs[1].numpy(), np.full((3, 2), [0.25, 0.0]), atol=1e-6)
-    # sampler cut (num_steps < time limit): the last step is marked truncated for bootstrap
+    # sampler cut (horizon < time limit): the last step is marked truncated for bootstrap
     ep2 = sample_episodes(
-        policy, params, env, num_steps=3, generator=torch.Generator().manual_seed(0)
+        policy, params, env, horizon=3, generator=torch.Generator().manual_seed(0)
     )
     assert ep2.truncated[1, :, 2].all() and ep2.lengths[1].tolist() == [3, 3, 3]
     np.testing.assert_allclose(ep2.last_obs[1].numpy(), np.full((3, 2), [0.15, 0.0]), atol=1e-6)

@@ -112,9 +112,36 @@ def constant_value(agent: PPOAgent, c: float) -> None:
         agent.value.head.out.bias.fill_(c)
 
 
-def test_toy_envs_follow_the_protocol() -> None:
-    assert isinstance(BanditBatchEnv(), BatchEnv)
-    assert isinstance(ChainBatchEnv(True), BatchEnv)
+@pytest.mark.parametrize(
+    "make",
+    [
+        BanditBatchEnv,
+        lambda: BanditBatchEnv(continuous=True),
+        lambda: ChainBatchEnv(True),
+        lambda: ChainBatchEnv(False),
+    ],
+    ids=["bandit", "bandit-box", "chain-terminated", "chain-truncated"],
+)
+def test_toy_envs_follow_the_protocol(make: Any) -> None:
+    """The PPO tests' stand-ins keep ``BatchEnv``'s contract (meta.protocols): obs
+    [T, E, *obs_shape] float32, reward float32 and terminated / truncated bool [T, E], every
+    episode over within ``max_episode_steps``, ``info["final_obs"]`` shaped like obs."""
+    env = make()
+    assert isinstance(env, BatchEnv)
+    shape = (env.num_tasks, env.episodes_per_task)
+    obs_shape = (*shape, *env.observation_space.shape)
+    obs = env.reset(seed=0)
+    assert obs.shape == obs_shape and obs.dtype == np.float32
+    ended = np.zeros(shape, dtype=bool)
+    for _ in range(env.max_episode_steps):
+        actions = np.array([[env.action_space.sample() for _ in range(shape[1])]] * shape[0])
+        obs, reward, terminated, truncated, info = env.step(actions)
+        assert obs.shape == obs_shape and info["final_obs"].shape == obs_shape
+        assert reward.shape == shape and reward.dtype == np.float32
+        assert terminated.shape == truncated.shape == shape
+        assert terminated.dtype == truncated.dtype == np.bool_
+        ended |= terminated | truncated
+    assert ended.all()
 
 
 @pytest.mark.parametrize("terminate", [True, False], ids=["terminated", "truncated"])

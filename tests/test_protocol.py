@@ -52,9 +52,14 @@ def result():
         "random": random_start(pol, seed=3),
     }
     cfg = ProtocolConfig(
-        adaptation_episodes=2, test_episodes=3, episode_length=24, test_episode_length=24,
-        env=TradingEnvConfig(lookback=4), oracle=REGIMES, bootstrap_samples=200,
-    )  # fmt: skip
+        adaptation_episodes=2,
+        test_episodes=3,
+        episode_length=24,
+        test_episode_length=24,
+        env=TradingEnvConfig(lookback=4),
+        oracle=REGIMES,
+        bootstrap_samples=200,
+    )
     before = {k: v.clone() for k, v in starts["MAML"].params.items()}
     res = MetaTestProtocol(cfg).run(starts, arrays)
     for k, v in before.items():  # adaptation never touches the starting parameters

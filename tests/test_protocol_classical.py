@@ -52,10 +52,16 @@ def _policy(arrays, observation: str = "full"):
 
 def _config(**kw) -> ProtocolConfig:
     base = dict(
-        adaptation_steps=(0, 1), adaptation_episodes=2, test_episodes=4, episode_length=32,
-        test_episode_length=48, env=TradingEnvConfig(lookback=4), oracle=REGIMES,
-        bootstrap_samples=200, classical=CLASSICAL,
-    )  # fmt: skip
+        adaptation_steps=(0, 1),
+        adaptation_episodes=2,
+        test_episodes=4,
+        episode_length=32,
+        test_episode_length=48,
+        env=TradingEnvConfig(lookback=4),
+        oracle=REGIMES,
+        bootstrap_samples=200,
+        classical=CLASSICAL,
+    )
     return ProtocolConfig(**{**base, **kw})
 
 
@@ -69,8 +75,9 @@ def result(arrays):
 def test_classical_rows_beside_maml_with_oracle_fractions(result) -> None:
     rows = [(r.method, r.k) for r in result.rows]
     assert rows == [("MAML", 0), ("MAML", 1)] + [(m, None) for m in LABELS] + [
-        ("buy-and-hold", None), ("flat", None)
-    ]  # fmt: skip
+        ("buy-and-hold", None),
+        ("flat", None),
+    ]
     oracle = result.oracle_returns.mean(axis=1).mean()
     for lab in LABELS:
         r = result.row(lab)

@@ -78,8 +78,14 @@ def test_buy_and_hold_pnl_equals_hand_computation(task) -> None:
 def test_flat_is_zero_and_target_to_action_rules() -> None:
     pos = np.array([0, 0, 1, 1, -1, -1])
     tgt = np.array([0, 1, 1, -1, -1, 0])
-    expected = [Action.HOLD, Action.BUY_LONG, Action.HOLD, Action.CLOSE_LONG, Action.HOLD,
-                Action.CLOSE_SHORT]  # fmt: skip
+    expected = [
+        Action.HOLD,
+        Action.BUY_LONG,
+        Action.HOLD,
+        Action.CLOSE_LONG,
+        Action.HOLD,
+        Action.CLOSE_SHORT,
+    ]
     np.testing.assert_array_equal(target_to_action(tgt, pos), [int(a) for a in expected])
 
 
@@ -117,9 +123,12 @@ def test_report_lines_and_numbers_match_compute_metrics(task, tmp_path) -> None:
     assert "default costs" in report and "stressed (+2 bps/side)" in report
     default = out["results"]["default costs"]
     ref = compute_metrics(
-        default.equity, default.trades.to_dict("records"), periods_per_year=arrays.bars_per_year,
-        positions=default.positions[1:], initial_capital=1e6,
-    )  # fmt: skip
+        default.equity,
+        default.trades.to_dict("records"),
+        periods_per_year=arrays.bars_per_year,
+        positions=default.positions[1:],
+        initial_capital=1e6,
+    )
     assert default.metrics == pytest.approx(ref, nan_ok=True)
     line = next(x for x in report.splitlines() if x.startswith("Total P&L"))
     assert f"{ref['total_pnl']:,.2f}" == line.split()[2]

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from meta_helpers import adapt_on
 from metatrade.envs.nav2d import Navigation2DBatchEnv, Navigation2DFamily
-from metatrade.meta.adapt import adapt, adapt_online, sample_for_inner_loop
+from metatrade.meta.adapt import adapt
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
+from metatrade.meta.estimators import SampledSource, measured_returns, sample_for_inner_loop
 from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.sampler import sample_episodes, sample_episodes_for_steps
 from metatrade.meta.surrogates import vpg_loss
@@ -62,14 +64,14 @@ def test_emptied_slots_count_for_nothing_in_advantages_and_losses() -> None:
         torch.testing.assert_close(vpg_loss(policy, params, one), vpg_loss(policy, params, alone))
         torch.testing.assert_close(one.task_mean_returns(), alone.task_mean_returns())
     # adapting on the emptied batch ignores the emptied episodes, task by task
-    adapted = adapt(policy, params, emptied, lr=0.1)
+    adapted = adapt_on(policy, params, emptied, lr=0.1)
     assert all(torch.isfinite(v).all() for v in adapted.values())
 
 
 def test_concat_pads_the_time_axis_and_keeps_every_episode() -> None:
     policy, params, env = _deterministic_setup()
     gen = torch.Generator().manual_seed(0)
-    short = sample_episodes(policy, params, env, num_steps=2, generator=gen)
+    short = sample_episodes(policy, params, env, horizon=2, generator=gen)
     full = sample_episodes(policy, params, env, generator=gen)
     both = concat_episodes([short, full])
     assert both.obs.shape[:3] == (2, 6, 5)
@@ -79,42 +81,31 @@ def test_concat_pads_the_time_axis_and_keeps_every_episode() -> None:
         concat_episodes([])
 
 
-def test_adapt_online_by_steps_reports_the_mean_over_the_batch_episodes() -> None:
+def _measured(policy, params, env, config: AdaptationConfig, steps: int, seed: int) -> list:
+    """[T] mean return after k = 0..steps test-time steps (fresh episodes per step)."""
+    gen = torch.Generator().manual_seed(seed)
+    source = SampledSource(policy, env, config=config, generator=gen)
+    with torch.no_grad():
+        adapted = adapt(policy, params, source, config=config, second_order=False, num_steps=steps)
+        return measured_returns(source, adapted)
+
+
+def test_test_time_returns_by_steps_are_the_mean_over_the_batch_episodes() -> None:
     """The paper's "AverageReturn": the mean over the episodes of a 4000-step-style batch, so
     short (successful) episodes, which a step budget holds more of, weigh more."""
     policy, params, env = _deterministic_setup()
-    by_steps = adapt_online(
-        policy,
-        params,
-        env,
-        config=AdaptationConfig(steps_per_task=7),
-        num_steps=0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    by_count = adapt_online(
-        policy,
-        params,
-        env,
-        config=AdaptationConfig(),
-        num_steps=0,
-        generator=torch.Generator().manual_seed(0),
-    )
+    by_steps = _measured(policy, params, env, AdaptationConfig(steps_per_task=7), 0, 0)
+    by_count = _measured(policy, params, env, AdaptationConfig(), 0, 0)
     # task 0's episodes return -0 (goal reached at once) and task 1's are all alike, so the
     # averages agree; the budget changes how many episodes enter, not what one returns
-    torch.testing.assert_close(by_steps.task_returns[0], by_count.task_returns[0])
+    torch.testing.assert_close(by_steps[0], by_count[0])
     fam = Navigation2DFamily(normalized_actions=True)
     env2 = fam.make_batch_env(fam.sample_tasks(3, task_set="test", rng=np.random.default_rng(0)), 4)
     stochastic = ConstantPolicy((0.0, 0.0), log_std=0.0)
-    res = adapt_online(
-        stochastic,
-        expand_to_tasks(dict(stochastic.named_parameters()), 3),
-        env2,
-        config=AdaptationConfig(inner_lr=0.5, steps_per_task=450),
-        num_steps=2,
-        generator=torch.Generator().manual_seed(1),
-    )
-    assert len(res.returns) == 3 and all(np.isfinite(res.returns))
-    assert res.returns[0] == pytest.approx(res.task_returns[0].mean().item())
+    theta = expand_to_tasks(dict(stochastic.named_parameters()), 3)
+    config = AdaptationConfig(inner_lr=0.5, steps_per_task=450)
+    res = _measured(stochastic, theta, env2, config, 2, 1)
+    assert len(res) == 3 and all(torch.isfinite(r).all() for r in res)
 
 
 def test_meta_learner_trains_on_step_budget_batches() -> None:

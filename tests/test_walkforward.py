@@ -14,11 +14,11 @@ from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     WalkForwardTask,
+    adaptation_seed,
     fold_arrays,
-    job_seed,
     make_folds,
     prepare_task,
     run_walkforward,
@@ -33,9 +33,9 @@ ENV = TradingEnvConfig(lookback=LOOKBACK, episode_length=16)
 SPEC = FoldSpec(fold_bars=90, adapt_bars=120, embargo=0)
 
 
-def _adapter(steps: int = 1) -> SampledAdapter:
+def _adapter(steps: int = 1) -> InnerLoopAdapter:
     adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
-    return SampledAdapter(ENV.with_overrides(episode_length=16), adaptation, steps=steps)
+    return InnerLoopAdapter(ENV.with_overrides(episode_length=16), adaptation, steps=steps)
 
 
 def _config(**kw) -> WalkForwardConfig:
@@ -83,7 +83,7 @@ def test_adaptation_and_normalisation_ignore_the_fold_and_the_embargo(setup, emb
     adapter = _adapter()
 
     def adapted(t: WalkForwardTask) -> dict:
-        seed = job_seed(0, "MAML", str(t.task), fold.trade[0])
+        seed = adaptation_seed(0, "MAML", str(t.task), fold.trade[0])
         return adapter(starts["MAML"], fold_arrays(t, fold, spec), fold.adapt, seed=seed)[0]
 
     ref = adapted(task)
@@ -110,8 +110,10 @@ def test_stitched_equity_is_the_product_or_the_sum_of_the_folds(setup, carry) ->
             assert r.equity[-1] == pytest.approx(c0 * np.prod(1 + r.fold_returns), rel=1e-12)
         else:
             assert r.equity[-1] == pytest.approx(c0 + r.fold_pnl.sum(), rel=1e-12)
-            spans = [(rec.timestamps[f.trade[0] - first], rec.timestamps[f.trade[1] - first])
-                     for f in rec.folds]  # fmt: skip
+            spans = [
+                (rec.timestamps[f.trade[0] - first], rec.timestamps[f.trade[1] - first])
+                for f in rec.folds
+            ]
             for t in r.trades:  # flatten: every round trip lies inside one fold
                 assert any(s < t.entry_time and t.exit_time <= e for s, e in spans)
         for f, fold in enumerate(rec.folds):  # per-fold returns read off the stitched curve
@@ -154,7 +156,7 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     import gymnasium as gym
 
     from metatrade.agents.policies import make_policy
-    from metatrade.evaluation.walkforward import ExactAdapter
+    from metatrade.evaluation.walkforward import InnerLoopAdapter
     from metatrade.exact.settings import ObjectiveSettings
     from walkforward_helpers import N_FEATURES
 
@@ -163,8 +165,8 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     space = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * N_FEATURES + 1,))  # window + position
     policy = make_policy("mlp", space, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=0)
     start = Start(policy, module_params(policy))
-    adaptation = AdaptationConfig(episodes_per_task=3, inner_lr=5.0)
-    adapter = ExactAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)
+    adaptation = AdaptationConfig(estimator="exact", episodes_per_task=3, inner_lr=5.0)
+    adapter = InnerLoopAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)
     rows = (560, 700)
     steps = adapter(start, task.arrays, rows, seed=0)
     assert len(steps) == 2

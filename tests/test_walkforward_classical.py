@@ -12,9 +12,8 @@ import pytest
 from metatrade.evaluation.baselines import CLASSICAL, ClassicalConfig, fit_classical
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
-    ExactAdapter,
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     fold_arrays,
     run_walkforward,
@@ -36,11 +35,15 @@ SETTINGS = ClassicalConfig(horizons=(1, 3, 6), buckets=3)
 def run():
     _, task = ar_task(0.4, n_bars=1200)
     policy = tiny_policy(4)
-    adapter = SampledAdapter(ENV, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
+    adapter = InnerLoopAdapter(ENV, AdaptationConfig(episodes_per_task=4, inner_lr=1.0), steps=1)
     cfg = WalkForwardConfig(
-        folds=SPEC, env=ENV, start=700, bootstrap_samples=50, classical=CLASSICAL,
+        folds=SPEC,
+        env=ENV,
+        start=700,
+        bootstrap_samples=50,
+        classical=CLASSICAL,
         classical_settings=SETTINGS,
-    )  # fmt: skip
+    )
     res = run_walkforward({"MAML": Start(policy, module_params(policy))}, [task], adapter, cfg)
     return task, adapter, res
 
@@ -60,16 +63,21 @@ def test_refitted_before_every_fold_on_the_adapters_rows(run) -> None:
         manual[a:b] = again["classical-selected"].positions(task.arrays)[a:b]
     # The row trades exactly those per-fold targets in the ledger.
     alone = trade_task(
-        lambda f: fold_arrays(task, rec.folds[f], SPEC), rec.folds,
-        [Row("x", "x", None, targets=manual)], lambda f, r: {}, ENV, carry=True,
-    )[0]  # fmt: skip
+        lambda f: fold_arrays(task, rec.folds[f], SPEC),
+        rec.folds,
+        [Row("x", "x", None, targets=manual)],
+        lambda f, r: {},
+        ENV,
+        carry=True,
+    )[0]
     np.testing.assert_array_equal(alone.equity, rec.records["classical-selected"].equity)
 
 
 def test_exact_adapter_rows_are_its_latest_windows(run) -> None:
     task, _, res = run
     fold = res.tasks[0].folds[1]
-    adapter = ExactAdapter(env=ENV, adaptation=AdaptationConfig(episodes_per_task=3))
+    exact = AdaptationConfig(estimator="exact", episodes_per_task=3)
+    adapter = InnerLoopAdapter(env=ENV, adaptation=exact)
     lo, hi = adapter_rows(adapter, task, fold.adapt)
     arrays = fold_arrays(task, fold, SPEC)
     cfg = ENV.with_overrides(split="adapt")
@@ -96,5 +104,9 @@ def test_rows_in_every_output_with_the_paired_difference(run, tmp_path) -> None:
     doc = json.loads(files["json"].read_text())
     fits = doc["tasks"][res.tasks[0].task]["classical_fits"]
     assert len(fits) == len(res.tasks[0].folds)
-    assert fits[0]["classical-selected"]["params"]["rule"] in ("ar", "momentum", "reversal",
-                                                               "time_of_day")  # fmt: skip
+    assert fits[0]["classical-selected"]["params"]["rule"] in (
+        "ar",
+        "momentum",
+        "reversal",
+        "time_of_day",
+    )

@@ -1,5 +1,5 @@
 """On a task whose AR(1) coefficient flips sign every few sessions, re-adapting before each
-fold (a real policy-gradient step, ``SampledAdapter``) tracks the regime; the frozen start
+fold (a real policy-gradient step, ``InnerLoopAdapter``) tracks the regime; the frozen start
 does not."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.protocol import Start, module_params
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
+    adaptation_seed,
     fold_arrays,
-    job_seed,
     prepare_task,
     run_walkforward,
 )
@@ -34,7 +34,7 @@ def test_walk_forward_readaptation_tracks_a_sign_flip_the_frozen_start_misses() 
     policy = SignPolicy(LOOKBACK, theta=1.0)  # a momentum start
     starts = {"MAML": Start(policy, module_params(policy))}
     adaptation = AdaptationConfig(episodes_per_task=16, inner_lr=20.0, gamma=0.5, gae_lambda=0.5)
-    adapter = SampledAdapter(env.with_overrides(episode_length=24), adaptation, steps=1)
+    adapter = InnerLoopAdapter(env.with_overrides(episode_length=24), adaptation, steps=1)
     spec = FoldSpec(fold_bars=1, adapt_bars=1, unit="days")  # adapt on yesterday, trade today
     start = 75 * PERIOD - warmup  # first decision: the first bar of the first -phi session
     cfg = WalkForwardConfig(folds=spec, env=env, start=start, carry=False, bootstrap_samples=50)
@@ -47,7 +47,7 @@ def test_walk_forward_readaptation_tracks_a_sign_flip_the_frozen_start_misses() 
     agree, tracked, frozen = [], [], []
     for f, fold in enumerate(rec.folds[:-1]):
         lo, hi = fold.adapt
-        seed = job_seed(0, "MAML", "Switch:5", fold.trade[0])
+        seed = adaptation_seed(0, "MAML", "Switch:5", fold.trade[0])
         theta = adapter(starts["MAML"], fold_arrays(task, fold, spec), fold.adapt, seed=seed)[0]
         if regime(lo) == regime(hi - 1) == regime(fold.trade[0]):  # no switch in between
             agree.append(np.sign(theta["theta"].item()) == regime(lo))

@@ -15,7 +15,7 @@ from metatrade.cli import app
 from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     run_walkforward,
 )
@@ -53,7 +53,7 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     pol = tiny_policy(4)
     starts = {"MAML": Start(pol, module_params(pol)), "random": random_start(pol, 1)}
     adaptation = AdaptationConfig(episodes_per_task=4, inner_lr=1.0)
-    adapter = SampledAdapter(env.with_overrides(episode_length=16), adaptation, steps=1)
+    adapter = InnerLoopAdapter(env.with_overrides(episode_length=16), adaptation, steps=1)
     cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=650, bootstrap_samples=50)
     res = run_walkforward(starts, [t1, t2], adapter, cfg)
     files = save_report(res, tmp_path)
@@ -61,8 +61,16 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
     page = _Page()
     page.feed(files["html"].read_text())
     assert page.text["title"] == ["metatrade walk-forward report"]
-    for section in ("Pooled", "Paired differences", "Stitched equity curves", "Drawdowns",
-                    "Per-fold returns", "Cost sweep", "Adaptation curve", "Task SynA:5"):  # fmt: skip
+    for section in (
+        "Pooled",
+        "Paired differences",
+        "Stitched equity curves",
+        "Drawdowns",
+        "Per-fold returns",
+        "Cost sweep",
+        "Adaptation curve",
+        "Task SynA:5",
+    ):
         assert any(h.startswith(section) for h in page.text["h2"]), section
     imgs = [a["src"] for t, a in page.tags if t == "img"]
     assert len(imgs) == 5
@@ -91,8 +99,10 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path: Path) ->
 
 
 def test_cli_rejects_mixed_fold_units_in_one_line(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["walkforward", "--checkpoint", str(tmp_path),
-                                   "--fold-bars", "50", "--adapt-days", "2"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        ["walkforward", "--checkpoint", str(tmp_path), "--fold-bars", "50", "--adapt-days", "2"],
+    )
     assert res.exit_code == 2
     assert "in bars" in res.output and "Traceback" not in res.output
 
@@ -104,7 +114,7 @@ def test_rows_stopped_by_the_ruin_rule_are_flagged_in_the_text_and_the_html() ->
     env = TradingEnvConfig(lookback=4, episode_length=16, ruin_fraction=0.9999)
     _, task = ar_task(0.4, n_bars=600, seed=1, name="SynA")
     pol = tiny_policy(4)
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=2), steps=0)
     cfg = WalkForwardConfig(folds=FoldSpec(100, 150), env=env, start=300, bootstrap_samples=20)
     res = run_walkforward({"random": random_start(pol, 1)}, [task], adapter, cfg)
     text = text_table(res)

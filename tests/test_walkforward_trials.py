@@ -14,7 +14,7 @@ from metatrade.evaluation.protocol import Start, module_params, random_start
 from metatrade.evaluation.registry import TrialLog, TrialRegistry, data_hash
 from metatrade.evaluation.walkforward import (
     FoldSpec,
-    SampledAdapter,
+    InnerLoopAdapter,
     WalkForwardConfig,
     run_walkforward,
 )
@@ -29,7 +29,7 @@ def _run(tasks, seed: int, log: TrialLog):
     env = TradingEnvConfig(lookback=4, episode_length=16)
     pol = tiny_policy(4, seed=seed)
     starts = {"MAML": Start(pol, module_params(pol)), "random": random_start(pol, seed + 1)}
-    adapter = SampledAdapter(env, AdaptationConfig(episodes_per_task=2, inner_lr=1.0), steps=1)
+    adapter = InnerLoopAdapter(env, AdaptationConfig(episodes_per_task=2, inner_lr=1.0), steps=1)
     cfg = WalkForwardConfig(
         folds=FoldSpec(150, 150), env=env, start="validation", bootstrap_samples=50, seed=seed
     )

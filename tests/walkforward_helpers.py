@@ -48,10 +48,15 @@ def regime_switch_bars(
     index = session_timestamps(n, 5)
     index.name = "datetime"
     return pd.DataFrame(
-        {"open": open_, "high": np.maximum(open_, close) * 1.0002,
-         "low": np.minimum(open_, close) * 0.9998, "close": close, "volume": 0.0},
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.0002,
+            "low": np.minimum(open_, close) * 0.9998,
+            "close": close,
+            "volume": 0.0,
+        },
         index=index,
-    )  # fmt: skip
+    )
 
 
 def tiny_policy(lookback: int, seed: int = 0) -> nn.Module:

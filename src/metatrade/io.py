@@ -49,8 +49,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: bool) -> Path:
-    """Call ``write(fileobj)`` on a temporary sibling of ``path``, then move it into place."""
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool) -> Path:
+    """Call ``write(fileobj)`` (its return value unused) on a temporary sibling of ``path``, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -59,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
     # mkstemp creates the file 0600; give the result the mode a plain open() would (0666 & ~umask)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -72,6 +72,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:

@@ -36,7 +36,9 @@ class _class_or_instance_method:
 
     def __init__(self, func: Any) -> None:
         self.func = func
-        functools.update_wrapper(self, func)
+        for name in functools.WRAPPER_ASSIGNMENTS:  # name, doc...: what update_wrapper copies
+            if hasattr(func, name):
+                setattr(self, name, getattr(func, name))
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         return functools.partial(self.func, objtype if obj is None else obj)
@@ -76,7 +78,7 @@ class BaseAgent(ABC):
             params = self._dist_params(torch.as_tensor(obs_arr, dtype=dtype))
             dist = self.policy.distribution
             act = dist.mode(params) if deterministic else dist.sample(params, self.generator)
-        if isinstance(dist, DiagGaussian):
+        if isinstance(dist, DiagGaussian) and isinstance(self.action_space, gym.spaces.Box):
             low, high = self.action_space.low, self.action_space.high
             out = np.clip(act.cpu().numpy().astype(np.float32), low, high)
             return out
@@ -92,16 +94,19 @@ class BaseAgent(ABC):
         return self.select_action(obs, deterministic=deterministic), None
 
     # ---- learning ---------------------------------------------------------------------
+    # Each agent learns from its own source (a BatchEnv, a TaskFamily) with its own options,
+    # so the base declares (*args, **kwargs): any signature may override it.
     @abstractmethod
-    def learn(self, source: Any, budget: int, **kwargs: Any) -> BaseAgent:
-        """Train in place on ``source`` for ``budget`` units and return ``self``: PPO on a
+    def learn(self, *args: Any, **kwargs: Any) -> BaseAgent:
+        """``learn(source, budget, ...)``: train in place on ``source`` for ``budget`` units
+        and return ``self``: PPO on a
         ``BatchEnv`` for ``budget`` environment steps, MAML on a ``TaskFamily`` for
         ``budget`` meta-iterations (SB3's ``learn(total_timesteps)``, with the data given
         here rather than at construction, since one agent trains on many tasks)."""
 
     @abstractmethod
-    def adapt(self, batch_env: Any, num_steps: int = 1, **kwargs: Any) -> BaseAgent:
-        """A copy fine-tuned on the single task of ``batch_env`` by ``num_steps`` gradient
+    def adapt(self, *args: Any, **kwargs: Any) -> BaseAgent:
+        """``adapt(batch_env, num_steps=1, ...)``: a copy fine-tuned on the single task of ``batch_env`` by ``num_steps`` gradient
         steps on fresh episodes; ``self`` is unchanged."""
 
     # ---- checkpoints ------------------------------------------------------------------
@@ -151,7 +156,7 @@ class BaseAgent(ABC):
         Raises:
             CheckpointError: missing, corrupted, truncated or incompatible checkpoint.
         """
-        cls = target if isinstance(target, type) else type(target)
+        cls: type[BaseAgent] = target if isinstance(target, type) else type(target)
         config, state = load_checkpoint(path, kind=cls.__name__)
         if not isinstance(config.get("agent"), dict):
             raise CheckpointError(f"checkpoint {path}: agent config is missing")

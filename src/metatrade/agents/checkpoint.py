@@ -162,7 +162,7 @@ def check_fields(
 
 
 def load_module_state(
-    path: str | os.PathLike[str], module: nn.Module, state: Mapping[str, Any], what: str
+    path: str | os.PathLike[str], module: nn.Module, state: Mapping[str, Any] | None, what: str
 ) -> None:
     """``module.load_state_dict(state)`` with missing / unexpected / mis-shaped tensors
     reported as a ``CheckpointError`` naming ``what`` and the file."""

@@ -2,8 +2,9 @@
 
 A thin wrapper over ``metatrade.meta.learner.MetaLearner``: ``learn`` runs meta-iterations
 (sample tasks, adapt each, meta-update through the adaptation), ``adapt`` takes k inner
-policy-gradient steps on a new task with ``metatrade.meta.adapt.adapt_online`` (each step on fresh
-episodes sampled with the current adapted policy, as in the MAML paper's test protocol), and
+policy-gradient steps on a new task with the one inner loop (``metatrade.meta.adapt.adapt`` on
+a ``SampledSource``: each step on fresh episodes sampled with the current adapted policy, as
+in the MAML paper's test protocol), and
 ``select_action`` acts with the meta-parameters, or with the adapted ones on the copy that
 ``adapt`` returns. The policy can be any kind of ``make_policy`` (mlp, gru, moe); with
 ``policy_kind="moe"``, ``metatrade.agents.moe_agent.regime_report`` applies to it.
@@ -30,10 +31,11 @@ from torch.func import functional_call
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
 from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
-from metatrade.meta.adapt import adapt_online
-from metatrade.meta.inner import expand_to_tasks
+from metatrade.meta.adapt import adapt_at_test_time
+from metatrade.meta.estimators import SampledSource
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.protocols import BatchEnv, TaskFamily
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 
@@ -82,7 +84,8 @@ class MAMLAgent(BaseAgent):
             feature_groups=feature_groups,
         )
         self.learner = MetaLearner(self.policy, task_family, self.meta_config)  # type: ignore[arg-type]
-        self.generator = torch.Generator().manual_seed(self.meta_config.seed + 7)
+        adapt_seed = derive_seed(self.meta_config.seed, "agent", "adaptation")
+        self.generator = torch.Generator().manual_seed(adapt_seed)
         self.adapted_params: Params | None = None  # set on the copy adapt() returns
         self.logs: list[dict[str, float]] = []
 
@@ -138,28 +141,27 @@ class MAMLAgent(BaseAgent):
         if batch_env.num_tasks != 1:
             raise ValueError(
                 f"MAMLAgent.adapt adapts one task; the env has num_tasks={batch_env.num_tasks}. "
-                "For many tasks at once call metatrade.meta.adapt.adapt(agent.policy, "
-                "agent.params, episodes, ...) directly."
+                "For many tasks at once call metatrade.meta.adapt.adapt_at_test_time(agent.policy, "
+                "agent.params, source, ...) on a make_source batch source."
             )
         cfg = self.meta_config
         if lr is not None:
             cfg = replace(cfg, inner_lr=lr, inner_step_sizes=None)
         if num_rollout_steps is not None:
-            cfg = replace(cfg, num_steps=num_rollout_steps)
+            cfg = replace(cfg, horizon=num_rollout_steps)
         adapted = self.clone()
         start = self.params if self.adapted_params is None else self.adapted_params
-        result = adapt_online(
+        steps = adapt_at_test_time(
             self.policy,
-            expand_to_tasks(start, 1),
-            batch_env,
+            start,
+            SampledSource(self.policy, batch_env, config=cfg, generator=adapted.generator),
             config=cfg,
-            num_steps=int(num_steps),
+            num_tasks=1,
             inner_lrs=self.learner.inner_lrs,
-            generator=adapted.generator,
-            measure_final=False,
+            num_steps=int(num_steps),
         )
         if self.adapted_params is not None or num_steps > 0:
-            adapted.adapted_params = {k: v[0].detach() for k, v in result.params.items()}
+            adapted.adapted_params = {k: v[0].detach() for k, v in steps[-1].items()}
         return adapted
 
     def clone(self) -> MAMLAgent:
@@ -227,8 +229,11 @@ class MAMLAgent(BaseAgent):
     def _from_config(cls, config: dict[str, Any]) -> MAMLAgent:
         pol = config["policy"]
         window = pol.get("window_shape")
+        observation_space = space_from_spec(config["observation_space"])
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise TypeError(f"observation space {observation_space} is not a Box")
         return cls(
-            space_from_spec(config["observation_space"]),
+            observation_space,
             space_from_spec(config["action_space"]),
             None,
             MetaConfig(**config["meta_config"]),

@@ -125,6 +125,7 @@ class MoEAgent(PPOAgent):
     """
 
     forced_policy_kind = "moe"
+    policy: MoEPolicy  # what forced_policy_kind builds
 
     def gate_weights(self, obs: np.ndarray) -> np.ndarray:
         """Gate weights [..., K] for observations [..., obs_dim]."""

@@ -97,7 +97,10 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _check_window(window_shape: tuple[int, int] | None, account_dim: int, obs_dim: int) -> None:
+def _check_window(
+    window_shape: tuple[int, int] | None, account_dim: int, obs_dim: int
+) -> tuple[int, int]:
+    """``window_shape`` (L, F) once it is given and fits ``obs_dim``; raises otherwise."""
     if window_shape is None:
         raise ValueError(
             "kind='gru' needs window_shape=(L, F) (and account_dim=A): pass env.window_shape "
@@ -110,6 +113,7 @@ def _check_window(window_shape: tuple[int, int] | None, account_dim: int, obs_di
             f"{seq_len}*{n_feat}+{account_dim}={seq_len * n_feat + account_dim} values but the "
             f"observation has obs_dim={obs_dim}; pass env.window_shape and env.account_dim"
         )
+    return window_shape
 
 
 def _mlp(obs_dim: int, action_space: gym.spaces.Space, **kw: Any) -> Policy:
@@ -248,9 +252,10 @@ def make_value_net(
     hidden_sizes = tuple(int(h) for h in hidden_sizes)
     with _seeded(seed):
         if kind == "gru":
-            _check_window(window_shape, account_dim, obs_dim)
-            trunk: nn.Module = GRUEncoder(window_shape, account_dim, hidden_sizes[0])
-            head = MLP(trunk.out_dim, hidden_sizes[1:], 1, activation, VALUE_HEAD_GAIN)
+            window = _check_window(window_shape, account_dim, obs_dim)
+            encoder = GRUEncoder(window, account_dim, hidden_sizes[0])
+            trunk: nn.Module = encoder
+            head = MLP(encoder.out_dim, hidden_sizes[1:], 1, activation, VALUE_HEAD_GAIN)
         else:
             trunk = nn.Identity()
             head = MLP(obs_dim, hidden_sizes, 1, activation, VALUE_HEAD_GAIN)

@@ -37,13 +37,13 @@ from metatrade.agents.checkpoint import (
     load_env_state,
     load_module_state,
 )
+from metatrade.agents.networks.config import PolicyKind
 from metatrade.agents.policies import make_policy, make_value_net, space_from_spec, space_to_spec
 from metatrade.agents.ppo_config import PPOConfig
-from metatrade.agents.ppo_rollout import Rollout, true_next_obs
+from metatrade.agents.ppo_rollout import Rollout, rollout_advantages, true_next_obs
 from metatrade.agents.ppo_update import UpdateBatch, ppo_update
-from metatrade.meta.advantages import gae
-from metatrade.meta.distributions import DiagGaussian
 from metatrade.meta.protocols import BatchEnv
+from metatrade.seeding import derive_seed
 
 LogFn = Callable[[dict[str, float], int], None]
 Callback = Callable[["PPOAgent", dict[str, float]], bool | None]
@@ -59,7 +59,7 @@ class PPOAgent(BaseAgent):
         window_shape, account_dim: trading observation layout (needed by the "gru" policy).
     """
 
-    forced_policy_kind: ClassVar[str | None] = None  # a subclass for one network family
+    forced_policy_kind: ClassVar[PolicyKind | None] = None  # a subclass for one network family
 
     def __init__(
         self,
@@ -75,24 +75,32 @@ class PPOAgent(BaseAgent):
         self.config = cfg
         self.observation_space = observation_space
         self.action_space = action_space
-        self.window_shape = None if window_shape is None else tuple(int(x) for x in window_shape)
+        if window_shape is not None:
+            seq_len, n_feat = window_shape
+            window_shape = (int(seq_len), int(n_feat))
+        self.window_shape = window_shape
         self.account_dim = int(account_dim)
-        net_kw = {
-            "hidden_sizes": cfg.hidden_sizes,
-            "activation": cfg.activation,
-            "window_shape": self.window_shape,
-            "account_dim": self.account_dim,
-        }
         self.policy = make_policy(
             cfg.kind,
             observation_space,
             action_space,
+            hidden_sizes=cfg.hidden_sizes,
+            activation=cfg.activation,
+            window_shape=self.window_shape,
+            account_dim=self.account_dim,
             num_experts=cfg.num_experts,
             init_log_std=cfg.init_log_std,
             seed=cfg.seed,
-            **net_kw,
         )
-        self.value = make_value_net(observation_space, kind=cfg.kind, seed=cfg.seed + 1, **net_kw)
+        self.value = make_value_net(
+            observation_space,
+            kind=cfg.kind,
+            hidden_sizes=cfg.hidden_sizes,
+            activation=cfg.activation,
+            window_shape=self.window_shape,
+            account_dim=self.account_dim,
+            seed=derive_seed(cfg.seed, "ppo", "value net"),
+        )
         self.optimizer = self._make_optimizer(cfg.learning_rate)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0
@@ -234,7 +242,7 @@ class PPOAgent(BaseAgent):
 
     # ---- one PPO iteration ------------------------------------------------------------
     def _reset(self, batch_env: BatchEnv) -> np.ndarray:
-        obs = batch_env.reset(seed=self.config.seed + self.num_resets)
+        obs = batch_env.reset(seed=derive_seed(self.config.seed, "ppo", "reset", self.num_resets))
         self.num_resets += 1
         self._ep_return = np.zeros(obs.shape[:2], dtype=np.float64)
         self._ep_length = np.zeros(obs.shape[:2], dtype=np.int64)
@@ -298,7 +306,7 @@ class PPOAgent(BaseAgent):
                 action = dist.sample(dist_params, self.generator)
                 logprob = dist.log_prob(dist_params, action)
             env_action = action.numpy().reshape(num_tasks, num_eps, *act_shape)
-            if isinstance(dist, DiagGaussian):  # the env sees clipped actions (as SB3 does)
+            if isinstance(self.action_space, gym.spaces.Box):  # the env sees clipped actions
                 env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
             next_obs, reward, terminated, truncated, info = env.step(env_action)
             done = np.logical_or(terminated, truncated)
@@ -324,24 +332,9 @@ class PPOAgent(BaseAgent):
         return obs, r
 
     def compute_advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor]:
-        """GAE advantages, lambda-returns and values, each [n_steps, N].
-
-        Uses ``metatrade.meta.advantages.gae`` (time on the last axis, hence the transposes):
-        V(next_obs) is the bootstrap at truncation and ignored at termination.
-        """
-        with torch.no_grad():
-            values = self.value(rollout.obs)
-            next_values = self.value(rollout.next_obs)
-            advantages, returns = gae(
-                rollout.rewards.T * self.config.reward_scale,
-                values.T,
-                next_values.T,
-                rollout.terminated.T,
-                rollout.dones.T,
-                self.config.gamma,
-                self.config.gae_lambda,
-            )
-        return advantages.T, returns.T, values
+        """GAE advantages, lambda-returns and values, each [n_steps, N]
+        (``ppo_rollout.rollout_advantages``)."""
+        return rollout_advantages(rollout, self.value, self.config)
 
     def _check_env(self, env: BatchEnv) -> None:
         if tuple(env.observation_space.shape) != tuple(self.observation_space.shape):
@@ -390,8 +383,11 @@ class PPOAgent(BaseAgent):
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> PPOAgent:
         window = config.get("window_shape")
+        observation_space = space_from_spec(config["observation_space"])
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise TypeError(f"observation space {observation_space} is not a Box")
         return cls(
-            space_from_spec(config["observation_space"]),
+            observation_space,
             space_from_spec(config["action_space"]),
             PPOConfig.from_dict(config["config"]),
             window_shape=None if window is None else tuple(window),

@@ -23,24 +23,28 @@ _STRICT = ConfigDict(extra="forbid")
 class PPOHyperparameters:
     """PPO's update rule (Schulman et al., 2017; CleanRL's ``ppo.py`` defaults)."""
 
-    learning_rate: float = Field(3e-4, gt=0, description="Adam step size")
+    learning_rate: float = Field(default=3e-4, gt=0, description="Adam step size")
     n_steps: int = Field(
-        128, gt=0, description="steps per environment per rollout (batch = n_steps x T x E)"
+        default=128, gt=0, description="steps per environment per rollout (batch = n_steps x T x E)"
     )
-    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    num_minibatches: int = Field(4, gt=0, description="minibatches per epoch")
-    update_epochs: int = Field(4, gt=0, description="passes over each rollout batch")
-    norm_adv: bool = Field(True, description="normalise advantages per minibatch")
-    clip_coef: float = Field(0.2, gt=0, description="surrogate clipping epsilon")
-    clip_vloss: bool = Field(True, description="clip the value loss (PPO2)")
-    ent_coef: float = Field(0.01, ge=0, description="entropy bonus coefficient")
-    vf_coef: float = Field(0.5, ge=0, description="value-loss coefficient")
-    max_grad_norm: float = Field(0.5, gt=0, description="global gradient-norm clip")
-    target_kl: float | None = Field(None, gt=0, description="early-stop epochs above this KL")
-    anneal_lr: bool = Field(False, description="linearly decay the learning rate to 0")
+    gamma: float = Field(default=0.99, ge=0, le=1, description="discount factor")
+    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="GAE lambda")
+    num_minibatches: int = Field(default=4, gt=0, description="minibatches per epoch")
+    update_epochs: int = Field(default=4, gt=0, description="passes over each rollout batch")
+    norm_adv: bool = Field(default=True, description="normalise advantages per minibatch")
+    clip_coef: float = Field(default=0.2, gt=0, description="surrogate clipping epsilon")
+    clip_vloss: bool = Field(default=True, description="clip the value loss (PPO2)")
+    ent_coef: float = Field(default=0.01, ge=0, description="entropy bonus coefficient")
+    vf_coef: float = Field(default=0.5, ge=0, description="value-loss coefficient")
+    max_grad_norm: float = Field(default=0.5, gt=0, description="global gradient-norm clip")
+    target_kl: float | None = Field(
+        default=None, gt=0, description="early-stop epochs above this KL"
+    )
+    anneal_lr: bool = Field(default=False, description="linearly decay the learning rate to 0")
     reward_scale: float = Field(
-        1.0, gt=0, description="rewards are multiplied by this before GAE (logs stay unscaled)"
+        default=1.0,
+        gt=0,
+        description="rewards are multiplied by this before GAE (logs stay unscaled)",
     )
 
 
@@ -49,7 +53,9 @@ class PPOConfig(PPOHyperparameters, NetworkConfig):
     """``PPOAgent``'s config: the hyperparameters, the network (``NetworkConfig``: kind,
     hidden_sizes, activation, num_experts, init_log_std) and the seed."""
 
-    seed: int = Field(0, description="seeds the networks, sampling, minibatches and env resets")
+    seed: int = Field(
+        default=0, description="seeds the networks, sampling, minibatches and env resets"
+    )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PPOConfig:

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from metatrade.agents.ppo_config import PPOConfig
+from metatrade.meta.advantages import gae
 from metatrade.meta.protocols import BatchEnv
 
 
@@ -62,3 +64,26 @@ def true_next_obs(
     true_next = next_obs.copy()
     true_next[done] = info["final_obs"][done]
     return true_next
+
+
+def rollout_advantages(
+    rollout: Rollout, value: nn.Module, cfg: PPOConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """GAE advantages, lambda-returns and values of ``rollout``, each [n_steps, N].
+
+    Uses ``metatrade.meta.advantages.gae`` (time on the last axis, hence the transposes):
+    V(next_obs) is the bootstrap at truncation and ignored at termination.
+    """
+    with torch.no_grad():
+        values = value(rollout.obs)
+        next_values = value(rollout.next_obs)
+        advantages, returns = gae(
+            rollout.rewards.T * cfg.reward_scale,
+            values.T,
+            next_values.T,
+            rollout.terminated.T,
+            rollout.dones.T,
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+    return advantages.T, returns.T, values

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metatrade.agents.networks.base import Policy
 from metatrade.agents.ppo_config import PPOConfig
 from metatrade.meta.advantages import normalize
 
@@ -46,7 +47,7 @@ def value_loss(cfg: PPOConfig, newvalue: Tensor, returns: Tensor, old_values: Te
 
 def ppo_update(
     *,
-    policy: nn.Module,
+    policy: Policy,
     value: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,

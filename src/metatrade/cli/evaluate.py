@@ -7,6 +7,7 @@ without replacing an earlier result unless ``--overwrite``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,17 @@ def evaluate_cmd(
     own config (stored in the checkpoint) sets everything else. --seeds 0 1 2: the runs
     <run>-seed<S>, each evaluated, then every row per seed and pooled (<run>-seeds/)."""
     seed_list = seeds_from(seeds, ctx, seed)
-    opts = {"ppo": ppo, "allow_seen": allow_seen, "final": final, "overwrite": overwrite}
+    evaluate = functools.partial(
+        _evaluate_run,
+        ppo=ppo,
+        allow_seen=allow_seen,
+        final=final,
+        overwrite=overwrite,
+        fmt=fmt,
+        progress=progress,
+    )
     if not seed_list:
-        result = _evaluate_run(
-            checkpoint, data, tasks, seed, out, fmt=fmt, progress=progress, **opts
-        )
+        result = evaluate(checkpoint, data, tasks, seed, out)
         if fmt != Format.table:  # the table itself was printed above, with its intervals
             emit(result.records(), fmt)
         return
@@ -84,10 +91,7 @@ def evaluate_cmd(
     from metatrade.training.multiseed import pooled_evaluation, seed_runs, seeds_dir
 
     runs = seed_runs(checkpoint, seed_list)
-    results = {
-        s: _evaluate_run(run, data, tasks, None, None, fmt=fmt, progress=progress, **opts)
-        for s, run in runs.items()
-    }
+    results = {s: evaluate(run, data, tasks, None, None) for s, run in runs.items()}
     with _writing(seeds_dir(checkpoint, out)) as where:
         pools, files = pooled_evaluation(results, where, runs=runs)
     chatter(fmt).print(files["txt"].read_text(), soft_wrap=True, highlight=False)

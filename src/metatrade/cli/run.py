@@ -71,8 +71,9 @@ def meta_train_cmd(
     given = {"run.backend": backend, "run.address": address, "run.workers": workers}
     backend_overrides = {k: v for k, v in given.items() if v is not None}
     extra = ("-n", str(iterations)) if iterations is not None else ()
-    for one in seeds_from(seeds, ctx, seed) or [seed]:
-        where = out if seeds is None or out is None else seed_run_dir(out, one)
+    runs: list[int | None] = [*seeds_from(seeds, ctx, seed)] or [seed]  # one run: --seed's
+    for one in runs:
+        where = out if seeds is None or out is None or one is None else seed_run_dir(out, one)
         cfg = _run_name(_config(config, data, tasks, one, where, strict=strict), config)
         run_dir = cfg.run_dir()
         again = resume_command(
@@ -102,6 +103,7 @@ def _meta_train(
     progress: bool,
     backend_overrides: dict[str, Any],
 ) -> None:
+    from metatrade.agents.networks.base import Policy
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
     from metatrade.training.pretrained import pretrained_for_run
@@ -135,8 +137,9 @@ def _meta_train(
     )
     # the exact estimator's "pretrained" row of evaluate (evaluation.baselines), in the run
     policy = trainer._policy()
-    resumed = resume_from is not None
-    pretrained_for_run(cfg, family, policy, console, resume=resumed, run_id=trainer.run_id)
+    if isinstance(policy, Policy):  # a trading family's policy (not 2-D navigation's toy)
+        resumed = resume_from is not None
+        pretrained_for_run(cfg, family, policy, console, resume=resumed, run_id=trainer.run_id)
 
 
 # ---- train (PPO) ------------------------------------------------------------------------

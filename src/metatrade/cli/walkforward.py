@@ -59,6 +59,37 @@ def _renamed_start(old: str | None, new: str) -> None:
 
 
 PpoOpt = typer.Option(None, "--ppo", help="PPO baseline agent file (default: the run's, if any)")
+CarryOpt = typer.Option(
+    True, "--carry/--flatten", help="carry position and equity across folds, or flatten"
+)
+FromOpt = typer.Option(
+    None,
+    "--from",
+    help="first fold: a split (validation, test), a row or a date (default: validation; "
+    "with --final, test); a start in the test split needs --final",
+)
+SampledOpt = typer.Option(
+    False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
+)
+ConfigurationsOpt = typer.Option(
+    1,
+    "--configurations",
+    min=1,
+    help="configurations tried outside the trial registry (before it, or elsewhere): "
+    "multiplies the DSR's N, which counts the registry's trials on the data set",
+)
+StartPolicyOpt = typer.Option(
+    "MAML", "--start-policy", help="the start that decides: MAML, pretrained, random"
+)
+PositionOpt = typer.Option(
+    "flat", "--position", help="current position assumption: flat, long or short"
+)
+SplitOpt = typer.Option(
+    None,
+    "--split",
+    help="decide after the last bar of: validation (default: a check that reads no test "
+    "bar) or test (the file's last bar, the live decision; needs --final)",
+)
 
 
 def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) -> Any:
@@ -67,8 +98,10 @@ def _spec(fold_bars, adapt_bars, fold_days, adapt_days, embargo, normalisation) 
     bars = fold_bars is not None or adapt_bars is not None
     days = fold_days is not None or adapt_days is not None
     if bars and days:
-        raise ConfigError("give the fold geometry in bars (--fold-bars/--adapt-bars) or in "
-                          "days (--fold-days/--adapt-days), not both")  # fmt: skip
+        raise ConfigError(
+            "give the fold geometry in bars (--fold-bars/--adapt-bars) or in "
+            "days (--fold-days/--adapt-days), not both"
+        )
     if bars:
         if fold_bars is None or adapt_bars is None:
             raise ConfigError("--fold-bars and --adapt-bars go together")
@@ -91,26 +124,11 @@ def walkforward_cmd(
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
     steps: int | None = StepsOpt,
-    carry: bool = typer.Option(
-        True, "--carry/--flatten", help="carry position and equity across folds, or flatten"
-    ),
-    first: str | None = typer.Option(
-        None,
-        "--from",
-        help="first fold: a split (validation, test), a row or a date (default: validation; "
-        "with --final, test); a start in the test split needs --final",
-    ),
+    carry: bool = CarryOpt,
+    first: str | None = FromOpt,
     old_start: str | None = OldStartOpt,
-    sampled: bool = typer.Option(
-        False, "--sampled", help="sample actions (default: the run's evaluation.actions)"
-    ),
-    configurations: int = typer.Option(
-        1,
-        "--configurations",
-        min=1,
-        help="configurations tried outside the trial registry (before it, or elsewhere): "
-        "multiplies the DSR's N, which counts the registry's trials on the data set",
-    ),
+    sampled: bool = SampledOpt,
+    configurations: int = ConfigurationsOpt,
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
     final: bool = FinalOpt,
@@ -146,9 +164,22 @@ def walkforward_cmd(
         if fmt != Format.table:  # the pooled table was printed above
             emit(result.rows(), fmt)
         return
+    _walk_seeds(checkpoint, seed_list, data, tasks, out, walk)
+
+
+def _walk_seeds(
+    checkpoint: Path,
+    seed_list: list[int],
+    data: Path | None,
+    tasks: str | None,
+    out: Path | None,
+    walk: dict[str, Any],
+) -> None:
+    """``walkforward --seeds``: each run <run>-seed<S> walked, then pooled (<run>-seeds/)."""
     from metatrade.evaluation.seeds import seed_rows
     from metatrade.training.multiseed import pooled_walkforward, seed_runs, seeds_dir
 
+    fmt = walk["fmt"]
     runs = seed_runs(checkpoint, seed_list)
     results = {s: _walk_run(run, data, tasks, None, None, **walk) for s, run in runs.items()}
     with _writing(seeds_dir(checkpoint, out)) as where:
@@ -213,21 +244,12 @@ def signal_cmd(
     adapt_days: int | None = AdaptDaysOpt,
     embargo: int = EmbargoOpt,
     steps: int | None = StepsOpt,
-    start: str = typer.Option(
-        "MAML", "--start-policy", help="the start that decides: MAML, pretrained, random"
-    ),
+    start: str = StartPolicyOpt,
     old_start: str | None = OldStartOpt,
-    position: str = typer.Option(
-        "flat", "--position", help="current position assumption: flat, long or short"
-    ),
+    position: str = PositionOpt,
     normalisation: str = NormOpt,
     ppo: Path | None = PpoOpt,
-    split: str | None = typer.Option(
-        None,
-        "--split",
-        help="decide after the last bar of: validation (default: a check that reads no test "
-        "bar) or test (the file's last bar, the live decision; needs --final)",
-    ),
+    split: str | None = SplitOpt,
     final: bool = FinalOpt,
     fmt: Format = FormatOpt,
 ) -> None:
@@ -235,19 +257,10 @@ def signal_cmd(
     then print the order for the bar after the last one (--format json: for a program).
     The latest bars are the test split's: the live decision needs --final (a recorded look);
     without it, the decision after the last validation bar."""
-    from metatrade.evaluation.sealed import sealed_error
     from metatrade.training.walkforward import signals
 
     _renamed_start(old_start, f"--start-policy {old_start}")
-    split = split or ("test" if final else "validation")
-    if split not in ("validation", "test"):
-        raise ConfigError(f"--split {split!r}: use validation or test")
-    if split == "test" and not final:
-        raise sealed_error("test", "signal --split test")
-    if split == "validation" and final:
-        raise ConfigError(
-            "--final decides at the file's last bar (the test split); drop --split validation"
-        )
+    _check_signal_split(split or ("test" if final else "validation"), final)
     pos = {"flat": 0, "long": 1, "short": -1}.get(position)
     if pos is None:
         raise ConfigError(f"--position {position!r}: use flat, long or short")
@@ -273,6 +286,20 @@ def signal_cmd(
         f"{period.split} bar; {period.describe()}"
     )
     emit([_signal_record(s, period) for s in out], fmt, title=title)
+
+
+def _check_signal_split(split: str, final: bool) -> None:
+    """``signal`` decides after validation's last bar, or with --final after the test's."""
+    from metatrade.evaluation.sealed import sealed_error
+
+    if split not in ("validation", "test"):
+        raise ConfigError(f"--split {split!r}: use validation or test")
+    if split == "test" and not final:
+        raise sealed_error("test", "signal --split test")
+    if split == "validation" and final:
+        raise ConfigError(
+            "--final decides at the file's last bar (the test split); drop --split validation"
+        )
 
 
 def _signal_record(s: Any, period: Any) -> dict[str, Any]:

@@ -78,7 +78,8 @@ class DiskCache:
         f = self._file(kind, path, extra)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write(f, lambda fh: np.savez(fh, **arrays), binary=True)
+            # numpy's stub types **kwds against savez's allow_pickle: bool keyword too
+            atomic_write(f, lambda fh: np.savez(fh, **arrays), binary=True)  # type: ignore[arg-type]
             for old in self.root.glob(f"{self._prefix(kind, path)}-*.npz"):
                 if old != f:
                     old.unlink(missing_ok=True)

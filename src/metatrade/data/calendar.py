@@ -194,10 +194,9 @@ def _resolve_hours(spec: Mapping[str, object], tz: str | None) -> MarketCalendar
     if tz is None:
         raise DataError(f"calendar {dict(spec)}: regular hours need the instrument's timezone")
     days = spec.get("weekdays", list(_WEEKDAYS[:5]))
-    bad = [d for d in days if str(d)[:3].title() not in _WEEKDAYS] if isinstance(days, list) else 1
-    if bad:
+    if not isinstance(days, list) or any(str(d)[:3].title() not in _WEEKDAYS for d in days):
         raise DataError(f"calendar weekdays {days!r}: list days as [Mon, Tue, Wed, Thu, Fri]")
-    on = {str(d)[:3].title() for d in days}  # type: ignore[union-attr]
+    on = {str(d)[:3].title() for d in days}
     mask = "".join("1" if d in on else "0" for d in _WEEKDAYS)
     open_, close = str(spec["open"]), str(spec["close"])
     _hhmm(open_, "open"), _hhmm(close, "close")

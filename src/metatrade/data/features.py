@@ -101,7 +101,8 @@ def raw_features(
     cols.append((talib.RSI(c, timeperiod=14) - 50.0) / 50.0)
     macd, signal, hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
     cols += [macd / c, signal / c, hist / c]
-    upper, middle, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+    # matype left at its default, 0 = simple moving average (the stub types it as an enum)
+    upper, middle, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
     cols.append(_safe_div(c - middle, upper - lower))
     cols.append(_safe_div(c - lo, h - lo) - 0.5)
     cols.append(np.log(c / o))

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from metatrade.data.calendar import (
@@ -42,43 +40,31 @@ from metatrade.data.calendar import (
     resolve_calendar,
     sessions_to_bars,
 )
+from metatrade.data.instrument_fields import (
+    LotSizes,
+    field_error,
+    parse_costs,
+    parse_date_ns,
+    parse_lot_sizes,
+    parse_timezone,
+)
 from metatrade.data.naming import parse_timeframe
 from metatrade.errors import DataError
 
 INSTRUMENTS_FILE = "instruments.yaml"
 EMBEDDED_FILE = Path(__file__).resolve().parent / "sample" / INSTRUMENTS_FILE
 KEYS = (
-    "calendar", "timezone", "currency", "lot_size", "tick_size", "costs", "square_off",
-    "sessions_per_year", "special_sessions",
-)  # fmt: skip
+    "calendar",
+    "timezone",
+    "currency",
+    "lot_size",
+    "tick_size",
+    "costs",
+    "square_off",
+    "sessions_per_year",
+    "special_sessions",
+)
 SQUARE_OFF = ("session_end", "none")
-
-
-@dataclass(frozen=True)
-class LotSizes:
-    """Units per lot over time: ``sizes[i]`` holds from ``starts[i]`` (int64 ns UTC, the
-    first entry from the beginning of time) until the next start."""
-
-    starts: tuple[int, ...] = (np.iinfo(np.int64).min,)
-    sizes: tuple[int, ...] = (1,)
-
-    @property
-    def constant(self) -> bool:
-        return len(set(self.sizes)) == 1
-
-    def at(self, timestamps: np.ndarray) -> np.ndarray:
-        """Lot size in force at each time (int64 ns UTC [N]) -> int64 [N]."""
-        i = np.searchsorted(np.asarray(self.starts), np.asarray(timestamps), side="right") - 1
-        return np.asarray(self.sizes, dtype=np.int64)[np.maximum(i, 0)]
-
-    def describe(self) -> str:
-        if self.constant:
-            return str(self.sizes[0])
-        parts = [
-            f"{s} from {pd.Timestamp(t, tz='UTC').date()}" if i else str(s)
-            for i, (t, s) in enumerate(zip(self.starts, self.sizes, strict=True))
-        ]
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -184,69 +170,6 @@ def snippet(names: list[str]) -> str:
     return f"instruments: {{{body}}}"
 
 
-def _error(where: str, name: str, key: str, message: str) -> DataError:
-    return DataError(f"{where}: instrument {name!r}, key {key!r}: {message}")
-
-
-def _lot_sizes(value: Any, where: str, name: str, tables: Mapping[str, Any]) -> LotSizes:
-    """A number, a dated table ``[{from: DATE, size: N}, ...]`` or a table's name."""
-    if isinstance(value, str):
-        table = tables.get(value, {})
-        if name not in table:
-            raise _error(where, name, "lot_size", f"no lot table {value!r} for {name!r} "
-                         f"(tables: {', '.join(sorted(tables)) or 'none'}); give a number or "
-                         "[{from: 2024-11-20, size: 75}, ...]")  # fmt: skip
-        value = table[name]
-    if isinstance(value, bool) or not isinstance(value, int | float | list):
-        raise _error(where, name, "lot_size", f"{value!r}: use a positive whole number or a "
-                     "dated table [{from: 2024-11-20, size: 75}, ...]")  # fmt: skip
-    if not isinstance(value, list):
-        value = [{"size": value}]
-    starts, sizes = [], []
-    for i, row in enumerate(value):
-        size = row.get("size") if isinstance(row, Mapping) else None
-        when = row.get("from") if isinstance(row, Mapping) else None
-        if not isinstance(size, int | float) or size < 1 or int(size) != size:
-            raise _error(where, name, "lot_size", f"entry {i}: size {size!r} must be a whole "
-                         "number >= 1; write entries as {from: 2024-11-20, size: 75}")  # fmt: skip
-        if i and when is None:
-            raise _error(where, name, "lot_size", f"entry {i} needs a 'from' date")
-        start = np.iinfo(np.int64).min if i == 0 else _date_ns(when, where, name)
-        if starts and start <= starts[-1]:
-            raise _error(where, name, "lot_size", "dates must increase down the table")
-        starts.append(start)
-        sizes.append(int(size))
-    return LotSizes(tuple(starts), tuple(sizes))
-
-
-def _date_ns(when: Any, where: str, name: str, key: str = "lot_size") -> int:
-    try:
-        return int(pd.Timestamp(str(when)).tz_localize("UTC").value)
-    except (ValueError, TypeError):
-        raise _error(where, name, key, f"date {when!r}: write it as YYYY-MM-DD") from None
-
-
-def _costs(value: Any, where: str, name: str) -> str | tuple[tuple[str, float], ...]:
-    from metatrade.market.costs import cost_model  # the market layer owns the presets
-
-    try:
-        cost_model(value)
-    except (ValueError, TypeError) as err:
-        raise _error(where, name, "costs", str(err)) from None
-    if isinstance(value, str):
-        return value
-    return tuple(sorted((str(k), float(v)) for k, v in value.items()))
-
-
-def _timezone(value: Any, where: str, name: str) -> str:
-    try:
-        pd.Timestamp("2024-01-01").tz_localize(str(value))
-    except Exception:  # pytz/zoneinfo raise different types for an unknown zone
-        raise _error(where, name, "timezone", f"{value!r} is not a time zone; use an IANA "
-                     "name such as America/New_York, Europe/London, Asia/Kolkata or UTC") from None  # fmt: skip
-    return str(value)
-
-
 def build_instrument(
     name: str, desc: Mapping[str, Any], *, where: str, tables: Mapping[str, Any]
 ) -> Instrument:
@@ -254,37 +177,40 @@ def build_instrument(
     the instrument, the key and the fix."""
     unknown = sorted(set(desc) - set(KEYS))
     if unknown:
-        raise _error(where, name, unknown[0], f"unknown key; the keys are {', '.join(KEYS)}")
+        raise field_error(where, name, unknown[0], f"unknown key; the keys are {', '.join(KEYS)}")
     for key in ("calendar", "currency"):
         if desc.get(key) in (None, ""):
-            raise _error(where, name, key, f"missing; e.g. {snippet([name])}")
-    tz = _timezone(desc["timezone"], where, name) if desc.get("timezone") else None
+            raise field_error(where, name, key, f"missing; e.g. {snippet([name])}")
+    tz = parse_timezone(desc["timezone"], where, name) if desc.get("timezone") else None
     try:
         cal = resolve_calendar(desc["calendar"], tz)
     except DataError as err:
-        raise _error(where, name, "calendar", str(err)) from None
+        raise field_error(where, name, "calendar", str(err)) from None
     default_off = "none" if cal.kind in ("24/5", "24/7") else "session_end"
     square_off = str(desc.get("square_off", default_off))
     if square_off not in SQUARE_OFF:
-        raise _error(where, name, "square_off", f"{square_off!r}: use session_end or none")
+        raise field_error(where, name, "square_off", f"{square_off!r}: use session_end or none")
     tick = desc.get("tick_size")
     if tick is not None and not (isinstance(tick, int | float) and tick > 0):
-        raise _error(where, name, "tick_size", f"{tick!r}: use a positive price increment")
+        raise field_error(where, name, "tick_size", f"{tick!r}: use a positive price increment")
     spy = desc.get("sessions_per_year")
     if spy is not None and not (isinstance(spy, int | float) and spy > 0):
-        raise _error(where, name, "sessions_per_year", f"{spy!r}: use a positive number")
+        raise field_error(where, name, "sessions_per_year", f"{spy!r}: use a positive number")
     special = desc.get("special_sessions") or []
     if not isinstance(special, list):
-        raise _error(where, name, "special_sessions", "list the dates, e.g. [2024-11-01]")
-    days = tuple(sorted(_date_ns(d, where, name, "special_sessions") // 86_400_000_000_000
-                        for d in special))  # fmt: skip
+        raise field_error(where, name, "special_sessions", "list the dates, e.g. [2024-11-01]")
+    days = tuple(
+        sorted(
+            parse_date_ns(d, where, name, "special_sessions") // 86_400_000_000_000 for d in special
+        )
+    )
     return Instrument(
         name=name,
         calendar=cal,
         timezone=tz or cal.tz,
         currency=str(desc["currency"]),
-        costs=_costs(desc.get("costs", "zero"), where, name),
-        lot_size=_lot_sizes(desc.get("lot_size", 1), where, name, tables),
+        costs=parse_costs(desc.get("costs", "zero"), where, name),
+        lot_size=parse_lot_sizes(desc.get("lot_size", 1), where, name, tables),
         tick_size=None if tick is None else float(tick),
         square_off=square_off,
         sessions_per_year=None if spy is None else float(spy),

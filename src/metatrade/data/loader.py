@@ -108,11 +108,8 @@ class DataLoader:
         self.too_short: dict[TaskId, int] = {}
         """task -> its bar count, for files too short for ``lookback`` (strict mode too)"""
         self._checked = False
-        self.cache = (
-            None
-            if cache_dir is False
-            else DiskCache(None if cache_dir in (None, True) else cache_dir)
-        )  # type: ignore[arg-type]
+        root = None if cache_dir is None or isinstance(cache_dir, bool) else cache_dir
+        self.cache = None if cache_dir is False else DiskCache(root)
         self._files = self._discover()
         self.registry = InstrumentRegistry(self.data_dir, overrides=instruments, timezone=tz)
         self._check_instruments()

@@ -15,8 +15,8 @@ them, so every task ``metatrade data list`` shows can be named (``Nifty-50:60``,
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from metatrade.data.task_arrays import TaskId
 
@@ -33,7 +33,8 @@ MINUTES_PER_UNIT = {"min": 1, "D": 1440, "W": 7 * 1440}
 """nominal minutes of one unit: a session counts as a calendar day, a week as seven"""
 
 
-class Timeframe(NamedTuple):
+@dataclass(frozen=True)
+class Timeframe:
     """A parsed timeframe: ``count`` bars of ``unit`` ("min", "D" sessions or "W" weeks)."""
 
     count: int
@@ -60,8 +61,8 @@ def parse_timeframe(timeframe: str | int) -> Timeframe:
             f"timeframe {timeframe!r}: use whole minutes (5, 60), N sessions (1D) or N weeks (1W)"
         )
     if text[-1] in "DW":
-        return Timeframe(int(text[:-1]), text[-1])
-    return Timeframe(int(text), "min")
+        return Timeframe(count=int(text[:-1]), unit=text[-1])
+    return Timeframe(count=int(text), unit="min")
 
 
 def timeframe_sort_key(timeframe: str) -> int:

@@ -41,8 +41,10 @@ def _check(name: str, rng: tuple[float, float], low: float, high: float) -> None
 class ArRanges:
     """Momentum (phi > 0) and reversal (phi < 0) over the last h bars."""
 
-    phi: tuple[float, float] = Field((-0.4, 0.4), description="sum of the AR coefficients")
-    lags: tuple[int, int] = Field((1, 4), description="h: bars the coefficient spreads over")
+    phi: tuple[float, float] = Field(default=(-0.4, 0.4), description="sum of the AR coefficients")
+    lags: tuple[int, int] = Field(
+        default=(1, 4), description="h: bars the coefficient spreads over"
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> ArRanges:
@@ -55,8 +57,8 @@ class ArRanges:
 class SeasonalRanges:
     """A drift per equal-width session bucket (random sign, size in the range)."""
 
-    buckets: tuple[int, int] = Field((2, 6), description="buckets the session is cut into")
-    drift: tuple[float, float] = Field((0.05, 0.3), description="|drift| per bar, x sigma")
+    buckets: tuple[int, int] = Field(default=(2, 6), description="buckets the session is cut into")
+    drift: tuple[float, float] = Field(default=(0.05, 0.3), description="|drift| per bar, x sigma")
 
     @model_validator(mode="after")
     def _valid(self) -> SeasonalRanges:
@@ -70,11 +72,13 @@ class VolArRanges:
     """Autocorrelation phi_high when the last w bars' realised vol exceeds sigma, else
     phi_low; log-volatility an AR(1)."""
 
-    phi_low: tuple[float, float] = Field((-0.4, 0.4), description="phi in calm bars")
-    phi_high: tuple[float, float] = Field((-0.4, 0.4), description="phi in volatile bars")
-    persistence: tuple[float, float] = Field((0.97, 0.995), description="log-vol AR(1) coef")
-    vol_of_vol: tuple[float, float] = Field((0.3, 0.6), description="std of log-volatility")
-    window: tuple[int, int] = Field((12, 48), description="bars of the realised volatility")
+    phi_low: tuple[float, float] = Field(default=(-0.4, 0.4), description="phi in calm bars")
+    phi_high: tuple[float, float] = Field(default=(-0.4, 0.4), description="phi in volatile bars")
+    persistence: tuple[float, float] = Field(
+        default=(0.97, 0.995), description="log-vol AR(1) coef"
+    )
+    vol_of_vol: tuple[float, float] = Field(default=(0.3, 0.6), description="std of log-volatility")
+    window: tuple[int, int] = Field(default=(12, 48), description="bars of the realised volatility")
 
     @model_validator(mode="after")
     def _valid(self) -> VolArRanges:
@@ -90,9 +94,9 @@ class VolArRanges:
 class MarkovRanges:
     """A hidden Markov chain over ``states`` autocorrelation regimes."""
 
-    phi: tuple[float, float] = Field((-0.4, 0.4), description="phi of each hidden state")
-    switch_prob: tuple[float, float] = Field((0.005, 0.03), description="switches per bar")
-    states: int = Field(2, ge=2, le=8, description="number of hidden states")
+    phi: tuple[float, float] = Field(default=(-0.4, 0.4), description="phi of each hidden state")
+    switch_prob: tuple[float, float] = Field(default=(0.005, 0.03), description="switches per bar")
+    states: int = Field(default=2, ge=2, le=8, description="number of hidden states")
 
     @model_validator(mode="after")
     def _valid(self) -> MarkovRanges:
@@ -105,11 +109,11 @@ class MarkovRanges:
 class GapRanges:
     """The m bars after a session's first bar drift by follow x (its overnight gap) / m."""
 
-    gap: tuple[float, float] = Field((4.0, 12.0), description="overnight gap std, x sigma")
+    gap: tuple[float, float] = Field(default=(4.0, 12.0), description="overnight gap std, x sigma")
     follow: tuple[float, float] = Field(
-        (-1.0, 1.0), description="share of the gap continued (> 0) or faded (< 0)"
+        default=(-1.0, 1.0), description="share of the gap continued (> 0) or faded (< 0)"
     )
-    bars: tuple[int, int] = Field((3, 12), description="m: bars the move spreads over")
+    bars: tuple[int, int] = Field(default=(3, 12), description="m: bars the move spreads over")
 
     @model_validator(mode="after")
     def _valid(self) -> GapRanges:
@@ -128,9 +132,9 @@ class RegimesConfig:
         default_factory=lambda: dict.fromkeys(KINDS, 1.0),
         description=f"mixture weight of each kind ({', '.join(KINDS)}); missing kinds: 0",
     )
-    sigma: tuple[float, float] = Field((5e-4, 2e-3), description="innovation std per bar")
+    sigma: tuple[float, float] = Field(default=(5e-4, 2e-3), description="innovation std per bar")
     overnight_gap: tuple[float, float] = Field(
-        (0.0, 3.0), description="std of the unpredictive overnight gaps (not gap), x sigma"
+        default=(0.0, 3.0), description="std of the unpredictive overnight gaps (not gap), x sigma"
     )
     ar: ArRanges = Field(default_factory=ArRanges)
     seasonal: SeasonalRanges = Field(default_factory=SeasonalRanges)
@@ -180,14 +184,14 @@ def draw_params(config: RegimesConfig, kind: str, rng: np.random.Generator) -> d
             "window": i(c.window),
         }
     if kind == "markov":
-        c = config.markov
+        m = config.markov
         return {
-            "phi": [u(c.phi) for _ in range(c.states)],
-            "switch_prob": u(c.switch_prob),
+            "phi": [u(m.phi) for _ in range(m.states)],
+            "switch_prob": u(m.switch_prob),
         }
     if kind == "gap":
-        c = config.gap
-        return {"gap": u(c.gap), "follow": u(c.follow), "bars": i(c.bars)}
+        g = config.gap
+        return {"gap": u(g.gap), "follow": u(g.follow), "bars": i(g.bars)}
     if kind == "noise":
         return {}
     raise ValueError(f"kind={kind!r}: use one of {KINDS}")

@@ -34,12 +34,20 @@ class SplitConfig:
     near a boundary do not straddle two splits.
     """
 
-    train: float = Field(0.7, gt=0, le=1, description="fraction of bars for (meta-)training")
-    validation: float = Field(0.15, ge=0, lt=1, description="fraction for model selection")
-    test: float = Field(0.15, ge=0, lt=1, description="out-of-sample fraction for evaluation")
-    embargo_bars: int = Field(0, ge=0, description="rows skipped before validation and test")
-    train_end: str | None = Field(None, description="date ending train (overrides fractions)")
-    validation_end: str | None = Field(None, description="date ending validation")
+    train: float = Field(
+        default=0.7, gt=0, le=1, description="fraction of bars for (meta-)training"
+    )
+    validation: float = Field(default=0.15, ge=0, lt=1, description="fraction for model selection")
+    test: float = Field(
+        default=0.15, ge=0, lt=1, description="out-of-sample fraction for evaluation"
+    )
+    embargo_bars: int = Field(
+        default=0, ge=0, description="rows skipped before validation and test"
+    )
+    train_end: str | None = Field(
+        default=None, description="date ending train (overrides fractions)"
+    )
+    validation_end: str | None = Field(default=None, description="date ending validation")
 
     @model_validator(mode="after")
     def _fractions_or_increasing_dates(self) -> SplitConfig:

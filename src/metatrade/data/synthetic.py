@@ -228,7 +228,7 @@ def load_synthetic_params(folder: str | Path) -> dict[TaskId, OracleRule]:
         from metatrade.data.regimes import load_task_rules
 
         return dict(load_task_rules(folder))
-    out = {}
+    out: dict[TaskId, OracleRule] = {}
     for stem, p in doc["tasks"].items():
         task = parse_task_name(f"{stem}.parquet")
         out[task] = RegimeParams(phi=p["phi"], sigma=p["sigma"], drift=p["drift"])

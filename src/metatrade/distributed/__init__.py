@@ -1,7 +1,7 @@
 """Where a meta-iteration's per-task work runs: ``batched`` (one vmapped computation in this
 process, the default), ``local`` (per-task units in this process) or ``ray`` (per-task units
-on Ray actors). ``local`` and ``ray`` are bitwise equal for any number of workers; see
-``metatrade.meta.pertask`` and docs/distributed.md."""
+on Ray actors). All three feed the same meta-update (``meta.updates``); ``local`` and ``ray`` are bitwise
+equal for any number of workers; see ``metatrade.meta.pertask`` and docs/distributed.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from metatrade.meta.pertask import LocalExecutor, PerTaskStep, TaskExecutor
+from metatrade.meta.pertask import LocalExecutor, PerTaskBackend, TaskExecutor
 from metatrade.meta.protocols import TaskFamily
 
 BACKENDS = ("batched", "local", "ray")
@@ -41,7 +41,7 @@ def make_executor(
 
 def attach(learner: Any, executor: TaskExecutor | None) -> None:
     """Run ``learner``'s meta-iterations through ``executor`` (None: the batched path)."""
-    learner.backend = None if executor is None else PerTaskStep(executor)
+    learner.backend = None if executor is None else PerTaskBackend(executor)
 
 
-__all__ = ["BACKENDS", "LocalExecutor", "PerTaskStep", "TaskExecutor", "attach", "make_executor"]
+__all__ = ["BACKENDS", "LocalExecutor", "PerTaskBackend", "TaskExecutor", "attach", "make_executor"]

@@ -2,7 +2,7 @@
 
 The walk-forward protocol's per-task work (every fold's adaptation and trading) depends
 only on that task, the starts, the adapter and the config: every fold is adapted with its
-own seed (``job_seed``: run seed, start, task, fold row), so the records are bitwise the
+own seed (``adaptation_seed``: run seed, start, task, fold row), so the records are bitwise the
 same whichever process computes them, and the driver's pooled scoring sees them in task
 order. Calls are retried when a worker dies (``max_retries``); a task's work is idempotent.
 """

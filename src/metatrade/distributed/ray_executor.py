@@ -99,7 +99,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
 
 class RayExecutor:
-    """``meta.pertask.TaskExecutor`` on ``workers`` Ray actors (see the module docstring)."""
+    """``meta.pertask.TaskExecutor`` on ``workers`` Ray actors (see the module docstring).
+    ``map(method, ...)`` calls ``TaskWorker.call(method, ...)`` on every actor holding one of
+    the tasks and returns the results in task order."""
 
     name = "ray"
 
@@ -169,7 +171,7 @@ class RayExecutor:
         futures = {}
         for actor, group in zip(self.actors, groups, strict=True):
             if group:
-                futures[tuple(group)] = getattr(actor, method).remote(spec_ref, group, *arg_refs)
+                futures[tuple(group)] = actor.call.remote(method, spec_ref, group, *arg_refs)
         busy = len(futures)
         self.bytes_sent += busy * payload_bytes(list(args)) + 8 * len(indices)
         if first_of_iteration:
@@ -178,8 +180,8 @@ class RayExecutor:
         if self.round_hook is not None:
             self.round_hook(method, self.rounds)
         by_task: dict[int, Any] = {}
-        for group, values in zip(futures, self.ray.get(list(futures.values())), strict=True):
-            by_task.update(zip(group, values, strict=True))
+        for slots, values in zip(futures, self.ray.get(list(futures.values())), strict=True):
+            by_task.update(zip(slots, values, strict=True))
         results = [by_task[i] for i in indices]
         self.bytes_received += payload_bytes(results)
         return results

@@ -65,9 +65,12 @@ class Navigation2DBatchEnv:
         self.num_tasks = goals.shape[0]
         self.episodes_per_task = int(episodes_per_task)
         self.max_episode_steps = int(max_episode_steps)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        # typed as BatchEnv declares them (settable protocol members must match exactly)
+        self.observation_space: gym.spaces.Box = gym.spaces.Box(
+            -np.inf, np.inf, shape=(2,), dtype=np.float32
+        )
         bound = 1.0 if normalized_actions else MAX_STEP
-        self.action_space = gym.spaces.Box(-bound, bound, shape=(2,), dtype=np.float32)
+        self.action_space: gym.spaces.Space = gym.spaces.Box(-bound, bound, (2,), np.float32)
         self._action_bound = bound
         self._pos = np.zeros((self.num_tasks, self.episodes_per_task, 2))
         self._t = np.zeros((self.num_tasks, self.episodes_per_task), dtype=np.int64)

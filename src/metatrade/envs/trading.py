@@ -60,6 +60,22 @@ class TradingTaskFamily:
         self.period = period
         self.seed = seed
 
+    @classmethod
+    def of_arrays(
+        cls,
+        arrays: Sequence[TaskArrays],
+        env_config: TradingEnvConfig,
+        *,
+        seed: int | None = None,
+        objective: ObjectiveSettings | None = None,
+    ) -> tuple[TradingTaskFamily, list[Any]]:
+        """A family over tasks already loaded (their ``env_config.split`` rows: e.g. a
+        fold's adaptation window) and its task list: what test-time adaptation builds its
+        batches from (``metatrade.meta.estimators.make_source``)."""
+        source = _GivenArrays(arrays)
+        family = cls(source, env_config, env_config.split, seed=seed, objective=objective)
+        return family, [a.task for a in arrays]
+
     def sample_tasks(
         self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None
     ) -> list[Any]:
@@ -82,12 +98,12 @@ class TradingTaskFamily:
         """(adaptation, evaluation) ``PnlWindows`` of ``tasks`` in the ``period`` rows: per
         task, ``num_windows`` back-to-back windows of ``episode_length`` bars ending at a
         random cut, and ``num_eval_windows`` windows from the cut (+ ``gap_bars``) on."""
+        window_bars = self._check_objective_env()
         cfg = self.env_config
-        self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
         return sample_window_pairs(
             arrays,
-            window_bars=cfg.episode_length,
+            window_bars=window_bars,
             num_windows=num_windows,
             num_eval_windows=num_eval_windows,
             gap=self.objective.gap_bars,
@@ -96,20 +112,26 @@ class TradingTaskFamily:
             vol_bars=self.objective.vol_bars,
         )
 
-    def recent_objective_batch(self, tasks: Sequence[Any], *, num_windows: int) -> Any:
+    def recent_objective_batch(
+        self, tasks: Sequence[Any], *, num_windows: int, dtype: Any = None
+    ) -> Any:
         """Per task, the ``num_windows`` (fewer if the period is short) back-to-back windows of
         ``episode_length`` bars that end at the ``period``'s last bar: what test-time
-        adaptation with the exact objective adapts on (the most recent past)."""
+        adaptation with the exact objective adapts on (the most recent past). ``dtype``: the
+        policy's (default float32)."""
         self._check_objective_env()
         arrays = [self.loader.get_task_arrays(*task) for task in tasks]
+        extra = {} if dtype is None else {"dtype": dtype}
         return latest_windows(
             arrays,
             num_windows=num_windows,
             config=self.env_config,
             vol_bars=self.objective.vol_bars,
+            **extra,
         )
 
-    def _check_objective_env(self) -> None:
+    def _check_objective_env(self) -> int:
+        """The windows' length (``episode_length``) once the env suits the exact objective."""
         cfg = self.env_config
         if cfg.observation != "position" or cfg.episode_length is None:
             raise ValueError(
@@ -117,9 +139,26 @@ class TradingTaskFamily:
                 f"feature window and its position only) and an episode_length; got "
                 f"observation={cfg.observation!r}, episode_length={cfg.episode_length}"
             )
+        return cfg.episode_length
 
     def objective_loss(self, policy: Any, params: Any, batch: Any) -> Any:
         """Minus the expected P&L of one task's windows (``metatrade.exact.exact_loss``)."""
         return exact_loss(
             policy, params, batch, normalize=self.objective.normalize, risk=self.objective.risk
         )
+
+
+class _GivenArrays:
+    """A ``TaskSource`` over tasks already loaded (``TradingTaskFamily.of_arrays``)."""
+
+    def __init__(self, arrays: Sequence[TaskArrays]) -> None:
+        self.arrays: dict[tuple[str, str], TaskArrays] = {}
+        for a in arrays:
+            if self.arrays.setdefault((a.task.instrument, a.task.timeframe), a) is not a:
+                raise ValueError(f"task {a.task} given twice with different data")
+
+    def sample_tasks(self, n: int, *, task_set: str = "train", rng: Any = None) -> list[Any]:
+        return list(self.arrays)[:n]
+
+    def get_task_arrays(self, instrument: str, timeframe: str) -> TaskArrays:
+        return self.arrays[(instrument, timeframe)]

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import functional_call
 
 from metatrade.agents.base import BaseAgent
+from metatrade.agents.networks.base import Policy
 from metatrade.data.instruments import Market
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.metrics import breakeven_bps, compute_metrics, traded_notional
@@ -80,11 +82,11 @@ def fixed_positions(name: str, positions: np.ndarray) -> PositionRule:
     return PositionRule(name, _get)
 
 
-Backtestable = BaseAgent | tuple[nn.Module, Params] | PositionRule
+Backtestable = BaseAgent | tuple[Policy, Params] | PositionRule
 
 
 def target_to_action(
-    target: np.ndarray, position: np.ndarray, actions: str = "orders"
+    target: npt.ArrayLike, position: npt.ArrayLike, actions: str = "orders"
 ) -> np.ndarray:
     """Actions of the action space ``actions`` that move ``position`` toward ``target``
     (arrays of {-1, 0, 1}): ``metatrade.market.rules.ActionRules.toward``.
@@ -196,14 +198,23 @@ def stressed_config(
         if arrays.task.instrument not in instruments:
             costs, spec = config.market_for(arrays)
             instruments[arrays.task.instrument] = (bump(costs), spec)
-    costs = None if config.costs is None else bump(config.costs)
-    return replace(config, costs=costs, instruments=instruments)
+    shared = None if config.costs is None else bump(config.costs)
+    return replace(config, costs=shared, instruments=instruments)
 
 
 _TRADE_COLUMNS = (
-    "side", "quantity", "entry_time", "entry_price", "exit_time", "exit_price",
-    "entry_cost", "exit_cost", "gross_pnl", "net_pnl", "bars_held",
-)  # fmt: skip
+    "side",
+    "quantity",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "entry_cost",
+    "exit_cost",
+    "gross_pnl",
+    "net_pnl",
+    "bars_held",
+)
 
 
 def _drive(env: TradingEnv, decide: Callable[[np.ndarray, TradingEnv], int]) -> list[int]:

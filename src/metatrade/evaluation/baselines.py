@@ -59,13 +59,13 @@ class ClassicalConfig:
     """Settings of the classical rows (the run config's ``evaluation.classical`` is this
     class: each field defined and validated here once)."""
 
-    ar_order: int = Field(1, gt=0, description="p of the plug-in AR(p) row")
+    ar_order: int = Field(default=1, gt=0, description="p of the plug-in AR(p) row")
     horizons: tuple[int, ...] = Field(
-        (1, 2, 4, 8, 16, 32),
+        default=(1, 2, 4, 8, 16, 32),
         description="momentum / reversal lookbacks (bars) tried on the adaptation window",
     )
     buckets: int = Field(
-        6,
+        default=6,
         gt=0,
         description="time-of-day buckets per trading session (6: about an hour each in a "
         "375-minute session)",
@@ -213,8 +213,10 @@ def window_arrays(arrays: TaskArrays, rows: Rows) -> TaskArrays:
     lo, hi = rows
     if not 0 <= lo < hi - 1 < len(arrays):
         raise ValueError(f"task {arrays.task}: adaptation rows [{lo}, {hi}) need >= 2 rows")
-    cut = {k: getattr(arrays, k)[lo:hi] for k in ("timestamps", "open", "high", "low", "close",
-                                                  "features", "session_end")}  # fmt: skip
+    cut = {
+        k: getattr(arrays, k)[lo:hi]
+        for k in ("timestamps", "open", "high", "low", "close", "features", "session_end")
+    }
     return replace(arrays, **cut, splits={"window": (0, hi - lo)})
 
 

@@ -280,7 +280,8 @@ def day_resample_counts(
     resamples of the days (mean block ``block``; ``arch.bootstrap.StationaryBootstrap``)."""
     from arch.bootstrap import StationaryBootstrap
 
-    bs = StationaryBootstrap(max(1.0, block), np.arange(num_days), seed=rng)
+    # arch types the mean block length as int; a real mean is valid (it uses 1 / block)
+    bs = StationaryBootstrap(max(1.0, block), np.arange(num_days), seed=rng)  # type: ignore[arg-type]
     counts = np.empty((num_resamples, num_days), dtype=np.int32)
     for b, (pos, _) in enumerate(bs.bootstrap(num_resamples)):
         counts[b] = np.bincount(pos[0], minlength=num_days)

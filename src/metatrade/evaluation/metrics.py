@@ -137,8 +137,7 @@ def compute_metrics(
     ppy = float(periods_per_year)
     start = float(initial_capital) if initial_capital is not None else float(equity[0])
     n_ret = equity.size - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(equity[:-1] > 0.0, equity[1:] / equity[:-1] - 1.0, np.nan)
+    returns = _bar_returns(equity)
     solvent = bool((equity > 0.0).all())
 
     trades = list(trades)
@@ -163,6 +162,12 @@ def compute_metrics(
         "num_bars": float(n_ret),
         "bars_per_year": float(ppy),
     }
+
+
+def _bar_returns(equity: np.ndarray) -> np.ndarray:
+    """[N-1] simple return of each bar; nan where the equity before it is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(equity[:-1] > 0.0, equity[1:] / equity[:-1] - 1.0, np.nan)
 
 
 def _equity_array(equity_curve: Iterable[float]) -> np.ndarray:

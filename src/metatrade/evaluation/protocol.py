@@ -2,11 +2,11 @@
 tasks never seen in meta-training?
 
 For every held-out task and every starting point (the MAML meta-parameters, a multi-task PPO
-policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt_online``,
-same surrogate, step size and number of episodes) takes k = 0, 1, 2, 3 policy-gradient steps on
-episodes drawn from the task's *adaptation window* (its train split; each step samples fresh
-episodes with the current adapted policy, as in the MAML paper). Every adapted policy is then
-evaluated out of sample, on the task's *test* split:
+policy, a random initialisation), the same inner loop (``metatrade.meta.adapt.adapt``, the
+run's estimator, step size and episodes) takes k = 0, 1, 2, 3 steps on the task's *adaptation
+window* (its train split; each step samples fresh episodes with the current adapted policy,
+as in the MAML paper, or reads the exact objective's latest windows). Every adapted policy is
+then evaluated out of sample, on the task's *test* split:
 
 * ``test_episodes`` random test windows per task (the same windows for every start and k,
   so comparisons are paired), each an episode whose return is its P&L over C0;
@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from metatrade import progress
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import PositionRule
 from metatrade.evaluation.bootstrap import (
@@ -80,16 +81,17 @@ from metatrade.evaluation.protocol_result import (
     task_mean,
 )
 from metatrade.evaluation.protocol_rollouts import (
+    architecture_groups,
     backtest_seed,
     feasible_length,
     policy_actions,
     rollout_returns,
     rule_actor,
-    stream_seed,
 )
 from metatrade.io import json_safe
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
+from metatrade.seeding import derive_seed
 
 __all__ = [
     "EvaluationResult",
@@ -103,10 +105,6 @@ __all__ = [
 ]
 
 
-def _dtype(params: Params) -> torch.dtype:
-    return next(iter(params.values())).dtype
-
-
 @dataclass
 class _Plan:
     """What every row of one protocol run shares: env configs, test windows, envs."""
@@ -117,21 +115,6 @@ class _Plan:
     windows: np.ndarray  # [T, test_episodes] start bars of the test windows
     test_env: BatchTradingEnv
     bt_env: BatchTradingEnv | None
-
-
-def _groups(
-    starts: Mapping[str, Start], adapted: dict[tuple[str, int], Params]
-) -> dict[str, list[tuple[str, nn.Module, Params]]]:
-    """Rows ``(label@k, policy, params)`` grouped by architecture (spec and parameter
-    shapes), so that each group runs as one batched env."""
-    groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
-    for (label, k), params in adapted.items():
-        policy = starts[label].policy
-        key = repr(getattr(policy, "spec", id(policy))) + repr(
-            [(n, tuple(v.shape), v.dtype) for n, v in params.items()]
-        )
-        groups.setdefault(key, []).append((f"{label}@k{k}", policy, params))
-    return groups
 
 
 def _window_days(arrays: list[TaskArrays], plan: _Plan) -> tuple[np.ndarray, float]:
@@ -176,7 +159,7 @@ class MetaTestProtocol:
 
     def run(
         self,
-        starts: Mapping[str, Start | tuple[nn.Module, Params]],
+        starts: Mapping[str, Start | tuple[Policy, Params]],
         tasks: Sequence[Any],
         loader: Any = None,
     ) -> EvaluationResult:
@@ -190,13 +173,13 @@ class MetaTestProtocol:
         """
         cfg = self.config
         arrays = self._arrays(tasks, loader)
-        starts = {k: (v if isinstance(v, Start) else Start(*v)) for k, v in starts.items()}
-        if not starts:
+        given = {k: (v if isinstance(v, Start) else Start(*v)) for k, v in starts.items()}
+        if not given:
             raise ValueError("MetaTestProtocol.run: no starts; pass e.g. {'MAML': Start(...)}")
         plan = self._plan(arrays)
         adapted: dict[tuple[str, int], Params] = {}
-        with progress.stage(f"meta-test: adapting {len(starts)} starts", len(starts)) as step:
-            for label, start in starts.items():
+        with progress.stage(f"meta-test: adapting {len(given)} starts", len(given)) as step:
+            for label, start in given.items():
                 snapshots = adapt_start(cfg, label, start, arrays, plan.train_cfg)
                 for k in cfg.adaptation_steps:
                     adapted[(label, k)] = snapshots[k]
@@ -204,7 +187,7 @@ class MetaTestProtocol:
         returns: dict[str, np.ndarray] = {}
         backtests: dict[str, np.ndarray] = {}
         # Evaluate every adapted policy; rows sharing an architecture go in one batched env.
-        groups = list(_groups(starts, adapted).values())
+        groups = list(architecture_groups(given, adapted).values())
         with progress.stage("meta-test: testing", len(groups) + 2) as step:
             for rows in groups:
                 self._evaluate_group(rows, arrays, plan, returns, backtests)
@@ -244,7 +227,7 @@ class MetaTestProtocol:
         test_cfg = cfg.env.with_overrides(episode_length=test_len, **ledger)
         bt_cfg = cfg.env.with_overrides(episode_length=None, **ledger)
         # Explicit test windows: every row (start, k, reference) trades exactly these.
-        win_rng = np.random.default_rng(cfg.seed + 10_007)
+        win_rng = np.random.default_rng(derive_seed(cfg.seed, "protocol", "test windows"))
         bounds = [episode_bounds(a, test_cfg) for a in arrays]
         windows = np.stack([win_rng.integers(f, last + 1, size=num_eps) for f, last, _ in bounds])
         test_env = BatchTradingEnv(arrays, num_eps, test_cfg)
@@ -279,7 +262,7 @@ class MetaTestProtocol:
         stacked = {n: torch.cat([r[2][n] for r in rows]) for n in rows[0][2]}
         reps = len(rows)
         env = BatchTradingEnv(arrays * reps, num_eps, plan.test_cfg)
-        gens = [torch.Generator().manual_seed(stream_seed(cfg.seed, r[0], "test")) for r in rows]
+        gens = [torch.Generator().manual_seed(derive_seed(cfg.seed, "test", r[0])) for r in rows]
         out = rollout_returns(
             env,
             lambda o, e, p, g=gens, pi=policy, th=stacked: policy_actions(
@@ -360,7 +343,7 @@ class MetaTestProtocol:
         stacked = np.stack([returns[k] for k in labels])  # [M, T, E]
         if oracle_returns is not None:  # the oracle shares the resample indices (paired)
             stacked = np.concatenate([stacked, oracle_returns[None]])
-        rng = np.random.default_rng(cfg.seed + 99)
+        rng = np.random.default_rng(derive_seed(cfg.seed, "protocol", "bootstrap"))
         days, span = _window_days(arrays, plan)
         reps, blocks = day_bootstrap_means(
             stacked, days, min_block=span, num_resamples=cfg.bootstrap_samples, rng=rng

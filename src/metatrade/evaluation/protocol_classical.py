@@ -56,7 +56,7 @@ def classical_rows(
     rows = adaptation_rows(
         arrays,
         plan.train_cfg,
-        exact=config.adaptation.estimator == "exact",
+        exact=config.adaptation.exact_objective,
         num_windows=config.adaptation_episodes,
         vol_bars=config.objective.vol_bars,
     )

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, SkipValidation, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
 
+from metatrade.agents.networks.base import Policy
 from metatrade.data.synthetic import OracleRule
 from metatrade.data.task_arrays import TaskId
 from metatrade.evaluation.backtest import buy_and_hold, flat
@@ -27,7 +28,7 @@ class Start:
     """A starting point for adaptation: a policy module and its parameters (no task axis);
     ``inner_lrs`` are Meta-SGD per-parameter step sizes when the start learned them."""
 
-    policy: nn.Module
+    policy: Policy
     params: Params
     inner_lrs: Params | None = None
 
@@ -37,7 +38,7 @@ def module_params(policy: nn.Module) -> Params:
     return {k: v.detach().clone() for k, v in policy.named_parameters()}
 
 
-def random_start(policy: nn.Module, seed: int) -> Start:
+def random_start(policy: Policy, seed: int) -> Start:
     """A freshly initialised network of the same architecture as ``policy``, seeded."""
     from metatrade.agents.policies import policy_from_spec
 
@@ -54,19 +55,23 @@ class ProtocolSettings:
     this class plus the rows of the table: each field defined and validated here once)."""
 
     adaptation_steps: tuple[int, ...] = Field(
-        (0, 1, 2, 3),
+        default=(0, 1, 2, 3),
         description="k inner steps to report (adaptation runs to max(k), evaluating after each)",
     )
     adaptation_episodes: int = Field(
-        10,
+        default=10,
         gt=0,
         description="episodes (exact: windows) per task and inner step on a task's adaptation "
         "window (train split)",
     )
     test_episodes: int = Field(
-        10, gt=0, description="random test windows per task (the same for every start and k)"
+        default=10,
+        gt=0,
+        description="random test windows per task (the same for every start and k)",
     )
-    bootstrap_samples: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
+    bootstrap_samples: int = Field(
+        default=1000, gt=0, description="bootstrap resamples for 95% CIs"
+    )
 
     @field_validator("adaptation_steps")
     @classmethod
@@ -89,7 +94,7 @@ class ProtocolConfig(ProtocolSettings):
     """the inner loop every start is adapted with (the run's ``meta`` settings, its estimator
     included); its batch size is ``adaptation_episodes``"""
     objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
-    """the exact objective's settings (``adaptation.estimator == "exact"``)"""
+    """the exact objective's settings (with ``adaptation.estimator: exact``)"""
     deterministic_test: bool = False
     """test windows and backtests with the policy's mode instead of sampled actions (the run
     config's ``evaluation.actions: mode``)"""

@@ -163,7 +163,7 @@ class EvaluationResult:
         """Adaptation curve: mean test return (or oracle fraction) vs k, CI bands per start;
         the references and classical-selected as bands (the other classical rows: the table)."""
         use_oracle = self.oracle_returns is not None
-        curves: dict[str, CurveBand] = {}
+        bands: dict[str, tuple[list[int], list[float], list[float], list[float]]] = {}
         refs: dict[str, tuple[float, float, float]] = {}
         for r in self.rows:
             ci = (
@@ -173,11 +173,12 @@ class EvaluationResult:
                 if r.method not in self.classical or r.method == SELECTED_LABEL:
                     refs[r.method] = (ci.estimate, ci.low, ci.high)
                 continue
-            band = curves.setdefault(r.method, CurveBand([], [], [], []))
-            band.ks.append(r.k)  # type: ignore[attr-defined]
-            band.estimate.append(ci.estimate)  # type: ignore[attr-defined]
-            band.low.append(ci.low)  # type: ignore[attr-defined]
-            band.high.append(ci.high)  # type: ignore[attr-defined]
+            ks, estimate, low, high = bands.setdefault(r.method, ([], [], [], []))
+            ks.append(r.k)
+            estimate.append(ci.estimate)
+            low.append(ci.low)
+            high.append(ci.high)
+        curves = {method: CurveBand(*band) for method, band in bands.items()}
         ylabel = (
             "test return / oracle's return" if use_oracle else "mean test-window return (P&L / C0)"
         )
@@ -218,9 +219,11 @@ class EvaluationResult:
             ]
             if use_oracle:
                 f = r.oracle_fraction
-                cells += ["-", "-"] if f is None else [
-                    f"{f.estimate:+.3f}", f"[{f.low:+.3f}, {f.high:+.3f}]"
-                ]  # fmt: skip
+                cells += (
+                    ["-", "-"]
+                    if f is None
+                    else [f"{f.estimate:+.3f}", f"[{f.low:+.3f}, {f.high:+.3f}]"]
+                )
             t.add_row(*cells)
         return t
 

@@ -5,19 +5,20 @@ random streams."""
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import target_to_action
-from metatrade.evaluation.protocol_config import Params
+from metatrade.evaluation.protocol_config import Params, Start
 from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.meta.sampler import policy_forward
+from metatrade.seeding import derive_seed
 
 
 def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: str) -> int:
@@ -30,7 +31,7 @@ def feasible_length(arrays: Sequence[TaskArrays], cfg: TradingEnvConfig, split: 
 
 
 def policy_actions(
-    policy: nn.Module,
+    policy: Policy,
     params: Params,
     obs: np.ndarray,
     deterministic: bool,
@@ -51,15 +52,10 @@ def policy_actions(
     return act.numpy()
 
 
-def stream_seed(seed: int, label: str, purpose: str) -> int:
-    """The seed of one start's (or row's) stream for one purpose, independent of the others."""
-    return (seed * 1_000_003 + zlib.crc32(f"{purpose}:{label}".encode())) % 2**62
-
-
 def backtest_seed(seed: int, label: str, task: str) -> int:
     """The seed of one row's sampled whole-split backtest of one task: the protocol's
     backtest column and ``metatrade backtest`` (row ``MAML@k<k>``) draw the same actions."""
-    return stream_seed(seed, f"{label}:{task}", "bt")
+    return derive_seed(seed, "protocol", "backtest", label, task)
 
 
 def rollout_returns(env: BatchTradingEnv, act, starts: np.ndarray | None) -> np.ndarray:
@@ -103,3 +99,18 @@ def rule_actor(rules: Sequence[np.ndarray]):
         return target_to_action(targets, position, env.config.actions)
 
     return act
+
+
+def architecture_groups(
+    starts: Mapping[str, Start], adapted: dict[tuple[str, int], Params]
+) -> dict[str, list[tuple[str, nn.Module, Params]]]:
+    """Rows ``(label@k, policy, params)`` grouped by architecture (spec and parameter
+    shapes), so that each group runs as one batched env."""
+    groups: dict[str, list[tuple[str, nn.Module, Params]]] = {}
+    for (label, k), params in adapted.items():
+        policy = starts[label].policy
+        key = repr(getattr(policy, "spec", id(policy))) + repr(
+            [(n, tuple(v.shape), v.dtype) for n, v in params.items()]
+        )
+        groups.setdefault(key, []).append((f"{label}@k{k}", policy, params))
+    return groups

@@ -272,8 +272,11 @@ class TrialRegistry:
 
 def _trial(r: tuple) -> Trial:
     """A row of ``_TRIAL_COLUMNS`` -> Trial (metrics and returns decoded from JSON)."""
-    metrics, returns = json.loads(r[9]), None if r[10] is None else json.loads(r[10])
-    return Trial(int(r[0]), *r[1:9], metrics, returns)
+    row = dict(zip(_TRIAL_COLUMNS.split(", "), r, strict=True))
+    row["id"] = int(row["id"])
+    row["metrics"] = json.loads(row["metrics"])
+    row["returns"] = None if row["returns"] is None else json.loads(row["returns"])
+    return Trial(**row)
 
 
 @dataclass(frozen=True)

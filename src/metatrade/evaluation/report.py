@@ -238,6 +238,18 @@ def _write_report_files(
     return files
 
 
+def _report_text(results: dict[str, BacktestResult], split: str, note: str | None) -> str:
+    """The text report of a default / stressed pair: title (and ``note``), tables, details."""
+    default = next(iter(results.values()))
+    title = f"Policy: {default.name} | Task: {default.task} | Split: {split}"
+    if note:
+        title += f"\n{note}"
+    currency = default.market.currency if default.market else "money"
+    return format_backtest_report(
+        results, title=title, details=_details(default, results), currency=currency
+    )
+
+
 def backtest_and_report(
     policy_or_agent: Backtestable,
     env_or_task: TradingEnv | TaskArrays,
@@ -281,14 +293,7 @@ def backtest_and_report(
         stress_bps=stress_bps,
         sample_seed=sample_seed,
     )
-    default = next(iter(results.values()))
-    title = f"Policy: {default.name} | Task: {default.task} | Split: {split}"
-    if note:
-        title += f"\n{note}"
-    currency = default.market.currency if default.market else "money"
-    report = format_backtest_report(
-        results, title=title, details=_details(default, results), currency=currency
-    )
+    report = _report_text(results, split, note)
     metrics = {label: r.metrics for label, r in results.items()}
     files: dict[str, Path] = {}
     if out_dir is not None:

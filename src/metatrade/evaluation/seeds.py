@@ -138,7 +138,8 @@ def pool_walkforwards(
             return np.where(sd > 1e-15, data.mean(axis=0) / sd, 0.0) * math.sqrt(periods)
 
     est = sharpe(x)
-    boot = StationaryBootstrap(block_length(x), x, seed=rng)
+    # arch types the mean block length as int; a real mean is valid (it uses 1 / block)
+    boot = StationaryBootstrap(block_length(x), x, seed=rng)  # type: ignore[arg-type]
     replicates = boot.apply(sharpe, reps)  # [reps, seeds x labels]
     n = len(labels)
     return {

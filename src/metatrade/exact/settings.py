@@ -15,10 +15,17 @@ class ObjectiveSettings:
     (training) and the evaluation's ``adaptation_episodes`` (test-time adaptation)."""
 
     normalize: bool = Field(
-        True, description="divide a window's P&L by its causal volatility x bars (tasks alike)"
+        default=True,
+        description="divide a window's P&L by its causal volatility x bars (tasks alike)",
     )
-    risk: float = Field(0.0, ge=0, description="> 0: subtract risk x Var(P&L) (mean-variance)")
+    risk: float = Field(
+        default=0.0, ge=0, description="> 0: subtract risk x Var(P&L) (mean-variance)"
+    )
     gap_bars: int = Field(
-        0, ge=0, description="bars between the adaptation windows and the evaluation windows"
+        default=0,
+        ge=0,
+        description="bars between the adaptation windows and the evaluation windows",
     )
-    vol_bars: int = Field(256, ge=2, description="bars of returns behind the causal volatility")
+    vol_bars: int = Field(
+        default=256, ge=2, description="bars of returns behind the causal volatility"
+    )

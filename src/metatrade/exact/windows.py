@@ -227,7 +227,7 @@ def _split_bounds(arrays: TaskArrays, config: TradingEnvConfig, n_bars: int) -> 
 
 def consecutive_windows(
     arrays_list: Sequence[TaskArrays],
-    firsts: Sequence[int],
+    firsts: Sequence[int] | np.ndarray,
     *,
     window_bars: int,
     num_windows: int,
@@ -244,7 +244,7 @@ def consecutive_windows(
 
 def windows_before(
     arrays_list: Sequence[TaskArrays],
-    ends: Sequence[int],
+    ends: Sequence[int] | np.ndarray,
     *,
     window_bars: int,
     num_windows: int,
@@ -336,8 +336,22 @@ def sample_window_pairs(
                 f"(gap {gap}); use fewer/shorter windows or a longer split"
             )
         cuts.append(int(rng.integers(lo, hi + 1)))
-    kw = {"window_bars": window_bars, "config": cfg, "vol_bars": vol_bars, "dtype": dtype}
-    adapt = windows_before(arrays_list, cuts, num_windows=num_windows, **kw)
-    firsts = np.asarray(cuts) + gap
-    evaluate = consecutive_windows(arrays_list, firsts, num_windows=n_eval, **kw)
+    adapt = windows_before(
+        arrays_list,
+        cuts,
+        num_windows=num_windows,
+        window_bars=window_bars,
+        config=cfg,
+        vol_bars=vol_bars,
+        dtype=dtype,
+    )
+    evaluate = consecutive_windows(
+        arrays_list,
+        np.asarray(cuts) + gap,
+        num_windows=n_eval,
+        window_bars=window_bars,
+        config=cfg,
+        vol_bars=vol_bars,
+        dtype=dtype,
+    )
     return adapt, evaluate

@@ -24,6 +24,7 @@ from metatrade.market import rules
 from metatrade.market.bars import concatenate_bars, feature_width
 from metatrade.market.config import TradingEnvConfig, episode_bounds
 from metatrade.market.costs import lots_by_row
+from metatrade.market.shaping import shaped_rewards
 
 
 class BatchTradingEnv:
@@ -65,7 +66,6 @@ class BatchTradingEnv:
         self._shape = (self.num_tasks, self.episodes_per_task)
         n_slots = self.num_tasks * self.episodes_per_task
         lookback = cfg.lookback
-
         self._window_size = lookback * n_feat
         self.account_dim = cfg.account_dim
         self._full_account = cfg.observation == "full"
@@ -80,13 +80,13 @@ class BatchTradingEnv:
         self._slot_bounds(offsets, slot)
         self._slot_markets(slot)
         self.window_shape = (lookback, n_feat)
-        self.observation_space = gym.spaces.Box(
+        # typed as BatchEnv declares them (settable protocol members must match exactly)
+        self.observation_space: gym.spaces.Box = gym.spaces.Box(
             -np.inf, np.inf, (self._window_size + self.account_dim,), np.float32
         )
         self.rules = rules.action_rules(cfg.actions)
         self._table = self.rules.flat  # one gather per step instead of a dozen ops
-        self.action_space = gym.spaces.Discrete(self.rules.num_actions)
-
+        self.action_space: gym.spaces.Space = gym.spaces.Discrete(self.rules.num_actions)
         self._rng = np.random.default_rng(seed)
         self._init_slots(n_slots)
 
@@ -130,7 +130,6 @@ class BatchTradingEnv:
         self._ruin_equity = cfg.ruin_fraction * self._capital
         self._held_scale = float(cfg.bars_held_scale)
 
-    # ---------------------------------------------------------------- API
     def reset(self, seed: int | None = None, starts: np.ndarray | None = None) -> np.ndarray:
         """Start every slot afresh; ``starts`` [T, E] (task rows) fixes the start bars."""
         if seed is not None:
@@ -184,7 +183,16 @@ class BatchTradingEnv:
         equity = self._cash + mtm
         unreal = mtm - self._entry_cost
         pnl_reward = (equity - self._equity) / self._capital
-        reward = self._shaped_reward(pnl_reward, equity, unreal, invalid, agent_win)
+        reward = shaped_rewards(
+            self.config.shaping,
+            pnl_reward,
+            position=self._pos,
+            unreal=unreal,
+            invalid=invalid,
+            agent_win=agent_win,
+            equity=equity,
+            peak=self._peak,
+        )
         self._equity = equity
 
         terminated = equity <= self._ruin_equity
@@ -257,29 +265,6 @@ class BatchTradingEnv:
                 np.copyto(trade[key], value, where=squared)
         return squared
 
-    def _shaped_reward(
-        self,
-        pnl_reward: np.ndarray,
-        equity: np.ndarray,
-        unreal: np.ndarray,
-        invalid: np.ndarray,
-        agent_win: np.ndarray,
-    ) -> np.ndarray:
-        """The P&L reward plus ``config.shaping``'s shaping terms; updates the running peak."""
-        reward = pnl_reward
-        sh = self.config.shaping
-        if sh.invalid_action_penalty:
-            reward = np.where(invalid, reward - sh.invalid_action_penalty, reward)
-        if sh.losing_hold_penalty:
-            losing = (self._pos != 0) & (unreal < 0.0)
-            reward = np.where(losing, reward - sh.losing_hold_penalty, reward)
-        if sh.winning_close_bonus:
-            reward = np.where(agent_win, reward + sh.winning_close_bonus, reward)
-        self._peak = np.maximum(self._peak, equity)
-        if sh.drawdown_penalty:
-            reward = reward - sh.drawdown_penalty * (1.0 - equity / self._peak)
-        return reward
-
     def _autoreset(
         self,
         obs: np.ndarray,
@@ -327,7 +312,6 @@ class BatchTradingEnv:
         mask = every if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
         return self._liquidate(mask).reshape(self._shape)
 
-    # ---------------------------------------------------------------- helpers
     def _liquidate(self, mask: np.ndarray) -> np.ndarray:
         """``liquidate`` on flat slot arrays; a new equity array (``info`` may hold the old)."""
         still_open = mask & (self._pos != 0)

@@ -44,10 +44,14 @@ class RewardShaping:
              - drawdown_penalty       * (1 - equity / running peak equity of the episode)
     """
 
-    invalid_action_penalty: float = Field(0.0, ge=0, description="per rejected action")
-    losing_hold_penalty: float = Field(0.0, ge=0, description="per bar holding a losing position")
-    winning_close_bonus: float = Field(0.0, ge=0, description="per close with net P&L > 0")
-    drawdown_penalty: float = Field(0.0, ge=0, description="times the drawdown from peak equity")
+    invalid_action_penalty: float = Field(default=0.0, ge=0, description="per rejected action")
+    losing_hold_penalty: float = Field(
+        default=0.0, ge=0, description="per bar holding a losing position"
+    )
+    winning_close_bonus: float = Field(default=0.0, ge=0, description="per close with net P&L > 0")
+    drawdown_penalty: float = Field(
+        default=0.0, ge=0, description="times the drawdown from peak equity"
+    )
 
 
 @pydantic_dataclass(frozen=True, config=_STRICT)
@@ -56,45 +60,47 @@ class EnvSettings:
     ``position_fraction``, the sizer it names), every field defined and validated here once;
     ``TradingEnvConfig`` adds what only code sets."""
 
-    lookback: int = Field(32, gt=0, description="bars of features in the observation window (L)")
+    lookback: int = Field(
+        default=32, gt=0, description="bars of features in the observation window (L)"
+    )
     episode_length: int | None = Field(
-        256,
+        default=256,
         gt=0,
         description="steps per training episode (a random window); null: backtest the whole "
         "split (code only: a run config needs a length)",
     )
     initial_capital: float = Field(
-        1_000_000.0, gt=0, description="starting equity, in each instrument's currency"
+        default=1_000_000.0, gt=0, description="starting equity, in each instrument's currency"
     )
     square_off: bool = Field(
-        False,
+        default=False,
         description="close open positions at each session's end (instruments with "
         "square_off: session_end, the default of exchange calendars; none for 24/5 and 24/7 "
         "markets): squares_off",
     )
     ruin_fraction: float = Field(
-        0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
+        default=0.5, ge=0, lt=1, description="episode terminates below this fraction of capital"
     )
     observation: Literal["full", "position"] = Field(
-        "full",
+        default="full",
         description="account part of the observation: the 4 ACCOUNT_NAMES, or the position "
         "-1/0/+1 only (no path dependence: metatrade.exact computes the expected P&L of the "
         "same policy by a recursion over positions; meta.estimator: exact needs it)",
     )
     actions: Literal["orders", "target"] = Field(
-        "orders",
+        default="orders",
         description="action space (metatrade.market.rules): the five orders, Discrete(5), a "
         "reversal takes two bars; or target, Discrete(3): the next position short / flat / "
         "long, a reversal in one bar, both legs costed",
     )
     features: tuple[str, ...] | None = Field(
-        None,
+        default=None,
         description="feature columns the observation window holds, by name "
         "(TaskArrays.select_features); null: the task arrays' columns as given (a "
         "DataLoader's: the 22 standard features)",
     )
     costs: CostModel | None = Field(
-        None,
+        default=None,
         description="costs of every instrument: a CostModel, a preset name or terms "
         "(metatrade.market.costs.cost_model); null: each task's own (its instruments.yaml "
         "costs), CostModel() (the origin's) for arrays without one",

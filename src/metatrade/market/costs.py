@@ -58,13 +58,15 @@ class CostModel:
     The run config's ``env.costs`` is this class (``cost_model`` reads its other forms).
     """
 
-    entry_fee: float = Field(25.0, ge=0, description="money per entry order")
-    exit_fee: float = Field(35.0, ge=0, description="money per exit order")
-    proportional_bps: float = Field(0.0, ge=0, description="bps of notional, every order")
-    slippage_bps: float = Field(0.0, ge=0, description="fill moved against the trader, bps")
-    buy_bps: float = Field(0.0, ge=0, description="bps of notional, buy orders only")
-    sell_bps: float = Field(0.0, ge=0, description="bps of notional, sell orders only")
-    name: str = Field("", description="label in reports: a preset's name, '' for custom terms")
+    entry_fee: float = Field(default=25.0, ge=0, description="money per entry order")
+    exit_fee: float = Field(default=35.0, ge=0, description="money per exit order")
+    proportional_bps: float = Field(default=0.0, ge=0, description="bps of notional, every order")
+    slippage_bps: float = Field(default=0.0, ge=0, description="fill moved against the trader, bps")
+    buy_bps: float = Field(default=0.0, ge=0, description="bps of notional, buy orders only")
+    sell_bps: float = Field(default=0.0, ge=0, description="bps of notional, sell orders only")
+    name: str = Field(
+        default="", description="label in reports: a preset's name, '' for custom terms"
+    )
 
     @property
     def proportional_rate(self) -> float:
@@ -186,17 +188,17 @@ def cost_model(spec: str | Mapping[str, Any] | CostModel | None) -> CostModel:
         return _adjusted(_preset(str(preset)), terms)
     if not terms:
         return PRESETS["zero"]
-    label = {} if name is None else {"name": str(name)}
+    label = "" if name is None else str(name)
     if set(terms) <= set(_BPS_TERMS):
         defaults = dict.fromkeys(_BPS_TERMS, 0.0)
-        return replace(bps_model(**{**defaults, **terms}), **{"name": "", **label})
+        return replace(bps_model(**{**defaults, **terms}), name=label)
     unknown = sorted(set(terms) - set(_MODEL_TERMS))
     if unknown or set(terms) & (set(_BPS_TERMS) - {"slippage_bps"}):
         raise ValueError(
             f"costs terms {sorted(terms)}: use the generic model's ({', '.join(_BPS_TERMS)}) "
             f"or CostModel's ({', '.join(_MODEL_TERMS)}), not a mix"
         )
-    return CostModel(**{"entry_fee": 0.0, "exit_fee": 0.0, **terms, **label})
+    return CostModel(**{"entry_fee": 0.0, "exit_fee": 0.0, **terms}, name=label)
 
 
 def _preset(name: str) -> CostModel:

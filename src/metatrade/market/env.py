@@ -231,11 +231,7 @@ class TradingEnv(gym.Env):
                 invalid = True
         squared_off = False
         if self._square_off and eng.position != 0 and self._session_end[t]:
-            res = eng.execute_trade(
-                _CLOSE_LONG if eng.position > 0 else _CLOSE_SHORT, self._close[t], None, ts
-            )
-            order_cost = order_cost + res.cost
-            trade = res.trade
+            order_cost, trade = self._square_off_at(t, ts, order_cost)
             squared_off = True
         equity = eng.mark(self._close[t], ts)
         self._t = t
@@ -251,12 +247,30 @@ class TradingEnv(gym.Env):
         terminated = equity <= self._ruin_equity
         truncated = (not terminated) and t >= self._end
         obs = self._observation()
+        info = self._step_info(pnl_reward, invalid, order_cost, squared_off, trade)
+        if self._liquidate_at_end and (terminated or truncated):
+            info["final_equity"] = self.liquidate()
+        return obs, _to_f32(reward), terminated, truncated, info
+
+    def _square_off_at(self, t: int, ts: Any, order_cost: float) -> tuple[float, Any]:
+        """Close the open position at bar t's close (the session ends there); the order
+        cost with the exit's added, and the closed trade."""
+        eng = self.engine
+        side = _CLOSE_LONG if eng.position > 0 else _CLOSE_SHORT
+        res = eng.execute_trade(side, self._close[t], None, ts)
+        return order_cost + res.cost, res.trade
+
+    def _step_info(
+        self, pnl_reward: float, invalid: bool, order_cost: float, squared_off: bool, trade: Any
+    ) -> dict[str, Any]:
+        """``step``'s info of the bar just marked (the trade's fields when one closed)."""
+        eng = self.engine
         info = {
             "pnl_reward": _to_f32(pnl_reward),
-            "equity": equity,
+            "equity": self._equity,
             "cash": eng.cash,
             "position": eng.position,
-            "bar": t,
+            "bar": self._t,
             "invalid_action": invalid,
             "order_cost": order_cost,
             "squared_off": squared_off,
@@ -264,9 +278,7 @@ class TradingEnv(gym.Env):
         }
         if trade is not None:
             info.update(_trade_info(trade))
-        if self._liquidate_at_end and (terminated or truncated):
-            info["final_equity"] = self.liquidate()
-        return obs, _to_f32(reward), terminated, truncated, info
+        return info
 
     def liquidate(self) -> float:
         """Close any open position at the current bar's close, paying the exit

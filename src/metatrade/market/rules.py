@@ -145,7 +145,7 @@ class ActionRules:
         for a in range(self.num_actions):
             row = []
             for p in POSITIONS.tolist():
-                legs = (_close_action(p),) if self.closes[a, p + 1] else ()
+                legs: tuple[int, ...] = (_close_action(p),) if self.closes[a, p + 1] else ()
                 if self.opens[a, p + 1]:
                     legs += (_open_action(int(self.next_position[a, p + 1])),)
                 row.append(legs)

@@ -1,7 +1,8 @@
-"""metatrade.meta: the env-agnostic meta-RL core (sampler, advantages, surrogates, adapt,
-meta-objective, meta-optimizers, MetaLearner). See docs/meta.md for the maths."""
+"""metatrade.meta: the env-agnostic meta-RL core (sampler, advantages, surrogates, the one
+inner loop ``adapt`` and its batch sources, meta-objective, the meta-updates, MetaLearner).
+See docs/meta.md for the maths."""
 
-from metatrade.meta.adapt import adapt, adapt_online
+from metatrade.meta.adapt import StoredBatches, adapt, adapt_at_test_time
 from metatrade.meta.advantages import (
     LinearFeatureBaseline,
     compute_advantages,
@@ -11,7 +12,8 @@ from metatrade.meta.advantages import (
 )
 from metatrade.meta.config import AdaptationConfig, MetaConfig
 from metatrade.meta.episodes import Episodes
-from metatrade.meta.inner import expand_to_tasks, inner_loop
+from metatrade.meta.estimators import make_source, measured_returns
+from metatrade.meta.inner import expand_to_tasks
 from metatrade.meta.learner import MetaLearner
 from metatrade.meta.sampler import sample_episodes
 from metatrade.meta.surrogates import dice_loss, lvc_loss, vpg_loss
@@ -22,15 +24,17 @@ __all__ = [
     "LinearFeatureBaseline",
     "MetaConfig",
     "MetaLearner",
+    "StoredBatches",
     "adapt",
-    "adapt_online",
+    "adapt_at_test_time",
     "compute_advantages",
     "dice_loss",
-    "expand_to_tasks",
-    "inner_loop",
     "discounted_returns",
+    "expand_to_tasks",
     "gae",
     "lvc_loss",
+    "make_source",
+    "measured_returns",
     "normalize",
     "sample_episodes",
     "vpg_loss",

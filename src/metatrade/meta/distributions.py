@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -116,3 +116,15 @@ class DiagGaussian:
 
 
 ActionDistribution = Categorical | DiagGaussian
+
+
+def distribution_of(policy: nn.Module) -> ActionDistribution:
+    """The action distribution ``policy`` carries (``.distribution``, the policy contract of
+    ``metatrade.agents.policies``), typed; a module without one is a ``TypeError``."""
+    dist = getattr(policy, "distribution", None)
+    if not isinstance(dist, Categorical | DiagGaussian):
+        raise TypeError(
+            f"{type(policy).__name__} has no .distribution (Categorical or DiagGaussian): "
+            "build the policy with metatrade.agents.policies.make_policy"
+        )
+    return dist

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -91,7 +92,7 @@ class Episodes:
     def from_tensors(cls, tensors: dict[str, Tensor]) -> Episodes:
         return cls(**tensors)
 
-    def replace(self, **changes: Tensor | None) -> Episodes:
+    def replace(self, **changes: Any) -> Episodes:  # dataclasses.replace checks the names
         return replace(self, **changes)
 
     def to(self, dtype: torch.dtype) -> Episodes:

@@ -111,7 +111,7 @@ def closed_form_supported(policy: nn.Module, config: MetaConfig, names: Sequence
         mlp_plan(policy, list(names)) is not None
         and not config.learn_inner_lr
         and not config.first_order
-        and config.estimator == "sampled"
+        and not config.exact_objective
     )
 
 

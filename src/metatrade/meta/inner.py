@@ -1,17 +1,13 @@
-"""The one inner loop: every task of a meta-batch adapted at once, differentiably.
+"""What one inner step reads and computes: the per-task loss, its batch, every task's gradient.
 
 theta'_i = theta - alpha * grad L_i(theta) (Finn et al., 2017, eq. 1; Algorithm 3, line 7),
-for all tasks i at once and for K steps. Parameters carry a task axis [T, ...] throughout:
-the meta-parameters enter as a broadcast view (``expand_to_tasks``), the T losses are
-computed in one ``vmap`` over tasks, and one ``autograd.grad`` of their sum with respect to
-the [T, ...] tensors gives every task's gradient in its own slice (tasks are independent, so
-no slice sees another task's loss). With ``second_order`` the result is a differentiable
-function of theta: a loss of theta' backpropagates through the inner gradient; without it
-the inner gradients are constants (FOMAML: d theta'/d theta = I).
+for all tasks i at once. Parameters carry a task axis [T, ...] throughout: the
+meta-parameters enter as a broadcast view (``expand_to_tasks``, learn2learn's ``clone``), the
+T losses are computed in one ``vmap`` over tasks, and one ``autograd.grad`` of their sum with
+respect to the [T, ...] tensors gives every task's gradient in its own slice (tasks are
+independent, so no slice sees another task's loss). The loop over steps is
+``metatrade.meta.adapt.adapt``.
 
-Meta-training, TRPO's and ProMP's re-evaluations and test-time adaptation all call
-``inner_loop``; they differ only in where step k's batch comes from (``batch_for_step``:
-freshly sampled with the current adapted policies, or the batches stored when they were).
 Plain autograd rather than ``vmap(grad(...))``: same values, and the second-order graph it
 leaves is cheaper to backpropagate through (TRPO's Fisher products run through it ten times
 per meta-iteration).
@@ -25,9 +21,6 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
-
-from metatrade.meta.config import AdaptationConfig
-from metatrade.meta.surrogates import get_surrogate
 
 Params = dict[str, Tensor]
 
@@ -48,8 +41,6 @@ class Batch(Protocol):
 
 TaskLoss = Callable[[nn.Module, Params, Any], Tensor]
 """``(policy, params of one task, that task's batch) -> scalar loss``."""
-BatchForStep = Callable[[int, Params], Any]
-"""``(k, parameters after k steps [T, ...]) -> the batch of inner step k + 1``."""
 
 
 def expand_to_tasks(params: Params, num_tasks: int) -> Params:
@@ -68,10 +59,14 @@ def task_gradients(
     """grad L_i(params_i) for every task i, each [T, *shape] (params are [T, *shape]).
 
     With ``create_graph`` the gradients are differentiable in the params that require grad
-    (the second-order term of the meta-gradient); otherwise they are constants.
+    (the second-order term of the meta-gradient); otherwise they are constants. Under
+    ``torch.no_grad()`` there is no graph to extend: a view of theta made there still says
+    ``requires_grad`` but leads nowhere, so its gradient would silently be zero.
     ``losses_out``: the T losses (detached) are appended to it (a log for free).
     """
-    create_graph = create_graph and any(v.requires_grad for v in params.values())
+    create_graph = (
+        create_graph and torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
+    )
     with torch.enable_grad():
         inputs = {}
         for name, value in params.items():
@@ -82,85 +77,14 @@ def task_gradients(
         if losses_out is not None:
             losses_out.append(losses.detach())
         grads = torch.autograd.grad(
-            losses.sum(), list(inputs.values()), create_graph=create_graph, allow_unused=True
+            losses.sum(), list(inputs.values()), create_graph=create_graph, materialize_grads=True
         )
-    return {
-        name: torch.zeros_like(value) if g is None else g
-        for (name, value), g in zip(inputs.items(), grads, strict=True)
-    }
+    return dict(zip(inputs, grads, strict=True))
 
 
-def inner_loop(
-    policy: nn.Module,
-    params: Params,
-    batch_for_step: BatchForStep,
-    *,
-    config: AdaptationConfig,
-    second_order: bool,
-    inner_lrs: Params | None = None,
-    loss: TaskLoss | None = None,
-    num_steps: int | None = None,
-    losses_out: list[Tensor] | None = None,
-) -> list[Params]:
-    """The parameters after 0, 1, ..., K inner steps: ``[params, theta'_1, ..., theta'_K]``.
-
-    Args:
-        policy: the policy module (used only through ``functional_call`` by the loss).
-        params: the start, [T, *shape] (theta through ``expand_to_tasks``, or adapted params).
-        batch_for_step: ``(k, params after k steps) -> batch`` of step k + 1 (0-based k).
-        config: step sizes (``config.step_size(k)``), surrogate and number of steps.
-        second_order: keep the graph through the inner gradients (MAML) or not (FOMAML, and
-            every adaptation nothing differentiates).
-        inner_lrs: Meta-SGD per-parameter step sizes (Li et al., 2017), overriding
-            ``config.step_size`` for the tensors they name; learnable when they require grad.
-        loss: the per-task loss (default: ``config.surrogate``; ProMP re-adapts with "lvc",
-            the exact estimator passes its expected-P&L loss).
-        num_steps: K (default ``config.num_inner_steps``).
-        losses_out: step k's per-task losses [T] (detached) are appended to it.
-
-    ``params`` is never modified; every returned tensor is [T, *shape].
-    """
-    loss_fn = loss or get_surrogate(config.surrogate, config.gamma)
-    steps = [params]
-    for k in range(config.num_inner_steps if num_steps is None else num_steps):
-        current = steps[-1]
-        batch = batch_for_step(k, current)
-        batch_type = type(batch)
-
-        def task_loss(p: Params, tensors: dict[str, Tensor], _type: Any = batch_type) -> Tensor:
-            return loss_fn(policy, p, _type.from_tensors(tensors))
-
-        grads = task_gradients(
-            task_loss, current, batch, create_graph=second_order, losses_out=losses_out
-        )
-        alpha = config.step_size(k)
-        rates = {n: inner_lrs[n] if inner_lrs and n in inner_lrs else alpha for n in current}
-        # Meta-SGD rates [*shape] broadcast against the per-task gradients [T, *shape]
-        steps.append({n: v - rates[n] * grads[n] for n, v in current.items()})
-    return steps
-
-
-def replay_inner_loop(
-    policy: nn.Module,
-    theta: Params,
-    inner_batches: list[Any],
-    *,
-    num_tasks: int,
-    config: AdaptationConfig,
-    second_order: bool,
-    inner_lrs: Params | None = None,
-    loss: TaskLoss | None = None,
-) -> list[Params]:
-    """``inner_loop`` from theta (no task axis) on stored batches, one step per batch (step
-    k on ``inner_batches[k]``): how TRPO's line search, ProMP's outer steps and the per-task
-    units re-adapt after theta moved, on the data the iteration already sampled."""
-    return inner_loop(
-        policy,
-        expand_to_tasks(theta, num_tasks),
-        lambda k, current: inner_batches[k],
-        config=config,
-        second_order=second_order,
-        inner_lrs=inner_lrs,
-        loss=loss,
-        num_steps=len(inner_batches),
+def gradients(loss: Tensor, leaves: list[Tensor], *, retain_graph: bool = False) -> list[Tensor]:
+    """d loss / d leaves, zeros for a leaf the loss does not reach (e.g. a Meta-SGD rate
+    of a step whose gradient is constant)."""
+    return list(
+        torch.autograd.grad(loss, leaves, retain_graph=retain_graph, materialize_grads=True)
     )

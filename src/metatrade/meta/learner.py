@@ -1,10 +1,12 @@
 """`MetaLearner`: one MAML meta-iteration per ``step()``, over any TaskFamily.
 
 Meta-iteration (Finn et al., 2017, Algorithm 3): sample tasks; roll out pre-update
-episodes with theta; adapt every task at once (``meta.inner.inner_loop``); roll out
-post-update episodes with each theta'_i; update theta on the post-update surrogate with
-gradients through the adaptation (``meta.updates``: Adam, TRPO - the paper's choice - or
-ProMP's clipped objective with a KL penalty).
+episodes with theta (or take the exact objective's windows: ``meta.estimators``); adapt
+every task (``meta.adapt.adapt``); roll out post-update episodes with each theta'_i; update
+theta with the one meta-update (``meta.updates``: Adam, TRPO - the paper's choice - or
+ProMP's clipped objective with a KL penalty) on the per-task contributions the backend
+computed: all tasks at once in-process (``meta.contributions``), or per-task units on the
+local or Ray executor (``meta.pertask``).
 
 Example::
 
@@ -17,24 +19,36 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metatrade.meta.adapt import adapt_online
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.config import AdaptationConfig, MetaConfig
-from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
-from metatrade.meta.inner import TaskLoss, expand_to_tasks, inner_loop, replay_inner_loop
+from metatrade.meta.contributions import BatchedContributions, sample_and_adapt
+from metatrade.meta.estimators import make_source, measured_returns
 from metatrade.meta.protocols import TaskFamily
-from metatrade.meta.updates import MetaBatch, make_update
+from metatrade.meta.updates import Contributions, make_update
+from metatrade.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from metatrade.meta.pertask import PerTaskBackend
 
 Params = dict[str, Tensor]
 
 __all__ = ["AdaptationConfig", "MetaConfig", "MetaLearner"]
+
+
+class IterationWork(Contributions, Protocol):
+    """A meta-iteration's contributions as a backend hands them to the learner: also its
+    log entries (returns before / after adaptation, traffic) and what to free after it."""
+
+    def log(self, stats: dict[str, float]) -> dict[str, float]: ...
+
+    def release(self) -> None: ...
 
 
 class MetaLearner:
@@ -65,9 +79,9 @@ class MetaLearner:
         self.rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
-        self.backend: Callable[[MetaLearner, np.random.Generator], dict[str, float]] | None = None
-        """None: the batched in-process step; else per-task units through a backend
-        (``meta.pertask.PerTaskStep``: the local or Ray executor), same maths, own rounding"""
+        self.backend: PerTaskBackend | None = None
+        """None: every task in one vmapped computation; else per-task units on an executor
+        (``meta.pertask.PerTaskBackend``: local or Ray), the same update, its own rounding"""
 
     def with_config(self, config: MetaConfig) -> MetaLearner:
         """This learner under new settings: ``self`` if they are its own, else a learner
@@ -112,93 +126,59 @@ class MetaLearner:
             leaves += list(self.inner_lrs.values())
         return leaves
 
-    def readapt(
-        self,
-        inner_batches: list[Any],
-        *,
-        num_tasks: int,
-        second_order: bool,
-        loss: TaskLoss | None = None,
-    ) -> list[Params]:
-        """The inner loop from the current theta on stored batches, one step per batch (step k
-        on ``inner_batches[k]``): TRPO's line search and ProMP's outer steps re-adapt so."""
-        return replay_inner_loop(
-            self.policy,
-            self.params,
-            inner_batches,
-            num_tasks=num_tasks,
-            config=self.config,
-            second_order=second_order,
-            inner_lrs=self.inner_lrs,
-            loss=loss,
-        )
-
-    def _batch_source(
-        self, tasks: list[Any], rng: np.random.Generator, generator: torch.Generator
-    ) -> BatchSource:
-        """Episodes sampled with the current policies, or the family's exact objective."""
-        if self.config.estimator == "exact":
-            return ExactSource(self.policy, self.family, tasks, config=self.config, rng=rng)
-        return SampledSource(
-            self.policy, self.family, tasks, config=self.config, generator=generator
-        )
-
     # ------------------------------------------------------------------ one meta-iteration
     def step(
         self, rng: np.random.Generator | None = None, generator: torch.Generator | None = None
     ) -> dict[str, float]:
-        """One meta-iteration, line by line Algorithm 3 of Finn et al. (2017)."""
+        """One meta-iteration, line by line Algorithm 3 of Finn et al. (2017): the backend
+        computes the per-task contributions (lines 4-8 and the task's share of line 10), the
+        one meta-update (``self.update``) reduces them and moves theta."""
         cfg = self.config
         rng = rng if rng is not None else self.rng
-        if self.backend is not None:  # per-task units; randomness from (seed, iteration, task)
-            return self.backend(self, rng)
-        generator = generator if generator is not None else self.generator
         t0 = time.perf_counter()
         # line 3: sample a batch of tasks T_i ~ p(T)
         tasks = self.family.sample_tasks(cfg.meta_batch_size, task_set="train", rng=rng)
-        source = self._batch_source(tasks, rng, generator)
-        # lines 5-7: sample trajectories D_i with f_theta (or the task's adaptation windows),
-        # adapt theta'_i = theta - alpha grad L_i; inner step k > 1 samples with theta'_{k-1}
-        inner_batches: list[Any] = []
-
-        def batch_for_step(k: int, current: Params) -> Any:
-            inner_batches.append(source.inner_batch(k, current))
-            return inner_batches[-1]
-
-        keep_graph = self.update.keeps_adaptation_graph
-        inner_losses: list[Tensor] = []
-        with torch.set_grad_enabled(keep_graph):
-            steps = inner_loop(
-                self.policy,
-                expand_to_tasks(self.params, len(tasks)),
-                batch_for_step,
-                config=cfg,
-                second_order=keep_graph and not cfg.first_order,
-                inner_lrs=self.inner_lrs,
-                loss=source.inner_loss,
-                losses_out=inner_losses,
-            )
-        # line 8: sample trajectories D'_i with f_theta'_i (or the later evaluation windows)
-        post = source.post_batch(steps[-1])
+        if self.backend is not None:  # per-task units; randomness from (seed, iteration, task)
+            work: IterationWork = self.backend.begin(self, tasks)
+        else:
+            work = self._batched(tasks, rng, generator or self.generator)
         t1 = time.perf_counter()
-        # line 10: theta <- theta - beta grad_theta sum_i L_i(f_theta'_i) on D'_i
-        batch = MetaBatch(
-            inner_batches, post, steps, generator, source.inner_loss, source.outer_loss
-        )
-        stats = self.update(self, batch)
+        try:  # line 10: theta <- theta - beta grad_theta sum_i L_i(f_theta'_i) on D'_i
+            stats = self.update(self, work)
+        finally:
+            work.release()
         t2 = time.perf_counter()
         self.iteration += 1
-        # the losses already computed on these batches: the exact objective's returns are
-        # read off them, with no second forward (~20% of an exact iteration)
-        pre_loss = inner_losses[0].mean().item() if inner_losses else None
-        return stats | {
-            "meta/return_pre": source.mean_return(batch.pre, steps[0], mean_loss=pre_loss),
-            "meta/return_post": source.mean_return(post, steps[-1], mean_loss=stats["meta/loss"]),
-            "meta/iteration": float(self.iteration),
-            "time/sample_s": t1 - t0,
-            "time/update_s": t2 - t1,
-            "time/iteration_s": t2 - t0,
-        }
+        return (
+            stats
+            | work.log(stats)
+            | {
+                "meta/iteration": float(self.iteration),
+                "time/sample_s": t1 - t0,
+                "time/update_s": t2 - t1,
+                "time/iteration_s": t2 - t0,
+            }
+        )
+
+    def _batched(
+        self, tasks: list[Any], rng: np.random.Generator, generator: torch.Generator
+    ) -> BatchedContributions:
+        """Lines 5-8 for every task at once: the batches (sampled episodes, or the family's
+        exact objective), the adaptation, the post-update batch."""
+        source = make_source(
+            self.policy, self.family, tasks, config=self.config, rng=rng, generator=generator
+        )
+        losses: list[Tensor] = []
+        batch = sample_and_adapt(
+            self,
+            source,
+            num_tasks=len(tasks),
+            keep_graph=self.update.keeps_adaptation_graph,
+            generator=generator,
+            losses_out=losses,
+        )
+        fisher = self.update.fisher
+        return BatchedContributions(self, batch, fisher=fisher, source=source, inner_losses=losses)
 
     # ------------------------------------------------------------------ evaluation / state
     def evaluate_adaptation(
@@ -236,18 +216,22 @@ class MetaLearner:
         standard error or interval across tasks."""
         config = adaptation or self.config
         if generator is None:
-            generator = torch.Generator().manual_seed(self.config.seed + 1)
-        env = self.family.make_batch_env(tasks, config.episodes_per_task)
-        result = adapt_online(
-            self.policy,
-            expand_to_tasks(self.params, len(tasks)),
-            env,
-            config=config,
-            num_steps=max(num_steps_list),
-            inner_lrs=self.inner_lrs,
-            generator=generator,
+            generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "evaluation"))
+        source = make_source(
+            self.policy, self.family, tasks, config=config, generator=generator, test_time=True
         )
-        return {k: result.task_returns[k] for k in sorted(set(num_steps_list))}
+        steps = adapt_at_test_time(
+            self.policy,
+            self.params,
+            source,
+            config=config,
+            num_tasks=len(tasks),
+            inner_lrs=self.inner_lrs,
+            num_steps=max(num_steps_list),
+        )
+        with torch.no_grad():
+            returns = measured_returns(source, steps)
+        return {k: returns[k] for k in sorted(set(num_steps_list))}
 
     def state_dict(self) -> dict[str, Any]:
         """Meta-parameters, Meta-SGD rates, optimizer state, config and iteration count."""

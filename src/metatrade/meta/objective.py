@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metatrade.meta.distributions import distribution_of
 from metatrade.meta.episodes import Episodes
 from metatrade.meta.surrogates import (
     ratio_loss,
@@ -76,7 +77,7 @@ def mean_kl(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
     def one(p: Params, batch: dict[str, Tensor]) -> Tensor:
         ep = Episodes.from_tensors(batch)
         new = functional_call(policy, p, (ep.obs,))
-        kl = policy.distribution.kl(ep.dist_params.detach(), new)
+        kl = distribution_of(policy).kl(ep.dist_params.detach(), new)
         return weighted_mean(kl, ep)
 
     return vmap(one)(params, episodes.tensors()).mean()
@@ -87,7 +88,7 @@ def clipped_loss(clip_eps: float) -> OuterLoss:
 
     def loss(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
         dist_params = functional_call(policy, params, (episodes.obs,))
-        logp = policy.distribution.log_prob(dist_params, episodes.actions)
+        logp = distribution_of(policy).log_prob(dist_params, episodes.actions)
         ratio = torch.exp(logp - episodes.log_probs.detach())
         adv = episodes.advantages
         if adv is None:

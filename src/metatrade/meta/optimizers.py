@@ -18,6 +18,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -29,7 +30,7 @@ def all_finite(tensors: Sequence[Tensor | None]) -> bool:
 
 def clip_grad_norm(grads: list[Tensor], max_norm: float | None) -> float:
     """Scale ``grads`` in place so their global L2 norm is <= max_norm; returns the norm before."""
-    norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)).item()
+    norm = torch.sqrt(sum(((g.detach() ** 2).sum() for g in grads), torch.zeros(()))).item()
     if max_norm is not None and math.isfinite(norm) and norm > max_norm:
         for g in grads:
             g.mul_(max_norm / (norm + 1e-12))
@@ -99,60 +100,43 @@ class TRPOResult:
     skipped: bool  # non-finite gradient
 
 
+class TrustRegionProblem(Protocol):
+    """What TRPO reads of the objective: at the start point, the loss and its gradient and
+    products with the Fisher (the KL's Hessian; no damping); at the current values of the
+    leaves (a trial point), the loss and the KL from the start point."""
+
+    def gradient(self) -> tuple[Tensor, list[Tensor]]: ...
+
+    def fisher_product(self, v: Tensor) -> Tensor: ...
+
+    def loss_and_kl(self) -> tuple[Tensor, Tensor]: ...
+
+
 def trpo_step(
     leaves: list[Tensor],
-    evaluate: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    problem: TrustRegionProblem,
     *,
-    kl_fn: Callable[[Tensor, Tensor], Tensor],
     max_kl: float = 0.01,
     cg_iters: int = 10,
     cg_damping: float = 1e-5,
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
-    fisher_evaluate: Callable[[], Tensor] | None = None,
-    fisher_vp: Callable[[Tensor], Tensor] | None = None,
 ) -> TRPOResult:
-    """One TRPO update of ``leaves`` (in place, only if a step is accepted).
-
-    ``evaluate(differentiable=...)`` recomputes, from the current values of ``leaves``
-    (which require grad): (loss, kl, dist_params) where dist_params are the post-update
-    distribution parameters and ``kl_fn(old, new)`` weights the per-sample KL so that its sum
-    is the mean KL; ``differentiable=False`` (the line search, under ``no_grad``) needs no
-    graph through the adaptation.
-    ``fisher_evaluate()`` (optional) returns the post-update distribution parameters of a
-    subset of the data, with ``kl_fn`` weighting them accordingly, for a cheaper Fisher
-    (rllab's ``subsample_factor``); the gradient and the line search always use all data.
-    ``fisher_vp`` (optional): the product v -> F v already built (``meta.fisher``); then
-    neither ``kl_fn`` nor the graph of the distribution parameters is used.
-    """
-    loss, _, dist_params = evaluate(differentiable=True)
-    # with a separate Fisher subset or product the graph is not needed again: free it now
-    keep = fisher_evaluate is None and fisher_vp is None
-    grads = torch.autograd.grad(loss, leaves, retain_graph=keep, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
+    """One TRPO update of ``leaves`` (in place, only if a step is accepted): the gradient,
+    skipped with a warning if it is not finite, then ``trpo_search`` with the damped Fisher
+    ``F v + cg_damping v``."""
+    loss, grads = problem.gradient()
     g = flatten(grads)
     grad_norm = g.norm().item()
     if not math.isfinite(grad_norm):
         warn_skip("TRPO", grad_norm)
         return TRPOResult(False, 0.0, loss.item(), loss.item(), 0.0, grad_norm, True)
-
-    if fisher_vp is not None:
-        fisher = fisher_vp
-    else:
-        if fisher_evaluate is not None:
-            dist_params = fisher_evaluate()
-        fisher = fisher_product(leaves, dist_params, kl_fn)
-
-    def line_search_eval() -> tuple[Tensor, Tensor]:
-        new_loss, new_kl, _ = evaluate(differentiable=False)
-        return new_loss, new_kl
-
     return trpo_search(
         leaves,
         g,
         loss.item(),
-        lambda v: fisher(v) + cg_damping * v,
-        line_search_eval,
+        lambda v: problem.fisher_product(v) + cg_damping * v,
+        problem.loss_and_kl,
         grad_norm=grad_norm,
         max_kl=max_kl,
         cg_iters=cg_iters,
@@ -169,8 +153,7 @@ def fisher_product(
     every product after the first costs two backward passes (see the module docstring)."""
     old = dist_params.detach()
     u = torch.zeros_like(dist_params, requires_grad=True)
-    jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, allow_unused=True)
-    jt_u = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jt_u, strict=True)]
+    jt_u = torch.autograd.grad(dist_params, leaves, u, create_graph=True, materialize_grads=True)
 
     # M w = d/dq <grad_q KL(old, q), w> at q = old: the first derivative's graph is built once
     q = old.clone().requires_grad_()
@@ -179,8 +162,9 @@ def fisher_product(
     def product(v: Tensor) -> Tensor:
         jv = torch.autograd.grad(jt_u, u, unflatten(v, leaves), retain_graph=True)[0]
         mw = torch.autograd.grad(kl_grad_q, q, jv.detach(), retain_graph=True)[0]
-        jtmw = torch.autograd.grad(dist_params, leaves, mw, retain_graph=True, allow_unused=True)
-        jtmw = [torch.zeros_like(p) if t is None else t for p, t in zip(leaves, jtmw, strict=True)]
+        jtmw = torch.autograd.grad(
+            dist_params, leaves, mw, retain_graph=True, materialize_grads=True
+        )
         return flatten(jtmw)
 
     return product
@@ -202,8 +186,7 @@ def trpo_search(
     """TRPO after the gradient: the direction F x = -g by conjugate gradient (``fisher_vp``
     includes the damping), the step scaled to the trust region, and the backtracking line
     search; ``evaluate()`` gives (loss, kl) at the current values of ``leaves`` (no graph
-    needed). Shared by ``trpo_step`` and the per-task backends, whose products and
-    evaluations are sums over tasks computed elsewhere."""
+    needed)."""
     step_dir, f_step = conjugate_gradient_with_product(fisher_vp, -g.detach(), iters=cg_iters)
     shs = 0.5 * step_dir.dot(f_step)
     if not bool(torch.isfinite(shs)) or shs.item() <= 0:

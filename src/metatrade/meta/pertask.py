@@ -1,17 +1,13 @@
 """A meta-iteration as per-task units plus a reduction in task-index order (the backends).
 
-``MetaLearner.step`` batches every task of a meta-batch into one vmapped computation (the
-fast default). With a backend (``learner.backend``), the same iteration is split where MAML
-splits naturally: each task's unit (``meta.tasks.TaskUnit``: its batches, inner loop and
-contributions) runs wherever the ``TaskExecutor`` puts it, and the driver sums the
-contributions in task-index order and applies the meta-update:
-
-* Adam: grad = (sum_i grad L_i) / T, then the usual clipping and Adam step;
-* ProMP (Rothfuss et al., 2019): ``promp_steps`` such Adam steps, each from the tasks'
-  gradients of the clipped objective at the current theta;
-* TRPO (Schulman et al., 2015): g = (sum_i grad L_i) / T; every conjugate-gradient product
-  F v = (sum_i J_i^T M_i J_i v) / T + damping v; every line-search point
-  (sum_i L_i / T, sum_i KL_i / T) (``optimizers.trpo_search``, shared with the batched TRPO).
+Without a backend, ``MetaLearner.step`` computes every task's contributions in one vmapped
+computation (``meta.contributions``). With one (``learner.backend``), the same iteration is
+split where MAML splits naturally: each task's unit (``meta.tasks.TaskUnit``: its batches,
+inner loop and contributions, the batched code on one task) runs wherever the
+``TaskExecutor`` puts it, and ``TaskContributions`` hands the one meta-update
+(``meta.updates``: Adam, TRPO, ProMP, the same classes as the batched path) the units'
+contributions summed in task-index order and divided by T: grad L, every Fisher product
+F v, the line search's (L, KL) at a trial theta, ProMP's gradients at the current theta.
 
 Every task's randomness comes from (seed, iteration, index) (``meta.tasks.task_streams``),
 and the sums run in a fixed order, so ``LocalExecutor`` (all units in this process) and a
@@ -22,7 +18,6 @@ its randomness from one stream for all tasks), so it is not bitwise equal to the
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,17 +26,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metatrade.meta.optimizers import flatten, trpo_search, warn_skip
+from metatrade.meta.optimizers import unflatten
 from metatrade.meta.protocols import TaskFamily
-from metatrade.meta.tasks import IterationSpec, TaskResult, TaskWorker, to_arrays
-from metatrade.meta.updates import KL_LOG_TASKS, apply_gradient_values
+from metatrade.meta.tasks import Arrays, IterationSpec, TaskResult, TaskWorker, to_arrays
+from metatrade.meta.updates import KL_LOG_TASKS
 
 if TYPE_CHECKING:
     from metatrade.meta.learner import MetaLearner
 
 
 class TaskExecutor(Protocol):
-    """Runs ``TaskWorker`` methods over an iteration's tasks; results in task order."""
+    """Runs ``TaskWorker.call`` over an iteration's tasks; results in task order."""
 
     name: str
     num_workers: int
@@ -63,7 +58,7 @@ def payload_bytes(obj: Any) -> int:
     if isinstance(obj, np.ndarray):
         return obj.nbytes
     if isinstance(obj, TaskResult):
-        return obj.loss.nbytes + obj.grad.nbytes + 16
+        return obj.loss.nbytes + obj.grad.nbytes + 17
     if isinstance(obj, IterationSpec):
         arrays = [obj.theta, obj.inner_lrs or {}]
         return sum(v.nbytes for d in arrays for v in d.values()) + 64 * len(obj.tasks) + 1024
@@ -89,7 +84,7 @@ class LocalExecutor:
         self, method: str, spec: IterationSpec, *args: Any, indices: Sequence[int] | None = None
     ) -> list[Any]:
         indices = range(spec.num_tasks) if indices is None else indices
-        return getattr(self.worker, method)(spec, list(indices), *args)
+        return self.worker.call(method, spec, list(indices), *args)
 
     def release(self, spec: IterationSpec) -> None:
         self.worker.release(spec.key)
@@ -106,171 +101,91 @@ def ordered_sum(values: Sequence[np.ndarray]) -> Tensor:
     return total
 
 
-class PerTaskStep:
-    """``MetaLearner.step`` through a ``TaskExecutor`` (Algorithm 3 with lines 4-8 per task)."""
+class PerTaskBackend:
+    """``MetaLearner.step``'s lines 4-8 and the tasks' contributions through a
+    ``TaskExecutor`` (``distributed.attach`` sets it as ``learner.backend``)."""
 
     def __init__(self, executor: TaskExecutor) -> None:
         self.executor = executor
         self.run_id = uuid.uuid4().hex
 
-    def __call__(self, learner: MetaLearner, rng: np.random.Generator) -> dict[str, float]:
-        cfg, ex = learner.config, self.executor
-        t0 = time.perf_counter()
-        sent0, recv0 = ex.bytes_sent, ex.bytes_received
-        tasks = learner.family.sample_tasks(cfg.meta_batch_size, task_set="train", rng=rng)
+    def begin(self, learner: MetaLearner, tasks: list[Any]) -> TaskContributions:
+        """Ship theta and the sampled tasks; every unit samples, adapts and returns L_i and
+        grad L_i (Adam, TRPO) and its returns."""
+        ex = self.executor
+        traffic = (ex.bytes_sent, ex.bytes_received)
         spec = IterationSpec(
             self.run_id,
             learner.iteration,
             tuple(tasks),
             to_arrays(learner.params),
             None if learner.inner_lrs is None else to_arrays(learner.inner_lrs),
-            cfg,
+            learner.config,
         )
         results: list[TaskResult] = ex.map("begin", spec)
-        t1 = time.perf_counter()
-        try:
-            update = {"adam": _adam, "trpo": _trpo, "promp": _promp}[cfg.optimizer]
-            stats = update(learner, ex, spec, results)
-        finally:
-            ex.release(spec)
-        t2 = time.perf_counter()
-        learner.iteration += 1
-        num = len(results)
-        return stats | {
-            "meta/return_pre": sum(r.return_pre for r in results) / num,
-            "meta/return_post": sum(r.return_post for r in results) / num,
-            "meta/iteration": float(learner.iteration),
-            "time/sample_s": t1 - t0,
-            "time/update_s": t2 - t1,
-            "time/iteration_s": t2 - t0,
-            "comm/bytes_sent": float(ex.bytes_sent - sent0),
-            "comm/bytes_received": float(ex.bytes_received - recv0),
+        return TaskContributions(learner, ex, spec, results, traffic)
+
+
+class TaskContributions:
+    """``meta.updates.Contributions`` as sums over the units in task-index order / T; the
+    trial points are the learner's current leaves, sent to the units as arrays."""
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        executor: TaskExecutor,
+        spec: IterationSpec,
+        results: list[TaskResult],
+        traffic: tuple[int, int],
+    ) -> None:
+        self.learner, self.executor, self.spec, self.results = learner, executor, spec, results
+        self.traffic = traffic
+        self.num_tasks = len(results)
+        self.kl_defined = results[0].kl_defined
+
+    def _mean(self, values: Sequence[np.ndarray]) -> Tensor:
+        return ordered_sum(values) / self.num_tasks
+
+    def _grads(self, flat: Tensor) -> list[Tensor]:
+        return [t.clone() for t in unflatten(flat, self.learner.leaves())]
+
+    def _current(self) -> tuple[Arrays, Arrays | None]:
+        lrs = self.learner.inner_lrs
+        return to_arrays(self.learner.params), None if lrs is None else to_arrays(lrs)
+
+    def gradient(self) -> tuple[Tensor, list[Tensor]]:
+        loss = self._mean([r.loss for r in self.results])
+        return loss, self._grads(self._mean([r.grad for r in self.results]))
+
+    def fisher_product(self, v: Tensor) -> Tensor:
+        return self._mean(self.executor.map("fisher", self.spec, v.detach().numpy()))
+
+    def loss_and_kl(self) -> tuple[Tensor, Tensor]:
+        pairs = self.executor.map("loss_and_kl", self.spec, *self._current())
+        return self._mean([p[0] for p in pairs]), self._mean([p[1] for p in pairs])
+
+    def promp_gradient(self) -> tuple[Tensor, Tensor, list[Tensor]]:
+        outs = self.executor.map("promp_gradient", self.spec, *self._current())
+        loss, total = self._mean([o[0] for o in outs]), self._mean([o[1] for o in outs])
+        return loss, total, self._grads(self._mean([o[2] for o in outs]))
+
+    def kl_after(self) -> float:
+        head = range(min(self.num_tasks, KL_LOG_TASKS))
+        kls = self.executor.map("kl_after", self.spec, *self._current(), indices=head)
+        return sum(kls) / len(kls)
+
+    def log(self, stats: dict[str, float]) -> dict[str, float]:
+        """The units' mean returns before and after adaptation, and the iteration's traffic."""
+        ex, num = self.executor, self.num_tasks
+        return {
+            "meta/return_pre": sum(r.return_pre for r in self.results) / num,
+            "meta/return_post": sum(r.return_post for r in self.results) / num,
+            "comm/bytes_sent": float(ex.bytes_sent - self.traffic[0]),
+            "comm/bytes_received": float(ex.bytes_received - self.traffic[1]),
         }
 
-
-def _grad_and_loss(results: list[TaskResult]) -> tuple[Tensor, Tensor]:
-    num = len(results)
-    return ordered_sum([r.grad for r in results]) / num, ordered_sum(
-        [r.loss for r in results]
-    ) / num
+    def release(self) -> None:
+        self.executor.release(self.spec)
 
 
-def _current(learner: MetaLearner) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    lrs = None if learner.inner_lrs is None else to_arrays(learner.inner_lrs)
-    return to_arrays(learner.params), lrs
-
-
-def _adam(
-    learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
-) -> dict[str, float]:
-    g, loss = _grad_and_loss(results)
-    leaves = learner.leaves()
-    grads = [t.clone() for t in _unflatten(g, leaves)]
-    norm, skipped = apply_gradient_values(learner, grads, loss, "Adam")
-    stats = {"meta/loss": loss.item(), "meta/grad_norm": norm, "meta/skipped": float(skipped)}
-    if spec.config.estimator == "sampled":
-        stats["meta/kl"] = _logged_kl(learner, ex, spec)
-    return stats
-
-
-def _logged_kl(learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec) -> float:
-    """Adam's / ProMP's logged KL after the update, on the first ``KL_LOG_TASKS`` tasks."""
-    head = range(min(spec.num_tasks, KL_LOG_TASKS))
-    kls = ex.map("kl", spec, *_current(learner), indices=head)
-    return sum(kls) / len(kls)
-
-
-def _promp(
-    learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
-) -> dict[str, float]:
-    """ProMP's ``promp_steps`` Adam steps, each on the tasks' summed contributions at the
-    current theta (as ``updates.ProMPUpdate``)."""
-    num, leaves = spec.num_tasks, learner.leaves()
-    first_loss, norm, skipped_any = float("nan"), 0.0, False
-    for k in range(learner.config.promp_steps):
-        outs = ex.map("promp", spec, *_current(learner))
-        total = ordered_sum([o[1] for o in outs]) / num
-        g = ordered_sum([o[2] for o in outs]) / num
-        if k == 0:
-            first_loss = (ordered_sum([o[0] for o in outs]) / num).item()
-        grads = [t.clone() for t in _unflatten(g, leaves)]
-        norm, skipped = apply_gradient_values(learner, grads, total, "ProMP")
-        skipped_any |= skipped
-    return {
-        "meta/loss": first_loss,
-        "meta/kl": _logged_kl(learner, ex, spec),
-        "meta/grad_norm": norm,
-        "meta/skipped": float(skipped_any),
-    }
-
-
-def _unflatten(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
-    out, i = [], 0
-    for t in like:
-        out.append(flat[i : i + t.numel()].view_as(t))
-        i += t.numel()
-    return out
-
-
-def _trpo(
-    learner: MetaLearner, ex: TaskExecutor, spec: IterationSpec, results: list[TaskResult]
-) -> dict[str, float]:
-    cfg, num = learner.config, spec.num_tasks
-    g, loss = _grad_and_loss(results)
-    grad_norm = g.norm().item()
-    if not np.isfinite(grad_norm):
-        warn_skip("TRPO", grad_norm)
-        return _trpo_stats(loss.item(), loss.item(), 0.0, grad_norm, False, 0.0, True)
-
-    def fisher_vp(v: Tensor) -> Tensor:
-        products = ex.map("fisher", spec, v.detach().numpy())
-        return ordered_sum(products) / num + cfg.cg_damping * v
-
-    def evaluate() -> tuple[Tensor, Tensor]:
-        pairs = ex.map("evaluate", spec, *_current(learner))
-        return ordered_sum([p[0] for p in pairs]) / num, ordered_sum([p[1] for p in pairs]) / num
-
-    res = trpo_search(
-        learner.leaves(),
-        g,
-        loss.item(),
-        fisher_vp,
-        evaluate,
-        grad_norm=grad_norm,
-        max_kl=cfg.max_kl,
-        cg_iters=cfg.cg_iters,
-        backtrack_ratio=cfg.ls_backtrack_ratio,
-        max_backtracks=cfg.ls_max_steps,
-    )
-    return _trpo_stats(
-        res.loss_before,
-        res.loss_after,
-        res.kl_after,
-        res.grad_norm,
-        res.accepted,
-        res.step_fraction,
-        res.skipped,
-    )
-
-
-def _trpo_stats(
-    before: float,
-    after: float,
-    kl: float,
-    norm: float,
-    accepted: bool,
-    fraction: float,
-    skipped: bool,
-) -> dict[str, float]:
-    return {
-        "meta/loss": before,
-        "meta/loss_after": after,
-        "meta/kl": kl,
-        "meta/grad_norm": norm,
-        "meta/step_accepted": float(accepted),
-        "meta/step_fraction": fraction,
-        "meta/skipped": float(skipped),
-    }
-
-
-__all__ = ["LocalExecutor", "PerTaskStep", "TaskExecutor", "flatten", "ordered_sum"]
+__all__ = ["LocalExecutor", "PerTaskBackend", "TaskContributions", "TaskExecutor", "ordered_sum"]

@@ -50,13 +50,11 @@ def pretrain_on_objective(
             rng=rng,
         )
         theta = expand_to_tasks(params, len(tasks))
-        loss = (
-            sum(
-                per_task_losses(policy, theta, w, family.objective_loss).mean()
-                for w in (adapt_windows, eval_windows)
-            )
-            / 2
+        adapt_loss, eval_loss = (
+            per_task_losses(policy, theta, w, family.objective_loss).mean()
+            for w in (adapt_windows, eval_windows)
         )
+        loss = (adapt_loss + eval_loss) / 2
         optimizer.zero_grad()
         loss.backward()
         if config.max_grad_norm is not None:

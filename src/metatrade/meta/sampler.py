@@ -124,7 +124,7 @@ def sample_episodes(
     params: Params,
     batch_env: BatchEnv,
     *,
-    num_steps: int | None = None,
+    horizon: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
 ) -> Episodes:
@@ -134,7 +134,7 @@ def sample_episodes(
         policy: module following the policy contract (``.distribution``, ``forward(obs)``).
         params: its parameters, every tensor [T, ...] (``expand_to_tasks`` for theta).
         batch_env: the environments (same-step autoreset; see ``meta.protocols``).
-        num_steps: rollout length H (default ``batch_env.max_episode_steps``); an episode
+        horizon: rollout length H (default ``batch_env.max_episode_steps``); an episode
             still running at H is marked truncated at its last step (bootstrapped later).
         generator: torch generator for the action noise (reproducible runs).
         seed: env reset seed (default: drawn from ``generator``).
@@ -143,7 +143,7 @@ def sample_episodes(
         Episodes with H' <= H steps (the loop stops once every slot has ended); steps after
         a slot's first end are masked out (mask 0, reward 0).
     """
-    horizon = int(num_steps or batch_env.max_episode_steps)
+    horizon = int(horizon or batch_env.max_episode_steps)
     dtype = _param_dtype(params)
     device = next(iter(params.values())).device  # envs stay numpy on the CPU
     if seed is None:
@@ -266,7 +266,7 @@ def sample_episodes_for_steps(
     batch_env: BatchEnv,
     *,
     steps_per_task: int,
-    num_steps: int | None = None,
+    horizon: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     max_rounds: int = 1000,
@@ -291,7 +291,7 @@ def sample_episodes_for_steps(
     for r in range(max_rounds):
         round_seed = None if seed is None else seed + r
         batch = sample_episodes(
-            policy, params, batch_env, num_steps=num_steps, generator=generator, seed=round_seed
+            policy, params, batch_env, horizon=horizon, generator=generator, seed=round_seed
         )
         rounds.append(batch)
         lengths = batch.lengths.sum(dim=1)
@@ -314,7 +314,7 @@ def sample_batch(
     batch_env: BatchEnv,
     *,
     steps_per_task: int | None = None,
-    num_steps: int | None = None,
+    horizon: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
 ) -> Episodes:
@@ -322,14 +322,14 @@ def sample_batch(
     episodes until each task has ``steps_per_task`` steps (``sample_episodes_for_steps``)."""
     if steps_per_task is None:
         return sample_episodes(
-            policy, params, batch_env, num_steps=num_steps, generator=generator, seed=seed
+            policy, params, batch_env, horizon=horizon, generator=generator, seed=seed
         )
     return sample_episodes_for_steps(
         policy,
         params,
         batch_env,
         steps_per_task=steps_per_task,
-        num_steps=num_steps,
+        horizon=horizon,
         generator=generator,
         seed=seed,
     )

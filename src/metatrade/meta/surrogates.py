@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metatrade.meta.distributions import distribution_of
 from metatrade.meta.episodes import Episodes
 
 Params = dict[str, Tensor]
@@ -39,7 +40,7 @@ Surrogate = Callable[[nn.Module, Params, Episodes], Tensor]
 def log_probs(policy: nn.Module, params: Params, episodes: Episodes) -> Tensor:
     """log pi_params(a_t|s_t) recomputed differentiably [..., H]."""
     dist_params = functional_call(policy, params, (episodes.obs,))
-    return policy.distribution.log_prob(dist_params, episodes.actions)
+    return distribution_of(policy).log_prob(dist_params, episodes.actions)
 
 
 def step_weights(episodes: Episodes) -> Tensor:

@@ -5,7 +5,8 @@ task i's batch D_i (sampled episodes or exact windows), its inner loop theta'_i,
 post-update batch D'_i and its contributions to the meta-update (Adam: grad L_i; TRPO:
 grad L_i, the Fisher-vector products J_i^T M_i J_i v and the line search's L_i and KL_i at
 trial thetas) depend on theta and on task i only. ``TaskUnit`` computes them for one task
-from an ``IterationSpec`` (theta, the task list, the config: small and picklable);
+from an ``IterationSpec`` (theta, the task list, the config: small and picklable) with the
+same code as the batched backend (``meta.contributions``, on a batch of one task);
 ``TaskWorker`` holds the policy and the task family (its data loaded once) and serves any
 subset of an iteration's tasks. ``meta.pertask`` sums the contributions in task-index order.
 
@@ -27,22 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from metatrade.meta.config import MetaConfig
-from metatrade.meta.episodes import Episodes
-from metatrade.meta.estimators import BatchSource, ExactSource, SampledSource
-from metatrade.meta.fisher import closed_form_supported
-from metatrade.meta.inner import expand_to_tasks, inner_loop
-from metatrade.meta.learner import MetaLearner
-from metatrade.meta.objective import (
-    clipped_loss,
-    kl_weights,
-    mean_kl,
-    outer_loss,
-    post_update_dist_params,
-)
-from metatrade.meta.optimizers import fisher_product, flatten
+from metatrade.meta.contributions import BatchedContributions, sample_and_adapt
+from metatrade.meta.estimators import make_source
+from metatrade.meta.optimizers import flatten
 from metatrade.meta.protocols import TaskFamily
-from metatrade.meta.surrogates import lvc_loss
-from metatrade.meta.updates import MetaBatch, closed_form_fisher, fisher_on_subset, meta_loss
+from metatrade.meta.updates import make_update
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 Arrays = dict[str, np.ndarray]
@@ -73,28 +64,30 @@ class IterationSpec:
 @dataclass(frozen=True)
 class TaskResult:
     """Task i's first contribution: its meta-loss L_i, grad L_i (flat, over theta then the
-    Meta-SGD rates) and the mean returns before and after adaptation (for the log)."""
+    Meta-SGD rates; empty for ProMP, whose gradients come later), the mean returns before and
+    after adaptation (for the log) and whether a KL is defined (sampled episodes)."""
 
     loss: np.ndarray
     grad: np.ndarray
     return_pre: float
     return_post: float
+    kl_defined: bool
 
 
 def task_streams(
     seed: int, iteration: int, index: int
 ) -> tuple[torch.Generator, np.random.Generator]:
     """Task ``index``'s torch and numpy generators in meta-iteration ``iteration``: a
-    function of (seed, iteration, index) only (numpy's SeedSequence mixes them; no hash)."""
+    function of (seed, iteration, index) only (``derive_seed``), so a task's batch does not
+    depend on which worker draws it."""
     if min(seed, iteration, index) < 0:
         raise ValueError(
             f"task_streams: seed={seed}, iteration={iteration}, index={index} must all be >= 0 "
             "(run.seed is a non-negative integer)."
         )
-    torch_seed, numpy_seed = np.random.SeedSequence([seed, iteration, index]).generate_state(
-        2, dtype=np.uint64
-    )
-    return torch.Generator().manual_seed(int(torch_seed)), np.random.default_rng(int(numpy_seed))
+    torch_seed = derive_seed(seed, "meta-iteration", iteration, "task", index, "torch")
+    numpy_seed = derive_seed(seed, "meta-iteration", iteration, "task", index, "numpy")
+    return torch.Generator().manual_seed(torch_seed), np.random.default_rng(numpy_seed)
 
 
 def to_arrays(params: Params) -> Arrays:
@@ -102,162 +95,79 @@ def to_arrays(params: Params) -> Arrays:
     return {k: v.detach().cpu().numpy().copy() for k, v in params.items()}
 
 
-def _tensors(arrays: Arrays | None, *, requires_grad: bool) -> Params | None:
-    if arrays is None:
-        return None
-    return {
-        k: torch.from_numpy(np.array(v)).requires_grad_(requires_grad) for k, v in arrays.items()
-    }
+def _tensors(arrays: Arrays) -> Params:
+    return {k: torch.from_numpy(np.array(v)).requires_grad_() for k, v in arrays.items()}
 
 
 class TaskUnit:
-    """Task ``index`` of ``spec``: its batches and adaptation, and its contributions."""
+    """Task ``index`` of ``spec``: its batches and adaptation, and its contributions (the
+    batched code on one task: ``meta.contributions.BatchedContributions``). Its parameters
+    are a ``MetaParameters`` of their own, moved to each trial theta the driver sends."""
 
     def __init__(self, policy: nn.Module, family: TaskFamily, spec: IterationSpec, index: int):
         cfg = self.config = spec.config
         self.policy = policy
         generator, rng = task_streams(cfg.seed, spec.iteration, index)
+        self.params = _tensors(spec.theta)
+        self.inner_lrs = None if spec.inner_lrs is None else _tensors(spec.inner_lrs)
+        update = make_update(cfg.optimizer)
         task = [spec.tasks[index]]
-        source: BatchSource
-        if cfg.estimator == "exact":
-            source = ExactSource(policy, family, task, config=cfg, rng=rng)
-        else:
-            source = SampledSource(policy, family, task, config=cfg, generator=generator)
-        self.params = _tensors(spec.theta, requires_grad=True) or {}
-        self.inner_lrs = _tensors(spec.inner_lrs, requires_grad=True)
-        self.leaves = [*self.params.values(), *(self.inner_lrs or {}).values()]
-        inner_batches: list[Any] = []
-
-        def batch_for_step(k: int, current: Params) -> Any:
-            inner_batches.append(source.inner_batch(k, current))
-            return inner_batches[-1]
-
-        with torch.set_grad_enabled(cfg.optimizer != "promp"):  # ProMP re-adapts per step
-            steps = inner_loop(
-                policy,
-                expand_to_tasks(self.params, 1),
-                batch_for_step,
-                config=cfg,
-                second_order=not cfg.first_order,
-                inner_lrs=self.inner_lrs,
-                loss=source.inner_loss,
-            )
-        post = source.post_batch(steps[-1])
-        self.batch = MetaBatch(
-            inner_batches, post, steps, generator, source.inner_loss, source.outer_loss
+        source = make_source(policy, family, task, config=cfg, rng=rng, generator=generator)
+        losses: list[Tensor] = []
+        batch = sample_and_adapt(
+            self,
+            source,
+            num_tasks=1,
+            keep_graph=update.keeps_adaptation_graph,
+            generator=generator,
+            losses_out=losses,
         )
-        self.returns = (
-            source.mean_return(self.batch.pre, steps[0], mean_loss=None),
-            source.mean_return(post, steps[-1], mean_loss=None),
+        self.contributions = BatchedContributions(
+            self, batch, fisher=update.fisher, source=source, inner_losses=losses
         )
-        self._dist: Tensor | None = None
-        self._fisher: Callable[[Tensor], Tensor] | None = None
-        self.result = self._first()
+        returns = self.contributions.returns(None)
+        kl_defined = self.contributions.kl_defined
+        if update.keeps_adaptation_graph:  # L_i and grad L_i (TRPO keeps what F_i v needs)
+            loss, grads = self.contributions.gradient()
+            first = loss.numpy().copy(), flatten(grads).numpy()
+        else:  # ProMP: its gradients come from ``promp_gradient`` calls
+            first = np.array(np.nan, np.float32), np.zeros(0, np.float32)
+        self.result = TaskResult(*first, *returns, kl_defined)
 
-    def _first(self) -> TaskResult:
-        """L_i and grad L_i (Adam's whole contribution; TRPO keeps the graph for F_i v)."""
-        cfg, batch = self.config, self.batch
-        multi = cfg.multi_step_loss
-        if cfg.optimizer == "promp":  # its contributions come from ``promp`` calls
-            return TaskResult(np.array(np.nan, np.float32), np.zeros(0, np.float32), *self.returns)
-        if cfg.optimizer == "trpo":
-            self._dist = post_update_dist_params(self.policy, batch.steps[-1], batch.post)
-            loss = meta_loss(
-                self.policy, batch.steps, batch, multi_step=multi, last_dist=self._dist
-            )
-        else:
-            loss = meta_loss(self.policy, batch.steps, batch, multi_step=multi)
-        closed = closed_form_supported(self.policy, cfg, list(self.params))
-        keep = cfg.optimizer == "trpo" and cfg.cg_subsample >= 1.0 and not closed
-        grads = torch.autograd.grad(loss, self.leaves, retain_graph=keep, allow_unused=True)
-        grads = [
-            torch.zeros_like(p) if g is None else g for p, g in zip(self.leaves, grads, strict=True)
-        ]
-        return TaskResult(loss.detach().numpy().copy(), flatten(grads).numpy(), *self.returns)
+    def leaves(self) -> list[Tensor]:
+        return [*self.params.values(), *(self.inner_lrs or {}).values()]
 
-    # the duck-typed learner ``updates.fisher_on_subset`` re-adapts through: the learner's
-    # own method (it reads only policy, params, config and inner_lrs, which a unit has)
-    readapt = MetaLearner.readapt
+    def at(self, theta: Arrays, inner_lrs: Arrays | None) -> BatchedContributions:
+        """The contributions with this unit's parameters moved to (theta, inner_lrs)."""
+        with torch.no_grad():
+            for k, v in theta.items():
+                self.params[k].copy_(torch.from_numpy(np.array(v)))
+            for k, v in (inner_lrs or {}).items():
+                assert self.inner_lrs is not None
+                self.inner_lrs[k].copy_(torch.from_numpy(np.array(v)))
+        return self.contributions
 
     def fisher(self, v: np.ndarray) -> np.ndarray:
         """J_i^T M_i J_i v for TRPO's conjugate gradient (no damping: the driver adds it)."""
-        if self._fisher is None:
-            self._fisher = closed_form_fisher(self, self.batch)  # type: ignore[arg-type]
-        if self._fisher is None:
-            dist, kl_fn = self._dist, None
-            if self.config.cg_subsample < 1.0:
-                kl_fn, fisher_evaluate = fisher_on_subset(self, self.batch)  # type: ignore[arg-type]
-                dist = fisher_evaluate()
-            else:
-                weights = kl_weights(self.batch.post)
+        return self.contributions.fisher_product(torch.from_numpy(np.array(v))).numpy()
 
-                def kl_fn(p_old: Tensor, p_new: Tensor) -> Tensor:
-                    return weights * self.policy.distribution.kl(p_old, p_new)
-
-            assert dist is not None, "fisher() needs optimizer trpo"
-            self._fisher = fisher_product(self.leaves, dist, kl_fn)
-        return self._fisher(torch.from_numpy(np.array(v))).numpy()
-
-    def _readapt_at(self, theta: Arrays, inner_lrs: Arrays | None) -> list[Params]:
-        params = _tensors(theta, requires_grad=False) or {}
-        lrs = _tensors(inner_lrs, requires_grad=False)
-        return inner_loop(
-            self.policy,
-            expand_to_tasks(params, 1),
-            lambda k, current: self.batch.inner_batches[k],
-            config=self.config,
-            second_order=False,
-            inner_lrs=lrs,
-            loss=self.batch.inner_loss,
-            num_steps=len(self.batch.inner_batches),
-        )
-
-    def evaluate(self, theta: Arrays, inner_lrs: Arrays | None) -> tuple[np.ndarray, np.ndarray]:
-        """(L_i, KL_i) at a trial theta: TRPO's line search (KL of the post-update policies
-        on D'_i, each task's weighted mean)."""
-        batch, dist = self.batch, self.policy.distribution
-        with torch.no_grad():
-            steps = self._readapt_at(theta, inner_lrs)
-            new = post_update_dist_params(self.policy, steps[-1], batch.post)
-            multi = self.config.multi_step_loss
-            loss = meta_loss(self.policy, steps, batch, multi_step=multi, last_dist=new)
-            old = batch.post.dist_params.detach()
-            kl = (kl_weights(batch.post) * dist.kl(old, new)).sum()
+    def loss_and_kl(self, theta: Arrays, inner_lrs: Arrays | None) -> tuple[np.ndarray, ...]:
+        """(L_i, KL_i) at a trial theta: TRPO's line search."""
+        loss, kl = self.at(theta, inner_lrs).loss_and_kl()
         return loss.numpy().copy(), kl.numpy().copy()
 
-    def promp(self, theta: Arrays, inner_lrs: Arrays | None) -> tuple[np.ndarray, ...]:
-        """ProMP at theta (Rothfuss et al., 2019, eq. 11): the clipped loss L_i of the policy
-        re-adapted with the lvc surrogate, L_i + kl_coef KL_i(pre-update), and its gradient."""
-        cfg, batch = self.config, self.batch
-        params = _tensors(theta, requires_grad=True) or {}
-        lrs = _tensors(inner_lrs, requires_grad=True)
-        leaves = [*params.values(), *(lrs or {}).values()]
-        adapted = inner_loop(
-            self.policy,
-            expand_to_tasks(params, 1),
-            lambda k, current: batch.inner_batches[k],
-            config=cfg,
-            second_order=not cfg.first_order,
-            inner_lrs=lrs,
-            loss=lvc_loss,
-            num_steps=len(batch.inner_batches),
-        )[-1]
-        loss = outer_loss(self.policy, adapted, batch.post, clipped_loss(cfg.promp_clip))
-        pre_kl = mean_kl(self.policy, expand_to_tasks(params, 1), batch.pre)
-        total = loss + cfg.promp_kl_coef * pre_kl
-        grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        grads = [
-            torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
-        ]
-        return loss.detach().numpy().copy(), total.detach().numpy().copy(), flatten(grads).numpy()
+    def promp_gradient(self, theta: Arrays, inner_lrs: Arrays | None) -> tuple[np.ndarray, ...]:
+        """ProMP at theta: (L_i, L_i + kl_coef KL_i, its gradient, flat)."""
+        loss, total, grads = self.at(theta, inner_lrs).promp_gradient()
+        return loss.numpy().copy(), total.numpy().copy(), flatten(grads).numpy()
 
-    def kl(self, theta: Arrays, inner_lrs: Arrays | None) -> float:
-        """KL(post-update policy before || after an update) on D'_i: Adam's logged KL."""
-        if not isinstance(self.batch.post, Episodes):
-            return float("nan")
-        with torch.no_grad():
-            adapted = self._readapt_at(theta, inner_lrs)[-1]
-            return mean_kl(self.policy, adapted, self.batch.post).item()
+    def kl_after(self, theta: Arrays, inner_lrs: Arrays | None) -> float:
+        """KL(post-update policy before || after an update) on D'_i: the logged KL."""
+        return self.at(theta, inner_lrs).kl_after()
+
+
+UNIT_METHODS = ("fisher", "loss_and_kl", "promp_gradient", "kl_after")
+"""what a driver may ask of a unit after "begin" (``meta.pertask.TaskContributions``)"""
 
 
 class TaskWorker:
@@ -286,28 +196,16 @@ class TaskWorker:
             self.units[index] = TaskUnit(self.policy, self.family, spec, index)
         return self.units[index]
 
-    def begin(self, spec: IterationSpec, indices: Sequence[int]) -> list[TaskResult]:
-        return [self._unit(spec, i).result for i in indices]
-
-    def fisher(
-        self, spec: IterationSpec, indices: Sequence[int], v: np.ndarray
-    ) -> list[np.ndarray]:
-        return [self._unit(spec, i).fisher(v) for i in indices]
-
-    def evaluate(
-        self, spec: IterationSpec, indices: Sequence[int], theta: Arrays, lrs: Arrays | None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [self._unit(spec, i).evaluate(theta, lrs) for i in indices]
-
-    def kl(
-        self, spec: IterationSpec, indices: Sequence[int], theta: Arrays, lrs: Arrays | None
-    ) -> list[float]:
-        return [self._unit(spec, i).kl(theta, lrs) for i in indices]
-
-    def promp(
-        self, spec: IterationSpec, indices: Sequence[int], theta: Arrays, lrs: Arrays | None
-    ) -> list[tuple[np.ndarray, ...]]:
-        return [self._unit(spec, i).promp(theta, lrs) for i in indices]
+    def call(
+        self, method: str, spec: IterationSpec, indices: Sequence[int], *args: Any
+    ) -> list[Any]:
+        """``unit.<method>(*args)`` of every unit in ``indices``, in that order; "begin":
+        their first results (``TaskResult``)."""
+        if method == "begin":
+            return [self._unit(spec, i).result for i in indices]
+        if method not in UNIT_METHODS:
+            raise ValueError(f"TaskWorker.call: unknown method {method!r}; use {UNIT_METHODS}")
+        return [getattr(self._unit(spec, i), method)(*args) for i in indices]
 
     def release(self, key: tuple[str, int]) -> None:
         """Free an iteration's units (their graphs) once the driver has updated theta."""

@@ -7,7 +7,7 @@ task families, policies, ``MetaConfig``, ``PPOConfig`` and learners, so the CLI,
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,7 +96,7 @@ def policy_kwargs(cfg: RunConfig, env: BatchEnv) -> dict[str, Any]:
     }
 
 
-def feature_group_ids(features: list[str] | None) -> list[int] | None:
+def feature_group_ids(features: Sequence[str] | None) -> list[int] | None:
     """The linear policy's gain group of each observed feature column, from the names
     (``metatrade.data.features.feature_group``: the six ``next_sixth`` columns share one
     gain, the two ``open_gap_decay`` columns one; measured in docs/regimes.md); None for the
@@ -162,6 +162,40 @@ def make_ppo_agent(cfg: RunConfig, env: BatchEnv) -> PPOAgent:
     from metatrade.agents.ppo import PPOAgent
 
     return PPOAgent.from_env(env, make_ppo_config(cfg))
+
+
+def ppo_agent_for(cfg: RunConfig, env: BatchEnv, agent: Any) -> PPOAgent:
+    """The agent ``Trainer.train`` trains: ``agent``, or a new one (``make_ppo_agent``)."""
+    from metatrade.agents.ppo import PPOAgent
+
+    agent = make_ppo_agent(cfg, env) if agent is None else agent
+    if not isinstance(agent, PPOAgent):
+        raise TypeError(f"Trainer.train trains a PPOAgent, not a {type(agent).__name__}")
+    return agent
+
+
+def meta_family(env: Any) -> TaskFamily:
+    """``env`` as the TaskFamily ``Trainer.meta_train`` samples tasks from."""
+    from metatrade.meta.protocols import TaskFamily
+
+    if not isinstance(env, TaskFamily):
+        raise TypeError(
+            f"Trainer.meta_train needs a TaskFamily (sample_tasks, make_batch_env); got "
+            f"{type(env).__name__}. A BatchEnv of fixed tasks trains with Trainer.train."
+        )
+    return env
+
+
+def ppo_batch_env(env: Any) -> BatchEnv:
+    """``env`` as the BatchEnv ``Trainer.train`` steps."""
+    from metatrade.meta.protocols import BatchEnv
+
+    if not isinstance(env, BatchEnv):
+        raise TypeError(
+            f"Trainer.train needs a BatchEnv (tasks x episodes stepped together); got "
+            f"{type(env).__name__}. A TaskFamily meta-trains with Trainer.meta_train."
+        )
+    return env
 
 
 def multitask_env(cfg: RunConfig, family: TaskFamily) -> BatchEnv:
@@ -250,9 +284,10 @@ def check_ppo_fits(
     from metatrade.errors import CheckpointError
     from metatrade.market import TradingEnv
 
-    want = TradingEnv(arrays, make_env_config(cfg)).observation_space.shape
+    space = TradingEnv(arrays, make_env_config(cfg)).observation_space
+    want = tuple(space.shape or ())  # a Box: its shape is set
     have = tuple(agent.observation_space.shape)
-    if have != tuple(want):
+    if have != want:
         lookback, width = cfg.env.lookback, arrays.num_features
         raise CheckpointError(
             f"PPO baseline {path or '(given agent)'}: observations of {have[0]} values, but this "

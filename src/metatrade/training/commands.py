@@ -5,12 +5,14 @@ The factories they use are in ``training.build`` and ``training.task_sets``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.seeding import derive_seed
 from metatrade.training.build import (
     check_ppo_fits,
     load_ppo_agent,
@@ -24,6 +26,7 @@ from metatrade.training.trials import open_evaluation, record_evaluation, trial_
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from metatrade.agents.networks.base import Policy
     from metatrade.agents.ppo import PPOAgent
     from metatrade.data.task_arrays import TaskId
     from metatrade.evaluation.protocol import EvaluationResult
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
 def adapt_params(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     tasks: list[TaskId],
     arrays: list[Any],
     steps: int,
@@ -43,7 +46,6 @@ def adapt_params(
     backtests the parameters ``evaluate``'s MAML k = K row backtests. Returns per-task params
     [T, ...] and the mean return on the adaptation data after k = 0..steps steps (the exact
     estimator: minus the exact loss)."""
-    from dataclasses import replace
 
     from metatrade.evaluation.protocol import MetaTestProtocol, Start, module_params
 
@@ -64,7 +66,7 @@ def warn_seen(console: Console, seen: list[str]) -> None:
 
 def adapt_to_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     console: Console | None = None,
@@ -103,7 +105,7 @@ def adapt_to_tasks(
 
 def backtest_tasks(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     steps: int,
     split: str,
@@ -184,7 +186,7 @@ def backtest_and_report(
 
 def run_meta_test(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     ppo_path: str | Path | None = None,
     ppo_agent: PPOAgent | None = None,
@@ -229,8 +231,6 @@ def run_meta_test(
         inner_lrs=inner_lrs,
         pretrained=pretrained,
     )
-    from dataclasses import replace
-
     split = "test" if final else "validation"
     arrays = [loader.get_task_arrays(*t) for t in tasks]
     period = open_evaluation(cfg, run_dir, arrays, split=split, final=final, command=command)
@@ -242,20 +242,34 @@ def run_meta_test(
     files = result.save(run_dir / "eval")
     by_kind = save_kinds_report(result, protocol.oracle, run_dir / "eval")
     if console is not None:
-        warn_seen(console, seen)
-        console.print(
-            f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
-        )
-        console.print(result.format_table(), soft_wrap=True)
-        if by_kind is not None:
-            console.print(by_kind, soft_wrap=True, highlight=False, markup=False)
-        console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
+        _print_meta_test(console, result, tasks, split, files, by_kind=by_kind)
     return result
+
+
+def _print_meta_test(
+    console: Console,
+    result: EvaluationResult,
+    tasks: Sequence[Any],
+    split: str,
+    files: Mapping[str, Any],
+    *,
+    by_kind: Any = None,
+) -> None:
+    """The meta-test's table, the tasks it scored (seen ones warned about), the by-kind table
+    of a regime-family run and its files."""
+    warn_seen(console, result.seen)
+    console.print(
+        f"held-out tasks: {', '.join(str(t) for t in tasks)} ({split} split, out of sample)"
+    )
+    console.print(result.format_table(), soft_wrap=True)
+    if by_kind is not None:
+        console.print(by_kind, soft_wrap=True, highlight=False, markup=False)
+    console.print(f"results: {files['csv']}, {files['json']}; plot: {files['plot']}")
 
 
 def _meta_test_starts(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     first_task: Any,
     *,
     ppo_path: str | Path | None,
@@ -283,5 +297,5 @@ def _meta_test_starts(
     if "pretrained" in wanted and pretrained is not None:
         starts["pretrained"] = Start(policy, pretrained)
     if "random" in wanted:
-        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+        starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     return starts

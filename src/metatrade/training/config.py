@@ -69,7 +69,7 @@ class RunConfig(sections._Section):
 
     @model_validator(mode="after")
     def _exact_needs_position_observation(self) -> RunConfig:
-        if self.meta.estimator == "exact" and self.env.observation != "position":
+        if self.meta.exact_objective and self.env.observation != "position":
             raise ValueError(
                 "meta.estimator: exact needs env.observation: position (the policy sees the "
                 "feature window and its position only, so its expected P&L is a recursion)"

@@ -24,17 +24,22 @@ aside whole (``<run>.replaced-<time>/``), its baselines and reports included.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.agents.networks.base import Policy
 from metatrade.io import run_dir_lock
 from metatrade.training import build, commands, task_sets
 from metatrade.training.checkpoint import PPO_DIR, checkpoint_path, load_run_checkpoint
 from metatrade.training.config import RunConfig, apply_overrides
 from metatrade.training.pretrained import pretrained_for_run
 from metatrade.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from metatrade.agents.ppo import PPOAgent
 
 REALISTIC_COSTS = "nse_index_futures"
 """the cost preset of the meta-test's second table (statutory charges, docs/market.md)"""
@@ -78,7 +83,7 @@ def _train_both(
     trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
     t0 = time.perf_counter()
     _meta_step(trainer, _resumable(checkpoint_path(run_dir), console, resume=resume), console)
-    horizon = cfg.meta.num_steps or cfg.env.episode_length
+    horizon = cfg.meta.horizon or cfg.env.episode_length
     budget = meta_env_steps(cfg, horizon, cfg.meta.num_meta_iterations)
     console.print(f"meta-training: {time.perf_counter() - t0:.0f} s, {budget:,} env steps")
 
@@ -90,9 +95,14 @@ def _train_both(
     )
     t0 = time.perf_counter()
     ppo_trainer = Trainer(
-        env, None, config=cfg, run_dir=run_dir, progress=show, log_interval=10**9,
+        env,
+        None,
+        config=cfg,
+        run_dir=run_dir,
+        progress=show,
+        log_interval=10**9,
         overwrite=overwrite,
-    )  # fmt: skip
+    )
     ppo_last = _resumable(checkpoint_path(run_dir / PPO_DIR), console, resume=resume)
     ppo_trainer.run_id = trainer.run_id
     _ppo_step(ppo_trainer, ppo_last, ppo_steps, console)
@@ -114,7 +124,7 @@ def _ppo_step(trainer: Trainer, last: Path | None, budget: int, console: Any) ->
     loaded if that run already finished)."""
     from metatrade.training.artefacts import PPO_AGENT, find_artefact
 
-    env = trainer.env
+    env = build.ppo_batch_env(trainer.env)
     agent_file = None
     if last is not None and trainer.run_dir is not None:
         agent_file = find_artefact(trainer.run_dir, PPO_AGENT, trainer.run_id, "PPO baseline")
@@ -160,40 +170,23 @@ def _run_demo(
     trainer, ppo_trainer = _train_both(
         cfg, family, console, show, resume=resume, overwrite=overwrite
     )
-    policy = trainer._policy()
-    with torch.no_grad():
-        for name, p in policy.named_parameters():
-            p.copy_(trainer.params[name])
+    got = _trained(trainer, ppo_trainer)
     pretrained = pretrained_for_run(
-        cfg, family, policy, console, resume=resume, run_id=trainer.run_id
+        cfg, family, got.policy, console, resume=resume, run_id=trainer.run_id
     )
 
     # 3. Meta-test on the held-out tasks, at the instruments' own costs, then realistic ones.
+    costs = sorted({loader.instrument(t.instrument).cost_name for t in heldout})
     console.print(
-        "\n[bold]3/4 meta-test on held-out tasks[/bold] (each instrument's costs: "
-        + ", ".join(sorted({loader.instrument(t.instrument).cost_name for t in heldout}))
-        + ")"
+        f"\n[bold]3/4 meta-test on held-out tasks[/bold] (each instrument's costs: "
+        f"{', '.join(costs)})"
     )
-    t0 = time.perf_counter()
-    result = commands.run_meta_test(
-        cfg,
-        policy,
-        run_dir,
-        ppo_agent=ppo_trainer.agent,
-        console=console,
-        inner_lrs=trainer.learner.inner_lrs,  # learned Meta-SGD step sizes, if any
-        pretrained=pretrained,
-        final=True,  # the demo is a final report: its reads of the test split are looks
-        command=DEMO_COMMAND,
-    )
-    console.print(f"meta-test: {time.perf_counter() - t0:.0f} s")
-    realistic = _meta_test_at_realistic_costs(
-        cfg, policy, ppo_trainer, trainer, pretrained, console
-    )
+    result = _meta_test(cfg, got, pretrained, console, out=run_dir)
+    realistic = _meta_test_at_realistic_costs(cfg, got, pretrained, console)
 
     # 4. Backtest reports of the adapted policies (k = the largest adaptation step).
     reports = _backtest_reports(
-        cfg, loader, heldout, result, policy, ppo_trainer.agent.policy, console
+        cfg, loader, heldout, result, got.policy, got.ppo_agent.policy, console
     )
     # 5. Walk-forward meta-test (issue 14): re-adapt (and re-fit the classical rows) before
     # every fold, stitched record.
@@ -201,8 +194,11 @@ def _run_demo(
 
     console.print("\n[bold]walk-forward meta-test on the held-out tasks[/bold]")
     wf = demo_walkforward(
-        cfg, policy, run_dir, ppo_agent=ppo_trainer.agent, pretrained=pretrained, console=console
+        cfg, got.policy, run_dir, ppo_agent=got.ppo_agent, pretrained=pretrained, console=console
     )
+    from metatrade.training.provenance import report_provenance
+
+    report_provenance(cfg, run_dir, console)  # where each setting was chosen (issue 21)
     _stamp(run_dir)
     total = time.perf_counter() - t_start
     console.print(f"\n[bold]done[/bold] in {total / 60:.1f} min; everything is in {run_dir}")
@@ -216,17 +212,59 @@ def _run_demo(
     }
 
 
-def _meta_test_at_realistic_costs(
+@dataclass(frozen=True)
+class _Trained:
+    """What steps 1-2 leave for the tests: the meta-trained policy (its meta-parameters
+    loaded), its learned Meta-SGD step sizes (if any) and the PPO baseline."""
+
+    policy: Policy
+    inner_lrs: dict[str, torch.Tensor] | None
+    ppo_agent: PPOAgent
+
+
+def _trained(trainer: Trainer, ppo_trainer: Trainer) -> _Trained:
+    from metatrade.agents.ppo import PPOAgent
+
+    policy, learner, ppo_agent = trainer._policy(), trainer.learner, ppo_trainer.agent
+    if not isinstance(policy, Policy) or learner is None or not isinstance(ppo_agent, PPOAgent):
+        raise TypeError("the demo meta-trains a Policy (make_policy) and trains a PPOAgent")
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            p.copy_(trainer.params[name])
+    return _Trained(policy, learner.inner_lrs, ppo_agent)
+
+
+def _meta_test(
     cfg: RunConfig,
-    policy: torch.nn.Module,
-    ppo_trainer: Trainer,
-    trainer: Trainer,
+    got: _Trained,
     pretrained: dict[str, torch.Tensor] | None,
     console: Any,
+    *,
+    out: Path,
+    label: str = "",
+) -> Any:
+    """Step 3: ``commands.run_meta_test`` of the trained starts, written under ``out``."""
+    t0 = time.perf_counter()
+    result = commands.run_meta_test(
+        cfg,
+        got.policy,
+        out,
+        ppo_agent=got.ppo_agent,
+        console=console,
+        inner_lrs=got.inner_lrs,  # learned Meta-SGD step sizes, if any
+        pretrained=pretrained,
+        final=True,  # the demo is a final report: its reads of the test split are looks
+        command=DEMO_COMMAND,
+    )
+    console.print(f"meta-test{label}: {time.perf_counter() - t0:.0f} s")
+    return result
+
+
+def _meta_test_at_realistic_costs(
+    cfg: RunConfig, got: _Trained, pretrained: dict[str, torch.Tensor] | None, console: Any
 ) -> Any:
     """Step 3 again with ``env.costs`` = ``REALISTIC_COSTS`` (same starts, same seeds): the
     table a sceptic asks for first. Written to ``<run>/costs_<preset>/eval``."""
-    t0 = time.perf_counter()
     at = apply_overrides(cfg, {"env.costs": {"preset": REALISTIC_COSTS}})
     costs = build.make_env_config(at).costs
     assert costs is not None
@@ -234,19 +272,8 @@ def _meta_test_at_realistic_costs(
         f"\n[bold]3/4 meta-test again at {REALISTIC_COSTS} costs[/bold] ({costs.describe('INR')}; "
         "sources: docs/market.md)"
     )
-    result = commands.run_meta_test(
-        at,
-        policy,
-        cfg.run_dir() / f"costs_{REALISTIC_COSTS}",
-        ppo_agent=ppo_trainer.agent,
-        console=console,
-        inner_lrs=trainer.learner.inner_lrs,
-        pretrained=pretrained,
-        final=True,
-        command=DEMO_COMMAND,
-    )
-    console.print(f"meta-test at {REALISTIC_COSTS} costs: {time.perf_counter() - t0:.0f} s")
-    return result
+    out = cfg.run_dir() / f"costs_{REALISTIC_COSTS}"
+    return _meta_test(at, got, pretrained, console, out=out, label=f" at {REALISTIC_COSTS} costs")
 
 
 def _backtest_reports(
@@ -254,8 +281,8 @@ def _backtest_reports(
     loader: Any,
     heldout: list[Any],
     result: Any,
-    maml_policy: torch.nn.Module,
-    ppo_policy: torch.nn.Module,
+    maml_policy: Policy,
+    ppo_policy: Policy,
     console: Any,
 ) -> dict[str, Any]:
     """Whole-test-split backtest reports of MAML and PPO adapted with k = max steps on

@@ -20,11 +20,16 @@ class EnvSection(EnvSettings):
     terms; ``shaping`` the ``RewardShaping``), here with finite numbers only, an episode
     length and feature names a loader computes, plus the ``FixedFractionSizer``'s fraction."""
 
-    position_fraction: float = Field(1.0, gt=0, description="fraction of equity per entry")
+    episode_length: int = Field(
+        default=256, gt=0, description="steps per training episode (a random window)"
+    )
+    position_fraction: float = Field(default=1.0, gt=0, description="fraction of equity per entry")
 
-    @field_validator("episode_length")
+    @field_validator("episode_length", mode="before")
     @classmethod
-    def _a_length(cls, v: int | None) -> int:
+    def _a_length(cls, v: Any) -> Any:
+        """A run config trains on windows, so it needs a length (``EnvSettings`` allows null:
+        code backtests whole splits with it)."""
         if v is None:
             raise ValueError("expected a number of bars per training episode, got null")
         return v

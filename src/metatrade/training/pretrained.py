@@ -18,13 +18,15 @@ import numpy as np
 import torch
 
 from metatrade.agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metatrade.agents.networks.base import Policy
+from metatrade.seeding import derive_seed
 from metatrade.training.artefacts import PRETRAINED_FILE, find_artefact, run_record
 from metatrade.training.config import RunConfig
 
 KIND = "PretrainedStart"
 
 
-def train_pretrained(cfg: RunConfig, family: Any, policy: torch.nn.Module) -> dict[str, Any]:
+def train_pretrained(cfg: RunConfig, family: Any, policy: Policy) -> dict[str, Any]:
     """Adam on the mean exact objective for ``num_meta_iterations x (K + 1)`` steps from a
     fresh initialisation of ``policy``'s architecture (seeded from ``run.seed``)."""
     from metatrade.evaluation.protocol import random_start
@@ -32,9 +34,9 @@ def train_pretrained(cfg: RunConfig, family: Any, policy: torch.nn.Module) -> di
     from metatrade.training.build import make_meta_config
 
     meta = make_meta_config(cfg)
-    fresh = random_start(policy, seed=cfg.run.seed + 104_729).policy
+    fresh = random_start(policy, seed=derive_seed(cfg.run.seed, "pretrained", "weights")).policy
     steps = cfg.meta.num_meta_iterations * gradient_evaluations_per_iteration(meta)
-    rng = np.random.default_rng([cfg.run.seed, 104_729])
+    rng = np.random.default_rng(derive_seed(cfg.run.seed, "pretrained", "windows"))
     params, losses = pretrain_on_objective(fresh, family, config=meta, num_steps=steps, rng=rng)
     return {"params": params, "losses": losses, "steps": steps}
 
@@ -71,7 +73,7 @@ def load_pretrained_file(path: str | Path) -> dict[str, torch.Tensor]:
 def pretrained_for_run(
     cfg: RunConfig,
     family: Any,
-    policy: torch.nn.Module,
+    policy: Policy,
     console: Any,
     *,
     resume: bool,

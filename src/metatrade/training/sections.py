@@ -48,8 +48,8 @@ class _Section(BaseModel):
 
 
 PositiveInt = Field(gt=0)
-# Seeds reach numpy, torch (int64) and derived streams (seed * 1_000_003 + ...): the
-# 32-bit range every one of them takes, and the usual range of a seed.
+# Seeds reach numpy, torch (int64), Optuna (32 bits) and ``metatrade.seeding.derive_seed``:
+# the 32-bit range every one of them takes, and the usual range of a seed.
 MAX_SEED = 2**32 - 1
 
 
@@ -103,16 +103,16 @@ class DataSection(_Section):
     """Where the bars come from and which tasks make up the distribution."""
 
     family: Literal["trading", "synthetic", "nav2d"] = Field(
-        "trading",
+        default="trading",
         description="task family: real OHLCV tasks, synthetic regime tasks, or 2D navigation",
     )
     data_dir: str | None = Field(
-        None,
+        default=None,
         description="directory of OHLCV files; null = the embedded sample data (a relative path "
         "is stored resolved against the working directory it was given in)",
     )
     tasks: list[str] | None = Field(
-        None, description="tasks to use, 'Instrument:TF'; null = every task found"
+        default=None, description="tasks to use, 'Instrument:TF'; null = every task found"
     )
     heldout: HeldOutSection = Field(default_factory=HeldOutSection)
     splits: SplitConfig = Field(
@@ -120,11 +120,11 @@ class DataSection(_Section):
         description="chronological cut of every task's bars (metatrade.data.splits.SplitConfig)",
     )
     strict: bool = Field(
-        False,
+        default=False,
         description="a file that cannot be used stops the run (default: skipped with a warning)",
     )
     timezone: str | None = Field(
-        None,
+        default=None,
         description="time zone of every instrument (naive timestamps, shown times); null = "
         "each instrument's (instruments.yaml, default its calendar's)",
     )
@@ -134,18 +134,22 @@ class DataSection(_Section):
         "description (calendar, timezone, currency, lot_size, tick_size, costs, square_off)",
     )
     num_synthetic_tasks: int = Field(
-        24, gt=0, description="synthetic family only: how many tasks to generate"
+        default=24, gt=0, description="synthetic family only: how many tasks to generate"
     )
-    synthetic_bars: int = Field(4000, gt=100, description="synthetic family only: bars per task")
+    synthetic_bars: int = Field(
+        default=4000, gt=100, description="synthetic family only: bars per task"
+    )
     synthetic_heldout: int = Field(
-        0, ge=0, description="synthetic family only: the last N generated tasks are held out"
+        default=0,
+        ge=0,
+        description="synthetic family only: the last N generated tasks are held out",
     )
     synthetic_eval: SyntheticEvalSection = Field(
         default_factory=SyntheticEvalSection,
         description="synthetic family only: held-out tasks of their own seed and length",
     )
     regimes: RegimesConfig | None = Field(
-        None,
+        default=None,
         description="synthetic family only: the regime family's kinds, weights and parameter "
         "ranges (metatrade.data.regimes); null: the AR(1) family",
     )
@@ -173,7 +177,7 @@ class MetaSection(MetaSettings):
     validation are defined there once) plus the number of meta-iterations. The seed is
     ``run.seed``, the run's one seed."""
 
-    num_meta_iterations: int = Field(50, gt=0, description="outer-loop iterations")
+    num_meta_iterations: int = Field(default=50, gt=0, description="outer-loop iterations")
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -183,14 +187,16 @@ class PPOSection(PPOHyperparameters):
     section and the seed from ``run.seed``."""
 
     total_timesteps: int = Field(
-        100_000, gt=0, description="environment steps of `train` (and of the baseline)"
+        default=100_000, gt=0, description="environment steps of `train` (and of the baseline)"
     )
     match_meta_budget: bool = Field(
-        True,
+        default=True,
         description="the multi-task PPO baseline gets as many env steps as meta-training used",
     )
-    tasks_per_batch: int = Field(8, gt=0, description="tasks stepped together (the BatchEnv's T)")
-    episodes_per_task: int = Field(4, gt=0, description="parallel episodes per task (E)")
+    tasks_per_batch: int = Field(
+        default=8, gt=0, description="tasks stepped together (the BatchEnv's T)"
+    )
+    episodes_per_task: int = Field(default=4, gt=0, description="parallel episodes per task (E)")
 
 
 Baseline = Literal[
@@ -215,7 +221,7 @@ class EvaluationSection(ProtocolSettings):
     settings, the stressed cost and how every evaluation trades a policy."""
 
     baselines: tuple[Baseline, ...] = Field(
-        get_args(Baseline),
+        default=get_args(Baseline),
         description="rows of the results table (pretrained: the exact estimator's multi-task "
         "start on the same objective, when the run has one; ar, momentum, reversal, "
         "time_of_day, classical_selected: the classical adaptive rules, fitted on the rows "
@@ -227,10 +233,10 @@ class EvaluationSection(ProtocolSettings):
         "ClassicalConfig)",
     )
     stress_cost_bps: float = Field(
-        2.0, ge=0, description="stressed cost: extra basis points per side in reports"
+        default=2.0, ge=0, description="stressed cost: extra basis points per side in reports"
     )
     actions: Literal["sample", "mode"] = Field(
-        "sample",
+        default="sample",
         description="how every evaluation trades a policy (protocol test windows and "
         "backtests, backtest, walkforward, signal): sample its actions (seeded: the stochastic "
         "policy the exact objective optimises) or take its most probable action",
@@ -241,51 +247,51 @@ class RunSection(_Section):
     """Bookkeeping: seed, where outputs go, how often to log and checkpoint."""
 
     seed: int = Field(
-        0,
+        default=0,
         ge=0,
         le=MAX_SEED,
         description="the one seed every RNG stream derives from, 0 to 2**32 - 1",
     )
     out_dir: str | None = Field(
-        None,
+        default=None,
         description="the run directory; null = runs/<name>-seed<seed> (a relative path is "
         "stored resolved against the working directory it was given in)",
     )
     name: str | None = Field(
-        None, description="run name used for the default run directory; null = data.family"
+        default=None, description="run name used for the default run directory; null = data.family"
     )
-    log_interval: int = Field(1, gt=0, description="iterations between log lines")
-    checkpoint_interval: int = Field(5, gt=0, description="iterations between checkpoints")
+    log_interval: int = Field(default=1, gt=0, description="iterations between log lines")
+    checkpoint_interval: int = Field(default=5, gt=0, description="iterations between checkpoints")
     torch_threads: int = Field(
-        1,
+        default=1,
         ge=0,
         description="torch intra-op threads (1 is fastest for small policies); 0 = torch default",
     )
     keep_freed_memory: bool = Field(
-        True,
+        default=True,
         description="keep freed memory in the process for reuse (glibc mallopt; ~17% faster "
         "meta-iterations, resident memory stays at its peak)",
     )
     backend: Literal["batched", "local", "ray"] = Field(
-        "batched",
+        default="batched",
         description="where a meta-iteration's per-task work runs: batched (all tasks in one "
         "vmapped computation here, fastest on one machine), local (per-task units here, the "
         "reference ray is bitwise equal to) or ray (per-task units on Ray actors; "
         "pip install 'metatrade[ray]'; docs/distributed.md)",
     )
-    workers: int = Field(2, gt=0, description="Ray actors (run.backend: ray), 1 CPU each")
+    workers: int = Field(default=2, gt=0, description="Ray actors (run.backend: ray), 1 CPU each")
     address: str | None = Field(
-        None,
+        default=None,
         description="Ray cluster to join: 'auto' (the one `ray start` runs here) or host:port; "
         "null: start a local Ray instance",
     )
     registry: str | None = Field(
-        None,
+        default=None,
         description="the trial registry (SQLite) every evaluation and tuning trial is counted "
         "in; null = trials.sqlite in the folder holding the run directory (runs/trials.sqlite)",
     )
     device: Literal["cpu", "cuda", "auto"] = Field(
-        "cpu",
+        default="cpu",
         description="device of the policy parameters and the meta-step's tensors (envs stay "
         "numpy on the CPU); auto: cuda when available, else cpu",
     )
@@ -306,11 +312,14 @@ class ParamRange(_Section):
     """One dimension of the search space of ``metatrade tune`` (Optuna's distributions)."""
 
     type: Literal["log_uniform", "uniform", "int", "categorical"] = Field(
-        ..., description="log_uniform / uniform (floats), int (integers), categorical (choices)"
+        default=...,
+        description="log_uniform / uniform (floats), int (integers), categorical (choices)",
     )
-    low: float | None = Field(None, description="lower bound (log_uniform, uniform, int)")
-    high: float | None = Field(None, description="upper bound (log_uniform, uniform, int)")
-    choices: list[Any] | None = Field(None, description="the values to choose from (categorical)")
+    low: float | None = Field(default=None, description="lower bound (log_uniform, uniform, int)")
+    high: float | None = Field(default=None, description="upper bound (log_uniform, uniform, int)")
+    choices: list[Any] | None = Field(
+        default=None, description="the values to choose from (categorical)"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ParamRange:
@@ -324,27 +333,38 @@ class ParamRange(_Section):
             raise ValueError(f"log_uniform needs low > 0, got {self.low}")
         return self
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric range (``_bounds`` made sure both are set)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range has no low/high bounds")
+        return self.low, self.high
+
 
 class TuneSection(_Section):
     """``metatrade tune``: the search space and how each trial is scored (on validation)."""
 
-    n_trials: int = Field(20, gt=0, description="trials of a `metatrade tune` run")
+    n_trials: int = Field(default=20, gt=0, description="trials of a `metatrade tune` run")
     space: dict[str, ParamRange] = Field(
         default_factory=dict,
         description="parameter path (e.g. meta.inner_lr) -> its range; every path must be a "
         "key of this config",
     )
     study: str | None = Field(
-        None, description="Optuna study name; null = <config name>-<data hash>"
+        default=None, description="Optuna study name; null = <config name>-<data hash>"
     )
     checkpoints: int = Field(
-        2, gt=0, description="validation scores per trial during meta-training (for pruning)"
+        default=2,
+        gt=0,
+        description="validation scores per trial during meta-training (for pruning)",
     )
-    steps: int = Field(1, ge=0, description="inner steps before every validation fold")
-    fold_days: int = Field(5, gt=0, description="sessions per validation fold")
-    adapt_days: int = Field(10, gt=0, description="sessions of each adaptation window")
+    steps: int = Field(default=1, ge=0, description="inner steps before every validation fold")
+    fold_days: int = Field(default=5, gt=0, description="sessions per validation fold")
+    adapt_days: int = Field(default=10, gt=0, description="sessions of each adaptation window")
     startup_trials: int = Field(
-        2, ge=0, description="trials that are never pruned (MedianPruner's n_startup_trials)"
+        default=2,
+        ge=0,
+        description="trials that are never pruned (MedianPruner's n_startup_trials)",
     )
 
 

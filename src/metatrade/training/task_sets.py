@@ -67,7 +67,7 @@ def make_loader(cfg: RunConfig) -> DataLoader:
         generated = _synthetic_heldout(cfg, data_dir)
     elif data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
-    held_tasks = [tuple(_task_id(t)) for t in d.heldout.tasks] + generated
+    held_tasks = [_pair(_task_id(t)) for t in d.heldout.tasks] + generated
     heldout = HeldOut(
         instruments=tuple(d.heldout.instruments),
         timeframes=tuple(d.heldout.timeframes),
@@ -136,14 +136,19 @@ def _synthetic_heldout(cfg: RunConfig, folder: Path) -> list[tuple[str, str]]:
         return []
     generated = list(load_synthetic_params(folder))
     prefix = SET_PREFIX[ev.task_set] if ev.tasks else None
-    own = [tuple(t) for t in generated if prefix and t.instrument.startswith(prefix)]
-    trained = [t for t in generated if tuple(t) not in own]
+    own = [_pair(t) for t in generated if prefix and t.instrument.startswith(prefix)]
+    trained = [t for t in generated if _pair(t) not in own]
     if n >= len(trained) and n:
         raise ConfigError(
             f"data.synthetic_heldout={n}: must be below data.num_synthetic_tasks={len(trained)}"
         )
-    last = [tuple(t) for t in trained[len(trained) - n :]] if n else []
+    last = [_pair(t) for t in trained[len(trained) - n :]] if n else []
     return last + own
+
+
+def _pair(task: TaskId) -> tuple[str, str]:
+    """(instrument, timeframe) as the plain tuple ``HeldOut.tasks`` holds."""
+    return (task.instrument, task.timeframe)
 
 
 def _refuse_short(cfg: RunConfig, loader: DataLoader, tasks: Collection[TaskId]) -> None:

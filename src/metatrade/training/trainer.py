@@ -31,6 +31,7 @@ from metatrade.meta.protocols import BatchEnv, TaskFamily
 from metatrade.runtime import resolve_device
 from metatrade.training.artefacts import run_record
 from metatrade.training.backend import backend_for_run
+from metatrade.training.build import meta_family, ppo_agent_for, ppo_batch_env
 from metatrade.training.checkpoint import (
     PPO_DIR,
     LoopCheckpoints,
@@ -141,11 +142,7 @@ class Trainer:
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
-        if not isinstance(self.env, TaskFamily):
-            raise TypeError(
-                f"Trainer.meta_train needs a TaskFamily (sample_tasks, make_batch_env); got "
-                f"{type(self.env).__name__}. A BatchEnv of fixed tasks trains with Trainer.train."
-            )
+        meta_family(self.env)  # (a TypeError before anything is written)
         overrides = {
             "meta.num_meta_iterations": num_meta_iterations,
             "meta.num_inner_steps": num_inner_loop_steps,
@@ -207,16 +204,19 @@ class Trainer:
         a new one) and the iteration it starts at."""
         from metatrade.training.build import make_learner, rebuild_learner
 
-        own = getattr(self.agent, "learner", None)
+        agent, family = self.agent, meta_family(self.env)
+        own = getattr(agent, "learner", None)
         if own is None and self.learner is not None and resume is None:
             own = self.learner  # a second call continues this trainer's learner
         if own is not None:
-            learner = rebuild_learner(self.config, own, self.env)
-            if hasattr(self.agent, "learner"):
-                self.agent.learner, self.agent.meta_config = learner, learner.config
+            learner = rebuild_learner(self.config, own, family)
+            from metatrade.agents.maml_agent import MAMLAgent
+
+            if isinstance(agent, MAMLAgent):  # it trains its own learner
+                agent.learner, agent.meta_config = learner, learner.config
         else:
             policy = self._policy().to(resolve_device(self.config.run.device))
-            learner = make_learner(self.config, self.env, policy, self.rng)
+            learner = make_learner(self.config, family, policy, self.rng)
         self.learner = learner
         start = int(learner.iteration) if own is not None else 0
         if resume is not None:
@@ -228,7 +228,7 @@ class Trainer:
         if agent is None:
             from metatrade.training.build import make_policy_for
 
-            self.agent = agent = make_policy_for(self.config, self.env)
+            self.agent = agent = make_policy_for(self.config, meta_family(self.env))
         return agent if isinstance(agent, torch.nn.Module) else agent.policy
 
     def _restore(self, resume: str | Path, target: Any, kind: str) -> int:
@@ -320,16 +320,8 @@ class Trainer:
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving the last completed iteration.
         """
-        if not isinstance(self.env, BatchEnv):
-            raise TypeError(
-                f"Trainer.train needs a BatchEnv (tasks x episodes stepped together); got "
-                f"{type(self.env).__name__}. A TaskFamily meta-trains with Trainer.meta_train."
-            )
-        env, agent = self.env, self.agent
-        if agent is None:
-            from metatrade.training.build import make_ppo_agent
-
-            self.agent = agent = make_ppo_agent(self.config, env)
+        env = ppo_batch_env(self.env)
+        agent = self.agent = ppo_agent_for(self.config, env, self.agent)
         if total_timesteps is None:
             if self.num_episodes is not None:
                 slots = env.num_tasks * env.episodes_per_task
@@ -353,7 +345,8 @@ class Trainer:
         self, run_dir: Path | None, total_timesteps: int, *, start: int, resume: bool
     ) -> dict[str, float]:
         """PPO iterations ``start + 1 ..`` with logs and checkpoints (see ``train``)."""
-        env, agent = self.env, self.agent
+        env = ppo_batch_env(self.env)
+        agent = ppo_agent_for(self.config, env, self.agent)
         total = agent.num_iterations(env, total_timesteps)
         if start >= total:
             raise CheckpointError(

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from metatrade.errors import ConfigError
 from metatrade.io import atomic_write_text, json_safe
+from metatrade.seeding import derive_seed
 from metatrade.training.config import RunConfig, apply_overrides, save_config
 from metatrade.training.trials import run_config_hash, trial_log
 
@@ -65,8 +65,8 @@ def check_space(cfg: RunConfig) -> None:
             "high: 1.0} to the config's tune section (docs/configuration.md)"
         )
     for path, rng in cfg.tune.space.items():
-        values = rng.choices if rng.type == "categorical" else [rng.low, rng.high]
-        for value in values or []:
+        values = (rng.choices or []) if rng.type == "categorical" else list(rng.bounds)
+        for value in values:
             v = int(value) if rng.type == "int" else value
             try:
                 apply_overrides(cfg, {path: v})
@@ -84,12 +84,11 @@ def suggest(trial: optuna.Trial, cfg: RunConfig) -> dict[str, Any]:
             pick = trial.suggest_categorical(path, [json.dumps(c) for c in rng.choices or []])
             out[path] = json.loads(str(pick))
         elif rng.type == "int":
-            out[path] = trial.suggest_int(path, int(rng.low or 0), int(rng.high or 0))
+            low, high = rng.bounds
+            out[path] = trial.suggest_int(path, int(low), int(high))
         else:
-            log = rng.type == "log_uniform"
-            out[path] = trial.suggest_float(
-                path, float(rng.low or 0), float(rng.high or 0), log=log
-            )
+            low, high = rng.bounds
+            out[path] = trial.suggest_float(path, low, high, log=rng.type == "log_uniform")
     return out
 
 
@@ -241,7 +240,7 @@ def _study(cfg: RunConfig, log: TrialLog, dhash: str) -> optuna.Study:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials),
     )
     # a continued study draws new points: the seed derives from the run's and the count
-    seed = int(np.random.SeedSequence([cfg.run.seed, len(study.trials)]).generate_state(1)[0])
+    seed = derive_seed(cfg.run.seed, "tune", len(study.trials)) % 2**32  # optuna: 32 bits
     study.sampler = optuna.samplers.TPESampler(seed=seed)
     return study
 

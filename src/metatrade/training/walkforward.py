@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metatrade.seeding import derive_seed
 from metatrade.training import build, task_sets
 from metatrade.training.config import ConfigError, RunConfig
 from metatrade.training.trials import open_evaluation, trial_log
@@ -22,6 +23,7 @@ from metatrade.training.trials import open_evaluation, trial_log
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from metatrade.agents.networks.base import Policy
     from metatrade.agents.ppo import PPOAgent
     from metatrade.evaluation.sealed import Period
     from metatrade.evaluation.walkforward import (
@@ -63,17 +65,15 @@ def fold_spec(
 def make_adapter(cfg: RunConfig, steps: int) -> Adapter:
     """The run's inner loop (its ``meta`` settings and estimator) as a walk-forward
     ``Adapter``, with ``evaluation.adaptation_episodes`` episodes (or windows) per step."""
-    from metatrade.evaluation.walkforward import ExactAdapter, SampledAdapter
+    from metatrade.evaluation.walkforward import InnerLoopAdapter
 
     adaptation = replace(
         build.make_meta_config(cfg), episodes_per_task=cfg.evaluation.adaptation_episodes
     )
     env = build.make_env_config(cfg)
-    if adaptation.num_steps is not None:
-        env = env.with_overrides(episode_length=adaptation.num_steps)
-    if adaptation.estimator == "exact":
-        return ExactAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
-    return SampledAdapter(env=env, adaptation=adaptation, steps=steps)
+    if adaptation.horizon is not None:
+        env = env.with_overrides(episode_length=adaptation.horizon)
+    return InnerLoopAdapter(env=env, adaptation=adaptation, objective=cfg.objective, steps=steps)
 
 
 def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForwardConfig:
@@ -96,7 +96,7 @@ def make_config(cfg: RunConfig, spec: FoldSpec, **overrides: Any) -> WalkForward
 
 def make_starts(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     *,
     ppo_agent: PPOAgent | None = None,
     ppo_path: str | Path | None = None,
@@ -120,7 +120,7 @@ def make_starts(
         if agent is not None:
             starts["pretrained"] = Start(agent.policy, module_params(agent.policy))
     if "random" in wanted:
-        starts["random"] = random_start(policy, seed=cfg.run.seed + 7919)
+        starts["random"] = random_start(policy, seed=derive_seed(cfg.run.seed, "random start"))
     return starts
 
 
@@ -157,7 +157,7 @@ def sealed_tasks(
 
 def run_walkforward_eval(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     out_dir: Path,
     *,
     spec: FoldSpec,
@@ -178,7 +178,7 @@ def run_walkforward_eval(
     the report into ``out_dir``. Without ``final`` the walk reads the validation split only
     (``sealed_tasks``); with it the test split is opened (a recorded look: ``command``)."""
     from metatrade.evaluation.walkforward import load_tasks, run_walkforward
-    from metatrade.evaluation.walkforward.report import difference_lines, save_report, text_table
+    from metatrade.evaluation.walkforward.report import save_report
 
     loader = task_sets.make_loader(cfg)
     whole = load_tasks(loader, task_sets.eval_tasks(cfg, loader, trained=trained))
@@ -197,34 +197,47 @@ def run_walkforward_eval(
     )
     if not starts:
         raise ConfigError("evaluation.baselines names no start (maml, ppo, random)")
-    task_map = None
-    if cfg.run.backend == "ray":  # one Ray task per held-out task (docs/distributed.md)
-        from metatrade.distributed.fanout import ray_task_map
-
-        task_map = ray_task_map(address=cfg.run.address, workers=cfg.run.workers)
     result = run_walkforward(
         starts,
         tasks,
         make_adapter(cfg, steps),
         make_config(cfg, spec, start=first, **overrides),
-        task_map=task_map,
+        task_map=_task_map(cfg),
         trials=trial_log(cfg, kind="walkforward", run=out_dir),  # DSR's N, PBO: issue 21
         whole=whole,
     )
     result.period = period
     files = save_report(result, out_dir)
     if console is not None:
-        console.print(text_table(result), soft_wrap=True, highlight=False)
-        for line in difference_lines(result):  # does adapting beat what a desk does?
-            console.print(line, soft_wrap=True, highlight=False)
-        console.print(f"CSV {files['csv']}; JSON {files['json']}")
-        console.print(f"report: {files['html']}")
+        _print_walk(console, result, files)
     return result, files
+
+
+def _task_map(cfg: RunConfig) -> Any:
+    """How the walk maps over tasks: one Ray task per held-out task with ``run.backend: ray``
+    (docs/distributed.md), else None (in-process)."""
+    if cfg.run.backend != "ray":
+        return None
+    from metatrade.distributed.fanout import ray_task_map
+
+    return ray_task_map(address=cfg.run.address, workers=cfg.run.workers)
+
+
+def _print_walk(console: Console, result: WalkForwardResult, files: dict[str, Path]) -> None:
+    """The walk's table, the differences that say whether adapting beats what a desk does,
+    and where the files are."""
+    from metatrade.evaluation.walkforward.report import difference_lines, text_table
+
+    console.print(text_table(result), soft_wrap=True, highlight=False)
+    for line in difference_lines(result):
+        console.print(line, soft_wrap=True, highlight=False)
+    console.print(f"CSV {files['csv']}; JSON {files['json']}")
+    console.print(f"report: {files['html']}")
 
 
 def signals(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     *,
     spec: FoldSpec,
     steps: int = 1,
@@ -283,7 +296,7 @@ def signals(
 
 def demo_walkforward(
     cfg: RunConfig,
-    policy: torch.nn.Module,
+    policy: Policy,
     run_dir: Path,
     *,
     ppo_agent: PPOAgent | None = None,

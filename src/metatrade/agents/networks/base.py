@@ -22,6 +22,7 @@ class Policy(nn.Module):
 
     distribution: ActionDistribution
     spec: dict[str, Any]
+    gaussian: GaussianHead | None  # the log-std head of a continuous action space
 
     def _init_output(self, action_space: gym.spaces.Space, init_log_std: float) -> int:
         self.distribution = distribution_for(action_space)

@@ -9,20 +9,26 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+PolicyKind = Literal["mlp", "gru", "moe", "linear"]
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class NetworkConfig:
     """Which network and how wide (the observation and action spaces come from the env)."""
 
-    kind: Literal["mlp", "gru", "moe", "linear"] = Field(
-        "mlp",
+    kind: PolicyKind = Field(
+        default="mlp",
         description="network trunk (linear: logits linear in the observation with a learned "
         "gain per input feature; hidden_sizes and activation unused)",
     )
-    hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, description="hidden layer widths")
-    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="hidden activation")
-    num_experts: int = Field(4, gt=0, description="moe only: number of experts")
-    init_log_std: float = Field(0.0, description="continuous actions only: initial log-std")
+    hidden_sizes: tuple[int, ...] = Field(
+        default=(64, 64), min_length=1, description="hidden layer widths"
+    )
+    activation: Literal["tanh", "relu", "elu"] = Field(
+        default="tanh", description="hidden activation"
+    )
+    num_experts: int = Field(default=4, gt=0, description="moe only: number of experts")
+    init_log_std: float = Field(default=0.0, description="continuous actions only: initial log-std")
 
     @field_validator("hidden_sizes")
     @classmethod

@@ -65,6 +65,9 @@ def feature_groups(
 class LinearPolicy(Policy):
     """``logits = W_eff obs + b_eff`` with the per-feature gain above (module docstring)."""
 
+    average: Tensor  # buffers (register_buffer below): [obs_dim, G] and [G, obs_dim]
+    member: Tensor
+
     def __init__(
         self,
         obs_dim: int,

@@ -7,12 +7,7 @@ See docs/evaluation.md ("Walk-forward protocol") and the module docstrings: ``fo
 (per task and pooled), ``report`` (HTML, CSV, JSON), ``signal`` (the next decision).
 """
 
-from metatrade.evaluation.walkforward.adapters import (
-    Adapter,
-    ExactAdapter,
-    SampledAdapter,
-    job_seed,
-)
+from metatrade.evaluation.walkforward.adapters import Adapter, InnerLoopAdapter, adaptation_seed
 from metatrade.evaluation.walkforward.evaluate import WalkForwardResult, run_walkforward
 from metatrade.evaluation.walkforward.folds import (
     Fold,
@@ -31,14 +26,13 @@ __all__ = [
     "Adapter",
     "Fold",
     "FoldSpec",
-    "ExactAdapter",
-    "SampledAdapter",
+    "InnerLoopAdapter",
     "WalkForwardConfig",
     "WalkForwardResult",
     "WalkForwardTask",
+    "adaptation_seed",
     "cut_after",
     "fold_arrays",
-    "job_seed",
     "live_fold",
     "load_tasks",
     "make_folds",

@@ -1,40 +1,36 @@
 """How a start is adapted on one fold's adaptation window: a pluggable ``Adapter``.
 
 The walk-forward protocol only needs "k inner steps from these parameters, on these rows
-of this task": any gradient estimator fits behind one small protocol. ``SampledAdapter``
-is the sampled policy-gradient inner loop of the MAML paper's test protocol
-(``metatrade.meta.adapt.adapt_online``: each step on fresh episodes of the current
-adapted policy, baseline refitted per batch; Finn et al., 2017, section 5.3). ``ExactAdapter``
-is the exact expected-P&L gradient (``metatrade.exact``) on the window's latest bars.
+of this task": anything fits behind one small protocol. ``InnerLoopAdapter`` is the run's
+own inner loop with its estimator: the sampled policy-gradient steps of the MAML paper's
+test protocol (each step on fresh episodes of the current adapted policy, baseline refitted
+per batch; Finn et al., 2017, section 5.3), or the exact expected-P&L gradient
+(``metatrade.exact``) on the window's latest bars.
 
-Every job is adapted with its own seed (``job_seed``: run seed, start label, task and
-the fold's first decision row), so a fold's adapted parameters do not depend on which
+Every job is adapted with its own seed (``adaptation_seed``: derived from the run seed, the
+start label, the task and the fold's first decision row), so a fold's adapted parameters do not depend on which
 other tasks, starts or folds ran in the same evaluation: ``metatrade signal`` on a file
 cut at that fold reproduces them exactly.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from metatrade.data.task_arrays import TaskArrays
+from metatrade.envs.trading import TradingTaskFamily
 from metatrade.errors import ConfigError
 from metatrade.evaluation.protocol import Start
-from metatrade.exact.objective import exact_loss
 from metatrade.exact.settings import ObjectiveSettings
-from metatrade.exact.windows import latest_windows
-from metatrade.market.batch_env import BatchTradingEnv
 from metatrade.market.config import TradingEnvConfig
-from metatrade.meta.adapt import adapt_on_batch, adapt_online
+from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.config import AdaptationConfig
-from metatrade.meta.inner import expand_to_tasks
+from metatrade.meta.estimators import make_source
+from metatrade.seeding import derive_seed
 
 Params = dict[str, Tensor]
 
@@ -47,17 +43,21 @@ class Adapter(Protocol):
     (observation windows may look back before ``lo``). Parameters have no task axis.
     """
 
-    steps: int
+    @property
+    def steps(self) -> int:
+        """k: how many steps (parameters after each are returned)."""
+        ...
 
     def __call__(
         self, start: Start, arrays: TaskArrays, rows: tuple[int, int], *, seed: int
     ) -> list[Params]: ...
 
 
-def job_seed(seed: int, label: str, task: str, row: int) -> int:
-    """A 31-bit seed for one (run seed, start label, task, decision row) job."""
-    key = [seed, zlib.crc32(label.encode()), zlib.crc32(task.encode()), row]
-    return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0] >> 1)
+def adaptation_seed(run_seed: int, label: str, task: str, row: int) -> int:
+    """The seed of one walk-forward job: start ``label`` adapted on ``task`` for the fold
+    whose first decision row is ``row`` (the walk-forward, ``metatrade signal`` and the
+    fan-out derive it alike, so a job's result does not depend on where it ran)."""
+    return derive_seed(run_seed, "walkforward", label, task, row)
 
 
 def _adaptation_rows(
@@ -77,19 +77,28 @@ def _adaptation_rows(
 
 
 @dataclass(frozen=True)
-class SampledAdapter:
-    """k first-order policy-gradient steps on sampled episodes of the adaptation rows, with
-    the run's inner loop (``adaptation``: step sizes, surrogate, advantages, episodes per
-    step); episodes are ``env.episode_length`` bars, cut to fit the window."""
+class InnerLoopAdapter:
+    """k first-order steps of the run's inner loop (``adaptation``: estimator, step sizes,
+    surrogate, advantages, episodes or windows per step) on a fold's adaptation rows; the
+    batches come from ``metatrade.meta.estimators.make_source``, the steps from
+    ``metatrade.meta.adapt.adapt``, as in meta-training and the meta-test protocol:
+
+    * sampled: fresh episodes of ``env.episode_length`` bars (cut to fit the window) at
+      every step, sampled with the current adapted policy (seeded by the job's seed);
+    * exact: the ``adaptation.episodes_per_task`` most recent windows of
+      ``env.episode_length`` bars that end at the window's last row (``objective``: how they
+      are scored); no sampling, so no seed is used.
+    """
 
     env: TradingEnvConfig
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
     steps: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.env.episode_length is None:
             raise ValueError(
-                f"SampledAdapter steps={self.steps} (>= 0) and an env episode_length "
+                f"InnerLoopAdapter steps={self.steps} (>= 0) and an env episode_length "
                 f"(got {self.env.episode_length})"
             )
 
@@ -98,56 +107,25 @@ class SampledAdapter:
     ) -> list[Params]:
         if self.steps == 0:
             return []
-        ta, cfg = _adaptation_rows(arrays, rows, self.env, self.env.episode_length)
-        env = BatchTradingEnv([ta], self.adaptation.episodes_per_task, cfg, seed=seed)
-        result = adapt_online(
+        length = self.env.episode_length or 0
+        ta, cfg = _adaptation_rows(arrays, rows, self.env, length)
+        family, tasks = TradingTaskFamily.of_arrays([ta], cfg, seed=seed, objective=self.objective)
+        source = make_source(
             start.policy,
-            expand_to_tasks(start.params, 1),
-            env,
+            family,
+            tasks,
             config=self.adaptation,
-            num_steps=self.steps,
-            inner_lrs=start.inner_lrs,
             generator=torch.Generator().manual_seed(seed),
-            measure_final=False,
-            env_seed=lambda k: seed + 7919 * (k + 1),
-            keep=range(1, self.steps + 1),
+            test_time=True,
+            reset_seed=seed,
         )
-        return [{n: v[0] for n, v in result.snapshots[k].items()} for k in range(1, self.steps + 1)]
-
-
-@dataclass(frozen=True)
-class ExactAdapter:
-    """k first-order steps of the exact expected-P&L objective (``metatrade.exact``) on the
-    ``adaptation.episodes_per_task`` most recent windows of ``env.episode_length`` bars that
-    end at the window's last row: no sampling, so no seed is used."""
-
-    env: TradingEnvConfig
-    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
-    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
-    steps: int = 1
-
-    def __call__(
-        self, start: Start, arrays: TaskArrays, rows: tuple[int, int], *, seed: int
-    ) -> list[Params]:
-        if self.steps == 0:
-            return []
-        ta, cfg = _adaptation_rows(arrays, rows, self.env, self.env.episode_length)
-        dtype = next(iter(start.params.values())).dtype
-        windows = latest_windows(
-            [ta],
-            num_windows=self.adaptation.episodes_per_task,
-            config=cfg,
-            vol_bars=self.objective.vol_bars,
-            dtype=dtype,
-        )
-        loss = partial(exact_loss, normalize=self.objective.normalize, risk=self.objective.risk)
-        steps = adapt_on_batch(
+        steps = adapt_at_test_time(
             start.policy,
-            expand_to_tasks(start.params, 1),
-            windows,
+            start.params,
+            source,
             config=self.adaptation,
-            loss=loss,
-            num_steps=self.steps,
+            num_tasks=1,
             inner_lrs=start.inner_lrs,
+            num_steps=self.steps,
         )
         return [{n: v[0] for n, v in p.items()} for p in steps[1:]]

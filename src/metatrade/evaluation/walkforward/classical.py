@@ -11,30 +11,28 @@ import numpy as np
 
 from metatrade.evaluation.baselines import ClassicalConfig, Rows, describe, fit_classical
 from metatrade.evaluation.protocol_classical import adaptation_rows
-from metatrade.evaluation.walkforward.adapters import (
-    Adapter,
-    ExactAdapter,
-    SampledAdapter,
-    _adaptation_rows,
-)
+from metatrade.evaluation.walkforward.adapters import Adapter, InnerLoopAdapter, _adaptation_rows
 from metatrade.evaluation.walkforward.folds import Fold, WalkForwardTask
 from metatrade.market.config import TradingEnvConfig
 
 
 def adapter_rows(adapter: Adapter, task: WalkForwardTask, rows: Rows) -> Rows:
     """The rows [lo, hi) of a fold's adaptation window ``rows`` that ``adapter`` trades or is
-    rewarded on: the exact adapter's latest windows, every row a sampled episode may trade,
+    rewarded on: the exact estimator's latest windows, every row a sampled episode may trade,
     or the whole window for any other adapter."""
-    if not isinstance(adapter, ExactAdapter | SampledAdapter):
+    if not isinstance(adapter, InnerLoopAdapter):
         return rows
     env, length = adapter.env, adapter.env.episode_length
     if length is None:
         return rows
     ta, cfg = _adaptation_rows(task.arrays, rows, env, length)
-    exact = isinstance(adapter, ExactAdapter)
-    vol_bars = adapter.objective.vol_bars if isinstance(adapter, ExactAdapter) else 2
-    windows = adapter.adaptation.episodes_per_task
-    return adaptation_rows([ta], cfg, exact=exact, num_windows=windows, vol_bars=vol_bars)[0]
+    return adaptation_rows(
+        [ta],
+        cfg,
+        exact=adapter.adaptation.exact_objective,
+        num_windows=adapter.adaptation.episodes_per_task,
+        vol_bars=adapter.objective.vol_bars,
+    )[0]
 
 
 def classical_targets(

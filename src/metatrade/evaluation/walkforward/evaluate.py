@@ -12,7 +12,6 @@ Sharpe variance and PBO are read back from the registry.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -38,6 +37,7 @@ from metatrade.evaluation.walkforward.stats import (
     record_metrics,
     trial_evidence,
 )
+from metatrade.seeding import derive_seed
 
 POOLED = "pooled"
 
@@ -81,8 +81,12 @@ class WalkForwardResult:
         for scope in self.scopes.values():
             for label in self.labels:
                 start, _, k = label.partition("@k")
-                rec: dict[str, Any] = {"scope": scope.name, "row": label, "start": start,
-                                       "k": int(k) if k else None}  # fmt: skip
+                rec: dict[str, Any] = {
+                    "scope": scope.name,
+                    "row": label,
+                    "start": start,
+                    "k": int(k) if k else None,
+                }
                 rec.update(scope.metrics[label])
                 rec["split"] = scope.trials.get("split")
                 rec["test_looks"] = scope.trials.get("test_looks")
@@ -153,11 +157,16 @@ def _scope(
         record=evidence.record,
     )
     trials = add_deflated(metrics, arrays, found, cfg.configurations)
-    seed = cfg.seed + zlib.crc32(name.encode()) % 997
+    seed = derive_seed(cfg.seed, "walkforward", "bootstrap", name)
     cis, diff, plan = bootstrap_daily(
-        daily.to_numpy(), labels, reps=cfg.bootstrap_samples, block_days=cfg.block_days,
-        seed=seed, periods_per_year=periods, confidence=cfg.confidence,
-    )  # fmt: skip
+        daily.to_numpy(),
+        labels,
+        reps=cfg.bootstrap_samples,
+        block_days=cfg.block_days,
+        seed=seed,
+        periods_per_year=periods,
+        confidence=cfg.confidence,
+    )
     grid = np.asarray(cfg.cost_grid)
     sweep = {k: cost_sweep(pnl[k], notional[k], bps, capital, grid).tolist() for k in labels}
     diffs = _differences(labels, starts, steps, diff)
@@ -186,14 +195,75 @@ def _pooled(
     for k in labels:
         eq = c0 * np.concatenate([[1.0], np.cumprod(1.0 + daily[k].to_numpy())])
         trades = [tr for t in tasks for tr in t.records[k].trades]
-        m = record_metrics(eq, daily[k], c0=c0, trades=trades, notional=notional[k],
-                           bps_now=clock[1], periods_per_year=clock[0])  # fmt: skip
+        m = record_metrics(
+            eq,
+            daily[k],
+            c0=c0,
+            trades=trades,
+            notional=notional[k],
+            bps_now=clock[1],
+            periods_per_year=clock[0],
+        )
         m["breakeven_bps"] = breakeven_bps(pnl[k], notional[k], clock[1])
         m["turnover"] = float(np.mean([t.metrics[k]["turnover"] for t in tasks]))
         metrics[k] = m
     capital = c0 * len(tasks)
     return _scope(
         POOLED, daily, metrics, pnl, notional, capital, cfg, starts, steps, evidence, clock
+    )
+
+
+def _walk_tasks(
+    one_task: Callable[[WalkForwardTask], TaskRecord],
+    tasks: Sequence[WalkForwardTask],
+    cfg: WalkForwardConfig,
+    task_map: Callable[[Callable[..., Any], Sequence[Any]], list[Any]] | None,
+) -> list[TaskRecord]:
+    """``one_task`` on every task: through ``task_map`` (its folds checked here first), or
+    in-process with a progress bar."""
+    if task_map is not None:  # the workers report nothing back until they are done
+        for t in tasks:  # a geometry that does not fit: the user's error here, not a worker's
+            make_folds(t.arrays, cfg.folds, cfg.start, lookback=cfg.env.lookback)
+        return list(task_map(one_task, list(tasks)))
+    records = []
+    with progress.stage(f"walk-forward: {len(tasks)} tasks", len(tasks)) as step:
+        for t in tasks:
+            records.append(one_task(t))
+            step(str(t.task))
+    return records
+
+
+def _settings(
+    cfg: WalkForwardConfig, adapter: Adapter, records: Sequence[TaskRecord]
+) -> dict[str, Any]:
+    """The settings a walk-forward result records (and its trials are registered with)."""
+    conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
+    conf.update(
+        initial_capital=cfg.env.initial_capital,
+        lookback=cfg.env.lookback,
+        steps=adapter.steps,
+        ruin_fraction=cfg.env.ruin_fraction,
+        markets={r.task: r.market for r in records},
+        adapter=type(adapter).__name__,
+    )
+    return conf
+
+
+def _task_scope(
+    rec: TaskRecord,
+    labels: list[str],
+    cfg: WalkForwardConfig,
+    names: list[str],
+    steps: int,
+    found: _Evidence,
+) -> Scope:
+    """The scope of one task: its rows' daily returns, metrics, P&L and intervals."""
+    c0 = cfg.env.initial_capital
+    pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
+    notional = {k: rec.records[k].notional for k in labels}
+    clock = (rec.sessions_per_year, rec.bps_now)
+    return _scope(
+        rec.task, rec.daily, rec.metrics, pnl, notional, c0, cfg, names, steps, found, clock
     )
 
 
@@ -224,46 +294,18 @@ def run_walkforward(
         raise ValueError("run_walkforward: no starts; pass e.g. {'MAML': Start(...)}")
     t0 = time.perf_counter()
     one_task = partial(run_task, starts=starts, adapter=adapter, config=cfg)
-    if task_map is not None:  # the workers report nothing back until they are done
-        for t in tasks:  # a geometry that does not fit: the user's error here, not a worker's
-            make_folds(t.arrays, cfg.folds, cfg.start, lookback=cfg.env.lookback)
-        records = list(task_map(one_task, list(tasks)))
-    else:
-        records = []
-        with progress.stage(f"walk-forward: {len(tasks)} tasks", len(tasks)) as step:
-            for t in tasks:
-                records.append(one_task(t))
-                step(str(t.task))
+    records = _walk_tasks(one_task, tasks, cfg, task_map)
     labels = list(records[0].records)
     names = list(starts)
-    c0 = cfg.env.initial_capital
-    conf = {k: v for k, v in asdict(cfg).items() if k not in ("env",)}
-    conf.update(initial_capital=c0, lookback=cfg.env.lookback, steps=adapter.steps,
-                ruin_fraction=cfg.env.ruin_fraction, markets={r.task: r.market for r in records},
-                adapter=type(adapter).__name__)  # fmt: skip
+    conf = _settings(cfg, adapter, records)
     log = trials.with_settings({"walkforward": conf}) if trials is not None else None
     splits = {}
     scopes = {}
     named = {str(t.arrays.task): t.arrays for t in (whole if whole is not None else tasks)}
     for rec, task in zip(records, tasks, strict=True):
-        pnl = {k: rec.records[k].equity[-1] - c0 for k in labels}
-        notional = {k: rec.records[k].notional for k in labels}
         splits[rec.task] = covered_splits(task.arrays, rec.folds[0].trade[0], len(task) - 1)
         found = _Evidence(log, data_hash([named[str(task.arrays.task)]]), splits[rec.task])
-        clock = (rec.sessions_per_year, rec.bps_now)
-        scopes[rec.task] = _scope(
-            rec.task,
-            rec.daily,
-            rec.metrics,
-            pnl,
-            notional,
-            c0,
-            cfg,
-            names,
-            adapter.steps,
-            found,
-            clock,
-        )
+        scopes[rec.task] = _task_scope(rec, labels, cfg, names, adapter.steps, found)
     every = data_hash([named[str(t.arrays.task)] for t in tasks])
     pooled = _Evidence(log, every, "+".join(sorted(set(splits.values()))), record=len(tasks) > 1)
     scopes[POOLED] = _pooled(records, labels, cfg, names, adapter.steps, pooled)

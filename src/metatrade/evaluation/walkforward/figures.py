@@ -121,8 +121,14 @@ def cost_figure(res: WalkForwardResult) -> bytes:
     ax = fig.add_subplot(1, 1, 1)
     grid = np.asarray(res.config["cost_grid"])
     for label in shown_rows(res):
-        ax.plot(grid, 100 * np.asarray(res.pooled.sweep[label]), marker="o", ms=3,
-                label=label, **_style(res, label))  # fmt: skip
+        ax.plot(
+            grid,
+            100 * np.asarray(res.pooled.sweep[label]),
+            marker="o",
+            ms=3,
+            label=label,
+            **_style(res, label),
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("proportional cost per order side (bps)")
     ax.set_ylabel("pooled total return %")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,9 @@ from metatrade.data.instruments import Instrument
 from metatrade.data.splits import SplitConfig
 from metatrade.data.task_arrays import TaskArrays, TaskId
 from metatrade.errors import ConfigError
+
+if TYPE_CHECKING:
+    from metatrade.data.loader import DataLoader
 
 NORMALISATIONS = ("expanding", "train-split")
 SPLIT_STARTS = ("train", "validation", "test")
@@ -78,9 +82,9 @@ def prepare_task(
         task, bars, splits=splits or SplitConfig(), instrument=instrument, features=names
     )
     ts = np.asarray(bars.index.as_unit("ns").asi8, dtype=np.int64)
-    cols = [bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")]
+    o, h, lo, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     sessions = assign_sessions(ts, instrument.calendar, instrument.timezone)
-    raw = all_raw_features(*cols, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
+    raw = all_raw_features(o, h, lo, c, ts, bar_minutes=arrays.bar_minutes, sessions=sessions)
     raw = raw[warmup_rows(raw) :][:, [available_features().index(n) for n in names]]
     if raw.shape[0] != len(arrays):
         raise ValueError(
@@ -112,19 +116,19 @@ def cut_after(task: WalkForwardTask, split: str) -> WalkForwardTask:
     return WalkForwardTask(arrays, task.raw[rows])
 
 
-def load_tasks(loader: object, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
+def load_tasks(loader: DataLoader, tasks: Sequence[TaskId]) -> list[WalkForwardTask]:
     """``prepare_task`` for each task of a ``DataLoader`` (its split config, instruments and
     feature columns)."""
     out = []
     for t in tasks:
         task = TaskId(*t)
-        bars = loader.get_task_data(*task)  # type: ignore[attr-defined]
+        bars = loader.get_task_data(*task)
         out.append(
             prepare_task(
                 task,
                 bars,
-                instrument=loader.instrument(task.instrument),  # type: ignore[attr-defined]
-                splits=loader.splits,  # type: ignore[attr-defined]
+                instrument=loader.instrument(task.instrument),
+                splits=loader.splits,
                 features=getattr(loader, "features", None),
             )
         )
@@ -276,7 +280,7 @@ def make_folds(
             f"adaptation window ends ({a - e}); train-split normalisation would see the "
             "future: start later (--from) or use --normalisation expanding"
         )
-    folds = []
+    folds: list[Fold] = []
     while a <= n - 2:
         b = min(a + f, n - 1)
         folds.append(_fold(len(folds), a, b, spec, w, e, train))

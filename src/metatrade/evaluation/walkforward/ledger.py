@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from metatrade.agents.networks.base import Policy
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.backtest import target_to_action
 from metatrade.market.config import TradingEnvConfig
@@ -45,7 +46,7 @@ class Row:
     label: str
     start: str
     k: int | None
-    policy: nn.Module | None = None
+    policy: Policy | None = None
     targets: np.ndarray | None = None
 
 
@@ -71,7 +72,7 @@ class RowRecord:
 
 
 def _decide(
-    policy: nn.Module, params: Params, obs: np.ndarray, generator: torch.Generator | None
+    policy: Policy, params: Params, obs: np.ndarray, generator: torch.Generator | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Actions and probabilities of R rows sharing ``policy``: params [R, ...], obs [R, D]."""
     dtype = next(iter(params.values())).dtype
@@ -84,7 +85,7 @@ def _decide(
 
 
 def decide_one(
-    policy: nn.Module, params: Params, obs: np.ndarray, generator: torch.Generator | None = None
+    policy: Policy, params: Params, obs: np.ndarray, generator: torch.Generator | None = None
 ) -> tuple[int, np.ndarray]:
     """The decision of one policy on one observation (what ``signal`` does): its mode, or an
     action drawn with ``generator``."""
@@ -156,7 +157,9 @@ class _Ledger:
         rows, recs = self.rows, self.recs
         actions = np.zeros(len(rows), dtype=np.int64)  # every row is a policy or a rule
         for key, idx in self.groups.items():
-            act, probs = _decide(rows[idx[0]].policy, stacked[key], obs[idx], self.generator)
+            policy = rows[idx[0]].policy
+            assert policy is not None, "groups hold policy rows only"
+            act, probs = _decide(policy, stacked[key], obs[idx], self.generator)
             actions[idx] = act
             if t == a:
                 for j, i in enumerate(idx):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from metatrade.evaluation.baselines import SELECTED_LABEL
 from metatrade.evaluation.walkforward.figures import FIGURES
-from metatrade.io import atomic_write, atomic_write_text, json_safe
+from metatrade.io import atomic_write_bytes, atomic_write_text, json_safe
 
 if TYPE_CHECKING:
     from metatrade.evaluation.walkforward.evaluate import Scope, WalkForwardResult
@@ -82,8 +82,13 @@ def table_rows(res: WalkForwardResult, scope: Scope) -> list[list[str]]:
         m = scope.metrics[label]
         ci = scope.cis[label]["sharpe"]
         name = label + (RUIN_FLAG if label in stopped else "")
-        out.append([name, *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
-                    f"[{ci.low:+.2f}, {ci.high:+.2f}]"])  # fmt: skip
+        out.append(
+            [
+                name,
+                *[_fmt(m[k], f, s) for k, _, f, s in COLUMNS],
+                f"[{ci.low:+.2f}, {ci.high:+.2f}]",
+            ]
+        )
     return out
 
 
@@ -175,14 +180,19 @@ def _summary(res: WalkForwardResult) -> str:
         f"adaptation: {c['adapter']}, k = {res.steps} inner step(s) before every fold",
         *_classical_line(c),
         f"account: {mode}; actions: {'mode (deterministic)' if c['deterministic'] else 'sampled'}",
-        f"normalisation: {f['normalisation']}" + (" (statistics of the history ending where the "
-        "adaptation window ends; nothing from the fold)" if f["normalisation"] == "expanding" else ""),
+        f"normalisation: {f['normalisation']}"
+        + (
+            " (statistics of the history ending where the "
+            "adaptation window ends; nothing from the fold)"
+            if f["normalisation"] == "expanding"
+            else ""
+        ),
         *evidence_lines(res.pooled),
         "markets (calendar, time zone, currency, cost preset): "
         + "; ".join(f"{t}: {m}" for t, m in c["markets"].items()),
         f"capital {c['initial_capital']:,.0f} (in each task's currency)",
         f"intervals: {res.config['bootstrap_samples']} resamples, paired across rows",
-    ]  # fmt: skip
+    ]
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
@@ -191,17 +201,26 @@ def _classical_line(c: dict[str, Any]) -> list[str]:
     if not c.get("classical"):
         return []
     s = c["classical_settings"]
-    return [f"classical rows re-fitted before every fold on the rows the starts adapt on: "
-            f"AR({s['ar_order']}), momentum / reversal h in {list(s['horizons'])}, time of day "
-            f"in {s['buckets']} buckets; classical-selected = best in-sample ledger P&L"]  # fmt: skip
+    return [
+        f"classical rows re-fitted before every fold on the rows the starts adapt on: "
+        f"AR({s['ar_order']}), momentum / reversal h in {list(s['horizons'])}, time of day "
+        f"in {s['buckets']} buckets; classical-selected = best in-sample ledger P&L"
+    ]
 
 
 def _differences(res: WalkForwardResult) -> str:
     cells = [["difference (pooled)", "Sharpe", "CI", "annual return %", "CI"]]
     for name, d in res.pooled.differences.items():
         s, r = d["sharpe"], d["annual_return"]
-        cells.append([name, f"{s.estimate:+.2f}", f"[{s.low:+.2f}, {s.high:+.2f}]",
-                      f"{100 * r.estimate:+.1f}", f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]"])  # fmt: skip
+        cells.append(
+            [
+                name,
+                f"{s.estimate:+.2f}",
+                f"[{s.low:+.2f}, {s.high:+.2f}]",
+                f"{100 * r.estimate:+.1f}",
+                f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]",
+            ]
+        )
     return _html_table(cells, "diff")
 
 
@@ -234,8 +253,10 @@ def render_html(res: WalkForwardResult, images: dict[str, bytes]) -> str:
     ]
     for key, (title, _) in FIGURES.items():
         data = base64.b64encode(images[key]).decode("ascii")
-        parts += [f"<h2>{html.escape(title)}</h2>",
-                  f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">']  # fmt: skip
+        parts += [
+            f"<h2>{html.escape(title)}</h2>",
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">',
+        ]
     for t in res.tasks:
         parts += [
             f"<h2>Task {html.escape(t.task)}</h2>",
@@ -274,9 +295,17 @@ def to_json(res: WalkForwardResult) -> dict[str, Any]:
         for t in res.tasks
     }
     period = None if res.period is None else res.period.as_dict()
-    return json_safe({"config": res.config, "rows": res.labels, "steps": res.steps,
-                      "period": period, "scopes": scopes, "tasks": tasks,
-                      "seconds": res.seconds})  # fmt: skip
+    return json_safe(
+        {
+            "config": res.config,
+            "rows": res.labels,
+            "steps": res.steps,
+            "period": period,
+            "scopes": scopes,
+            "tasks": tasks,
+            "seconds": res.seconds,
+        }
+    )
 
 
 def save_report(res: WalkForwardResult, out_dir: str | Path) -> dict[str, Path]:
@@ -285,9 +314,7 @@ def save_report(res: WalkForwardResult, out_dir: str | Path) -> dict[str, Path]:
     images = {key: fn(res) for key, (_, fn) in FIGURES.items()}
     files = {}
     for key, data in images.items():
-        files[f"png_{key}"] = atomic_write(
-            out / f"walkforward_{key}.png", lambda f, d=data: f.write(d), binary=True
-        )
+        files[f"png_{key}"] = atomic_write_bytes(out / f"walkforward_{key}.png", data)
     records = res.rows()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(records[0]))

@@ -24,7 +24,7 @@ from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation.baselines import ClassicalConfig, check_names
 from metatrade.evaluation.bootstrap import session_dates
 from metatrade.evaluation.protocol import Start
-from metatrade.evaluation.walkforward.adapters import Adapter, Params, job_seed
+from metatrade.evaluation.walkforward.adapters import Adapter, Params, adaptation_seed
 from metatrade.evaluation.walkforward.classical import classical_targets
 from metatrade.evaluation.walkforward.folds import (
     Fold,
@@ -37,6 +37,7 @@ from metatrade.evaluation.walkforward.ledger import Row, RowRecord, trade_task
 from metatrade.evaluation.walkforward.stats import daily_returns, record_metrics
 from metatrade.market.config import TradingEnvConfig
 from metatrade.market.costs import CostModel
+from metatrade.seeding import derive_seed
 
 REFERENCES = {"buy_and_hold": "buy-and-hold", "flat": "flat"}
 
@@ -121,30 +122,40 @@ class _FoldCache:
     """Fold f's arrays and adapted parameters, computed once when first asked (one fold
     kept at a time: a 2-minute task's feature matrix is megabytes per fold)."""
 
-    def __init__(self, task: WalkForwardTask, folds: list[Fold], spec: FoldSpec,
-                 starts: Mapping[str, Start], adapter: Adapter, seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        task: WalkForwardTask,
+        folds: list[Fold],
+        spec: FoldSpec,
+        starts: Mapping[str, Start],
+        adapter: Adapter,
+        seed: int,
+    ) -> None:
         self.task, self.folds, self.spec = task, folds, spec
         self.starts, self.adapter, self.seed = starts, adapter, seed
         self._f = -1
-        self._arrays = None
+        self._arrays: TaskArrays | None = None
         self._params: dict[str, list[Params]] = {}
         self.seconds = 0.0
         self.on_fold: progress.Step = lambda detail=None: None  # a fold started
 
-    def arrays(self, f: int):
-        if f != self._f:
+    def arrays(self, f: int) -> TaskArrays:
+        if self._arrays is None or f != self._f:
             self._f, self._params = f, {}
             self._arrays = fold_arrays(self.task, self.folds[f], self.spec)
             self.on_fold()
         return self._arrays
 
     def params(self, f: int, row: Row) -> Params:
+        """The parameters of policy row ``row`` (its start after ``row.k`` steps) on fold f."""
+        if row.k is None:
+            raise ValueError(f"row {row.label} is not a policy row: it has no parameters")
         arrays = self.arrays(f)
         if row.start not in self._params:
             s = self.starts[row.start]
             fold = self.folds[f]
             t0 = time.perf_counter()
-            seed = job_seed(self.seed, row.start, str(self.task.task), fold.trade[0])
+            seed = adaptation_seed(self.seed, row.start, str(self.task.task), fold.trade[0])
             adapted = self.adapter(s, arrays, fold.adapt, seed=seed) if self.adapter.steps else []
             self.seconds += time.perf_counter() - t0
             self._params[row.start] = [s.params, *adapted]
@@ -171,7 +182,8 @@ def run_task(
         elif r.label == "flat":
             r.targets = np.zeros(len(task), dtype=np.int8)
     cache = _FoldCache(task, folds, config.folds, starts, adapter, config.seed)
-    gen = None if config.deterministic else torch.Generator().manual_seed(config.seed + 17)
+    trade_seed = derive_seed(config.seed, "walkforward", "trade", str(task.task))
+    gen = None if config.deterministic else torch.Generator().manual_seed(trade_seed)
     t0 = time.perf_counter()
     with progress.stage(f"{task.task}: {len(folds)} folds", len(folds)) as cache.on_fold:
         recs = trade_task(
@@ -197,9 +209,14 @@ def run_task(
     out.market = _market_label(task.arrays, costs)
     for label, rec in out.records.items():
         out.metrics[label] = record_metrics(
-            rec.equity, daily[label], c0=c0, trades=rec.trades, notional=rec.notional,
-            bps_now=out.bps_now, periods_per_year=out.sessions_per_year,
-        )  # fmt: skip
+            rec.equity,
+            daily[label],
+            c0=c0,
+            trades=rec.trades,
+            notional=rec.notional,
+            bps_now=out.bps_now,
+            periods_per_year=out.sessions_per_year,
+        )
     out.adapt_seconds, out.trade_seconds = cache.seconds, trade_s
     out.classical_fits = fits
     return out

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from metatrade.evaluation.protocol import Start
-from metatrade.evaluation.walkforward.adapters import Adapter, job_seed
+from metatrade.evaluation.walkforward.adapters import Adapter, adaptation_seed
 from metatrade.evaluation.walkforward.folds import (
     FoldSpec,
     WalkForwardTask,
@@ -94,7 +94,7 @@ def next_decision(
     arrays = fold_arrays(task, fold, spec).select_features(features)
     row = fold.trade[0]
     params = start.params
-    job = job_seed(seed, label, str(task.task), row)
+    job = adaptation_seed(seed, label, str(task.task), row)
     if adapter.steps:
         params = adapter(start, arrays, fold.adapt, seed=job)[-1]
     generator = torch.Generator().manual_seed(job) if sample else None

@@ -249,7 +249,8 @@ def bootstrap_daily(
         return np.concatenate([sr, ann])
 
     est = stat(x)
-    bs = StationaryBootstrap(max(1.0, plan.block), x, seed=np.random.default_rng(seed))
+    # arch types the mean block length as int; a real mean is valid (it uses 1 / block)
+    bs = StationaryBootstrap(max(1.0, plan.block), x, seed=np.random.default_rng(seed))  # type: ignore[arg-type]
     reps_arr = bs.apply(stat, reps)  # [reps, 2 * rows]
     m = len(labels)
     names = ("sharpe", "annual_return")
