@@ -69,6 +69,7 @@ from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.meta.updates import TRPOUpdate
 from metatrade.runtime import configure_cpu
+from metatrade.seeding import derive_seed
 from nav2d_reference import (
     ENV_DIR,
     REFERENCE_COMMIT,
@@ -231,10 +232,10 @@ class Tester:
         if paper_goals:
             self.goals = paper_test_goals()
         else:
-            rng = np.random.default_rng(10_000 + seed)
+            rng = np.random.default_rng(derive_seed(seed, "nav2d", "test goals"))
             self.goals = learner.family.sample_tasks(num_goals, task_set="test", rng=rng)
         # for choosing a meta-iteration: choosing it on the test goals would flatter it
-        rng = np.random.default_rng(20_000 + seed)
+        rng = np.random.default_rng(derive_seed(seed, "nav2d", "validation goals"))
         self.validation_goals = learner.family.sample_tasks(
             num_goals, task_set="validation", rng=rng
         )

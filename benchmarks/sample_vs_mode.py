@@ -120,10 +120,16 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         n_bars = 1500 if quick else 3000
         write_synthetic_tasks(
-            Path(tmp, "train"), 3 if quick else 16, seed=1000 + seed, n_bars=n_bars
+            Path(tmp, "train"),
+            3 if quick else 16,
+            seed=derive_seed(seed, "synthetic tasks", "train"),
+            n_bars=n_bars,
         )
         held = write_synthetic_tasks(
-            Path(tmp, "held"), 2 if quick else 12, seed=2000 + seed, n_bars=n_bars
+            Path(tmp, "held"),
+            2 if quick else 12,
+            seed=derive_seed(seed, "synthetic tasks", "held out"),
+            n_bars=n_bars,
         )
         train = DataLoader(Path(tmp, "train"), cache_dir=False)
         held_loader = DataLoader(Path(tmp, "held"), cache_dir=False)
@@ -154,12 +160,12 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             learner.step()
         starts = {
             "MAML": Start(policy, {k: v.detach().clone() for k, v in learner.params.items()}),
-            "random": random_start(policy, seed=seed + 2),
+            "random": random_start(policy, seed=derive_seed(seed, "random start")),  # the CLI's
         }
         cfg = ProtocolConfig(
             adaptation_steps=(0, 1),
             adaptation_episodes=meta.episodes_per_task,
-            test_episodes=4 if quick else 40,
+            test_episodes=16 if quick else 40,  # 4 windows: the oracle mean is noise
             episode_length=64,
             test_episode_length=64,
             adaptation=meta,

@@ -50,6 +50,7 @@ from metatrade.market.config import TradingEnvConfig
 from metatrade.meta.config import AdaptationConfig
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import configure_cpu
+from metatrade.seeding import derive_seed
 
 LOOKBACK = 8
 HIDDEN = (32, 32)
@@ -87,14 +88,14 @@ def train_starts(
             n_steps=env.episode_length,
             gamma=GAMMA,
             gae_lambda=GAE_LAMBDA,
-            seed=seed + 1,
+            seed=seed,  # the CLI's pretrained start: PPO seeded by run.seed (make_ppo_config)
         ),
     )
     agent.learn(ppo_env, total_timesteps=steps)
     return {
         "MAML": Start(policy, {k: v.detach().clone() for k, v in learner.params.items()}),
         "pretrained": Start(agent.policy, module_params(agent.policy)),
-        "random": random_start(policy, seed=seed + 2),
+        "random": random_start(policy, seed=derive_seed(seed, "random start")),  # the CLI's
     }
 
 
@@ -171,10 +172,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         n_train, n_test = (4, 2) if quick else (12, 8)
         write_synthetic_tasks(
-            Path(tmp, "train"), n_train, seed=1000 + args.seed, n_bars=2000 if quick else 5000
+            Path(tmp, "train"),
+            n_train,
+            seed=derive_seed(args.seed, "synthetic tasks", "train"),
+            n_bars=2000 if quick else 5000,
         )
         write_synthetic_tasks(
-            Path(tmp, "test"), n_test, seed=2000 + args.seed, n_bars=2000 if quick else 5000
+            Path(tmp, "test"),
+            n_test,
+            seed=derive_seed(args.seed, "synthetic tasks", "held out"),
+            n_bars=2000 if quick else 5000,
         )
         syn = DataLoader(Path(tmp, "train"), cache_dir=False)
         held = DataLoader(Path(tmp, "test"), cache_dir=False)

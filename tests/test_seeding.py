@@ -13,7 +13,8 @@ import torch
 
 from metatrade.seeding import SEED_BITS, derive_seed
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "metatrade"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "metatrade"
 
 
 def test_distinct_labels_give_distinct_seeds_in_range() -> None:
@@ -60,13 +61,19 @@ def test_derived_seeds_are_the_same_in_another_process() -> None:
 
 
 def test_no_literal_seed_offsets_or_ad_hoc_seed_hashes_in_the_package() -> None:
-    """The acceptance grep of issue 22: every seed comes from ``derive_seed``."""
-    pattern = re.compile(r"seed ?\+ ?[0-9]|crc32|stream_seed|job_seed|seed \* |SeedSequence")
-    allowed = {"data/regimes.py"}  # the regime family's data, not a run's streams
+    """The acceptance grep of issue 22: every seed comes from ``derive_seed``, in the package
+    and in the benchmarks (whose random and pretrained starts must be the CLI's)."""
+    pattern = re.compile(
+        r"seed ?\+ ?[0-9]|[0-9_]+ ?\+ ?[a-z_.]*seed|crc32|stream_seed|job_seed|seed \* |SeedSequence"
+    )
+    allowed = {
+        "src/metatrade/data/regimes.py",  # the regime family's data, not a run's streams
+    }
+    files = [*SRC.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     found = [
-        f"{p.relative_to(SRC)}:{i}"
-        for p in SRC.rglob("*.py")
-        if p.relative_to(SRC).as_posix() not in allowed
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in files
+        if p.relative_to(ROOT).as_posix() not in allowed
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if pattern.search(line)
     ]
