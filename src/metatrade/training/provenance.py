@@ -39,8 +39,9 @@ _EXACT_VS_SAMPLED = (
     "4.2x faster per meta-iteration (0.31 s against 1.31 s); first picked (2026-11-28) on the "
     "test split (+0.33% vs -0.76% per window, a look made before the registry: counted in "
     "DEMO_CONFIGURATIONS); re-checked on validation (2026-12-07, `python "
-    "benchmarks/exact_trading.py --no-stressed`): MAML k=1 exact -0.99% [-2.00, -0.16] vs "
-    "sampled -0.15% [-0.69, +0.34] (seeds 1-2 pooled: -1.00 vs -0.32), intervals overlapping: "
+    "benchmarks/exact_trading.py --no-stressed`): MAML k=1 exact -1.11% [-2.06, -0.34] vs "
+    "sampled -0.16% [-0.85, +0.44] (seed 0; seeds 1-2 pooled, before issue 22's seed scheme: "
+    "-1.00 vs -0.32), intervals overlapping: "
     "kept on speed by the rule written first, not on returns, which favour sampled "
     "(docs/exact.md, 'How the demo's settings were chosen')"
 )
