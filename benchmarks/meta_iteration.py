@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.distributed import attach, make_executor
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
@@ -35,7 +35,10 @@ def time_config(backend: str, optimizer: str, *, iterations: int) -> list[float 
     family = Navigation2DFamily(max_episode_steps=100)
     probe = family.make_batch_env(family.sample_tasks(1, task_set="train", rng=0), 1)
     policy = make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=(64, 64), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(64, 64)),
+        probe.observation_space,
+        probe.action_space,
+        seed=0,
     )
     cfg = MetaConfig(
         optimizer=optimizer,

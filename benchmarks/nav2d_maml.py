@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metatrade.agents.policies import Policy, make_policy
+from metatrade.agents.policies import NetworkConfig, Policy, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily, NavTask
 from metatrade.io import atomic_write
 from metatrade.meta.learner import MetaConfig, MetaLearner
@@ -110,11 +110,9 @@ class Preset:
     def make_policy(self, observation_space: Any, action_space: Any, seed: int) -> Policy:
         """The preset's MLP; experiments override this to change the initialisation."""
         return make_policy(
-            "mlp",
+            NetworkConfig(kind="mlp", hidden_sizes=self.hidden_sizes, activation=self.activation),
             observation_space,
             action_space,
-            hidden_sizes=self.hidden_sizes,
-            activation=self.activation,
             seed=seed,
         )
 

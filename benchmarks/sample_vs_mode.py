@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader
 from metatrade.data.synthetic import write_synthetic_tasks
 from metatrade.envs.trading import TradingTaskFamily
@@ -143,7 +143,10 @@ def run_synthetic(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         family = TradingTaskFamily(train, env, period="train", seed=seed)
         probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
         policy = make_policy(
-            "mlp", probe.observation_space, probe.action_space, hidden_sizes=(32, 32), seed=seed
+            NetworkConfig(kind="mlp", hidden_sizes=(32, 32)),
+            probe.observation_space,
+            probe.action_space,
+            seed=seed,
         )
         meta = MetaConfig(
             estimator="exact",

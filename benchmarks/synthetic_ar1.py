@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader
 from metatrade.data.features import FEATURE_NAMES, available_features
 from metatrade.data.synthetic import write_synthetic_tasks
@@ -168,7 +168,10 @@ def run_exact(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple[d
     family = TradingTaskFamily(train, env, period="train", seed=seed, objective=objective)
     probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
     policy = make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=HIDDEN, seed=seed
+        NetworkConfig(kind="mlp", hidden_sizes=HIDDEN),
+        probe.observation_space,
+        probe.action_space,
+        seed=seed,
     )
     cfg = MetaConfig(
         estimator="exact",
@@ -214,7 +217,10 @@ def run_sampled(train: DataLoader, seed: int, args: argparse.Namespace) -> tuple
     family = TradingTaskFamily(train, env, period="train", seed=seed)
     probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
     policy = make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=HIDDEN, seed=seed
+        NetworkConfig(kind="mlp", hidden_sizes=HIDDEN),
+        probe.observation_space,
+        probe.action_space,
+        seed=seed,
     )
     meta_batch, eps = (4, 4) if args.quick else (10, 40)
     cfg = MetaConfig(

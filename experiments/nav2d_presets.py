@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from metatrade.agents.policies import Policy, make_policy
+from metatrade.agents.policies import NetworkConfig, Policy, make_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import nav2d_maml as bench  # noqa: E402
@@ -33,12 +33,14 @@ class InitPreset(bench.Preset):
 
     def make_policy(self, observation_space: Any, action_space: Any, seed: int) -> Policy:
         policy = make_policy(
-            "mlp",
+            NetworkConfig(
+                kind="mlp",
+                hidden_sizes=self.hidden_sizes,
+                activation=self.activation,
+                init_log_std=self.init_log_std,
+            ),
             observation_space,
             action_space,
-            hidden_sizes=self.hidden_sizes,
-            activation=self.activation,
-            init_log_std=self.init_log_std,
             seed=seed,
         )
         if self.xavier_init:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from market_helpers import make_task_arrays
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.calendar import assign_sessions, resolve_calendar, session_ends
 from metatrade.data.task_arrays import TaskArrays
 from metatrade.evaluation import protocol
@@ -181,7 +181,9 @@ def test_the_protocol_draws_the_days_of_every_task_and_instrument_together(monke
     arrays = [loader.get_task_arrays(i, tf) for i, tf in [("Nifty", "60"), ("Nifty", "30")]]
     arrays.append(loader.get_task_arrays("Finnifty", "60"))
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + 4,))
-    pol = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(4,), seed=1)
+    pol = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(4,)), obs, gym.spaces.Discrete(5), seed=1
+    )
     cfg = protocol.ProtocolConfig(
         adaptation_steps=(0,),
         adaptation_episodes=1,

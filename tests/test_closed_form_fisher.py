@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.envs.trading import TradingTaskFamily
@@ -42,11 +42,9 @@ def _learner(family, activation: str = "tanh", **cfg) -> MetaLearner:
         family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
     policy = make_policy(
-        "mlp",
+        NetworkConfig(kind="mlp", hidden_sizes=(5, 4), activation=activation),
         probe.observation_space,
         probe.action_space,
-        hidden_sizes=(5, 4),
-        activation=activation,
         seed=0,
     ).double()
     base = {"meta_batch_size": 3, "episodes_per_task": 3, "num_evaluation_episodes": 3, "seed": 2}

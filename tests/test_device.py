@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 from metatrade.runtime import resolve_device
@@ -60,7 +60,10 @@ def test_one_iteration_on_cuda_matches_the_cpu(optimizer: str) -> None:
     results = {}
     for device in ("cpu", "cuda"):
         policy = make_policy(
-            "mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(16,)
+            NetworkConfig(kind="mlp", hidden_sizes=(16,)),
+            env.observation_space,
+            env.action_space,
+            seed=0,
         ).to(device)
         cfg = MetaConfig(optimizer=optimizer, meta_batch_size=4, episodes_per_task=4)
         learner = MetaLearner(policy, family, cfg)

@@ -15,7 +15,7 @@ import torch
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
-from metatrade.agents.policies import make_policy  # noqa: E402
+from metatrade.agents.policies import NetworkConfig, make_policy  # noqa: E402
 from metatrade.distributed import attach, make_executor  # noqa: E402
 from metatrade.envs.nav2d import Navigation2DFamily  # noqa: E402
 from metatrade.meta.learner import MetaConfig, MetaLearner  # noqa: E402
@@ -47,7 +47,12 @@ def nav_policy() -> torch.nn.Module:
     env = FAMILY.make_batch_env(
         FAMILY.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
-    return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
+    )
 
 
 def train(executor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from metatrade.agents.policies import make_policy  # noqa: E402
+from metatrade.agents.policies import NetworkConfig, make_policy  # noqa: E402
 from metatrade.distributed import attach, make_executor  # noqa: E402
 from metatrade.envs.nav2d import Navigation2DFamily  # noqa: E402
 from metatrade.meta.learner import MetaConfig, MetaLearner  # noqa: E402
@@ -43,7 +43,12 @@ def nav_policy() -> torch.nn.Module:
     env = FAMILY.make_batch_env(
         FAMILY.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
-    return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
 from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
@@ -31,7 +31,9 @@ def setup(request):
     env = ENV.with_overrides(actions=request.param)
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays.num_features + 4,))
     space = gym.spaces.Discrete(5 if request.param == "orders" else 3)
-    pol = make_policy("mlp", obs, space, hidden_sizes=(8,), seed=1)  # near-uniform at init
+    pol = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, space, seed=1
+    )  # near-uniform at init
     return arrays, env, pol
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
 from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
@@ -51,8 +51,12 @@ def setup():
         for i, (t, p) in enumerate(REGIMES.items())
     ]
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + 4,))
-    pol = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=1)
-    other = make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=2)
+    pol = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, gym.spaces.Discrete(5), seed=1
+    )
+    other = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, gym.spaces.Discrete(5), seed=2
+    )
     cfg = ProtocolConfig(
         adaptation_steps=(0, 1),
         adaptation_episodes=2,

@@ -13,7 +13,7 @@ import yaml
 from torch.func import grad
 from typer.testing import CliRunner
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.cli import app
 from metatrade.data import DataLoader, HeldOut
 from metatrade.envs.nav2d import Navigation2DFamily
@@ -41,7 +41,10 @@ def _policy(family: TradingTaskFamily) -> torch.nn.Module:
         family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
     return make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        probe.observation_space,
+        probe.action_space,
+        seed=0,
     ).double()
 
 
@@ -143,7 +146,9 @@ def test_exact_estimator_is_refused_where_it_cannot_work() -> None:
     probe = nav.make_batch_env(
         nav.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
-    policy = make_policy("mlp", probe.observation_space, probe.action_space, hidden_sizes=(4,))
+    policy = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(4,)), probe.observation_space, probe.action_space
+    )
     learner = MetaLearner(policy, nav, MetaConfig(estimator="exact", optimizer="adam"))
     with pytest.raises(TypeError, match="exact objective"):
         learner.step()

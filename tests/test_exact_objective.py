@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader
 from metatrade.exact import (
     FixedUnitsSizer,
@@ -73,7 +73,9 @@ NUM = {"orders": 5, "target": 3}
 def _policy(seed: int, hidden: tuple[int, ...] = (16,), scale: float = 1.0, actions="orders"):
     obs = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * 22 + 1,))
     space = gym.spaces.Discrete(NUM[actions])
-    pol = make_policy("mlp", obs, space, hidden, dtype=F64, seed=seed)
+    pol = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=hidden), obs, space, dtype=F64, seed=seed
+    )
     params = {k: v.detach().clone() for k, v in pol.named_parameters()}
     params["net.out.weight"] *= scale  # 0.01 gain at init: logits ~ N(0, (scale / 100)^2)
     return pol, params

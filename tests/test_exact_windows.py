@@ -9,7 +9,7 @@ import torch
 from torch.func import grad, vmap
 
 from market_helpers import make_task_arrays
-from metatrade.agents.policies import Policy, make_policy
+from metatrade.agents.policies import NetworkConfig, Policy, make_policy
 from metatrade.exact import (
     FixedUnitsSizer,
     PnlWindows,
@@ -38,7 +38,13 @@ CONFIG = TradingEnvConfig(
 
 def _mlp(hidden=(8,)):
     space = gym.spaces.Box(-np.inf, np.inf, (4 * 3 + 1,))
-    return make_policy("mlp", space, gym.spaces.Discrete(5), hidden, dtype=F64, seed=0)
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=hidden),
+        space,
+        gym.spaces.Discrete(5),
+        dtype=F64,
+        seed=0,
+    )
 
 
 def test_evaluation_windows_follow_adaptation_windows_inside_the_split() -> None:
@@ -113,10 +119,9 @@ def test_vmapped_loss_and_gradient_equal_the_per_task_loop() -> None:
 def test_logits_by_position_equals_the_forward_of_each_observation(kind: str) -> None:
     space = gym.spaces.Box(-np.inf, np.inf, (4 * 3 + 1,))
     policy = make_policy(
-        kind,
+        NetworkConfig(kind=kind, hidden_sizes=(8, 8)),
         space,
         gym.spaces.Discrete(5),
-        (8, 8),
         dtype=F64,
         seed=0,
         window_shape=(4, 3),
@@ -147,6 +152,8 @@ def test_fixed_units_sizer_trades_whole_lots_and_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="quantity"):
         FixedUnitsSizer(0)
     with pytest.raises(ValueError, match="Categorical"):
-        gauss = make_policy("mlp", gym.spaces.Box(-1, 1, (13,)), gym.spaces.Box(-1, 1, (1,)))
+        gauss = make_policy(
+            NetworkConfig(kind="mlp"), gym.spaces.Box(-1, 1, (13,)), gym.spaces.Box(-1, 1, (1,))
+        )
         w = build_windows(TASKS[:1], [[100]], window_bars=5, config=CONFIG)
         expected_pnl(gauss, dict(gauss.named_parameters()), w)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from meta_helpers import adapt_on
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.advantages import compute_advantages
 from metatrade.meta.contributions import MetaBatch, meta_loss, replay
@@ -26,7 +26,10 @@ def _policy_and_family() -> tuple[torch.nn.Module, Navigation2DFamily]:
     fam = Navigation2DFamily(max_episode_steps=10)
     env = fam.make_batch_env(fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1)
     policy = make_policy(
-        "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(8, 8)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
     )
     return policy, fam
 

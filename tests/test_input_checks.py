@@ -141,7 +141,7 @@ def test_num_inner_steps_zero_trains_plain_policy_gradient() -> None:
     import numpy as np
     import torch
 
-    from metatrade.agents.policies import make_policy
+    from metatrade.agents.policies import NetworkConfig, make_policy
     from metatrade.envs.nav2d import Navigation2DFamily
     from metatrade.meta import MetaConfig, MetaLearner
     from metatrade.training.config import validate_config
@@ -151,7 +151,9 @@ def test_num_inner_steps_zero_trains_plain_policy_gradient() -> None:
     probe = fam.make_batch_env(
         fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
-    policy = make_policy("mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,))
+    policy = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), probe.observation_space, probe.action_space
+    )
     for optimizer in ("adam", "trpo"):
         cfg = MetaConfig(
             num_inner_steps=0,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.adapt import StoredBatches, adapt
 from metatrade.meta.advantages import compute_advantages
@@ -27,7 +27,12 @@ def setup():
     env = family.make_batch_env(
         family.sample_tasks(3, task_set="test", rng=np.random.default_rng(0)), 4
     )
-    policy = make_policy("mlp", env.observation_space, env.action_space, hidden_sizes=(8,), seed=0)
+    policy = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
+    )
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
     return policy, params, env
 

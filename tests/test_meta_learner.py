@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.meta.learner import MetaConfig, MetaLearner
 
@@ -18,7 +18,10 @@ def _learner(**overrides) -> MetaLearner:
     fam = Navigation2DFamily(max_episode_steps=10)
     env = fam.make_batch_env(fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1)
     policy = make_policy(
-        "mlp", env.observation_space, env.action_space, hidden_sizes=(8, 8), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(8, 8)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
     )
     cfg = dict(meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=3, lr=0.05, seed=1)
     cfg.update(overrides)

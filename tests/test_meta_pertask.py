@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader
 from metatrade.distributed import attach, make_executor
 from metatrade.envs.nav2d import Navigation2DFamily
@@ -32,7 +32,12 @@ def nav_policy() -> torch.nn.Module:
     env = FAMILY.make_batch_env(
         FAMILY.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
-    return make_policy("mlp", env.observation_space, env.action_space, seed=0, hidden_sizes=(8,))
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        env.observation_space,
+        env.action_space,
+        seed=0,
+    )
 
 
 def config(**kw) -> MetaConfig:
@@ -144,7 +149,10 @@ def test_exact_estimator_runs_per_task_on_trading_windows() -> None:
         family.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
     policy = make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        probe.observation_space,
+        probe.action_space,
+        seed=0,
     )
     cfg = MetaConfig(
         estimator="exact",

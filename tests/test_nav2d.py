@@ -122,12 +122,14 @@ def test_sampler_per_task_params_no_leakage_and_seeded_determinism() -> None:
 def test_mlp_fast_forward_matches_functional_call(space: str) -> None:
     import gymnasium as gym
 
-    from metatrade.agents.policies import make_policy
+    from metatrade.agents.policies import NetworkConfig, make_policy
     from metatrade.meta.sampler import _mlp_forward, is_shared, make_forward, policy_forward
 
     action_space = gym.spaces.Box(-1, 1, (2,)) if space == "box" else gym.spaces.Discrete(3)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (4,))
-    policy = make_policy("mlp", obs_space, action_space, hidden_sizes=(8, 8), seed=0)
+    policy = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8, 8)), obs_space, action_space, seed=0
+    )
     gen = torch.Generator().manual_seed(0)
     theta = {
         k: v.detach() + 0.1 * torch.randn(v.shape, generator=gen)

@@ -9,6 +9,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from metatrade.agents.policies import (
+    NetworkConfig,
     make_policy,
     make_value_net,
     policy_from_spec,
@@ -33,14 +34,11 @@ def _one_thread():
 
 def build(kind: str, action_space: gym.spaces.Space, dtype=torch.float32, seed: int = 0):
     return make_policy(
-        kind,
+        NetworkConfig(kind=kind, hidden_sizes=(16, 16), num_experts=3, init_log_std=-0.5),
         OBS_SPACE,
         action_space,
-        hidden_sizes=(16, 16),
         window_shape=(L, F),
         account_dim=A,
-        num_experts=3,
-        init_log_std=-0.5,
         dtype=dtype,
         seed=seed,
     )
@@ -176,15 +174,18 @@ def test_value_net(kind: str) -> None:
 
 def test_bad_arguments_name_the_fix() -> None:
     with pytest.raises(ValueError, match="window_shape"):
-        make_policy("gru", OBS_SPACE, DISCRETE)
+        make_policy(NetworkConfig(kind="gru"), OBS_SPACE, DISCRETE)
     with pytest.raises(ValueError, match="obs_dim=20"):
-        make_policy("gru", OBS_SPACE, DISCRETE, window_shape=(5, 5), account_dim=2)
-    with pytest.raises(ValueError, match="kind='lstm'"):
-        make_policy("lstm", OBS_SPACE, DISCRETE)
-    with pytest.raises(ValueError, match="activation"):
-        make_policy("mlp", OBS_SPACE, DISCRETE, activation="swish")
+        make_policy(
+            NetworkConfig(kind="gru"), OBS_SPACE, DISCRETE, window_shape=(5, 5), account_dim=2
+        )
+    # the network's own settings are checked by NetworkConfig, which names the choices
+    with pytest.raises(ValueError, match=r"kind\n.*'mlp', 'gru', 'moe' or 'linear'.*'lstm'"):
+        make_policy(NetworkConfig(kind="lstm"), OBS_SPACE, DISCRETE)
+    with pytest.raises(ValueError, match=r"activation\n.*'tanh', 'relu' or 'elu'.*'swish'"):
+        make_policy(NetworkConfig(kind="mlp", activation="swish"), OBS_SPACE, DISCRETE)
     with pytest.raises(ValueError, match="action_space"):
-        make_policy("mlp", OBS_SPACE, gym.spaces.MultiDiscrete([2, 2]))
+        make_policy(NetworkConfig(kind="mlp"), OBS_SPACE, gym.spaces.MultiDiscrete([2, 2]))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -10,7 +10,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from metatrade.agents.networks.linear import feature_groups
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 
 L, F, A = 3, 2, 1
 
@@ -18,7 +18,12 @@ L, F, A = 3, 2, 1
 def _policy() -> torch.nn.Module:
     obs = gym.spaces.Box(-np.inf, np.inf, (L * F + A,))
     return make_policy(
-        "linear", obs, gym.spaces.Discrete(3), window_shape=(L, F), account_dim=A, seed=0
+        NetworkConfig(kind="linear"),
+        obs,
+        gym.spaces.Discrete(3),
+        window_shape=(L, F),
+        account_dim=A,
+        seed=0,
     ).double()
 
 
@@ -45,7 +50,7 @@ def test_shared_groups_round_trip_through_the_spec() -> None:
 
     obs = gym.spaces.Box(-np.inf, np.inf, (2 * 3 + 1,))
     pi = make_policy(
-        "linear",
+        NetworkConfig(kind="linear"),
         obs,
         gym.spaces.Discrete(3),
         window_shape=(2, 3),

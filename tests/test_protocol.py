@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
 from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
@@ -44,8 +44,8 @@ def result():
     ]
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + 4,))
     act = gym.spaces.Discrete(5)
-    pol = make_policy("mlp", obs, act, hidden_sizes=(8,), seed=1)
-    other = make_policy("mlp", obs, act, hidden_sizes=(8,), seed=2)
+    pol = make_policy(NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, act, seed=1)
+    other = make_policy(NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, act, seed=2)
     starts = {
         "MAML": Start(pol, module_params(pol)),
         "PPO": Start(other, module_params(other)),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.features import build_task_arrays
 from metatrade.data.splits import SplitConfig
 from metatrade.data.synthetic import RegimeParams, generate_bars, synthetic_instrument
@@ -47,7 +47,9 @@ def arrays():
 def _policy(arrays, observation: str = "full"):
     extra = 4 if observation == "full" else 1
     obs = gym.spaces.Box(-np.inf, np.inf, (4 * arrays[0].num_features + extra,))
-    return make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=1)
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, gym.spaces.Discrete(5), seed=1
+    )
 
 
 def _config(**kw) -> ProtocolConfig:

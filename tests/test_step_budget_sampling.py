@@ -109,7 +109,7 @@ def test_test_time_returns_by_steps_are_the_mean_over_the_batch_episodes() -> No
 
 
 def test_meta_learner_trains_on_step_budget_batches() -> None:
-    from metatrade.agents.policies import make_policy
+    from metatrade.agents.policies import NetworkConfig, make_policy
     from metatrade.meta.learner import MetaConfig, MetaLearner
 
     fam = Navigation2DFamily(normalized_actions=True, max_episode_steps=20)
@@ -117,7 +117,10 @@ def test_meta_learner_trains_on_step_budget_batches() -> None:
         fam.sample_tasks(1, task_set="train", rng=np.random.default_rng(0)), 1
     )
     policy = make_policy(
-        "mlp", probe.observation_space, probe.action_space, hidden_sizes=(8,), seed=0
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)),
+        probe.observation_space,
+        probe.action_space,
+        seed=0,
     )
     cfg = MetaConfig(
         meta_batch_size=3, episodes_per_task=4, num_evaluation_episodes=4, steps_per_task=150

@@ -155,7 +155,7 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     the walk-forward run trades the adapted policy in the ledger."""
     import gymnasium as gym
 
-    from metatrade.agents.policies import make_policy
+    from metatrade.agents.policies import NetworkConfig, make_policy
     from metatrade.evaluation.walkforward import InnerLoopAdapter
     from metatrade.exact.settings import ObjectiveSettings
     from walkforward_helpers import N_FEATURES
@@ -163,7 +163,9 @@ def test_exact_adapter_adapts_on_the_window_only_and_plugs_into_the_protocol() -
     env = TradingEnvConfig(lookback=LOOKBACK, episode_length=16, observation="position")
     _, task = ar_task(0.4, n_bars=1300)
     space = gym.spaces.Box(-np.inf, np.inf, (LOOKBACK * N_FEATURES + 1,))  # window + position
-    policy = make_policy("mlp", space, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=0)
+    policy = make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), space, gym.spaces.Discrete(5), seed=0
+    )
     start = Start(policy, module_params(policy))
     adaptation = AdaptationConfig(estimator="exact", episodes_per_task=3, inner_lr=5.0)
     adapter = InnerLoopAdapter(env, adaptation, ObjectiveSettings(vol_bars=64), steps=2)

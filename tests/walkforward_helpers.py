@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data.features import FEATURE_NAMES
 from metatrade.data.synthetic import (
     RegimeParams,
@@ -61,7 +61,9 @@ def regime_switch_bars(
 
 def tiny_policy(lookback: int, seed: int = 0) -> nn.Module:
     obs = gym.spaces.Box(-np.inf, np.inf, (lookback * N_FEATURES + 4,))
-    return make_policy("mlp", obs, gym.spaces.Discrete(5), hidden_sizes=(8,), seed=seed)
+    return make_policy(
+        NetworkConfig(kind="mlp", hidden_sizes=(8,)), obs, gym.spaces.Discrete(5), seed=seed
+    )
 
 
 class SignPolicy(nn.Module):

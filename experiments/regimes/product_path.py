@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metatrade.agents.policies import make_policy
+from metatrade.agents.policies import NetworkConfig, make_policy
 from metatrade.data import DataLoader, HeldOut, SplitConfig
 from metatrade.data.extra_features import BarView, extra_features
 from metatrade.data.features import CLIP
@@ -120,12 +120,11 @@ def meta_train(
     probe = family.make_batch_env(train.get_available_tasks()[:1], 1)
     n_feat = probe.observation_space.shape[0] - 1
     policy = make_policy(
-        args.policy,
+        NetworkConfig(kind=args.policy, hidden_sizes=(8,)),
         probe.observation_space,
         probe.action_space,
         window_shape=(args.lookback, n_feat // args.lookback),
         account_dim=1,
-        hidden_sizes=(8,),
         seed=args.seed,
     )
     cfg = MetaConfig(

@@ -30,7 +30,7 @@ from torch.func import functional_call
 
 from metatrade.agents.base import BaseAgent
 from metatrade.agents.checkpoint import CheckpointError
-from metatrade.agents.policies import make_policy, space_from_spec, space_to_spec
+from metatrade.agents.policies import NetworkConfig, make_policy, space_from_spec, space_to_spec
 from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.estimators import SampledSource
 from metatrade.meta.learner import MetaConfig, MetaLearner
@@ -70,16 +70,19 @@ class MAMLAgent(BaseAgent):
         self.observation_space = observation_space
         self.action_space = action_space
         self.meta_config = meta_config or MetaConfig()
-        self.policy = make_policy(
-            policy_kind,
-            observation_space,
-            action_space,
-            hidden_sizes=hidden_sizes,
-            activation=activation,
-            window_shape=window_shape,
-            account_dim=account_dim,
+        network = NetworkConfig(
+            kind=policy_kind,  # type: ignore[arg-type]  # validated by NetworkConfig
+            hidden_sizes=tuple(hidden_sizes),
+            activation=activation,  # type: ignore[arg-type]
             num_experts=num_experts,
             init_log_std=init_log_std,
+        )
+        self.policy = make_policy(
+            network,
+            observation_space,
+            action_space,
+            window_shape=window_shape,
+            account_dim=account_dim,
             seed=self.meta_config.seed,
             feature_groups=feature_groups,
         )

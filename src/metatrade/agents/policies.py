@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from metatrade.agents.networks.base import Policy
+from metatrade.agents.networks.config import NetworkConfig
 from metatrade.agents.networks.gru import GRUEncoder, GRUPolicy
 from metatrade.agents.networks.layers import (
     MLP,
@@ -67,6 +68,7 @@ __all__ = [
     "LinearPolicy",
     "MLPPolicy",
     "MoEPolicy",
+    "NetworkConfig",
     "Policy",
     "ValueNet",
     "distribution_for",
@@ -173,15 +175,12 @@ def _policy_spec(
 
 
 def make_policy(
-    kind: str,
+    network: NetworkConfig,
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
-    hidden_sizes: Sequence[int] = (64, 64),
-    activation: str = "tanh",
+    *,
     window_shape: tuple[int, int] | None = None,
     account_dim: int = 0,
-    num_experts: int = 4,
-    init_log_std: float = 0.0,
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
     feature_groups: Sequence[int] | None = None,
@@ -189,15 +188,15 @@ def make_policy(
     """Build a policy network.
 
     Args:
-        kind: "mlp" (default trunk), "gru" (needs ``window_shape`` and ``account_dim``), "moe"
-            or "linear" (groups its gains by the window's features when given ``window_shape``).
+        network: which network and how wide (``NetworkConfig``: kind "mlp", "gru" (needs
+            ``window_shape`` and ``account_dim``), "moe" or "linear" (groups its gains by the
+            window's features when given ``window_shape``); hidden_sizes (for "gru": the first
+            is the GRU hidden size); activation; num_experts (K for "moe"); init_log_std (the
+            initial Gaussian log-std, ignored for discrete actions)). The run config's
+            ``policy`` section and ``PPOConfig`` are NetworkConfigs.
         observation_space: ``Box(obs_dim,)`` of one environment.
         action_space: ``Discrete(n)`` (Categorical) or ``Box(d,)`` (DiagGaussian).
-        hidden_sizes: hidden layer widths (for "gru": the first is the GRU hidden size).
-        activation: "tanh", "relu" or "elu".
         window_shape, account_dim: layout of trading observations, from the env.
-        num_experts: K for "moe".
-        init_log_std: initial Gaussian log-std (ignored for discrete actions).
         dtype: parameter dtype (float64 for gradient tests).
         seed: if given, weights are drawn under ``torch.manual_seed(seed)`` inside
             ``torch.random.fork_rng`` (the global RNG is left as it was): same seed, same net.
@@ -206,26 +205,28 @@ def make_policy(
 
     Example:
         >>> import gymnasium as gym, torch
-        >>> pi = make_policy("mlp", gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(5))
+        >>> net = NetworkConfig(kind="mlp")
+        >>> pi = make_policy(net, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(5))
         >>> pi(torch.zeros(7, 3)).shape
         torch.Size([7, 5])
     """
+    kind = network.kind
     if kind not in POLICY_KINDS:
         raise ValueError(f"policy kind={kind!r} is not supported; use one of {POLICY_KINDS}")
     obs_dim = _obs_dim(observation_space)
-    hidden_sizes = tuple(int(h) for h in hidden_sizes)
+    hidden_sizes = tuple(int(h) for h in network.hidden_sizes)
     if not hidden_sizes:
         raise ValueError("hidden_sizes must name at least one layer, e.g. (64, 64)")
-    activation_fn(activation)
+    activation_fn(network.activation)
     if kind == "gru":
         _check_window(window_shape, account_dim, obs_dim)
     net = {
         "hidden_sizes": hidden_sizes,
-        "activation": activation,
+        "activation": network.activation,
         "window_shape": window_shape,
         "account_dim": account_dim,
-        "num_experts": num_experts,
-        "init_log_std": init_log_std,
+        "num_experts": network.num_experts,
+        "init_log_std": network.init_log_std,
         "feature_groups": None if feature_groups is None else tuple(int(g) for g in feature_groups),
     }
     with _seeded(seed):
@@ -290,16 +291,19 @@ def policy_from_spec(spec: dict[str, Any], dtype: torch.dtype = torch.float32) -
     """Rebuild a policy (fresh weights) from ``policy.spec``."""
     obs_space = gym.spaces.Box(-np.inf, np.inf, (int(spec["obs_dim"]),), dtype=np.float32)
     window = spec.get("window_shape")
-    return make_policy(
-        spec["kind"],
-        obs_space,
-        space_from_spec(spec["action_space"]),
-        hidden_sizes=spec["hidden_sizes"],
+    network = NetworkConfig(
+        kind=spec["kind"],
+        hidden_sizes=tuple(spec["hidden_sizes"]),
         activation=spec["activation"],
-        window_shape=None if window is None else tuple(window),
-        account_dim=spec["account_dim"],
         num_experts=spec["num_experts"],
         init_log_std=spec["init_log_std"],
+    )
+    return make_policy(
+        network,
+        obs_space,
+        space_from_spec(spec["action_space"]),
+        window_shape=None if window is None else tuple(window),
+        account_dim=spec["account_dim"],
         dtype=dtype,
         feature_groups=spec.get("feature_groups"),
     )

@@ -81,15 +81,11 @@ class PPOAgent(BaseAgent):
         self.window_shape = window_shape
         self.account_dim = int(account_dim)
         self.policy = make_policy(
-            cfg.kind,
+            cfg,  # a PPOConfig is a NetworkConfig
             observation_space,
             action_space,
-            hidden_sizes=cfg.hidden_sizes,
-            activation=cfg.activation,
             window_shape=self.window_shape,
             account_dim=self.account_dim,
-            num_experts=cfg.num_experts,
-            init_log_std=cfg.init_log_std,
             seed=cfg.seed,
         )
         self.value = make_value_net(

@@ -10,7 +10,7 @@ local or Ray executor (``meta.pertask``).
 
 Example::
 
-    policy = make_policy("mlp", family_env.observation_space, family_env.action_space)
+    policy = make_policy(NetworkConfig(), family_env.observation_space, family_env.action_space)
     learner = MetaLearner(policy, Navigation2DFamily(), MetaConfig(optimizer="adam"))
     for _ in range(10):
         stats = learner.step()      # {"meta/loss": ..., "meta/return_post": ..., ...}

@@ -86,12 +86,8 @@ def probe_spaces(family: TaskFamily) -> BatchEnv:
 def policy_kwargs(cfg: RunConfig, env: BatchEnv) -> dict[str, Any]:
     p = cfg.policy
     return {
-        "hidden_sizes": tuple(p.hidden_sizes),
-        "activation": p.activation,
         "window_shape": getattr(env, "window_shape", None),
         "account_dim": getattr(env, "account_dim", 0),
-        "num_experts": p.num_experts,
-        "init_log_std": p.init_log_std,
         "feature_groups": feature_group_ids(cfg.env.features) if p.kind == "linear" else None,
     }
 
@@ -116,7 +112,7 @@ def make_policy_for(cfg: RunConfig, family: TaskFamily, seed: int | None = None)
 
     env = probe_spaces(family)
     return make_policy(
-        cfg.policy.kind,
+        cfg.policy,
         env.observation_space,
         env.action_space,
         seed=cfg.run.seed if seed is None else seed,
