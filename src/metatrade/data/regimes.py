@@ -43,6 +43,7 @@ from metatrade.data.synthetic import (
     PARAMS_FILE,
     session_timestamps,
     synthetic_instrument,
+    write_bar_file,
     write_synthetic_market,
 )
 from metatrade.data.task_arrays import TaskId
@@ -292,12 +293,7 @@ def write_regime_sets(
                 rule, spec.n_bars, bar_minutes=bar_minutes, start=spec.start(i)
             )
             stem = f"{spec.prefix}{i:03d}_{rule.kind}_{bar_minutes}"
-            if fmt == "parquet":
-                bars.to_parquet(out / f"{stem}.parquet")
-            else:
-                flat = bars.reset_index()
-                flat["datetime"] = bars.index.as_unit("s").asi8
-                flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
+            write_bar_file(bars, out, stem, fmt=fmt)
             tasks[parse_task_name(f"{stem}.{fmt}")] = rule
     doc = {
         "family": FAMILY,

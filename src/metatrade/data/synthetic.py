@@ -200,13 +200,7 @@ def write_synthetic_tasks(
         tf = str(timeframes[i % len(timeframes)])
         bars = generate_bars(params, n_bars, gen, bar_minutes=int(tf))
         stem = f"{_instrument_name(i, params.phi)}_{tf}"
-        if fmt == "parquet":
-            bars.to_parquet(out / f"{stem}.parquet")
-        else:
-            # epoch seconds like the real broker files; repr-exact floats
-            flat = bars.reset_index()
-            flat["datetime"] = bars.index.as_unit("s").asi8
-            flat.to_csv(out / f"{stem}.csv", index=False, float_format="%.17g")
+        write_bar_file(bars, out, stem, fmt=fmt)
         tasks[parse_task_name(f"{stem}.{fmt}")] = params
         sidecar[stem] = {**asdict(params), "bar_minutes": int(tf), "n_bars": n_bars}
     write_synthetic_market(out)
@@ -233,3 +227,14 @@ def load_synthetic_params(folder: str | Path) -> dict[TaskId, OracleRule]:
         task = parse_task_name(f"{stem}.parquet")
         out[task] = RegimeParams(phi=p["phi"], sigma=p["sigma"], drift=p["drift"])
     return out
+
+
+def write_bar_file(bars: pd.DataFrame, folder: Path, stem: str, *, fmt: str) -> None:
+    """One generated task's bars as ``<folder>/<stem>.<fmt>``: parquet, or CSV stamped in
+    epoch seconds like the real broker files, with repr-exact floats."""
+    if fmt == "parquet":
+        bars.to_parquet(folder / f"{stem}.parquet")
+        return
+    flat = bars.reset_index()
+    flat["datetime"] = bars.index.as_unit("s").asi8
+    flat.to_csv(folder / f"{stem}.csv", index=False, float_format="%.17g")
