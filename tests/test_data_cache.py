@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from metatrade.data import DataLoader, SplitConfig, write_synthetic_tasks
-from metatrade.data.cache import CACHE_ENV, DiskCache, default_cache_dir
+from metatrade.data.cache import (
+    CACHE_ENV,
+    MAX_SIZE_ENV,
+    DiskCache,
+    default_cache_dir,
+    max_cache_bytes,
+    prune,
+)
 
 
 @pytest.fixture
@@ -19,7 +26,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _entries(cache: Path) -> list[str]:
-    return sorted(p.name.split("-")[0] for p in cache.glob("*.npz"))
+    return sorted(p.parent.name.split("-")[0] for p in cache.glob("*/*.npz"))
 
 
 def test_warm_hit_returns_identical_arrays(folder: Path, tmp_path: Path) -> None:
@@ -27,7 +34,7 @@ def test_warm_hit_returns_identical_arrays(folder: Path, tmp_path: Path) -> None
     task = DataLoader(folder, cache_dir=cache).get_available_tasks()[0]
     cold = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
     assert set(_entries(cache)) == {"arrays", "bars"}  # (the task list reads every file's bars)
-    assert not list(cache.glob(".tmp-*"))  # temp files moved into place
+    assert not list(cache.rglob("*.tmp"))  # temp files moved into place
     warm = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
     for name in ("timestamps", "open", "high", "low", "close", "features", "session_end"):
         np.testing.assert_array_equal(getattr(cold, name), getattr(warm, name))
@@ -71,7 +78,7 @@ def test_changed_file_invalidates(folder: Path, tmp_path: Path) -> None:
     path.write_text("\n".join(lines[:-100]) + "\n")  # drop the last 100 bars
     after = DataLoader(folder, cache_dir=cache).get_task_data(*task)
     assert len(after) == len(before) - 100
-    assert len(list(cache.glob(f"bars-{path.stem}-*.npz"))) == 1  # stale entry removed
+    assert len(list(cache.glob(f"bars-{path.stem}-*/*.npz"))) == 1  # stale entry removed
 
 
 def test_split_config_is_part_of_the_key(folder: Path, tmp_path: Path) -> None:
@@ -90,3 +97,38 @@ def test_default_dir_from_env(monkeypatch, tmp_path: Path) -> None:
     assert DiskCache().root == tmp_path / "c"
     monkeypatch.delenv(CACHE_ENV)
     assert default_cache_dir() == Path.home() / ".cache" / "metatrade"
+
+
+def test_the_cache_is_bounded_evicting_the_least_recently_used(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Reproduction: every generated task set left its entries behind for good (9.7 GB and
+    28,000 files on the shared machine), and each write listed the whole folder. Now a
+    process bounds the cache after its first write, oldest use first."""
+    cache = tmp_path / "cache"
+    tasks = DataLoader(folder, cache_dir=cache).get_available_tasks()
+    for task in tasks:
+        DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
+    files = sorted(cache.glob("*/*.npz"))
+    assert len(files) == 2 * len(tasks)  # bars and arrays of each task, a folder each
+    for i, f in enumerate(files):
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    loader = DataLoader(folder, cache_dir=cache)
+    loader.get_task_arrays(*tasks[0])  # a hit: used now
+    stem = loader.task_path(*tasks[0]).stem
+    used = [f for f in files if f.parent.name.startswith(f"arrays-{stem}-")]
+    assert len(used) == 1
+    legacy = cache / "bars-OLD-0123456789abcdef.npz"  # the flat layout of before
+    legacy.write_bytes(b"x" * 10)
+    sizes = {f: f.stat().st_size for f in files}
+    freed = prune(cache, max_bytes=sizes[used[0]])
+    assert sorted(cache.glob("*/*.npz")) == used and not legacy.exists()
+    assert freed == sum(size for f, size in sizes.items() if f not in used) + 10
+
+
+def test_cache_size_limit_from_env(monkeypatch) -> None:
+    monkeypatch.setenv(MAX_SIZE_ENV, "0.5")
+    assert max_cache_bytes() == 2**29
+    monkeypatch.setenv(MAX_SIZE_ENV, "lots")
+    with pytest.raises(ValueError, match=MAX_SIZE_ENV):
+        max_cache_bytes()

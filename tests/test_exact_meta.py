@@ -220,6 +220,13 @@ def test_pretraining_on_the_objective_is_seeded_and_leaves_the_policy_alone() ->
         policy, family, config=cfg, num_steps=steps, rng=np.random.default_rng(3)
     )
     assert len(losses) == steps and np.isfinite(losses).all()
+    # the first step's loss: the mean of the adaptation and the evaluation windows' objectives
+    rng = np.random.default_rng(3)
+    tasks = family.sample_tasks(2, task_set="train", rng=rng)
+    halves = family.objective_batches(tasks, num_windows=2, num_eval_windows=2, rng=rng)
+    theta = expand_to_tasks(before, len(tasks))
+    first = sum(per_task_losses(policy, theta, w, family.objective_loss).mean() for w in halves)
+    assert losses[0] == pytest.approx(float(first) / 2, rel=1e-6, abs=1e-9)
     for k, v in policy.named_parameters():
         assert torch.equal(v.detach(), before[k])  # the module is untouched
         assert torch.equal(a[k], b[k]) and not torch.equal(a[k], before[k])

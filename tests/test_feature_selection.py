@@ -86,9 +86,9 @@ def test_one_cache_entry_serves_every_selection(tmp_path: Path) -> None:
     same entry and get the same values for the columns they share."""
     cache = tmp_path / "cache"
     standard = DataLoader(cache_dir=cache).get_task_arrays("Finnifty", "60")
-    entries = sorted(cache.glob("arrays-*.npz"))
+    entries = sorted(cache.glob("arrays-*/*.npz"))
     picked = DataLoader(cache_dir=cache, features=PICK).get_task_arrays("Finnifty", "60")
-    assert sorted(cache.glob("arrays-*.npz")) == entries  # a hit, not a second entry
+    assert sorted(cache.glob("arrays-*/*.npz")) == entries  # a hit, not a second entry
     assert picked.feature_names == PICK and picked.features.shape == (len(standard), len(PICK))
     for name in ("logret_1", "minutes_since_open"):
         i, j = PICK.index(name), FEATURE_NAMES.index(name)

@@ -49,8 +49,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool) -> Path:
-    """Call ``write(fileobj)`` (its return value unused) on a temporary sibling of ``path``, then move it into place."""
+def atomic_write(
+    path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool, durable: bool = True
+) -> Path:
+    """Call ``write(fileobj)`` (its return value unused) on a temporary sibling of ``path``,
+    then move it into place. ``durable``: fsync before the move (a run's files); a cache,
+    which a crash only costs a recomputation, skips it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -62,7 +66,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], *, binary
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,9 +104,10 @@ def _meta_train(
     backend_overrides: dict[str, Any],
 ) -> None:
     from metatrade.agents.networks.base import Policy
+    from metatrade.io import run_dir_lock
     from metatrade.training.build import make_family
     from metatrade.training.checkpoint import checkpoint_path
-    from metatrade.training.pretrained import pretrained_for_run
+    from metatrade.training.pretrained import PretrainingJob, pretrained_for_run
     from metatrade.training.trainer import Trainer
 
     data, tasks, seed = cli
@@ -130,16 +131,27 @@ def _meta_train(
     show = None if progress else False
     family = make_family(cfg)
     trainer = Trainer(family, None, config=cfg, run_dir=run_dir, progress=show, overwrite=overwrite)
+    resumed = resume_from is not None
     t0 = time.perf_counter()
-    trainer.meta_train(resume=resume_from)
+    with run_dir_lock(run_dir):
+        if not resumed:
+            trainer.claim_meta_run()  # (--overwrite moves the old run aside before the child)
+        # the exact estimator's "pretrained" row of evaluate, trained beside meta-training
+        job = PretrainingJob.start_if_useful(cfg, resume=resumed)
+        try:
+            trainer.meta_train(resume=resume_from)
+        except BaseException:
+            if job is not None:
+                job.stop()
+            raise
     console.print(
         f"done in {time.perf_counter() - t0:.1f} s; checkpoint {checkpoint_path(run_dir)}"
     )
-    # the exact estimator's "pretrained" row of evaluate (evaluation.baselines), in the run
     policy = trainer._policy()
     if isinstance(policy, Policy):  # a trading family's policy (not 2-D navigation's toy)
-        resumed = resume_from is not None
-        pretrained_for_run(cfg, family, policy, console, resume=resumed, run_id=trainer.run_id)
+        pretrained_for_run(
+            cfg, family, policy, console, resume=resumed, run_id=trainer.run_id, job=job
+        )
 
 
 # ---- train (PPO) ------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class DataLoader:
         self._check_instruments()
         self._bars: dict[TaskId, pd.DataFrame] = {}
         self._arrays: dict[TaskId, TaskArrays] = {}
+        self._task_sets: dict[tuple[str, int], list[TaskId]] = {}
 
     def _discover(self) -> dict[TaskId, Path]:
         if not self.data_dir.is_dir():
@@ -224,21 +225,28 @@ class DataLoader:
         """Every usable task in the folder (held-out ones included), sorted by instrument then
         minutes; unusable files are in ``skipped`` (see ``strict``)."""
         self._check_files()
-        return sorted(self._files, key=lambda t: (t.instrument, timeframe_sort_key(t.timeframe)))
+        key = ("sorted", len(self._files))
+        if key not in self._task_sets:
+            self._task_sets[key] = sorted(
+                self._files, key=lambda t: (t.instrument, timeframe_sort_key(t.timeframe))
+            )
+        return list(self._task_sets[key])
 
     def tasks(self, task_set: str = "train") -> list[TaskId]:
         """A task set: "train" (not held out), "test" (held out) or "all" (a set of tasks,
         not a time split of their bars)."""
+        if task_set not in ("train", "test", "all"):
+            raise ValueError(
+                f"task_set={task_set!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
+            )
         every = self.get_available_tasks()
-        if task_set == "all":
-            return every
-        if task_set == "train":
-            return [t for t in every if t not in self.heldout]
-        if task_set == "test":
-            return [t for t in every if t in self.heldout]
-        raise ValueError(
-            f"task_set={task_set!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
-        )
+        key = (task_set, len(every))  # the file list only ever shrinks (unusable files)
+        if key not in self._task_sets:  # asked at every meta-iteration: built once
+            keep = {"all": lambda t: True, "train": lambda t: t not in self.heldout}.get(
+                task_set, lambda t: t in self.heldout
+            )
+            self._task_sets[key] = [t for t in every if keep(t)]
+        return list(self._task_sets[key])
 
     def sample_tasks(
         self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None

@@ -10,6 +10,8 @@ question MAML has to beat: is "learn to adapt" better than "learn the average ta
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -36,8 +38,10 @@ def pretrain_on_objective(
     rng: np.random.Generator,
 ) -> tuple[Params, list[float]]:
     """``num_steps`` Adam steps (lr ``config.lr``, clip ``config.max_grad_norm``) on the mean
-    exact objective of ``config.meta_batch_size`` training tasks per step. Returns the
-    trained parameters (detached) and the loss of every step; ``policy`` is unchanged."""
+    exact objective of ``config.meta_batch_size`` training tasks per step, over each task's
+    adaptation and evaluation windows together (one recursion: the mean of the two halves
+    when they have as many windows, as MAML's do by default). Returns the trained
+    parameters (detached) and the loss of every step; ``policy`` is unchanged."""
     params = {k: v.detach().clone().requires_grad_() for k, v in policy.named_parameters()}
     optimizer = torch.optim.Adam(params.values(), lr=config.lr)
     losses = []
@@ -50,11 +54,8 @@ def pretrain_on_objective(
             rng=rng,
         )
         theta = expand_to_tasks(params, len(tasks))
-        adapt_loss, eval_loss = (
-            per_task_losses(policy, theta, w, family.objective_loss).mean()
-            for w in (adapt_windows, eval_windows)
-        )
-        loss = (adapt_loss + eval_loss) / 2
+        windows = _joined(adapt_windows, eval_windows)
+        loss = per_task_losses(policy, theta, windows, family.objective_loss).mean()
         optimizer.zero_grad()
         loss.backward()
         if config.max_grad_norm is not None:
@@ -62,3 +63,10 @@ def pretrain_on_objective(
         optimizer.step()
         losses.append(loss.item())
     return {k: v.detach() for k, v in params.items()}, losses
+
+
+def _joined(first: Any, second: Any) -> Any:
+    """Two window batches of the same tasks as one, windows of ``first`` then ``second``
+    (every field is [T, W, ...]: joined on the window axis)."""
+    a, b = first.tensors(), second.tensors()
+    return type(first).from_tensors({k: torch.cat([a[k], b[k]], dim=1) for k in a})

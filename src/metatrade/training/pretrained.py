@@ -10,6 +10,9 @@ changed or damaged file) carrying the run's id, so a start left by a replaced ru
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,9 @@ from metatrade.training.artefacts import PRETRAINED_FILE, find_artefact, run_rec
 from metatrade.training.config import RunConfig
 
 KIND = "PretrainedStart"
+BACKGROUND_MIN_STEPS = 1_000
+"""Below this many Adam steps the start trains in the command's own process: a child
+process first spends 5-10 s importing torch and loading the tasks."""
 
 
 def train_pretrained(cfg: RunConfig, family: Any, policy: Policy) -> dict[str, Any]:
@@ -70,6 +76,12 @@ def load_pretrained_file(path: str | Path) -> dict[str, torch.Tensor]:
     return params
 
 
+def wants_pretrained(cfg: RunConfig) -> bool:
+    """With the exact estimator and ``pretrained`` among ``evaluation.baselines``, a run
+    trains the fair "pretrained" start (the sampled estimator's is the PPO baseline)."""
+    return cfg.meta.estimator == "exact" and "pretrained" in cfg.evaluation.baselines
+
+
 def pretrained_for_run(
     cfg: RunConfig,
     family: Any,
@@ -78,22 +90,115 @@ def pretrained_for_run(
     *,
     resume: bool,
     run_id: str | None,
+    job: PretrainingJob | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """With the exact estimator and ``pretrained`` among ``evaluation.baselines``, the fair
-    "pretrained" start of a run (``train_pretrained``), saved in the run directory where
-    ``evaluate`` finds it (a resumed run reuses a saved one); ``metatrade meta-train`` and
-    the demo call it after meta-training. None otherwise (the sampled estimator's pretrained
-    start is the PPO baseline)."""
-    if cfg.meta.estimator != "exact" or "pretrained" not in cfg.evaluation.baselines:
+    """The run's fair "pretrained" start (``train_pretrained``) when ``wants_pretrained``,
+    saved in the run directory where ``evaluate`` finds it (a resumed run reuses a saved
+    one); ``metatrade meta-train`` and the demo call it after meta-training, ``job``: the
+    start already training in a child process (``PretrainingJob``). None otherwise."""
+    if not wants_pretrained(cfg):
         return None
     if resume and (saved := load_pretrained(cfg.run_dir(), run_id=run_id)) is not None:
         console.print("pretrained start on the exact objective: loaded from the run")
         return saved
     t0 = time.perf_counter()
-    out = train_pretrained(cfg, family, policy)
+    out = job.result() if job is not None else train_pretrained(cfg, family, policy)
     path = save_pretrained(cfg.run_dir(), out["params"], run_id=run_id)
+    where = "in a child process, beside meta-training" if job is not None else ""
+    took = job.seconds if job is not None else time.perf_counter() - t0
     console.print(
         f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
-        f"evaluations), {time.perf_counter() - t0:.0f} s -> {path}"
+        f"evaluations), {took:.0f} s{', ' + where if where else ''} -> {path}"
     )
     return out["params"]
+
+
+class PretrainingError(RuntimeError):
+    """The child process training the pretrained start failed."""
+
+
+class PretrainingJob:
+    """The pretrained start trained in a child process while this one meta-trains.
+
+    The start never sees MAML's parameters, so the two trainings are independent: on a
+    machine with two free cores ``meta-train`` takes about the longer of the two instead of
+    their sum. The child rebuilds the family from the run's config (its synthetic tasks are
+    already written; the bars come from the disk cache), uses the run's torch threads and
+    seeds, and sends the parameters back: they are bitwise those of ``train_pretrained`` in
+    this process (tested). It ignores Ctrl-C (this process decides) and is stopped with it.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe after torch's threads
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_pretrain_in_child, args=(cfg, send), daemon=True, name="metatrade-pretrain"
+        )
+        self._t0 = time.perf_counter()
+        self._proc.start()
+        send.close()
+        self.seconds = 0.0
+
+    @classmethod
+    def start_if_useful(cls, cfg: RunConfig, *, resume: bool) -> PretrainingJob | None:
+        """A job when the run wants the start, has none saved to resume, trains it long
+        enough to repay a child's start-up, on the CPU, with a second core to run on."""
+        from metatrade.meta.pretrain import gradient_evaluations_per_iteration
+        from metatrade.training.build import make_meta_config
+
+        if not wants_pretrained(cfg) or cfg.run.device != "cpu" or _usable_cpus() < 2:
+            return None
+        if resume and (cfg.run_dir() / PRETRAINED_FILE).is_file():
+            return None
+        steps = cfg.meta.num_meta_iterations * gradient_evaluations_per_iteration(
+            make_meta_config(cfg)
+        )
+        return cls(cfg) if steps >= BACKGROUND_MIN_STEPS else None
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the child; its ``{"params", "steps"}`` or a ``PretrainingError``."""
+        try:
+            message = self._recv.recv()
+        except (EOFError, OSError):
+            self._proc.join()
+            message = {"error": f"the process ended with exit code {self._proc.exitcode}"}
+        finally:
+            self._proc.join()
+            self._recv.close()
+            self.seconds = time.perf_counter() - self._t0
+        if "error" in message:
+            raise PretrainingError(f"training the pretrained start: {message['error']}")
+        params = {k: torch.from_numpy(v) for k, v in message["params"].items()}
+        return {"params": params, "steps": message["steps"]}
+
+    def stop(self) -> None:
+        """End the child if it still runs (this process stops early)."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _pretrain_in_child(cfg: RunConfig, send: Any) -> None:
+    """The child's work: ``train_pretrained`` on the run's family, the result sent back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        from metatrade.runtime import configure_cpu
+        from metatrade.training.build import make_family, make_policy_for
+
+        configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
+        family = make_family(cfg)
+        out = train_pretrained(cfg, family, make_policy_for(cfg, family))
+        # as numpy arrays: torch sends tensors through shared memory, gone once we exit
+        params = {k: v.detach().cpu().numpy() for k, v in out["params"].items()}
+        send.send({"params": params, "steps": out["steps"]})
+    except Exception as err:  # reported by the parent in one line
+        send.send({"error": f"{type(err).__name__}: {err}"})
+    finally:
+        send.close()

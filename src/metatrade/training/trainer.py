@@ -259,6 +259,13 @@ class Trainer:
     def _locked(self, run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
         return run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
 
+    def claim_meta_run(self) -> None:
+        """Claim the run directory for a fresh meta-training run now, as ``meta_train``
+        would on its first call (with ``overwrite``, the replaced run is moved aside here):
+        what runs beside meta-training (``training.pretrained.PretrainingJob``) can then
+        rely on the directory. Hold ``io.run_dir_lock`` around this and ``meta_train``."""
+        self._claim(META_KIND)
+
     def _claim(self, kind: str) -> None:
         """A fresh run of ``kind`` may write the run directory (once per trainer: a second
         call continues what this trainer wrote); it takes the directory's run id."""
