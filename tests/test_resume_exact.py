@@ -47,6 +47,7 @@ OPTIMIZERS = {
     "adam": {"optimizer": "adam"},
     "trpo-cg_subsample-0.25": {"optimizer": "trpo", "cg_subsample": 0.25, "cg_iters": 3},
     "promp": {"optimizer": "promp", "promp_steps": 2},
+    "adam-linear-schedule": {"optimizer": "adam", "lr_schedule": "linear"},
 }
 
 
@@ -113,6 +114,21 @@ def test_kill_9_mid_meta_train_then_resume_is_bitwise_equal(tmp_path: Path, opti
     assert str(a["learner"]["optimizer"]) == str(b["learner"]["optimizer"])
     for name, value in b["rng"].items():
         assert str(a["rng"][name]) == str(value)
+
+
+def test_the_linear_schedule_falls_to_lr_over_the_iterations(tmp_path: Path) -> None:
+    """meta.lr_schedule: linear: iteration t (1-based) of T steps at lr x (1 - (t-1)/T), so
+    the last at lr / T; the constant schedule keeps lr and gives other parameters."""
+    finals = {}
+    for schedule in ("linear", "constant"):
+        meta = {"optimizer": "adam", "lr_schedule": schedule}
+        config = write_config(tmp_path / f"{schedule}.yaml", meta=meta)
+        uninterrupted(config, tmp_path / schedule, "meta")
+        _, state = load_run_checkpoint(tmp_path / schedule)
+        group = state["learner"]["optimizer"]["param_groups"][0]
+        assert group["lr"] == pytest.approx(0.05 / 12 if schedule == "linear" else 0.05)
+        finals[schedule] = state["learner"]["params"]
+    assert any(not torch.equal(finals["linear"][k], v) for k, v in finals["constant"].items())
 
 
 def test_ctrl_c_in_train_saves_and_train_resume_continues_bitwise(tmp_path: Path) -> None:

@@ -126,6 +126,14 @@ class MetaLearner:
             leaves += list(self.inner_lrs.values())
         return leaves
 
+    def scale_learning_rates(self, factor: float) -> None:
+        """Every optimizer group's rate := its configured rate x ``factor`` (a schedule over
+        the run, ``meta.lr_schedule``; stateless, so a resumed run continues it exactly)."""
+        if self.optimizer is None:  # TRPO: a trust region, no rate
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
     # ------------------------------------------------------------------ one meta-iteration
     def step(
         self, rng: np.random.Generator | None = None, generator: torch.Generator | None = None

@@ -178,6 +178,23 @@ class MetaSection(MetaSettings):
     ``run.seed``, the run's one seed."""
 
     num_meta_iterations: int = Field(default=50, gt=0, description="outer-loop iterations")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        default="constant",
+        description="Adam / ProMP rates over the run: constant, or linear: falling from lr "
+        "(and meta_sgd_lr) at the first iteration to 0 after num_meta_iterations (as "
+        "Stable-Baselines3's linear schedule), so the last iterations average out the "
+        "meta-gradient's task-sampling noise instead of following it",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs_a_rate(self) -> MetaSection:
+        if self.lr_schedule != "constant" and self.optimizer == "trpo":
+            raise ValueError(
+                f"lr_schedule: {self.lr_schedule} schedules Adam's / ProMP's learning rate; "
+                "TRPO has none (its step is a trust region): use optimizer: adam or promp, "
+                "or lr_schedule: constant"
+            )
+        return self
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)

@@ -180,6 +180,8 @@ class Trainer:
                 progress_bar("meta-train", total, start, self.progress) as (bar, task),
             ):
                 for done in range(start + 1, total + 1):
+                    if self.config.meta.lr_schedule == "linear":
+                        learner.scale_learning_rates(1.0 - (done - 1) / total)
                     stats = learner.step(rng=self.rng.numpy, generator=self.rng.torch)
                     if bad := non_finite(learner.params):
                         raise saver.diverged("meta-training", done, bad)
