@@ -189,3 +189,43 @@ def test_run_config_writes_the_regime_family_and_its_oracle(tmp_path: Path) -> N
     assert all(isinstance(oracle[t], TaskRule) for t in held)
     other = load_config("synthetic", overrides={**overrides, "data.regimes": {}})
     assert synthetic_dir(other) != synthetic_dir(cfg)
+
+
+def test_an_interrupted_generation_leaves_nothing_a_later_run_refuses(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Reproduction: Ctrl-C while a run wrote its regime tasks left a folder of some bar
+    files and no market description; every later run of that config then stopped on
+    'no market description'. Now the tasks are written to a temporary folder and renamed
+    into place, and an older version's partial folder is written again."""
+    from metatrade.data import regimes
+    from metatrade.data.synthetic import PARAMS_FILE
+    from metatrade.training.config import load_config
+    from metatrade.training.task_sets import make_loader, synthetic_dir
+
+    overrides = {
+        "data.regimes": {"weights": {"ar": 1}},
+        "data.num_synthetic_tasks": 4,
+        "data.synthetic_bars": 600,
+        "data.synthetic_heldout": 1,
+        "run.out_dir": str(tmp_path),
+    }
+    cfg = load_config("synthetic", overrides=overrides)
+    real = regimes.write_bar_file
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(regimes, "write_bar_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_loader(cfg)
+    folder = synthetic_dir(cfg)
+    assert not folder.exists() and list(folder.parent.iterdir()) == []  # no trace left
+    monkeypatch.setattr(regimes, "write_bar_file", real)
+    assert len(make_loader(cfg).tasks("all")) == 4
+    (folder / PARAMS_FILE).unlink()  # what an older version's interrupted write looked like
+    assert len(make_loader(cfg).tasks("all")) == 4 and (folder / PARAMS_FILE).is_file()

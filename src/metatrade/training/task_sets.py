@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,16 +57,8 @@ def make_loader(cfg: RunConfig) -> DataLoader:
     generated: list[tuple[str, str]] = []
     if d.family == "synthetic":
         data_dir = synthetic_dir(cfg)
-        if _writes_synthetic(data_dir) and d.regimes is not None:
-            from metatrade.data.regimes import write_regime_sets
-
-            write_regime_sets(data_dir, regime_sets(cfg), d.regimes)
-        elif _writes_synthetic(data_dir):
-            from metatrade.data.synthetic import write_synthetic_tasks
-
-            write_synthetic_tasks(
-                data_dir, d.num_synthetic_tasks, cfg.run.seed, n_bars=d.synthetic_bars
-            )
+        if _writes_synthetic(data_dir) or (not d.data_dir and _incomplete(data_dir)):
+            _write_generated(cfg, data_dir)
         generated = _synthetic_heldout(cfg, data_dir)
     elif data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data.data_dir: {data_dir} is not a directory of OHLCV files")
@@ -92,6 +87,43 @@ def _task_id(name: str) -> TaskId:
     from metatrade.data.naming import parse_task_id
 
     return parse_task_id(name)
+
+
+def _write_generated(cfg: RunConfig, folder: Path) -> None:
+    """Write the run's synthetic tasks into ``folder`` whole or not at all: into a temporary
+    sibling, then renamed into place (an interrupted run used to leave a folder of some
+    bar files and no market description, which every later run refused). If another process
+    put the folder in place first, its copy (the same tasks: deterministic) is kept."""
+    d = cfg.data
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        if d.regimes is not None:
+            from metatrade.data.regimes import write_regime_sets
+
+            write_regime_sets(tmp, regime_sets(cfg), d.regimes)
+        else:
+            from metatrade.data.synthetic import write_synthetic_tasks
+
+            write_synthetic_tasks(tmp, d.num_synthetic_tasks, cfg.run.seed, n_bars=d.synthetic_bars)
+        if folder.is_dir() and (not any(folder.iterdir()) or _incomplete(folder)):
+            shutil.rmtree(folder)  # empty, or an older version's interrupted generation
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not _writes_synthetic(folder):  # another process finished first
+                return
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _incomplete(folder: Path) -> bool:
+    """A folder the run generates holding files but no sidecar (its last write): what an
+    interrupted generation of versions before the atomic write left."""
+    from metatrade.data.synthetic import PARAMS_FILE
+
+    return folder.is_dir() and any(folder.iterdir()) and not (folder / PARAMS_FILE).is_file()
 
 
 def _writes_synthetic(folder: Path) -> bool:
