@@ -170,3 +170,22 @@ def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path) -> 
     code = f"from metatrade.io import run_dir_lock\nwith run_dir_lock({str(tmp_path)!r}): pass"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True)  # free again
+
+
+def test_a_refused_command_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """Reproduction: a command refused after taking the lock of its --out (a test split
+    without --final, a bad option) left an empty folder holding only .lock. A folder the lock
+    created and nothing wrote into is removed on release; one that was there, or that got a
+    file, stays."""
+    fresh = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError), run_dir_lock(fresh):
+        raise RuntimeError("refused")
+    assert not fresh.exists()
+    with run_dir_lock(fresh):
+        (fresh / "result.csv").write_text("x\n")
+    assert (fresh / "result.csv").is_file()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with run_dir_lock(existing):
+        pass
+    assert existing.is_dir()

@@ -97,8 +97,11 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[Path]:
     process holding it is a ``RunDirError`` naming its pid and the directory: two commands
     writing one run would interleave its log and leave a config that does not match its
     checkpoint. Taking the lock first deletes stray ``.*.tmp`` files of interrupted writes.
+    A directory the lock created and nothing else wrote (a command refused before writing)
+    is removed again on release, so a refusal leaves no trace.
     """
     path = Path(run_dir)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     key = path.resolve()
     if key in _held:
@@ -129,8 +132,20 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[Path]:
         finally:
             del _held[key]
             os.ftruncate(fd, 0)
+            if created:
+                _remove_if_only_the_lock(key)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _remove_if_only_the_lock(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing but the lock file (while the lock is held)."""
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()
+    except OSError:  # something appeared meanwhile, or it is not ours to remove: keep it
+        pass
 
 
 @contextmanager
