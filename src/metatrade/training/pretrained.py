@@ -142,11 +142,14 @@ class PretrainingJob:
     @classmethod
     def start_if_useful(cls, cfg: RunConfig, *, resume: bool) -> PretrainingJob | None:
         """A job when the run wants the start, has none saved to resume, trains it long
-        enough to repay a child's start-up, on the CPU, with a second core to run on."""
+        enough to repay a child's start-up, on the CPU, with a second core to run on (and
+        no Ray workers to take it)."""
         from metatrade.meta.pretrain import gradient_evaluations_per_iteration
         from metatrade.training.build import make_meta_config
 
-        if not wants_pretrained(cfg) or cfg.run.device != "cpu" or _usable_cpus() < 2:
+        if not wants_pretrained(cfg) or cfg.run.device != "cpu" or cfg.run.backend == "ray":
+            return None
+        if _usable_cpus() < 2:
             return None
         if resume and (cfg.run_dir() / PRETRAINED_FILE).is_file():
             return None
