@@ -40,8 +40,8 @@ _EXACT_VS_SAMPLED = (
     "test split (+0.33% vs -0.76% per window, a look made before the registry: counted in "
     "DEMO_CONFIGURATIONS); re-checked on validation (2026-12-07, `python "
     "benchmarks/exact_trading.py --no-stressed`): MAML k=1 exact -1.11% [-2.06, -0.34] vs "
-    "sampled -0.16% [-0.85, +0.44] (seed 0; seeds 1-2 pooled, before issue 22's seed scheme: "
-    "-1.00 vs -0.32), intervals overlapping: "
+    "sampled -0.16% [-0.85, +0.44] (seed 0; seeds 1-2 pooled: "
+    "-1.08 vs -0.34), intervals overlapping: "
     "kept on speed by the rule written first, not on returns, which favour sampled "
     "(docs/exact.md, 'How the demo's settings were chosen')"
 )
