@@ -79,7 +79,7 @@ def load_pretrained_file(path: str | Path) -> dict[str, torch.Tensor]:
 def wants_pretrained(cfg: RunConfig) -> bool:
     """With the exact estimator and ``pretrained`` among ``evaluation.baselines``, a run
     trains the fair "pretrained" start (the sampled estimator's is the PPO baseline)."""
-    return cfg.meta.estimator == "exact" and "pretrained" in cfg.evaluation.baselines
+    return cfg.meta.exact_objective and "pretrained" in cfg.evaluation.baselines
 
 
 def pretrained_for_run(
@@ -197,7 +197,9 @@ def _pretrain_in_child(cfg: RunConfig, send: Any) -> None:
 
         configure_cpu(cfg.run.torch_threads, cfg.run.keep_freed_memory)
         family = make_family(cfg)
-        out = train_pretrained(cfg, family, make_policy_for(cfg, family))
+        policy = make_policy_for(cfg, family)
+        assert isinstance(policy, Policy)  # a trading family's (``wants_pretrained``)
+        out = train_pretrained(cfg, family, policy)
         # as numpy arrays: torch sends tensors through shared memory, gone once we exit
         params = {k: v.detach().cpu().numpy() for k, v in out["params"].items()}
         send.send({"params": params, "steps": out["steps"]})

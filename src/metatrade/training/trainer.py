@@ -262,10 +262,9 @@ class Trainer:
         return run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
 
     def claim_meta_run(self) -> None:
-        """Claim the run directory for a fresh meta-training run now, as ``meta_train``
-        would on its first call (with ``overwrite``, the replaced run is moved aside here):
-        what runs beside meta-training (``training.pretrained.PretrainingJob``) can then
-        rely on the directory. Hold ``io.run_dir_lock`` around this and ``meta_train``."""
+        """Claim the run directory for a fresh meta-training run now, as ``meta_train`` would
+        (``overwrite`` moves the old run aside), so a ``PretrainingJob`` can rely on it.
+        Hold ``io.run_dir_lock`` around this and ``meta_train``."""
         self._claim(META_KIND)
 
     def _claim(self, kind: str) -> None:
