@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metatrade.data import DataLoader, SplitConfig, write_synthetic_tasks
+from metatrade.data import loader as loader_module
 from metatrade.data.cache import (
     CACHE_ENV,
     MAX_SIZE_ENV,
@@ -132,3 +133,22 @@ def test_cache_size_limit_from_env(monkeypatch) -> None:
     monkeypatch.setenv(MAX_SIZE_ENV, "lots")
     with pytest.raises(ValueError, match=MAX_SIZE_ENV):
         max_cache_bytes()
+
+
+def test_a_read_only_cache_still_serves_hits(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """Refreshing an entry's time on a hit (for the eviction order) must not turn a hit
+    into a miss where the cache cannot be written (a shared, read-only cache)."""
+    cache = tmp_path / "cache"
+    task = DataLoader(folder, cache_dir=cache).get_available_tasks()[0]
+    DataLoader(folder, cache_dir=cache).get_task_arrays(*task)  # fills the cache
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    def parse(*args, **kwargs):
+        raise AssertionError("parsed: the cache did not serve its hit")
+
+    monkeypatch.setattr(os, "utime", refuse)
+    monkeypatch.setattr(loader_module, "load_bars", parse)
+    warm = DataLoader(folder, cache_dir=cache).get_task_arrays(*task)
+    assert len(warm.close) > 0

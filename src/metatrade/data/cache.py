@@ -19,6 +19,7 @@ used entries (a hit refreshes an entry's time) until the cache holds at most
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -116,11 +117,12 @@ class DiskCache:
         try:
             with np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            os.utime(f)  # recently used: the last to be evicted
-            return arrays
         except (OSError, ValueError) as err:
             warnings.warn(f"ignoring unreadable cache file {f}: {err}", stacklevel=2)
             return None
+        with contextlib.suppress(OSError):  # a read-only cache is still a cache
+            os.utime(f)  # recently used: the last to be evicted
+        return arrays
 
     def save(self, kind: str, path: Path, extra: tuple, arrays: dict[str, np.ndarray]) -> None:
         """Write atomically; drop older entries of the same file; bound the cache's size once
