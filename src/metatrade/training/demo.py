@@ -308,7 +308,7 @@ def _backtest_reports(
                 split="test",
                 config=env_cfg,
                 name=f"{label} adapted k={k}",
-                note=None if result.period is None else result.period.describe(),
+                note=None if result.period is None else _backtest_note(result.period),
             )
             if i == 0:
                 console.print(reports[f"{task}/{label}"]["report"], soft_wrap=True)
@@ -317,6 +317,12 @@ def _backtest_reports(
         f"{run_dir / 'reports'}"
     )
     return reports
+
+
+def _backtest_note(period: Any) -> str:
+    """The backtests trade the adapted policies of the meta-test's look: they state that
+    look's number, and say that they belong to it (the statutory-cost table is a later one)."""
+    return f"{period.describe()}; these backtests trade that look's adapted policies"
 
 
 def _stamp(run_dir: Path) -> None:
