@@ -74,3 +74,23 @@ def test_meta_train_saves_the_start_the_child_trained(tmp_path: Path, monkeypatc
     assert saved["here"] is not None and saved["child"] is not None
     for key, value in saved["here"].items():
         assert torch.equal(saved["child"][key], value), key
+
+
+def test_a_failed_child_costs_time_not_the_run(tmp_path: Path, monkeypatch) -> None:
+    """The child dies (killed, out of memory): meta-train warns and trains the same start in
+    its own process; the run ends with its pretrained start saved."""
+    monkeypatch.setattr(pretrained, "BACKGROUND_MIN_STEPS", 0)
+    monkeypatch.setattr(pretrained, "_usable_cpus", lambda: 2)
+
+    def died(self):
+        self.stop()
+        raise PretrainingError("training the pretrained start: the process ended with exit -9")
+
+    monkeypatch.setattr(PretrainingJob, "result", died)
+    run = tmp_path / "run"
+    config = _exact_config(tmp_path, num_meta_iterations=2)
+    res = runner.invoke(app, ["meta-train", "-c", str(config), "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "training it in this process instead" in res.output
+    assert "in a child process" not in res.output
+    assert pretrained.load_pretrained(run) is not None

@@ -102,13 +102,14 @@ def pretrained_for_run(
         console.print("pretrained start on the exact objective: loaded from the run")
         return saved
     t0 = time.perf_counter()
-    out = job.result() if job is not None else train_pretrained(cfg, family, policy)
+    out = _child_result(job, console) if job is not None else None
+    if out is None:
+        out = train_pretrained(cfg, family, policy) | {"seconds": time.perf_counter() - t0}
     path = save_pretrained(cfg.run_dir(), out["params"], run_id=run_id)
-    where = "in a child process, beside meta-training" if job is not None else ""
-    took = job.seconds if job is not None else time.perf_counter() - t0
+    where = ", in a child process beside meta-training" if out.get("child") else ""
     console.print(
         f"pretrained start on the exact objective: {out['steps']} Adam steps (MAML's gradient "
-        f"evaluations), {took:.0f} s{', ' + where if where else ''} -> {path}"
+        f"evaluations), {out['seconds']:.0f} s{where} -> {path}"
     )
     return out["params"]
 
@@ -159,7 +160,8 @@ class PretrainingJob:
         return cls(cfg) if steps >= BACKGROUND_MIN_STEPS else None
 
     def result(self) -> dict[str, Any]:
-        """Wait for the child; its ``{"params", "steps"}`` or a ``PretrainingError``."""
+        """Wait for the child: its ``{"params", "steps", "seconds", "child"}``, or a
+        ``PretrainingError``."""
         try:
             message = self._recv.recv()
         except (EOFError, OSError):
@@ -172,13 +174,23 @@ class PretrainingJob:
         if "error" in message:
             raise PretrainingError(f"training the pretrained start: {message['error']}")
         params = {k: torch.from_numpy(v) for k, v in message["params"].items()}
-        return {"params": params, "steps": message["steps"]}
+        return {"params": params, "steps": message["steps"], "seconds": self.seconds, "child": 1}
 
     def stop(self) -> None:
         """End the child if it still runs (this process stops early)."""
         if self._proc.is_alive():
             self._proc.terminate()
         self._proc.join()
+
+
+def _child_result(job: PretrainingJob, console: Any) -> dict[str, Any] | None:
+    """The child's start, or None (with a warning) if it failed: the caller trains the same
+    start in its own process, so a failed child costs time, never the run."""
+    try:
+        return job.result()
+    except PretrainingError as err:
+        console.print(f"warning: {err}; training it in this process instead")
+        return None
 
 
 def _usable_cpus() -> int:
