@@ -25,6 +25,7 @@ EXTRAS = (
     "open_gap_decay_12",
     "ret_x_volratio",
     "ret_x_autocorr_32",
+    "tod_drift_512",
 )
 NOISE = TaskRule("noise", 1e-3, {}, overnight_gap=3.0, seed=1)
 
@@ -105,6 +106,24 @@ def test_ret_x_autocorr_predicts_with_either_sign(phi: float) -> None:
     x = _raw(o, c, ts)["ret_x_autocorr_32"]
     r = np.r_[np.nan, np.diff(np.log(c))]
     assert np.nanmean(x[48:-1] * r[49:]) > 0
+
+
+def test_tod_drift_is_the_time_of_day_rules_estimate() -> None:
+    """On a seasonal task (a drift per third of the session) the feature at bar t is the
+    mean of the returns earned over the next bar's sixth in the last 512 bars, equal to a
+    direct computation, and its sign is the true drift's on most bars."""
+    rule = TaskRule("seasonal", 1e-3, {"drift": [0.3, -0.3, 0.2]}, seed=4)
+    o, c, ts = _bars(rule, 3000)
+    x = _raw(o, c, ts)["tod_drift_512"]
+    ahead = np.argmax(np.stack([_raw(o, c, ts)[f"next_sixth_{i}"] for i in range(6)]), axis=0)
+    held = np.r_[0, ahead[:-1]]
+    r = np.r_[0.0, np.diff(np.log(c))]
+    t = 2000
+    window = slice(t - 511, t + 1)
+    mine = held[window] == ahead[t]
+    assert x[t] == pytest.approx(r[window][mine].mean())
+    true = np.asarray([0.3, -0.3, 0.2])[np.minimum(ahead // 2, 2)]  # thirds = pairs of sixths
+    assert np.mean(np.sign(x[600:]) == np.sign(true[600:])) > 0.9
 
 
 def test_a_group_in_env_features_stands_for_its_columns_in_a_config() -> None:

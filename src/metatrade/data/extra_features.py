@@ -23,6 +23,9 @@ name (group)             value at bar t
                          return in the volatility regime
 ``ret_x_autocorr_32``    logret_1 x the lag-1 autocorrelation of 1-bar returns over the last
                          32 bars: the last return in the recent autocorrelation regime
+``tod_drift_512``        the mean 1-bar log return earned over the sixth of the session the
+                         next bar starts in, over the last 512 bars (0 before any): the
+                         time-of-day rule's estimate (Heston, Korajczyk & Sadka 2010), rolling
 =======================  ====================================================================
 
 Sessions are the calendar's (``Bars.sessions``: ``metatrade.data.calendar``), so the
@@ -96,6 +99,21 @@ def _ret_x_autocorr(bars: Bars, *, window: int) -> np.ndarray:
     return bars.log_return * ac
 
 
+def _tod_drift(bars: Bars, *, window: int) -> np.ndarray:
+    """Mean of the returns earned over each sixth in the last ``window`` bars, read at the
+    sixth of the next bar: causal (the return of bar s is known at s)."""
+    ahead = next_bar_sixth(bars)
+    held = np.empty_like(ahead)  # the sixth each bar's own return was earned over
+    held[0], held[1:] = 0, ahead[:-1]
+    r = np.nan_to_num(bars.log_return)
+    out = np.zeros(len(r))
+    for i in range(SIXTHS):
+        mine = pd.Series(np.where(held == i, r, np.nan))
+        mean = mine.rolling(window, min_periods=1).mean().fillna(0.0).to_numpy()
+        out = np.where(ahead == i, mean, out)
+    return out
+
+
 def register() -> None:
     """Add the features above to the registry (``metatrade.data.features`` calls it once)."""
     from metatrade.data.features import register_feature
@@ -108,3 +126,4 @@ def register() -> None:
         register_feature(f"open_gap_decay_{s}", fn, group="open_gap_decay")
     register_feature("ret_x_volratio", _ret_x_volratio)
     register_feature("ret_x_autocorr_32", functools.partial(_ret_x_autocorr, window=32))
+    register_feature("tod_drift_512", functools.partial(_tod_drift, window=512))
