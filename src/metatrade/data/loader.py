@@ -115,7 +115,7 @@ class DataLoader:
         self._check_instruments()
         self._bars: dict[TaskId, pd.DataFrame] = {}
         self._arrays: dict[TaskId, TaskArrays] = {}
-        self._task_sets: dict[tuple[str, int], list[TaskId]] = {}
+        self._task_sets: dict[str, list[TaskId]] = {}  # "all" (sorted), "train", "test"
 
     def _discover(self) -> dict[TaskId, Path]:
         if not self.data_dir.is_dir():
@@ -224,13 +224,12 @@ class DataLoader:
     def get_available_tasks(self) -> list[TaskId]:
         """Every usable task in the folder (held-out ones included), sorted by instrument then
         minutes; unusable files are in ``skipped`` (see ``strict``)."""
-        self._check_files()
-        key = ("sorted", len(self._files))
-        if key not in self._task_sets:
-            self._task_sets[key] = sorted(
+        self._check_files()  # (after it the file list is final: the task sets are built once)
+        if "all" not in self._task_sets:
+            self._task_sets["all"] = sorted(
                 self._files, key=lambda t: (t.instrument, timeframe_sort_key(t.timeframe))
             )
-        return list(self._task_sets[key])
+        return list(self._task_sets["all"])
 
     def tasks(self, task_set: str = "train") -> list[TaskId]:
         """A task set: "train" (not held out), "test" (held out) or "all" (a set of tasks,
@@ -240,13 +239,12 @@ class DataLoader:
                 f"task_set={task_set!r}; use 'train' (meta-training), 'test' (held out) or 'all'"
             )
         every = self.get_available_tasks()
-        key = (task_set, len(every))  # the file list only ever shrinks (unusable files)
-        if key not in self._task_sets:  # asked at every meta-iteration: built once
-            keep = {"all": lambda t: True, "train": lambda t: t not in self.heldout}.get(
-                task_set, lambda t: t in self.heldout
-            )
-            self._task_sets[key] = [t for t in every if keep(t)]
-        return list(self._task_sets[key])
+        if task_set == "all":
+            return every
+        if task_set not in self._task_sets:  # asked at every meta-iteration: built once
+            held = task_set == "test"
+            self._task_sets[task_set] = [t for t in every if (t in self.heldout) == held]
+        return list(self._task_sets[task_set])
 
     def sample_tasks(
         self, n: int, *, task_set: str = "train", rng: np.random.Generator | int | None = None

@@ -174,7 +174,7 @@ class PretrainingJob:
         if "error" in message:
             raise PretrainingError(f"training the pretrained start: {message['error']}")
         params = {k: torch.from_numpy(v) for k, v in message["params"].items()}
-        return {"params": params, "steps": message["steps"], "seconds": self.seconds, "child": 1}
+        return {"params": params, "steps": message["steps"], "seconds": self.seconds, "child": True}
 
     def stop(self) -> None:
         """End the child if it still runs (this process stops early)."""
