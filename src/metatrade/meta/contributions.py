@@ -35,9 +35,9 @@ from metatrade.meta.objective import (
     outer_loss_from_dist,
     post_update_dist_params,
 )
-from metatrade.meta.optimizers import fisher_product
+from metatrade.meta.optimizers import fisher_product, unflatten
 from metatrade.meta.surrogates import lvc_loss, ratio_loss
-from metatrade.meta.updates import KL_LOG_TASKS, FisherKind
+from metatrade.meta.updates import KL_LOG_TASKS, FisherKind, MetaUpdate
 
 Params = dict[str, Tensor]
 KLFn = Callable[[Tensor, Tensor], Tensor]
@@ -73,6 +73,8 @@ class MetaBatch:
     """the inner loop's per-task loss (None: the config's surrogate)"""
     outer_loss: TaskLoss = ratio_loss
     """the meta-loss's per-task loss on the post-update batch"""
+    graph: bool = True
+    """``steps`` are differentiable in theta (else re-adapted with a graph if one is needed)"""
 
     @property
     def num_tasks(self) -> int:
@@ -114,8 +116,36 @@ def sample_and_adapt(
         )
     post = source.post_batch(steps[-1])
     return MetaBatch(
-        list(source.batches), post, steps, generator, source.inner_loss, source.outer_loss
+        list(source.batches),
+        post,
+        steps,
+        generator,
+        source.inner_loss,
+        source.outer_loss,
+        graph=keep_graph,
     )
+
+
+def closed_form_gradient_applies(meta: MetaParameters) -> bool:
+    """Whether TRPO's closed-form Jacobian gives the meta-gradient too (``J^T dL/dd``, the
+    same number as autograd through the adaptation): the plain MLP, the Fisher on every
+    episode (a ``cg_subsample`` Jacobian is the subset's), the loss on the last policy."""
+    cfg = meta.config
+    return (
+        closed_form_supported(meta.policy, cfg, list(meta.params))
+        and cfg.cg_subsample >= 1.0
+        and not (cfg.multi_step_loss and cfg.num_inner_steps > 1)
+    )
+
+
+def adaptation_graph_needed(update: MetaUpdate, meta: MetaParameters) -> bool:
+    """Whether the iteration's adaptation must keep its autograd graph: the update
+    differentiates it, and no closed form (``closed_form_gradient_applies``) replaces that.
+    Without the graph the adaptation is a plain forward pass (TRPO on 2D navigation: about
+    a tenth of an iteration less)."""
+    if not update.keeps_adaptation_graph:
+        return False
+    return not (update.fisher == "closed_form" and closed_form_gradient_applies(meta))
 
 
 def meta_loss(
@@ -195,11 +225,17 @@ class BatchedContributions:
         m, batch, cfg = self.meta, self.batch, self.meta.config
         if self.fisher_kind is not None:
             self._product = self._separate_fisher()
+        steps = batch.steps
+        if not batch.graph:
+            if isinstance(self._product, ClosedFormFisher) and closed_form_gradient_applies(m):
+                return closed_form_gradient(m, batch, self._product)
+            second = not cfg.first_order  # the closed form was expected and does not apply
+            steps = self._replay(batch.inner_batches, second_order=second, loss=batch.inner_loss)
         dist = None
         if self.kl_defined:
-            dist = post_update_dist_params(m.policy, batch.steps[-1], batch.post)
+            dist = post_update_dist_params(m.policy, steps[-1], batch.post)
         multi = cfg.multi_step_loss
-        loss = meta_loss(m.policy, batch.steps, batch, multi_step=multi, last_dist=dist)
+        loss = meta_loss(m.policy, steps, batch, multi_step=multi, last_dist=dist)
         on_graph = self.fisher_kind is not None and self._product is None
         grads = gradients(loss, m.leaves(), retain_graph=on_graph)
         if on_graph and dist is not None:
@@ -328,6 +364,20 @@ def closed_form_fisher(meta: MetaParameters, batch: MetaBatch) -> ClosedFormFish
         kl_fn=_kl_fn(policy, post),
         config=cfg,
     )
+
+
+def closed_form_gradient(
+    meta: MetaParameters, batch: MetaBatch, closed: ClosedFormFisher
+) -> tuple[Tensor, list[Tensor]]:
+    """(L, grad_theta L) with grad_theta L = J^T dL/dd: the meta-loss's gradient in the
+    post-update distribution parameters d, pulled back through the adaptation by the
+    closed form's Jacobian (Finn et al., 2017, eq. 1 differentiated; no autograd graph
+    through the inner loop)."""
+    with torch.enable_grad():
+        d = closed.dist_params.detach().requires_grad_()
+        loss = meta_loss(meta.policy, batch.steps, batch, multi_step=False, last_dist=d)
+        w = torch.autograd.grad(loss, d)[0]
+    return loss.detach(), unflatten(closed.jacobian_t(w), meta.leaves())
 
 
 def fisher_on_subset(meta: MetaParameters, batch: MetaBatch) -> Callable[[Tensor], Tensor]:

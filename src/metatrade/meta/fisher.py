@@ -56,9 +56,44 @@ class _GivenOutput(nn.Module):
         return self.output
 
 
+class SampleBlockHessian:
+    """x -> H x for H the Hessian of a sum of per-sample terms in the distribution parameters
+    d [..., P], given the sum's gradient ``grad`` (with its graph) at ``d``.
+
+    Every loss and KL here is a sum over samples of a function of that sample's P
+    parameters, so H is block-diagonal with P x P blocks: they are read off P Hessian-vector
+    products (one-hot directions) once, and each product is then elementwise. A loss that
+    couples samples (DiCE's cumulative log-probabilities) fails the check against autograd
+    on a random probe and keeps the autograd product."""
+
+    def __init__(self, grad: Tensor, d: Tensor) -> None:
+        self.grad, self.d = grad, d
+        self.blocks: Tensor | None = None
+        p = d.shape[-1]
+        eye = torch.eye(p, dtype=d.dtype)
+        columns = [self._autograd(eye[j].expand_as(d)) for j in range(p)]
+        blocks = torch.stack(columns, dim=-1)  # [..., i, j] = d2 f / dd_i dd_j
+        probe = torch.randn(d.shape, generator=torch.Generator().manual_seed(0), dtype=d.dtype)
+        exact = self._autograd(probe)
+        tol = 1e-5 if d.dtype == torch.float32 else 1e-12
+        if float((_apply(blocks, probe) - exact).norm()) <= tol * float(exact.norm()) + 1e-30:
+            self.blocks = blocks
+
+    def _autograd(self, x: Tensor) -> Tensor:
+        return torch.autograd.grad(self.grad, self.d, x, retain_graph=True)[0]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._autograd(x) if self.blocks is None else _apply(self.blocks, x)
+
+
+def _apply(blocks: Tensor, x: Tensor) -> Tensor:
+    """Per-sample block times vector: [..., P, P] x [..., P] -> [..., P]."""
+    return (blocks * x.unsqueeze(-2)).sum(-1)
+
+
 class DistSpaceLoss:
     """sum_i L_i as a function of the distribution parameters d [T, ...] on a batch: its
-    gradient psi' (kept with its graph) and products with its Hessian Psi''."""
+    gradient psi' and products with its Hessian Psi'' (``SampleBlockHessian``)."""
 
     def __init__(self, loss: TaskLoss, distribution: Any, d: Tensor, batch: Any) -> None:
         d = d.detach().requires_grad_()
@@ -70,10 +105,8 @@ class DistSpaceLoss:
         with torch.enable_grad():
             losses = vmap(one)(d, batch.tensors())
             self.grad = torch.autograd.grad(losses.sum(), d, create_graph=True)[0]
+            self.hvp = SampleBlockHessian(self.grad, d)
         self.d, self.losses = d, losses.detach()
-
-    def hvp(self, x: Tensor) -> Tensor:
-        return torch.autograd.grad(self.grad, self.d, x, retain_graph=True)[0]
 
 
 class KLHessian:
@@ -81,12 +114,13 @@ class KLHessian:
 
     def __init__(self, kl_fn: KLFn, old: Tensor) -> None:
         old = old.detach()
-        self.q = old.clone().requires_grad_()
+        q = old.clone().requires_grad_()
         with torch.enable_grad():
-            self.grad = torch.autograd.grad(kl_fn(old, self.q).sum(), self.q, create_graph=True)[0]
+            grad = torch.autograd.grad(kl_fn(old, q).sum(), q, create_graph=True)[0]
+            self.product = SampleBlockHessian(grad, q)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return torch.autograd.grad(self.grad, self.q, x, retain_graph=True)[0]
+        return self.product(x)
 
 
 class InnerStep:

@@ -28,7 +28,11 @@ from torch import Tensor, nn
 
 from metatrade.meta.adapt import adapt_at_test_time
 from metatrade.meta.config import AdaptationConfig, MetaConfig
-from metatrade.meta.contributions import BatchedContributions, sample_and_adapt
+from metatrade.meta.contributions import (
+    BatchedContributions,
+    adaptation_graph_needed,
+    sample_and_adapt,
+)
 from metatrade.meta.estimators import make_source, measured_returns
 from metatrade.meta.protocols import TaskFamily
 from metatrade.meta.updates import Contributions, make_update
@@ -181,7 +185,7 @@ class MetaLearner:
             self,
             source,
             num_tasks=len(tasks),
-            keep_graph=self.update.keeps_adaptation_graph,
+            keep_graph=adaptation_graph_needed(self.update, self),
             generator=generator,
             losses_out=losses,
         )

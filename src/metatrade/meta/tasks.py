@@ -28,7 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from metatrade.meta.config import MetaConfig
-from metatrade.meta.contributions import BatchedContributions, sample_and_adapt
+from metatrade.meta.contributions import (
+    BatchedContributions,
+    adaptation_graph_needed,
+    sample_and_adapt,
+)
 from metatrade.meta.estimators import make_source
 from metatrade.meta.optimizers import flatten
 from metatrade.meta.protocols import TaskFamily
@@ -118,7 +122,7 @@ class TaskUnit:
             self,
             source,
             num_tasks=1,
-            keep_graph=update.keeps_adaptation_graph,
+            keep_graph=adaptation_graph_needed(update, self),
             generator=generator,
             losses_out=losses,
         )
