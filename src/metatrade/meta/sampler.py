@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metatrade.meta.episodes import Episodes, concat_episodes, keep_episodes
+from metatrade.meta.mlp_linear import fast_tanh
 from metatrade.meta.protocols import BatchEnv
 
 Params = dict[str, Tensor]
@@ -46,7 +47,7 @@ def policy_forward(policy: nn.Module, params: Params, obs: Tensor) -> Tensor:
 
 
 _FAST_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
+    "tanh": fast_tanh,  # numpy's (no autograd while sampling): 5-7x torch's here
     "relu": torch.relu,
     "elu": nn.functional.elu,
 }
