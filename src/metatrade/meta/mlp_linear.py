@@ -90,13 +90,26 @@ def _linear_t(g: Tensor, w: Tensor) -> Tensor:
     return torch.bmm(g, w)
 
 
-def _linear_add(acc: Tensor, x: Tensor, w: Tensor, *, transpose: bool = True) -> Tensor:
-    """acc + x @ w^T (or x @ w) in one accumulating matrix product."""
+def _affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """x [T, N, i] @ w^T + b with w [o, i] or [T, o, i] and b [T, o], the bias added by the
+    matrix product itself when both are shared or both per task (one pass over the rows)."""
+    shared_b = _shared_or_all(b)
+    if w.dim() == 2 and shared_b.dim() == 1:
+        flat = torch.addmm(shared_b, x.reshape(-1, x.shape[-1]), w.t())
+        return flat.reshape(*x.shape[:-1], w.shape[0])
+    if w.dim() == 3 and shared_b.dim() == 2:
+        return torch.baddbmm(shared_b.unsqueeze(1), x, w.transpose(1, 2))
+    return _linear(x, w) + b.unsqueeze(1)
+
+
+def _accumulate(acc: Tensor, x: Tensor, w: Tensor, *, transpose: bool = True) -> Tensor:
+    """acc += x @ w^T (or x @ w) in place, acc contiguous [T, N, o]; returns acc."""
     wt = w.t() if transpose and w.dim() == 2 else w.transpose(1, 2) if transpose else w
     if w.dim() == 2:
-        flat = torch.addmm(acc.reshape(-1, acc.shape[-1]), x.reshape(-1, x.shape[-1]), wt)
-        return flat.reshape(acc.shape)
-    return torch.baddbmm(acc, x, wt)
+        acc.view(-1, acc.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), wt)
+    else:
+        acc.baddbmm_(x, wt)
+    return acc
 
 
 def _outer(g: Tensor, x: Tensor) -> Tensor:
@@ -155,10 +168,10 @@ class MLPLinearization:
         dhs: list[Tensor] = []
         self._dzs: list[Tensor] = []
         for i, (name, w) in enumerate(zip(self.layers, self.ws, strict=True)):
-            dz = _linear(self.inputs[i], _shared_or_all(tangent[f"{name}.weight"]))
-            dz = dz + tangent[f"{name}.bias"].unsqueeze(1)
+            dw = _shared_or_all(tangent[f"{name}.weight"])
+            dz = _affine(self.inputs[i], dw, tangent[f"{name}.bias"])
             if dh is not None:
-                dz = _linear_add(dz, dh, w)
+                _accumulate(dz, dh, w)
             if i == len(self.ws) - 1:
                 break
             self._dzs.append(dz)
@@ -191,7 +204,7 @@ class MLPLinearization:
             if i == 0:
                 break
             gh = _linear_t(g, self.ws[i])
-            g = self.p[i - 1] * gh
+            g = self.p[i - 1] * gh if keep else gh.mul_(self.p[i - 1])
             gs.append(g)
             ghs.append(gh)
         if keep:
@@ -220,7 +233,7 @@ class MLPLinearization:
                 dw = tangent[f"{name}.weight"]
                 hw, h0 = self._moments.terms(u, dw if dw.dim() == 3 else dw.unsqueeze(0))
                 hv[f"{name}.weight"] = _outer(dg, x) + hw
-                h0 = h0 + _outer(self.p[0] * _linear_t(dg, self.ws[1]), self._moments.x)
+                h0 = h0 + _outer(_linear_t(dg, self.ws[1]).mul_(self.p[0]), self._moments.x)
                 hv[first], hv[f"{self.layers[0]}.bias"] = h0[..., :-1], h0[..., -1]
                 break
             hw = _outer(dg, x)
@@ -228,11 +241,11 @@ class MLPLinearization:
             if i == 0:
                 break
             dw = _shared_or_all(tangent[f"{name}.weight"])
-            dgh = _linear_add(_linear_t(self._g[i], dw), dg, self.ws[i], transpose=False)
-            dg = self.p[i - 1] * dgh
+            dg = _accumulate(_linear_t(self._g[i], dw), dg, self.ws[i], transpose=False)
+            dg.mul_(self.p[i - 1])
             k = self._k[i - 1]
             if k is not None:
-                dg = torch.addcmul(dg, k, self._dzs[i - 1])
+                dg.addcmul_(k, self._dzs[i - 1])
         return hv
 
 
