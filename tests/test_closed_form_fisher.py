@@ -16,9 +16,16 @@ from metatrade.data import DataLoader
 from metatrade.envs.nav2d import Navigation2DFamily
 from metatrade.envs.trading import TradingTaskFamily
 from metatrade.market.config import TradingEnvConfig
-from metatrade.meta.contributions import MetaBatch, closed_form_fisher, meta_loss
+from metatrade.meta.contributions import (
+    BatchedContributions,
+    MetaBatch,
+    adaptation_graph_needed,
+    closed_form_fisher,
+    meta_loss,
+)
 from metatrade.meta.fisher import ClosedFormFisher, closed_form_supported
 from metatrade.meta.learner import MetaConfig, MetaLearner
+from metatrade.meta.mlp_linear import fast_tanh
 from metatrade.meta.objective import kl_weights, post_update_dist_params
 from metatrade.meta.optimizers import fisher_product, flatten
 from metatrade.meta.updates import Contributions, TRPOUpdate
@@ -141,3 +148,59 @@ def test_other_policies_and_meta_sgd_fall_back_to_autograd() -> None:
     assert not closed_form_supported(gru_like, MetaConfig(), ["weight", "bias"])
     elu = _learner(NAV, "elu")
     assert closed_form_fisher(elu, _batch(elu)) is None
+
+
+def test_distribution_space_hessians_from_per_sample_blocks_only_when_separable() -> None:
+    """vpg's loss and the KL are sums of per-sample terms: their Hessians come from P x P
+    blocks; DiCE couples the steps of an episode, fails the probe and keeps autograd (both
+    give the autograd product, the tests above)."""
+    for surrogate, separable in (("vpg", True), ("dice", False)):
+        learner = _learner(NAV, "tanh", surrogate=surrogate)
+        fast = closed_form_fisher(learner, _batch(learner))
+        assert isinstance(fast, ClosedFormFisher)
+        assert (fast.steps[0].loss.hvp.blocks is not None) is separable
+        assert fast.metric.product.blocks is not None
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "cfg", "needed"),
+    [
+        ("trpo", {}, False),  # J^T of the closed form gives the meta-gradient
+        ("trpo", {"cg_subsample": 0.5}, True),  # the subset's Jacobian is not the batch's
+        ("trpo", {"num_inner_steps": 2, "multi_step_loss": True}, True),
+        ("trpo", {"learn_inner_lr": True}, True),
+        ("adam", {}, True),
+        ("promp", {}, False),
+    ],
+)
+def test_the_adaptation_keeps_its_graph_only_where_something_differentiates_it(
+    optimizer: str, cfg: dict, needed: bool
+) -> None:
+    learner = _learner(NAV, "tanh", optimizer=optimizer, **cfg)
+    assert adaptation_graph_needed(learner.update, learner) is needed
+
+
+def test_a_batch_adapted_without_graph_is_re_adapted_for_an_autograd_gradient() -> None:
+    """The fallback: a batch sampled without the adaptation's graph, asked for the gradient
+    with no closed form to give it (Adam here), re-adapts from theta with a graph: the same
+    gradient as the batch that kept its graph."""
+    learner = _learner(NAV, "tanh", optimizer="adam")
+    grab = learner.update = _Grab()
+    learner.step()
+    with_graph = grab.batch
+    without = MetaBatch(**{**vars(with_graph), "graph": False})
+    without.steps = [{k: v.detach() for k, v in s.items()} for s in with_graph.steps]
+    expected = BatchedContributions(learner, with_graph).gradient()
+    got = BatchedContributions(learner, without).gradient()
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-14)
+    for a, b in zip(got[1], expected[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_tanh_is_torch_tanh_off_the_graph_and_autograd_on_it() -> None:
+    z = torch.randn(64, 7, generator=torch.Generator().manual_seed(0)) * 3
+    torch.testing.assert_close(fast_tanh(z), torch.tanh(z), rtol=0, atol=2e-7)
+    leaf = z.clone().requires_grad_()
+    fast_tanh(leaf).sum().backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(leaf.grad, 1 - torch.tanh(z) ** 2)
