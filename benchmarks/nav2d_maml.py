@@ -403,6 +403,8 @@ def _setting(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "keep_freed_memory": not args.no_keep_memory,
         "preset": args.preset,
+        # both programs inherit it; unset is each one's fastest on a quiet machine
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
     }
 
 
